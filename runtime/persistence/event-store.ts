@@ -1,0 +1,100 @@
+/**
+ * `EventStore`: where twins persist. Implementations: in-memory (tests), SQLite (the embedded
+ * default), Cassandra (production). All must pass the contract suite in
+ * `test/persistence/event-store-contract.ts`.
+ *
+ * Failures: methods reject with `Unavailable` when the backing store cannot be reached (the caller
+ * may retry), `InvalidArgument` for a malformed page token, and never with anything untyped.
+ */
+import type { DoppelError } from "../api/errors.ts";
+import type { TwinRef } from "../api/ids.ts";
+import type { EventRecord, ReminderIndexEntry, TelemetrySample, TwinCommit, TwinSnapshot, TwinView } from "./records.ts";
+
+/** What activation needs to rebuild a twin: its latest snapshot and the events after it. */
+export interface LoadedTwin {
+  readonly snapshot: TwinSnapshot | undefined;
+  /** Events after the snapshot (or from the start), ascending. */
+  readonly events: readonly EventRecord[];
+  /** Set when the twin is quarantined: the reason. */
+  readonly quarantine: string | undefined;
+}
+
+/** A page of views. */
+export interface ViewPage {
+  readonly views: readonly TwinView[];
+  /** Pass back to get the next page; absent on the last page. */
+  readonly nextPageToken?: string;
+}
+
+/** Which views a query returns: one type, those `match` accepts, ordered by id. */
+export interface ViewQuery {
+  readonly match?: (view: TwinView) => boolean;
+  readonly limit: number;
+  readonly pageToken?: string;
+}
+
+/** A slice of a twin's history. Bounds are inclusive; absent bounds are open. */
+export interface HistoryRange {
+  readonly fromVersion?: number;
+  readonly toVersion?: number;
+  /** Epoch ms. */
+  readonly since?: number;
+  /** Epoch ms. */
+  readonly until?: number;
+  readonly limit: number;
+}
+
+/** A slice of a twin's telemetry. `since` inclusive, `until` exclusive, epoch ms. */
+export interface TelemetryRange {
+  readonly since: number;
+  readonly until: number;
+  readonly limit: number;
+}
+
+export interface EventStore {
+  /**
+   * Writes each commit atomically for its twin (events + view + reminder index). Commits of
+   * different twins are independent: the result has one entry per commit, `undefined` when it
+   * was written, or the error: `ConcurrencyConflict` when the twin's log does not end at
+   * `expectedSeq` (another writer got there first), `Unavailable` when the store failed.
+   * Retrying a commit whose events are already stored with the same commit ids succeeds
+   * without writing anything twice.
+   */
+  commit(commits: readonly TwinCommit[]): Promise<(DoppelError | undefined)[]>;
+
+  /** Loads a twin for activation: latest snapshot, later events, quarantine mark. */
+  loadTwin(ref: TwinRef): Promise<LoadedTwin>;
+
+  /** Events with `seq > afterSeq`, ascending, at most `limit`. */
+  readEvents(ref: TwinRef, afterSeq: number, limit?: number): Promise<EventRecord[]>;
+
+  /** Stores a snapshot (replacing an older one; an older snapshot never replaces a newer one). */
+  writeSnapshot(ref: TwinRef, snapshot: TwinSnapshot): Promise<void>;
+
+  /** The latest view of one twin; `undefined` if the twin has never persisted an event. */
+  readView(ref: TwinRef): Promise<TwinView | undefined>;
+
+  /** Pages through the views of one type in id order. */
+  queryViews(type: string, query: ViewQuery): Promise<ViewPage>;
+
+  /** Events of one twin within a version and/or time range, ascending, at most `range.limit`. */
+  readHistory(ref: TwinRef, range: HistoryRange): Promise<EventRecord[]>;
+
+  /** Reminder index entries due at or before `until` in the given shards (`"all"`: every shard). */
+  dueReminders(shards: readonly number[] | "all", until: number, limit: number): Promise<ReminderIndexEntry[]>;
+
+  /** Marks a twin quarantined (it refuses work until released) with a reason. */
+  quarantine(ref: TwinRef, reason: string): Promise<void>;
+
+  /** Lifts a quarantine. */
+  release(ref: TwinRef): Promise<void>;
+
+  /** Appends telemetry samples (high-rate numeric series, kept apart from state events). */
+  appendTelemetry(samples: readonly TelemetrySample[]): Promise<void>;
+
+  /** Telemetry samples of one twin in a time range, ascending, at most `range.limit`. */
+  readTelemetry(ref: TwinRef, range: TelemetryRange): Promise<TelemetrySample[]>;
+
+  /** Releases connections and files. */
+  close(): Promise<void>;
+}

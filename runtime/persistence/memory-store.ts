@@ -1,0 +1,157 @@
+/**
+ * In-memory {@link EventStore}: for unit tests and the test kit. Nothing survives the process.
+ * It can be told to fail (`failNext`) so tests can exercise store outages.
+ */
+import { ConcurrencyConflict, type DoppelError, Unavailable } from "../api/errors.ts";
+import { refKey, type TwinRef } from "../api/ids.ts";
+import type { EventStore, HistoryRange, LoadedTwin, TelemetryRange, ViewPage, ViewQuery } from "./event-store.ts";
+import { decodePageToken, encodePageToken } from "./page-token.ts";
+import type { EventRecord, ReminderIndexEntry, TelemetrySample, TwinCommit, TwinSnapshot, TwinView } from "./records.ts";
+
+export class MemoryEventStore implements EventStore {
+  readonly #events = new Map<string, EventRecord[]>();
+  readonly #snapshots = new Map<string, TwinSnapshot>();
+  readonly #views = new Map<string, Map<string, TwinView>>();
+  readonly #reminders = new Map<string, ReminderIndexEntry>();
+  readonly #quarantine = new Map<string, string>();
+  readonly #telemetry = new Map<string, TelemetrySample[]>();
+  #failures = 0;
+  #closed = false;
+
+  /** Makes the next `count` store operations fail with `Unavailable` (fault injection for tests). */
+  failNext(count = 1): void {
+    this.#failures = count;
+  }
+
+  #gate(): void {
+    if (this.#closed) throw new Unavailable("memory store is closed");
+    if (this.#failures > 0) {
+      this.#failures--;
+      throw new Unavailable("memory store: injected failure");
+    }
+  }
+
+  async commit(commits: readonly TwinCommit[]): Promise<(DoppelError | undefined)[]> {
+    this.#gate();
+    return commits.map((commit) => this.#commitOne(commit));
+  }
+
+  #commitOne(commit: TwinCommit): DoppelError | undefined {
+    const key = refKey(commit.ref);
+    const log = this.#events.get(key) ?? [];
+    const first = commit.events[0];
+    if (log.length !== commit.expectedSeq) {
+      const existing = log[commit.expectedSeq];
+      if (first && existing && existing.commitId === first.commitId) return undefined;
+      return new ConcurrencyConflict(
+        `${key}: expected the log to end at ${commit.expectedSeq}, but it ends at ${log.length}`,
+        { expectedSeq: commit.expectedSeq, actualSeq: log.length },
+      );
+    }
+    log.push(...commit.events);
+    this.#events.set(key, log);
+    let byType = this.#views.get(commit.ref.type);
+    if (!byType) {
+      byType = new Map();
+      this.#views.set(commit.ref.type, byType);
+    }
+    byType.set(commit.ref.id, commit.view);
+    for (const name of commit.reminders.clear) this.#reminders.delete(`${key}#${name}`);
+    for (const entry of commit.reminders.set) this.#reminders.set(`${key}#${entry.name}`, entry);
+    return undefined;
+  }
+
+  async loadTwin(ref: TwinRef): Promise<LoadedTwin> {
+    this.#gate();
+    const key = refKey(ref);
+    const snapshot = this.#snapshots.get(key);
+    const log = this.#events.get(key) ?? [];
+    return { snapshot, events: log.slice(snapshot?.seq ?? 0), quarantine: this.#quarantine.get(key) };
+  }
+
+  async readEvents(ref: TwinRef, afterSeq: number, limit = Number.MAX_SAFE_INTEGER): Promise<EventRecord[]> {
+    this.#gate();
+    return (this.#events.get(refKey(ref)) ?? []).slice(afterSeq, afterSeq + limit);
+  }
+
+  async writeSnapshot(ref: TwinRef, snapshot: TwinSnapshot): Promise<void> {
+    this.#gate();
+    const key = refKey(ref);
+    const current = this.#snapshots.get(key);
+    if (!current || current.seq < snapshot.seq) this.#snapshots.set(key, snapshot);
+  }
+
+  async readView(ref: TwinRef): Promise<TwinView | undefined> {
+    this.#gate();
+    return this.#views.get(ref.type)?.get(ref.id);
+  }
+
+  async queryViews(type: string, query: ViewQuery): Promise<ViewPage> {
+    this.#gate();
+    const after = query.pageToken ? String(decodePageToken(query.pageToken, { after: "string" }).after) : undefined;
+    const ids = [...(this.#views.get(type)?.keys() ?? [])].sort();
+    const views: TwinView[] = [];
+    let index = after === undefined ? 0 : ids.findIndex((id) => id > after);
+    if (index < 0) index = ids.length;
+    for (; index < ids.length && views.length < query.limit; index++) {
+      const view = this.#views.get(type)?.get(ids[index]!);
+      if (view && (!query.match || query.match(view))) views.push(view);
+    }
+    const last = views.at(-1);
+    return index < ids.length && last ? { views, nextPageToken: encodePageToken({ after: last.id }) } : { views };
+  }
+
+  async readHistory(ref: TwinRef, range: HistoryRange): Promise<EventRecord[]> {
+    this.#gate();
+    return (this.#events.get(refKey(ref)) ?? [])
+      .filter(
+        (e) =>
+          (range.fromVersion === undefined || e.seq >= range.fromVersion) &&
+          (range.toVersion === undefined || e.seq <= range.toVersion) &&
+          (range.since === undefined || e.at >= range.since) &&
+          (range.until === undefined || e.at <= range.until),
+      )
+      .slice(0, range.limit);
+  }
+
+  async dueReminders(shards: readonly number[] | "all", until: number, limit: number): Promise<ReminderIndexEntry[]> {
+    this.#gate();
+    const wanted = shards === "all" ? undefined : new Set(shards);
+    return [...this.#reminders.values()]
+      .filter((r) => r.dueAt <= until && (!wanted || wanted.has(r.shard)))
+      .sort((a, b) => a.dueAt - b.dueAt)
+      .slice(0, limit);
+  }
+
+  async quarantine(ref: TwinRef, reason: string): Promise<void> {
+    this.#gate();
+    this.#quarantine.set(refKey(ref), reason);
+  }
+
+  async release(ref: TwinRef): Promise<void> {
+    this.#gate();
+    this.#quarantine.delete(refKey(ref));
+  }
+
+  async appendTelemetry(samples: readonly TelemetrySample[]): Promise<void> {
+    this.#gate();
+    for (const sample of samples) {
+      const key = refKey(sample.ref);
+      const series = this.#telemetry.get(key) ?? [];
+      series.push(sample);
+      this.#telemetry.set(key, series);
+    }
+  }
+
+  async readTelemetry(ref: TwinRef, range: TelemetryRange): Promise<TelemetrySample[]> {
+    this.#gate();
+    return (this.#telemetry.get(refKey(ref)) ?? [])
+      .filter((s) => s.at >= range.since && s.at < range.until)
+      .sort((a, b) => a.at - b.at)
+      .slice(0, range.limit);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+  }
+}
