@@ -15,7 +15,9 @@ export function toMillis(duration: Duration | string, what = "duration"): number
   }
   const match = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(duration.trim());
   if (!match) {
-    throw new InvalidArgument(`${what} ${JSON.stringify(duration)} is not a duration like 500ms, 30s, 10m, 2h or 1d`);
+    throw new InvalidArgument(
+      `${what} ${JSON.stringify(duration)} is not a duration like 500ms, 30s, 10m, 2h or 1d`,
+    );
   }
   return Math.round(Number(match[1]) * (UNIT_MS[match[2]!] ?? 1));
 }

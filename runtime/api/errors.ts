@@ -109,9 +109,13 @@ export class FailedPrecondition extends DoppelError {
 /** A twin-to-twin call would re-enter a twin already waiting in the same call chain. */
 export class CallCycle extends DoppelError {
   constructor(readonly chain: readonly string[]) {
-    super(ErrorCode.CallCycle, `call cycle: ${chain.join(" → ")} (a twin cannot be re-entered while it waits)`, {
-      chain: [...chain],
-    });
+    super(
+      ErrorCode.CallCycle,
+      `call cycle: ${chain.join(" → ")} (a twin cannot be re-entered while it waits)`,
+      {
+        chain: [...chain],
+      },
+    );
   }
 }
 

@@ -53,16 +53,20 @@ function check(kind: "type" | "id", value: unknown, charset: Charset): string {
   if (typeof value !== "string") throw new InvalidArgument(`twin ${kind} must be a string`, { field: kind });
   if (value.length === 0) throw new InvalidArgument(`twin ${kind} is empty`, { field: kind });
   if (value.length > charset.max) {
-    throw new InvalidArgument(`twin ${kind} is ${value.length} characters long; the limit is ${charset.max}`, {
-      field: kind,
-      limit: charset.max,
-    });
+    throw new InvalidArgument(
+      `twin ${kind} is ${value.length} characters long; the limit is ${charset.max}`,
+      {
+        field: kind,
+        limit: charset.max,
+      },
+    );
   }
   let position = 0;
   for (const ch of value) {
     const ok = position === 0 ? charset.first.test(ch) : charset.rest.test(ch);
     if (!ok) {
-      const where = position === 0 && charset.rest.test(ch) ? `cannot start a twin ${kind}` : "is not allowed";
+      const where =
+        position === 0 && charset.rest.test(ch) ? `cannot start a twin ${kind}` : "is not allowed";
       throw new InvalidArgument(
         `invalid twin ${kind} ${JSON.stringify(value)}: ${describeChar(ch)} at position ${position + 1} ${where} (allowed: ${charset.allowed})`,
         { field: kind, position: position + 1 },
@@ -92,6 +96,7 @@ export function twinRef(type: unknown, id: unknown): TwinRef {
 export function parseRef(text: unknown): TwinRef {
   if (typeof text !== "string") throw new InvalidArgument("twin reference must be a string 'type/id'");
   const slash = text.indexOf("/");
-  if (slash < 0) throw new InvalidArgument(`invalid twin reference ${JSON.stringify(text)}: expected 'type/id'`);
+  if (slash < 0)
+    throw new InvalidArgument(`invalid twin reference ${JSON.stringify(text)}: expected 'type/id'`);
   return twinRef(text.slice(0, slash), text.slice(slash + 1));
 }

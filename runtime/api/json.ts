@@ -85,7 +85,7 @@ function checkValue(value: unknown, path: string, depth: number, limits: JsonLim
     throw new InvalidArgument(`${path} is nested deeper than ${limits.maxDepth} levels`, { path });
   }
   if (Array.isArray(value)) {
-    value.forEach((item, i) => checkValue(item, `${path}[${i}]`, depth + 1, limits));
+    for (let i = 0; i < value.length; i++) checkValue(value[i], `${path}[${i}]`, depth + 1, limits);
     return;
   }
   if (typeof value === "object") {
@@ -103,7 +103,11 @@ function checkValue(value: unknown, path: string, depth: number, limits: JsonLim
  * Checks that `value` is a plain JSON object within `limits`, naming the offending path on failure
  * (`reported.temperature is not a finite number`). Returns it typed as a {@link JsonObject}.
  */
-export function requireJsonObject(value: unknown, what: string, limits: JsonLimits = DEFAULT_JSON_LIMITS): JsonObject {
+export function requireJsonObject(
+  value: unknown,
+  what: string,
+  limits: JsonLimits = DEFAULT_JSON_LIMITS,
+): JsonObject {
   if (!isJsonObject(value)) {
     const kind = value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
     throw new InvalidArgument(`${what} must be a JSON object, got ${kind}`);
@@ -120,7 +124,11 @@ export function requireJsonObject(value: unknown, what: string, limits: JsonLimi
 }
 
 /** Parses JSON text from an untrusted source into a bounded JSON object, with a precise error. */
-export function parseJsonObject(text: string, what: string, limits: JsonLimits = DEFAULT_JSON_LIMITS): JsonObject {
+export function parseJsonObject(
+  text: string,
+  what: string,
+  limits: JsonLimits = DEFAULT_JSON_LIMITS,
+): JsonObject {
   const size = Buffer.byteLength(text);
   if (size > limits.maxBytes) {
     throw new InvalidArgument(`${what} is ${size} bytes; the limit is ${limits.maxBytes}`, {

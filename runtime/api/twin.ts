@@ -70,10 +70,10 @@ export interface TwinBinding {
   call(target: TwinRef | string, command: string, args: JsonObject): Promise<unknown>;
 }
 
-let bind: (twin: Twin, binding: TwinBinding) => void;
+let bind: (twin: Twin<object, TwinEvent, object>, binding: TwinBinding) => void;
 
 /** Attaches a twin instance to its activation. Runtime-internal. */
-export function bindTwin(twin: Twin, binding: TwinBinding): void {
+export function bindTwin(twin: Twin<object, TwinEvent, object>, binding: TwinBinding): void {
   bind(twin, binding);
 }
 
@@ -84,7 +84,11 @@ export function bindTwin(twin: Twin, binding: TwinBinding): void {
  * @typeParam E the union of the twin's events
  * @typeParam R the shape of the device's reported state (and of desired state)
  */
-export abstract class Twin<S extends object = JsonObject, E extends TwinEvent = TwinEvent, R extends object = JsonObject> {
+export abstract class Twin<
+  S extends object = JsonObject,
+  E extends TwinEvent = TwinEvent,
+  R extends object = JsonObject,
+> {
   #binding!: TwinBinding;
 
   static {
@@ -168,7 +172,12 @@ export abstract class Twin<S extends object = JsonObject, E extends TwinEvent = 
    * Sets (or replaces) the durable reminder `name`. It survives passivation and restarts and
    * calls {@link onReminder} when due. Takes effect when the turn is persisted.
    */
-  protected schedule(name: string, when: When, payload: JsonObject = {}, options: ScheduleOptions = {}): void {
+  protected schedule(
+    name: string,
+    when: When,
+    payload: JsonObject = {},
+    options: ScheduleOptions = {},
+  ): void {
     this.#binding.schedule(name, when, payload, options);
   }
 
@@ -200,7 +209,11 @@ export abstract class Twin<S extends object = JsonObject, E extends TwinEvent = 
     fourth?: unknown,
   ): Promise<unknown> {
     if (typeof first === "function") {
-      return this.#binding.call({ type: first.type, id: second }, String(third), (fourth ?? {}) as JsonObject);
+      return this.#binding.call(
+        { type: first.type, id: second },
+        String(third),
+        (fourth ?? {}) as JsonObject,
+      );
     }
     return this.#binding.call(first, second, (third ?? {}) as JsonObject);
   }
@@ -225,31 +238,20 @@ export interface TwinClass<T extends Twin<object, TwinEvent, object> = Twin<obje
 }
 
 /** The command names of a twin class. */
-export type CommandName<C extends TwinClass> = C["commands"] extends Readonly<Record<string, Schema>>
-  ? Extract<keyof C["commands"], string>
-  : never;
+export type CommandName<C extends TwinClass> =
+  C["commands"] extends Readonly<Record<string, Schema>> ? Extract<keyof C["commands"], string> : never;
 
 /** What a caller passes to command `K` of twin class `C`. */
-export type CommandInput<C extends TwinClass, K extends CommandName<C>> = C["commands"] extends Readonly<
-  Record<K, Schema>
->
-  ? z.input<C["commands"][K]>
-  : never;
+export type CommandInput<C extends TwinClass, K extends CommandName<C>> =
+  C["commands"] extends Readonly<Record<K, Schema>> ? z.input<C["commands"][K]> : never;
 
 /** What command `K`'s handler receives (after validation and defaults). */
-export type CommandArgs<C extends TwinClass, K extends CommandName<C>> = C["commands"] extends Readonly<
-  Record<K, Schema>
->
-  ? z.output<C["commands"][K]>
-  : never;
+export type CommandArgs<C extends TwinClass, K extends CommandName<C>> =
+  C["commands"] extends Readonly<Record<K, Schema>> ? z.output<C["commands"][K]> : never;
 
 /** What command `K`'s handler returns (awaited). */
-export type CommandResult<C extends TwinClass, K extends string> = InstanceType<C> extends Record<
-  K,
-  (...args: never[]) => infer Out
->
-  ? Awaited<Out>
-  : unknown;
+export type CommandResult<C extends TwinClass, K extends string> =
+  InstanceType<C> extends Record<K, (...args: never[]) => infer Out> ? Awaited<Out> : unknown;
 
 /**
  * Compile-time check that every declared command has a handler method taking its arguments.

@@ -8,7 +8,14 @@
  */
 import type { DoppelError } from "../api/errors.ts";
 import type { TwinRef } from "../api/ids.ts";
-import type { EventRecord, ReminderIndexEntry, TelemetrySample, TwinCommit, TwinSnapshot, TwinView } from "./records.ts";
+import type {
+  EventRecord,
+  ReminderIndexEntry,
+  TelemetrySample,
+  TwinCommit,
+  TwinSnapshot,
+  TwinView,
+} from "./records.ts";
 
 /** What activation needs to rebuild a twin: its latest snapshot and the events after it. */
 export interface LoadedTwin {
@@ -81,7 +88,11 @@ export interface EventStore {
   readHistory(ref: TwinRef, range: HistoryRange): Promise<EventRecord[]>;
 
   /** Reminder index entries due at or before `until` in the given shards (`"all"`: every shard). */
-  dueReminders(shards: readonly number[] | "all", until: number, limit: number): Promise<ReminderIndexEntry[]>;
+  dueReminders(
+    shards: readonly number[] | "all",
+    until: number,
+    limit: number,
+  ): Promise<ReminderIndexEntry[]>;
 
   /** Marks a twin quarantined (it refuses work until released) with a reason. */
   quarantine(ref: TwinRef, reason: string): Promise<void>;

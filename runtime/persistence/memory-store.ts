@@ -4,9 +4,23 @@
  */
 import { ConcurrencyConflict, type DoppelError, Unavailable } from "../api/errors.ts";
 import { refKey, type TwinRef } from "../api/ids.ts";
-import type { EventStore, HistoryRange, LoadedTwin, TelemetryRange, ViewPage, ViewQuery } from "./event-store.ts";
+import type {
+  EventStore,
+  HistoryRange,
+  LoadedTwin,
+  TelemetryRange,
+  ViewPage,
+  ViewQuery,
+} from "./event-store.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
-import type { EventRecord, ReminderIndexEntry, TelemetrySample, TwinCommit, TwinSnapshot, TwinView } from "./records.ts";
+import type {
+  EventRecord,
+  ReminderIndexEntry,
+  TelemetrySample,
+  TwinCommit,
+  TwinSnapshot,
+  TwinView,
+} from "./records.ts";
 
 export class MemoryEventStore implements EventStore {
   readonly #events = new Map<string, EventRecord[]>();
@@ -88,7 +102,9 @@ export class MemoryEventStore implements EventStore {
 
   async queryViews(type: string, query: ViewQuery): Promise<ViewPage> {
     this.#gate();
-    const after = query.pageToken ? String(decodePageToken(query.pageToken, { after: "string" }).after) : undefined;
+    const after = query.pageToken
+      ? String(decodePageToken(query.pageToken, { after: "string" }).after)
+      : undefined;
     const ids = [...(this.#views.get(type)?.keys() ?? [])].sort();
     const views: TwinView[] = [];
     let index = after === undefined ? 0 : ids.findIndex((id) => id > after);
@@ -98,7 +114,9 @@ export class MemoryEventStore implements EventStore {
       if (view && (!query.match || query.match(view))) views.push(view);
     }
     const last = views.at(-1);
-    return index < ids.length && last ? { views, nextPageToken: encodePageToken({ after: last.id }) } : { views };
+    return index < ids.length && last
+      ? { views, nextPageToken: encodePageToken({ after: last.id }) }
+      : { views };
   }
 
   async readHistory(ref: TwinRef, range: HistoryRange): Promise<EventRecord[]> {
@@ -114,7 +132,11 @@ export class MemoryEventStore implements EventStore {
       .slice(0, range.limit);
   }
 
-  async dueReminders(shards: readonly number[] | "all", until: number, limit: number): Promise<ReminderIndexEntry[]> {
+  async dueReminders(
+    shards: readonly number[] | "all",
+    until: number,
+    limit: number,
+  ): Promise<ReminderIndexEntry[]> {
     this.#gate();
     const wanted = shards === "all" ? undefined : new Set(shards);
     return [...this.#reminders.values()]

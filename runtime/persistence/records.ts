@@ -40,7 +40,10 @@ export interface ReminderState {
 /** A twin's full state at one version: what activation starts from before replaying later events. */
 export interface TwinSnapshot {
   readonly seq: number;
+  /** When the last event folded in was written (epoch ms). */
   readonly at: number;
+  /** When the twin's first event was written (epoch ms). */
+  readonly createdAt: number;
   readonly state: JsonObject;
   readonly reported: JsonObject;
   readonly desired: JsonObject;

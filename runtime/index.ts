@@ -1,0 +1,62 @@
+/**
+ * Doppel's public surface. Twin authors, services embedding a node, and tests import only this.
+ */
+
+// Writing twins
+export { z } from "zod";
+export type { TwinChange } from "./activation/change-feed.ts";
+// Running nodes
+export { type Clock, ManualClock, SystemClock } from "./activation/clock.ts";
+export type { Duration } from "./api/duration.ts";
+export {
+  CallCycle,
+  ConcurrencyConflict,
+  DeadlineExceeded,
+  DoppelError,
+  ErrorCode,
+  type ErrorDetails,
+  FailedPrecondition,
+  HandlerFailed,
+  Internal,
+  InvalidArgument,
+  NotFound,
+  Quarantined,
+  ResourceExhausted,
+  Unavailable,
+  VersionConflict,
+  type WireError,
+} from "./api/errors.ts";
+export { MAX_ID_LENGTH, MAX_TYPE_LENGTH, parseRef, refKey, type TwinRef, twinRef } from "./api/ids.ts";
+export type { Json, JsonObject, JsonPrimitive } from "./api/json.ts";
+export {
+  type CheckedTwinClass,
+  type CommandArgs,
+  type CommandInput,
+  type CommandName,
+  type CommandResult,
+  type Reminder,
+  type ScheduleOptions,
+  type Schema,
+  Twin,
+  type TwinClass,
+  type TwinEvent,
+  type TwinOptions,
+  type When,
+} from "./api/twin.ts";
+export { DoppelNode, type NodeParts } from "./node/node.ts";
+export { compileConfig, type NodeConfig, type NodeConfigInput } from "./node/options.ts";
+export type {
+  InvokeOptions,
+  InvokeResult,
+  QueryOptions,
+  ReportOptions,
+  ReportResult,
+  TelemetryQuery,
+  TwinApi,
+} from "./node/twin-api.ts";
+export type { EventStore, HistoryRange, ViewPage } from "./persistence/event-store.ts";
+export { MemoryEventStore } from "./persistence/memory-store.ts";
+export type { EventRecord, TelemetrySample, TwinView } from "./persistence/records.ts";
+
+// Testing twins
+export { TestNode, type TestNodeOptions } from "./testing/test-node.ts";

@@ -1,0 +1,157 @@
+/**
+ * The engine of one node: the catalog of resident twins, group commit, reminders and the change
+ * feed, wired into the host every activation uses. It knows nothing of gRPC, NATS or validation:
+ * it runs already-validated messages against twins this node may write.
+ */
+import { randomBytes } from "node:crypto";
+import type { Activation, ActivationHost } from "../activation/activation.ts";
+import { Catalog } from "../activation/catalog.ts";
+import { ChangeFeed } from "../activation/change-feed.ts";
+import type { Clock } from "../activation/clock.ts";
+import { type CommitObserver, GroupCommitter } from "../activation/group-commit.ts";
+import type { TurnOutcome, TwinMessage } from "../activation/messages.ts";
+import { ReminderService } from "../activation/reminder-service.ts";
+import type { TwinRegistry, TwinType } from "../activation/twin-type.ts";
+import { Unavailable } from "../api/errors.ts";
+import type { TwinRef } from "../api/ids.ts";
+import type { Json, JsonObject } from "../api/json.ts";
+import type { EventStore } from "../persistence/event-store.ts";
+import type { ReminderIndexEntry, TwinCommit, Writer } from "../persistence/records.ts";
+import type { Logger } from "../telemetry/logger.ts";
+
+/** Which shards this node may write, and with which lease epoch. A single node owns them all at epoch 0. */
+export interface ShardOwnership {
+  /** The writer for events of `shard`; throws `Unavailable` when this node does not own it now. */
+  writerFor(shard: number): Writer;
+  /** Shards this node owns now (`"all"` on a single node). */
+  ownedShards(): readonly number[] | "all";
+}
+
+/** Ownership of a single node: every shard, epoch 0. */
+export function singleNodeOwnership(nodeId: string): ShardOwnership {
+  const writer: Writer = Object.freeze({ node: nodeId, epoch: 0 });
+  return { writerFor: () => writer, ownedShards: () => "all" };
+}
+
+export interface EngineOptions {
+  readonly nodeId: string;
+  readonly maxResident: number;
+  readonly idleSweepMs: number;
+  readonly mailboxSize: number;
+  readonly maxPendingEvents: number;
+  readonly callTimeoutMs: number;
+  readonly reminderPollMs: number;
+  readonly reminderBatch: number;
+  readonly commitMaxBatch: number;
+  readonly commitMaxInFlight: number;
+}
+
+/** Invokes a command on any twin (the node's routed API), for twin-to-twin calls. */
+export type TwinCaller = (
+  target: TwinRef,
+  command: string,
+  args: JsonObject,
+  chain: readonly string[],
+  deadline: number,
+) => Promise<Json>;
+
+export class Engine {
+  readonly feed = new ChangeFeed();
+  readonly catalog: Catalog;
+  readonly committer: GroupCommitter;
+  readonly reminders: ReminderService;
+  #caller: TwinCaller | undefined;
+  #commitCounter = 0;
+  readonly #commitPrefix = randomBytes(6).toString("base64url");
+
+  constructor(
+    readonly store: EventStore,
+    readonly registry: TwinRegistry,
+    readonly clock: Clock,
+    readonly ownership: ShardOwnership,
+    readonly shardOf: (type: string, id: string) => number,
+    readonly options: EngineOptions,
+    private readonly logger: Logger,
+    observeCommit?: CommitObserver,
+  ) {
+    this.committer = new GroupCommitter(
+      store,
+      { maxBatch: options.commitMaxBatch, maxInFlight: options.commitMaxInFlight },
+      observeCommit,
+    );
+    const host: ActivationHost = {
+      store,
+      committer: this.committer,
+      clock,
+      mailboxSize: options.mailboxSize,
+      maxPendingEvents: options.maxPendingEvents,
+      callTimeoutMs: options.callTimeoutMs,
+      writerFor: (shard) => ownership.writerFor(shard),
+      nextCommitId: () => `${this.#commitPrefix}.${(this.#commitCounter++).toString(36)}`,
+      callTwin: (target, command, args, chain, deadline) => {
+        if (!this.#caller) throw new Unavailable("twin-to-twin calls are not wired on this node");
+        return this.#caller(target, command, args, chain, deadline);
+      },
+      committed: (activation, commit, reminders) => this.#committed(activation, commit, reminders),
+      discard: (activation) => this.catalog.remove(activation),
+      warn: (message, error) => logger.warn({ err: error }, message),
+    };
+    this.catalog = new Catalog(host, shardOf, {
+      maxResident: options.maxResident,
+      idleSweepMs: options.idleSweepMs,
+    });
+    this.reminders = new ReminderService(
+      store,
+      clock,
+      (entry) => this.#deliverReminder(entry),
+      () => ownership.ownedShards(),
+      { pollMs: options.reminderPollMs, batch: options.reminderBatch },
+      (message, error) => logger.warn({ err: error }, message),
+    );
+  }
+
+  /** Sets how twins reach other twins (the node's routed API). */
+  setCaller(caller: TwinCaller): void {
+    this.#caller = caller;
+  }
+
+  /** Runs a validated message on twin `type/id` (activating it if needed). */
+  dispatch(type: TwinType, id: string, message: TwinMessage): Promise<TurnOutcome> {
+    return this.catalog.dispatch(type, id, message);
+  }
+
+  /** The resident activation of a twin, if it is in memory. */
+  resident(key: string): Activation | undefined {
+    return this.catalog.resident(key);
+  }
+
+  #committed(activation: Activation, commit: TwinCommit, reminders: readonly ReminderIndexEntry[]): void {
+    if (reminders.length > 0) this.reminders.track(reminders);
+    if (this.feed.watched(activation.key)) {
+      this.feed.publish(activation.key, { ref: commit.ref, events: commit.events, view: commit.view });
+    }
+  }
+
+  async #deliverReminder(entry: ReminderIndexEntry): Promise<void> {
+    if (!this.registry.has(entry.type)) {
+      this.logger.warn({ type: entry.type, id: entry.id }, "reminder for an unregistered twin type skipped");
+      return;
+    }
+    const type = this.registry.get(entry.type);
+    await this.dispatch(type, entry.id, { kind: "reminder", name: entry.name, dueAt: entry.dueAt });
+  }
+
+  /** Starts idle passivation and reminders. */
+  start(): void {
+    this.catalog.start();
+    this.reminders.start();
+  }
+
+  /** Stops reminders, passivates every twin and waits for every write. */
+  async stop(): Promise<void> {
+    await this.reminders.stop();
+    this.catalog.stop();
+    await this.catalog.drain();
+    await this.committer.whenIdle();
+  }
+}

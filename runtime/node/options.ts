@@ -1,0 +1,122 @@
+/**
+ * Node configuration: one zod schema for the config file, CLI flags and environment, compiled
+ * once at start-up into the options every part reads. Bad configuration is refused with the
+ * path of the offending field.
+ */
+import { z } from "zod";
+import { describeIssues } from "../activation/twin-type.ts";
+import { type Duration, toMillis } from "../api/duration.ts";
+import { InvalidArgument } from "../api/errors.ts";
+
+const duration = z.union([z.number().nonnegative(), z.string()]).transform((value, ctx) => {
+  try {
+    return toMillis(value as Duration);
+  } catch (error) {
+    ctx.addIssue({ code: "custom", message: (error as Error).message });
+    return z.NEVER;
+  }
+});
+
+const storeSchema = z.discriminatedUnion("kind", [
+  z.object({ kind: z.literal("memory") }).strict(),
+  z
+    .object({
+      kind: z.literal("sqlite"),
+      /** Database file; defaults to `<dataDir>/doppel.db`. */
+      path: z.string().min(1).optional(),
+      synchronous: z.enum(["full", "normal"]).default("full"),
+    })
+    .strict(),
+]);
+
+/** The configuration a user writes (config file JSON, or built from flags). */
+export const nodeConfigSchema = z
+  .object({
+    /** This node's id in logs, events and the cluster. Default: random. */
+    nodeId: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, '_' or '-'")
+      .optional(),
+    /** Folder for the embedded store and local files. */
+    dataDir: z.string().min(1).default(".doppel/data"),
+    store: storeSchema.default({ kind: "sqlite", synchronous: "full" }),
+    grpc: z
+      .object({
+        /** `host:port` to serve gRPC on; `false` to serve none. */
+        listen: z
+          .union([z.string().regex(/^[^\s:]+:\d{1,5}$/, "must be host:port"), z.literal(false)])
+          .default("localhost:50051"),
+        /** Largest gRPC message accepted, bytes. */
+        maxMessageBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(64 * 1024 * 1024)
+          .default(4 * 1024 * 1024),
+      })
+      .strict()
+      .default({ listen: "localhost:50051", maxMessageBytes: 4 * 1024 * 1024 }),
+    /** Modules whose exported twin classes this node runs; default: the example twins. */
+    twins: z.array(z.string().min(1)).optional(),
+    /** Number of shards of the cluster (fixed for a cluster's lifetime). */
+    shards: z.number().int().min(1).max(65536).default(256),
+    limits: z
+      .object({
+        /** Largest JSON payload (patch, arguments, event) in bytes. */
+        maxPayloadBytes: z
+          .number()
+          .int()
+          .min(256)
+          .max(16 * 1024 * 1024)
+          .default(64 * 1024),
+        maxJsonDepth: z.number().int().min(2).max(256).default(32),
+        mailboxSize: z.number().int().min(1).default(1000),
+        maxPendingEvents: z.number().int().min(1).default(1000),
+        maxResident: z.number().int().min(1).default(100_000),
+        idleTimeout: duration.default(10 * 60_000),
+        idleSweep: duration.default(15_000),
+        snapshotEvery: z.number().int().min(1).default(100),
+        requestTimeout: duration.default(30_000),
+        callTimeout: duration.default(10_000),
+        reminderPoll: duration.default(1_000),
+      })
+      .strict()
+      .default({
+        maxPayloadBytes: 64 * 1024,
+        maxJsonDepth: 32,
+        mailboxSize: 1000,
+        maxPendingEvents: 1000,
+        maxResident: 100_000,
+        idleTimeout: 10 * 60_000,
+        idleSweep: 15_000,
+        snapshotEvery: 100,
+        requestTimeout: 30_000,
+        callTimeout: 10_000,
+        reminderPoll: 1_000,
+      }),
+    /** Simulated devices of the example twins, reporting through the in-process transport. */
+    demo: z
+      .object({
+        devices: z.number().int().min(0).max(100_000).default(12),
+        interval: duration.default(2_000),
+      })
+      .strict()
+      .optional(),
+    log: z
+      .object({
+        level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+      })
+      .strict()
+      .default({ level: "info" }),
+  })
+  .strict();
+
+export type NodeConfigInput = z.input<typeof nodeConfigSchema>;
+export type NodeConfig = z.output<typeof nodeConfigSchema>;
+
+/** Validates a configuration object; `InvalidArgument` names each bad field. */
+export function compileConfig(input: unknown, source = "configuration"): NodeConfig {
+  const parsed = nodeConfigSchema.safeParse(input ?? {});
+  if (!parsed.success) throw new InvalidArgument(`${source}: ${describeIssues(parsed.error, "")}`);
+  return parsed.data;
+}
