@@ -7,7 +7,10 @@ import { toMillis } from "../api/duration.ts";
 import { InvalidArgument, NotFound } from "../api/errors.ts";
 import { validateType } from "../api/ids.ts";
 import { isJsonObject, type Json, type JsonObject } from "../api/json.ts";
-import type { Schema, Twin, TwinClass, TwinEvent } from "../api/twin.ts";
+import { type Schema, Twin, type TwinClass, type TwinEvent } from "../api/twin.ts";
+
+/** Names a command cannot take: the members every twin inherits. */
+const RESERVED = new Set([...Object.getOwnPropertyNames(Twin.prototype), "apply", "initialState"]);
 
 /** Node-wide defaults that a twin class's `static options` may override. */
 export interface TypeDefaults {
@@ -50,6 +53,11 @@ export class TwinType {
     const commands = cls.commands ?? {};
     const map = new Map<string, Schema>();
     for (const [command, schema] of Object.entries(commands)) {
+      if (RESERVED.has(command) || /^on[A-Z]/.test(command)) {
+        throw new InvalidArgument(
+          `twin type '${name}': '${command}' cannot be a command name (it is a Twin member or a hook name)`,
+        );
+      }
       if (typeof cls.prototype[command as keyof Twin] !== "function") {
         throw new InvalidArgument(
           `twin type '${name}' declares command '${command}' but has no method '${command}'`,

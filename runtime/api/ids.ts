@@ -44,8 +44,9 @@ export function refKey(ref: TwinRef): string {
 
 function describeChar(ch: string): string {
   const code = ch.codePointAt(0) ?? 0;
-  if (code < 0x20 || code === 0x7f) return `control character U+${code.toString(16).padStart(4, "0")}`;
-  if (/\s/.test(ch)) return `whitespace U+${code.toString(16).padStart(4, "0")}`;
+  if (code < 0x20 || code === 0x7f)
+    return `control character U+${code.toString(16).toUpperCase().padStart(4, "0")}`;
+  if (/\s/.test(ch)) return `whitespace U+${code.toString(16).toUpperCase().padStart(4, "0")}`;
   return `'${ch}'`;
 }
 
