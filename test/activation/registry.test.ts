@@ -5,7 +5,7 @@ import { InvalidArgument, NotFound, Twin, type TwinClass, z } from "../../runtim
 const defaults = { snapshotEvery: 100, idleTimeoutMs: 60_000 };
 
 class Lamp extends Twin<{ readonly level: number }, { readonly type: "dimmed"; readonly level: number }> {
-  static readonly type = "lamp";
+  static readonly type: string = "lamp";
   static readonly commands = { dim: z.object({ level: z.number().min(0).max(100) }) };
   initialState() {
     return { level: 0 };
