@@ -4,6 +4,8 @@
 
 // Writing twins
 export { z } from "zod";
+export { InProcessBus, InProcessTransport } from "../cluster/transport/in-process.ts";
+export type { Transport } from "../cluster/transport/transport.ts";
 export type { TwinChange } from "./activation/change-feed.ts";
 // Running nodes
 export { type Clock, ManualClock, SystemClock } from "./activation/clock.ts";
@@ -43,6 +45,20 @@ export {
   type TwinOptions,
   type When,
 } from "./api/twin.ts";
+// Devices
+export {
+  type CommandHandler,
+  DeviceClient,
+  type DeviceClientOptions,
+  type ReportAck,
+} from "./device/device-client.ts";
+export {
+  DEVICE_PREFIX,
+  type DesiredPush,
+  DeviceChannel,
+  deviceSubject,
+  type SyncReply,
+} from "./ingress/device-protocol.ts";
 export { DoppelNode, type NodeParts } from "./node/node.ts";
 export { compileConfig, type NodeConfig, type NodeConfigInput } from "./node/options.ts";
 export type {
@@ -57,6 +73,8 @@ export type {
 export type { EventStore, HistoryRange, ViewPage } from "./persistence/event-store.ts";
 export { MemoryEventStore } from "./persistence/memory-store.ts";
 export type { EventRecord, TelemetrySample, TwinView } from "./persistence/records.ts";
+export type { DeviceModel, DeviceStep, SimulatedDevice } from "./sim/device-model.ts";
+export { Fleet, type FleetOptions, type FleetStats } from "./sim/fleet.ts";
 
 // Testing twins
 export { TestNode, type TestNodeOptions } from "./testing/test-node.ts";

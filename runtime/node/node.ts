@@ -7,13 +7,19 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { shardOf } from "../../cluster/ring/shard.ts";
+import { InProcessBus } from "../../cluster/transport/in-process.ts";
+import type { Transport } from "../../cluster/transport/transport.ts";
 import { type Clock, SystemClock } from "../activation/clock.ts";
 import { TwinRegistry } from "../activation/twin-type.ts";
 import type { TwinRef } from "../api/ids.ts";
 import type { Json } from "../api/json.ts";
 import type { TwinClass } from "../api/twin.ts";
+import { pushDesiredToDevices } from "../ingress/desired-push.ts";
+import { DeviceIngress } from "../ingress/device-ingress.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 import { MemoryEventStore } from "../persistence/memory-store.ts";
+import type { DeviceModel } from "../sim/device-model.ts";
+import { Fleet } from "../sim/fleet.ts";
 import { createLogger, type Logger } from "../telemetry/logger.ts";
 import { Engine, type ShardOwnership, singleNodeOwnership } from "./engine.ts";
 import { LocalTwins } from "./local-twins.ts";
@@ -28,6 +34,8 @@ export interface NodeParts {
   readonly clock?: Clock;
   readonly logger?: Logger;
   readonly ownership?: ShardOwnership;
+  /** Device models for the demo fleet (`demo` in the configuration). */
+  readonly devices?: readonly DeviceModel[];
 }
 
 /** Something that runs beside the engine and stops with the node (gateway, ingress, demo fleet). */
@@ -53,6 +61,7 @@ async function openStore(config: NodeConfig): Promise<EventStore> {
 export class DoppelNode {
   readonly #services: NodeService[] = [];
   #stopped = false;
+  #fleet: Fleet | undefined;
 
   private constructor(
     /** Whether the node opened its store itself (and so closes it on stop). */
@@ -63,6 +72,10 @@ export class DoppelNode {
     /** The twins as services see them: validated, routed, persisted. */
     readonly twins: TwinApi,
     readonly logger: Logger,
+    /** The in-process message bus devices reach this node on (when it does not use NATS). */
+    readonly bus: InProcessBus,
+    /** The node's device ingress (counters of accepted and refused device messages). */
+    readonly ingress: DeviceIngress,
   ) {}
 
   /** The twin types this node runs. */
@@ -114,9 +127,39 @@ export class DoppelNode {
         (await twins.invoke(target, command, args, { chain, deadline })).result,
     );
     engine.start();
-    const node = new DoppelNode(parts.store === undefined, id, config, engine, twins, logger);
+    const bus = new InProcessBus();
+    const transport: Transport = bus.connect();
+    const json = { maxBytes: limits.maxPayloadBytes, maxDepth: limits.maxJsonDepth };
+    const ingress = new DeviceIngress(transport, twins, json, logger, () => engine.clock.now());
+    ingress.start();
+    const stopPush = pushDesiredToDevices(engine.feed, transport);
+    const node = new DoppelNode(parts.store === undefined, id, config, engine, twins, logger, bus, ingress);
+    node.attach({
+      stop: async () => {
+        stopPush();
+        await ingress.stop();
+        await transport.close();
+      },
+    });
+    if (config.demo && parts.devices && config.demo.devices > 0) {
+      const fleet = new Fleet({
+        transport: bus.connect(),
+        models: parts.devices.filter((model) => registry.has(model.type)),
+        devices: config.demo.devices,
+        intervalMs: config.demo.interval,
+        onError: (error) => logger.debug({ code: error.code, err: error.message }, "demo device error"),
+      });
+      await fleet.start();
+      node.attach(fleet);
+      node.#fleet = fleet;
+    }
     logger.info({ store: config.store.kind, types: registry.list().map((t) => t.name) }, "node started");
     return node;
+  }
+
+  /** The demo fleet, when one runs. */
+  get fleet(): Fleet | undefined {
+    return this.#fleet;
   }
 
   /** Adds a service that stops with the node (stopped in reverse order of adding). */

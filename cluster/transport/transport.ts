@@ -1,0 +1,81 @@
+/**
+ * `Transport`: subject-based messaging between devices, nodes and services. Two implementations:
+ * NATS (devices and clusters) and in-process (the embedded default and tests). Subjects follow
+ * NATS rules: tokens separated by `.`, `*` matches one token, `>` matches the rest.
+ */
+
+/** Message headers (NATS headers; empty in-process unless set). */
+export type Headers = ReadonlyMap<string, string>;
+
+/** A received message. */
+export interface TransportMessage {
+  readonly subject: string;
+  readonly data: Uint8Array;
+  readonly headers: Headers;
+  /** Where a reply goes, if the sender expects one. */
+  readonly reply: string | undefined;
+}
+
+export interface Subscription {
+  unsubscribe(): void;
+}
+
+export interface PublishOptions {
+  readonly headers?: Headers;
+}
+
+export interface RequestOptions extends PublishOptions {
+  readonly timeoutMs: number;
+}
+
+export interface SubscribeOptions {
+  /** Queue group: each message goes to one member of the group. */
+  readonly queue?: string;
+}
+
+/** Why a transport operation failed. */
+export type TransportFailure = "timeout" | "no-responders" | "closed" | "bad-subject";
+
+export class TransportError extends Error {
+  constructor(
+    readonly failure: TransportFailure,
+    message: string,
+  ) {
+    super(message);
+    this.name = "TransportError";
+  }
+}
+
+/** Acknowledgement of a durable publish: the message is stored (and will be processed). */
+export interface DurableAck {
+  /** Set when the message was a duplicate of one already stored (same message id). */
+  readonly duplicate: boolean;
+  /** The reply body of the party that stored it, when there is one. */
+  readonly data?: Uint8Array;
+}
+
+export interface Transport {
+  /** Fire and forget. */
+  publish(subject: string, data: Uint8Array, options?: PublishOptions): void;
+  /** Calls `handler` for each message on `subject` (wildcards allowed). Handler errors are isolated. */
+  subscribe(
+    subject: string,
+    handler: (message: TransportMessage) => void,
+    options?: SubscribeOptions,
+  ): Subscription;
+  /** Sends a request and waits for the first reply. Fails with `no-responders` or `timeout`. */
+  request(subject: string, data: Uint8Array, options: RequestOptions): Promise<TransportMessage>;
+  /** Answers a message that has a reply subject. */
+  respond(message: TransportMessage, data: Uint8Array, options?: PublishOptions): void;
+  /**
+   * Publishes a message that must not be lost and resolves once it is stored: in a JetStream
+   * stream on NATS, or processed and persisted by the node in-process. `messageId` deduplicates.
+   */
+  publishDurable(
+    subject: string,
+    data: Uint8Array,
+    options: { messageId?: string; timeoutMs: number },
+  ): Promise<DurableAck>;
+  /** Closes the connection (pending requests fail with `closed`). */
+  close(): Promise<void>;
+}

@@ -1,0 +1,194 @@
+/**
+ * Device ingress: turns messages on device subjects into twin operations. It validates the
+ * subject (twin type and id), decodes and bounds the payload, and answers every malformed input
+ * with an error — as a reply if the sender asked for one, else on the twin's `errors` subject —
+ * counting it; a bad message never throws out of here.
+ *
+ * `process` is the whole job for one message and is shared by both ways messages arrive: core
+ * subscriptions (in-process transport; the reply is the device's ack, sent after persistence)
+ * and the durable JetStream consumer on NATS.
+ */
+import type { Subscription, Transport, TransportMessage } from "../../cluster/transport/transport.ts";
+import { DoppelError, InvalidArgument, NotFound } from "../api/errors.ts";
+import { isJsonObject, type JsonLimits, type JsonObject } from "../api/json.ts";
+import type { TwinApi } from "../node/twin-api.ts";
+import type { Logger } from "../telemetry/logger.ts";
+import {
+  DeviceChannel,
+  decodeJsonPayload,
+  deviceSubject,
+  deviceWildcard,
+  encodeJson,
+  errorReply,
+  parseDeviceSubject,
+  type SyncReply,
+} from "./device-protocol.ts";
+
+/** Counters of what ingress saw (exposed as metrics). */
+export interface IngressStats {
+  received: number;
+  applied: number;
+  duplicates: number;
+  rejected: number;
+  failed: number;
+}
+
+/** The outcome of processing one message: the reply body, and whether the input itself was bad. */
+export interface Processed {
+  readonly reply: object;
+  /** True when the message was refused as invalid (it will never succeed: do not redeliver). */
+  readonly rejected: boolean;
+  /** True when processing failed for a reason that may pass (store down): redeliver later. */
+  readonly retry: boolean;
+}
+
+const QUEUE = "doppel-ingress";
+
+function parseTelemetry(body: JsonObject, now: number): { at: number; metrics: Record<string, number> }[] {
+  const items = Array.isArray(body["samples"]) ? body["samples"] : [body];
+  if (items.length === 0 || items.length > 1000)
+    throw new InvalidArgument("telemetry: 1 to 1000 samples per message");
+  return items.map((item, i) => {
+    if (!isJsonObject(item) || !isJsonObject(item["metrics"])) {
+      throw new InvalidArgument(`telemetry sample ${i}: expected { at?, metrics: { name: number } }`);
+    }
+    const at = item["at"];
+    const when =
+      at === undefined
+        ? now
+        : typeof at === "number"
+          ? at
+          : typeof at === "string"
+            ? Date.parse(at)
+            : Number.NaN;
+    if (!Number.isSafeInteger(when) || when < 0) {
+      throw new InvalidArgument(`telemetry sample ${i}: 'at' must be epoch milliseconds or an ISO date`);
+    }
+    return { at: when, metrics: item["metrics"] as Record<string, number> };
+  });
+}
+
+export class DeviceIngress {
+  readonly stats: IngressStats = { received: 0, applied: 0, duplicates: 0, rejected: 0, failed: 0 };
+  #subs: Subscription[] = [];
+
+  constructor(
+    private readonly transport: Transport,
+    private readonly api: TwinApi,
+    private readonly limits: JsonLimits,
+    private readonly logger: Logger,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Processes one device message. Never throws. */
+  async process(subject: string, data: Uint8Array, messageId: string | undefined): Promise<Processed> {
+    this.stats.received++;
+    try {
+      const { ref, channel } = parseDeviceSubject(subject);
+      switch (channel) {
+        case DeviceChannel.Reported: {
+          const patch = decodeJsonPayload(data, "reported patch", this.limits);
+          const result = await this.api.report(ref, patch, messageId === undefined ? {} : { messageId });
+          if (result.duplicate) this.stats.duplicates++;
+          else this.stats.applied++;
+          return {
+            reply: { ok: true, version: result.version, duplicate: result.duplicate },
+            rejected: false,
+            retry: false,
+          };
+        }
+        case DeviceChannel.Telemetry: {
+          const body = decodeJsonPayload(data, "telemetry", this.limits);
+          await this.api.recordTelemetry(ref, parseTelemetry(body, this.now()));
+          this.stats.applied++;
+          return { reply: { ok: true }, rejected: false, retry: false };
+        }
+        case DeviceChannel.Sync: {
+          let reply: SyncReply;
+          try {
+            const view = await this.api.get(ref);
+            reply = {
+              version: view.version,
+              reported: view.reported,
+              desired: view.desired,
+              delta: view.delta,
+            };
+          } catch (error) {
+            if (!(error instanceof NotFound)) throw error;
+            reply = { version: 0, reported: {}, desired: {}, delta: {} };
+          }
+          this.stats.applied++;
+          return { reply, rejected: false, retry: false };
+        }
+        default:
+          throw new InvalidArgument(`devices do not publish on '${channel}'`);
+      }
+    } catch (error) {
+      const failure = DoppelError.from(error);
+      const retry =
+        failure.code === "UNAVAILABLE" ||
+        failure.code === "DEADLINE_EXCEEDED" ||
+        failure.code === "RESOURCE_EXHAUSTED";
+      if (retry) this.stats.failed++;
+      else this.stats.rejected++;
+      this.logger.debug({ subject, code: failure.code, err: failure.message }, "device message not applied");
+      return { reply: errorReply(failure), rejected: !retry, retry };
+    }
+  }
+
+  /** Answers a message: as a reply if one is expected, else errors go to the twin's `errors` subject. */
+  answer(message: TransportMessage, processed: Processed): void {
+    if (message.reply !== undefined) {
+      const headers =
+        "duplicate" in processed.reply && processed.reply.duplicate === true
+          ? new Map([["Doppel-Duplicate", "true"]])
+          : undefined;
+      this.transport.respond(message, encodeJson(processed.reply), headers ? { headers } : {});
+      return;
+    }
+    if (processed.rejected || processed.retry) this.publishError(message.subject, processed.reply);
+  }
+
+  /** Publishes an error event on the twin's `errors` subject, when the subject names a valid twin. */
+  publishError(subject: string, reply: object): void {
+    try {
+      const { ref } = parseDeviceSubject(subject);
+      const error = (reply as { error?: object }).error ?? reply;
+      this.transport.publish(deviceSubject(ref, DeviceChannel.Errors), encodeJson({ ...error, subject }));
+    } catch {
+      // The subject itself is invalid: there is no twin to tell. The message is counted and dropped.
+    }
+  }
+
+  /** Subscribes to device subjects directly (core messaging: the reply is the ack). */
+  start(): void {
+    const handle = (message: TransportMessage) => {
+      void this.process(message.subject, message.data, message.headers.get("Nats-Msg-Id")).then((processed) =>
+        this.answer(message, processed),
+      );
+    };
+    for (const channel of [DeviceChannel.Reported, DeviceChannel.Telemetry, DeviceChannel.Sync]) {
+      this.#subs.push(this.transport.subscribe(deviceWildcard(channel), handle, { queue: QUEUE }));
+    }
+    // Subjects with too few or too many tokens never match the wildcards above: catch them to count and refuse them.
+    this.#subs.push(
+      this.transport.subscribe(
+        "doppel.dev.>",
+        (message) => {
+          const tokens = message.subject.split(".").length;
+          if (tokens === 5) return;
+          void this.process(message.subject, message.data, undefined).then((processed) =>
+            this.answer(message, processed),
+          );
+        },
+        { queue: `${QUEUE}-malformed` },
+      ),
+    );
+  }
+
+  /** Stops subscribing. */
+  async stop(): Promise<void> {
+    for (const sub of this.#subs) sub.unsubscribe();
+    this.#subs = [];
+  }
+}
