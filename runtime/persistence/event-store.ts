@@ -63,9 +63,11 @@ export interface EventStore {
    * Writes each commit atomically for its twin (events + view + reminder index). Commits of
    * different twins are independent: the result has one entry per commit, `undefined` when it
    * was written, or the error: `ConcurrencyConflict` when the twin's log does not end at
-   * `expectedSeq` (another writer got there first), `Unavailable` when the store failed.
-   * Retrying a commit whose events are already stored with the same commit ids succeeds
-   * without writing anything twice.
+   * `expectedSeq` (another writer got there first), `InvalidArgument` when the commit is malformed
+   * (its events do not continue from `expectedSeq`). When the store itself fails, the whole call
+   * rejects with `Unavailable` and none of it may be assumed written. Retrying a commit whose
+   * events are already stored with the same commit ids succeeds without writing anything twice.
+   * Callers never put two commits of one twin in one call.
    */
   commit(commits: readonly TwinCommit[]): Promise<(DoppelError | undefined)[]>;
 

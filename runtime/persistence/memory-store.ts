@@ -2,7 +2,7 @@
  * In-memory {@link EventStore}: for unit tests and the test kit. Nothing survives the process.
  * It can be told to fail (`failNext`) so tests can exercise store outages.
  */
-import { ConcurrencyConflict, type DoppelError, Unavailable } from "../api/errors.ts";
+import { ConcurrencyConflict, type DoppelError, InvalidArgument, Unavailable } from "../api/errors.ts";
 import { refKey, type TwinRef } from "../api/ids.ts";
 import type {
   EventStore,
@@ -52,6 +52,16 @@ export class MemoryEventStore implements EventStore {
 
   #commitOne(commit: TwinCommit): DoppelError | undefined {
     const key = refKey(commit.ref);
+    // Refuse events that do not continue the log at expectedSeq + 1: stored, they would break the
+    // invariant `log[i].seq === i + 1` that every read here slices by.
+    for (const [i, event] of commit.events.entries()) {
+      if (event.seq !== commit.expectedSeq + 1 + i) {
+        return new InvalidArgument(
+          `${key}: commit events must continue the log at seq ${commit.expectedSeq + 1 + i}, got seq ${event.seq}`,
+          { expectedSeq: commit.expectedSeq, index: i, seq: event.seq },
+        );
+      }
+    }
     const log = this.#events.get(key) ?? [];
     const first = commit.events[0];
     if (log.length !== commit.expectedSeq) {
