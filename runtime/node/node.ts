@@ -62,6 +62,7 @@ export class DoppelNode {
   readonly #services: NodeService[] = [];
   #stopped = false;
   #fleet: Fleet | undefined;
+  #grpcAddress: string | undefined;
 
   private constructor(
     /** Whether the node opened its store itself (and so closes it on stop). */
@@ -141,6 +142,24 @@ export class DoppelNode {
         await transport.close();
       },
     });
+    if (config.grpc.listen !== false) {
+      try {
+        const { startGateway } = await import("../gateway/server.ts");
+        const gateway = await startGateway({
+          api: twins,
+          types: () => registry.list().map((type) => ({ name: type.name, commands: type.commandNames })),
+          listen: config.grpc.listen,
+          maxMessageBytes: config.grpc.maxMessageBytes,
+          logger,
+          clock: engine.clock,
+        });
+        node.attach(gateway);
+        node.#grpcAddress = gateway.address;
+      } catch (error) {
+        await node.stop();
+        throw error;
+      }
+    }
     if (config.demo && parts.devices && config.demo.devices > 0) {
       const fleet = new Fleet({
         transport: bus.connect(),
@@ -155,6 +174,11 @@ export class DoppelNode {
     }
     logger.info({ store: config.store.kind, types: registry.list().map((t) => t.name) }, "node started");
     return node;
+  }
+
+  /** The `host:port` the gRPC gateway listens on, when it runs. */
+  get grpcAddress(): string | undefined {
+    return this.#grpcAddress;
   }
 
   /** The demo fleet, when one runs. */

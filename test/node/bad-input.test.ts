@@ -12,6 +12,7 @@ describe("bad input to the twin API", () => {
   let test: TestNode;
   beforeAll(async () => {
     test = await TestNode.start({ twins: [Thermostat], config: { limits: { maxPayloadBytes: 1024 } } });
+    goodVersion = (await test.twins.invoke(good, "setTarget", { celsius: 20 })).version;
   });
   afterAll(async () => {
     await test.stop();
@@ -28,10 +29,6 @@ describe("bad input to the twin API", () => {
     expect([...test.node.engine.catalog.activations()].map((a) => a.id)).toEqual(["good"]);
     goodVersion = (await test.twins.report(good, { temperature: 20 })).version;
   }
-
-  beforeAll(async () => {
-    goodVersion = (await test.twins.invoke(good, "setTarget", { celsius: 20 })).version;
-  });
 
   it.each([
     ["a.b", "'.' at position 2"],

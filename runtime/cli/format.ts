@@ -1,0 +1,58 @@
+/** How the CLI prints things: readable text by default, JSON with `--json`. */
+import type { Json } from "../api/json.ts";
+import type { RemoteEvent, TelemetryPoint } from "../gateway/client.ts";
+import type { TwinView } from "../persistence/records.ts";
+
+const iso = (ms: number) => (ms > 0 ? new Date(ms).toISOString() : "-");
+
+/** Compact single-line JSON, cut to `width` characters. */
+export function compact(value: Json | object, width = 60): string {
+  const text = JSON.stringify(value);
+  return text.length <= width ? text : `${text.slice(0, width - 1)}…`;
+}
+
+/** A twin as a readable block. */
+export function formatTwin(view: TwinView): string {
+  const block = (name: string, value: object) =>
+    `${name.padEnd(9)}${JSON.stringify(value, null, 2).replace(/\n/g, "\n         ")}`;
+  return [
+    `${view.type}/${view.id}  version ${view.version}  updated ${iso(view.updatedAt)}`,
+    block("state", view.state),
+    block("reported", view.reported),
+    block("desired", view.desired),
+    block("delta", view.delta),
+  ].join("\n");
+}
+
+/** Rows of a table, columns padded to their widest cell. */
+export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+      .join("  ")
+      .trimEnd();
+  return [line(header), ...rows.map(line)].join("\n");
+}
+
+/** Twins of a query as a table. */
+export function formatTwinTable(views: readonly TwinView[]): string {
+  return table(
+    ["ID", "VERSION", "UPDATED", "REPORTED"],
+    views.map((v) => [v.id, String(v.version), iso(v.updatedAt), compact(v.reported)]),
+  );
+}
+
+/** One event as a line. */
+export function formatEvent(event: RemoteEvent): string {
+  const cause = event.causation ? `  (${event.causation})` : "";
+  return `v${event.seq}  ${iso(event.at)}  ${event.type.padEnd(18)} ${compact(event.data, 100)}${cause}`;
+}
+
+/** One telemetry sample as a line. */
+export function formatSample(sample: TelemetryPoint): string {
+  const metrics = Object.entries(sample.metrics)
+    .map(([k, v]) => `${k}=${Math.round(v * 1000) / 1000}`)
+    .join(" ");
+  return `${iso(sample.at)}  ${metrics}`;
+}

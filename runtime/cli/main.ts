@@ -1,0 +1,145 @@
+/**
+ * The `doppel` command line. `doppel start` runs a node; the other commands are clients of a
+ * running node (`--server`, `DOPPEL_SERVER`, default localhost:50051). Every command takes
+ * `--json` for machine-readable output. Failures print one line `doppel: CODE: message` on stderr
+ * and exit with 1 (2 for usage errors).
+ */
+import { Command, CommanderError, Option } from "commander";
+import { DoppelError } from "../api/errors.ts";
+import * as client from "./client-commands.ts";
+import { startCommand } from "./start.ts";
+
+const out = (line: string) => process.stdout.write(`${line}\n`);
+
+function program(): Command {
+  const doppel = new Command("doppel")
+    .description("Doppel: digital twins as virtual actors. Run a node, or talk to one.")
+    .showHelpAfterError()
+    .exitOverride();
+  const server = () =>
+    new Option("-s, --server <host:port>", "node to talk to").env("DOPPEL_SERVER").default("localhost:50051");
+  const common = (command: Command) =>
+    command
+      .addOption(server())
+      .option("--json", "machine-readable output")
+      .option("--timeout <duration>", "deadline of each call, e.g. 5s");
+
+  doppel
+    .command("start")
+    .description("run a node (embedded SQLite store and the example twins by default)")
+    .option("-c, --config <file>", "JSON configuration file")
+    .option("-d, --data <dir>", "data folder for the embedded store (env DOPPEL_DATA_DIR)")
+    .option("-l, --listen <host:port>", "gRPC address, or 'off' (env DOPPEL_LISTEN)")
+    .addOption(new Option("--store <kind>", "event store").choices(["sqlite", "memory"]))
+    .option("-t, --twins <module...>", "modules exporting twin classes (default: the example twins)")
+    .option("--demo [devices]", "run a simulated device fleet")
+    .option("--no-demo", "do not run the simulated fleet")
+    .option("--node-id <id>", "this node's id")
+    .addOption(
+      new Option("--log-level <level>").choices([
+        "fatal",
+        "error",
+        "warn",
+        "info",
+        "debug",
+        "trace",
+        "silent",
+      ]),
+    )
+    .action((flags) => startCommand(flags, out));
+
+  common(
+    doppel.command("get").argument("<type/id>").description("show a twin's state, shadow and version"),
+  ).action((target, flags) => client.get(target, flags, out));
+  common(
+    doppel
+      .command("query")
+      .argument("<type>")
+      .description("list twins of a type, filtered (e.g. --where 'reported.temperature > 30')")
+      .option("-w, --where <expr>", "filter expression")
+      .option("-n, --limit <n>", "page size (1-1000)")
+      .option("--page-token <token>", "continue from a previous page")
+      .option("--all", "follow every page"),
+  ).action((type, flags) => client.query(type, flags, out));
+  common(
+    doppel
+      .command("invoke")
+      .argument("<type/id>")
+      .argument("<command>")
+      .argument("[json-args]", "command arguments as a JSON object")
+      .description("run a command on a twin")
+      .option("--if-version <n>", "only if the twin is at this version"),
+  ).action((target, command, args, flags) => client.invoke(target, command, args, flags, out));
+  common(
+    doppel
+      .command("desire")
+      .argument("<type/id>")
+      .argument("<json-patch>", "merge patch of desired state (null deletes)")
+      .description("change a twin's desired state")
+      .option("--if-version <n>", "only if the twin is at this version"),
+  ).action((target, patch, flags) => client.desire(target, patch, flags, out));
+  common(
+    doppel
+      .command("report")
+      .argument("<type/id>")
+      .argument("<json-patch>", "merge patch of reported state")
+      .description("report device state on a device's behalf")
+      .option("--message-id <id>", "deduplication id"),
+  ).action((target, patch, flags) => client.report(target, patch, flags, out));
+  common(
+    doppel
+      .command("watch")
+      .argument("<type/id>")
+      .description("stream a twin's changes until interrupted")
+      .option("--skip-current", "do not print the current state first"),
+  ).action((target, flags) => {
+    const abort = new AbortController();
+    process.once("SIGINT", () => abort.abort());
+    return client.watch(target, flags, out, abort.signal);
+  });
+  common(
+    doppel
+      .command("history")
+      .argument("<type/id>")
+      .description("print a twin's events")
+      .option("--since <time>", "ISO time, epoch ms, or a duration ago (10m)")
+      .option("--until <time>", "ISO time, epoch ms, or a duration ago")
+      .option("--from-version <n>")
+      .option("--to-version <n>")
+      .option("-n, --limit <n>"),
+  ).action((target, flags) => client.history(target, flags, out));
+  common(
+    doppel
+      .command("telemetry")
+      .argument("<type/id>")
+      .description("print a twin's telemetry samples")
+      .option("--since <time>", "default 1h ago")
+      .option("--until <time>")
+      .option("--interval <duration>", "downsample into buckets (min/max/avg/count)")
+      .option("-n, --limit <n>"),
+  ).action((target, flags) => client.telemetry(target, flags, out));
+  common(doppel.command("types").description("list the node's twin types and their commands")).action(
+    (flags) => client.types(flags, out),
+  );
+  common(doppel.command("health").description("check the node's gRPC health")).action((flags) =>
+    client.health(flags, out),
+  );
+  return doppel;
+}
+
+/** Runs the CLI with `argv` (without node and script). */
+export async function main(argv: readonly string[]): Promise<void> {
+  try {
+    await program().parseAsync([...argv], { from: "user" });
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      process.exitCode = error.exitCode === 0 ? 0 : 2;
+      return;
+    }
+    const failure = DoppelError.from(error);
+    process.stderr.write(`doppel: ${failure.code}: ${failure.message.replace(/\s*\n\s*/g, " ")}\n`);
+    process.exitCode = 1;
+  }
+}
+
+await main(process.argv.slice(2));
