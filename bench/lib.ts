@@ -1,0 +1,61 @@
+/** Shared by the benches: latency histograms, machine facts, and the one-JSON-line result. */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { cpus, totalmem } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as hdr from "hdr-histogram-js";
+
+/** A latency histogram in microseconds. */
+export function histogram(): hdr.Histogram {
+  return hdr.build({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: 60_000_000,
+    numberOfSignificantValueDigits: 3,
+  });
+}
+
+/** p50/p90/p99/max of a microsecond histogram, in milliseconds. */
+export function percentiles(h: hdr.Histogram): { p50: number; p90: number; p99: number; max: number } {
+  const ms = (us: number) => Math.round(us) / 1000;
+  return {
+    p50: ms(h.getValueAtPercentile(50)),
+    p90: ms(h.getValueAtPercentile(90)),
+    p99: ms(h.getValueAtPercentile(99)),
+    max: ms(h.maxValue),
+  };
+}
+
+/** Facts about the machine the bench ran on. */
+export function machine(): Record<string, string | number> {
+  return {
+    node: process.version,
+    cpus: cpus().length,
+    cpu: cpus()[0]?.model ?? "?",
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+  };
+}
+
+/** Prints progress on stderr (stdout's last line is the result). */
+export function note(text: string): void {
+  process.stderr.write(`${text}\n`);
+}
+
+/** Writes the result under bench/results/ and prints it as the last line of stdout. */
+export function report(name: string, result: Record<string, unknown>): void {
+  const body = { bench: name, at: new Date().toISOString(), machine: machine(), ...result };
+  const dir = join(dirname(fileURLToPath(import.meta.url)), "results");
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(
+    join(dir, `${name}-${body.at.replace(/[:.]/g, "-")}.json`),
+    `${JSON.stringify(body, null, 2)}\n`,
+  );
+  process.stdout.write(`${JSON.stringify(body)}\n`);
+}
+
+/** Forces a full garbage collection (needs --expose-gc) and returns heapUsed. */
+export function settledHeap(): number {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) throw new Error("run with node --expose-gc");
+  for (let i = 0; i < 4; i++) gc();
+  return process.memoryUsage().heapUsed;
+}
