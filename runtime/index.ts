@@ -52,6 +52,18 @@ export {
   type DeviceClientOptions,
   type ReportAck,
 } from "./device/device-client.ts";
+// Services over gRPC
+export {
+  DoppelClient,
+  type DoppelClientOptions,
+  type HealthStatus,
+  type HistoryQuery,
+  type RemoteEvent,
+  type TelemetryPoint,
+  type TelemetryRequest,
+  type WatchedChange,
+} from "./gateway/client.ts";
+export { type Gateway, type GatewayOptions, startGateway } from "./gateway/server.ts";
 export {
   DEVICE_PREFIX,
   type DesiredPush,

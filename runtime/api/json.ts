@@ -46,12 +46,12 @@ export function mergePatch(target: JsonObject, patch: JsonObject): JsonObject {
   for (const [key, value] of Object.entries(patch)) {
     if (value === null) {
       delete out[key];
-    } else if (isJsonObject(value)) {
-      const current = out[key];
-      out[key] = mergePatch(isJsonObject(current) ? current : {}, value);
-    } else {
-      out[key] = value;
+      continue;
     }
+    const current = Object.hasOwn(out, key) ? out[key] : undefined;
+    const next = isJsonObject(value) ? mergePatch(isJsonObject(current) ? current : {}, value) : value;
+    // defineProperty, not assignment: a "__proto__" key from parsed JSON stays plain data.
+    Object.defineProperty(out, key, { value: next, enumerable: true, writable: true, configurable: true });
   }
   return out;
 }

@@ -19,7 +19,7 @@
 import type { z } from "zod";
 import type { Duration } from "./duration.ts";
 import type { TwinRef } from "./ids.ts";
-import type { JsonObject } from "./json.ts";
+import type { Json, JsonObject } from "./json.ts";
 
 /** Every event a twin emits is a JSON object with a `type`. Types starting with `$` are reserved. */
 export interface TwinEvent {
@@ -68,6 +68,13 @@ export interface TwinBinding {
   cancel(name: string): void;
   reminders(): readonly Reminder[];
   call(target: TwinRef | string, command: string, args: JsonObject): Promise<unknown>;
+  sendToDevice(command: string, args: JsonObject, options: DeviceCommandOptions): Promise<Json>;
+}
+
+/** Options of {@link Twin.sendToDevice}. */
+export interface DeviceCommandOptions {
+  /** How long to wait for the device's answer (default: the node's `limits.deviceCommandTimeout`, 5 s). */
+  readonly timeout?: Duration;
 }
 
 let bind: (twin: Twin<object, TwinEvent, object>, binding: TwinBinding) => void;
@@ -216,6 +223,21 @@ export abstract class Twin<
       );
     }
     return this.#binding.call(first, second, (third ?? {}) as JsonObject);
+  }
+
+  /**
+   * Sends command `command` to this twin's device (`doppel.dev.<type>.<id>.cmd`) and returns the
+   * device's answer. Fails with `Unavailable` ("device … is offline") when no device listens,
+   * `DeadlineExceeded` when it does not answer within `timeout` (never later than the current
+   * caller's deadline), or the error the device answered with. The twin handles nothing else while
+   * it waits; nothing is persisted unless the handler emits events.
+   */
+  protected sendToDevice(
+    command: string,
+    args: JsonObject = {},
+    options: DeviceCommandOptions = {},
+  ): Promise<Json> {
+    return this.#binding.sendToDevice(command, args, options);
   }
 }
 

@@ -50,3 +50,14 @@ describe("shadow", () => {
     expect(clearMet({ a: { b: 1 } }, { a: 5 })).toEqual({ a: { b: 1 } });
   });
 });
+
+describe("merge patch", () => {
+  it("keeps a __proto__ key from JSON as plain data", async () => {
+    const { mergePatch } = await import("../../runtime/api/json.ts");
+    const patch = JSON.parse('{"__proto__": {"polluted": true}, "a": 1}');
+    const out = mergePatch({}, patch);
+    expect(Object.keys(out)).toEqual(["__proto__", "a"]);
+    expect(Object.getPrototypeOf(out)).toBe(Object.prototype);
+    expect(({} as Record<string, unknown>)["polluted"]).toBeUndefined();
+  });
+});
