@@ -1,8 +1,9 @@
 /**
  * Structured logs (pino): JSON lines in production, one object per event, with the node id on
- * every line. Tests and the CLI's client commands use a silent logger.
+ * every line and the trace id on lines written inside traced work. Tests and the CLI's client commands use a silent logger.
  */
 import { pino } from "pino";
+import { logTraceFields } from "./tracing.ts";
 
 export type Logger = pino.Logger;
 
@@ -16,7 +17,8 @@ export interface LoggerOptions {
 /** A JSON-lines logger. */
 export function createLogger(options: LoggerOptions = {}): Logger {
   const base = options.nodeId ? { node: options.nodeId } : {};
-  const settings: pino.LoggerOptions = { level: options.level ?? "info", base };
+  // Every line logged inside traced work carries its trace and span ids.
+  const settings: pino.LoggerOptions = { level: options.level ?? "info", base, mixin: logTraceFields };
   return options.destination ? pino(settings, options.destination) : pino(settings);
 }
 
