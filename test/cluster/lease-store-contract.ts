@@ -1,0 +1,109 @@
+/**
+ * The `LeaseStore` contract: what every implementation (in-memory, Redis) must do. Each
+ * implementation's test file calls {@link describeLeaseStoreContract} with a way to open a store
+ * for one test (a fresh cluster name each time, so tests never share keys) and a way to let time
+ * pass (a fake clock in memory, real time against Redis).
+ */
+
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { LeaseStore } from "../../cluster/leases/lease-store.ts";
+
+/** What a test file hands the suite for each test. */
+export interface LeaseStoreHarness {
+  readonly store: LeaseStore;
+  /** The TTL the suite uses: long enough to outlast a round trip many times over. */
+  readonly ttlMs: number;
+  /** Lets `ms` pass on the store's clock. */
+  readonly elapse: (ms: number) => Promise<void>;
+  readonly cleanup: () => Promise<void>;
+}
+
+export function describeLeaseStoreContract(name: string, open: () => Promise<LeaseStoreHarness>): void {
+  describe(`${name}: lease store contract`, () => {
+    let h: LeaseStoreHarness;
+    beforeEach(async () => {
+      h = await open();
+    });
+    afterEach(async () => {
+      await h.cleanup();
+    });
+
+    it("grants a free shard with an epoch and names the holder", async () => {
+      const grant = await h.store.acquire(7, "a", h.ttlMs);
+      expect(grant?.epoch).toBeGreaterThan(0);
+      const holder = await h.store.holder(7);
+      expect(holder).toMatchObject({ node: "a", epoch: grant?.epoch });
+      expect(holder?.expiresInMs).toBeGreaterThan(0);
+      expect(holder?.expiresInMs).toBeLessThanOrEqual(h.ttlMs);
+      expect(await h.store.holder(8)).toBeUndefined();
+    });
+
+    it("refuses a shard another node holds, and re-grants its holder a greater epoch", async () => {
+      const first = await h.store.acquire(1, "a", h.ttlMs);
+      expect(await h.store.acquire(1, "b", h.ttlMs)).toBeUndefined();
+      const again = await h.store.acquire(1, "a", h.ttlMs);
+      expect(again!.epoch).toBeGreaterThan(first!.epoch);
+      // The old epoch is fenced off: it can neither renew nor release.
+      expect(await h.store.renew(1, "a", first!.epoch, h.ttlMs)).toBe(false);
+      expect(await h.store.release(1, "a", first!.epoch)).toBe(false);
+      expect((await h.store.holder(1))?.epoch).toBe(again!.epoch);
+    });
+
+    it("renews only the holder's current epoch, extending the lease", async () => {
+      const { epoch } = (await h.store.acquire(2, "a", h.ttlMs))!;
+      expect(await h.store.renew(2, "b", epoch, h.ttlMs)).toBe(false);
+      expect(await h.store.renew(2, "a", epoch + 1, h.ttlMs)).toBe(false);
+      await h.elapse(h.ttlMs * 0.6);
+      expect(await h.store.renew(2, "a", epoch, h.ttlMs)).toBe(true);
+      await h.elapse(h.ttlMs * 0.6); // past the original expiry, within the renewed one
+      expect(await h.store.holder(2)).toMatchObject({ node: "a", epoch });
+    });
+
+    it("releases only the holder's current epoch; the next holder gets a greater epoch", async () => {
+      const { epoch } = (await h.store.acquire(3, "a", h.ttlMs))!;
+      expect(await h.store.release(3, "b", epoch)).toBe(false);
+      expect(await h.store.release(3, "a", epoch)).toBe(true);
+      expect(await h.store.holder(3)).toBeUndefined();
+      expect(await h.store.release(3, "a", epoch)).toBe(false);
+      const next = await h.store.acquire(3, "b", h.ttlMs);
+      expect(next!.epoch).toBeGreaterThan(epoch);
+    });
+
+    it("expires a lease that is not renewed within its TTL", async () => {
+      const { epoch } = (await h.store.acquire(4, "a", h.ttlMs))!;
+      await h.elapse(h.ttlMs + 50);
+      expect(await h.store.holder(4)).toBeUndefined();
+      expect(await h.store.renew(4, "a", epoch, h.ttlMs)).toBe(false);
+      const next = await h.store.acquire(4, "b", h.ttlMs);
+      expect(next!.epoch).toBeGreaterThan(epoch);
+    });
+
+    it("grows a shard's epoch across every grant", async () => {
+      let last = 0;
+      for (let i = 0; i < 20; i++) {
+        const node = i % 2 === 0 ? "a" : "b";
+        const { epoch } = (await h.store.acquire(5, node, h.ttlMs))!;
+        expect(epoch).toBeGreaterThan(last);
+        last = epoch;
+        expect(await h.store.release(5, node, epoch)).toBe(true);
+      }
+    });
+
+    it("lists every current holder", async () => {
+      const a = await h.store.acquire(10, "a", h.ttlMs);
+      const b = await h.store.acquire(11, "b", h.ttlMs);
+      const c = await h.store.acquire(12, "a", h.ttlMs);
+      await h.store.release(12, "a", c!.epoch);
+      const all = await h.store.holders();
+      expect([...all.keys()]).toEqual([10, 11]);
+      expect(all.get(10)).toMatchObject({ node: "a", epoch: a!.epoch });
+      expect(all.get(11)).toMatchObject({ node: "b", epoch: b!.epoch });
+    });
+
+    it("refuses invalid shards and TTLs", async () => {
+      await expect(h.store.acquire(-1, "a", h.ttlMs)).rejects.toThrow(RangeError);
+      await expect(h.store.acquire(1.5, "a", h.ttlMs)).rejects.toThrow(RangeError);
+      await expect(h.store.acquire(1, "a", 0)).rejects.toThrow(RangeError);
+    });
+  });
+}

@@ -1,0 +1,135 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { NodeIdInUse, ShardCountMismatch } from "../../../cluster/membership/errors.ts";
+import {
+  DEFAULT_DEAD_AFTER_MS,
+  DEFAULT_HEARTBEAT_MS,
+} from "../../../cluster/membership/heartbeat-membership.ts";
+import type { MemberInfo, MembershipChange } from "../../../cluster/membership/membership.ts";
+import { RedisMembership, type RedisMembershipOptions } from "../../../cluster/membership/redis.ts";
+import type { RedisConnection } from "../../../cluster/membership/redis-connection.ts";
+import { connect, uniqueCluster, until } from "./redis-env.ts";
+
+const FAST = { heartbeatMs: 100, deadAfterMs: 400 };
+
+const ids = (members: readonly MemberInfo[]) => members.map((m) => m.nodeId);
+
+describe("RedisMembership", () => {
+  const open: (RedisConnection | RedisMembership)[] = [];
+  afterEach(async () => {
+    for (const thing of open.reverse()) {
+      if (thing instanceof RedisMembership) await thing.leave();
+      else await thing.close();
+    }
+    open.length = 0;
+  });
+
+  async function member(options: Omit<RedisMembershipOptions, "redis">) {
+    const redis = await connect({ commandTimeoutMs: 500 });
+    const membership = new RedisMembership({ ...options, redis });
+    open.push(redis, membership);
+    return { membership, redis };
+  }
+
+  it("lists every joined node with its metadata, and heartbeats keep it listed", async () => {
+    const cluster = uniqueCluster("members");
+    const { membership: a } = await member({ cluster, shardCount: 256, ...FAST });
+    const { membership: b } = await member({ cluster, shardCount: 256, ...FAST });
+    expect(ids(await a.join({ nodeId: "a", meta: { grpc: "127.0.0.1:50051" } }))).toEqual(["a"]);
+    expect(ids(await b.join({ nodeId: "b" }))).toEqual(["a", "b"]);
+    await until(() => a.members().length === 2, 2000);
+    const firstBeat = a.members().find((m) => m.nodeId === "b")!.lastHeartbeat;
+    // Well past deadAfterMs: heartbeats keep both listed, and b's heartbeat time moves on.
+    await until(
+      () => (a.members().find((m) => m.nodeId === "b")?.lastHeartbeat ?? 0) > firstBeat + 500,
+      3000,
+    );
+    expect(ids(a.members())).toEqual(["a", "b"]);
+    expect(b.members().find((m) => m.nodeId === "a")?.meta).toEqual({ grpc: "127.0.0.1:50051" });
+    const updates: MembershipChange[] = [];
+    a.onChange((c) => updates.push(c));
+    await b.update({ twins: 42 });
+    await until(() => updates.some((c) => c.updated.some((m) => m.nodeId === "b")), 2000);
+    expect(a.members().find((m) => m.nodeId === "b")?.meta).toEqual({ twins: 42 });
+  });
+
+  it(`drops a crashed node ${DEFAULT_DEAD_AFTER_MS} ms after its last heartbeat, well within 3 s (default timings)`, async () => {
+    const cluster = uniqueCluster("crash");
+    const { membership: a } = await member({ cluster, shardCount: 256 });
+    const { membership: b, redis: bRedis } = await member({ cluster, shardCount: 256 });
+    await a.join({ nodeId: "a" });
+    await b.join({ nodeId: "b" });
+    await until(() => a.members().length === 2, 3000);
+    let goneAt = 0;
+    a.onChange((c) => {
+      if (c.left.some((m) => m.nodeId === "b")) goneAt = Date.now();
+    });
+    // b crashes: its connection drops, nothing more is heard from it.
+    const lastBeat = a.members().find((m) => m.nodeId === "b")!.lastHeartbeat;
+    const crashedAt = Date.now();
+    await bRedis.close();
+    // members() never lists b once its last heartbeat is deadAfterMs old (checked all along).
+    while (goneAt === 0) {
+      const listed = a.members().some((m) => m.nodeId === "b");
+      if (listed) expect(Date.now() - crashedAt).toBeLessThan(DEFAULT_DEAD_AFTER_MS + 50);
+      expect(Date.now() - crashedAt).toBeLessThan(DEFAULT_DEAD_AFTER_MS + DEFAULT_HEARTBEAT_MS + 500);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const detectedAfter = goneAt - crashedAt;
+    // Not before it was dead (its last beat may have been up to one period before the crash)...
+    expect(detectedAfter).toBeGreaterThanOrEqual(DEFAULT_DEAD_AFTER_MS - DEFAULT_HEARTBEAT_MS - 300);
+    // ...and within 3 s: deadAfterMs after its last beat (which was before the crash), plus timer lateness.
+    expect(detectedAfter).toBeLessThanOrEqual(DEFAULT_DEAD_AFTER_MS + 300);
+    expect(detectedAfter).toBeLessThanOrEqual(3000);
+    expect(ids(await a.refresh())).toEqual(["a"]);
+    console.log(
+      `crashed node reported gone ${detectedAfter} ms after the crash ` +
+        `(${goneAt - lastBeat} ms after its last heartbeat as last read)`,
+    );
+  });
+
+  it("refuses a node configured with another shard count, with a clear error", async () => {
+    const cluster = uniqueCluster("shards");
+    const { membership: a } = await member({ cluster, shardCount: 256, ...FAST });
+    const { membership: b } = await member({ cluster, shardCount: 128, ...FAST });
+    await a.join({ nodeId: "a" });
+    const error = await b.join({ nodeId: "b" }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ShardCountMismatch);
+    expect((error as Error).message).toBe(
+      `cluster "${cluster}" has 256 shards; this node is configured with 128`,
+    );
+    expect(ids(await a.refresh())).toEqual(["a"]);
+  });
+
+  it("refuses a second live node with the same id", async () => {
+    const cluster = uniqueCluster("dup");
+    const { membership: a } = await member({ cluster, shardCount: 256, ...FAST });
+    const { membership: impostor } = await member({ cluster, shardCount: 256, ...FAST });
+    await a.join({ nodeId: "a" });
+    await expect(impostor.join({ nodeId: "a" })).rejects.toBeInstanceOf(NodeIdInUse);
+  });
+
+  it("removes a leaving node at once, not after deadAfterMs", async () => {
+    const cluster = uniqueCluster("leave");
+    const slow = { heartbeatMs: 1000, deadAfterMs: 10_000 };
+    const { membership: a } = await member({ cluster, shardCount: 256, ...slow });
+    const { membership: b } = await member({ cluster, shardCount: 256, ...slow });
+    await a.join({ nodeId: "a" });
+    await b.join({ nodeId: "b" });
+    expect(ids(await a.refresh())).toEqual(["a", "b"]);
+    const leftAt = Date.now();
+    await b.leave();
+    expect(ids(await a.refresh())).toEqual(["a"]);
+    expect(Date.now() - leftAt).toBeLessThan(1000);
+    expect(b.members()).toEqual([]);
+  });
+
+  it("lets a node that has not joined watch the members (e.g. the CLI)", async () => {
+    const cluster = uniqueCluster("watch");
+    const { membership: a } = await member({ cluster, shardCount: 256, ...FAST });
+    const { membership: watcher } = await member({ cluster, shardCount: 256, ...FAST });
+    await a.join({ nodeId: "a", meta: { twins: 3 } });
+    const [only] = await watcher.refresh();
+    expect(only).toMatchObject({ nodeId: "a", meta: { twins: 3 } });
+    expect(Math.abs(only!.lastHeartbeat - Date.now())).toBeLessThan(5000);
+  });
+});
