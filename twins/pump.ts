@@ -83,6 +83,8 @@ export class Pump extends Twin<PumpState, PumpEvent, PumpReported> {
     clearFault: z.object({ note: z.string().min(1).max(200) }),
     scheduleMaintenance: z.object({ at: z.iso.datetime() }),
     completeMaintenance: z.object({ technician: z.string().min(1).max(100) }),
+    /** Asks the pump itself to flash its status light; returns the device's answer (a device command). */
+    identify: z.object({ seconds: z.number().int().min(1).max(60).default(5) }),
   };
 
   initialState(): PumpState {
@@ -195,6 +197,11 @@ export class Pump extends Twin<PumpState, PumpEvent, PumpReported> {
     this.emit({ type: "maintenanceCompleted", technician, nextDueAtHours });
     this.cancel("maintenance");
     return { nextDueAtHours };
+  }
+
+  /** A command that reaches the device: fails with UNAVAILABLE when the pump is offline. */
+  async identify({ seconds }: { seconds: number }) {
+    return await this.sendToDevice("identify", { seconds }, { timeout: "5s" });
   }
 
   override onReported(patch: PumpReported): void {

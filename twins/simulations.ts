@@ -40,6 +40,7 @@ export const pumpDevice: DeviceModel = {
     let targetRpm = 0;
     let runHours = Math.round(random() * 400);
     let vibration = 1 + random();
+    let identifying = 0;
     return {
       step(dtMs, rnd) {
         if (running) {
@@ -68,6 +69,11 @@ export const pumpDevice: DeviceModel = {
         if (typeof desired["running"] === "boolean") running = desired["running"];
         if (typeof desired["rpm"] === "number") targetRpm = desired["rpm"];
         if (!running) targetRpm = 0;
+      },
+      command(name, args) {
+        if (name !== "identify") throw new Error(`unknown command '${name}'`);
+        identifying = typeof args["seconds"] === "number" ? args["seconds"] : 5;
+        return { blinking: true, seconds: identifying, rpm };
       },
     };
   },

@@ -135,10 +135,10 @@ export class InProcessTransport implements Transport {
   async publishDurable(
     subject: string,
     data: Uint8Array,
-    options: { messageId?: string; timeoutMs: number },
+    options: { messageId?: string; timeoutMs: number; headers?: Headers },
   ): Promise<DurableAck> {
-    const headers =
-      options.messageId === undefined ? NO_HEADERS : new Map([["Nats-Msg-Id", options.messageId]]);
+    const headers = new Map(options.headers ?? NO_HEADERS);
+    if (options.messageId !== undefined) headers.set("Nats-Msg-Id", options.messageId);
     // In-process, the ingress replies once the report is persisted: that reply is the ack.
     const reply = await this.request(subject, data, { timeoutMs: options.timeoutMs, headers });
     return { duplicate: reply.headers.get("Doppel-Duplicate") === "true", data: reply.data };

@@ -33,8 +33,11 @@ export interface SubscribeOptions {
   readonly queue?: string;
 }
 
-/** Why a transport operation failed. */
-export type TransportFailure = "timeout" | "no-responders" | "closed" | "bad-subject";
+/**
+ * Why a transport operation failed. `rejected`: the server refused the message itself (too large
+ * for the stream, no space left, a stream limit): sending it again will fail the same way.
+ */
+export type TransportFailure = "timeout" | "no-responders" | "closed" | "bad-subject" | "rejected";
 
 export class TransportError extends Error {
   constructor(
@@ -74,8 +77,19 @@ export interface Transport {
   publishDurable(
     subject: string,
     data: Uint8Array,
-    options: { messageId?: string; timeoutMs: number },
+    options: { messageId?: string; timeoutMs: number; headers?: Headers },
   ): Promise<DurableAck>;
   /** Closes the connection (pending requests fail with `closed`). */
   close(): Promise<void>;
+  /**
+   * Connection state changes, for transports that can lose their server (NATS): `disconnected`
+   * when the link drops, `connected` when it is back (subscriptions are restored by then).
+   * Absent on transports that are always connected (in-process). Returns the unsubscribe.
+   */
+  onConnectionChange?(listener: (state: ConnectionState) => void): () => void;
+  /** False while a transport that can lose its server is disconnected. */
+  readonly connected?: boolean;
 }
+
+/** See {@link Transport.onConnectionChange}. */
+export type ConnectionState = "connected" | "disconnected";

@@ -6,16 +6,25 @@
  *
  * `process` is the whole job for one message and is shared by both ways messages arrive: core
  * subscriptions (in-process transport; the reply is the device's ack, sent after persistence)
- * and the durable JetStream consumer on NATS.
+ * and the durable JetStream consumer on NATS (`jetstream-ingress.ts`; the JetStream ack is sent
+ * after persistence and the device's ack was the stream's PubAck).
+ *
+ * Payloads are JSON, or protobuf when the message says `Content-Type: application/x-protobuf`
+ * (see `payload-codec.ts`). A sync request that expects no reply (MQTT devices cannot ask for one)
+ * is answered on the twin's `desired` subject instead.
  */
-import type { Subscription, Transport, TransportMessage } from "../../cluster/transport/transport.ts";
+import type {
+  Headers,
+  Subscription,
+  Transport,
+  TransportMessage,
+} from "../../cluster/transport/transport.ts";
 import { DoppelError, InvalidArgument, NotFound } from "../api/errors.ts";
 import { isJsonObject, type JsonLimits, type JsonObject } from "../api/json.ts";
 import type { TwinApi } from "../node/twin-api.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import {
   DeviceChannel,
-  decodeJsonPayload,
   deviceSubject,
   deviceWildcard,
   encodeJson,
@@ -23,6 +32,15 @@ import {
   parseDeviceSubject,
   type SyncReply,
 } from "./device-protocol.ts";
+import {
+  decodeReported,
+  decodeTelemetry,
+  type Encoding,
+  encodeDeviceState,
+  encodeProtobuf,
+  encodingHeaders,
+  encodingOf,
+} from "./payload-codec.ts";
 
 /** Counters of what ingress saw (exposed as metrics). */
 export interface IngressStats {
@@ -40,6 +58,18 @@ export interface Processed {
   readonly rejected: boolean;
   /** True when processing failed for a reason that may pass (store down): redeliver later. */
   readonly retry: boolean;
+  /** The encoding of the message (replies use the same). */
+  readonly encoding?: Encoding;
+  /** The channel of the message, when its subject was valid. */
+  readonly channel?: DeviceChannel;
+}
+
+/** Options of {@link DeviceIngress.process}. */
+export interface ProcessOptions {
+  /** The message's headers (`Content-Type` selects JSON or protobuf). */
+  readonly headers?: Headers;
+  /** Epoch ms after which the node stops waiting for the twin (the message is retried later). */
+  readonly deadline?: number;
 }
 
 const QUEUE = "doppel-ingress";
@@ -80,28 +110,45 @@ export class DeviceIngress {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** Processes one device message. Never throws. */
-  async process(subject: string, data: Uint8Array, messageId: string | undefined): Promise<Processed> {
+  /**
+   * Processes one device message: resolves once its effects are persisted (or it was refused).
+   * `messageId` is the report's deduplication id. Never throws.
+   */
+  async process(
+    subject: string,
+    data: Uint8Array,
+    messageId: string | undefined,
+    options: ProcessOptions = {},
+  ): Promise<Processed> {
     this.stats.received++;
+    const encoding = encodingOf(options.headers);
+    let channel: DeviceChannel | undefined;
     try {
-      const { ref, channel } = parseDeviceSubject(subject);
+      const parsed = parseDeviceSubject(subject);
+      const ref = parsed.ref;
+      channel = parsed.channel;
       switch (channel) {
         case DeviceChannel.Reported: {
-          const patch = decodeJsonPayload(data, "reported patch", this.limits);
-          const result = await this.api.report(ref, patch, messageId === undefined ? {} : { messageId });
+          const patch = decodeReported(data, encoding, this.limits);
+          const result = await this.api.report(ref, patch, {
+            ...(messageId === undefined ? {} : { messageId }),
+            ...(options.deadline === undefined ? {} : { deadline: options.deadline }),
+          });
           if (result.duplicate) this.stats.duplicates++;
           else this.stats.applied++;
           return {
             reply: { ok: true, version: result.version, duplicate: result.duplicate },
             rejected: false,
             retry: false,
+            encoding,
+            channel,
           };
         }
         case DeviceChannel.Telemetry: {
-          const body = decodeJsonPayload(data, "telemetry", this.limits);
+          const body = decodeTelemetry(data, encoding, this.limits);
           await this.api.recordTelemetry(ref, parseTelemetry(body, this.now()));
           this.stats.applied++;
-          return { reply: { ok: true }, rejected: false, retry: false };
+          return { reply: { ok: true }, rejected: false, retry: false, encoding, channel };
         }
         case DeviceChannel.Sync: {
           let reply: SyncReply;
@@ -118,7 +165,7 @@ export class DeviceIngress {
             reply = { version: 0, reported: {}, desired: {}, delta: {} };
           }
           this.stats.applied++;
-          return { reply, rejected: false, retry: false };
+          return { reply, rejected: false, retry: false, encoding, channel };
         }
         default:
           throw new InvalidArgument(`devices do not publish on '${channel}'`);
@@ -132,21 +179,50 @@ export class DeviceIngress {
       if (retry) this.stats.failed++;
       else this.stats.rejected++;
       this.logger.debug({ subject, code: failure.code, err: failure.message }, "device message not applied");
-      return { reply: errorReply(failure), rejected: !retry, retry };
+      return {
+        reply: errorReply(failure),
+        rejected: !retry,
+        retry,
+        encoding,
+        ...(channel === undefined ? {} : { channel }),
+      };
     }
   }
 
-  /** Answers a message: as a reply if one is expected, else errors go to the twin's `errors` subject. */
+  /**
+   * Answers a message: as a reply if one is expected (in the request's encoding), else errors go
+   * to the twin's `errors` subject and a sync's answer to its `desired` subject.
+   */
   answer(message: TransportMessage, processed: Processed): void {
+    const failed = processed.rejected || processed.retry;
     if (message.reply !== undefined) {
-      const headers =
-        "duplicate" in processed.reply && processed.reply.duplicate === true
-          ? new Map([["Doppel-Duplicate", "true"]])
-          : undefined;
-      this.transport.respond(message, encodeJson(processed.reply), headers ? { headers } : {});
+      const headers = new Map(encodingHeaders(processed.encoding ?? "json") ?? []);
+      if ("duplicate" in processed.reply && processed.reply.duplicate === true)
+        headers.set("Doppel-Duplicate", "true");
+      this.transport.respond(message, this.#encodeReply(processed), headers.size ? { headers } : {});
       return;
     }
-    if (processed.rejected || processed.retry) this.publishError(message.subject, processed.reply);
+    if (failed) this.publishError(message.subject, processed.reply);
+    else if (processed.channel === DeviceChannel.Sync) this.#publishSync(message.subject, processed);
+  }
+
+  #encodeReply(processed: Processed): Uint8Array {
+    if (processed.encoding !== "protobuf") return encodeJson(processed.reply);
+    const reply = processed.reply as { error?: { code: string; message: string } };
+    if (reply.error) return encodeProtobuf("Error", { code: reply.error.code, message: reply.error.message });
+    if (processed.channel === DeviceChannel.Sync)
+      return encodeDeviceState(processed.reply as SyncReply, "protobuf");
+    return new Uint8Array();
+  }
+
+  /** MQTT-style sync (no reply subject): the state goes to the twin's `desired` subject. */
+  #publishSync(subject: string, processed: Processed): void {
+    try {
+      const { ref } = parseDeviceSubject(subject);
+      this.transport.publish(deviceSubject(ref, DeviceChannel.Desired), encodeJson(processed.reply));
+    } catch {
+      // The transport is closing.
+    }
   }
 
   /** Publishes an error event on the twin's `errors` subject, when the subject names a valid twin. */
@@ -160,30 +236,36 @@ export class DeviceIngress {
     }
   }
 
-  /** Subscribes to device subjects directly (core messaging: the reply is the ack). */
-  start(): void {
+  /**
+   * Subscribes to device subjects directly (core messaging: the reply is the ack). With
+   * `durable`, reported state and telemetry are left to the JetStream consumer and only sync
+   * requests (and malformed subjects) are taken here.
+   */
+  start(options: { durable?: boolean } = {}): void {
     const handle = (message: TransportMessage) => {
-      void this.process(message.subject, message.data, message.headers.get("Nats-Msg-Id")).then((processed) =>
-        this.answer(message, processed),
-      );
+      void this.process(message.subject, message.data, message.headers.get("Nats-Msg-Id"), {
+        headers: message.headers,
+      }).then((processed) => this.answer(message, processed));
     };
-    for (const channel of [DeviceChannel.Reported, DeviceChannel.Telemetry, DeviceChannel.Sync]) {
+    const channels = options.durable
+      ? [DeviceChannel.Sync]
+      : [DeviceChannel.Reported, DeviceChannel.Telemetry, DeviceChannel.Sync];
+    for (const channel of channels) {
       this.#subs.push(this.transport.subscribe(deviceWildcard(channel), handle, { queue: QUEUE }));
     }
     // Subjects with too few or too many tokens never match the wildcards above: catch them to count and refuse them.
-    this.#subs.push(
-      this.transport.subscribe(
-        "doppel.dev.>",
-        (message) => {
-          const tokens = message.subject.split(".").length;
-          if (tokens === 5) return;
-          void this.process(message.subject, message.data, undefined).then((processed) =>
-            this.answer(message, processed),
-          );
-        },
-        { queue: `${QUEUE}-malformed` },
-      ),
-    );
+    const malformed = (message: TransportMessage) => {
+      const tokens = message.subject.split(".").length;
+      if (tokens === 5) return;
+      void this.process(message.subject, message.data, undefined).then((processed) =>
+        this.answer(message, processed),
+      );
+    };
+    // Not `doppel.dev.>`: that would bring every well-formed message here a second time, and
+    // would count as a responder on the devices' `cmd` subjects (hiding "device offline").
+    for (const pattern of ["doppel.dev.*", "doppel.dev.*.*", "doppel.dev.*.*.*.>"]) {
+      this.#subs.push(this.transport.subscribe(pattern, malformed, { queue: `${QUEUE}-malformed` }));
+    }
   }
 
   /** Stops subscribing. */

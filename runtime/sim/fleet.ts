@@ -18,6 +18,8 @@ export interface FleetOptions {
   readonly idPrefix?: string;
   /** Called with each error a device meets. */
   readonly onError?: (error: DoppelError) => void;
+  /** Send the models' telemetry samples too (default true). */
+  readonly telemetry?: boolean;
 }
 
 /** Live counters of a fleet. */
@@ -127,7 +129,7 @@ export class Fleet {
         ),
       );
     }
-    if (step.telemetry) {
+    if (step.telemetry && this.options.telemetry !== false) {
       sends.push(
         member.client.telemetry(step.telemetry, now).then(
           () => {
@@ -152,9 +154,7 @@ export class Fleet {
   /** Stops reporting and unsubscribes every device. */
   async stop(): Promise<void> {
     this.#running = false;
-    for (const member of this.#members) {
-      clearTimeout(member.timer);
-      member.client.close();
-    }
+    for (const member of this.#members) clearTimeout(member.timer);
+    await Promise.all(this.#members.map((member) => member.client.close()));
   }
 }

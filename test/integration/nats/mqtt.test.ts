@@ -1,0 +1,79 @@
+import mqtt from "mqtt";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { eventually, mqttUrl, type NatsNode, resetStream, startNatsNode } from "./harness.ts";
+
+/**
+ * A plain MQTT client — no Doppel code on the device — through nats-server's MQTT listener.
+ * MQTT topic `doppel/dev/<type>/<id>/<channel>` is NATS subject `doppel.dev.<type>.<id>.<channel>`.
+ */
+describe("MQTT devices", () => {
+  let n: NatsNode;
+  let client: mqtt.MqttClient;
+  beforeAll(async () => {
+    await resetStream();
+    n = await startNatsNode();
+    client = await mqtt.connectAsync(mqttUrl(), {
+      clientId: "thermostat-mq1",
+      clean: true,
+      reconnectPeriod: 0,
+    });
+  });
+  afterAll(async () => {
+    await client?.endAsync();
+    await n?.stop();
+    await resetStream();
+  });
+
+  it("reports state and receives desired state, end to end", async () => {
+    const received: { topic: string; body: Record<string, unknown> }[] = [];
+    client.on("message", (topic, payload) => received.push({ topic, body: JSON.parse(payload.toString()) }));
+    await client.subscribeAsync("doppel/dev/thermostat/mq1/desired", { qos: 1 });
+
+    // QoS 1 publish: stored by Doppel's JetStream stream, applied by the twin.
+    await client.publishAsync(
+      "doppel/dev/thermostat/mq1/reported",
+      JSON.stringify({ temperature: 26, heating: false }),
+      {
+        qos: 1,
+      },
+    );
+    const view = await eventually(async () => {
+      const v = await n.client.getTwin({ type: "thermostat", id: "mq1" });
+      return v.version > 0 ? v : undefined;
+    }, "the MQTT report applied");
+    expect(view.reported).toEqual({ temperature: 26, heating: false });
+
+    // Desired state set by a service reaches the MQTT device.
+    const after = await n.client.updateDesired({ type: "thermostat", id: "mq1" }, { heating: true });
+    const push = await eventually(
+      () => received.find((m) => m.body["version"] === after.version),
+      "the desired push over MQTT",
+    );
+    expect(push.body).toMatchObject({ desired: { heating: true }, delta: { heating: true } });
+
+    // MQTT has no request/reply: a message on .../sync is answered on .../desired.
+    received.length = 0;
+    await client.publishAsync("doppel/dev/thermostat/mq1/sync", "", { qos: 0 });
+    const synced = await eventually(
+      () => received.find((m) => "reported" in m.body),
+      "the sync answer over MQTT",
+    );
+    expect(synced.body).toMatchObject({
+      version: after.version,
+      desired: { heating: true },
+      reported: { temperature: 26, heating: false },
+    });
+
+    // Telemetry too.
+    await client.publishAsync(
+      "doppel/dev/thermostat/mq1/telemetry",
+      JSON.stringify({ at: 1_000, metrics: { temperature: 26.1 } }),
+      { qos: 1 },
+    );
+    await eventually(async () => {
+      for await (const s of n.client.telemetry({ type: "thermostat", id: "mq1" }, { since: 0, until: 5_000 }))
+        return s;
+      return undefined;
+    }, "MQTT telemetry stored");
+  });
+});

@@ -1,0 +1,124 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DeviceClient } from "../../../runtime/index.ts";
+import { SqliteEventStore } from "../../../runtime/persistence/sqlite-store.ts";
+import { deviceTransport, eventually, natsUrl, resetStream, startNatsNode, TEST_SHARDS } from "./harness.ts";
+
+const FIXTURE = fileURLToPath(new URL("./fixtures/crash-node.ts", import.meta.url));
+const ACK_WAIT = "1s";
+
+/** Starts the crash fixture; resolves once it printed READY. */
+function startCrashNode(
+  db: string,
+  mode: string,
+  twin: string,
+): Promise<{ child: ChildProcess; saw: (line: string) => Promise<void> }> {
+  const child = spawn(process.execPath, ["--import", "tsx", FIXTURE], {
+    env: {
+      ...process.env,
+      DOPPEL_NATS: natsUrl(),
+      CRASH_DB: db,
+      CRASH_MODE: mode,
+      CRASH_TWIN: twin,
+      CRASH_SHARDS: String(TEST_SHARDS),
+      CRASH_ACK_WAIT: ACK_WAIT,
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const lines: string[] = [];
+  const waiters: { line: string; resolve: () => void }[] = [];
+  let stderr = "";
+  child.stderr?.on("data", (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  child.stdout?.on("data", (chunk: Buffer) => {
+    for (const line of chunk.toString().split("\n").filter(Boolean)) {
+      lines.push(line);
+      for (const w of waiters.filter((w) => w.line === line)) w.resolve();
+    }
+  });
+  const saw = (line: string) =>
+    new Promise<void>((resolve, reject) => {
+      if (lines.includes(line)) return resolve();
+      waiters.push({ line, resolve });
+      child.once("exit", (code) =>
+        reject(new Error(`crash node exited (${code}) before ${line}: ${stderr}`)),
+      );
+    });
+  return saw("READY").then(() => ({ child, saw }));
+}
+
+function kill(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    child.once("exit", () => resolve());
+    child.kill("SIGKILL");
+  });
+}
+
+describe("durable ingress when a node dies", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "doppel-crash-"));
+    await resetStream();
+  });
+  afterAll(async () => {
+    rmSync(dir, { recursive: true, force: true });
+    await resetStream();
+  });
+
+  for (const mode of ["before-persist", "after-persist"] as const) {
+    it(`redelivers a report whose node was killed ${mode.replace("-", " ")}, and it makes exactly one event`, async () => {
+      const db = join(dir, `${mode}.db`);
+      const twin = `crash-${mode}`;
+      const { child, saw } = await startCrashNode(db, mode, twin);
+      const wire = await deviceTransport();
+      try {
+        const device = new DeviceClient({ transport: wire, type: "thermostat", id: twin });
+        // Stored in the stream: the device's ack.
+        const ack = await device.report({ temperature: 18.5 }, { messageId: `${twin}-m1` });
+        expect(ack.duplicate).toBe(false);
+        // Delivered to the node, and the node is inside the store commit: kill it there.
+        await saw(mode === "after-persist" ? "COMMITTED" : "BLOCKED");
+        await kill(child);
+
+        // Another node over the same store takes over the shard; the server redelivers after ackWait.
+        const store = new SqliteEventStore({ path: db });
+        const next = await startNatsNode({
+          store,
+          config: {
+            nodeId: "successor",
+            grpc: { listen: "127.0.0.1:0" },
+            nats: { servers: natsUrl(), consumer: { ackWait: ACK_WAIT } },
+          },
+        });
+        try {
+          const durable = next.node.devices.durable!;
+          await eventually(
+            () => (durable.stats.acked >= 1 ? true : undefined),
+            "the redelivered report acknowledged",
+          );
+          expect(durable.stats.redelivered).toBeGreaterThanOrEqual(1);
+          const events = await next.node.twins.history({ type: "thermostat", id: twin }, { limit: 100 });
+          expect(events.filter((e) => e.type === "$reported")).toHaveLength(1);
+          expect(events[0]?.causation).toBe(`${twin}-m1`);
+          const stats = next.node.ingress.stats;
+          if (mode === "after-persist") expect(stats.duplicates).toBe(1);
+          else expect(stats.applied).toBe(1);
+          expect((await next.client.getTwin({ type: "thermostat", id: twin })).reported).toEqual({
+            temperature: 18.5,
+          });
+        } finally {
+          await next.stop();
+          await store.close();
+        }
+      } finally {
+        if (child.exitCode === null && child.signalCode === null) await kill(child);
+        await wire.close();
+      }
+    }, 60_000);
+  }
+});

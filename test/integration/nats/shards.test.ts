@@ -1,0 +1,88 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { shardOf } from "../../../cluster/ring/shard.ts";
+import { DoppelClient } from "../../../runtime/gateway/client.ts";
+import { DeviceClient, DoppelNode, MemoryEventStore } from "../../../runtime/index.ts";
+import { silentLogger } from "../../../runtime/telemetry/logger.ts";
+import { Thermostat } from "../../../twins/thermostat.ts";
+import {
+  deviceTransport,
+  eventually,
+  type NatsNode,
+  natsNodeConfig,
+  resetStream,
+  startNatsNode,
+  TEST_SHARDS,
+} from "./harness.ts";
+
+/** Two nodes over one store: shards move from one to the other by `releaseShards` / `ownShards`. */
+describe("ingress consumption by shard", () => {
+  let a: NatsNode;
+  let b: NatsNode;
+  beforeAll(async () => {
+    await resetStream();
+    const store = new MemoryEventStore();
+    a = await startNatsNode({ store, config: { nodeId: "node-a" } });
+    b = await nodeWithNoShards(store);
+  });
+  afterAll(async () => {
+    await b?.stop();
+    await a?.stop();
+    await resetStream();
+  });
+
+  async function nodeWithNoShards(store: MemoryEventStore): Promise<NatsNode> {
+    const node = await DoppelNode.start(natsNodeConfig({ nodeId: "node-b" }), {
+      twins: [Thermostat],
+      store,
+      logger: silentLogger(),
+      ownership: { writerFor: () => ({ node: "node-b", epoch: 1 }), ownedShards: () => [] },
+    });
+    const client = new DoppelClient(node.grpcAddress!);
+    return {
+      node,
+      client,
+      async stop() {
+        client.close();
+        await node.stop();
+      },
+    };
+  }
+
+  it("hands a shard from one node to another: the new owner continues where the old one stopped", async () => {
+    const id = "moving-1";
+    const shard = shardOf("thermostat", id, TEST_SHARDS);
+    const durableA = a.node.devices.durable!;
+    const durableB = b.node.devices.durable!;
+    expect(durableA.ownedShards()).toHaveLength(TEST_SHARDS);
+    expect(durableB.ownedShards()).toEqual([]);
+
+    const wire = await deviceTransport();
+    try {
+      const device = new DeviceClient({ transport: wire, type: "thermostat", id });
+      await device.report({ temperature: 19 });
+      await eventually(
+        () => (a.node.ingress.stats.applied >= 1 ? true : undefined),
+        "node A applied the first report",
+      );
+
+      await durableA.releaseShards([shard]);
+      expect(durableA.ownedShards()).not.toContain(shard);
+      // While nobody owns the shard, reports wait in the stream.
+      await device.report({ temperature: 20 });
+      await durableB.ownShards([shard]);
+      expect(durableB.ownedShards()).toEqual([shard]);
+      await eventually(
+        () => (b.node.ingress.stats.applied >= 1 ? true : undefined),
+        "node B applied the second report",
+      );
+      expect(a.node.ingress.stats.applied).toBe(1);
+      const events = await b.node.twins.history({ type: "thermostat", id }, { limit: 100 });
+      expect(events.filter((e) => e.type === "$reported").map((e) => e.writer.node)).toEqual([
+        "node-a",
+        "node-b",
+      ]);
+    } finally {
+      await wire.close();
+    }
+  });
+});
