@@ -1,0 +1,394 @@
+/**
+ * `CassandraEventStore`: the production {@link EventStore} on Apache Cassandra (cassandra-driver,
+ * native protocol v4+). See `docs/cassandra.md` for the whole picture; in short:
+ *
+ * - **Schema** created and migrated by the store when it opens (`schema.ts`, `migrate.ts`);
+ *   keyspace, replication and the bucketing layout are configurable (`options.ts`).
+ * - **Commit**: per twin, one small read of the log's tail (conflict check, `conflicts.ts`), then
+ *   ONE logged batch with the events, view, reminder index and bucket index (`commit-plan.ts`,
+ *   `commit-writer.ts`): all or nothing for the twin, one round trip for all of a twin's events
+ *   that were produced close together. Twins of one `commit` call are written concurrently,
+ *   bounded by `maxConcurrentRequests`; commits of one twin are serialised.
+ * - **Conflicts**: a stale `expectedSeq` is refused on append (`ConcurrencyConflict`, nothing
+ *   written); a race between two nodes that slips past the check leaves both rows (the clustering
+ *   key includes the commit id) and is caught on replay: `loadTwin` reports the twin quarantined
+ *   and records it, `readEvents`/`readHistory` fail with `ConcurrencyConflict`. Never merged.
+ * - **Idempotent**: a retried commit (same commit ids) is recognised and writes nothing; every
+ *   statement is idempotent, so the driver may retry it.
+ *
+ * Failures: `Unavailable` when the cluster cannot answer (the caller may retry; a failed commit
+ * call may have been partly applied, per twin atomically), `InvalidArgument` for a malformed
+ * commit or page token, `FailedPrecondition` for refused credentials or a keyspace whose schema or
+ * layout does not match, `Internal` for a bug. Nothing untyped escapes.
+ */
+import { type DoppelError, InvalidArgument } from "../../api/errors.ts";
+import { refKey, type TwinRef } from "../../api/ids.ts";
+import type {
+  EventStore,
+  HistoryRange,
+  LoadedTwin,
+  TelemetryRange,
+  ViewPage,
+  ViewQuery,
+} from "../event-store.ts";
+import type {
+  EventRecord,
+  ReminderIndexEntry,
+  TelemetrySample,
+  TwinCommit,
+  TwinSnapshot,
+  TwinView,
+} from "../records.ts";
+import { eventBucket, viewBucket } from "./buckets.ts";
+import { checkCommit, planCommit, type ReminderRow } from "./commit-plan.ts";
+import { CommitWriter } from "./commit-writer.ts";
+import { describeFork, type Fork, forkConflict, judgeAppend, type RowIdentity } from "./conflicts.ts";
+import { toDoppelError } from "./failures.ts";
+import { LogReader, type LogSlice } from "./log-reader.ts";
+import { type Layout, migrate, settleLayout } from "./migrate.ts";
+import {
+  type CassandraSettingsInput,
+  type CassandraStoreConfig,
+  compileCassandraSettings,
+} from "./options.ts";
+import { dueReminders } from "./reminder-query.ts";
+import { decodeSnapshot, decodeView, snapshotParams, toNumber } from "./rows.ts";
+import { CassandraSession, type Row, type SessionHooks } from "./session.ts";
+import { type Statements, statementsFor } from "./statements.ts";
+import { TelemetrySeries } from "./telemetry.ts";
+import { queryViews } from "./view-query.ts";
+
+/** Start-up callbacks (e.g. to log retries of an unreachable cluster). */
+export type CassandraStoreHooks = SessionHooks;
+
+const OPEN_END = Number.MAX_SAFE_INTEGER;
+
+export class CassandraEventStore implements EventStore {
+  readonly #session: CassandraSession;
+  readonly #config: CassandraStoreConfig;
+  readonly #s: Statements;
+  readonly #layout: Layout;
+  readonly #writer: CommitWriter;
+  readonly #log: LogReader;
+  readonly #telemetry: TelemetrySeries;
+  /** The last commit queued per twin: commits of one twin run one after another. */
+  readonly #chains = new Map<string, Promise<void>>();
+
+  private constructor(
+    session: CassandraSession,
+    config: CassandraStoreConfig,
+    s: Statements,
+    layout: Layout,
+  ) {
+    this.#session = session;
+    this.#config = config;
+    this.#s = s;
+    this.#layout = layout;
+    this.#writer = new CommitWriter(session, s, config.maxBatchBytes);
+    this.#log = new LogReader(session, s, layout, config.historyClockSkew);
+    this.#telemetry = new TelemetrySeries(session, s, layout.telemetryWindowMs);
+  }
+
+  /**
+   * Opens a store from settings as a user writes them (see `options.ts`): validates them
+   * (`InvalidArgument`), connects (retrying an unreachable cluster for `startupRetry`, then
+   * `Unavailable` naming the contact points), creates or migrates the schema and settles the
+   * layout (`FailedPrecondition` on a mismatch).
+   */
+  static async open(
+    settings: CassandraSettingsInput,
+    hooks: CassandraStoreHooks = {},
+  ): Promise<CassandraEventStore> {
+    return CassandraEventStore.openConfigured(compileCassandraSettings(settings), hooks);
+  }
+
+  /** Like {@link open}, from already compiled settings (the node's configuration). */
+  static async openConfigured(
+    config: CassandraStoreConfig,
+    hooks: CassandraStoreHooks = {},
+  ): Promise<CassandraEventStore> {
+    const session = await CassandraSession.connect(config, hooks);
+    try {
+      const s = statementsFor(config.keyspace);
+      await migrate(session, config, s);
+      const layout = await settleLayout(session, config, s);
+      return new CassandraEventStore(session, config, s, layout);
+    } catch (error) {
+      await session.close().catch(() => {});
+      throw toDoppelError(error, session.label, "open");
+    }
+  }
+
+  /** The keyspace's bucketing layout. */
+  get layout(): Layout {
+    return this.#layout;
+  }
+
+  /** Names the cluster and keyspace (used in every error message). */
+  get label(): string {
+    return this.#session.label;
+  }
+
+  /**
+   * Writes each commit atomically for its twin (see the module comment). Per commit: `undefined`,
+   * `ConcurrencyConflict` or `InvalidArgument`. If the cluster fails for any commit, the call
+   * rejects with `Unavailable` once every commit of it has settled.
+   */
+  async commit(commits: readonly TwinCommit[]): Promise<(DoppelError | undefined)[]> {
+    return this.#guard("commit", async () => {
+      const results: (DoppelError | undefined)[] = commits.map(() => undefined);
+      let failure: DoppelError | undefined;
+      await Promise.all(
+        commits.map((commit, i) =>
+          this.#serial(refKey(commit.ref), () => this.#commitOne(commit)).then(
+            (result) => {
+              results[i] = result;
+            },
+            (error: unknown) => {
+              failure ??= toDoppelError(error, this.label, "commit");
+            },
+          ),
+        ),
+      );
+      if (failure) throw failure;
+      return results;
+    });
+  }
+
+  async #commitOne(commit: TwinCommit): Promise<DoppelError | undefined> {
+    try {
+      checkCommit(commit);
+    } catch (error) {
+      if (error instanceof InvalidArgument) return error;
+      throw error;
+    }
+    const { ref, expectedSeq } = commit;
+    const first = commit.events[0]?.commitId;
+    const touchesReminders = commit.reminders.set.length + commit.reminders.clear.length > 0;
+    const [head, reminderRows] = await Promise.all([
+      this.#readHead(ref, expectedSeq),
+      touchesReminders ? this.#reminderRows(ref) : new Map<string, ReminderRow>(),
+    ]);
+    const verdict = judgeAppend(refKey(ref), head, expectedSeq, first);
+    if (verdict.kind === "retried") return undefined;
+    if (verdict.kind === "conflict") return verdict.error;
+    let plan: ReturnType<typeof planCommit>;
+    try {
+      plan = planCommit(commit, this.#layout, reminderRows);
+    } catch (error) {
+      if (error instanceof InvalidArgument) return error;
+      throw error;
+    }
+    await this.#writer.write(ref, plan, expectedSeq, first);
+    return undefined;
+  }
+
+  /** Rows with `seq >= expectedSeq` in the partitions of `expectedSeq` and `expectedSeq + 1`. */
+  readonly #readHead = async (ref: TwinRef, expectedSeq: number): Promise<RowIdentity[]> => {
+    const size = this.#layout.eventsPerBucket;
+    const buckets = new Set([eventBucket(expectedSeq + 1, size)]);
+    if (expectedSeq >= 1) buckets.add(eventBucket(expectedSeq, size));
+    const reads = [...buckets].map(async (bucket) => {
+      const result = await this.#session.execute(
+        "check log head",
+        { query: this.#s.headRows, params: [ref.type, ref.id, bucket, expectedSeq] },
+        { consistency: "read" },
+      );
+      return result.rows.map((row) => ({
+        seq: toNumber(row["seq"], "seq"),
+        commitId: String(row["commit_id"]),
+      }));
+    });
+    return (await Promise.all(reads)).flat();
+  };
+
+  async #reminderRows(ref: TwinRef): Promise<Map<string, ReminderRow>> {
+    const rows = await this.#session.readAll("read twin reminders", {
+      query: this.#s.twinReminders,
+      params: [ref.type, ref.id],
+    });
+    const out = new Map<string, ReminderRow>();
+    for (const row of rows) {
+      const name = row["reminder"];
+      if (typeof name !== "string") continue; // the static-only row of a twin without reminders
+      out.set(name, { shard: toNumber(row["shard"], "shard"), dueAt: toNumber(row["due_at"], "due_at") });
+    }
+    return out;
+  }
+
+  /**
+   * Latest snapshot, later events, quarantine mark. Completes a staged large commit first. A
+   * fork in the log makes the twin quarantined (recorded, if it was not already): the events
+   * returned stop before the fork.
+   */
+  async loadTwin(ref: TwinRef): Promise<LoadedTwin> {
+    return this.#guard("loadTwin", async () => {
+      const row = await this.#twinRow(ref, this.#s.twinHead);
+      await this.#rollForwardIfStaged(ref, row);
+      const snapshot = row ? decodeSnapshot(row) : undefined;
+      const marked = row?.["quarantine_reason"];
+      const slice = await this.#log.read(ref, {
+        from: (snapshot?.seq ?? 0) + 1,
+        to: OPEN_END,
+        limit: OPEN_END,
+      });
+      let quarantine = typeof marked === "string" ? marked : undefined;
+      if (slice.fork && quarantine === undefined) quarantine = await this.#quarantineFork(ref, slice.fork);
+      return { snapshot, events: slice.events, quarantine };
+    });
+  }
+
+  /** Events after `afterSeq`. Completes a staged large commit first; a fork fails with `ConcurrencyConflict`. */
+  async readEvents(ref: TwinRef, afterSeq: number, limit?: number): Promise<EventRecord[]> {
+    return this.#guard("readEvents", async () => {
+      const query = { from: Math.max(0, afterSeq) + 1, to: OPEN_END, limit: limit ?? OPEN_END };
+      const [row, first] = await Promise.all([
+        this.#twinRow(ref, this.#s.twinStatus),
+        this.#log.read(ref, query),
+      ]);
+      const slice = (await this.#rollForwardIfStaged(ref, row)) ? await this.#log.read(ref, query) : first;
+      return this.#unforked(ref, slice);
+    });
+  }
+
+  async writeSnapshot(ref: TwinRef, snapshot: TwinSnapshot): Promise<void> {
+    await this.#guard("writeSnapshot", async () => {
+      // USING TIMESTAMP seq: of two snapshots, the newer one wins whatever order they arrive in.
+      await this.#session.execute("write snapshot", {
+        query: this.#s.writeSnapshot,
+        params: snapshotParams(ref, snapshot),
+      });
+    });
+  }
+
+  async readView(ref: TwinRef): Promise<TwinView | undefined> {
+    return this.#guard("readView", async () => {
+      const result = await this.#session.execute(
+        "read view",
+        { query: this.#s.view, params: [ref.type, viewBucket(ref.id, this.#layout.viewBuckets), ref.id] },
+        { consistency: "read" },
+      );
+      const row = result.first();
+      return row ? decodeView(ref.type, row) : undefined;
+    });
+  }
+
+  async queryViews(type: string, query: ViewQuery): Promise<ViewPage> {
+    return this.#guard("queryViews", () =>
+      queryViews(this.#session, this.#s, this.#layout.viewBuckets, type, query),
+    );
+  }
+
+  /** Events by version and/or time range. A fork within the range fails with `ConcurrencyConflict`. */
+  async readHistory(ref: TwinRef, range: HistoryRange): Promise<EventRecord[]> {
+    return this.#guard("readHistory", async () => {
+      const slice = await this.#log.read(ref, {
+        from: Math.max(1, range.fromVersion ?? 1),
+        to: range.toVersion ?? OPEN_END,
+        ...(range.since === undefined ? {} : { since: range.since }),
+        ...(range.until === undefined ? {} : { until: range.until }),
+        limit: Number.isFinite(range.limit) ? Math.floor(range.limit) : OPEN_END,
+      });
+      return this.#unforked(ref, slice);
+    });
+  }
+
+  async dueReminders(
+    shards: readonly number[] | "all",
+    until: number,
+    limit: number,
+  ): Promise<ReminderIndexEntry[]> {
+    return this.#guard("dueReminders", () =>
+      dueReminders(this.#session, this.#s, this.#config.shards, shards, until, limit),
+    );
+  }
+
+  async quarantine(ref: TwinRef, reason: string): Promise<void> {
+    await this.#guard("quarantine", () => this.#markQuarantine(ref, reason));
+  }
+
+  async release(ref: TwinRef): Promise<void> {
+    await this.#guard("release", async () => {
+      await this.#session.execute("release quarantine", {
+        query: this.#s.clearQuarantine,
+        params: [ref.type, ref.id],
+      });
+    });
+  }
+
+  async appendTelemetry(samples: readonly TelemetrySample[]): Promise<void> {
+    await this.#guard("appendTelemetry", () => this.#telemetry.append(samples));
+  }
+
+  async readTelemetry(ref: TwinRef, range: TelemetryRange): Promise<TelemetrySample[]> {
+    return this.#guard("readTelemetry", () => this.#telemetry.read(ref, range));
+  }
+
+  /** Closes every connection. Later calls reject with `Unavailable`; closing twice is harmless. */
+  async close(): Promise<void> {
+    await this.#session.close();
+  }
+
+  // ---- helpers ----
+
+  async #twinRow(ref: TwinRef, query: string): Promise<Row | undefined> {
+    const result = await this.#session.execute(
+      "read twin",
+      { query, params: [ref.type, ref.id] },
+      { consistency: "read" },
+    );
+    return result.first() ?? undefined;
+  }
+
+  /** Rolls a staged commit forward if `row` shows one; true if it did. */
+  async #rollForwardIfStaged(ref: TwinRef, row: Row | undefined): Promise<boolean> {
+    const staged = row?.["staged_commit"];
+    if (typeof staged !== "string") return false;
+    await this.#serial(refKey(ref), () => this.#writer.rollForward(ref, staged, this.#readHead));
+    return true;
+  }
+
+  async #unforked(ref: TwinRef, slice: LogSlice): Promise<EventRecord[]> {
+    if (!slice.fork) return slice.events;
+    await this.#quarantineFork(ref, slice.fork).catch(() => undefined);
+    throw forkConflict(refKey(ref), slice.fork);
+  }
+
+  /** Records the quarantine of a forked twin (best effort) and returns the reason. */
+  async #quarantineFork(ref: TwinRef, fork: Fork): Promise<string> {
+    const reason = describeFork(refKey(ref), fork);
+    await this.#markQuarantine(ref, reason).catch(() => undefined);
+    return reason;
+  }
+
+  async #markQuarantine(ref: TwinRef, reason: string): Promise<void> {
+    await this.#session.execute("quarantine", {
+      query: this.#s.setQuarantine,
+      params: [reason, Date.now(), ref.type, ref.id],
+    });
+  }
+
+  #serial<T>(key: string, task: () => Promise<T>): Promise<T> {
+    const previous = this.#chains.get(key);
+    const run = previous ? previous.then(task) : task();
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#chains.set(key, tail);
+    void tail.then(() => {
+      if (this.#chains.get(key) === tail) this.#chains.delete(key);
+    });
+    return run;
+  }
+
+  /** Runs `body`, turning every failure into a typed error naming this store. */
+  async #guard<T>(operation: string, body: () => Promise<T>): Promise<T> {
+    if (this.#session.closed) throw toDoppelError(new Error("store is closed"), this.label, operation);
+    try {
+      return await body();
+    } catch (error) {
+      throw toDoppelError(error, this.label, operation);
+    }
+  }
+}
