@@ -5,6 +5,7 @@
 // Writing twins
 export { z } from "zod";
 export { InProcessBus, InProcessTransport } from "../cluster/transport/in-process.ts";
+export { type NatsCredentials, NatsTransport, type NatsTransportOptions } from "../cluster/transport/nats.ts";
 export type { Transport } from "../cluster/transport/transport.ts";
 export type { TwinChange } from "./activation/change-feed.ts";
 // Running nodes
@@ -36,6 +37,7 @@ export {
   type CommandInput,
   type CommandName,
   type CommandResult,
+  type DeviceCommandOptions,
   type Reminder,
   type ScheduleOptions,
   type Schema,
@@ -47,9 +49,12 @@ export {
 } from "./api/twin.ts";
 // Devices
 export {
+  type BufferPolicy,
   type CommandHandler,
   DeviceClient,
   type DeviceClientOptions,
+  type DeviceClientStats,
+  type DeviceConnectOptions,
   type ReportAck,
 } from "./device/device-client.ts";
 // Services over gRPC

@@ -13,8 +13,11 @@
  * - `#data` = `#committed` + the events of `#inflight` and `#pending`;
  * - at most one batch is in the store's hands at a time (`#inflight`), so writes stay in order.
  */
+
+import { toMillis } from "../api/duration.ts";
 import {
   CallCycle,
+  DeadlineExceeded,
   DoppelError,
   ErrorCode,
   FailedPrecondition,
@@ -30,6 +33,7 @@ import { parseRef, refKey, type TwinRef } from "../api/ids.ts";
 import type { Json, JsonObject } from "../api/json.ts";
 import {
   bindTwin,
+  type DeviceCommandOptions,
   type Reminder,
   type ScheduleOptions,
   type Twin,
@@ -69,6 +73,13 @@ export interface ActivationHost {
     chain: readonly string[],
     deadline: number,
   ): Promise<Json>;
+  /**
+   * Sends a command to twin `ref`'s device and returns its answer (request/reply on the device's
+   * `cmd` subject). Absent when the node has no device transport (`Unavailable`).
+   */
+  sendToDevice?(ref: TwinRef, command: string, args: JsonObject, timeoutMs: number): Promise<Json>;
+  /** Default wait for a device's answer to a command, ms. */
+  readonly deviceCommandTimeoutMs?: number;
   /**
    * Called after each batch of this twin's events is persisted, with the commit written and the
    * reminders that were set or moved by it.
@@ -160,6 +171,8 @@ export class Activation implements TwinBinding {
   /** Loads the twin (latest snapshot + later events), then runs `onActivate` and queued messages. */
   async start(): Promise<void> {
     try {
+      // Refuses at once (safe to retry elsewhere) when this node does not own the shard.
+      const writer = this.#host.writerFor(this.shard);
       const loaded = await this.#host.store.loadTwin(this.ref);
       if (loaded.quarantine !== undefined) {
         throw new Quarantined(`${this.key} is quarantined: ${loaded.quarantine}`, {
@@ -167,7 +180,24 @@ export class Activation implements TwinBinding {
         });
       }
       let data = loaded.snapshot ? fromSnapshot(loaded.snapshot) : initialData(this.#twin);
-      for (const record of loaded.events) data = fold(this.#twin, data, record);
+      let epoch = 0;
+      for (const record of loaded.events) {
+        // Lease epochs only grow: an event from an older epoch after a newer one was written by a
+        // writer that had lost its lease. Never merged silently: the twin is quarantined.
+        if (record.writer.epoch < epoch) {
+          const reason = `event ${record.seq} was written by ${record.writer.node} at lease epoch ${record.writer.epoch} after epoch ${epoch}`;
+          await this.#host.store.quarantine(this.ref, reason).catch(() => undefined);
+          throw new Quarantined(`${this.key} is quarantined: ${reason}`, { reason });
+        }
+        epoch = record.writer.epoch;
+        data = fold(this.#twin, data, record);
+      }
+      if (epoch > writer.epoch) {
+        throw new Unavailable(
+          `${this.key} was written at lease epoch ${epoch}, newer than this node's ${writer.epoch}: its lease is stale; retry`,
+          { retry: "not-owner", shard: this.shard },
+        );
+      }
       this.#committed = data;
       this.#data = data;
       this.#snapshotSeq = loaded.snapshot?.seq ?? 0;
@@ -578,6 +608,24 @@ export class Activation implements TwinBinding {
     const timeout = this.#host.clock.now() + this.#host.callTimeoutMs;
     const deadline = message.deadline === undefined ? timeout : Math.min(message.deadline, timeout);
     return this.#host.callTwin(ref, command, args, chain, deadline);
+  }
+
+  async sendToDevice(command: string, args: JsonObject, options: DeviceCommandOptions): Promise<Json> {
+    const turn = this.#inTurn("sendToDevice");
+    if (typeof command !== "string" || command.length === 0)
+      throw new InvalidArgument("sendToDevice(): command name is empty");
+    const send = this.#host.sendToDevice;
+    if (!send) throw new Unavailable(`${this.key}: this node has no device transport`);
+    const now = this.#host.clock.now();
+    const wait =
+      options.timeout === undefined
+        ? (this.#host.deviceCommandTimeoutMs ?? 5000)
+        : toMillis(options.timeout, "sendToDevice() timeout");
+    const deadline =
+      turn.message.deadline === undefined ? now + wait : Math.min(turn.message.deadline, now + wait);
+    if (deadline <= now)
+      throw new DeadlineExceeded(`${this.key}: the caller's deadline passed before the device command`);
+    return send.call(this.#host, this.ref, command, args, deadline - now);
   }
 }
 

@@ -37,6 +37,8 @@ export class GroupCommitter {
     private readonly store: EventStore,
     private readonly options: GroupCommitOptions,
     private readonly observe: CommitObserver = () => {},
+    /** Checked for each commit right before the store call; an error refuses that commit unwritten. */
+    private readonly fence: (commit: TwinCommit) => DoppelError | undefined = () => undefined,
   ) {}
 
   /** Queues a commit; resolves once it is persisted, rejects with the store's error for it. */
@@ -72,10 +74,17 @@ export class GroupCommitter {
     }
   }
 
-  async #write(batch: Pending[]): Promise<void> {
+  async #write(all: Pending[]): Promise<void> {
     const started = performance.now();
     let failed = false;
+    const batch: Pending[] = [];
+    for (const pending of all) {
+      const refusal = this.fence(pending.commit);
+      if (refusal) pending.reject(refusal);
+      else batch.push(pending);
+    }
     try {
+      if (batch.length === 0) return;
       const results = await this.store.commit(batch.map((p) => p.commit));
       batch.forEach((pending, i) => {
         const error = results[i];

@@ -7,6 +7,7 @@
 import { Command, CommanderError, Option } from "commander";
 import { DoppelError } from "../api/errors.ts";
 import * as client from "./client-commands.ts";
+import { simCommand } from "./sim.ts";
 import { startCommand } from "./start.ts";
 
 const out = (line: string) => process.stdout.write(`${line}\n`);
@@ -31,10 +32,12 @@ function program(): Command {
     .option("-d, --data <dir>", "data folder for the embedded store (env DOPPEL_DATA_DIR)")
     .option("-l, --listen <host:port>", "gRPC address, or 'off' (env DOPPEL_LISTEN)")
     .addOption(new Option("--store <kind>", "event store").choices(["sqlite", "memory"]))
+    .option("--cassandra <contact-points>", "use the Cassandra store at host:port[,host:port...]")
     .option("-t, --twins <module...>", "modules exporting twin classes (default: the example twins)")
     .option("--demo [devices]", "run a simulated device fleet")
     .option("--no-demo", "do not run the simulated fleet")
     .option("--node-id <id>", "this node's id")
+    .option("--nats <url>", "serve devices over NATS/JetStream at this server (env DOPPEL_NATS_URL)")
     .addOption(
       new Option("--log-level <level>").choices([
         "fatal",
@@ -47,6 +50,24 @@ function program(): Command {
       ]),
     )
     .action((flags) => startCommand(flags, out));
+
+  doppel
+    .command("sim")
+    .description("run simulated devices against a Doppel cluster over NATS")
+    .option("--server <url>", "NATS server (env DOPPEL_NATS)")
+    .option("--type <type...>", "device types to simulate (default: every model)")
+    .option("-n, --devices <n>", "number of devices", "10")
+    .option("-r, --rate <r>", "reports per second per device", "1")
+    .option("--prefix <prefix>", "device id prefix", "sim-")
+    .option("-t, --twins <module...>", "modules exporting device models (default: the examples)")
+    .option("--user <user>", "NATS user")
+    .option("--password <password>", "NATS password")
+    .option("--token <token>", "NATS token")
+    .option("--creds <file>", "NATS .creds file")
+    .option("--no-telemetry", "send reported state only")
+    .option("--duration <duration>", "stop after this long (e.g. 30s)")
+    .option("--json", "print progress and the summary as JSON lines")
+    .action((flags) => simCommand(flags, out));
 
   common(
     doppel.command("get").argument("<type/id>").description("show a twin's state, shadow and version"),

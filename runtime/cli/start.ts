@@ -7,6 +7,7 @@ import { readFileSync } from "node:fs";
 import { InvalidArgument } from "../api/errors.ts";
 import { DoppelNode } from "../node/node.ts";
 import { compileConfig, type NodeConfigInput } from "../node/options.ts";
+import { parseContactPoints } from "../persistence/cassandra/options.ts";
 import { EXAMPLE_TWINS, loadTwinModules } from "./twin-modules.ts";
 
 export interface StartFlags {
@@ -14,10 +15,13 @@ export interface StartFlags {
   readonly data?: string;
   readonly listen?: string;
   readonly store?: string;
+  /** Cassandra contact points (`host:port,...`): use the Cassandra store. */
+  readonly cassandra?: string;
   readonly twins?: string[];
   readonly demo?: boolean | string;
   readonly logLevel?: string;
   readonly nodeId?: string;
+  readonly nats?: string;
 }
 
 function readConfigFile(path: string): Record<string, unknown> {
@@ -48,8 +52,17 @@ export function buildConfig(flags: StartFlags, env: NodeJS.ProcessEnv): NodeConf
   if (listen) grpc["listen"] = listen === "off" ? false : listen;
   if (Object.keys(grpc).length > 0) config["grpc"] = grpc;
   if (flags.store) config["store"] = { kind: flags.store };
+  if (flags.cassandra !== undefined) {
+    if (flags.store) throw new InvalidArgument("give either --store or --cassandra, not both");
+    // Keeps the file's other Cassandra settings (keyspace, consistency...), replaces the contact points.
+    const fileStore = file["store"] as Record<string, unknown> | undefined;
+    const base = fileStore?.["kind"] === "cassandra" ? fileStore : {};
+    config["store"] = { ...base, kind: "cassandra", contactPoints: parseContactPoints(flags.cassandra) };
+  }
   if (flags.twins?.length) config["twins"] = flags.twins;
   if (flags.nodeId) config["nodeId"] = flags.nodeId;
+  const nats = flags.nats ?? env["DOPPEL_NATS_URL"];
+  if (nats) config["nats"] = { ...(file["nats"] as object | undefined), servers: nats };
   if (flags.logLevel) config["log"] = { level: flags.logLevel };
   if (flags.demo === true) config["demo"] = { ...(file["demo"] as object | undefined) };
   else if (typeof flags.demo === "string") config["demo"] = { devices: Number(flags.demo) };
@@ -70,11 +83,18 @@ export async function startCommand(flags: StartFlags, out: (line: string) => voi
   const store =
     config.store.kind === "sqlite"
       ? `sqlite ${config.store.path ?? `${config.dataDir}/doppel.db`}`
-      : config.store.kind;
+      : config.store.kind === "cassandra"
+        ? `cassandra ${config.store.contactPoints.join(",")} keyspace ${config.store.keyspace}`
+        : config.store.kind;
   const lines = [
     `Doppel node ${node.id} is running`,
     `  twins   ${types.join(", ")}`,
     `  store   ${store}`,
+    `  devices ${
+      config.nats
+        ? `NATS ${[config.nats.servers].flat().join(",")} (JetStream stream ${config.nats.stream.name}, ${config.shards} shards)`
+        : "in-process"
+    }`,
     `  gRPC    ${address ?? "off"}${address ? `   (grpcurl -plaintext ${address} list)` : ""}`,
   ];
   const fleet = node.fleet;

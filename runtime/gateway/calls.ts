@@ -6,6 +6,7 @@
  */
 import type * as grpc from "@grpc/grpc-js";
 import type { Clock } from "../activation/clock.ts";
+import type { ClusterView } from "../node/cluster-view.ts";
 import type { TwinApi } from "../node/twin-api.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import { type DoppelServiceError, isServerFault, statusName, toServiceError } from "./status.ts";
@@ -21,6 +22,8 @@ export interface TypeInfo {
 export interface HandlerContext {
   readonly api: TwinApi;
   readonly types: () => readonly TypeInfo[];
+  /** The cluster as this node sees it (`GetCluster`). */
+  readonly cluster: () => Promise<ClusterView>;
   readonly logger: Logger;
   /** The node's clock: deadlines handed to the `TwinApi` are on this clock. */
   readonly clock: Clock;

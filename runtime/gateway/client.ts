@@ -18,9 +18,11 @@ import { service as healthService } from "grpc-health-check";
 import { DoppelError, Internal, InvalidArgument } from "../api/errors.ts";
 import type { TwinRef } from "../api/ids.ts";
 import type { Json, JsonObject } from "../api/json.ts";
+import type { ClusterView } from "../node/cluster-view.ts";
 import type { InvokeResult, ReportResult } from "../node/twin-api.ts";
 import type { TwinView } from "../persistence/records.ts";
 import type { TypeInfo } from "./calls.ts";
+import type { ClusterInfo__Output } from "./generated/doppel/v1/ClusterInfo.ts";
 import type { Twin__Output } from "./generated/doppel/v1/Twin.ts";
 import type { TwinServiceClient } from "./generated/doppel/v1/TwinService.ts";
 import type { Value__Output } from "./generated/google/protobuf/Value.ts";
@@ -35,7 +37,7 @@ import {
 } from "./messages.ts";
 import { loadContract } from "./proto.ts";
 import { fromServiceError } from "./status.ts";
-import { jsonToStruct, msToDuration, msToTimestamp, valueToJson } from "./struct.ts";
+import { jsonToStruct, msToDuration, msToTimestamp, timestampToMs, valueToJson } from "./struct.ts";
 
 export type { TypeInfo } from "./calls.ts";
 export type { RemoteEvent, TelemetryPoint, WatchedChange } from "./messages.ts";
@@ -305,6 +307,26 @@ export class DoppelClient {
       this.#client.listTypes({}, o, cb),
     );
     return response.types.map((type) => ({ name: type.name, commands: [...type.commands] }));
+  }
+
+  /** The cluster as the node sees it: members, shard assignment, lease holders and epochs. */
+  async cluster(): Promise<ClusterView> {
+    const info = await this.#unary<ClusterInfo__Output>((o, cb) => this.#client.getCluster({}, o, cb));
+    return {
+      name: info.name,
+      shardCount: info.shardCount,
+      self: info.self,
+      nodes: info.nodes.map((node) => ({
+        id: node.id,
+        grpcAddress: node.grpcAddress,
+        startedAt: timestampToMs(node.startedAt, "startedAt") ?? 0,
+        lastHeartbeat: timestampToMs(node.lastHeartbeat, "lastHeartbeat") ?? 0,
+        residentTwins: node.residentTwins,
+        shardsOwned: node.shardsOwned,
+        shardsAssigned: node.shardsAssigned,
+      })),
+      shards: info.shards.map((shard) => ({ ...shard })),
+    };
   }
 
   /**

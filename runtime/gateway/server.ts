@@ -8,6 +8,7 @@ import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { type Clock, SystemClock } from "../activation/clock.ts";
 import { InvalidArgument, Unavailable } from "../api/errors.ts";
+import type { ClusterView } from "../node/cluster-view.ts";
 import type { TwinApi } from "../node/twin-api.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { HandlerContext, TypeInfo } from "./calls.ts";
@@ -25,6 +26,8 @@ export interface GatewayOptions {
   readonly api: TwinApi;
   /** The twin types this node runs (read on every `ListTypes`). */
   readonly types: () => readonly TypeInfo[];
+  /** The cluster as this node sees it (read on every `GetCluster`); default: an empty view. */
+  readonly cluster?: (() => Promise<ClusterView>) | undefined;
   /** `host:port` to listen on; port 0 picks a free port (see {@link Gateway.address}). */
   readonly listen: string;
   /** Largest gRPC message received or sent, bytes; larger ones fail with RESOURCE_EXHAUSTED. */
@@ -87,6 +90,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const ctx: HandlerContext = {
     api: options.api,
     types: options.types,
+    cluster: options.cluster ?? (async () => ({ name: "", shardCount: 0, self: "", nodes: [], shards: [] })),
     logger: options.logger,
     clock: options.clock ?? SystemClock,
     historyPageSize: positiveInteger(options.historyPageSize, 500, "historyPageSize"),

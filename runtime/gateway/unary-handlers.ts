@@ -7,11 +7,11 @@
 import { deadlineOf, type HandlerContext, unary } from "./calls.ts";
 import type { TwinServiceHandlers } from "./generated/doppel/v1/TwinService.ts";
 import { viewToTwin } from "./messages.ts";
-import { jsonToValue, structToJson } from "./struct.ts";
+import { jsonToValue, msToTimestamp, structToJson } from "./struct.ts";
 
 type UnaryHandlers = Pick<
   TwinServiceHandlers,
-  "GetTwin" | "QueryTwins" | "InvokeCommand" | "UpdateDesired" | "ReportState" | "ListTypes"
+  "GetTwin" | "QueryTwins" | "InvokeCommand" | "UpdateDesired" | "ReportState" | "ListTypes" | "GetCluster"
 >;
 
 /** `""` (proto3's "unset" for strings) → undefined. */
@@ -72,5 +72,24 @@ export function unaryHandlers(ctx: HandlerContext): UnaryHandlers {
     ListTypes: unary(ctx, "ListTypes", () => ({
       types: ctx.types().map((type) => ({ name: type.name, commands: [...type.commands] })),
     })),
+
+    GetCluster: unary(ctx, "GetCluster", async () => {
+      const view = await ctx.cluster();
+      return {
+        name: view.name,
+        shardCount: view.shardCount,
+        self: view.self,
+        nodes: view.nodes.map((node) => ({
+          id: node.id,
+          grpcAddress: node.grpcAddress,
+          startedAt: msToTimestamp(node.startedAt),
+          lastHeartbeat: msToTimestamp(node.lastHeartbeat),
+          residentTwins: node.residentTwins,
+          shardsOwned: node.shardsOwned,
+          shardsAssigned: node.shardsAssigned,
+        })),
+        shards: view.shards.map((shard) => ({ ...shard })),
+      };
+    }),
   };
 }

@@ -12,7 +12,7 @@ import { type CommitObserver, GroupCommitter } from "../activation/group-commit.
 import type { TurnOutcome, TwinMessage } from "../activation/messages.ts";
 import { ReminderService } from "../activation/reminder-service.ts";
 import type { TwinRegistry, TwinType } from "../activation/twin-type.ts";
-import { Unavailable } from "../api/errors.ts";
+import { DoppelError, Unavailable } from "../api/errors.ts";
 import type { TwinRef } from "../api/ids.ts";
 import type { Json, JsonObject } from "../api/json.ts";
 import type { EventStore } from "../persistence/event-store.ts";
@@ -27,10 +27,35 @@ export interface ShardOwnership {
   ownedShards(): readonly number[] | "all";
 }
 
-/** Ownership of a single node: every shard, epoch 0. */
-export function singleNodeOwnership(nodeId: string): ShardOwnership {
-  const writer: Writer = Object.freeze({ node: nodeId, epoch: 0 });
+/**
+ * Ownership of a single node: every shard, at one epoch for the node's lifetime. The epoch is the
+ * start time in microseconds, on the same scale as cluster lease epochs (Redis time in µs), so a
+ * twin moved between a single node and a cluster never sees its writer epoch go backwards.
+ */
+export function singleNodeOwnership(nodeId: string, epoch: number = Date.now() * 1000): ShardOwnership {
+  const writer: Writer = Object.freeze({ node: nodeId, epoch });
   return { writerFor: () => writer, ownedShards: () => "all" };
+}
+
+/**
+ * The last check before a commit goes to the store: this node must still own the shard, at the
+ * epoch its events carry. A commit that fails it is refused (`Unavailable`, safe to retry) and
+ * never written: events computed under a lease that was lost meanwhile must not land.
+ */
+function fenceCheck(ownership: ShardOwnership, commit: TwinCommit): DoppelError | undefined {
+  const stamped = commit.events[0]?.writer.epoch;
+  try {
+    const writer = ownership.writerFor(commit.shard);
+    if (stamped !== undefined && stamped !== writer.epoch) {
+      return new Unavailable(`shard ${commit.shard} changed lease epoch while the write waited; retry`, {
+        retry: "not-owner",
+        shard: commit.shard,
+      });
+    }
+    return undefined;
+  } catch (error) {
+    return DoppelError.from(error);
+  }
 }
 
 export interface EngineOptions {
@@ -44,6 +69,8 @@ export interface EngineOptions {
   readonly reminderBatch: number;
   readonly commitMaxBatch: number;
   readonly commitMaxInFlight: number;
+  /** Default wait for a device's answer to `sendToDevice`, ms (5 s if unset). */
+  readonly deviceCommandTimeoutMs?: number;
 }
 
 /** Invokes a command on any twin (the node's routed API), for twin-to-twin calls. */
@@ -55,12 +82,21 @@ export type TwinCaller = (
   deadline: number,
 ) => Promise<Json>;
 
+/** Sends a command to a twin's device and returns its answer (the node's device transport). */
+export type DeviceSender = (
+  ref: TwinRef,
+  command: string,
+  args: JsonObject,
+  timeoutMs: number,
+) => Promise<Json>;
+
 export class Engine {
   readonly feed = new ChangeFeed();
   readonly catalog: Catalog;
   readonly committer: GroupCommitter;
   readonly reminders: ReminderService;
   #caller: TwinCaller | undefined;
+  #deviceSender: DeviceSender | undefined;
   #commitCounter = 0;
   readonly #commitPrefix = randomBytes(6).toString("base64url");
 
@@ -78,6 +114,7 @@ export class Engine {
       store,
       { maxBatch: options.commitMaxBatch, maxInFlight: options.commitMaxInFlight },
       observeCommit,
+      (commit) => fenceCheck(ownership, commit),
     );
     const host: ActivationHost = {
       store,
@@ -92,6 +129,11 @@ export class Engine {
         if (!this.#caller) throw new Unavailable("twin-to-twin calls are not wired on this node");
         return this.#caller(target, command, args, chain, deadline);
       },
+      sendToDevice: (ref, command, args, timeoutMs) => {
+        if (!this.#deviceSender) throw new Unavailable("device commands are not wired on this node");
+        return this.#deviceSender(ref, command, args, timeoutMs);
+      },
+      deviceCommandTimeoutMs: options.deviceCommandTimeoutMs ?? 5000,
       committed: (activation, commit, reminders) => this.#committed(activation, commit, reminders),
       discard: (activation) => this.catalog.remove(activation),
       warn: (message, error) => logger.warn({ err: error }, message),
@@ -113,6 +155,11 @@ export class Engine {
   /** Sets how twins reach other twins (the node's routed API). */
   setCaller(caller: TwinCaller): void {
     this.#caller = caller;
+  }
+
+  /** Sets how twins reach their devices (`Twin.sendToDevice`). */
+  setDeviceSender(sender: DeviceSender): void {
+    this.#deviceSender = sender;
   }
 
   /** Runs a validated message on twin `type/id` (activating it if needed). */

@@ -8,19 +8,18 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { shardOf } from "../../cluster/ring/shard.ts";
 import { InProcessBus } from "../../cluster/transport/in-process.ts";
-import type { Transport } from "../../cluster/transport/transport.ts";
 import { type Clock, SystemClock } from "../activation/clock.ts";
 import { TwinRegistry } from "../activation/twin-type.ts";
 import type { TwinRef } from "../api/ids.ts";
 import type { Json } from "../api/json.ts";
 import type { TwinClass } from "../api/twin.ts";
-import { pushDesiredToDevices } from "../ingress/desired-push.ts";
-import { DeviceIngress } from "../ingress/device-ingress.ts";
+import type { DeviceIngress } from "../ingress/device-ingress.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 import { MemoryEventStore } from "../persistence/memory-store.ts";
 import type { DeviceModel } from "../sim/device-model.ts";
 import { Fleet } from "../sim/fleet.ts";
 import { createLogger, type Logger } from "../telemetry/logger.ts";
+import { type DeviceLink, startDeviceLink } from "./device-link.ts";
 import { Engine, type ShardOwnership, singleNodeOwnership } from "./engine.ts";
 import { LocalTwins } from "./local-twins.ts";
 import { compileConfig, type NodeConfig, type NodeConfigInput } from "./options.ts";
@@ -43,7 +42,7 @@ export interface NodeService {
   stop(): Promise<void>;
 }
 
-async function openStore(config: NodeConfig): Promise<EventStore> {
+async function openStore(config: NodeConfig, logger: Logger): Promise<EventStore> {
   switch (config.store.kind) {
     case "memory":
       return new MemoryEventStore();
@@ -55,6 +54,17 @@ async function openStore(config: NodeConfig): Promise<EventStore> {
         synchronous: config.store.synchronous,
       });
     }
+    case "cassandra": {
+      const { CassandraEventStore } = await import("../persistence/cassandra/store.ts");
+      const { kind: _kind, ...settings } = config.store;
+      return CassandraEventStore.openConfigured(
+        { ...settings, shards: config.shards },
+        {
+          onRetry: (attempt, delayMs, error) =>
+            logger.warn({ attempt, retryInMs: delayMs, err: error.message }, "Cassandra not reachable yet"),
+        },
+      );
+    }
   }
 }
 
@@ -63,6 +73,7 @@ export class DoppelNode {
   #stopped = false;
   #fleet: Fleet | undefined;
   #grpcAddress: string | undefined;
+  #devices!: DeviceLink;
 
   private constructor(
     /** Whether the node opened its store itself (and so closes it on stop). */
@@ -73,7 +84,7 @@ export class DoppelNode {
     /** The twins as services see them: validated, routed, persisted. */
     readonly twins: TwinApi,
     readonly logger: Logger,
-    /** The in-process message bus devices reach this node on (when it does not use NATS). */
+    /** The in-process message bus devices reach this node on (unused when the node uses NATS). */
     readonly bus: InProcessBus,
     /** The node's device ingress (counters of accepted and refused device messages). */
     readonly ingress: DeviceIngress,
@@ -95,7 +106,7 @@ export class DoppelNode {
       idleTimeoutMs: limits.idleTimeout,
     });
     for (const cls of parts.twins) registry.register(cls);
-    const store = parts.store ?? (await openStore(config));
+    const store = parts.store ?? (await openStore(config, logger));
     const engine = new Engine(
       store,
       registry,
@@ -113,6 +124,7 @@ export class DoppelNode {
         reminderBatch: 1000,
         commitMaxBatch: 512,
         commitMaxInFlight: 4,
+        deviceCommandTimeoutMs: limits.deviceCommandTimeout,
       },
       logger,
     );
@@ -129,19 +141,35 @@ export class DoppelNode {
     );
     engine.start();
     const bus = new InProcessBus();
-    const transport: Transport = bus.connect();
-    const json = { maxBytes: limits.maxPayloadBytes, maxDepth: limits.maxJsonDepth };
-    const ingress = new DeviceIngress(transport, twins, json, logger, () => engine.clock.now());
-    ingress.start();
-    const stopPush = pushDesiredToDevices(engine.feed, transport);
-    const node = new DoppelNode(parts.store === undefined, id, config, engine, twins, logger, bus, ingress);
-    node.attach({
-      stop: async () => {
-        stopPush();
-        await ingress.stop();
-        await transport.close();
-      },
-    });
+    let devices: DeviceLink;
+    try {
+      const owned = (parts.ownership ?? singleNodeOwnership(id)).ownedShards();
+      devices = await startDeviceLink({
+        config,
+        nodeId: id,
+        bus,
+        twins,
+        engine,
+        logger,
+        shards: owned === "all" ? Array.from({ length: config.shards }, (_, shard) => shard) : owned,
+      });
+    } catch (error) {
+      await engine.stop();
+      if (parts.store === undefined) await store.close();
+      throw error;
+    }
+    const node = new DoppelNode(
+      parts.store === undefined,
+      id,
+      config,
+      engine,
+      twins,
+      logger,
+      bus,
+      devices.ingress,
+    );
+    node.#devices = devices;
+    node.attach(devices);
     if (config.grpc.listen !== false) {
       try {
         const { startGateway } = await import("../gateway/server.ts");
@@ -161,8 +189,10 @@ export class DoppelNode {
       }
     }
     if (config.demo && parts.devices && config.demo.devices > 0) {
+      const fleetTransport = await devices.connectDevice(`doppel-demo-${id}`);
+      node.attach({ stop: () => fleetTransport.close() });
       const fleet = new Fleet({
-        transport: bus.connect(),
+        transport: fleetTransport,
         models: parts.devices.filter((model) => registry.has(model.type)),
         devices: config.demo.devices,
         intervalMs: config.demo.interval,
@@ -172,13 +202,24 @@ export class DoppelNode {
       node.attach(fleet);
       node.#fleet = fleet;
     }
-    logger.info({ store: config.store.kind, types: registry.list().map((t) => t.name) }, "node started");
+    logger.info(
+      { store: config.store.kind, devices: devices.kind, types: registry.list().map((t) => t.name) },
+      "node started",
+    );
     return node;
   }
 
   /** The `host:port` the gRPC gateway listens on, when it runs. */
   get grpcAddress(): string | undefined {
     return this.#grpcAddress;
+  }
+
+  /**
+   * The node's device side: its transport (NATS or in-process), ingress counters, the durable
+   * JetStream consumer (`devices.durable.ownShards` / `releaseShards`) and device command counters.
+   */
+  get devices(): DeviceLink {
+    return this.#devices;
   }
 
   /** The demo fleet, when one runs. */

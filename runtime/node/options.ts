@@ -7,6 +7,7 @@ import { z } from "zod";
 import { describeIssues } from "../activation/twin-type.ts";
 import { type Duration, toMillis } from "../api/duration.ts";
 import { InvalidArgument } from "../api/errors.ts";
+import { cassandraNodeStoreShape } from "../persistence/cassandra/options.ts";
 
 const duration = z.union([z.number().nonnegative(), z.string()]).transform((value, ctx) => {
   try {
@@ -27,7 +28,73 @@ const storeSchema = z.discriminatedUnion("kind", [
       synchronous: z.enum(["full", "normal"]).default("full"),
     })
     .strict(),
+  /** Apache Cassandra (see docs/cassandra.md); the store's `shards` come from the node's `shards`. */
+  z.object({ kind: z.literal("cassandra"), ...cassandraNodeStoreShape }).strict(),
 ]);
+
+/** How to authenticate to NATS (one of these, or none). */
+const natsCredentialsSchema = z.union([
+  z.object({ user: z.string().min(1), pass: z.string() }).strict(),
+  z.object({ token: z.string().min(1) }).strict(),
+  z.object({ nkeySeed: z.string().min(1) }).strict(),
+  z.object({ nkeyFile: z.string().min(1) }).strict(),
+  z.object({ credsFile: z.string().min(1) }).strict(),
+]);
+
+/**
+ * NATS: when set, devices reach the node over NATS (reported state and telemetry durably through
+ * the JetStream stream Doppel manages; see runtime/ingress/stream-config.ts for what each setting
+ * bounds). When absent, the node uses its in-process transport (the embedded default).
+ */
+const natsSchema = z
+  .object({
+    /** Server URL(s), e.g. `nats://127.0.0.1:4222`. */
+    servers: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+    credentials: natsCredentialsSchema.optional(),
+    stream: z
+      .object({
+        name: z
+          .string()
+          .regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, '_' or '-'")
+          .default("DOPPEL_INGRESS"),
+        replicas: z.number().int().min(1).max(5).default(1),
+        storage: z.enum(["file", "memory"]).default("file"),
+        maxAge: duration.default(7 * 24 * 3_600_000),
+        maxBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .default(1024 ** 3),
+        maxMsgSize: z
+          .number()
+          .int()
+          .min(1024)
+          .default(1024 * 1024),
+        duplicateWindow: duration.default(2 * 60_000),
+      })
+      .strict()
+      .default({
+        name: "DOPPEL_INGRESS",
+        replicas: 1,
+        storage: "file",
+        maxAge: 7 * 24 * 3_600_000,
+        maxBytes: 1024 ** 3,
+        maxMsgSize: 1024 * 1024,
+        duplicateWindow: 2 * 60_000,
+      }),
+    consumer: z
+      .object({
+        /** Unacknowledged messages per shard before the server stops delivering (backpressure). */
+        maxAckPending: z.number().int().min(1).max(100_000).default(128),
+        /** When the server redelivers a message its node neither acknowledged nor refused. */
+        ackWait: duration.default(30_000),
+        /** Messages of one twin in flight at once (at most 15: a twin remembers 16 message ids). */
+        maxInFlightPerTwin: z.number().int().min(1).max(15).default(8),
+      })
+      .strict()
+      .default({ maxAckPending: 128, ackWait: 30_000, maxInFlightPerTwin: 8 }),
+  })
+  .strict();
 
 /** The configuration a user writes (config file JSON, or built from flags). */
 export const nodeConfigSchema = z
@@ -79,6 +146,8 @@ export const nodeConfigSchema = z
         requestTimeout: duration.default(30_000),
         callTimeout: duration.default(10_000),
         reminderPoll: duration.default(1_000),
+        /** How long `Twin.sendToDevice` waits for the device's answer by default. */
+        deviceCommandTimeout: duration.default(5_000),
       })
       .strict()
       .default({
@@ -93,8 +162,10 @@ export const nodeConfigSchema = z
         requestTimeout: 30_000,
         callTimeout: 10_000,
         reminderPoll: 1_000,
+        deviceCommandTimeout: 5_000,
       }),
-    /** Simulated devices of the example twins, reporting through the in-process transport. */
+    nats: natsSchema.optional(),
+    /** Simulated devices of the example twins, reporting through the node's transport. */
     demo: z
       .object({
         devices: z.number().int().min(0).max(100_000).default(12),

@@ -35,16 +35,33 @@ export interface GaugeSources {
 }
 
 function instruments(meter: Meter): DoppelMetrics {
-  const ms = { unit: "ms", advice: { explicitBucketBoundaries: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 5000] } };
+  const ms = {
+    unit: "ms",
+    advice: { explicitBucketBoundaries: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 5000] },
+  };
   return {
     activations: meter.createCounter("doppel_activations_total", { description: "twins activated" }),
     passivations: meter.createCounter("doppel_passivations_total", { description: "twins passivated" }),
-    turns: meter.createCounter("doppel_turns_total", { description: "turns run, by message kind and outcome" }),
-    turnDuration: meter.createHistogram("doppel_turn_duration_ms", { description: "handler time of a turn", ...ms }),
-    persistDuration: meter.createHistogram("doppel_persist_duration_ms", { description: "one group-commit store call", ...ms }),
-    persistedEvents: meter.createCounter("doppel_persisted_events_total", { description: "events persisted" }),
-    rejectedInputs: meter.createCounter("doppel_rejected_inputs_total", { description: "inputs refused, by source and code" }),
-    leaseRenewals: meter.createCounter("doppel_lease_renewals_total", { description: "shard lease renewals, by outcome" }),
+    turns: meter.createCounter("doppel_turns_total", {
+      description: "turns run, by message kind and outcome",
+    }),
+    turnDuration: meter.createHistogram("doppel_turn_duration_ms", {
+      description: "handler time of a turn",
+      ...ms,
+    }),
+    persistDuration: meter.createHistogram("doppel_persist_duration_ms", {
+      description: "one group-commit store call",
+      ...ms,
+    }),
+    persistedEvents: meter.createCounter("doppel_persisted_events_total", {
+      description: "events persisted",
+    }),
+    rejectedInputs: meter.createCounter("doppel_rejected_inputs_total", {
+      description: "inputs refused, by source and code",
+    }),
+    leaseRenewals: meter.createCounter("doppel_lease_renewals_total", {
+      description: "shard lease renewals, by outcome",
+    }),
   };
 }
 
@@ -90,7 +107,9 @@ export class NodeMetrics {
       }
     });
     await new Promise<void>((resolve, reject) => {
-      server.once("error", (error) => reject(new Unavailable(`metrics cannot listen on ${listen}: ${error.message}`)));
+      server.once("error", (error) =>
+        reject(new Unavailable(`metrics cannot listen on ${listen}: ${error.message}`)),
+      );
       server.listen(port, host, () => resolve());
     });
     const bound = server.address();

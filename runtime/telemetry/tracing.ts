@@ -7,7 +7,15 @@
  * Spans are exported only when an exporter is configured (`DOPPEL_TRACES=console` prints them;
  * tests use an in-memory exporter); trace ids are always on log lines of traced work.
  */
-import { type Context, context, propagation, type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import {
+  type Context,
+  context,
+  propagation,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+} from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import {
@@ -28,7 +36,8 @@ let installed: BasicTracerProvider | undefined;
  */
 export function installTracing(exporter?: SpanExporter): void {
   if (installed) return;
-  const chosen = exporter ?? (process.env["DOPPEL_TRACES"] === "console" ? new ConsoleSpanExporter() : undefined);
+  const chosen =
+    exporter ?? (process.env["DOPPEL_TRACES"] === "console" ? new ConsoleSpanExporter() : undefined);
   installed = new BasicTracerProvider({ spanProcessors: chosen ? [new SimpleSpanProcessor(chosen)] : [] });
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
@@ -87,5 +96,7 @@ export function logTraceFields(): Record<string, string> {
   const span = trace.getActiveSpan();
   if (!span) return {};
   const { traceId, spanId, traceFlags } = span.spanContext();
-  return traceFlags === 0 && traceId === "00000000000000000000000000000000" ? {} : { trace_id: traceId, span_id: spanId };
+  return traceFlags === 0 && traceId === "00000000000000000000000000000000"
+    ? {}
+    : { trace_id: traceId, span_id: spanId };
 }

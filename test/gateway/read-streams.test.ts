@@ -84,6 +84,7 @@ function context(api: TwinApi, registry = new StreamRegistry()): HandlerContext 
   return {
     api,
     types: () => [],
+    cluster: async () => ({ name: "", shardCount: 0, self: "", nodes: [], shards: [] }),
     logger: silentLogger(),
     clock: SystemClock,
     historyPageSize: 4,

@@ -150,6 +150,7 @@ describe("gateway server", () => {
     const [main, ...deps] = files;
     expect(main?.service?.[0]?.name).toBe("TwinService");
     expect(main?.service?.[0]?.method?.map((m) => m.name).sort()).toEqual([
+      "GetCluster",
       "GetHistory",
       "GetTelemetry",
       "GetTwin",

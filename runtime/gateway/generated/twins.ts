@@ -2,6 +2,9 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { EnumTypeDefinition, MessageTypeDefinition } from '@grpc/proto-loader';
 
+import type { ClusterInfo as _doppel_v1_ClusterInfo, ClusterInfo__Output as _doppel_v1_ClusterInfo__Output } from './doppel/v1/ClusterInfo.ts';
+import type { ClusterNode as _doppel_v1_ClusterNode, ClusterNode__Output as _doppel_v1_ClusterNode__Output } from './doppel/v1/ClusterNode.ts';
+import type { GetClusterRequest as _doppel_v1_GetClusterRequest, GetClusterRequest__Output as _doppel_v1_GetClusterRequest__Output } from './doppel/v1/GetClusterRequest.ts';
 import type { GetHistoryRequest as _doppel_v1_GetHistoryRequest, GetHistoryRequest__Output as _doppel_v1_GetHistoryRequest__Output } from './doppel/v1/GetHistoryRequest.ts';
 import type { GetTelemetryRequest as _doppel_v1_GetTelemetryRequest, GetTelemetryRequest__Output as _doppel_v1_GetTelemetryRequest__Output } from './doppel/v1/GetTelemetryRequest.ts';
 import type { GetTwinRequest as _doppel_v1_GetTwinRequest, GetTwinRequest__Output as _doppel_v1_GetTwinRequest__Output } from './doppel/v1/GetTwinRequest.ts';
@@ -14,6 +17,7 @@ import type { QueryTwinsRequest as _doppel_v1_QueryTwinsRequest, QueryTwinsReque
 import type { QueryTwinsResponse as _doppel_v1_QueryTwinsResponse, QueryTwinsResponse__Output as _doppel_v1_QueryTwinsResponse__Output } from './doppel/v1/QueryTwinsResponse.ts';
 import type { ReportStateRequest as _doppel_v1_ReportStateRequest, ReportStateRequest__Output as _doppel_v1_ReportStateRequest__Output } from './doppel/v1/ReportStateRequest.ts';
 import type { ReportStateResponse as _doppel_v1_ReportStateResponse, ReportStateResponse__Output as _doppel_v1_ReportStateResponse__Output } from './doppel/v1/ReportStateResponse.ts';
+import type { ShardInfo as _doppel_v1_ShardInfo, ShardInfo__Output as _doppel_v1_ShardInfo__Output } from './doppel/v1/ShardInfo.ts';
 import type { TelemetrySample as _doppel_v1_TelemetrySample, TelemetrySample__Output as _doppel_v1_TelemetrySample__Output } from './doppel/v1/TelemetrySample.ts';
 import type { Twin as _doppel_v1_Twin, Twin__Output as _doppel_v1_Twin__Output } from './doppel/v1/Twin.ts';
 import type { TwinChange as _doppel_v1_TwinChange, TwinChange__Output as _doppel_v1_TwinChange__Output } from './doppel/v1/TwinChange.ts';
@@ -34,6 +38,9 @@ type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> 
 export interface ProtoGrpcType {
   doppel: {
     v1: {
+      ClusterInfo: MessageTypeDefinition<_doppel_v1_ClusterInfo, _doppel_v1_ClusterInfo__Output>
+      ClusterNode: MessageTypeDefinition<_doppel_v1_ClusterNode, _doppel_v1_ClusterNode__Output>
+      GetClusterRequest: MessageTypeDefinition<_doppel_v1_GetClusterRequest, _doppel_v1_GetClusterRequest__Output>
       GetHistoryRequest: MessageTypeDefinition<_doppel_v1_GetHistoryRequest, _doppel_v1_GetHistoryRequest__Output>
       GetTelemetryRequest: MessageTypeDefinition<_doppel_v1_GetTelemetryRequest, _doppel_v1_GetTelemetryRequest__Output>
       GetTwinRequest: MessageTypeDefinition<_doppel_v1_GetTwinRequest, _doppel_v1_GetTwinRequest__Output>
@@ -46,6 +53,7 @@ export interface ProtoGrpcType {
       QueryTwinsResponse: MessageTypeDefinition<_doppel_v1_QueryTwinsResponse, _doppel_v1_QueryTwinsResponse__Output>
       ReportStateRequest: MessageTypeDefinition<_doppel_v1_ReportStateRequest, _doppel_v1_ReportStateRequest__Output>
       ReportStateResponse: MessageTypeDefinition<_doppel_v1_ReportStateResponse, _doppel_v1_ReportStateResponse__Output>
+      ShardInfo: MessageTypeDefinition<_doppel_v1_ShardInfo, _doppel_v1_ShardInfo__Output>
       TelemetrySample: MessageTypeDefinition<_doppel_v1_TelemetrySample, _doppel_v1_TelemetrySample__Output>
       Twin: MessageTypeDefinition<_doppel_v1_Twin, _doppel_v1_Twin__Output>
       TwinChange: MessageTypeDefinition<_doppel_v1_TwinChange, _doppel_v1_TwinChange__Output>

@@ -3,6 +3,8 @@
 
 import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
+import type { ClusterInfo as _doppel_v1_ClusterInfo, ClusterInfo__Output as _doppel_v1_ClusterInfo__Output } from '../../doppel/v1/ClusterInfo.ts';
+import type { GetClusterRequest as _doppel_v1_GetClusterRequest, GetClusterRequest__Output as _doppel_v1_GetClusterRequest__Output } from '../../doppel/v1/GetClusterRequest.ts';
 import type { GetHistoryRequest as _doppel_v1_GetHistoryRequest, GetHistoryRequest__Output as _doppel_v1_GetHistoryRequest__Output } from '../../doppel/v1/GetHistoryRequest.ts';
 import type { GetTelemetryRequest as _doppel_v1_GetTelemetryRequest, GetTelemetryRequest__Output as _doppel_v1_GetTelemetryRequest__Output } from '../../doppel/v1/GetTelemetryRequest.ts';
 import type { GetTwinRequest as _doppel_v1_GetTwinRequest, GetTwinRequest__Output as _doppel_v1_GetTwinRequest__Output } from '../../doppel/v1/GetTwinRequest.ts';
@@ -22,6 +24,23 @@ import type { UpdateDesiredRequest as _doppel_v1_UpdateDesiredRequest, UpdateDes
 import type { WatchTwinRequest as _doppel_v1_WatchTwinRequest, WatchTwinRequest__Output as _doppel_v1_WatchTwinRequest__Output } from '../../doppel/v1/WatchTwinRequest.ts';
 
 export interface TwinServiceClient extends grpc.Client {
+  /**
+   * The cluster as this node sees it: members, where each shard is assigned, who holds its lease
+   * and at which epoch. A single node reports a cluster of one.
+   */
+  GetCluster(argument: _doppel_v1_GetClusterRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_doppel_v1_ClusterInfo__Output>): grpc.ClientUnaryCall;
+  GetCluster(argument: _doppel_v1_GetClusterRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_doppel_v1_ClusterInfo__Output>): grpc.ClientUnaryCall;
+  GetCluster(argument: _doppel_v1_GetClusterRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_doppel_v1_ClusterInfo__Output>): grpc.ClientUnaryCall;
+  GetCluster(argument: _doppel_v1_GetClusterRequest, callback: grpc.requestCallback<_doppel_v1_ClusterInfo__Output>): grpc.ClientUnaryCall;
+  /**
+   * The cluster as this node sees it: members, where each shard is assigned, who holds its lease
+   * and at which epoch. A single node reports a cluster of one.
+   */
+  getCluster(argument: _doppel_v1_GetClusterRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_doppel_v1_ClusterInfo__Output>): grpc.ClientUnaryCall;
+  getCluster(argument: _doppel_v1_GetClusterRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_doppel_v1_ClusterInfo__Output>): grpc.ClientUnaryCall;
+  getCluster(argument: _doppel_v1_GetClusterRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_doppel_v1_ClusterInfo__Output>): grpc.ClientUnaryCall;
+  getCluster(argument: _doppel_v1_GetClusterRequest, callback: grpc.requestCallback<_doppel_v1_ClusterInfo__Output>): grpc.ClientUnaryCall;
+  
   /**
    * Streams a twin's events in a version and/or time range, oldest first (none for a twin without
    * events).
@@ -155,6 +174,12 @@ export interface TwinServiceClient extends grpc.Client {
 
 export interface TwinServiceHandlers extends grpc.UntypedServiceImplementation {
   /**
+   * The cluster as this node sees it: members, where each shard is assigned, who holds its lease
+   * and at which epoch. A single node reports a cluster of one.
+   */
+  GetCluster: grpc.handleUnaryCall<_doppel_v1_GetClusterRequest__Output, _doppel_v1_ClusterInfo>;
+  
+  /**
    * Streams a twin's events in a version and/or time range, oldest first (none for a twin without
    * events).
    */
@@ -205,6 +230,7 @@ export interface TwinServiceHandlers extends grpc.UntypedServiceImplementation {
 }
 
 export interface TwinServiceDefinition extends grpc.ServiceDefinition {
+  GetCluster: MethodDefinition<_doppel_v1_GetClusterRequest, _doppel_v1_ClusterInfo, _doppel_v1_GetClusterRequest__Output, _doppel_v1_ClusterInfo__Output>
   GetHistory: MethodDefinition<_doppel_v1_GetHistoryRequest, _doppel_v1_HistoryEvent, _doppel_v1_GetHistoryRequest__Output, _doppel_v1_HistoryEvent__Output>
   GetTelemetry: MethodDefinition<_doppel_v1_GetTelemetryRequest, _doppel_v1_TelemetrySample, _doppel_v1_GetTelemetryRequest__Output, _doppel_v1_TelemetrySample__Output>
   GetTwin: MethodDefinition<_doppel_v1_GetTwinRequest, _doppel_v1_Twin, _doppel_v1_GetTwinRequest__Output, _doppel_v1_Twin__Output>

@@ -1,0 +1,202 @@
+/**
+ * The cluster coordinator of one node: it keeps the node in the membership, computes the shard
+ * assignment from the consistent-hash ring of live members, and moves shards as members come and
+ * go:
+ *
+ * - **gained** (the ring gives this node a shard): want its lease; once held (new epoch), start
+ *   consuming its JetStream partition and polling its reminders.
+ * - **lost by rebalance** (join or graceful leave of another node): stop consuming, drain the
+ *   shard's twins (finish turns, persist, snapshot, passivate), then release the lease so the new
+ *   owner takes it at once.
+ * - **lost unexpectedly** (lease not renewed in time, e.g. Redis unreachable or the process was
+ *   paused): writes were already refused locally when the lease's local deadline passed; stop
+ *   consuming and evict the shard's twins.
+ *
+ * Placement (who should own a shard) follows membership; safety (who may write) follows leases
+ * only, so two nodes that briefly disagree about members never both write one shard.
+ */
+
+import type { LeaseHolder, LeaseStore } from "../../cluster/leases/lease-store.ts";
+import type { LeaseEvent, ShardLeases } from "../../cluster/leases/shard-leases.ts";
+import type { JsonRecord, MemberInfo, Membership } from "../../cluster/membership/membership.ts";
+import { HashRing } from "../../cluster/ring/hash-ring.ts";
+import type { Catalog } from "../activation/catalog.ts";
+import type { ReminderService } from "../activation/reminder-service.ts";
+import type { Logger } from "../telemetry/logger.ts";
+import type { Placement } from "./placement.ts";
+
+/** What consumes a shard's device input (the JetStream ingress). */
+export interface ShardConsumers {
+  ownShards(shards: readonly number[]): Promise<void>;
+  releaseShards(shards: readonly number[]): Promise<void>;
+}
+
+export interface CoordinatorOptions {
+  readonly nodeId: string;
+  readonly shardCount: number;
+  readonly membership: Membership;
+  readonly leases: ShardLeases;
+  readonly leaseStore: LeaseStore;
+  readonly catalog: Catalog;
+  readonly reminders: ReminderService;
+  readonly consumers: ShardConsumers | undefined;
+  readonly logger: Logger;
+  /** What this node publishes about itself (gRPC address, resident twins...). */
+  readonly meta: () => JsonRecord;
+  /** How often the metadata is refreshed in the membership. */
+  readonly metaEveryMs: number;
+}
+
+/** A cluster-wide picture, for `doppel cluster`. */
+export interface ClusterStatus {
+  readonly cluster: string;
+  readonly shardCount: number;
+  readonly self: string;
+  readonly members: readonly MemberInfo[];
+  /** Shard → the node the ring assigns it to. */
+  readonly assignment: readonly string[];
+  /** Shard → the lease holder now. */
+  readonly holders: ReadonlyMap<number, LeaseHolder>;
+}
+
+export class ClusterCoordinator implements Placement {
+  readonly nodeId: string;
+  #assignment: readonly string[] = [];
+  #queue: Promise<void> = Promise.resolve();
+  #stopping = false;
+  #unsubscribe: (() => void)[] = [];
+  #metaTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly options: CoordinatorOptions) {
+    this.nodeId = options.nodeId;
+  }
+
+  /** Joins the membership and takes this node's shards. Resolves once the first assignment is computed. */
+  async start(): Promise<void> {
+    const { membership, leases } = this.options;
+    this.#unsubscribe.push(leases.onChange((event) => this.#onLease(event)));
+    await membership.join({ nodeId: this.nodeId, meta: this.options.meta() });
+    this.#unsubscribe.push(membership.onChange(() => this.#schedule()));
+    this.#schedule();
+    await this.#queue;
+    this.#metaTimer = setInterval(() => {
+      membership
+        .update(this.options.meta())
+        .catch((error: unknown) =>
+          this.options.logger.debug({ err: error }, "membership metadata not updated"),
+        );
+    }, this.options.metaEveryMs);
+    this.#metaTimer.unref();
+  }
+
+  ownerOf(shard: number): string | undefined {
+    return this.#assignment[shard];
+  }
+
+  owns(shard: number): boolean {
+    try {
+      this.options.leases.writerFor(shard);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Recomputes the assignment now (e.g. when a peer announces a change). */
+  refresh(): void {
+    void this.options.membership.refresh().catch(() => undefined);
+  }
+
+  #schedule(): void {
+    if (this.#stopping) return;
+    this.#queue = this.#queue
+      .then(() => this.#rebalance())
+      .catch((error: unknown) =>
+        this.options.logger.warn({ err: error }, "rebalance failed; retrying on the next change"),
+      );
+  }
+
+  async #rebalance(): Promise<void> {
+    const { membership, leases, shardCount, logger } = this.options;
+    const members = membership.members().map((m) => m.nodeId);
+    // Cut off from the membership store: keep routing by the last known assignment. Leases, not
+    // membership, keep writes safe, and they expire on their own if the store stays away.
+    if (members.length === 0) return;
+    const ring = new HashRing(members);
+    const assignment = ring.assignment(shardCount);
+    const before = this.#assignment;
+    this.#assignment = assignment;
+    const mine = ring.shardsOf(this.nodeId, shardCount);
+    const mineSet = new Set(mine);
+    const lost = leases.wantedShards().filter((shard) => !mineSet.has(shard));
+    leases.want(mine);
+    const moved =
+      before.length === 0 ? shardCount : assignment.filter((node, shard) => node !== before[shard]).length;
+    if (moved > 0) {
+      logger.info(
+        { members, owned: mine.length, handingOver: lost.length, moved },
+        "shard assignment changed",
+      );
+    }
+    if (lost.length > 0) await this.#handOver(lost);
+  }
+
+  /** Stops consuming `shards`, drains their twins, releases their leases. */
+  async #handOver(shards: readonly number[]): Promise<void> {
+    const { consumers, catalog, leases, logger } = this.options;
+    const set = new Set(shards);
+    const started = performance.now();
+    await consumers?.releaseShards(shards);
+    await catalog.drain((activation) => set.has(activation.shard));
+    await leases.release(shards);
+    logger.info({ shards: shards.length, ms: Math.round(performance.now() - started) }, "shards handed over");
+  }
+
+  #onLease(event: LeaseEvent): void {
+    const { consumers, catalog, reminders, logger } = this.options;
+    if (event.type === "gained") {
+      logger.debug({ shard: event.shard, epoch: event.epoch }, "shard lease gained");
+      void consumers
+        ?.ownShards([event.shard])
+        .catch((error: unknown) =>
+          logger.warn({ err: error, shard: event.shard }, "could not start consuming a gained shard"),
+        );
+      void reminders.poll();
+      return;
+    }
+    if (event.reason === "released" || event.reason === "closed") return;
+    // Lost without handing over: this node may no longer write the shard (already refused locally).
+    logger.warn({ shard: event.shard, reason: event.reason, by: event.by }, "shard lease lost");
+    void consumers?.releaseShards([event.shard]).catch(() => undefined);
+    void catalog.drain((activation) => activation.shard === event.shard);
+    this.#schedule();
+  }
+
+  /** A picture of the whole cluster (members, assignment, lease holders and epochs). */
+  async status(): Promise<ClusterStatus> {
+    return {
+      cluster: this.options.membership.cluster,
+      shardCount: this.options.shardCount,
+      self: this.nodeId,
+      members: this.options.membership.members(),
+      assignment: this.#assignment,
+      holders: await this.options.leaseStore.holders(),
+    };
+  }
+
+  /**
+   * Leaves gracefully: leaves the membership (peers reassign this node's shards and wait for
+   * them), then hands every shard over (stop consuming, drain twins, release leases).
+   */
+  async stop(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    clearInterval(this.#metaTimer);
+    await this.#queue;
+    for (const unsubscribe of this.#unsubscribe.splice(0)) unsubscribe();
+    await this.options.membership.leave();
+    const held = [...new Set([...this.options.leases.wantedShards(), ...this.options.leases.ownedShards()])];
+    if (held.length > 0) await this.#handOver(held);
+    await this.options.leases.close({ release: true });
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * The server side of node-to-node calls: answers requests on `doppel.node.<nodeId>.rpc` by running
+ * them on this node's twins, after checking that this node owns the twin's shard (else it refuses
+ * with a safe-to-retry `not-owner`, before doing anything). Malformed requests get
+ * `INVALID_ARGUMENT`; nothing here can crash the node.
+ */
+import type { Subscription, Transport, TransportMessage } from "../../cluster/transport/transport.ts";
+import type { Clock } from "../activation/clock.ts";
+import { DoppelError, InvalidArgument } from "../api/errors.ts";
+import { twinRef } from "../api/ids.ts";
+import { isJsonObject, type JsonObject } from "../api/json.ts";
+import type { LocalTwins } from "../node/local-twins.ts";
+import type { Logger } from "../telemetry/logger.ts";
+import { extractContext, inSpan, SpanKind } from "../telemetry/tracing.ts";
+import type { Placement } from "./placement.ts";
+import { nodeSubject, notOwner, type RpcRequest } from "./protocol.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function parseRequest(data: Uint8Array): RpcRequest {
+  let value: unknown;
+  try {
+    value = JSON.parse(decoder.decode(data));
+  } catch {
+    throw new InvalidArgument("node request is not JSON");
+  }
+  if (!isJsonObject(value) || typeof value["op"] !== "string" || !isJsonObject(value["ref"])) {
+    throw new InvalidArgument("node request must be { op, ref, ... }");
+  }
+  const ref = value["ref"];
+  return { ...(value as unknown as RpcRequest), ref: twinRef(ref["type"], ref["id"]) };
+}
+
+/** Answers node requests until the returned subscription is unsubscribed. */
+export function serveNodeRpc(options: {
+  readonly transport: Transport;
+  readonly placement: Placement;
+  readonly local: LocalTwins;
+  readonly shardOf: (type: string, id: string) => number;
+  readonly clock: Clock;
+  readonly logger: Logger;
+}): Subscription {
+  const { transport, placement, local, shardOf, clock, logger } = options;
+
+  async function run(request: RpcRequest): Promise<unknown> {
+    const shard = shardOf(request.ref.type, request.ref.id);
+    if (!placement.owns(shard)) throw notOwner(shard, placement.nodeId);
+    switch (request.op) {
+      case "get":
+        return local.get(request.ref);
+      case "invoke":
+        return local.invoke(request.ref, request.command, request.args as JsonObject, {
+          deadline: clock.now() + request.timeoutMs,
+          ...(request.expectedVersion === undefined ? {} : { expectedVersion: request.expectedVersion }),
+          ...(request.chain === undefined ? {} : { chain: request.chain }),
+          ...(request.causation === undefined ? {} : { causation: request.causation }),
+        });
+      case "desired":
+        return local.updateDesired(request.ref, request.patch as JsonObject, {
+          deadline: clock.now() + request.timeoutMs,
+          ...(request.expectedVersion === undefined ? {} : { expectedVersion: request.expectedVersion }),
+          ...(request.causation === undefined ? {} : { causation: request.causation }),
+        });
+      case "report":
+        return local.report(request.ref, request.patch as JsonObject, {
+          deadline: clock.now() + request.timeoutMs,
+          ...(request.messageId === undefined ? {} : { messageId: request.messageId }),
+        });
+      default:
+        throw new InvalidArgument(`unknown node request op '${(request as { op: string }).op}'`);
+    }
+  }
+
+  const handle = (message: TransportMessage) => {
+    const parent = extractContext((key) => message.headers.get(key));
+    void (async () => {
+      let reply: object;
+      try {
+        const request = parseRequest(message.data);
+        const ok = await inSpan(
+          `rpc node.${request.op}`,
+          SpanKind.SERVER,
+          { "doppel.twin": `${request.ref.type}/${request.ref.id}` },
+          () => run(request),
+          parent,
+        );
+        reply = { ok: ok ?? null };
+      } catch (error) {
+        const failure = DoppelError.from(error);
+        if (failure.code === "INTERNAL") logger.warn({ err: error }, "node request failed");
+        reply = { error: failure.toWire() };
+      }
+      try {
+        transport.respond(message, encoder.encode(JSON.stringify(reply)));
+      } catch (error) {
+        logger.debug({ err: error }, "node reply not sent");
+      }
+    })();
+  };
+  return transport.subscribe(nodeSubject(placement.nodeId), handle);
+}

@@ -1,0 +1,248 @@
+/**
+ * The router: the {@link TwinApi} of a cluster node. Calls that touch a twin (get, invoke,
+ * desired, report) go to the node that owns the twin's shard — this one, or another one by a
+ * NATS request — and are retried transparently while a shard moves (only failures that happened
+ * before any work are retried: see `isSafeToRetry`). Queries, history and telemetry read the
+ * store from any node and never activate a twin. Watches subscribe to the twin's change subject,
+ * which its owner publishes on, wherever it runs.
+ */
+import type { Transport } from "../../cluster/transport/transport.ts";
+import { TransportError } from "../../cluster/transport/transport.ts";
+import type { ChangeListener, TwinChange } from "../activation/change-feed.ts";
+import type { Clock } from "../activation/clock.ts";
+import type { TwinRegistry } from "../activation/twin-type.ts";
+import {
+  DeadlineExceeded,
+  DoppelError,
+  InvalidArgument,
+  Unavailable,
+  type WireError,
+} from "../api/errors.ts";
+import { type TwinRef, twinRef } from "../api/ids.ts";
+import { isJsonObject, type JsonObject } from "../api/json.ts";
+import type { LocalTwins } from "../node/local-twins.ts";
+import type {
+  InvokeOptions,
+  InvokeResult,
+  QueryOptions,
+  ReportOptions,
+  ReportResult,
+  TelemetryQuery,
+  TwinApi,
+} from "../node/twin-api.ts";
+import type { HistoryRange, ViewPage } from "../persistence/event-store.ts";
+import type { EventRecord, TelemetrySample, TwinView } from "../persistence/records.ts";
+import { activeContext, injectContext } from "../telemetry/tracing.ts";
+import type { Placement } from "./placement.ts";
+import {
+  changeSubject,
+  isSafeToRetry,
+  nodeSubject,
+  notOwner,
+  type RpcReply,
+  type RpcRequest,
+} from "./protocol.ts";
+
+export interface RouterOptions {
+  /** Deadline applied when a caller gives none. */
+  readonly defaultTimeoutMs: number;
+  /** First pause between retries while a shard moves (doubles up to 500 ms). */
+  readonly retryDelayMs: number;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function decodeReply(data: Uint8Array): RpcReply {
+  const value: unknown = JSON.parse(decoder.decode(data));
+  if (!isJsonObject(value) || !("ok" in value || isJsonObject(value["error"]))) {
+    throw new Unavailable("malformed reply from another node");
+  }
+  return value as RpcReply;
+}
+
+export class Router implements TwinApi {
+  constructor(
+    private readonly local: LocalTwins,
+    private readonly placement: Placement,
+    private readonly transport: Transport,
+    private readonly shardOf: (type: string, id: string) => number,
+    private readonly registry: TwinRegistry,
+    private readonly clock: Clock,
+    private readonly options: RouterOptions,
+  ) {}
+
+  #check(ref: TwinRef): TwinRef {
+    const checked = twinRef(ref.type, ref.id);
+    this.registry.get(checked.type);
+    return checked;
+  }
+
+  async #route<T>(
+    ref: TwinRef,
+    deadline: number | undefined,
+    runLocally: (deadline: number) => Promise<T>,
+    request: (timeoutMs: number) => RpcRequest,
+  ): Promise<T> {
+    const until = deadline ?? this.clock.now() + this.options.defaultTimeoutMs;
+    const shard = this.shardOf(ref.type, ref.id);
+    let pause = this.options.retryDelayMs;
+    let lastRefusal: DoppelError | undefined;
+    for (;;) {
+      const remaining = until - this.clock.now();
+      if (remaining <= 0) {
+        throw new DeadlineExceeded(
+          `${ref.type}/${ref.id}: no owner of shard ${shard} answered in time${lastRefusal ? ` (${lastRefusal.message})` : ""}`,
+        );
+      }
+      const owner = this.placement.ownerOf(shard);
+      try {
+        if (owner === undefined) throw notOwner(shard, "(no member known)");
+        if (owner === this.placement.nodeId) {
+          if (!this.placement.owns(shard)) throw notOwner(shard, owner);
+          return await runLocally(until);
+        }
+        return (await this.#remote(owner, request(remaining), remaining)) as T;
+      } catch (error) {
+        const failure = DoppelError.from(error);
+        if (!isSafeToRetry(failure)) throw failure;
+        lastRefusal = failure;
+      }
+      await new Promise((resolve) =>
+        setTimeout(resolve, Math.min(pause, Math.max(1, until - this.clock.now()))),
+      );
+      pause = Math.min(pause * 2, 500);
+    }
+  }
+
+  async #remote(owner: string, request: RpcRequest, timeoutMs: number): Promise<unknown> {
+    const headers = new Map<string, string>();
+    injectContext(headers, activeContext());
+    let reply: RpcReply;
+    try {
+      const message = await this.transport.request(
+        nodeSubject(owner),
+        encoder.encode(JSON.stringify(request)),
+        {
+          timeoutMs,
+          headers,
+        },
+      );
+      reply = decodeReply(message.data);
+    } catch (error) {
+      if (error instanceof TransportError && error.failure === "no-responders") {
+        // Nobody received it: the owner is gone or not listening yet. Safe to retry.
+        throw notOwner(this.shardOf(request.ref.type, request.ref.id), owner);
+      }
+      if (error instanceof TransportError && error.failure === "timeout") {
+        throw new DeadlineExceeded(`node ${owner} did not answer within ${Math.round(timeoutMs)} ms`);
+      }
+      throw error instanceof DoppelError
+        ? error
+        : new Unavailable(`call to node ${owner} failed: ${(error as Error).message}`);
+    }
+    if ("error" in reply) throw DoppelError.fromWire(reply.error as WireError);
+    return reply.ok;
+  }
+
+  async get(ref: TwinRef): Promise<TwinView> {
+    const checked = this.#check(ref);
+    return this.#route(
+      checked,
+      undefined,
+      () => this.local.get(checked),
+      () => ({ op: "get", ref: checked }),
+    );
+  }
+
+  async invoke(
+    ref: TwinRef,
+    command: string,
+    args: JsonObject,
+    options: InvokeOptions = {},
+  ): Promise<InvokeResult> {
+    const checked = this.#check(ref);
+    if (!isJsonObject(args ?? {})) throw new InvalidArgument("arguments must be a JSON object");
+    return this.#route(
+      checked,
+      options.deadline,
+      (deadline) => this.local.invoke(checked, command, args, { ...options, deadline }),
+      (timeoutMs) => ({
+        op: "invoke",
+        ref: checked,
+        command,
+        args: args ?? {},
+        timeoutMs,
+        ...(options.expectedVersion === undefined ? {} : { expectedVersion: options.expectedVersion }),
+        ...(options.chain === undefined ? {} : { chain: options.chain }),
+        ...(options.causation === undefined ? {} : { causation: options.causation }),
+      }),
+    );
+  }
+
+  async updateDesired(ref: TwinRef, patch: JsonObject, options: InvokeOptions = {}): Promise<TwinView> {
+    const checked = this.#check(ref);
+    return this.#route(
+      checked,
+      options.deadline,
+      (deadline) => this.local.updateDesired(checked, patch, { ...options, deadline }),
+      (timeoutMs) => ({
+        op: "desired",
+        ref: checked,
+        patch,
+        timeoutMs,
+        ...(options.expectedVersion === undefined ? {} : { expectedVersion: options.expectedVersion }),
+        ...(options.causation === undefined ? {} : { causation: options.causation }),
+      }),
+    );
+  }
+
+  async report(ref: TwinRef, patch: JsonObject, options: ReportOptions = {}): Promise<ReportResult> {
+    const checked = this.#check(ref);
+    return this.#route(
+      checked,
+      options.deadline,
+      (deadline) => this.local.report(checked, patch, { ...options, deadline }),
+      (timeoutMs) => ({
+        op: "report",
+        ref: checked,
+        patch,
+        timeoutMs,
+        ...(options.messageId === undefined ? {} : { messageId: options.messageId }),
+      }),
+    );
+  }
+
+  query(type: string, options?: QueryOptions): Promise<ViewPage> {
+    return this.local.query(type, options);
+  }
+
+  history(ref: TwinRef, range: HistoryRange): Promise<EventRecord[]> {
+    return this.local.history(ref, range);
+  }
+
+  recordTelemetry(
+    ref: TwinRef,
+    samples: readonly { at: number; metrics: Readonly<Record<string, number>> }[],
+  ): Promise<void> {
+    return this.local.recordTelemetry(ref, samples);
+  }
+
+  telemetry(ref: TwinRef, query: TelemetryQuery): Promise<TelemetrySample[]> {
+    return this.local.telemetry(ref, query);
+  }
+
+  watch(ref: TwinRef, listener: ChangeListener): () => void {
+    const checked = this.#check(ref);
+    const sub = this.transport.subscribe(changeSubject(checked), (message) => {
+      let change: TwinChange;
+      try {
+        change = JSON.parse(decoder.decode(message.data)) as TwinChange;
+      } catch {
+        return;
+      }
+      listener(change);
+    });
+    return () => sub.unsubscribe();
+  }
+}
