@@ -151,6 +151,11 @@ export class Activation implements TwinBinding {
     return this.#status;
   }
 
+  /** Messages waiting in the mailbox. */
+  get queued(): number {
+    return this.#mailbox?.length ?? 0;
+  }
+
   /** True while a turn runs, messages wait, or events are not yet persisted. */
   get busy(): boolean {
     return (

@@ -37,6 +37,13 @@ export class Catalog {
     return this.#resident.size;
   }
 
+  /** Messages waiting in all mailboxes (read at metrics scrape time: walks every resident twin). */
+  mailboxDepth(): number {
+    let depth = 0;
+    for (const activation of this.#resident.values()) depth += activation.queued;
+    return depth;
+  }
+
   /** The resident activation of `key`, if any. */
   resident(key: string): Activation | undefined {
     return this.#resident.get(key);
@@ -125,10 +132,11 @@ export class Catalog {
       const selected = [...this.#resident.values()].filter(filter);
       if (selected.length === 0 || performance.now() > deadline) return;
       for (const activation of selected) this.#passivate(activation);
-      await Promise.race([
-        Promise.all(selected.map((a) => (a.status === "active" ? undefined : a.gone))),
-        new Promise((resolve) => setTimeout(resolve, 20)),
-      ]);
+      // Wait for those leaving, or a little while for busy ones to finish their turn. Never spin
+      // on already-settled promises: busy twins need the event loop to finish.
+      const leaving = selected.filter((a) => a.status === "passivating").map((a) => a.gone);
+      const pause = new Promise((resolve) => setTimeout(resolve, 20));
+      await (leaving.length > 0 ? Promise.race([Promise.all(leaving), pause]) : pause);
     }
   }
 

@@ -60,6 +60,8 @@ export async function startDeviceLink(options: {
   readonly engine: Engine;
   readonly logger: Logger;
   readonly shards: readonly number[];
+  /** A connection the node already opened (kept open on stop); default: one of the link's own. */
+  readonly transport?: Transport;
 }): Promise<DeviceLink> {
   const { config, engine, logger } = options;
   const limits = config.limits;
@@ -68,7 +70,11 @@ export async function startDeviceLink(options: {
   const nats = config.nats;
   let transport: Transport;
   let natsTransport: NatsTransport | undefined;
-  if (nats) {
+  const ownsTransport = options.transport === undefined;
+  if (options.transport) {
+    transport = options.transport;
+    natsTransport = options.transport instanceof NatsTransport ? options.transport : undefined;
+  } else if (nats) {
     natsTransport = await NatsTransport.connect(natsOptions(nats, `doppel-node-${options.nodeId}`));
     transport = natsTransport;
   } else {
@@ -100,7 +106,7 @@ export async function startDeviceLink(options: {
   } catch (error) {
     await durable?.stop().catch(() => undefined);
     await ingress.stop();
-    await transport.close();
+    if (ownsTransport) await transport.close();
     throw error;
   }
   engine.setDeviceSender(deviceCommandSender(transport, json, commands));
@@ -120,7 +126,7 @@ export async function startDeviceLink(options: {
       // Finish (persist and ack) what was delivered before the connection goes.
       await durable?.stop();
       await ingress.stop();
-      await transport.close();
+      if (ownsTransport) await transport.close();
     },
   };
 }

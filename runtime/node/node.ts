@@ -1,13 +1,17 @@
 /**
  * A Doppel node: one process running twins. `DoppelNode.start` compiles the configuration, opens
- * the store, registers the twin classes and starts the engine and (unless disabled) the gRPC
- * gateway. The same code runs alone on the embedded store or as a cluster member.
+ * the store, registers the twin classes and starts the engine, the device side and (unless
+ * disabled) the gRPC gateway. The same code runs alone on the embedded store or as a cluster
+ * member (`cluster` in the configuration): then a coordinator places shards by consistent hashing
+ * over the live members, leases fence every write, and a router sends each call to the twin's owner.
  */
 import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { shardOf } from "../../cluster/ring/shard.ts";
 import { InProcessBus } from "../../cluster/transport/in-process.ts";
+import { NatsTransport } from "../../cluster/transport/nats.ts";
+import type { Transport } from "../../cluster/transport/transport.ts";
 import { type Clock, SystemClock } from "../activation/clock.ts";
 import { TwinRegistry } from "../activation/twin-type.ts";
 import type { TwinRef } from "../api/ids.ts";
@@ -16,10 +20,20 @@ import type { TwinClass } from "../api/twin.ts";
 import type { DeviceIngress } from "../ingress/device-ingress.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 import { MemoryEventStore } from "../persistence/memory-store.ts";
+import { relayChanges } from "../routing/change-relay.ts";
+import { ClusterCoordinator } from "../routing/coordinator.ts";
+import { leaseOwnership } from "../routing/lease-ownership.ts";
+import { serveNodeRpc } from "../routing/node-rpc.ts";
+import { Router } from "../routing/router.ts";
 import type { DeviceModel } from "../sim/device-model.ts";
 import { Fleet } from "../sim/fleet.ts";
 import { createLogger, type Logger } from "../telemetry/logger.ts";
-import { type DeviceLink, startDeviceLink } from "./device-link.ts";
+import { NodeMetrics } from "../telemetry/metrics.ts";
+import { installTracing } from "../telemetry/tracing.ts";
+import { type ClusterParts, type InProcessCluster, openClusterParts } from "./cluster-parts.ts";
+import { type ClusterView, soloClusterView } from "./cluster-view.ts";
+import { type DeviceLink, natsOptions, startDeviceLink } from "./device-link.ts";
+
 import { Engine, type ShardOwnership, singleNodeOwnership } from "./engine.ts";
 import { LocalTwins } from "./local-twins.ts";
 import { compileConfig, type NodeConfig, type NodeConfigInput } from "./options.ts";
@@ -35,6 +49,10 @@ export interface NodeParts {
   readonly ownership?: ShardOwnership;
   /** Device models for the demo fleet (`demo` in the configuration). */
   readonly devices?: readonly DeviceModel[];
+  /** Join an in-process cluster (several nodes in one process, for tests); needs `bus`. */
+  readonly cluster?: InProcessCluster;
+  /** The in-process bus to use (shared by the nodes of an in-process cluster). */
+  readonly bus?: InProcessBus;
 }
 
 /** Something that runs beside the engine and stops with the node (gateway, ingress, demo fleet). */
@@ -74,6 +92,8 @@ export class DoppelNode {
   #fleet: Fleet | undefined;
   #grpcAddress: string | undefined;
   #devices!: DeviceLink;
+  #coordinator: ClusterCoordinator | undefined;
+  #metrics: NodeMetrics | undefined;
 
   private constructor(
     /** Whether the node opened its store itself (and so closes it on stop). */
@@ -86,8 +106,9 @@ export class DoppelNode {
     readonly logger: Logger,
     /** The in-process message bus devices reach this node on (unused when the node uses NATS). */
     readonly bus: InProcessBus,
-    /** The node's device ingress (counters of accepted and refused device messages). */
-    readonly ingress: DeviceIngress,
+    /** The node's writer epoch when it runs alone (cluster members write with lease epochs). */
+    readonly epoch: number,
+    readonly startedAt: number,
   ) {}
 
   /** The twin types this node runs. */
@@ -95,123 +116,293 @@ export class DoppelNode {
     return this.engine.registry;
   }
 
-  /** Starts a node. Fails with `InvalidArgument` for bad configuration or twin classes. */
+  /** The node's device ingress (counters of accepted and refused device messages). */
+  get ingress(): DeviceIngress {
+    return this.#devices.ingress;
+  }
+
+  /** Starts a node. Fails with `InvalidArgument` for bad configuration or twin classes, `Unavailable` for unreachable servers. */
   static async start(input: NodeConfigInput | NodeConfig, parts: NodeParts): Promise<DoppelNode> {
     const config = compileConfig(input);
     const id = config.nodeId ?? `node-${randomBytes(4).toString("hex")}`;
     const logger = parts.logger ?? createLogger({ level: config.log.level, nodeId: id });
+    installTracing();
     const limits = config.limits;
+    const clock = parts.clock ?? SystemClock;
     const registry = new TwinRegistry({
       snapshotEvery: limits.snapshotEvery,
       idleTimeoutMs: limits.idleTimeout,
     });
     for (const cls of parts.twins) registry.register(cls);
-    const store = parts.store ?? (await openStore(config, logger));
-    const engine = new Engine(
-      store,
-      registry,
-      parts.clock ?? SystemClock,
-      parts.ownership ?? singleNodeOwnership(id),
-      (type, twinId) => shardOf(type, twinId, config.shards),
-      {
-        nodeId: id,
-        maxResident: limits.maxResident,
-        idleSweepMs: limits.idleSweep,
-        mailboxSize: limits.mailboxSize,
-        maxPendingEvents: limits.maxPendingEvents,
-        callTimeoutMs: limits.callTimeout,
-        reminderPollMs: limits.reminderPoll,
-        reminderBatch: 1000,
-        commitMaxBatch: 512,
-        commitMaxInFlight: 4,
-        deviceCommandTimeoutMs: limits.deviceCommandTimeout,
-      },
-      logger,
-    );
-    const twins = new LocalTwins(engine, {
-      json: { maxBytes: limits.maxPayloadBytes, maxDepth: limits.maxJsonDepth },
-      defaultTimeoutMs: limits.requestTimeout,
-      maxQueryLimit: 1000,
-      maxHistoryLimit: 10_000,
-      maxTelemetryLimit: 100_000,
-    });
-    engine.setCaller(
-      async (target: TwinRef, command, args, chain, deadline): Promise<Json> =>
-        (await twins.invoke(target, command, args, { chain, deadline })).result,
-    );
-    engine.start();
-    const bus = new InProcessBus();
-    let devices: DeviceLink;
+
+    // Everything opened from here on is closed again if a later step fails.
+    const opened: (() => Promise<void>)[] = [];
+    const unwind = async () => {
+      for (const close of opened.reverse()) await close().catch(() => undefined);
+    };
     try {
-      const owned = (parts.ownership ?? singleNodeOwnership(id)).ownedShards();
-      devices = await startDeviceLink({
+      const store = parts.store ?? (await openStore(config, logger));
+      if (parts.store === undefined) opened.push(() => store.close());
+      const clusterParts = await openClusterParts(config, parts.cluster, id, logger);
+      if (clusterParts) opened.push(() => clusterParts.close());
+      const epoch = clock.now() * 1000;
+      const ownership =
+        parts.ownership ??
+        (clusterParts ? leaseOwnership(clusterParts.leases, id) : singleNodeOwnership(id, epoch));
+      let metrics: NodeMetrics | undefined;
+      const engine = new Engine(
+        store,
+        registry,
+        clock,
+        ownership,
+        (type, twinId) => shardOf(type, twinId, config.shards),
+        {
+          nodeId: id,
+          maxResident: limits.maxResident,
+          idleSweepMs: limits.idleSweep,
+          mailboxSize: limits.mailboxSize,
+          maxPendingEvents: limits.maxPendingEvents,
+          callTimeoutMs: limits.callTimeout,
+          reminderPollMs: limits.reminderPoll,
+          reminderBatch: 1000,
+          commitMaxBatch: 512,
+          commitMaxInFlight: 4,
+          deviceCommandTimeoutMs: limits.deviceCommandTimeout,
+        },
+        logger,
+        (commits, events, millis, failed) => {
+          metrics?.metrics.persistDuration.record(millis, { outcome: failed ? "failed" : "ok" });
+          if (!failed) metrics?.metrics.persistedEvents.add(events);
+        },
+      );
+      const local = new LocalTwins(engine, {
+        json: { maxBytes: limits.maxPayloadBytes, maxDepth: limits.maxJsonDepth },
+        defaultTimeoutMs: limits.requestTimeout,
+        maxQueryLimit: 1000,
+        maxHistoryLimit: 10_000,
+        maxTelemetryLimit: 100_000,
+      });
+      const bus = parts.bus ?? new InProcessBus();
+      const transport: Transport = config.nats
+        ? await NatsTransport.connect(natsOptions(config.nats, `doppel-node-${id}`))
+        : bus.connect();
+      opened.push(() => transport.close());
+
+      let twins: TwinApi = local;
+      let coordinator: ClusterCoordinator | undefined;
+      let consumers: DeviceLink["durable"];
+      let node: DoppelNode | undefined;
+      if (clusterParts) {
+        coordinator = new ClusterCoordinator({
+          nodeId: id,
+          shardCount: config.shards,
+          membership: clusterParts.membership,
+          leases: clusterParts.leases,
+          leaseStore: clusterParts.leaseStore,
+          catalog: engine.catalog,
+          reminders: engine.reminders,
+          consumers: {
+            ownShards: async (shards) => consumers?.ownShards(shards),
+            releaseShards: async (shards) => consumers?.releaseShards(shards),
+          },
+          logger,
+          meta: () => ({ grpc: node?.grpcAddress ?? "", twins: engine.catalog.size, startedAt: clock.now() }),
+          metaEveryMs: 2000,
+          announce: transport,
+          leaveGraceMs: 2 * (config.cluster?.heartbeat ?? parts.cluster?.heartbeatMs ?? 500),
+        });
+        twins = new Router(local, coordinator, transport, engine.shardOf, registry, clock, {
+          defaultTimeoutMs: limits.requestTimeout,
+          retryDelayMs: 25,
+        });
+      }
+      const api = twins;
+      engine.setCaller(
+        async (target: TwinRef, command, args, chain, deadline): Promise<Json> =>
+          (await api.invoke(target, command, args, { chain, deadline })).result,
+      );
+      engine.start();
+      opened.push(() => engine.stop());
+
+      const all = Array.from({ length: config.shards }, (_, shard) => shard);
+      const owned = ownership.ownedShards();
+      const devices = await startDeviceLink({
         config,
         nodeId: id,
         bus,
         twins,
         engine,
         logger,
-        shards: owned === "all" ? Array.from({ length: config.shards }, (_, shard) => shard) : owned,
+        transport,
+        shards: coordinator ? [] : owned === "all" ? all : owned,
       });
+      consumers = devices.durable;
+      node = new DoppelNode(
+        parts.store === undefined,
+        id,
+        config,
+        engine,
+        twins,
+        logger,
+        bus,
+        epoch,
+        clock.now(),
+      );
+      node.#devices = devices;
+      node.#coordinator = coordinator;
+      opened.length = 0; // from here on the node's stop() closes everything
+      node.attach({ stop: () => transport.close() });
+      if (clusterParts) node.attach({ stop: () => clusterParts.close() });
+      node.attach(devices);
+
+      if (coordinator) {
+        const rpc = serveNodeRpc({
+          transport,
+          placement: coordinator,
+          local,
+          shardOf: engine.shardOf,
+          clock,
+          logger,
+        });
+        const stopRelay = relayChanges(engine.feed, transport);
+        node.attach({
+          stop: async () => {
+            stopRelay();
+            await rpc.stop();
+          },
+        });
+      }
+      await node.#startServices(parts, clusterParts);
+      if (coordinator) {
+        try {
+          await coordinator.start();
+        } catch (error) {
+          await node.stop();
+          throw error;
+        }
+        node.attach(coordinator);
+      }
+      logger.info(
+        {
+          store: config.store.kind,
+          devices: devices.kind,
+          cluster: clusterParts?.name,
+          types: registry.list().map((t) => t.name),
+        },
+        "node started",
+      );
+      return node;
     } catch (error) {
-      await engine.stop();
-      if (parts.store === undefined) await store.close();
+      await unwind();
       throw error;
     }
-    const node = new DoppelNode(
-      parts.store === undefined,
-      id,
-      config,
-      engine,
-      twins,
-      logger,
-      bus,
-      devices.ingress,
-    );
-    node.#devices = devices;
-    node.attach(devices);
-    if (config.grpc.listen !== false) {
-      try {
+  }
+
+  /** Metrics endpoint, gRPC gateway and demo fleet (each stops with the node). */
+  async #startServices(parts: NodeParts, clusterParts: ClusterParts | undefined): Promise<void> {
+    const { config, engine, logger } = this;
+    try {
+      const metrics = new NodeMetrics(this.id, {
+        residentTwins: () => engine.catalog.size,
+        mailboxDepth: () => engine.catalog.mailboxDepth(),
+        shardsOwned: () => {
+          const owned = engine.ownership.ownedShards();
+          return owned === "all" ? config.shards : owned.length;
+        },
+      });
+      this.#metrics = metrics;
+      this.attach(metrics);
+      if (config.metrics.listen !== false) await metrics.listen(config.metrics.listen);
+      if (config.grpc.listen !== false) {
         const { startGateway } = await import("../gateway/server.ts");
         const gateway = await startGateway({
-          api: twins,
-          types: () => registry.list().map((type) => ({ name: type.name, commands: type.commandNames })),
+          api: this.twins,
+          types: () => this.registry.list().map((type) => ({ name: type.name, commands: type.commandNames })),
+          cluster: () => this.cluster(),
           listen: config.grpc.listen,
           maxMessageBytes: config.grpc.maxMessageBytes,
           logger,
           clock: engine.clock,
         });
-        node.attach(gateway);
-        node.#grpcAddress = gateway.address;
-      } catch (error) {
-        await node.stop();
-        throw error;
+        this.attach(gateway);
+        this.#grpcAddress = gateway.address;
       }
+      if (config.demo && parts.devices && config.demo.devices > 0) {
+        const fleetTransport = await this.#devices.connectDevice(`doppel-demo-${this.id}`);
+        this.attach({ stop: () => fleetTransport.close() });
+        const fleet = new Fleet({
+          transport: fleetTransport,
+          models: parts.devices.filter((model) => this.registry.has(model.type)),
+          devices: config.demo.devices,
+          intervalMs: config.demo.interval,
+          ...(clusterParts ? { idPrefix: `${this.id}-` } : {}),
+          onError: (error) => logger.debug({ code: error.code, err: error.message }, "demo device error"),
+        });
+        this.attach(fleet);
+        this.#fleet = fleet;
+        // The fleet starts once the node serves (its devices sync at once).
+        void fleet.start();
+      }
+    } catch (error) {
+      await this.stop();
+      throw error;
     }
-    if (config.demo && parts.devices && config.demo.devices > 0) {
-      const fleetTransport = await devices.connectDevice(`doppel-demo-${id}`);
-      node.attach({ stop: () => fleetTransport.close() });
-      const fleet = new Fleet({
-        transport: fleetTransport,
-        models: parts.devices.filter((model) => registry.has(model.type)),
-        devices: config.demo.devices,
-        intervalMs: config.demo.interval,
-        onError: (error) => logger.debug({ code: error.code, err: error.message }, "demo device error"),
+  }
+
+  /** The cluster as this node sees it (a cluster of one when it runs alone). */
+  async cluster(): Promise<ClusterView> {
+    const coordinator = this.#coordinator;
+    if (!coordinator) {
+      return soloClusterView({
+        nodeId: this.id,
+        shardCount: this.config.shards,
+        epoch: this.epoch,
+        grpcAddress: this.#grpcAddress ?? "",
+        startedAt: this.startedAt,
+        residentTwins: this.engine.catalog.size,
+        now: this.engine.clock.now(),
       });
-      await fleet.start();
-      node.attach(fleet);
-      node.#fleet = fleet;
     }
-    logger.info(
-      { store: config.store.kind, devices: devices.kind, types: registry.list().map((t) => t.name) },
-      "node started",
-    );
-    return node;
+    const status = await coordinator.status();
+    const assignedCount = new Map<string, number>();
+    for (const node of status.assignment) assignedCount.set(node, (assignedCount.get(node) ?? 0) + 1);
+    const ownedCount = new Map<string, number>();
+    for (const holder of status.holders.values())
+      ownedCount.set(holder.node, (ownedCount.get(holder.node) ?? 0) + 1);
+    return {
+      name: status.cluster,
+      shardCount: status.shardCount,
+      self: status.self,
+      nodes: status.members.map((member) => ({
+        id: member.nodeId,
+        grpcAddress: typeof member.meta["grpc"] === "string" ? member.meta["grpc"] : "",
+        startedAt: member.startedAt,
+        lastHeartbeat: member.lastHeartbeat,
+        residentTwins: typeof member.meta["twins"] === "number" ? member.meta["twins"] : 0,
+        shardsOwned: ownedCount.get(member.nodeId) ?? 0,
+        shardsAssigned: assignedCount.get(member.nodeId) ?? 0,
+      })),
+      shards: Array.from({ length: status.shardCount }, (_, shard) => {
+        const holder = status.holders.get(shard);
+        return {
+          shard,
+          assignedTo: status.assignment[shard] ?? "",
+          holder: holder?.node ?? "",
+          epoch: holder?.epoch ?? 0,
+          expiresInMs: holder?.expiresInMs ?? 0,
+        };
+      }),
+    };
   }
 
   /** The `host:port` the gRPC gateway listens on, when it runs. */
   get grpcAddress(): string | undefined {
     return this.#grpcAddress;
+  }
+
+  /** The `host:port` of the Prometheus endpoint, when it runs. */
+  get metricsAddress(): string | undefined {
+    return this.#metrics?.address;
   }
 
   /**
@@ -220,6 +411,11 @@ export class DoppelNode {
    */
   get devices(): DeviceLink {
     return this.#devices;
+  }
+
+  /** The cluster coordinator, when the node is a cluster member. */
+  get coordinator(): ClusterCoordinator | undefined {
+    return this.#coordinator;
   }
 
   /** The demo fleet, when one runs. */
@@ -232,7 +428,11 @@ export class DoppelNode {
     this.#services.push(service);
   }
 
-  /** Stops services, passivates every twin (persisting what is pending), closes the store if it opened it. */
+  /**
+   * Stops gracefully: services in reverse order of start (gateway first; a cluster member leaves
+   * and hands its shards over, draining their twins), then every remaining twin is passivated
+   * (persisting what is pending) and the store closed if the node opened it.
+   */
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;

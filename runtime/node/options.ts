@@ -96,6 +96,21 @@ const natsSchema = z
   })
   .strict();
 
+const clusterSchema = z
+  .object({
+    /** Cluster name: nodes with the same name and Redis form one cluster. */
+    name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, '_' or '-'"),
+    /** Redis for membership and shard leases, e.g. `redis://127.0.0.1:6379`. */
+    redis: z.string().regex(/^rediss?:\/\/\S+$/, "must be a redis:// or rediss:// URL"),
+    /** How often a node heartbeats (and reads the members). */
+    heartbeat: duration.default(500),
+    /** A node silent this long is dead and its shards move (must exceed two heartbeats). */
+    deadAfter: duration.default(2000),
+    /** Shard lease time to live; a node stops writing a shard before its lease can expire. */
+    leaseTtl: duration.default(6000),
+  })
+  .strict();
+
 /** The configuration a user writes (config file JSON, or built from flags). */
 export const nodeConfigSchema = z
   .object({
@@ -165,6 +180,8 @@ export const nodeConfigSchema = z
         deviceCommandTimeout: 5_000,
       }),
     nats: natsSchema.optional(),
+    /** Join a cluster (needs `nats`: nodes call each other over NATS). */
+    cluster: clusterSchema.optional(),
     /** Simulated devices of the example twins, reporting through the node's transport. */
     demo: z
       .object({
@@ -179,8 +196,37 @@ export const nodeConfigSchema = z
       })
       .strict()
       .default({ level: "info" }),
+    /** Prometheus metrics endpoint `host:port` (`/metrics`), or false. */
+    metrics: z
+      .object({
+        listen: z
+          .union([z.string().regex(/^[^\s:]+:\d{1,5}$/, "must be host:port"), z.literal(false)])
+          .default(false),
+      })
+      .strict()
+      .default({ listen: false }),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    if (config.cluster && !config.nats) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["cluster"],
+        message: "a cluster needs nats: nodes call each other over NATS",
+      });
+    }
+    if (config.cluster && config.cluster.deadAfter <= 2 * config.cluster.heartbeat) {
+      ctx.addIssue({ code: "custom", path: ["cluster", "deadAfter"], message: "must exceed two heartbeats" });
+    }
+    if (config.cluster && config.store.kind !== "cassandra") {
+      ctx.addIssue({
+        code: "custom",
+        path: ["store"],
+        message:
+          "a cluster needs a store every node shares: use cassandra (an embedded store is one node's alone)",
+      });
+    }
+  });
 
 export type NodeConfigInput = z.input<typeof nodeConfigSchema>;
 export type NodeConfig = z.output<typeof nodeConfigSchema>;

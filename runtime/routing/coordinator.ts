@@ -20,6 +20,7 @@ import type { LeaseHolder, LeaseStore } from "../../cluster/leases/lease-store.t
 import type { LeaseEvent, ShardLeases } from "../../cluster/leases/shard-leases.ts";
 import type { JsonRecord, MemberInfo, Membership } from "../../cluster/membership/membership.ts";
 import { HashRing } from "../../cluster/ring/hash-ring.ts";
+import type { Subscription, Transport } from "../../cluster/transport/transport.ts";
 import type { Catalog } from "../activation/catalog.ts";
 import type { ReminderService } from "../activation/reminder-service.ts";
 import type { Logger } from "../telemetry/logger.ts";
@@ -45,6 +46,18 @@ export interface CoordinatorOptions {
   readonly meta: () => JsonRecord;
   /** How often the metadata is refreshed in the membership. */
   readonly metaEveryMs: number;
+  /** Where joins and leaves are announced, so peers re-read the membership at once. */
+  readonly announce?: Transport;
+  /**
+   * After handing over on leave, how long the node keeps answering (with "not owner") so calls
+   * peers sent before they learnt of the leave get a retryable answer instead of a timeout.
+   */
+  readonly leaveGraceMs: number;
+}
+
+/** The subject a cluster's membership changes are announced on. */
+export function announceSubject(cluster: string): string {
+  return `doppel.cluster.${cluster}.changed`;
 }
 
 /** A cluster-wide picture, for `doppel cluster`. */
@@ -73,10 +86,15 @@ export class ClusterCoordinator implements Placement {
 
   /** Joins the membership and takes this node's shards. Resolves once the first assignment is computed. */
   async start(): Promise<void> {
-    const { membership, leases } = this.options;
+    const { membership, leases, announce } = this.options;
     this.#unsubscribe.push(leases.onChange((event) => this.#onLease(event)));
     await membership.join({ nodeId: this.nodeId, meta: this.options.meta() });
     this.#unsubscribe.push(membership.onChange(() => this.#schedule()));
+    if (announce) {
+      const sub: Subscription = announce.subscribe(announceSubject(membership.cluster), () => this.refresh());
+      this.#unsubscribe.push(() => sub.unsubscribe());
+      this.#announce();
+    }
     this.#schedule();
     await this.#queue;
     this.#metaTimer = setInterval(() => {
@@ -99,6 +117,14 @@ export class ClusterCoordinator implements Placement {
       return true;
     } catch {
       return false;
+    }
+  }
+
+  #announce(): void {
+    try {
+      this.options.announce?.publish(announceSubject(this.options.membership.cluster), new Uint8Array());
+    } catch {
+      // Peers still learn of the change at their next heartbeat.
     }
   }
 
@@ -195,8 +221,11 @@ export class ClusterCoordinator implements Placement {
     await this.#queue;
     for (const unsubscribe of this.#unsubscribe.splice(0)) unsubscribe();
     await this.options.membership.leave();
+    this.#announce();
     const held = [...new Set([...this.options.leases.wantedShards(), ...this.options.leases.ownedShards()])];
     if (held.length > 0) await this.#handOver(held);
     await this.options.leases.close({ release: true });
+    this.#announce();
+    await new Promise((resolve) => setTimeout(resolve, this.options.leaveGraceMs));
   }
 }

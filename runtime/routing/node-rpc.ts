@@ -32,7 +32,13 @@ function parseRequest(data: Uint8Array): RpcRequest {
   return { ...(value as unknown as RpcRequest), ref: twinRef(ref["type"], ref["id"]) };
 }
 
-/** Answers node requests until the returned subscription is unsubscribed. */
+/** A running node-RPC server. */
+export interface NodeRpcServer {
+  /** Stops taking requests and waits until every request already taken is answered. */
+  stop(): Promise<void>;
+}
+
+/** Answers node requests until stopped. */
 export function serveNodeRpc(options: {
   readonly transport: Transport;
   readonly placement: Placement;
@@ -40,8 +46,9 @@ export function serveNodeRpc(options: {
   readonly shardOf: (type: string, id: string) => number;
   readonly clock: Clock;
   readonly logger: Logger;
-}): Subscription {
+}): NodeRpcServer {
   const { transport, placement, local, shardOf, clock, logger } = options;
+  const inflight = new Set<Promise<void>>();
 
   async function run(request: RpcRequest): Promise<unknown> {
     const shard = shardOf(request.ref.type, request.ref.id);
@@ -74,7 +81,7 @@ export function serveNodeRpc(options: {
 
   const handle = (message: TransportMessage) => {
     const parent = extractContext((key) => message.headers.get(key));
-    void (async () => {
+    const work = (async () => {
       let reply: object;
       try {
         const request = parseRequest(message.data);
@@ -97,6 +104,14 @@ export function serveNodeRpc(options: {
         logger.debug({ err: error }, "node reply not sent");
       }
     })();
+    inflight.add(work);
+    void work.finally(() => inflight.delete(work));
   };
-  return transport.subscribe(nodeSubject(placement.nodeId), handle);
+  const subscription: Subscription = transport.subscribe(nodeSubject(placement.nodeId), handle);
+  return {
+    async stop() {
+      subscription.unsubscribe();
+      await Promise.allSettled([...inflight]);
+    },
+  };
 }

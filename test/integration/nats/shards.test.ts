@@ -35,7 +35,8 @@ describe("ingress consumption by shard", () => {
       twins: [Thermostat],
       store,
       logger: silentLogger(),
-      ownership: { writerFor: () => ({ node: "node-b", epoch: 1 }), ownedShards: () => [] },
+      // A later writer than node A: lease epochs only grow (A writes at its start time in µs).
+      ownership: { writerFor: () => ({ node: "node-b", epoch: Date.now() * 1000 }), ownedShards: () => [] },
     });
     const client = new DoppelClient(node.grpcAddress!);
     return {

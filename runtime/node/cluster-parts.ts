@@ -1,0 +1,96 @@
+/**
+ * What makes a node a cluster member: membership and shard leases, in Redis (`cluster` in the
+ * configuration) or given in-process (the multi-node test harness passes shared in-memory ones).
+ */
+
+import type { LeaseStore } from "../../cluster/leases/lease-store.ts";
+import { MemoryLeaseStore } from "../../cluster/leases/memory.ts";
+import { RedisLeaseStore } from "../../cluster/leases/redis.ts";
+import { ShardLeases } from "../../cluster/leases/shard-leases.ts";
+import type { Membership } from "../../cluster/membership/membership.ts";
+import { MemoryMembership, type MemoryMembershipRegistry } from "../../cluster/membership/memory.ts";
+import { RedisMembership } from "../../cluster/membership/redis.ts";
+import { RedisConnection } from "../../cluster/membership/redis-connection.ts";
+import { Unavailable } from "../api/errors.ts";
+import type { Logger } from "../telemetry/logger.ts";
+import type { NodeConfig } from "./options.ts";
+
+/** Shared in-process cluster infrastructure, for running several nodes in one process. */
+export interface InProcessCluster {
+  readonly name: string;
+  readonly membership: MemoryMembershipRegistry;
+  readonly leases: MemoryLeaseStore;
+  readonly heartbeatMs?: number;
+  readonly deadAfterMs?: number;
+  readonly leaseTtlMs?: number;
+}
+
+/** A node's cluster parts. */
+export interface ClusterParts {
+  readonly name: string;
+  readonly membership: Membership;
+  readonly leaseStore: LeaseStore;
+  readonly leases: ShardLeases;
+  close(): Promise<void>;
+}
+
+/** Opens the cluster parts from the configuration or the in-process harness; `undefined` for a single node. */
+export async function openClusterParts(
+  config: NodeConfig,
+  inProcess: InProcessCluster | undefined,
+  nodeId: string,
+  logger: Logger,
+): Promise<ClusterParts | undefined> {
+  const onError = (error: unknown) => logger.warn({ err: error }, "cluster store error");
+  if (inProcess) {
+    const leases = new ShardLeases({
+      store: inProcess.leases,
+      nodeId,
+      ...(inProcess.leaseTtlMs === undefined ? {} : { ttlMs: inProcess.leaseTtlMs }),
+      onError,
+    });
+    const membership = new MemoryMembership(inProcess.membership, {
+      cluster: inProcess.name,
+      shardCount: config.shards,
+      ...(inProcess.heartbeatMs === undefined ? {} : { heartbeatMs: inProcess.heartbeatMs }),
+      ...(inProcess.deadAfterMs === undefined ? {} : { deadAfterMs: inProcess.deadAfterMs }),
+      onError,
+    });
+    return { name: inProcess.name, membership, leaseStore: inProcess.leases, leases, close: async () => {} };
+  }
+  const cluster = config.cluster;
+  if (!cluster) return undefined;
+  let redis: RedisConnection;
+  try {
+    redis = await RedisConnection.connect(cluster.redis, { onError });
+  } catch (error) {
+    throw new Unavailable(
+      `cannot reach Redis at ${cluster.redis} for cluster "${cluster.name}": ${(error as Error).message}`,
+    );
+  }
+  const leaseStore = new RedisLeaseStore(redis, cluster.name);
+  const leases = new ShardLeases({ store: leaseStore, nodeId, ttlMs: cluster.leaseTtl, onError });
+  const membership = new RedisMembership({
+    redis,
+    cluster: cluster.name,
+    shardCount: config.shards,
+    heartbeatMs: cluster.heartbeat,
+    deadAfterMs: cluster.deadAfter,
+    onError,
+  });
+  return { name: cluster.name, membership, leaseStore, leases, close: () => redis.close() };
+}
+
+/** Shared in-process cluster infrastructure (membership registry and lease store) for a harness. */
+export async function inProcessCluster(
+  name: string,
+  options: Partial<InProcessCluster> = {},
+): Promise<InProcessCluster> {
+  const { MemoryMembershipRegistry } = await import("../../cluster/membership/memory.ts");
+  return {
+    name,
+    membership: options.membership ?? new MemoryMembershipRegistry(),
+    leases: options.leases ?? new MemoryLeaseStore(),
+    ...options,
+  };
+}
