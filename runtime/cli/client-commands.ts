@@ -224,3 +224,56 @@ export function health(flags: ClientFlags, out: Out): Promise<void> {
     if (status !== "SERVING") process.exitCode = 1;
   });
 }
+
+export function cluster(flags: ClientFlags & { shards?: boolean }, out: Out): Promise<void> {
+  return using(flags, async (client) => {
+    const view = await client.cluster();
+    if (flags.json) {
+      out(json(view));
+      return;
+    }
+    const now = Date.now();
+    const ago = (ms: number) => (ms > 0 ? `${Math.max(0, Math.round((now - ms) / 100) / 10)}s ago` : "-");
+    out(
+      `cluster ${view.name || "(single node)"}: ${view.nodes.length} node(s), ${view.shardCount} shards, answered by ${view.self}`,
+    );
+    const epochs = new Map<string, Set<number>>();
+    for (const shard of view.shards) {
+      if (!shard.holder) continue;
+      const set = epochs.get(shard.holder) ?? new Set<number>();
+      set.add(shard.epoch);
+      epochs.set(shard.holder, set);
+    }
+    out(
+      table(
+        ["NODE", "GRPC", "SHARDS", "ASSIGNED", "TWINS", "HEARTBEAT", "EPOCHS"],
+        view.nodes.map((node) => [
+          node.id === view.self ? `${node.id} *` : node.id,
+          node.grpcAddress || "-",
+          String(node.shardsOwned),
+          String(node.shardsAssigned),
+          String(node.residentTwins),
+          ago(node.lastHeartbeat),
+          String(epochs.get(node.id)?.size ?? 0),
+        ]),
+      ),
+    );
+    const moving = view.shards.filter((s) => s.holder !== s.assignedTo);
+    if (moving.length > 0) out(`${moving.length} shard(s) moving: ${moving.map((s) => s.shard).join(", ")}`);
+    if (flags.shards) {
+      out("");
+      out(
+        table(
+          ["SHARD", "HOLDER", "EPOCH", "ASSIGNED", "EXPIRES"],
+          view.shards.map((s) => [
+            String(s.shard),
+            s.holder || "-",
+            String(s.epoch),
+            s.assignedTo,
+            s.expiresInMs < 0 ? "never" : `${s.expiresInMs} ms`,
+          ]),
+        ),
+      );
+    }
+  });
+}

@@ -38,6 +38,13 @@ function program(): Command {
     .option("--no-demo", "do not run the simulated fleet")
     .option("--node-id <id>", "this node's id")
     .option("--nats <url>", "serve devices over NATS/JetStream at this server (env DOPPEL_NATS_URL)")
+    .option(
+      "--redis <url>",
+      "join a cluster: membership and shard leases in this Redis (env DOPPEL_REDIS_URL)",
+    )
+    .option("--cluster <name>", "cluster name (default doppel)")
+    .option("--shards <n>", "shards of the cluster (fixed for its lifetime; default 256)")
+    .option("--metrics <host:port>", "serve Prometheus metrics on /metrics")
     .addOption(
       new Option("--log-level <level>").choices([
         "fatal",
@@ -139,6 +146,12 @@ function program(): Command {
       .option("--interval <duration>", "downsample into buckets (min/max/avg/count)")
       .option("-n, --limit <n>"),
   ).action((target, flags) => client.telemetry(target, flags, out));
+  common(
+    doppel
+      .command("cluster")
+      .description("show the cluster: nodes, shards per node, resident twins, lease epochs")
+      .option("--shards", "list every shard with its owner and lease epoch"),
+  ).action((flags) => client.cluster(flags, out));
   common(doppel.command("types").description("list the node's twin types and their commands")).action(
     (flags) => client.types(flags, out),
   );

@@ -22,6 +22,13 @@ export interface StartFlags {
   readonly logLevel?: string;
   readonly nodeId?: string;
   readonly nats?: string;
+  /** Redis URL: join a cluster (membership and shard leases). */
+  readonly redis?: string;
+  /** Cluster name (with --redis). */
+  readonly cluster?: string;
+  readonly shards?: string;
+  /** Prometheus metrics endpoint host:port. */
+  readonly metrics?: string;
 }
 
 function readConfigFile(path: string): Record<string, unknown> {
@@ -63,6 +70,21 @@ export function buildConfig(flags: StartFlags, env: NodeJS.ProcessEnv): NodeConf
   if (flags.nodeId) config["nodeId"] = flags.nodeId;
   const nats = flags.nats ?? env["DOPPEL_NATS_URL"];
   if (nats) config["nats"] = { ...(file["nats"] as object | undefined), servers: nats };
+  const redis = flags.redis ?? env["DOPPEL_REDIS_URL"];
+  const fileCluster = file["cluster"] as Record<string, unknown> | undefined;
+  if (redis || flags.cluster) {
+    config["cluster"] = {
+      ...fileCluster,
+      ...(redis ? { redis } : {}),
+      name: flags.cluster ?? fileCluster?.["name"] ?? "doppel",
+    };
+  }
+  if (flags.shards !== undefined) {
+    if (!/^\d+$/.test(flags.shards))
+      throw new InvalidArgument(`--shards must be a positive integer, got ${flags.shards}`);
+    config["shards"] = Number(flags.shards);
+  }
+  if (flags.metrics) config["metrics"] = { listen: flags.metrics };
   if (flags.logLevel) config["log"] = { level: flags.logLevel };
   if (flags.demo === true) config["demo"] = { ...(file["demo"] as object | undefined) };
   else if (typeof flags.demo === "string") config["demo"] = { devices: Number(flags.demo) };
@@ -97,6 +119,13 @@ export async function startCommand(flags: StartFlags, out: (line: string) => voi
     }`,
     `  gRPC    ${address ?? "off"}${address ? `   (grpcurl -plaintext ${address} list)` : ""}`,
   ];
+  if (config.cluster) {
+    const view = await node.cluster();
+    lines.push(
+      `  cluster ${config.cluster.name} via ${config.cluster.redis}: ${view.nodes.length} member(s), ${config.shards} shards`,
+    );
+  }
+  if (node.metricsAddress) lines.push(`  metrics http://${node.metricsAddress}/metrics`);
   const fleet = node.fleet;
   if (fleet)
     lines.push(
@@ -104,7 +133,7 @@ export async function startCommand(flags: StartFlags, out: (line: string) => voi
     );
   if (address) {
     const server = address === "localhost:50051" ? "" : ` --server ${address}`;
-    const sample = fleet?.ids.find((id) => id.startsWith("thermostat/")) ?? `${types[0] ?? "thermostat"}/t1`;
+    const sample = fleet?.ids.find((id) => id.startsWith("thermostat/")) ?? "thermostat/t1";
     lines.push(
       "",
       "Try, in another terminal:",
@@ -114,6 +143,7 @@ export async function startCommand(flags: StartFlags, out: (line: string) => voi
       `  npx doppel invoke ${sample} setTarget '{"celsius": 23}'${server}`,
       `  npx doppel watch ${sample}${server}`,
       `  npx doppel history ${sample} --limit 20${server}`,
+      `  npx doppel cluster${server}`,
     );
   }
   lines.push("", "Stop with Ctrl-C.");

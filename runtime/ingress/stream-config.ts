@@ -27,7 +27,7 @@
  * explicit acks. Its ack state is the shard's ingress position: whichever node owns the shard binds
  * to it and continues exactly where the previous owner stopped — that is how shards move between
  * nodes. `maxAckPending` (default 128 per shard) bounds unacknowledged messages (backpressure: the
- * server stops delivering to a shard whose node has that many in flight); `ackWait` (default 30 s)
+ * server stops delivering to a shard whose node has that many in flight); `ackWait` (default 10 s)
  * is when the server redelivers a message its node neither acknowledged nor refused (node died).
  */
 import {
@@ -76,7 +76,7 @@ export const DEFAULT_STREAM: IngressStreamSettings = {
   duplicateWindowMs: 2 * 60_000,
 };
 
-export const DEFAULT_CONSUMER: IngressConsumerSettings = { maxAckPending: 128, ackWaitMs: 30_000 };
+export const DEFAULT_CONSUMER: IngressConsumerSettings = { maxAckPending: 128, ackWaitMs: 10_000 };
 
 /** The subject transform's destination for `shards` shards. */
 export function partitionDestination(shards: number): string {

@@ -87,12 +87,12 @@ const natsSchema = z
         /** Unacknowledged messages per shard before the server stops delivering (backpressure). */
         maxAckPending: z.number().int().min(1).max(100_000).default(128),
         /** When the server redelivers a message its node neither acknowledged nor refused. */
-        ackWait: duration.default(30_000),
+        ackWait: duration.default(10_000),
         /** Messages of one twin in flight at once (at most 15: a twin remembers 16 message ids). */
         maxInFlightPerTwin: z.number().int().min(1).max(15).default(8),
       })
       .strict()
-      .default({ maxAckPending: 128, ackWait: 30_000, maxInFlightPerTwin: 8 }),
+      .default({ maxAckPending: 128, ackWait: 10_000, maxInFlightPerTwin: 8 }),
   })
   .strict();
 
@@ -106,8 +106,11 @@ const clusterSchema = z
     heartbeat: duration.default(500),
     /** A node silent this long is dead and its shards move (must exceed two heartbeats). */
     deadAfter: duration.default(2000),
-    /** Shard lease time to live; a node stops writing a shard before its lease can expire. */
-    leaseTtl: duration.default(6000),
+    /**
+     * Shard lease time to live; a node stops writing a shard before its lease can expire. It
+     * bounds failover: a crashed node's shards are taken over at most this long after its last renewal.
+     */
+    leaseTtl: duration.default(2000),
   })
   .strict();
 
