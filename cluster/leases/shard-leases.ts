@@ -62,6 +62,8 @@ export interface ShardLeasesOptions {
   readonly clock?: LeaseClock;
   /** Told of store failures and listener exceptions (ownership is unaffected until deadlines pass). */
   readonly onError?: (error: unknown) => void;
+  /** Told of every renewal attempt: `renewed`, `rejected` (the lease is gone) or `failed` (store error). Metrics. */
+  readonly onRenew?: (outcome: "renewed" | "rejected" | "failed") => void;
 }
 
 interface Held {
@@ -86,6 +88,7 @@ export class ShardLeases {
   readonly #store: LeaseStore;
   readonly #clock: LeaseClock;
   readonly #onError: (error: unknown) => void;
+  readonly #onRenew: ShardLeasesOptions["onRenew"];
   readonly #listeners = new Set<(event: LeaseEvent) => void>();
   readonly #wanted = new Set<number>();
   readonly #held = new Map<number, Held>();
@@ -119,6 +122,7 @@ export class ShardLeases {
     this.#store = options.store;
     this.#clock = options.clock ?? systemLeaseClock;
     this.#onError = options.onError ?? (() => {});
+    this.#onRenew = options.onRenew;
   }
 
   /**
@@ -288,11 +292,13 @@ export class ShardLeases {
     try {
       renewed = await this.#store.renew(held.shard, this.nodeId, held.writer.epoch, this.ttlMs);
     } catch (error) {
+      this.#onRenew?.("failed");
       this.#onError(error); // kept until its local deadline; the next tick tries again
       return;
     } finally {
       held.renewing = false;
     }
+    this.#onRenew?.(renewed ? "renewed" : "rejected");
     if (this.#held.get(held.shard) !== held) return; // lost or released meanwhile
     if (renewed) {
       // The store still had this very lease when it ran the renew, so ownership was continuous.

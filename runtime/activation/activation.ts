@@ -44,6 +44,7 @@ import {
 import type { EventStore } from "../persistence/event-store.ts";
 import type { EventRecord, ReminderIndexEntry, TwinCommit, Writer } from "../persistence/records.ts";
 import { computeDelta } from "../shadow/shadow.ts";
+import { activeContext, type Context, inSpan, SpanKind } from "../telemetry/tracing.ts";
 import type { Clock } from "./clock.ts";
 import type { GroupCommitter } from "./group-commit.ts";
 import type { TurnOutcome, TwinMessage } from "./messages.ts";
@@ -87,6 +88,8 @@ export interface ActivationHost {
   committed(activation: Activation, commit: TwinCommit, reminders: readonly ReminderIndexEntry[]): void;
   /** Called when an activation must leave the catalog at once (load failure, quarantine). */
   discard(activation: Activation): void;
+  /** Counts activations, passivations and turns (metrics); optional. */
+  readonly observer?: ActivationObserver;
   /** Reports an error that has no caller to go to (snapshot writes, lifecycle hooks). */
   warn(message: string, error: unknown): void;
 }
@@ -95,6 +98,15 @@ interface Envelope {
   readonly message: TwinMessage;
   readonly resolve: (outcome: TurnOutcome) => void;
   readonly reject: (error: DoppelError) => void;
+  /** The trace context of the sender, so the turn's span continues its trace. */
+  readonly context?: Context;
+}
+
+/** What the engine counts (metrics). Every method is cheap and never throws. */
+export interface ActivationObserver {
+  activated(): void;
+  passivated(): void;
+  turn(kind: string, ok: boolean, millis: number): void;
 }
 
 interface Waiter {
@@ -206,6 +218,7 @@ export class Activation implements TwinBinding {
       this.#committed = data;
       this.#data = data;
       this.#snapshotSeq = loaded.snapshot?.seq ?? 0;
+      this.#host.observer?.activated();
     } catch (error) {
       this.#status = "gone";
       const failure =
@@ -243,7 +256,7 @@ export class Activation implements TwinBinding {
         );
         return;
       }
-      mailbox.push({ message, resolve, reject });
+      mailbox.push({ message, resolve, reject, context: activeContext() });
       this.#kick();
     });
   }
@@ -302,6 +315,7 @@ export class Activation implements TwinBinding {
 
   async #runTurn(envelope: Envelope): Promise<void> {
     const message = envelope.message;
+    const started = performance.now();
     let turn: Turn;
     let result: Json | typeof DUPLICATE;
     try {
@@ -315,13 +329,24 @@ export class Activation implements TwinBinding {
         this.#host.clock.now(),
       );
       this.#turn = turn;
-      result = await this.#handle(turn);
+      const attributes: Record<string, string> = { "doppel.twin": this.key };
+      if (message.kind === "command") attributes["doppel.command"] = message.name;
+      const current = turn;
+      result = await inSpan(
+        `turn ${message.kind}`,
+        SpanKind.INTERNAL,
+        attributes,
+        () => this.#handle(current),
+        envelope.context,
+      );
     } catch (error) {
       this.#turn = null;
+      this.#host.observer?.turn(message.kind, false, performance.now() - started);
       envelope.reject(this.#describeFailure(message, error));
       return;
     }
     this.#turn = null;
+    this.#host.observer?.turn(message.kind, true, performance.now() - started);
     const duplicate = result === DUPLICATE;
     const outcome: TurnOutcome = { result: result === DUPLICATE ? null : result, data: turn.data, duplicate };
     if (turn.records.length === 0) {
@@ -530,6 +555,7 @@ export class Activation implements TwinBinding {
     await this.#whenSettled();
     if (this.#committed.seq > this.#snapshotSeq && !this.#needsReload) await this.#snapshot(this.#committed);
     this.#status = "gone";
+    this.#host.observer?.passivated();
   }
 
   // ---- TwinBinding: what the developer's twin sees through `this` ----

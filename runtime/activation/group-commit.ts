@@ -10,6 +10,7 @@
 import { DoppelError, Unavailable } from "../api/errors.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 import type { TwinCommit } from "../persistence/records.ts";
+import { inSpan, SpanKind } from "../telemetry/tracing.ts";
 
 export interface GroupCommitOptions {
   /** Most commits in one store call. */
@@ -85,7 +86,13 @@ export class GroupCommitter {
     }
     try {
       if (batch.length === 0) return;
-      const results = await this.store.commit(batch.map((p) => p.commit));
+      const events = batch.reduce((n, p) => n + p.commit.events.length, 0);
+      const results = await inSpan(
+        "persist",
+        SpanKind.CLIENT,
+        { "doppel.commits": batch.length, "doppel.events": events },
+        () => this.store.commit(batch.map((p) => p.commit)),
+      );
       batch.forEach((pending, i) => {
         const error = results[i];
         if (error) pending.reject(error);

@@ -9,6 +9,7 @@ import type { Clock } from "../activation/clock.ts";
 import type { ClusterView } from "../node/cluster-view.ts";
 import type { TwinApi } from "../node/twin-api.ts";
 import type { Logger } from "../telemetry/logger.ts";
+import { extractContext, inSpan, SpanKind } from "../telemetry/tracing.ts";
 import { type DoppelServiceError, isServerFault, statusName, toServiceError } from "./status.ts";
 import type { StreamRegistry } from "./streams.ts";
 
@@ -31,6 +32,8 @@ export interface HandlerContext {
   readonly historyPageSize: number;
   /** Changes a `WatchTwin` stream may hold for a slow client before it is ended with RESOURCE_EXHAUSTED. */
   readonly watchBufferLimit: number;
+  /** Counts a request refused as invalid input (metrics); optional. */
+  readonly rejected?: (code: string) => void;
   /** Streams still open, so that stopping the gateway ends them. */
   readonly streams: StreamRegistry;
 }
@@ -84,16 +87,29 @@ export function unary<Req, Res>(
   run: (request: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res> | Res,
 ): grpc.handleUnaryCall<Req, Res> {
   return (call, callback) => {
-    void (async () => {
-      let response: Res;
-      try {
-        response = await run(call.request, call);
-      } catch (error) {
-        const serviceError = failure(ctx.logger, method, error);
-        guarded(ctx.logger, method, () => callback(serviceError));
-        return;
-      }
-      guarded(ctx.logger, method, () => callback(null, response));
-    })();
+    // Continue the caller's trace (W3C traceparent in the metadata), if it sent one.
+    const parent = extractContext((key) => {
+      const value = call.metadata.get(key)[0];
+      return typeof value === "string" ? value : undefined;
+    });
+    // The whole call runs inside its span, so log lines (failures included) carry the trace id.
+    void inSpan(
+      `rpc TwinService/${method}`,
+      SpanKind.SERVER,
+      { "rpc.method": method },
+      async () => {
+        let response: Res;
+        try {
+          response = await run(call.request, call);
+        } catch (error) {
+          const serviceError = failure(ctx.logger, method, error);
+          if (serviceError.wire.code === "INVALID_ARGUMENT") ctx.rejected?.(serviceError.wire.code);
+          guarded(ctx.logger, method, () => callback(serviceError));
+          throw error; // marks the span failed; swallowed below
+        }
+        guarded(ctx.logger, method, () => callback(null, response));
+      },
+      parent,
+    ).catch(() => undefined);
   };
 }

@@ -26,6 +26,8 @@ export interface GatewayOptions {
   readonly api: TwinApi;
   /** The twin types this node runs (read on every `ListTypes`). */
   readonly types: () => readonly TypeInfo[];
+  /** Counts requests refused as invalid input (metrics). */
+  readonly rejected?: (code: string) => void;
   /** The cluster as this node sees it (read on every `GetCluster`); default: an empty view. */
   readonly cluster?: (() => Promise<ClusterView>) | undefined;
   /** `host:port` to listen on; port 0 picks a free port (see {@link Gateway.address}). */
@@ -91,6 +93,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     api: options.api,
     types: options.types,
     cluster: options.cluster ?? (async () => ({ name: "", shardCount: 0, self: "", nodes: [], shards: [] })),
+    ...(options.rejected ? { rejected: options.rejected } : {}),
     logger: options.logger,
     clock: options.clock ?? SystemClock,
     historyPageSize: positiveInteger(options.historyPageSize, 500, "historyPageSize"),

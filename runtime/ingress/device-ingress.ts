@@ -23,6 +23,7 @@ import { DoppelError, InvalidArgument, NotFound } from "../api/errors.ts";
 import { isJsonObject, type JsonLimits, type JsonObject } from "../api/json.ts";
 import type { TwinApi } from "../node/twin-api.ts";
 import type { Logger } from "../telemetry/logger.ts";
+import { extractContext, inSpan, SpanKind } from "../telemetry/tracing.ts";
 import {
   DeviceChannel,
   deviceSubject,
@@ -115,6 +116,30 @@ export class DeviceIngress {
    * `messageId` is the report's deduplication id. Never throws.
    */
   async process(
+    subject: string,
+    data: Uint8Array,
+    messageId: string | undefined,
+    options: ProcessOptions = {},
+  ): Promise<Processed> {
+    // Continue the device's trace when it sent a traceparent header.
+    const headers = options.headers;
+    const parent = extractContext((key) => headers?.get(key));
+    const processed = await inSpan(
+      `ingress ${subject.split(".").at(-1) ?? "?"}`,
+      SpanKind.CONSUMER,
+      { "messaging.destination": subject },
+      () => this.#process(subject, data, messageId, options),
+      parent,
+    );
+    if (processed.rejected)
+      this.onRejected?.(String((processed.reply as { error?: { code?: string } }).error?.code));
+    return processed;
+  }
+
+  /** Told of every device message refused as invalid (metrics). */
+  onRejected: ((code: string) => void) | undefined;
+
+  async #process(
     subject: string,
     data: Uint8Array,
     messageId: string | undefined,

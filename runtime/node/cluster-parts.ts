@@ -40,6 +40,7 @@ export async function openClusterParts(
   inProcess: InProcessCluster | undefined,
   nodeId: string,
   logger: Logger,
+  onRenew?: (outcome: "renewed" | "rejected" | "failed") => void,
 ): Promise<ClusterParts | undefined> {
   const onError = (error: unknown) => logger.warn({ err: error }, "cluster store error");
   if (inProcess) {
@@ -48,6 +49,7 @@ export async function openClusterParts(
       nodeId,
       ...(inProcess.leaseTtlMs === undefined ? {} : { ttlMs: inProcess.leaseTtlMs }),
       onError,
+      ...(onRenew ? { onRenew } : {}),
     });
     const membership = new MemoryMembership(inProcess.membership, {
       cluster: inProcess.name,
@@ -69,7 +71,13 @@ export async function openClusterParts(
     );
   }
   const leaseStore = new RedisLeaseStore(redis, cluster.name);
-  const leases = new ShardLeases({ store: leaseStore, nodeId, ttlMs: cluster.leaseTtl, onError });
+  const leases = new ShardLeases({
+    store: leaseStore,
+    nodeId,
+    ttlMs: cluster.leaseTtl,
+    onError,
+    ...(onRenew ? { onRenew } : {}),
+  });
   const membership = new RedisMembership({
     redis,
     cluster: cluster.name,

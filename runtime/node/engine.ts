@@ -4,7 +4,7 @@
  * it runs already-validated messages against twins this node may write.
  */
 import { randomBytes } from "node:crypto";
-import type { Activation, ActivationHost } from "../activation/activation.ts";
+import type { Activation, ActivationHost, ActivationObserver } from "../activation/activation.ts";
 import { Catalog } from "../activation/catalog.ts";
 import { ChangeFeed } from "../activation/change-feed.ts";
 import type { Clock } from "../activation/clock.ts";
@@ -109,6 +109,7 @@ export class Engine {
     readonly options: EngineOptions,
     private readonly logger: Logger,
     observeCommit?: CommitObserver,
+    observer?: ActivationObserver,
   ) {
     this.committer = new GroupCommitter(
       store,
@@ -137,6 +138,7 @@ export class Engine {
       committed: (activation, commit, reminders) => this.#committed(activation, commit, reminders),
       discard: (activation) => this.catalog.remove(activation),
       warn: (message, error) => logger.warn({ err: error }, message),
+      ...(observer ? { observer } : {}),
     };
     this.catalog = new Catalog(host, shardOf, {
       maxResident: options.maxResident,

@@ -143,13 +143,26 @@ export class DoppelNode {
     try {
       const store = parts.store ?? (await openStore(config, logger));
       if (parts.store === undefined) opened.push(() => store.close());
-      const clusterParts = await openClusterParts(config, parts.cluster, id, logger);
+      // Metrics first: every part reports into them. Gauges read the engine at scrape time.
+      let engineRef: Engine | undefined;
+      const metrics = new NodeMetrics(id, {
+        residentTwins: () => engineRef?.catalog.size ?? 0,
+        mailboxDepth: () => engineRef?.catalog.mailboxDepth() ?? 0,
+        shardsOwned: () => {
+          const owned = engineRef?.ownership.ownedShards() ?? [];
+          return owned === "all" ? config.shards : owned.length;
+        },
+      });
+      opened.push(() => metrics.stop());
+      const m = metrics.metrics;
+      const clusterParts = await openClusterParts(config, parts.cluster, id, logger, (outcome) =>
+        m.leaseRenewals.add(1, { outcome }),
+      );
       if (clusterParts) opened.push(() => clusterParts.close());
       const epoch = clock.now() * 1000;
       const ownership =
         parts.ownership ??
         (clusterParts ? leaseOwnership(clusterParts.leases, id) : singleNodeOwnership(id, epoch));
-      let metrics: NodeMetrics | undefined;
       const engine = new Engine(
         store,
         registry,
@@ -170,11 +183,20 @@ export class DoppelNode {
           deviceCommandTimeoutMs: limits.deviceCommandTimeout,
         },
         logger,
-        (commits, events, millis, failed) => {
-          metrics?.metrics.persistDuration.record(millis, { outcome: failed ? "failed" : "ok" });
-          if (!failed) metrics?.metrics.persistedEvents.add(events);
+        (_commits, events, millis, failed) => {
+          m.persistDuration.record(millis, { outcome: failed ? "failed" : "ok" });
+          if (!failed) m.persistedEvents.add(events);
+        },
+        {
+          activated: () => m.activations.add(1),
+          passivated: () => m.passivations.add(1),
+          turn: (kind, ok, millis) => {
+            m.turns.add(1, { kind, outcome: ok ? "ok" : "failed" });
+            m.turnDuration.record(millis, { kind });
+          },
         },
       );
+      engineRef = engine;
       const local = new LocalTwins(engine, {
         json: { maxBytes: limits.maxPayloadBytes, maxDepth: limits.maxJsonDepth },
         defaultTimeoutMs: limits.requestTimeout,
@@ -237,6 +259,7 @@ export class DoppelNode {
         shards: coordinator ? [] : owned === "all" ? all : owned,
       });
       consumers = devices.durable;
+      devices.ingress.onRejected = (code) => m.rejectedInputs.add(1, { source: "device", code });
       node = new DoppelNode(
         parts.store === undefined,
         id,
@@ -250,7 +273,9 @@ export class DoppelNode {
       );
       node.#devices = devices;
       node.#coordinator = coordinator;
+      node.#metrics = metrics;
       opened.length = 0; // from here on the node's stop() closes everything
+      node.attach(metrics);
       node.attach({ stop: () => transport.close() });
       if (clusterParts) node.attach({ stop: () => clusterParts.close() });
       node.attach(devices);
@@ -302,23 +327,15 @@ export class DoppelNode {
   async #startServices(parts: NodeParts, clusterParts: ClusterParts | undefined): Promise<void> {
     const { config, engine, logger } = this;
     try {
-      const metrics = new NodeMetrics(this.id, {
-        residentTwins: () => engine.catalog.size,
-        mailboxDepth: () => engine.catalog.mailboxDepth(),
-        shardsOwned: () => {
-          const owned = engine.ownership.ownedShards();
-          return owned === "all" ? config.shards : owned.length;
-        },
-      });
-      this.#metrics = metrics;
-      this.attach(metrics);
-      if (config.metrics.listen !== false) await metrics.listen(config.metrics.listen);
+      const metrics = this.#metrics;
+      if (metrics && config.metrics.listen !== false) await metrics.listen(config.metrics.listen);
       if (config.grpc.listen !== false) {
         const { startGateway } = await import("../gateway/server.ts");
         const gateway = await startGateway({
           api: this.twins,
           types: () => this.registry.list().map((type) => ({ name: type.name, commands: type.commandNames })),
           cluster: () => this.cluster(),
+          rejected: (code) => metrics?.metrics.rejectedInputs.add(1, { source: "grpc", code }),
           listen: config.grpc.listen,
           maxMessageBytes: config.grpc.maxMessageBytes,
           logger,

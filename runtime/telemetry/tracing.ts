@@ -19,8 +19,11 @@ import {
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import {
+  AlwaysOffSampler,
+  AlwaysOnSampler,
   BasicTracerProvider,
   ConsoleSpanExporter,
+  ParentBasedSampler,
   SimpleSpanProcessor,
   type SpanExporter,
 } from "@opentelemetry/sdk-trace-base";
@@ -38,7 +41,12 @@ export function installTracing(exporter?: SpanExporter): void {
   if (installed) return;
   const chosen =
     exporter ?? (process.env["DOPPEL_TRACES"] === "console" ? new ConsoleSpanExporter() : undefined);
-  installed = new BasicTracerProvider({ spanProcessors: chosen ? [new SimpleSpanProcessor(chosen)] : [] });
+  // Without an exporter nothing starts a trace (recording spans nobody reads costs turns), but
+  // a trace a caller started (traceparent in gRPC metadata or NATS headers) is still continued.
+  installed = new BasicTracerProvider({
+    spanProcessors: chosen ? [new SimpleSpanProcessor(chosen)] : [],
+    sampler: new ParentBasedSampler({ root: chosen ? new AlwaysOnSampler() : new AlwaysOffSampler() }),
+  });
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
   trace.setGlobalTracerProvider(installed);
