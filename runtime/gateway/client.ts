@@ -15,7 +15,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
-import { DoppelError, Internal, InvalidArgument } from "../api/errors.ts";
+import { DoppelError, Internal, InvalidArgument, Unavailable } from "../api/errors.ts";
 import type { TwinRef } from "../api/ids.ts";
 import type { Json, JsonObject } from "../api/json.ts";
 import type { ClusterView } from "../node/cluster-view.ts";
@@ -119,12 +119,14 @@ export class DoppelClient {
   readonly #client: TwinServiceClient;
   readonly #raw: grpc.Client;
   readonly #timeoutMs: number;
+  readonly #address: string;
 
   /** Creates a client; connects lazily on the first call. Fails (`InvalidArgument`) only for bad options. */
   constructor(address = "localhost:50051", options: DoppelClientOptions = {}) {
     const timeoutMs = options.timeoutMs ?? 10_000;
     if (!(timeoutMs > 0)) throw new InvalidArgument(`timeoutMs must be positive, got ${timeoutMs}`);
     this.#timeoutMs = timeoutMs;
+    this.#address = address;
     const maxMessageBytes = options.maxMessageBytes ?? 4 * 1024 * 1024;
     const { Client } = loadContract();
     this.#client = new Client(address, options.credentials ?? grpc.credentials.createInsecure(), {
@@ -146,7 +148,7 @@ export class DoppelClient {
   ): Promise<Res> {
     return new Promise((resolve, reject) => {
       start(this.#options(), (error, response) => {
-        if (error) reject(fromServiceError(error));
+        if (error) reject(this.#explain(fromServiceError(error)));
         else if (response === undefined) reject(new Internal("empty response from the server"));
         else resolve(response);
       });
@@ -299,6 +301,27 @@ export class DoppelClient {
         return iterate(call, "telemetry sample", messageToSample);
       },
     };
+  }
+
+  /** Rewrites grpc-js's connection failures into a sentence that names the address. */
+  #explain(error: DoppelError): DoppelError {
+    if (
+      error.code !== "UNAVAILABLE" ||
+      !/No connection established|ECONNREFUSED|ENOTFOUND/.test(error.message)
+    )
+      return error;
+    const reason = /ECONNREFUSED/.test(error.message)
+      ? "connection refused"
+      : /ENOTFOUND/.test(error.message)
+        ? "unknown host"
+        : "no connection";
+    return new Unavailable(
+      `cannot reach a Doppel node at ${this.#address} (${reason}); is it running?`,
+      undefined,
+      {
+        cause: error,
+      },
+    );
   }
 
   /** The twin types the node runs, with their command names. */

@@ -1,0 +1,206 @@
+/**
+ * A cluster of node processes on real NATS, Redis and Cassandra, as members come and go: three
+ * nodes serve every twin from every node and run each twin on exactly one node; a fourth joins
+ * under device and gRPC load and then one leaves gracefully, moving only the shards the ring says,
+ * with no error seen by any client and every acknowledged report in its twin's log exactly once.
+ */
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
+import { diff } from "../../../cluster/ring/diff.ts";
+import type { ClusterView } from "../../../runtime/node/cluster-view.ts";
+import type { CassandraEventStore } from "../../../runtime/persistence/cassandra/store.ts";
+import {
+  checkReports,
+  checkServiceCalls,
+  DeviceLoad,
+  doublyActive,
+  epochs,
+  residency,
+  ringAssignment,
+  runId,
+  ServiceLoad,
+  shardOfTwin,
+  TestCluster,
+  TYPE,
+} from "./harness.ts";
+
+const run = promisify(execFile);
+const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
+
+describe("cluster membership (node processes)", () => {
+  let cluster: TestCluster;
+  let store: CassandraEventStore;
+  const tag = runId();
+  const twins = Array.from({ length: 48 }, (_, i) => `${tag}-t${i}`);
+
+  beforeAll(async () => {
+    ({ cluster, store } = await TestCluster.create("members"));
+  });
+  afterAll(async () => {
+    await cluster?.close();
+    await store?.close();
+  });
+
+  it("three nodes: every twin is reachable from every node and active on exactly one", async () => {
+    onTestFailed(() => cluster.dumpLogs());
+    await cluster.start("m1", "m2", "m3");
+    const view = await cluster.settled(["m1", "m2", "m3"]);
+    const assignment = ringAssignment(["m1", "m2", "m3"]);
+    expect(view.shards.map((s) => s.holder)).toEqual([...assignment]);
+    const nodes = ["m1", "m2", "m3"].map((id) => cluster.node(id));
+
+    // Commands through every node reach every twin (routed to its owner).
+    const versions = new Map<string, number>();
+    for (const [i, id] of twins.entries()) {
+      const via = nodes[i % 3]!;
+      const { version } = await via.client.invoke({ type: TYPE, id }, "setTarget", { celsius: 22 + (i % 5) });
+      versions.set(id, version);
+    }
+    for (const [i, id] of twins.entries()) {
+      const results = await Promise.all(
+        nodes.map((node) => node.client.invoke({ type: TYPE, id }, "setMode", { mode: "auto" })),
+      );
+      expect(results.map((r) => r.version)).toEqual(nodes.map(() => versions.get(id)));
+      const views = await Promise.all(nodes.map((node) => node.client.getTwin({ type: TYPE, id })));
+      for (const v of views) expect(v.state["setPoint"]).toBe(22 + (i % 5));
+    }
+
+    // Each twin is active on exactly one node: the one the ring gives its shard.
+    const on = residency(await cluster.probes(nodes));
+    for (const id of twins) {
+      expect(on.get(`${TYPE}/${id}`), id).toEqual([assignment[shardOfTwin(id)]]);
+    }
+    expect(on.size).toBe(twins.length);
+
+    // The operator's view (`doppel cluster --json`, GetCluster) agrees: 3 nodes, each holding
+    // its assigned shards, resident twins adding up (published with each node's metadata).
+    const expectedResident = new Map<string, number>();
+    for (const id of twins) {
+      const owner = assignment[shardOfTwin(id)]!;
+      expectedResident.set(owner, (expectedResident.get(owner) ?? 0) + 1);
+    }
+    const deadline = Date.now() + 10_000;
+    let cli: ClusterView;
+    for (;;) {
+      const { stdout } = await run(
+        process.execPath,
+        ["bin/doppel.js", "cluster", "--server", nodes[1]!.address, "--json"],
+        { cwd: ROOT },
+      );
+      cli = JSON.parse(stdout) as ClusterView;
+      const resident = cli.nodes.map((n) => [n.id, n.residentTwins]);
+      if (resident.every(([id, n]) => expectedResident.get(id as string) === n) || Date.now() > deadline)
+        break;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    expect(cli.name).toBe(cluster.name);
+    expect(cli.self).toBe("m2");
+    expect(cli.nodes.map((n) => [n.id, n.shardsOwned, n.shardsAssigned, n.residentTwins])).toEqual(
+      ["m1", "m2", "m3"].map((id) => {
+        const shards = assignment.filter((owner) => owner === id).length;
+        return [id, shards, shards, expectedResident.get(id) ?? 0];
+      }),
+    );
+  });
+
+  it("a fourth node joins under load: only its shards move, clients see no error, every report is kept once", async () => {
+    onTestFailed(() => cluster.dumpLogs());
+    const before = await cluster.settled(["m1", "m2", "m3"]);
+    const devices = new DeviceLoad(cluster.wire, twins, 250);
+    const services = new ServiceLoad(
+      ["m1", "m2", "m3"].map((id) => ({
+        node: cluster.node(id),
+        ids: [0, 1, 2, 3].map((n) => `${tag}-svc-${id}-${n}`),
+      })),
+    );
+    devices.start();
+    services.start();
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const joinedAt = Date.now();
+      await cluster.spawn("m4");
+      const after = await cluster.settled(["m1", "m2", "m3", "m4"]);
+      process.stdout.write(`[cluster] m4 joined and the cluster settled in ${Date.now() - joinedAt} ms\n`);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+
+      const moves = diff(ringAssignment(["m1", "m2", "m3"]), ringAssignment(["m1", "m2", "m3", "m4"]));
+      expect(moves.length).toBeGreaterThan(0);
+      for (const move of moves) expect(move.to).toBe("m4");
+      const moved = new Set(moves.map((m) => m.shard));
+      // Shards that did not move kept their lease (same epoch); moved ones have a new, larger one.
+      const was = epochs(before);
+      epochs(after).forEach((epoch, shard) => {
+        if (moved.has(shard)) expect(epoch).toBeGreaterThan(was[shard]!);
+        else expect(epoch, `shard ${shard}`).toBe(was[shard]);
+      });
+    } finally {
+      await services.stop();
+      await devices.stop();
+    }
+    expect(services.errors).toEqual([]);
+    expect(devices.failures).toEqual([]);
+    await cluster.wire.streamDrained();
+    const log = await checkReports(store, devices.acked);
+    expect(log.missing).toEqual([]);
+    expect(log.duplicated).toEqual([]);
+    expect(log.gaps).toEqual([]);
+    expect(await checkServiceCalls(store, services.ok)).toEqual([]);
+    expect(doublyActive(await cluster.probes())).toEqual([]);
+    process.stdout.write(
+      `[cluster] join: ${devices.count} device reports, ${services.calls} gRPC calls, 0 errors\n`,
+    );
+    await devices.close();
+  });
+
+  it("a node leaves gracefully (SIGTERM) under load: only its shards move, clients see no error, every report is kept once", async () => {
+    onTestFailed(() => cluster.dumpLogs());
+    const members = ["m1", "m2", "m3", "m4"];
+    const before = await cluster.settled(members);
+    const leaving = "m2";
+    const staying = members.filter((id) => id !== leaving);
+    const devices = new DeviceLoad(cluster.wire, twins, 250);
+    const services = new ServiceLoad(
+      staying.map((id) => ({
+        node: cluster.node(id),
+        ids: [0, 1, 2, 3].map((n) => `${tag}-leave-${id}-${n}`),
+      })),
+    );
+    devices.start();
+    services.start();
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const code = await cluster.node(leaving).terminate();
+      expect(code).toBe(0);
+      const after = await cluster.settled(staying);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+
+      const moves = diff(ringAssignment(members), ringAssignment(staying));
+      expect(moves.length).toBeGreaterThan(0);
+      for (const move of moves) expect(move.from).toBe(leaving);
+      const moved = new Set(moves.map((m) => m.shard));
+      const was = epochs(before);
+      epochs(after).forEach((epoch, shard) => {
+        if (moved.has(shard)) expect(epoch).toBeGreaterThan(was[shard]!);
+        else expect(epoch, `shard ${shard}`).toBe(was[shard]);
+      });
+    } finally {
+      await services.stop();
+      await devices.stop();
+    }
+    expect(services.errors).toEqual([]);
+    expect(devices.failures).toEqual([]);
+    await cluster.wire.streamDrained();
+    const log = await checkReports(store, devices.acked);
+    expect(log.missing).toEqual([]);
+    expect(log.duplicated).toEqual([]);
+    expect(log.gaps).toEqual([]);
+    expect(await checkServiceCalls(store, services.ok)).toEqual([]);
+    expect(doublyActive(await cluster.probes())).toEqual([]);
+    process.stdout.write(
+      `[cluster] leave: ${devices.count} device reports, ${services.calls} gRPC calls, 0 errors\n`,
+    );
+    await devices.close();
+  });
+});
