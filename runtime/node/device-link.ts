@@ -96,6 +96,15 @@ export async function startDeviceLink(options: {
         },
         consumer: { maxAckPending: nats.consumer.maxAckPending, ackWaitMs: nats.consumer.ackWait },
         maxInFlightPerTwin: nats.consumer.maxInFlightPerTwin,
+        twins: options.twins,
+        owns: (shard) => {
+          try {
+            engine.ownership.writerFor(shard);
+            return true;
+          } catch {
+            return false;
+          }
+        },
       });
       await durable.start();
       ingress.start({ durable: true });

@@ -12,7 +12,7 @@ import { type CommitObserver, GroupCommitter } from "../activation/group-commit.
 import type { TurnOutcome, TwinMessage } from "../activation/messages.ts";
 import { ReminderService } from "../activation/reminder-service.ts";
 import type { TwinRegistry, TwinType } from "../activation/twin-type.ts";
-import { DoppelError, Unavailable } from "../api/errors.ts";
+import { DoppelError, ErrorCode, Unavailable } from "../api/errors.ts";
 import type { TwinRef } from "../api/ids.ts";
 import type { Json, JsonObject } from "../api/json.ts";
 import type { EventStore } from "../persistence/event-store.ts";
@@ -56,6 +56,40 @@ function fenceCheck(ownership: ShardOwnership, commit: TwinCommit): DoppelError 
   } catch (error) {
     return DoppelError.from(error);
   }
+}
+
+/**
+ * The store as the group committer sees it:
+ *
+ * - each commit is fenced once more by the store itself right before its write is sent
+ *   (`CommitOptions.fence`): the store's own work before the write (Cassandra's conflict-check
+ *   read, waiting for a request slot) can outlast the lease;
+ * - an append the store refuses as a conflict (another writer appended first) is this node's own
+ *   staleness when, by the time the store answers, the node no longer holds the commit's shard
+ *   at the epoch its events carry: the lease expired or moved while the write waited (a paused
+ *   process, a slow store), and the other writer is the shard's owner now. That refusal becomes
+ *   the fence's safe-to-retry not-owner one, so the twin reloads (and the caller retries on the
+ *   owner) instead of being quarantined. A conflict while the lease is still held is a real
+ *   second writer and stays a conflict.
+ */
+function committerStore(store: EventStore, ownership: ShardOwnership): EventStore {
+  const fence = (commit: TwinCommit) => fenceCheck(ownership, commit);
+  const commit = async (commits: readonly TwinCommit[]): Promise<(DoppelError | undefined)[]> => {
+    // The store checks the fence again right before it sends each write (after its own reads).
+    const results = await store.commit(commits, { fence });
+    return results.map((result, i) =>
+      result?.code === ErrorCode.ConcurrencyConflict
+        ? (fenceCheck(ownership, commits[i]!) ?? result)
+        : result,
+    );
+  };
+  return new Proxy(store, {
+    get(target, property) {
+      if (property === "commit") return commit;
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
 }
 
 export interface EngineOptions {
@@ -112,7 +146,7 @@ export class Engine {
     observer?: ActivationObserver,
   ) {
     this.committer = new GroupCommitter(
-      store,
+      committerStore(store, ownership),
       { maxBatch: options.commitMaxBatch, maxInFlight: options.commitMaxInFlight },
       observeCommit,
       (commit) => fenceCheck(ownership, commit),

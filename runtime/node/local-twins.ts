@@ -69,10 +69,15 @@ export class LocalTwins implements TwinApi {
     return deadline ?? this.engine.clock.now() + this.options.defaultTimeoutMs;
   }
 
-  /** Waits for a turn's outcome until the deadline; the turn itself still completes. */
-  #within(promise: Promise<TurnOutcome>, deadline: number, what: string): Promise<TurnOutcome> {
+  /**
+   * Dispatches (`dispatch()`) and waits for the turn's outcome until the deadline; the turn itself
+   * still completes. A deadline that has already passed refuses before anything is dispatched
+   * (a message dispatched then would be refused by the twin with nobody left to hear it).
+   */
+  #within(dispatch: () => Promise<TurnOutcome>, deadline: number, what: string): Promise<TurnOutcome> {
     const remaining = deadline - this.engine.clock.now();
     if (remaining <= 0) return Promise.reject(new DeadlineExceeded(`${what}: deadline already passed`));
+    const promise = dispatch();
     return new Promise((resolve, reject) => {
       const timer = this.engine.clock.setTimeout(
         () => reject(new DeadlineExceeded(`${what}: no answer within ${Math.round(remaining)} ms`)),
@@ -119,15 +124,16 @@ export class LocalTwins implements TwinApi {
     const expectedVersion = checkVersion(options.expectedVersion);
     const deadline = this.#deadline(options.deadline);
     const outcome = await this.#within(
-      this.engine.dispatch(type, checked.id, {
-        kind: "command",
-        name: command,
-        args: parsed,
-        chain: options.chain ?? [],
-        deadline,
-        ...(expectedVersion === undefined ? {} : { expectedVersion }),
-        ...(options.causation === undefined ? {} : { causation: options.causation }),
-      }),
+      () =>
+        this.engine.dispatch(type, checked.id, {
+          kind: "command",
+          name: command,
+          args: parsed,
+          chain: options.chain ?? [],
+          deadline,
+          ...(expectedVersion === undefined ? {} : { expectedVersion }),
+          ...(options.causation === undefined ? {} : { causation: options.causation }),
+        }),
       deadline,
       `${refKey(checked)}.${command}`,
     );
@@ -142,13 +148,14 @@ export class LocalTwins implements TwinApi {
     const expectedVersion = checkVersion(options.expectedVersion);
     const deadline = this.#deadline(options.deadline);
     const outcome = await this.#within(
-      this.engine.dispatch(type, checked.id, {
-        kind: "desired",
-        patch: body,
-        deadline,
-        ...(expectedVersion === undefined ? {} : { expectedVersion }),
-        ...(options.causation === undefined ? {} : { causation: options.causation }),
-      }),
+      () =>
+        this.engine.dispatch(type, checked.id, {
+          kind: "desired",
+          patch: body,
+          deadline,
+          ...(expectedVersion === undefined ? {} : { expectedVersion }),
+          ...(options.causation === undefined ? {} : { causation: options.causation }),
+        }),
       deadline,
       `${refKey(checked)} desired`,
     );
@@ -166,12 +173,13 @@ export class LocalTwins implements TwinApi {
     }
     const deadline = this.#deadline(options.deadline);
     const outcome = await this.#within(
-      this.engine.dispatch(type, checked.id, {
-        kind: "reported",
-        patch: body,
-        deadline,
-        ...(causation === undefined ? {} : { causation }),
-      }),
+      () =>
+        this.engine.dispatch(type, checked.id, {
+          kind: "reported",
+          patch: body,
+          deadline,
+          ...(causation === undefined ? {} : { causation }),
+        }),
       deadline,
       `${refKey(checked)} report`,
     );

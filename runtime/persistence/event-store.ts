@@ -58,18 +58,33 @@ export interface TelemetryRange {
   readonly limit: number;
 }
 
+/** Options of {@link EventStore.commit}. */
+export interface CommitOptions {
+  /**
+   * Checked for each commit at the last moment before its write is sent, after whatever the
+   * store does first (Cassandra's conflict-check read, waiting for a request slot): an error
+   * refuses that commit unwritten and is its result. A cluster node passes its lease check, so a
+   * write held up past the node's lease (a paused process, a slow store) is refused rather than
+   * landing under a lease another node holds by then. Stores that write without waiting between
+   * the call and the write (SQLite, memory) may ignore it: the caller's own check right before
+   * the call covers them.
+   */
+  readonly fence?: (commit: TwinCommit) => DoppelError | undefined;
+}
+
 export interface EventStore {
   /**
    * Writes each commit atomically for its twin (events + view + reminder index). Commits of
    * different twins are independent: the result has one entry per commit, `undefined` when it
    * was written, or the error: `ConcurrencyConflict` when the twin's log does not end at
    * `expectedSeq` (another writer got there first), `InvalidArgument` when the commit is malformed
-   * (its events do not continue from `expectedSeq`). When the store itself fails, the whole call
-   * rejects with `Unavailable` and none of it may be assumed written. Retrying a commit whose
-   * events are already stored with the same commit ids succeeds without writing anything twice.
-   * Callers never put two commits of one twin in one call.
+   * (its events do not continue from `expectedSeq`), the `fence`'s error when it refused the
+   * commit. When the store itself fails, the whole call rejects with `Unavailable` and none of it
+   * may be assumed written. Retrying a commit whose events are already stored with the same
+   * commit ids succeeds without writing anything twice. Callers never put two commits of one twin
+   * in one call.
    */
-  commit(commits: readonly TwinCommit[]): Promise<(DoppelError | undefined)[]>;
+  commit(commits: readonly TwinCommit[], options?: CommitOptions): Promise<(DoppelError | undefined)[]>;
 
   /** Loads a twin for activation: latest snapshot, later events, quarantine mark. */
   loadTwin(ref: TwinRef): Promise<LoadedTwin>;

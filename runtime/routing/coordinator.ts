@@ -23,6 +23,7 @@ import { HashRing } from "../../cluster/ring/hash-ring.ts";
 import type { Subscription, Transport } from "../../cluster/transport/transport.ts";
 import type { Catalog } from "../activation/catalog.ts";
 import type { ReminderService } from "../activation/reminder-service.ts";
+import { Unavailable } from "../api/errors.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { Placement } from "./placement.ts";
 
@@ -198,15 +199,27 @@ export class ClusterCoordinator implements Placement {
     this.#schedule();
   }
 
-  /** A picture of the whole cluster (members, assignment, lease holders and epochs). */
+  /**
+   * A picture of the whole cluster (members, assignment, lease holders and epochs). Fails with
+   * `Unavailable` while the lease store (Redis) cannot be reached.
+   */
   async status(): Promise<ClusterStatus> {
+    const cluster = this.options.membership.cluster;
+    let holders: ReadonlyMap<number, LeaseHolder>;
+    try {
+      holders = await this.options.leaseStore.holders();
+    } catch (error) {
+      throw new Unavailable(
+        `cannot read the shard leases of cluster "${cluster}": ${error instanceof Error ? error.message : String(error)}`,
+      );
+    }
     return {
-      cluster: this.options.membership.cluster,
+      cluster,
       shardCount: this.options.shardCount,
       self: this.nodeId,
       members: this.options.membership.members(),
       assignment: this.#assignment,
-      holders: await this.options.leaseStore.holders(),
+      holders,
     };
   }
 

@@ -1,8 +1,9 @@
 /**
  * The router: the {@link TwinApi} of a cluster node. Calls that touch a twin (get, invoke,
- * desired, report) go to the node that owns the twin's shard — this one, or another one by a
- * NATS request — and are retried transparently while a shard moves (only failures that happened
- * before any work are retried: see `isSafeToRetry`). Queries, history and telemetry read the
+ * desired, report) run on this node while it holds the lease of the twin's shard (also while
+ * handing the shard over), else go to the node the ring assigns the shard to by a NATS request,
+ * and are retried transparently while a shard moves (only failures that happened before any work
+ * are retried: see `isSafeToRetry`). Queries, history and telemetry read the
  * store from any node and never activate a twin. Watches subscribe to the twin's change subject,
  * which its owner publishes on, wherever it runs.
  */
@@ -97,11 +98,13 @@ export class Router implements TwinApi {
       }
       const owner = this.placement.ownerOf(shard);
       try {
+        // Holding the shard's lease makes this node's writes safe, whatever the ring says now: a
+        // shard being handed over is served here until its lease is released (the new owner
+        // refuses until it holds it — sending the call there would only wait for the hand-over,
+        // which itself waits for the calls in flight here).
+        if (this.placement.owns(shard)) return await runLocally(until);
         if (owner === undefined) throw notOwner(shard, "(no member known)");
-        if (owner === this.placement.nodeId) {
-          if (!this.placement.owns(shard)) throw notOwner(shard, owner);
-          return await runLocally(until);
-        }
+        if (owner === this.placement.nodeId) throw notOwner(shard, owner);
         return (await this.#remote(owner, request(remaining), remaining)) as T;
       } catch (error) {
         const failure = DoppelError.from(error);

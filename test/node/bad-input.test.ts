@@ -120,4 +120,19 @@ describe("bad input to the twin API", () => {
     ).rejects.toThrow(`expected version ${current - 1}, but it is at ${current}`);
     expect((await test.twins.get(ref)).version).toBe(current);
   });
+
+  it("refuses a call whose deadline passed before it started, running nothing", async () => {
+    const before = (await test.twins.get(good)).version;
+    const past = () => test.node.engine.clock.now() - 1;
+    await expect(test.twins.report(good, { temperature: 25 }, { deadline: past() })).rejects.toMatchObject({
+      code: "DEADLINE_EXCEEDED",
+    });
+    await expect(
+      test.twins.invoke(good, "setTarget", { celsius: 25 }, { deadline: past() }),
+    ).rejects.toMatchObject({ code: "DEADLINE_EXCEEDED" });
+    await expect(
+      test.twins.updateDesired(good, { heating: true }, { deadline: past() }),
+    ).rejects.toMatchObject({ code: "DEADLINE_EXCEEDED" });
+    expect((await test.twins.get(good)).version).toBe(before);
+  });
 });

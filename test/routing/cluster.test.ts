@@ -101,6 +101,18 @@ describe("in-process cluster", () => {
     expect(view.nodes.map((n) => n.id)).toEqual(["n0", "n1"]);
   });
 
+  it("tells an operator the cluster store is unreachable (UNAVAILABLE) while leases cannot be read", async () => {
+    h = await startHarness(1, [Counter]);
+    await h.settled();
+    h.cluster.leases.available = false;
+    try {
+      await expect(h.nodes[0]!.cluster()).rejects.toMatchObject({ code: "UNAVAILABLE" });
+    } finally {
+      h.cluster.leases.available = true;
+    }
+    expect((await h.nodes[0]!.cluster()).nodes.map((n) => n.id)).toEqual(["n0"]);
+  });
+
   it("streams changes of a twin owned by another node to a watcher anywhere", async () => {
     h = await startHarness(2, [Counter]);
     await h.settled();

@@ -21,7 +21,7 @@ import type { TwinRef } from "../../api/ids.ts";
 import { bind, type CommitPlan, decodeStaged, encodeStaged, type NamedBound } from "./commit-plan.ts";
 import { judgeAppend, type RowIdentity } from "./conflicts.ts";
 import { isBatchTooLarge } from "./failures.ts";
-import type { CassandraSession } from "./session.ts";
+import type { CassandraSession, SendGuard } from "./session.ts";
 import type { Statements } from "./statements.ts";
 
 /** Reads the rows that judge an append at `expectedSeq` (see `conflicts.ts`). */
@@ -34,22 +34,32 @@ export class CommitWriter {
     private readonly maxBatchBytes: number,
   ) {}
 
-  /** Writes `plan` for `ref` (see the module comment). Rejects with `Unavailable` when the cluster fails. */
+  /**
+   * Writes `plan` for `ref` (see the module comment). Rejects with `Unavailable` when the cluster
+   * fails, or with what `beforeSend` throws: it runs right before the write that commits the plan
+   * (the logged batch, or staging a large commit) is sent, and refuses it unsent.
+   */
   async write(
     ref: TwinRef,
     plan: CommitPlan,
     expectedSeq: number,
     firstCommitId: string | undefined,
+    beforeSend?: SendGuard,
   ): Promise<void> {
     if (plan.bytes <= this.maxBatchBytes) {
       try {
-        await this.session.batch("commit", bind(this.s, [...plan.eventGroups.flat(), ...plan.derived]), true);
+        await this.session.batch(
+          "commit",
+          bind(this.s, [...plan.eventGroups.flat(), ...plan.derived]),
+          true,
+          beforeSend,
+        );
         return;
       } catch (error) {
         if (!isBatchTooLarge((error as Error).cause)) throw error;
       }
     }
-    await this.#staged(ref, plan, expectedSeq, firstCommitId);
+    await this.#staged(ref, plan, expectedSeq, firstCommitId, beforeSend);
   }
 
   async #staged(
@@ -57,6 +67,7 @@ export class CommitWriter {
     plan: CommitPlan,
     expectedSeq: number,
     firstCommitId: string | undefined,
+    beforeSend: SendGuard | undefined,
   ): Promise<void> {
     const staged = encodeStaged({
       expectedSeq,
@@ -64,10 +75,11 @@ export class CommitWriter {
       eventGroups: plan.eventGroups,
       derived: plan.derived,
     });
-    await this.session.execute("stage large commit", {
-      query: this.s.stageCommit,
-      params: [expectedSeq, staged, ref.type, ref.id],
-    });
+    await this.session.execute(
+      "stage large commit",
+      { query: this.s.stageCommit, params: [expectedSeq, staged, ref.type, ref.id] },
+      beforeSend === undefined ? {} : { beforeSend },
+    );
     await this.#apply(plan.eventGroups, plan.derived);
     await this.#unstage(ref);
   }

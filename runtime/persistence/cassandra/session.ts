@@ -40,7 +40,15 @@ interface RunOptions {
   readonly consistency?: "read" | "write" | "serial-write";
   readonly fetchSize?: number;
   readonly pageState?: string;
+  /** See {@link SendGuard}. */
+  readonly beforeSend?: SendGuard;
 }
+
+/**
+ * Called when a request is about to go to the driver, after it got its slot in the limiter; a
+ * `DoppelError` it throws refuses the request unsent and is rethrown as it is.
+ */
+export type SendGuard = () => void;
 
 function tlsOptions(config: CassandraStoreConfig): ConnectionOptions | undefined {
   const tls = config.tls;
@@ -171,9 +179,10 @@ export class CassandraSession {
     if (options.fetchSize !== undefined) queryOptions.fetchSize = options.fetchSize;
     if (options.pageState !== undefined) queryOptions.pageState = options.pageState;
     try {
-      return await this.#limiter.run(() =>
-        this.#client.execute(bound.query, bound.params as unknown[], queryOptions),
-      );
+      return await this.#limiter.run(() => {
+        options.beforeSend?.();
+        return this.#client.execute(bound.query, bound.params as unknown[], queryOptions);
+      });
     } catch (error) {
       throw toDoppelError(error, this.label, operation);
     }
@@ -204,16 +213,22 @@ export class CassandraSession {
    * Runs statements as one batch at write consistency. `logged`: Cassandra's batch log makes the
    * batch all-or-nothing across partitions (eventually, even if the coordinator dies).
    */
-  async batch(operation: string, statements: readonly Bound[], logged: boolean): Promise<void> {
+  async batch(
+    operation: string,
+    statements: readonly Bound[],
+    logged: boolean,
+    beforeSend?: SendGuard,
+  ): Promise<void> {
     this.#checkOpen(operation);
     if (statements.length === 0) return;
     try {
-      await this.#limiter.run(() =>
-        this.#client.batch(
+      await this.#limiter.run(() => {
+        beforeSend?.();
+        return this.#client.batch(
           statements.map((s) => ({ query: s.query, params: s.params as unknown[] })),
           { prepare: true, logged, consistency: this.#config.consistency.write, isIdempotent: true },
-        ),
-      );
+        );
+      });
     } catch (error) {
       throw toDoppelError(error, this.label, operation);
     }

@@ -24,6 +24,7 @@
 import { type DoppelError, InvalidArgument } from "../../api/errors.ts";
 import { refKey, type TwinRef } from "../../api/ids.ts";
 import type {
+  CommitOptions,
   EventStore,
   HistoryRange,
   LoadedTwin,
@@ -134,13 +135,16 @@ export class CassandraEventStore implements EventStore {
    * `ConcurrencyConflict` or `InvalidArgument`. If the cluster fails for any commit, the call
    * rejects with `Unavailable` once every commit of it has settled.
    */
-  async commit(commits: readonly TwinCommit[]): Promise<(DoppelError | undefined)[]> {
+  async commit(
+    commits: readonly TwinCommit[],
+    options: CommitOptions = {},
+  ): Promise<(DoppelError | undefined)[]> {
     return this.#guard("commit", async () => {
       const results: (DoppelError | undefined)[] = commits.map(() => undefined);
       let failure: DoppelError | undefined;
       await Promise.all(
         commits.map((commit, i) =>
-          this.#serial(refKey(commit.ref), () => this.#commitOne(commit)).then(
+          this.#serial(refKey(commit.ref), () => this.#commitOne(commit, options.fence)).then(
             (result) => {
               results[i] = result;
             },
@@ -155,7 +159,10 @@ export class CassandraEventStore implements EventStore {
     });
   }
 
-  async #commitOne(commit: TwinCommit): Promise<DoppelError | undefined> {
+  async #commitOne(
+    commit: TwinCommit,
+    fence: CommitOptions["fence"] | undefined,
+  ): Promise<DoppelError | undefined> {
     try {
       checkCommit(commit);
     } catch (error) {
@@ -179,7 +186,21 @@ export class CassandraEventStore implements EventStore {
       if (error instanceof InvalidArgument) return error;
       throw error;
     }
-    await this.#writer.write(ref, plan, expectedSeq, first);
+    // The fence runs once more right before the write is sent: the read above, and waiting for a
+    // request slot, may have taken longer than the writer's lease.
+    let refusal: DoppelError | undefined;
+    const beforeSend = fence
+      ? () => {
+          refusal = fence(commit);
+          if (refusal) throw refusal;
+        }
+      : undefined;
+    try {
+      await this.#writer.write(ref, plan, expectedSeq, first, beforeSend);
+    } catch (error) {
+      if (refusal !== undefined && error === refusal) return refusal;
+      throw error;
+    }
     return undefined;
   }
 

@@ -6,7 +6,7 @@
 import { randomUUID } from "node:crypto";
 import type { Client } from "cassandra-driver";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ErrorCode } from "../../../runtime/api/errors.ts";
+import { ErrorCode, Unavailable } from "../../../runtime/api/errors.ts";
 import type { TwinRef } from "../../../runtime/api/ids.ts";
 import { encodeStaged, planCommit } from "../../../runtime/persistence/cassandra/commit-plan.ts";
 import type { CassandraEventStore } from "../../../runtime/persistence/cassandra/store.ts";
@@ -211,6 +211,33 @@ describe("cassandra store: concurrent writers", () => {
     } finally {
       await other.close();
     }
+  });
+
+  it("asks the writer's fence right before sending a write, after the conflict check: a refused commit writes nothing", async () => {
+    const ref = twin();
+    await commitOk(store, [commit(ref, 0, 2)]);
+    const refusal = new Unavailable("lease lost while the write waited", { retry: "not-owner" });
+    const asked: number[] = [];
+    const fence = (c: TwinCommit) => {
+      asked.push(c.expectedSeq);
+      return refusal;
+    };
+    expect(await store.commit([commit(ref, 2, 1)], { fence })).toEqual([refusal]);
+    // A large commit (staged) is fenced before its plan is staged.
+    const large = commit(ref, 2, 3, undefined, { big: "x".repeat(20_000) });
+    expect(await store.commit([large], { fence })).toEqual([refusal]);
+    // A conflicting commit is refused by the check, before the fence is asked.
+    expect((await store.commit([commit(ref, 1, 1)], { fence }))[0]?.code).toBe(ErrorCode.ConcurrencyConflict);
+    expect(asked).toEqual([2, 2]);
+    expect((await store.readEvents(ref, 0)).map((e) => e.seq)).toEqual([1, 2]);
+    const staged = await raw.execute(
+      `SELECT staged_commit FROM ${SMALL}.twins WHERE twin_type = ? AND twin_id = ?`,
+      [ref.type, ref.id],
+      { prepare: true },
+    );
+    expect(staged.first()?.["staged_commit"] ?? null).toBeNull();
+    expect(await store.commit([commit(ref, 2, 1)], { fence: () => undefined })).toEqual([undefined]);
+    expect((await store.readEvents(ref, 0)).map((e) => e.seq)).toEqual([1, 2, 3]);
   });
 
   it("two writers that both pass the check at one seq are caught on replay: quarantined, never merged", async () => {

@@ -176,6 +176,9 @@ export class Wire {
 /** A node process. */
 export class NodeProcess {
   readonly client: DoppelClient;
+  /** `performance.now()` when the process was spawned, and when it said it was running. */
+  readonly spawnedAt = performance.now();
+  runningAt = 0;
   /** Resolves with the exit code (or signal name) when the process ends. */
   readonly exited: Promise<number | string>;
   #exitedNow = false;
@@ -199,6 +202,35 @@ export class NodeProcess {
 
   get running(): boolean {
     return !this.#exitedNow;
+  }
+
+  #output = "";
+  readonly #waiters: { text: string; resolve: () => void }[] = [];
+
+  /** Called with everything the process writes on stdout. */
+  onOutput(chunk: string): void {
+    this.#output = (this.#output + chunk).slice(-200_000);
+    for (const waiter of [...this.#waiters]) {
+      if (this.#output.includes(waiter.text)) {
+        this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
+        waiter.resolve();
+      }
+    }
+  }
+
+  /** Resolves once the process has written `text` on stdout. */
+  saw(text: string, timeoutMs = 15_000): Promise<void> {
+    if (this.#output.includes(text)) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.id} did not print "${text}"`)), timeoutMs);
+      this.#waiters.push({
+        text,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      });
+    });
   }
 
   get paused(): boolean {
@@ -260,6 +292,10 @@ export class TestCluster {
     prefix: string,
     readonly wire: Wire,
   ) {
+    // If the test process dies without closing the cluster, its nodes die with it.
+    process.once("exit", () => {
+      for (const node of this.nodes.values()) if (node.running) node.child.kill("SIGKILL");
+    });
     this.name = `it-${prefix}-${runId()}`;
     this.dir = mkdtempSync(join(tmpdir(), `doppel-${this.name}-`));
     this.configPath = join(this.dir, "doppel.json");
@@ -304,8 +340,11 @@ export class TestCluster {
     return Promise.all(ids.map((id) => this.spawn(id)));
   }
 
-  /** Spawns one node with the real CLI arguments; resolves once it is running. */
-  async spawn(id: string): Promise<NodeProcess> {
+  /**
+   * Spawns one node with the real CLI arguments; resolves once it is running. `env` is added to
+   * the node's environment (fault injection: see fixtures/node.ts).
+   */
+  async spawn(id: string, env: Readonly<Record<string, string>> = {}): Promise<NodeProcess> {
     const port = await freePort();
     const address = `127.0.0.1:${port}`;
     const logFile = join(this.dir, `${id}.log`);
@@ -336,23 +375,23 @@ export class TestCluster {
         String(SHARDS),
         "--no-demo",
       ],
-      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } },
     );
     const node = new NodeProcess(id, address, child, logFile, this);
     this.nodes.set(id, node);
     child.stderr?.pipe(log, { end: false });
-    await new Promise<void>((resolve, reject) => {
-      let out = "";
-      const onData = (chunk: Buffer) => {
-        log.write(chunk);
-        if (out.length < 100_000) out += chunk.toString();
-        if (out.includes("is running")) resolve();
-      };
-      child.stdout?.on("data", onData);
-      void node.exited.then((code) =>
-        reject(new Error(`node ${id} exited (${code}) before it was running:\n${this.tail(id)}`)),
-      );
+    child.stdout?.on("data", (chunk: Buffer) => {
+      log.write(chunk);
+      node.onOutput(chunk.toString());
     });
+    await Promise.race([
+      node.saw("is running", 120_000).then(() => {
+        node.runningAt = performance.now();
+      }),
+      node.exited.then((code) => {
+        throw new Error(`node ${id} exited (${code}) before it was running:\n${this.tail(id)}`);
+      }),
+    ]);
     return node;
   }
 
@@ -624,13 +663,16 @@ export async function checkReports(
       if (event.seq !== i + 1 && gaps.at(-1) !== id)
         gaps.push(`${id} (seq ${event.seq} at position ${i + 1})`);
     });
-    const seen = new Map<string, number>();
+    const seen = new Map<string, string[]>();
     for (const event of log) {
       if (event.type !== "$reported" || event.causation === undefined) continue;
       reports++;
-      seen.set(event.causation, (seen.get(event.causation) ?? 0) + 1);
+      const where = `#${event.seq} by ${event.writer.node}@${event.writer.epoch} at ${event.at}`;
+      seen.set(event.causation, [...(seen.get(event.causation) ?? []), where]);
     }
-    for (const [causation, count] of seen) if (count > 1) duplicated.push(`${causation} ×${count}`);
+    for (const [causation, where] of seen) {
+      if (where.length > 1) duplicated.push(`${causation} ×${where.length}: ${where.join(", ")}`);
+    }
     for (const messageId of ids) if (!seen.has(messageId)) missing.push(messageId);
   }
   return { twins: acked.size, events, reports, missing, duplicated, gaps };
@@ -656,4 +698,47 @@ export async function checkServiceCalls(
 /** Epoch of every shard in a view (0 when nobody holds it). */
 export function epochs(view: ClusterView): number[] {
   return view.shards.map((s) => s.epoch);
+}
+
+/**
+ * Checks the nodes' own view against the ring's assignment for `members`: each node owns exactly
+ * its assigned shards (lease held), consumes exactly those (JetStream), runs only twins of those,
+ * and no twin is active on two nodes. Returns the problems found (none when settled).
+ */
+export function ownershipProblems(probes: readonly Probe[], members: readonly string[]): string[] {
+  const assignment = ringAssignment(members);
+  const problems: string[] = [];
+  for (const probe of probes) {
+    const assigned = assignment.flatMap((node, shard) => (node === probe.node ? [shard] : []));
+    const owned = probe.owned.map((o) => o.shard).sort((a, b) => a - b);
+    const consuming = [...probe.consuming].sort((a, b) => a - b);
+    if (JSON.stringify(owned) !== JSON.stringify(assigned))
+      problems.push(`${probe.node} owns [${owned}], assigned [${assigned}]`);
+    if (JSON.stringify(consuming) !== JSON.stringify(owned))
+      problems.push(`${probe.node} consumes [${consuming}], owns [${owned}]`);
+    const strays = probe.active.filter((key) => !owned.includes(shardOfTwin(key.slice(TYPE.length + 1))));
+    if (strays.length > 0)
+      problems.push(`${probe.node} runs twins of shards it does not own: ${strays.join(", ")}`);
+  }
+  for (const [key, nodes] of doublyActive(probes)) problems.push(`${key} active on ${nodes.join(" and ")}`);
+  return problems;
+}
+
+/** Waits until {@link ownershipProblems} finds none; returns the probes. */
+export async function ownershipSettled(
+  cluster: TestCluster,
+  members: readonly string[],
+  timeoutMs = 10_000,
+): Promise<Probe[]> {
+  let last: string[] = [];
+  return eventually(
+    async () => {
+      const probes = await cluster.probes();
+      last = ownershipProblems(probes, members);
+      return last.length === 0 ? probes : undefined;
+    },
+    () => `every node to own, consume and run exactly its shards (${last.join("; ")})`,
+    timeoutMs,
+    50,
+  );
 }

@@ -15,8 +15,8 @@ import {
   checkReports,
   checkServiceCalls,
   DeviceLoad,
-  doublyActive,
   epochs,
+  ownershipSettled,
   residency,
   ringAssignment,
   runId,
@@ -73,6 +73,7 @@ describe("cluster membership (node processes)", () => {
       expect(on.get(`${TYPE}/${id}`), id).toEqual([assignment[shardOfTwin(id)]]);
     }
     expect(on.size).toBe(twins.length);
+    await ownershipSettled(cluster, ["m1", "m2", "m3"]);
 
     // The operator's view (`doppel cluster --json`, GetCluster) agrees: 3 nodes, each holding
     // its assigned shards, resident twins adding up (published with each node's metadata).
@@ -119,10 +120,12 @@ describe("cluster membership (node processes)", () => {
     services.start();
     try {
       await new Promise((resolve) => setTimeout(resolve, 1000));
-      const joinedAt = Date.now();
-      await cluster.spawn("m4");
+      const joining = await cluster.spawn("m4");
       const after = await cluster.settled(["m1", "m2", "m3", "m4"]);
-      process.stdout.write(`[cluster] m4 joined and the cluster settled in ${Date.now() - joinedAt} ms\n`);
+      const settledAt = performance.now();
+      process.stdout.write(
+        `[cluster] m4 started in ${Math.round(joining.runningAt - joining.spawnedAt)} ms; every shard held by its assigned node ${Math.round(settledAt - joining.runningAt)} ms after it was running\n`,
+      );
       await new Promise((resolve) => setTimeout(resolve, 1000));
 
       const moves = diff(ringAssignment(["m1", "m2", "m3"]), ringAssignment(["m1", "m2", "m3", "m4"]));
@@ -147,7 +150,7 @@ describe("cluster membership (node processes)", () => {
     expect(log.duplicated).toEqual([]);
     expect(log.gaps).toEqual([]);
     expect(await checkServiceCalls(store, services.ok)).toEqual([]);
-    expect(doublyActive(await cluster.probes())).toEqual([]);
+    await ownershipSettled(cluster, ["m1", "m2", "m3", "m4"]);
     process.stdout.write(
       `[cluster] join: ${devices.count} device reports, ${services.calls} gRPC calls, 0 errors\n`,
     );
@@ -197,7 +200,7 @@ describe("cluster membership (node processes)", () => {
     expect(log.duplicated).toEqual([]);
     expect(log.gaps).toEqual([]);
     expect(await checkServiceCalls(store, services.ok)).toEqual([]);
-    expect(doublyActive(await cluster.probes())).toEqual([]);
+    await ownershipSettled(cluster, staying);
     process.stdout.write(
       `[cluster] leave: ${devices.count} device reports, ${services.calls} gRPC calls, 0 errors\n`,
     );

@@ -16,6 +16,7 @@ function startCrashNode(
   db: string,
   mode: string,
   twin: string,
+  ackWait = ACK_WAIT,
 ): Promise<{ child: ChildProcess; saw: (line: string) => Promise<void> }> {
   const child = spawn(process.execPath, ["--import", "tsx", FIXTURE], {
     env: {
@@ -25,7 +26,7 @@ function startCrashNode(
       CRASH_MODE: mode,
       CRASH_TWIN: twin,
       CRASH_SHARDS: String(TEST_SHARDS),
-      CRASH_ACK_WAIT: ACK_WAIT,
+      CRASH_ACK_WAIT: ackWait,
     },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -106,8 +107,11 @@ describe("durable ingress when a node dies", () => {
           expect(events.filter((e) => e.type === "$reported")).toHaveLength(1);
           expect(events[0]?.causation).toBe(`${twin}-m1`);
           const stats = next.node.ingress.stats;
-          if (mode === "after-persist") expect(stats.duplicates).toBe(1);
-          else expect(stats.applied).toBe(1);
+          // A redelivered report already in the log is acknowledged without being applied again.
+          if (mode === "after-persist") {
+            expect(stats.applied).toBe(0);
+            expect(durable.stats.alreadyPersisted).toBe(1);
+          } else expect(stats.applied).toBe(1);
           expect((await next.client.getTwin({ type: "thermostat", id: twin })).reported).toEqual({
             temperature: 18.5,
           });
@@ -121,4 +125,54 @@ describe("durable ingress when a node dies", () => {
       }
     }, 60_000);
   }
+
+  it("drops a persisted report redelivered after its twin applied more than 16 newer ones (it is in the log)", async () => {
+    // The report is persisted, its ack lost with its node; the successor applies 20 newer reports
+    // of the twin before the server redelivers it (after ackWait): the twin no longer remembers it.
+    const ackWait = "8s";
+    const db = join(dir, "late.db");
+    const twin = "crash-late";
+    const { child, saw } = await startCrashNode(db, "after-persist", twin, ackWait);
+    const wire = await deviceTransport();
+    try {
+      const device = new DeviceClient({ transport: wire, type: "thermostat", id: twin });
+      await device.report({ temperature: 18.5 }, { messageId: `${twin}-m0` });
+      await saw("COMMITTED");
+      await kill(child);
+      const store = new SqliteEventStore({ path: db });
+      const next = await startNatsNode({
+        store,
+        config: {
+          nodeId: "successor",
+          grpc: { listen: "127.0.0.1:0" },
+          nats: { servers: natsUrl(), consumer: { ackWait } },
+        },
+      });
+      try {
+        for (let i = 1; i <= 20; i++)
+          await device.report({ temperature: 19 + i / 10 }, { messageId: `${twin}-m${i}` });
+        const durable = next.node.devices.durable!;
+        await eventually(
+          () => (next.node.ingress.stats.applied >= 20 ? true : undefined),
+          "20 newer reports applied",
+        );
+        expect(durable.stats.redelivered).toBe(0);
+        await eventually(
+          () => (durable.stats.redelivered >= 1 && durable.stats.acked >= 21 ? true : undefined),
+          "the redelivered report acknowledged",
+          20_000,
+        );
+        const events = await next.node.twins.history({ type: "thermostat", id: twin }, { limit: 1000 });
+        const reports = events.filter((e) => e.type === "$reported").map((e) => e.causation);
+        expect(reports).toEqual(Array.from({ length: 21 }, (_, i) => `${twin}-m${i}`));
+        expect(durable.stats.alreadyPersisted).toBe(1);
+      } finally {
+        await next.stop();
+        await store.close();
+      }
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) await kill(child);
+      await wire.close();
+    }
+  }, 60_000);
 });

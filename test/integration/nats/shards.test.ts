@@ -86,4 +86,36 @@ describe("ingress consumption by shard", () => {
       await wire.close();
     }
   });
+
+  it("stops a shard released while its consumer is still being set up (gained and handed on at once)", async () => {
+    const id = "quick-1";
+    const shard = shardOf("thermostat", id, TEST_SHARDS);
+    expect(shard).not.toBe(shardOf("thermostat", "moving-1", TEST_SHARDS));
+    const durableA = a.node.devices.durable!;
+    const durableB = b.node.devices.durable!;
+    await durableA.releaseShards([shard]);
+    const deliveredToB = durableB.stats.delivered;
+
+    // B gains the shard and hands it on before its consumer is bound.
+    const owning = durableB.ownShards([shard]);
+    await durableB.releaseShards([shard]);
+    await owning;
+    expect(durableB.ownedShards()).not.toContain(shard);
+
+    const wire = await deviceTransport();
+    try {
+      const device = new DeviceClient({ transport: wire, type: "thermostat", id });
+      for (let i = 0; i < 5; i++) await device.report({ temperature: 19 + i });
+      const appliedByA = a.node.ingress.stats.applied;
+      await durableA.ownShards([shard]);
+      await eventually(
+        () => (a.node.ingress.stats.applied >= appliedByA + 5 ? true : undefined),
+        "node A applied the five reports",
+      );
+      // Nothing was ever delivered to B's released consumer.
+      expect(durableB.stats.delivered).toBe(deliveredToB);
+    } finally {
+      await wire.close();
+    }
+  });
 });
