@@ -177,7 +177,15 @@ function snapshotAt(seq: number, state: JsonObject = { n: seq }): TwinSnapshot {
  * Declares `<name>: EventStore contract`, the tests every {@link EventStore} must pass. `open` is
  * called before each test and must give it a usable store; `cleanup` runs after each test.
  */
-export function describeEventStoreContract(name: string, open: OpenEventStore): void {
+/**
+ * Declares the contract tests. `durable` says whether the store keeps data across close and
+ * reopen (its harness must then provide `reopen`); the durability test exists only for those.
+ */
+export function describeEventStoreContract(
+  name: string,
+  open: OpenEventStore,
+  options: { readonly durable: boolean } = { durable: true },
+): void {
   describe(`${name}: EventStore contract`, () => {
     let harness: ContractHarness;
     let store: EventStore;
@@ -805,57 +813,58 @@ export function describeEventStoreContract(name: string, open: OpenEventStore): 
         });
       });
 
-      it("keeps everything written across close and reopen: events, snapshot, views, reminders, quarantine, telemetry", async (ctx) => {
-        if (!harness.reopen) {
-          ctx.skip();
-          return;
-        }
-        const ref = twin();
-        const shard = uniqueShard();
-        const first = makeCommit(ref, 0, 2, { shard, set: [reminder(ref, shard, "tick", 10)] });
-        const second = makeCommit(ref, 2, 1, {
-          shard,
-          set: [reminder(ref, shard, "tock", 20)],
-          state: { last: true },
+      // Only stores that keep data across a restart are asked to.
+      if (options.durable) {
+        it("keeps everything written across close and reopen: events, snapshot, views, reminders, quarantine, telemetry", async () => {
+          if (!harness.reopen)
+            throw new Error(`${name} is declared durable but its harness cannot reopen it`);
+          const ref = twin();
+          const shard = uniqueShard();
+          const first = makeCommit(ref, 0, 2, { shard, set: [reminder(ref, shard, "tick", 10)] });
+          const second = makeCommit(ref, 2, 1, {
+            shard,
+            set: [reminder(ref, shard, "tock", 20)],
+            state: { last: true },
+          });
+          await commitAll(store, [first]);
+          await commitAll(store, [second]);
+          await store.writeSnapshot(ref, snapshotAt(2));
+          await store.quarantine(ref, "held for inspection");
+          const samples: TelemetrySample[] = [
+            { ref, at: 5, metrics: { a: 1 } },
+            { ref, at: 5, metrics: { a: 2 } },
+            { ref, at: 6, metrics: { a: 3.5 } },
+          ];
+          await store.appendTelemetry(samples);
+
+          store = await harness.reopen();
+
+          const loaded = await store.loadTwin(ref);
+          expect(loaded.snapshot).toEqual(snapshotAt(2));
+          expect(loaded.events).toEqual(second.events);
+          expect(loaded.quarantine).toBe("held for inspection");
+          expect(await store.readEvents(ref, 0)).toEqual([...first.events, ...second.events]);
+          expect(await store.readView(ref)).toEqual(second.view);
+          expect((await store.queryViews(ref.type, { limit: 10 })).views).toEqual([second.view]);
+          expect(await store.readHistory(ref, { fromVersion: 2, limit: 10 })).toEqual([
+            first.events[1],
+            ...second.events,
+          ]);
+          expect(await store.dueReminders([shard], 100, 10)).toEqual([
+            reminder(ref, shard, "tick", 10),
+            reminder(ref, shard, "tock", 20),
+          ]);
+          const telemetry = await store.readTelemetry(ref, { since: 0, until: 100, limit: 10 });
+          expect(telemetry.map((s) => s.at)).toEqual([5, 5, 6]);
+          expect(telemetry.map((s) => s.metrics)).toEqual(
+            expect.arrayContaining(samples.map((s) => s.metrics)),
+          );
+          // Commit ids survive too: a retry is still recognised, and the log continues where it ended.
+          await commitAll(store, [first]);
+          await commitAll(store, [makeCommit(ref, 3, 1)]);
+          expect((await store.readEvents(ref, 0)).map((e) => e.seq)).toEqual([1, 2, 3, 4]);
         });
-        await commitAll(store, [first]);
-        await commitAll(store, [second]);
-        await store.writeSnapshot(ref, snapshotAt(2));
-        await store.quarantine(ref, "held for inspection");
-        const samples: TelemetrySample[] = [
-          { ref, at: 5, metrics: { a: 1 } },
-          { ref, at: 5, metrics: { a: 2 } },
-          { ref, at: 6, metrics: { a: 3.5 } },
-        ];
-        await store.appendTelemetry(samples);
-
-        store = await harness.reopen();
-
-        const loaded = await store.loadTwin(ref);
-        expect(loaded.snapshot).toEqual(snapshotAt(2));
-        expect(loaded.events).toEqual(second.events);
-        expect(loaded.quarantine).toBe("held for inspection");
-        expect(await store.readEvents(ref, 0)).toEqual([...first.events, ...second.events]);
-        expect(await store.readView(ref)).toEqual(second.view);
-        expect((await store.queryViews(ref.type, { limit: 10 })).views).toEqual([second.view]);
-        expect(await store.readHistory(ref, { fromVersion: 2, limit: 10 })).toEqual([
-          first.events[1],
-          ...second.events,
-        ]);
-        expect(await store.dueReminders([shard], 100, 10)).toEqual([
-          reminder(ref, shard, "tick", 10),
-          reminder(ref, shard, "tock", 20),
-        ]);
-        const telemetry = await store.readTelemetry(ref, { since: 0, until: 100, limit: 10 });
-        expect(telemetry.map((s) => s.at)).toEqual([5, 5, 6]);
-        expect(telemetry.map((s) => s.metrics)).toEqual(
-          expect.arrayContaining(samples.map((s) => s.metrics)),
-        );
-        // Commit ids survive too: a retry is still recognised, and the log continues where it ended.
-        await commitAll(store, [first]);
-        await commitAll(store, [makeCommit(ref, 3, 1)]);
-        expect((await store.readEvents(ref, 0)).map((e) => e.seq)).toEqual([1, 2, 3, 4]);
-      });
+      }
     });
   });
 }

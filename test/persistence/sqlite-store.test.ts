@@ -37,10 +37,14 @@ describeEventStoreContract("SqliteEventStore (file)", async () => {
   };
 });
 
-describeEventStoreContract("SqliteEventStore (:memory:, synchronous=normal)", async () => {
-  const store = new SqliteEventStore({ path: ":memory:", synchronous: "normal" });
-  return { store, cleanup: () => store.close() };
-});
+describeEventStoreContract(
+  "SqliteEventStore (:memory:, synchronous=normal)",
+  async () => {
+    const store = new SqliteEventStore({ path: ":memory:", synchronous: "normal" });
+    return { store, cleanup: () => store.close() };
+  },
+  { durable: false },
+);
 
 function commitFor(ref: TwinRef, expectedSeq: number, commitId = `${ref.id}-${expectedSeq}`): TwinCommit {
   const seq = expectedSeq + 1;
