@@ -126,7 +126,10 @@ export class DoppelNode {
     const config = compileConfig(input);
     const id = config.nodeId ?? `node-${randomBytes(4).toString("hex")}`;
     const logger = parts.logger ?? createLogger({ level: config.log.level, nodeId: id });
-    installTracing();
+    const traces = process.env["DOPPEL_TRACES"];
+    if (config.tracing.enabled || config.tracing.exporter === "console" || traces) {
+      installTracing(config.tracing.exporter === "console" || traces === "console" ? "console" : undefined);
+    }
     const limits = config.limits;
     const clock = parts.clock ?? SystemClock;
     const registry = new TwinRegistry({
@@ -155,6 +158,7 @@ export class DoppelNode {
       });
       opened.push(() => metrics.stop());
       const m = metrics.metrics;
+      const counts = metrics.counts;
       const clusterParts = await openClusterParts(config, parts.cluster, id, logger, (outcome) =>
         m.leaseRenewals.add(1, { outcome }),
       );
@@ -188,11 +192,16 @@ export class DoppelNode {
           if (!failed) m.persistedEvents.add(events);
         },
         {
-          activated: () => m.activations.add(1),
-          passivated: () => m.passivations.add(1),
+          activated: () => {
+            counts.activations++;
+          },
+          passivated: () => {
+            counts.passivations++;
+          },
           turn: (kind, ok, millis) => {
-            m.turns.add(1, { kind, outcome: ok ? "ok" : "failed" });
-            m.turnDuration.record(millis, { kind });
+            const key = `${kind}/${ok ? "ok" : "failed"}`;
+            counts.turns.set(key, (counts.turns.get(key) ?? 0) + 1);
+            m.turnDuration.record(millis);
           },
         },
       );

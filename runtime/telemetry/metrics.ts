@@ -15,11 +15,16 @@ import { resourceFromAttributes } from "@opentelemetry/resources";
 import { MeterProvider } from "@opentelemetry/sdk-metrics";
 import { Unavailable } from "../api/errors.ts";
 
+/** Hot-path counts, kept as plain numbers and read at scrape time (no per-turn attribute hashing). */
+export interface HotCounts {
+  activations: number;
+  passivations: number;
+  /** `kind/outcome` → turns. */
+  readonly turns: Map<string, number>;
+}
+
 /** The node's instruments. Recording is cheap and never throws. */
 export interface DoppelMetrics {
-  readonly activations: Counter;
-  readonly passivations: Counter;
-  readonly turns: Counter;
   readonly turnDuration: Histogram;
   readonly persistDuration: Histogram;
   readonly persistedEvents: Counter;
@@ -40,11 +45,6 @@ function instruments(meter: Meter): DoppelMetrics {
     advice: { explicitBucketBoundaries: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 5000] },
   };
   return {
-    activations: meter.createCounter("doppel_activations_total", { description: "twins activated" }),
-    passivations: meter.createCounter("doppel_passivations_total", { description: "twins passivated" }),
-    turns: meter.createCounter("doppel_turns_total", {
-      description: "turns run, by message kind and outcome",
-    }),
     turnDuration: meter.createHistogram("doppel_turn_duration_ms", {
       description: "handler time of a turn",
       ...ms,
@@ -68,6 +68,8 @@ function instruments(meter: Meter): DoppelMetrics {
 /** Metrics of one node: instruments, gauges, and (when listening) the Prometheus endpoint. */
 export class NodeMetrics {
   readonly metrics: DoppelMetrics;
+  /** Counted on the hot path (turns, activations); exported as counters at scrape time. */
+  readonly counts: HotCounts = { activations: 0, passivations: 0, turns: new Map() };
   readonly #provider: MeterProvider;
   readonly #exporter: PrometheusExporter;
   #server: Server | undefined;
@@ -86,6 +88,23 @@ export class NodeMetrics {
     gauge("doppel_resident_twins", "twins resident in memory", () => gauges.residentTwins());
     gauge("doppel_mailbox_depth", "messages waiting in all mailboxes", () => gauges.mailboxDepth());
     gauge("doppel_shards_owned", "shards this node owns", () => gauges.shardsOwned());
+    const counts = this.counts;
+    meter
+      .createObservableCounter("doppel_activations_total", { description: "twins activated" })
+      .addCallback((result) => result.observe(counts.activations));
+    meter
+      .createObservableCounter("doppel_passivations_total", { description: "twins passivated" })
+      .addCallback((result) => result.observe(counts.passivations));
+    meter
+      .createObservableCounter("doppel_turns_total", {
+        description: "turns run, by message kind and outcome",
+      })
+      .addCallback((result) => {
+        for (const [key, value] of counts.turns) {
+          const [kind, outcome] = key.split("/");
+          result.observe(value, { kind: kind ?? "?", outcome: outcome ?? "?" });
+        }
+      });
   }
 
   /** The `host:port` of the metrics endpoint, when it listens. */

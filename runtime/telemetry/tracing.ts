@@ -4,12 +4,15 @@
  * and node-to-node calls), `ingress <channel>` (device messages), `turn <kind>` (one twin turn),
  * `persist` (one group-commit store call).
  *
- * Spans are exported only when an exporter is configured (`DOPPEL_TRACES=console` prints them;
- * tests use an in-memory exporter); trace ids are always on log lines of traced work.
+ * Tracing is off unless a node is configured for it (`tracing.enabled`, or `DOPPEL_TRACES`): the
+ * OpenTelemetry API is then a no-op and costs nothing. Once installed, spans are exported only
+ * when an exporter is given (`"console"` prints them; tests pass an in-memory exporter); trace ids
+ * are on log lines of traced work either way.
  */
 import {
   type Context,
   context,
+  INVALID_SPAN_CONTEXT,
   propagation,
   type Span,
   SpanKind,
@@ -32,15 +35,15 @@ import { DoppelError } from "../api/errors.ts";
 export { type Context, SpanKind };
 
 let installed: BasicTracerProvider | undefined;
+const NO_SPAN: Span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 
 /**
  * Installs the process-wide tracer provider, context manager and propagator (once; later calls
  * add their exporter to the same provider only if none was installed before).
  */
-export function installTracing(exporter?: SpanExporter): void {
+export function installTracing(exporter?: SpanExporter | "console"): void {
   if (installed) return;
-  const chosen =
-    exporter ?? (process.env["DOPPEL_TRACES"] === "console" ? new ConsoleSpanExporter() : undefined);
+  const chosen = exporter === "console" ? new ConsoleSpanExporter() : exporter;
   // Without an exporter nothing starts a trace (recording spans nobody reads costs turns), but
   // a trace a caller started (traceparent in gRPC metadata or NATS headers) is still continued.
   installed = new BasicTracerProvider({
@@ -86,6 +89,7 @@ export async function inSpan<T>(
   fn: (span: Span) => Promise<T>,
   parent: Context = context.active(),
 ): Promise<T> {
+  if (!installed) return fn(NO_SPAN); // tracing off: not even a no-op span on the hot path
   const span = tracer().startSpan(name, { kind, attributes }, parent);
   try {
     return await context.with(trace.setSpan(parent, span), () => fn(span));
