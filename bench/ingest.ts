@@ -14,7 +14,8 @@
  *   = publish → consumed.
  *
  *   npm run bench:ingest     (DOPPEL_NATS to use your server; else scripts/infra/nats.sh up;
- *                             BENCH_QUICK=1 for a short run)
+ *                             BENCH_QUICK=1 for a short run; BENCH_STORE=cassandra for the
+ *                             Cassandra store, with DOPPEL_CASSANDRA or scripts/infra/cassandra.sh up)
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -29,6 +30,12 @@ import { DeviceClient } from "../runtime/index.ts";
 import { histogram, note, percentiles, report } from "./lib.ts";
 
 const quick = process.env["BENCH_QUICK"] === "1";
+/** `BENCH_STORE=cassandra` runs the node on Cassandra (DOPPEL_CASSANDRA, else the script's server). */
+const STORE = process.env["BENCH_STORE"] === "cassandra" ? "cassandra" : "sqlite";
+const STORE_ARGS = (dataDir: string): string[] =>
+  STORE === "cassandra"
+    ? ["--cassandra", process.env["DOPPEL_CASSANDRA"] ?? "127.0.0.1:19042"]
+    : ["--store", "sqlite", "--data", dataDir];
 const DEVICES = quick ? 200 : 1000;
 const REPORTS = quick ? 10_000 : 40_000;
 const WINDOW = 1000;
@@ -73,10 +80,7 @@ async function startNode(
       "start",
       "--nats",
       nats,
-      "--store",
-      "sqlite",
-      "--data",
-      dataDir,
+      ...STORE_ARGS(dataDir),
       "--listen",
       address,
       "--no-demo",
@@ -263,10 +267,14 @@ try {
   note(`  ${barePerSecond} messages/s; publish → consumed ${JSON.stringify(bare)}`);
 
   report("ingest", {
-    command: "npm run bench:ingest",
+    command: STORE === "cassandra" ? "BENCH_STORE=cassandra npm run bench:ingest" : "npm run bench:ingest",
+    store: STORE,
     setup: {
       nats: "nats-server v2.15.3, JetStream file store, sync_interval always, loopback",
-      node: "separate process: doppel start --nats (sqlite store, synchronous full), 256 shard consumers",
+      node:
+        STORE === "cassandra"
+          ? "separate process: doppel start --nats --cassandra (Cassandra 5.0 single node, commitlog batch), 256 shard consumers"
+          : "separate process: doppel start --nats (sqlite store, synchronous full), 256 shard consumers",
       devices: DEVICES,
       reports: REPORTS,
       window: WINDOW,
