@@ -1,4 +1,5 @@
 /** Durations in configuration and twin code: a number of milliseconds, or text like `"500ms"`, `"30s"`, `"10m"`, `"2h"`, `"1d"`. */
+import { z } from "zod";
 import { InvalidArgument } from "./errors.ts";
 
 export type Duration = number | `${number}${"ms" | "s" | "m" | "h" | "d"}`;
@@ -21,3 +22,13 @@ export function toMillis(duration: Duration | string, what = "duration"): number
   }
   return Math.round(Number(match[1]) * (UNIT_MS[match[2]!] ?? 1));
 }
+
+/** A zod schema for a {@link Duration} in configuration; parses to milliseconds with a precise error. */
+export const durationSchema = z.union([z.number().nonnegative(), z.string()]).transform((value, ctx) => {
+  try {
+    return toMillis(value as Duration);
+  } catch (error) {
+    ctx.addIssue({ code: "custom", message: (error as Error).message });
+    return z.NEVER;
+  }
+});

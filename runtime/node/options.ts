@@ -5,18 +5,11 @@
  */
 import { z } from "zod";
 import { describeIssues } from "../activation/twin-type.ts";
-import { type Duration, toMillis } from "../api/duration.ts";
+import { durationSchema } from "../api/duration.ts";
 import { InvalidArgument } from "../api/errors.ts";
 import { cassandraNodeStoreShape } from "../persistence/cassandra/options.ts";
 
-const duration = z.union([z.number().nonnegative(), z.string()]).transform((value, ctx) => {
-  try {
-    return toMillis(value as Duration);
-  } catch (error) {
-    ctx.addIssue({ code: "custom", message: (error as Error).message });
-    return z.NEVER;
-  }
-});
+const duration = durationSchema;
 
 const storeSchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("memory") }).strict(),

@@ -13,7 +13,7 @@
  */
 import { z } from "zod";
 import { describeIssues } from "../../activation/twin-type.ts";
-import { type Duration, toMillis } from "../../api/duration.ts";
+import { durationSchema } from "../../api/duration.ts";
 import { InvalidArgument } from "../../api/errors.ts";
 
 /** Keyspace names: lower case (CQL folds unquoted names), a letter first, at most 48 characters. */
@@ -70,14 +70,7 @@ function levelSchema<T extends Record<string, number>>(levels: T, fallback: stri
     });
 }
 
-const duration = z.union([z.number().nonnegative(), z.string()]).transform((value, ctx) => {
-  try {
-    return toMillis(value as Duration);
-  } catch (error) {
-    ctx.addIssue({ code: "custom", message: (error as Error).message });
-    return z.NEVER;
-  }
-});
+const duration = durationSchema;
 
 const replicationSchema = z.discriminatedUnion("class", [
   z

@@ -29,6 +29,38 @@ import {
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
 
+/** Moved shards got a new, larger lease epoch; the others kept theirs. */
+function expectEpochsFollowMoves(before: ClusterView, after: ClusterView, moved: ReadonlySet<number>): void {
+  const was = epochs(before);
+  epochs(after).forEach((epoch, shard) => {
+    if (moved.has(shard)) expect(epoch).toBeGreaterThan(was[shard]!);
+    else expect(epoch, `shard ${shard}`).toBe(was[shard]);
+  });
+}
+
+/**
+ * After load ran through a membership change: no client saw an error, every acknowledged report is
+ * in its twin's log exactly once without gaps, every successful call made one event, and every
+ * shard is held by its assigned node.
+ */
+async function expectNothingLost(
+  cluster: TestCluster,
+  store: CassandraEventStore,
+  devices: DeviceLoad,
+  services: ServiceLoad,
+  members: readonly string[],
+): Promise<void> {
+  expect(services.errors).toEqual([]);
+  expect(devices.failures).toEqual([]);
+  await cluster.wire.streamDrained();
+  const log = await checkReports(store, devices.acked);
+  expect(log.missing).toEqual([]);
+  expect(log.duplicated).toEqual([]);
+  expect(log.gaps).toEqual([]);
+  expect(await checkServiceCalls(store, services.ok)).toEqual([]);
+  await ownershipSettled(cluster, members);
+}
+
 describe("cluster membership (node processes)", () => {
   let cluster: TestCluster;
   let store: CassandraEventStore;
@@ -131,26 +163,12 @@ describe("cluster membership (node processes)", () => {
       const moves = diff(ringAssignment(["m1", "m2", "m3"]), ringAssignment(["m1", "m2", "m3", "m4"]));
       expect(moves.length).toBeGreaterThan(0);
       for (const move of moves) expect(move.to).toBe("m4");
-      const moved = new Set(moves.map((m) => m.shard));
-      // Shards that did not move kept their lease (same epoch); moved ones have a new, larger one.
-      const was = epochs(before);
-      epochs(after).forEach((epoch, shard) => {
-        if (moved.has(shard)) expect(epoch).toBeGreaterThan(was[shard]!);
-        else expect(epoch, `shard ${shard}`).toBe(was[shard]);
-      });
+      expectEpochsFollowMoves(before, after, new Set(moves.map((m) => m.shard)));
     } finally {
       await services.stop();
       await devices.stop();
     }
-    expect(services.errors).toEqual([]);
-    expect(devices.failures).toEqual([]);
-    await cluster.wire.streamDrained();
-    const log = await checkReports(store, devices.acked);
-    expect(log.missing).toEqual([]);
-    expect(log.duplicated).toEqual([]);
-    expect(log.gaps).toEqual([]);
-    expect(await checkServiceCalls(store, services.ok)).toEqual([]);
-    await ownershipSettled(cluster, ["m1", "m2", "m3", "m4"]);
+    await expectNothingLost(cluster, store, devices, services, ["m1", "m2", "m3", "m4"]);
     process.stdout.write(
       `[cluster] join: ${devices.count} device reports, ${services.calls} gRPC calls, 0 errors\n`,
     );
@@ -182,25 +200,12 @@ describe("cluster membership (node processes)", () => {
       const moves = diff(ringAssignment(members), ringAssignment(staying));
       expect(moves.length).toBeGreaterThan(0);
       for (const move of moves) expect(move.from).toBe(leaving);
-      const moved = new Set(moves.map((m) => m.shard));
-      const was = epochs(before);
-      epochs(after).forEach((epoch, shard) => {
-        if (moved.has(shard)) expect(epoch).toBeGreaterThan(was[shard]!);
-        else expect(epoch, `shard ${shard}`).toBe(was[shard]);
-      });
+      expectEpochsFollowMoves(before, after, new Set(moves.map((m) => m.shard)));
     } finally {
       await services.stop();
       await devices.stop();
     }
-    expect(services.errors).toEqual([]);
-    expect(devices.failures).toEqual([]);
-    await cluster.wire.streamDrained();
-    const log = await checkReports(store, devices.acked);
-    expect(log.missing).toEqual([]);
-    expect(log.duplicated).toEqual([]);
-    expect(log.gaps).toEqual([]);
-    expect(await checkServiceCalls(store, services.ok)).toEqual([]);
-    await ownershipSettled(cluster, staying);
+    await expectNothingLost(cluster, store, devices, services, staying);
     process.stdout.write(
       `[cluster] leave: ${devices.count} device reports, ${services.calls} gRPC calls, 0 errors\n`,
     );
