@@ -80,6 +80,8 @@ export class ClusterCoordinator implements Placement {
   #stopping = false;
   #unsubscribe: (() => void)[] = [];
   #metaTimer: NodeJS.Timeout | undefined;
+  /** Pending retries of consumer set-ups that failed (see {@link #consume}). */
+  readonly #retries = new Set<NodeJS.Timeout>();
 
   constructor(private readonly options: CoordinatorOptions) {
     this.nodeId = options.nodeId;
@@ -183,11 +185,7 @@ export class ClusterCoordinator implements Placement {
     const { consumers, catalog, reminders, logger } = this.options;
     if (event.type === "gained") {
       logger.debug({ shard: event.shard, epoch: event.epoch }, "shard lease gained");
-      void consumers
-        ?.ownShards([event.shard])
-        .catch((error: unknown) =>
-          logger.warn({ err: error, shard: event.shard }, "could not start consuming a gained shard"),
-        );
+      this.#consume(event.shard, 0);
       void reminders.poll();
       return;
     }
@@ -197,6 +195,32 @@ export class ClusterCoordinator implements Placement {
     void consumers?.releaseShards([event.shard]).catch(() => undefined);
     void catalog.drain((activation) => activation.shard === event.shard);
     this.#schedule();
+  }
+
+  /**
+   * Starts consuming a held shard's device input. A failed set-up (NATS unreachable for a moment,
+   * a JetStream API timeout) is retried with a growing delay (0.5 s, 1 s, 2 s ... 30 s) for as long
+   * as this node holds the shard's lease: a shard held but not consumed would leave its devices'
+   * reports waiting in the stream. A lease lost meanwhile ends the retries (its `lost` event
+   * releases the shard's consumer, and the check before each attempt sees it is not held).
+   */
+  #consume(shard: number, attempt: number): void {
+    const { consumers, logger } = this.options;
+    if (!consumers || this.#stopping || !this.owns(shard)) return;
+    consumers.ownShards([shard]).catch((error: unknown) => {
+      if (this.#stopping || !this.owns(shard)) return;
+      const delayMs = Math.min(30_000, 500 * 2 ** Math.min(attempt, 6));
+      logger.warn(
+        { err: error, shard, attempt: attempt + 1, retryInMs: delayMs },
+        "could not start consuming a held shard; retrying",
+      );
+      const timer = setTimeout(() => {
+        this.#retries.delete(timer);
+        this.#consume(shard, attempt + 1);
+      }, delayMs);
+      timer.unref();
+      this.#retries.add(timer);
+    });
   }
 
   /**
@@ -231,6 +255,8 @@ export class ClusterCoordinator implements Placement {
     if (this.#stopping) return;
     this.#stopping = true;
     clearInterval(this.#metaTimer);
+    for (const timer of this.#retries) clearTimeout(timer);
+    this.#retries.clear();
     await this.#queue;
     for (const unsubscribe of this.#unsubscribe.splice(0)) unsubscribe();
     await this.options.membership.leave();

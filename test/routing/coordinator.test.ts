@@ -1,0 +1,92 @@
+import { afterEach, describe, expect, it } from "vitest";
+import type { Catalog } from "../../runtime/activation/catalog.ts";
+import type { ReminderService } from "../../runtime/activation/reminder-service.ts";
+import { type ClusterParts, inProcessCluster, openClusterParts } from "../../runtime/node/cluster-parts.ts";
+import { nodeConfigSchema } from "../../runtime/node/options.ts";
+import { ClusterCoordinator, type ShardConsumers } from "../../runtime/routing/coordinator.ts";
+import { silentLogger } from "../../runtime/telemetry/logger.ts";
+
+const SHARDS = 8;
+
+/** Consumers whose set-up fails for the first `failures` calls of each shard. */
+class FlakyConsumers implements ShardConsumers {
+  readonly consumed = new Set<number>();
+  readonly attempts = new Map<number, number>();
+  constructor(private readonly failures: number) {}
+  async ownShards(shards: readonly number[]): Promise<void> {
+    for (const shard of shards) {
+      const n = (this.attempts.get(shard) ?? 0) + 1;
+      this.attempts.set(shard, n);
+      if (n <= this.failures) throw new Error(`JetStream API timeout (shard ${shard}, attempt ${n})`);
+      this.consumed.add(shard);
+    }
+  }
+  async releaseShards(shards: readonly number[]): Promise<void> {
+    for (const shard of shards) this.consumed.delete(shard);
+  }
+}
+
+async function until(check: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+describe("ClusterCoordinator", () => {
+  let coordinator: ClusterCoordinator | undefined;
+  let parts: ClusterParts | undefined;
+  afterEach(async () => {
+    await coordinator?.stop();
+    await parts?.close();
+  });
+
+  async function start(consumers: ShardConsumers): Promise<ClusterCoordinator> {
+    const config = nodeConfigSchema.parse({ nodeId: "c1", store: { kind: "memory" }, shards: SHARDS });
+    const shared = await inProcessCluster("coordinator-test", {
+      heartbeatMs: 40,
+      deadAfterMs: 250,
+      leaseTtlMs: 600,
+    });
+    parts = await openClusterParts(config, shared, "c1", silentLogger());
+    if (!parts) throw new Error("no cluster parts");
+    coordinator = new ClusterCoordinator({
+      nodeId: "c1",
+      shardCount: SHARDS,
+      membership: parts.membership,
+      leases: parts.leases,
+      leaseStore: parts.leaseStore,
+      catalog: { drain: async () => {} } as unknown as Catalog,
+      reminders: { poll: async () => {} } as unknown as ReminderService,
+      consumers,
+      logger: silentLogger(),
+      meta: () => ({}),
+      metaEveryMs: 1000,
+      leaveGraceMs: 0,
+    });
+    await coordinator.start();
+    return coordinator;
+  }
+
+  it("retries a consumer set-up that failed, so every held shard ends up consumed", async () => {
+    const consumers = new FlakyConsumers(2);
+    const c = await start(consumers);
+    await until(() => consumers.consumed.size === SHARDS, 5000);
+    for (let shard = 0; shard < SHARDS; shard++) {
+      expect(c.owns(shard)).toBe(true);
+      expect(consumers.attempts.get(shard)).toBe(3);
+    }
+  });
+
+  it("stops retrying once it leaves: a released shard is not consumed again", async () => {
+    const consumers = new FlakyConsumers(Number.POSITIVE_INFINITY);
+    await start(consumers);
+    await until(() => consumers.attempts.size === SHARDS, 5000);
+    await coordinator!.stop();
+    const attempts = [...consumers.attempts.values()].reduce((a, b) => a + b, 0);
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    expect([...consumers.attempts.values()].reduce((a, b) => a + b, 0)).toBe(attempts);
+    expect(consumers.consumed.size).toBe(0);
+  });
+});
