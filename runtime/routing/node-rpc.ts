@@ -1,7 +1,7 @@
 /**
  * The server side of node-to-node calls: answers requests on `doppel.node.<nodeId>.rpc` by running
  * them on this node's twins, after checking that this node owns the twin's shard (else it refuses
- * with a safe-to-retry `not-owner`, before doing anything). Malformed requests get
+ * with a safe-to-retry `not-owner`, before doing anything), and answers liveness pings. Malformed requests get
  * `INVALID_ARGUMENT`; nothing here can crash the node.
  */
 import type { Subscription, Transport, TransportMessage } from "../../cluster/transport/transport.ts";
@@ -13,18 +13,19 @@ import type { LocalTwins } from "../node/local-twins.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import { extractContext, inSpan, SpanKind } from "../telemetry/tracing.ts";
 import type { Placement } from "./placement.ts";
-import { nodeSubject, notOwner, type RpcRequest } from "./protocol.ts";
+import { nodeSubject, notOwner, type PingRequest, type RpcRequest } from "./protocol.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-function parseRequest(data: Uint8Array): RpcRequest {
+function parseRequest(data: Uint8Array): RpcRequest | PingRequest {
   let value: unknown;
   try {
     value = JSON.parse(decoder.decode(data));
   } catch {
     throw new InvalidArgument("node request is not JSON");
   }
+  if (isJsonObject(value) && value["op"] === "ping") return { op: "ping" };
   if (!isJsonObject(value) || typeof value["op"] !== "string" || !isJsonObject(value["ref"])) {
     throw new InvalidArgument("node request must be { op, ref, ... }");
   }
@@ -85,13 +86,16 @@ export function serveNodeRpc(options: {
       let reply: object;
       try {
         const request = parseRequest(message.data);
-        const ok = await inSpan(
-          `rpc node.${request.op}`,
-          SpanKind.SERVER,
-          { "doppel.twin": `${request.ref.type}/${request.ref.id}` },
-          () => run(request),
-          parent,
-        );
+        const ok =
+          request.op === "ping"
+            ? "pong"
+            : await inSpan(
+                `rpc node.${request.op}`,
+                SpanKind.SERVER,
+                { "doppel.twin": `${request.ref.type}/${request.ref.id}` },
+                () => run(request),
+                parent,
+              );
         reply = { ok: ok ?? null };
       } catch (error) {
         const failure = DoppelError.from(error);

@@ -7,6 +7,11 @@
  * clocks of different nodes never need to agree. Replies are `{ ok: value }` or
  * `{ error: { code, message, details } }`.
  *
+ * While a call waits for its answer, the caller checks now and then that the node it asked is
+ * still there (`ping`, answered with `{ ok: "pong" }` before anything else): NATS tells at once
+ * that nobody listens on a subject whose node died (its connection closed), so a call to a
+ * killed node ends in about a second instead of at its deadline (see `Router`).
+ *
  * A node that receives a call for a shard it does not own (the ring moved, or its lease is not
  * held yet / any more) answers `UNAVAILABLE` with `details.retry = "not-owner"` *before* doing
  * anything: the caller may retry safely, and the router does so transparently.
@@ -25,6 +30,7 @@ export function changeSubject(ref: TwinRef): string {
   return `doppel.changes.${ref.type}.${ref.id}`;
 }
 
+/** A twin call from one node to another. */
 export type RpcRequest =
   | { readonly op: "get"; readonly ref: TwinRef }
   | {
@@ -53,6 +59,11 @@ export type RpcRequest =
       readonly timeoutMs: number;
     };
 
+/** A liveness check of a node (no twin involved). */
+export interface PingRequest {
+  readonly op: "ping";
+}
+
 export type RpcReply = { readonly ok: unknown } | { readonly error: WireError };
 
 /** The refusal of a node that does not own `shard` (safe to retry elsewhere). */
@@ -61,6 +72,17 @@ export function notOwner(shard: number, nodeId: string): Unavailable {
     retry: "not-owner",
     shard,
   });
+}
+
+/**
+ * The failure of a call whose node went away (its connection closed) before answering: the call
+ * may or may not have been applied.
+ */
+export function outcomeUnknown(nodeId: string, what: string): Unavailable {
+  return new Unavailable(
+    `node ${nodeId} went away while running ${what} (its connection closed before it answered); the outcome is unknown: it may or may not have been applied`,
+    { retry: "outcome-unknown", node: nodeId },
+  );
 }
 
 /** True for a failure that happened before any work: the call may be retried on the (new) owner. */

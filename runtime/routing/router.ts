@@ -3,9 +3,11 @@
  * desired, report) run on this node while it holds the lease of the twin's shard (also while
  * handing the shard over), else go to the node the ring assigns the shard to by a NATS request,
  * and are retried transparently while a shard moves (only failures that happened before any work
- * are retried: see `isSafeToRetry`). Queries, history and telemetry read the
- * store from any node and never activate a twin. Watches subscribe to the twin's change subject,
- * which its owner publishes on, wherever it runs.
+ * are retried: see `isSafeToRetry`). A call whose node dies before answering ends within about a
+ * second (see `liveness.ts`): reads and reports with a message id run again on the next owner,
+ * other calls fail with `UNAVAILABLE` saying their outcome is unknown. Queries, history and
+ * telemetry read the store from any node and never activate a twin. Watches subscribe to the
+ * twin's change subject, which its owner publishes on, wherever it runs.
  */
 import type { Transport } from "../../cluster/transport/transport.ts";
 import { TransportError } from "../../cluster/transport/transport.ts";
@@ -34,12 +36,14 @@ import type {
 import type { HistoryRange, ViewPage } from "../persistence/event-store.ts";
 import type { EventRecord, TelemetrySample, TwinView } from "../persistence/records.ts";
 import { activeContext, injectContext } from "../telemetry/tracing.ts";
+import { GONE, NodeLiveness } from "./liveness.ts";
 import type { Placement } from "./placement.ts";
 import {
   changeSubject,
   isSafeToRetry,
   nodeSubject,
   notOwner,
+  outcomeUnknown,
   type RpcReply,
   type RpcRequest,
 } from "./protocol.ts";
@@ -49,6 +53,11 @@ export interface RouterOptions {
   readonly defaultTimeoutMs: number;
   /** First pause between retries while a shard moves (doubles up to 500 ms). */
   readonly retryDelayMs: number;
+  /**
+   * How often a node that a call is waiting on is checked for being gone (default 1000 ms; see
+   * `liveness.ts`).
+   */
+  readonly livenessEveryMs?: number;
 }
 
 const encoder = new TextEncoder();
@@ -62,7 +71,17 @@ function decodeReply(data: Uint8Array): RpcReply {
   return value as RpcReply;
 }
 
+/**
+ * Whether `request` may run again after its node went away mid-call: reads, and reports with a
+ * message id (the twin drops a report it already applied).
+ */
+function repeatable(request: RpcRequest): boolean {
+  return request.op === "get" || (request.op === "report" && request.messageId !== undefined);
+}
+
 export class Router implements TwinApi {
+  readonly #liveness: NodeLiveness;
+
   constructor(
     private readonly local: LocalTwins,
     private readonly placement: Placement,
@@ -71,7 +90,9 @@ export class Router implements TwinApi {
     private readonly registry: TwinRegistry,
     private readonly clock: Clock,
     private readonly options: RouterOptions,
-  ) {}
+  ) {
+    this.#liveness = new NodeLiveness(transport, options.livenessEveryMs ?? 1000);
+  }
 
   #check(ref: TwinRef): TwinRef {
     const checked = twinRef(ref.type, ref.id);
@@ -122,20 +143,26 @@ export class Router implements TwinApi {
     const headers = new Map<string, string>();
     injectContext(headers, activeContext());
     let reply: RpcReply;
+    const shard = this.shardOf(request.ref.type, request.ref.id);
     try {
-      const message = await this.transport.request(
-        nodeSubject(owner),
-        encoder.encode(JSON.stringify(request)),
-        {
+      const message = await this.#liveness.watch(
+        owner,
+        this.transport.request(nodeSubject(owner), encoder.encode(JSON.stringify(request)), {
           timeoutMs,
           headers,
-        },
+        }),
       );
+      if (message === GONE) {
+        // Killed mid-call: run a repeatable call again on the shard's next owner; otherwise
+        // say plainly that nobody knows whether it was applied.
+        if (repeatable(request)) throw notOwner(shard, owner);
+        throw outcomeUnknown(owner, `${request.op} on ${request.ref.type}/${request.ref.id}`);
+      }
       reply = decodeReply(message.data);
     } catch (error) {
       if (error instanceof TransportError && error.failure === "no-responders") {
         // Nobody received it: the owner is gone or not listening yet. Safe to retry.
-        throw notOwner(this.shardOf(request.ref.type, request.ref.id), owner);
+        throw notOwner(shard, owner);
       }
       if (error instanceof TransportError && error.failure === "timeout") {
         throw new DeadlineExceeded(`node ${owner} did not answer within ${Math.round(timeoutMs)} ms`);

@@ -3,7 +3,9 @@
  * survivors within seconds (it is declared dead after 1 s, its leases expire after 1.5 s), every
  * report acknowledged to a device is in its twin's log exactly once (reports the dead node had
  * taken but not acknowledged are redelivered by JetStream after ackWait), and event sequences
- * have no gaps.
+ * have no gaps. A command that a survivor had sent to the victim, which the victim was still
+ * running when it died, fails with UNAVAILABLE "outcome unknown" soon after the kill (instead of
+ * at its 30 s deadline).
  */
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
 import type { CassandraEventStore } from "../../../runtime/persistence/cassandra/store.ts";
@@ -28,10 +30,16 @@ describe("a node is killed (kill -9) while devices report", () => {
   const members = ["f1", "f2", "f3"];
   const victim = "f2";
   const survivors = members.filter((id) => id !== victim);
+  const moved = ringAssignment(members).flatMap((node, shard) => (node === victim ? [shard] : []));
+  // A twin of the victim's whose first write the victim holds (for a minute) when it is killed.
+  const stuck = [...idsInShards(`${tag}-stuck`, moved.slice(0, 1)).values()][0]![0]!;
 
   beforeAll(async () => {
     ({ cluster, store } = await TestCluster.create("failover"));
-    await cluster.start(...members);
+    await Promise.all([
+      cluster.spawn(victim, { DOPPEL_IT_STALL_BEFORE_READ: stuck, DOPPEL_IT_STALL_MS: "60000" }),
+      ...survivors.map((id) => cluster.spawn(id)),
+    ]);
   });
   afterAll(async () => {
     await cluster?.close();
@@ -42,7 +50,6 @@ describe("a node is killed (kill -9) while devices report", () => {
     onTestFailed(() => cluster.dumpLogs());
     const before = await cluster.settled(members);
     await ownershipSettled(cluster, members);
-    const moved = ringAssignment(members).flatMap((node, shard) => (node === victim ? [shard] : []));
     expect(moved.length).toBeGreaterThan(0);
     const probes = [...idsInShards(`${tag}-probe`, moved).values()].map((ids) => ids[0]!);
     const twins = Array.from({ length: 48 }, (_, i) => `${tag}-d${i}`);
@@ -50,10 +57,26 @@ describe("a node is killed (kill -9) while devices report", () => {
     devices.start();
     let failover: number[];
     let killedAtWall = 0;
+    let stuckCall: Promise<string> = Promise.resolve("not sent");
+    let stuckEndedAt = 0;
+    let killedAtMs = 0;
     try {
       // Load until the victim has persisted reports of its shards (it has work in flight when killed).
       await sleep(1500);
+      // A command through a survivor that the victim takes and is still running at the kill.
+      stuckCall = cluster
+        .node(survivors[0]!)
+        .client.invoke({ type: TYPE, id: stuck }, "setTarget", { celsius: 30 })
+        .then(
+          (result) => `ok at version ${result.version}`,
+          (error: Error & { code?: string }) => `${error.code}: ${error.message}`,
+        )
+        .finally(() => {
+          stuckEndedAt = performance.now();
+        });
+      await cluster.node(victim).saw(`STALLED before-read ${stuck}`);
       const killedAt = performance.now();
+      killedAtMs = killedAt;
       killedAtWall = Date.now();
       await cluster.node(victim).crash();
       // One write per moved shard through the survivors, sent right away: each is retried by the
@@ -74,6 +97,11 @@ describe("a node is killed (kill -9) while devices report", () => {
     } finally {
       await devices.stop();
     }
+    const stuckOutcome = await stuckCall;
+    expect(stuckOutcome).toMatch(/^UNAVAILABLE: node f2 went away .* the outcome is unknown/);
+    process.stdout.write(
+      `[cluster] kill -9: a command the victim was running failed (outcome unknown) ${Math.round(stuckEndedAt - killedAtMs)} ms after the kill\n`,
+    );
     const first = Math.min(...failover);
     const all = Math.max(...failover);
     process.stdout.write(
