@@ -9,7 +9,8 @@
  * | `doppel.dev.<type>.<id>.telemetry`   | device → twin    | `{ at?, metrics: { name: number } }` or a list of them |
  * | `doppel.dev.<type>.<id>.sync`        | device → twin, request | empty; reply: `{ version, reported, desired, delta }` |
  * | `doppel.dev.<type>.<id>.desired`     | twin → device    | `{ version, desired, delta }` after desired changes |
- * | `doppel.dev.<type>.<id>.cmd`         | twin → device, request | `{ command, args }`; reply: `{ result }` or `{ error }` |
+ * | `doppel.dev.<type>.<id>.cmd`         | twin → device, request | `{ command, args, id }`; reply: `{ result }` or `{ error }` |
+ * | `doppel.dev.<type>.<id>.cmd-result`  | device → twin    | `{ id, result }` or `{ id, error }`: the answer of a device that cannot reply (MQTT) |
  * | `doppel.dev.<type>.<id>.errors`      | twin → device    | `{ code, message, subject }` for rejected input |
  *
  * A report may carry a `Nats-Msg-Id` header: a re-sent report with the same id is applied once.
@@ -33,6 +34,7 @@ export const DeviceChannel = {
   Sync: "sync",
   Desired: "desired",
   Command: "cmd",
+  CommandResult: "cmd-result",
   Errors: "errors",
 } as const;
 export type DeviceChannel = (typeof DeviceChannel)[keyof typeof DeviceChannel];
@@ -108,6 +110,8 @@ export type ReportReply =
 export interface DeviceCommand {
   readonly command: string;
   readonly args: JsonObject;
+  /** Names the command in an answer published on `cmd-result` (devices that cannot reply). */
+  readonly id?: string;
 }
 
 /** A device's answer to a command. */

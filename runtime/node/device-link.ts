@@ -17,7 +17,7 @@ import { NatsTransport, type NatsTransportOptions } from "../../cluster/transpor
 import type { Transport } from "../../cluster/transport/transport.ts";
 import type { JsonLimits } from "../api/json.ts";
 import { pushDesiredToDevices } from "../ingress/desired-push.ts";
-import { type DeviceCommandStats, deviceCommandSender } from "../ingress/device-commands.ts";
+import { type DeviceCommandStats, DeviceCommands } from "../ingress/device-commands.ts";
 import { DeviceIngress } from "../ingress/device-ingress.ts";
 import { JetStreamIngress } from "../ingress/jetstream-ingress.ts";
 import type { Logger } from "../telemetry/logger.ts";
@@ -118,7 +118,8 @@ export async function startDeviceLink(options: {
     if (ownsTransport) await transport.close();
     throw error;
   }
-  engine.setDeviceSender(deviceCommandSender(transport, json, commands));
+  const deviceCommands = new DeviceCommands(transport, json, commands);
+  engine.setDeviceSender(deviceCommands.send);
   const stopPush = pushDesiredToDevices(engine.feed, transport);
   return {
     kind: nats ? "nats" : "in-process",
@@ -135,6 +136,7 @@ export async function startDeviceLink(options: {
       // Finish (persist and ack) what was delivered before the connection goes.
       await durable?.stop();
       await ingress.stop();
+      deviceCommands.stop();
       if (ownsTransport) await transport.close();
     },
   };

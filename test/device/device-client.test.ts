@@ -124,6 +124,60 @@ describe("Twin.sendToDevice (in-process)", () => {
     await device.close();
   });
 
+  /**
+   * A device that cannot reply to requests (as an MQTT device): it answers each command by
+   * publishing `answer(command)` on `publishOn(id)`, naming the command's id.
+   */
+  function deviceWithoutReplies(
+    id: string,
+    answer: (command: { command: string; args: Record<string, unknown>; id: string }) => object,
+    publishOn: (id: string) => string = (own) => `doppel.dev.pump.${own}.cmd-result`,
+  ) {
+    const transport = test.node.bus.connect();
+    const seen: string[] = [];
+    transport.subscribe(`doppel.dev.pump.${id}.cmd`, (message) => {
+      const command = JSON.parse(new TextDecoder().decode(message.data));
+      seen.push(command.command);
+      transport.publish(publishOn(id), new TextEncoder().encode(JSON.stringify(answer(command))));
+    });
+    return seen;
+  }
+
+  it("takes the answer of a device that cannot reply from its cmd-result subject, matched by the command's id", async () => {
+    const seen = deviceWithoutReplies("m1", (c) => ({ id: c.id, result: { blinked: c.args["seconds"] } }));
+    const { result } = await test.twins.invoke({ type: "pump", id: "m1" }, "identify", { seconds: 3 });
+    expect(result).toEqual({ blinked: 3 });
+    expect(seen).toEqual(["identify"]);
+    expect(test.node.devices.commands).toMatchObject({ sent: 1, answered: 1 });
+  });
+
+  it("passes on a device's error answer from cmd-result, and refuses an answer with neither result nor error", async () => {
+    deviceWithoutReplies("m2", (c) => ({
+      id: c.id,
+      error: { code: "FAILED_PRECONDITION", message: "lamp broken" },
+    }));
+    await expect(test.twins.invoke({ type: "pump", id: "m2" }, "identify", {})).rejects.toMatchObject({
+      code: "FAILED_PRECONDITION",
+      message: "device pump/m2: lamp broken",
+    });
+    deviceWithoutReplies("m3", (c) => ({ id: c.id, oops: true }));
+    await expect(test.twins.invoke({ type: "pump", id: "m3" }, "identify", {})).rejects.toThrow(
+      "device pump/m3 answered a command on doppel.dev.pump.m3.cmd-result with neither a result nor an error",
+    );
+  });
+
+  it("ignores an answer published on another device's cmd-result subject", async () => {
+    // m4 gets the command but its answer comes in as m5's: not the device the command went to.
+    deviceWithoutReplies(
+      "m4",
+      (c) => ({ id: c.id, result: "spoofed" }),
+      () => "doppel.dev.pump.m5.cmd-result",
+    );
+    const sent = test.twins.invoke({ type: "pump", id: "m4" }, "identify", {});
+    await expect(sent).rejects.toMatchObject({ code: "DEADLINE_EXCEEDED" });
+    expect(test.node.devices.commands).toMatchObject({ sent: 1, answered: 0, timedOut: 1 });
+  }, 10_000);
+
   it("fails with UNAVAILABLE naming the device when no device listens", async () => {
     await expect(test.twins.invoke({ type: "pump", id: "p2" }, "identify", {})).rejects.toThrow(
       "device pump/p2 is offline",

@@ -76,4 +76,40 @@ describe("MQTT devices", () => {
       return undefined;
     }, "MQTT telemetry stored");
   });
+
+  it("answers a command: the command arrives on .../cmd, the answer goes to .../cmd-result with the command's id", async () => {
+    const device = await mqtt.connectAsync(mqttUrl(), {
+      clientId: "pump-mq2",
+      clean: true,
+      reconnectPeriod: 0,
+    });
+    try {
+      const commands: Record<string, unknown>[] = [];
+      device.on("message", (topic, payload) => {
+        if (topic !== "doppel/dev/pump/mq2/cmd") return;
+        const command = JSON.parse(payload.toString()) as {
+          command: string;
+          args: { seconds: number };
+          id: string;
+        };
+        commands.push(command);
+        void device.publishAsync(
+          "doppel/dev/pump/mq2/cmd-result",
+          JSON.stringify({ id: command.id, result: { blinking: command.args.seconds } }),
+          { qos: 0 },
+        );
+      });
+      // QoS 0: a command is for a device that is there now (an offline device fails the call).
+      await device.subscribeAsync("doppel/dev/pump/mq2/cmd", { qos: 0 });
+      const answer = await n.client.invoke({ type: "pump", id: "mq2" }, "identify", { seconds: 4 });
+      expect(answer.result).toEqual({ blinking: 4 });
+      expect(commands).toMatchObject([{ command: "identify", args: { seconds: 4 } }]);
+    } finally {
+      await device.endAsync();
+    }
+    // Gone (clean session): the next command fails at once as offline.
+    await expect(n.client.invoke({ type: "pump", id: "mq2" }, "identify", { seconds: 1 })).rejects.toThrow(
+      "device pump/mq2 is offline",
+    );
+  });
 });
