@@ -86,17 +86,25 @@ export class DeviceCommands {
     const device = `device ${refKey(ref)}`;
     const id = randomUUID();
     this.stats.sent++;
-    let published!: Pending;
-    const published$ = new Promise<JsonObject>((resolve, reject) => {
-      published = { twin: refKey(ref), resolve, reject };
+    // Whichever comes first: the reply to the request (NATS devices), or an answer published on
+    // the device's cmd-result subject (devices that cannot reply), resolved by #onResult.
+    const published = new Promise<JsonObject>((resolve, reject) => {
+      this.#pending.set(id, { twin: refKey(ref), resolve, reject });
     });
-    this.#pending.set(id, published);
     let body: JsonObject;
     try {
       const replied = this.transport
         .request(subject, encodeJson({ command, args, id }), { timeoutMs })
-        .then((reply) => decodeCommandReply(reply.data, encodingOf(reply.headers), this.limits));
-      body = await Promise.race([replied, published$]);
+        .then((reply) => {
+          try {
+            return decodeCommandReply(reply.data, encodingOf(reply.headers), this.limits);
+          } catch (error) {
+            throw new Unavailable(
+              `${device} answered command '${command}' with a malformed reply: ${(error as Error).message}`,
+            );
+          }
+        });
+      body = await Promise.race([replied, published]);
     } catch (error) {
       if (error instanceof TransportError && error.failure === "no-responders") {
         this.stats.offline++;
@@ -109,11 +117,7 @@ export class DeviceCommands {
         });
       }
       this.stats.failed++;
-      if (error instanceof DoppelError && error.code !== "INVALID_ARGUMENT") throw error;
-      if (error instanceof DoppelError)
-        throw new Unavailable(
-          `${device} answered command '${command}' with a malformed reply: ${error.message}`,
-        );
+      if (error instanceof DoppelError) throw error;
       throw new Unavailable(`${device}: command '${command}' not sent: ${(error as Error).message}`);
     } finally {
       this.#pending.delete(id);
