@@ -2,7 +2,8 @@
  * Ingest bench: device reports through NATS JetStream into twins, persisted.
  *
  * - A node runs as its own process, started with the real CLI (`doppel start --nats URL`, the
- *   embedded SQLite store with fsync on every commit, 256 shards, so 256 shard consumers).
+ *   embedded SQLite store with fsync on every commit, 256 shards — so 256 shard consumers — unless
+ *   `BENCH_SHARDS` says otherwise: JetStream's cost grows with the number of consumers).
  * - **Throughput**: simulated devices (the `DeviceClient` SDK, one NATS connection) send
  *   `REPORTS` reports over `DEVICES` twins, at most `WINDOW` unacknowledged at once; the clock stops
  *   when the ingress stream is empty again — every report acknowledged to JetStream, which Doppel
@@ -15,7 +16,8 @@
  *
  *   npm run bench:ingest     (DOPPEL_NATS to use your server; else scripts/infra/nats.sh up;
  *                             BENCH_QUICK=1 for a short run; BENCH_STORE=cassandra for the
- *                             Cassandra store, with DOPPEL_CASSANDRA or scripts/infra/cassandra.sh up)
+ *                             Cassandra store, with DOPPEL_CASSANDRA or scripts/infra/cassandra.sh up;
+ *                             BENCH_SHARDS=N for a node with N shards, default 256)
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -41,7 +43,9 @@ const REPORTS = quick ? 10_000 : 40_000;
 const WINDOW = 1000;
 const PROBES = quick ? 100 : 300;
 const BACKGROUND_PER_SECOND = 500;
-const SHARDS = 256;
+/** The node's shard count (`--shards`): one durable JetStream consumer per shard. */
+const SHARDS = Number(process.env["BENCH_SHARDS"] ?? 256);
+if (!Number.isInteger(SHARDS) || SHARDS < 1) throw new Error(`BENCH_SHARDS must be a positive integer`);
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 function natsServer(): { url: string; started: boolean } {
@@ -84,6 +88,8 @@ async function startNode(
       "--listen",
       address,
       "--no-demo",
+      "--shards",
+      String(SHARDS),
       "--log-level",
       "warn",
     ],
@@ -122,7 +128,7 @@ const dataDir = mkdtempSync(join(tmpdir(), "doppel-bench-ingest-"));
 const wire = await NatsTransport.connect({ servers: url, name: "bench-devices" });
 const jsm = await jetstreamManager(wire.connection);
 await jsm.streams.delete("DOPPEL_INGRESS").catch(() => false);
-note(`node: doppel start --nats ${url} (sqlite, ${SHARDS} shards)...`);
+note(`node: doppel start --nats ${url} (${STORE}, ${SHARDS} shards)...`);
 const node = await startNode(url, dataDir);
 note(`  ready in ${node.startMs} ms`);
 const grpc = new DoppelClient(node.address, { timeoutMs: 30_000 });
@@ -267,14 +273,18 @@ try {
   note(`  ${barePerSecond} messages/s; publish → consumed ${JSON.stringify(bare)}`);
 
   report("ingest", {
-    command: STORE === "cassandra" ? "BENCH_STORE=cassandra npm run bench:ingest" : "npm run bench:ingest",
+    command: [
+      ...(STORE === "cassandra" ? ["BENCH_STORE=cassandra"] : []),
+      ...(process.env["BENCH_SHARDS"] === undefined ? [] : [`BENCH_SHARDS=${SHARDS}`]),
+      "npm run bench:ingest",
+    ].join(" "),
     store: STORE,
     setup: {
       nats: "nats-server v2.15.3, JetStream file store, sync_interval always, loopback",
       node:
         STORE === "cassandra"
-          ? "separate process: doppel start --nats --cassandra (Cassandra 5.0 single node, commitlog batch), 256 shard consumers"
-          : "separate process: doppel start --nats (sqlite store, synchronous full), 256 shard consumers",
+          ? `separate process: doppel start --nats --cassandra (Cassandra 5.0 single node, commitlog batch), ${SHARDS} shard consumers`
+          : `separate process: doppel start --nats (sqlite store, synchronous full), ${SHARDS} shard consumers`,
       devices: DEVICES,
       reports: REPORTS,
       window: WINDOW,
