@@ -2,8 +2,9 @@
  * In-memory {@link EventStore}: for unit tests and the test kit. Nothing survives the process.
  * It can be told to fail (`failNext`) so tests can exercise store outages.
  */
-import { ConcurrencyConflict, type DoppelError, InvalidArgument, Unavailable } from "../api/errors.ts";
+import { ConcurrencyConflict, type DoppelError, Unavailable } from "../api/errors.ts";
 import { refKey, type TwinRef } from "../api/ids.ts";
+import { commitShapeError } from "./commit-check.ts";
 import type {
   EventStore,
   HistoryRange,
@@ -51,17 +52,11 @@ export class MemoryEventStore implements EventStore {
   }
 
   #commitOne(commit: TwinCommit): DoppelError | undefined {
+    // Events that do not continue the log at expectedSeq + 1 would break the invariant
+    // `log[i].seq === i + 1` that every read here slices by.
+    const shapeError = commitShapeError(commit);
+    if (shapeError) return shapeError;
     const key = refKey(commit.ref);
-    // Refuse events that do not continue the log at expectedSeq + 1: stored, they would break the
-    // invariant `log[i].seq === i + 1` that every read here slices by.
-    for (const [i, event] of commit.events.entries()) {
-      if (event.seq !== commit.expectedSeq + 1 + i) {
-        return new InvalidArgument(
-          `${key}: commit events must continue the log at seq ${commit.expectedSeq + 1 + i}, got seq ${event.seq}`,
-          { expectedSeq: commit.expectedSeq, index: i, seq: event.seq },
-        );
-      }
-    }
     const log = this.#events.get(key) ?? [];
     const first = commit.events[0];
     if (log.length !== commit.expectedSeq) {

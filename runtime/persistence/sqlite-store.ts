@@ -16,6 +16,7 @@ import Database from "better-sqlite3";
 import { ConcurrencyConflict, DoppelError, Internal, InvalidArgument, Unavailable } from "../api/errors.ts";
 import { refKey, type TwinRef } from "../api/ids.ts";
 import type { JsonObject } from "../api/json.ts";
+import { commitShapeError } from "./commit-check.ts";
 import type {
   EventStore,
   HistoryRange,
@@ -248,25 +249,13 @@ interface EncodedCommit {
 }
 
 /**
- * Checks that a commit's events continue the log right after `expectedSeq` (seq `expectedSeq + 1`,
- * `+ 2`...) and serialises its JSON. A commit that fails either is a caller bug: it gets an
- * `InvalidArgument` of its own, keeping the log gap-free and the rest of the group unaffected.
+ * Checks a commit's shape (`commitShapeError`) and serialises its JSON. A commit that fails either
+ * is a caller bug: it gets an `InvalidArgument` of its own, keeping the log gap-free and the rest
+ * of the group unaffected.
  */
 function encodeCommit(commit: TwinCommit): EncodedCommit | InvalidArgument {
-  const key = refKey(commit.ref);
-  if (!Number.isSafeInteger(commit.expectedSeq) || commit.expectedSeq < 0) {
-    return new InvalidArgument(
-      `${key}: expectedSeq must be a non-negative integer, got ${commit.expectedSeq}`,
-    );
-  }
-  for (const [i, event] of commit.events.entries()) {
-    if (event.seq !== commit.expectedSeq + 1 + i) {
-      return new InvalidArgument(
-        `${key}: commit events must continue the log at seq ${commit.expectedSeq + 1 + i}, got seq ${event.seq}`,
-        { expectedSeq: commit.expectedSeq, index: i, seq: event.seq },
-      );
-    }
-  }
+  const shapeError = commitShapeError(commit);
+  if (shapeError) return shapeError;
   try {
     const v = commit.view;
     return {
@@ -294,7 +283,9 @@ function encodeCommit(commit: TwinCommit): EncodedCommit | InvalidArgument {
       ],
     };
   } catch (error) {
-    return new InvalidArgument(`${key}: commit is not serialisable as JSON: ${(error as Error).message}`);
+    return new InvalidArgument(
+      `${refKey(commit.ref)}: commit is not serialisable as JSON: ${(error as Error).message}`,
+    );
   }
 }
 

@@ -14,6 +14,7 @@
  */
 import { InvalidArgument } from "../../api/errors.ts";
 import { refKey } from "../../api/ids.ts";
+import { commitShapeError } from "../commit-check.ts";
 import type { TwinCommit } from "../records.ts";
 import { eventBucket, opensBucket, viewBucket } from "./buckets.ts";
 import type { Layout } from "./migrate.ts";
@@ -64,27 +65,7 @@ export function estimateBytes(statements: readonly NamedBound[]): number {
 }
 
 /**
- * Checks that `commit` continues its log right after `expectedSeq` (seq `expectedSeq + 1`, `+ 2`...).
- * Fails with `InvalidArgument` otherwise: a caller bug, refused before anything is read or written.
- */
-export function checkCommit(commit: TwinCommit): void {
-  const key = refKey(commit.ref);
-  const E = commit.expectedSeq;
-  if (!Number.isSafeInteger(E) || E < 0) {
-    throw new InvalidArgument(`${key}: expectedSeq must be a non-negative integer, got ${E}`);
-  }
-  for (const [i, event] of commit.events.entries()) {
-    if (event.seq !== E + 1 + i) {
-      throw new InvalidArgument(
-        `${key}: commit events must continue the log at seq ${E + 1 + i}, got seq ${event.seq}`,
-        { expectedSeq: E, index: i, seq: event.seq },
-      );
-    }
-  }
-}
-
-/**
- * Checks `commit` (see {@link checkCommit}) and plans it. Fails with
+ * Checks `commit` (see `commitShapeError`) and plans it. Fails with
  * `InvalidArgument` for a malformed commit (bad `expectedSeq`, events that do not continue the
  * log, data that is not JSON), which then writes nothing.
  */
@@ -93,7 +74,8 @@ export function planCommit(
   layout: Layout,
   reminderRows: ReadonlyMap<string, ReminderRow>,
 ): CommitPlan {
-  checkCommit(commit);
+  const shapeError = commitShapeError(commit);
+  if (shapeError) throw shapeError;
   const key = refKey(commit.ref);
   const { type, id } = commit.ref;
   const E = commit.expectedSeq;

@@ -23,6 +23,7 @@
  */
 import { type DoppelError, InvalidArgument } from "../../api/errors.ts";
 import { refKey, type TwinRef } from "../../api/ids.ts";
+import { commitShapeError } from "../commit-check.ts";
 import type {
   CommitOptions,
   EventStore,
@@ -41,7 +42,7 @@ import type {
   TwinView,
 } from "../records.ts";
 import { eventBucket, viewBucket } from "./buckets.ts";
-import { checkCommit, planCommit, type ReminderRow } from "./commit-plan.ts";
+import { planCommit, type ReminderRow } from "./commit-plan.ts";
 import { CommitWriter } from "./commit-writer.ts";
 import { describeFork, type Fork, forkConflict, judgeAppend, type RowIdentity } from "./conflicts.ts";
 import { toDoppelError } from "./failures.ts";
@@ -163,12 +164,8 @@ export class CassandraEventStore implements EventStore {
     commit: TwinCommit,
     fence: CommitOptions["fence"] | undefined,
   ): Promise<DoppelError | undefined> {
-    try {
-      checkCommit(commit);
-    } catch (error) {
-      if (error instanceof InvalidArgument) return error;
-      throw error;
-    }
+    const shapeError = commitShapeError(commit);
+    if (shapeError) return shapeError;
     const { ref, expectedSeq } = commit;
     const first = commit.events[0]?.commitId;
     const touchesReminders = commit.reminders.set.length + commit.reminders.clear.length > 0;
