@@ -4,7 +4,7 @@
  * switches to simulate an outage and a restart that loses every lease.
  */
 
-import { type LeaseClock, systemLeaseClock } from "./clock.ts";
+import { type Clock, monotonicClock } from "../clock.ts";
 import { checkLeaseArgs, type LeaseGrant, type LeaseHolder, type LeaseStore } from "./lease-store.ts";
 
 /** Thrown by a {@link MemoryLeaseStore} made unreachable with `available = false`. */
@@ -26,11 +26,11 @@ interface Lease {
 export class MemoryLeaseStore implements LeaseStore {
   /** When false, every operation rejects with {@link LeaseStoreUnavailable}. */
   available = true;
-  readonly #clock: Pick<LeaseClock, "now">;
+  readonly #clock: Pick<Clock, "now">;
   readonly #leases = new Map<number, Lease>();
   readonly #epochs = new Map<number, number>();
 
-  constructor(clock: Pick<LeaseClock, "now"> = systemLeaseClock) {
+  constructor(clock: Pick<Clock, "now"> = monotonicClock) {
     this.#clock = clock;
   }
 

@@ -18,7 +18,7 @@
  * new epoch; an owned shard's deadline only moves forward, and only on a successful renew.
  */
 
-import { type LeaseClock, systemLeaseClock, type TimerHandle } from "./clock.ts";
+import { type Clock, monotonicClock, type TimerHandle } from "../clock.ts";
 import { LeaseLost, type LossReason } from "./errors.ts";
 import type { LeaseStore } from "./lease-store.ts";
 
@@ -59,7 +59,7 @@ export interface ShardLeasesOptions {
   /** Taken off every local deadline, ms (default ttl/10). `renewEveryMs + safetyMarginMs` must be below the TTL. */
   readonly safetyMarginMs?: number;
   /** Monotonic clock and timers (default `performance.now()`). */
-  readonly clock?: LeaseClock;
+  readonly clock?: Clock;
   /** Told of store failures and listener exceptions (ownership is unaffected until deadlines pass). */
   readonly onError?: (error: unknown) => void;
   /** Told of every renewal attempt: `renewed`, `rejected` (the lease is gone) or `failed` (store error). Metrics. */
@@ -86,7 +86,7 @@ export class ShardLeases {
   readonly retryEveryMs: number;
   readonly safetyMarginMs: number;
   readonly #store: LeaseStore;
-  readonly #clock: LeaseClock;
+  readonly #clock: Clock;
   readonly #onError: (error: unknown) => void;
   readonly #onRenew: ShardLeasesOptions["onRenew"];
   readonly #listeners = new Set<(event: LeaseEvent) => void>();
@@ -120,7 +120,7 @@ export class ShardLeases {
     this.retryEveryMs = retryEveryMs;
     this.safetyMarginMs = safetyMarginMs;
     this.#store = options.store;
-    this.#clock = options.clock ?? systemLeaseClock;
+    this.#clock = options.clock ?? monotonicClock;
     this.#onError = options.onError ?? (() => {});
     this.#onRenew = options.onRenew;
   }

@@ -12,7 +12,7 @@
  */
 
 import { randomUUID } from "node:crypto";
-import { type MembershipClock, systemMembershipClock, type TimerHandle } from "./clock.ts";
+import { type Clock, type TimerHandle, wallClock } from "../clock.ts";
 import { MembershipStateError, NodeIdInUse, ShardCountMismatch } from "./errors.ts";
 import type {
   JoinInfo,
@@ -40,7 +40,7 @@ export interface MembershipOptions {
   /** A node is dead once its heartbeat is this old, ms; default {@link DEFAULT_DEAD_AFTER_MS}; must exceed 2 × `heartbeatMs`. */
   readonly deadAfterMs?: number;
   /** Wall clock and timers; default the system clock. */
-  readonly clock?: MembershipClock;
+  readonly clock?: Clock;
   /** Told of failed heartbeats, listener exceptions and a shard count changed under a running cluster. */
   readonly onError?: (error: unknown) => void;
 }
@@ -61,7 +61,7 @@ export class HeartbeatMembership implements Membership {
   readonly heartbeatMs: number;
   readonly deadAfterMs: number;
   readonly #registry: MembershipRegistry;
-  readonly #clock: MembershipClock;
+  readonly #clock: Clock;
   readonly #onError: (error: unknown) => void;
   readonly #listeners = new Set<MembershipListener>();
   #joined: Joined | undefined;
@@ -94,7 +94,7 @@ export class HeartbeatMembership implements Membership {
     this.heartbeatMs = heartbeatMs;
     this.deadAfterMs = deadAfterMs;
     this.#registry = registry;
-    this.#clock = options.clock ?? systemMembershipClock;
+    this.#clock = options.clock ?? wallClock;
     this.#onError = options.onError ?? (() => {});
   }
 

@@ -5,7 +5,7 @@
  * switch that makes the store unreachable to test outages.
  */
 
-import { type MembershipClock, systemMembershipClock } from "./clock.ts";
+import { type Clock, wallClock } from "../clock.ts";
 import { HeartbeatMembership, type MembershipOptions } from "./heartbeat-membership.ts";
 import type { BeatResult, MemberRecord, MembershipRegistry, MembersRead, StoredMember } from "./registry.ts";
 
@@ -30,9 +30,9 @@ export class MemoryMembershipRegistry implements MembershipRegistry {
   available = true;
   #shardCount: number | undefined;
   readonly #entries = new Map<string, Entry>();
-  readonly #clock: Pick<MembershipClock, "now">;
+  readonly #clock: Pick<Clock, "now">;
 
-  constructor(clock: Pick<MembershipClock, "now"> = systemMembershipClock) {
+  constructor(clock: Pick<Clock, "now"> = wallClock) {
     this.#clock = clock;
   }
 

@@ -3,26 +3,12 @@
  * to make reminders, idle passivation and timeouts deterministic.
  */
 
-export interface TimerHandle {
-  cancel(): void;
-}
+import { type Clock, type TimerHandle, wallClock } from "../../cluster/clock.ts";
 
-export interface Clock {
-  /** Epoch milliseconds. */
-  now(): number;
-  /** Runs `fn` after `ms` milliseconds (never synchronously). */
-  setTimeout(fn: () => void, ms: number): TimerHandle;
-}
+export type { Clock, TimerHandle };
 
-/** The real clock. Timers are unref'd: they never keep a process alive on their own. */
-export const SystemClock: Clock = {
-  now: () => Date.now(),
-  setTimeout(fn, ms) {
-    const timer = setTimeout(fn, Math.max(0, ms));
-    timer.unref();
-    return { cancel: () => clearTimeout(timer) };
-  },
-};
+/** The real clock: epoch milliseconds, unref'd timers (they never keep a process alive). */
+export const SystemClock: Clock = wallClock;
 
 interface ManualTimer {
   readonly due: number;
@@ -36,14 +22,20 @@ export async function settle(rounds = 5): Promise<void> {
   for (let i = 0; i < rounds; i++) await new Promise<void>((resolve) => setImmediate(resolve));
 }
 
-/** A clock that only moves when told to. `advance` fires due timers in order, letting work settle between them. */
+/**
+ * A clock that only moves when told to. `advance` fires due timers in order, letting work settle
+ * (`settleRounds` macrotask turns, default 5) between them; `jump` moves time without firing
+ * anything, as a process paused (SIGSTOP, a long GC) sees it when it resumes.
+ */
 export class ManualClock implements Clock {
   #now: number;
   #timers: ManualTimer[] = [];
   #order = 0;
+  readonly #settleRounds: number;
 
-  constructor(start: number | Date = Date.UTC(2026, 0, 1)) {
+  constructor(start: number | Date = Date.UTC(2026, 0, 1), options: { settleRounds?: number } = {}) {
     this.#now = typeof start === "number" ? start : start.getTime();
+    this.#settleRounds = options.settleRounds ?? 5;
   }
 
   now(): number {
@@ -68,7 +60,7 @@ export class ManualClock implements Clock {
   /** Moves time forward by `ms`, firing every timer that falls due, in due order. */
   async advance(ms: number): Promise<void> {
     const target = this.#now + ms;
-    await settle();
+    await settle(this.#settleRounds);
     for (;;) {
       this.#timers = this.#timers.filter((t) => !t.cancelled);
       const next = this.#timers.reduce<ManualTimer | undefined>(
@@ -82,10 +74,15 @@ export class ManualClock implements Clock {
       this.#timers.splice(this.#timers.indexOf(next), 1);
       this.#now = Math.max(this.#now, next.due);
       next.fn();
-      await settle();
+      await settle(this.#settleRounds);
     }
     this.#now = target;
-    await settle();
+    await settle(this.#settleRounds);
+  }
+
+  /** Moves time forward by `ms` without firing anything (a paused process). */
+  jump(ms: number): void {
+    this.#now += ms;
   }
 
   /** Number of pending timers (for tests). */
