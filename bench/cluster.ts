@@ -29,7 +29,6 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -39,6 +38,7 @@ import { shardOf } from "../cluster/ring/shard.ts";
 import { NatsTransport } from "../cluster/transport/nats.ts";
 import { DeviceClient } from "../runtime/device/device-client.ts";
 import { DoppelClient } from "../runtime/gateway/client.ts";
+import { freePort } from "../runtime/testing/free-port.ts";
 import { note, report } from "./lib.ts";
 
 const quick = process.env["BENCH_QUICK"] === "1";
@@ -84,17 +84,6 @@ function servers(): { nats: string; redis: string; cassandra: string; started: b
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** Sends `total` items through `send`, at most `window` outstanding. */

@@ -21,7 +21,6 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -29,6 +28,7 @@ import { AckPolicy, jetstream, jetstreamManager, RetentionPolicy } from "@nats-i
 import { NatsTransport } from "../cluster/transport/nats.ts";
 import { DoppelClient } from "../runtime/gateway/client.ts";
 import { DeviceClient } from "../runtime/index.ts";
+import { freePort } from "../runtime/testing/free-port.ts";
 import { histogram, note, percentiles, report } from "./lib.ts";
 
 const quick = process.env["BENCH_QUICK"] === "1";
@@ -58,16 +58,6 @@ function natsServer(): { url: string; started: boolean } {
     return { url: "nats://127.0.0.1:14222", started: true };
   }
   return { url: "nats://127.0.0.1:14222", started: false };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 async function startNode(

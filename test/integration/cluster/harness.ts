@@ -20,11 +20,11 @@ import {
   type WriteStream,
   writeFileSync,
 } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { jetstreamManager } from "@nats-io/jetstream";
+import { expect } from "vitest";
 import { HashRing } from "../../../cluster/ring/hash-ring.ts";
 import { shardOf } from "../../../cluster/ring/shard.ts";
 import { NatsTransport } from "../../../cluster/transport/nats.ts";
@@ -33,6 +33,7 @@ import { DeviceClient } from "../../../runtime/device/device-client.ts";
 import { DoppelClient } from "../../../runtime/gateway/client.ts";
 import type { ClusterView } from "../../../runtime/node/cluster-view.ts";
 import type { CassandraEventStore } from "../../../runtime/persistence/cassandra/store.ts";
+import { freePort } from "../../../runtime/testing/free-port.ts";
 import { CASSANDRA, openStore } from "../cassandra/harness.ts";
 import { SCRIPT_REDIS } from "../redis/redis-env.ts";
 
@@ -91,17 +92,6 @@ export async function eventually<T>(
     }
     await sleep(everyMs);
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** The ring's assignment for these members (what every node computes). */
@@ -676,6 +666,26 @@ export async function checkReports(
     for (const messageId of ids) if (!seen.has(messageId)) missing.push(messageId);
   }
   return { twins: acked.size, events, reports, missing, duplicated, gaps };
+}
+
+/**
+ * Once the ingress stream is drained: no device saw a failure, and every report acknowledged to a
+ * device is in its twin's log exactly once, each log's sequence without gaps. Returns the check
+ * (for the test's summary line).
+ */
+export async function expectEveryReportOnce(
+  cluster: TestCluster,
+  store: CassandraEventStore,
+  devices: DeviceLoad,
+  drainTimeoutMs?: number,
+): Promise<LogCheck> {
+  expect(devices.failures).toEqual([]);
+  await cluster.wire.streamDrained(drainTimeoutMs);
+  const log = await checkReports(store, devices.acked);
+  expect(log.missing).toEqual([]);
+  expect(log.duplicated).toEqual([]);
+  expect(log.gaps).toEqual([]);
+  return log;
 }
 
 /** Checks the service twins: each successful call made exactly one `setPointChanged` event. */

@@ -12,10 +12,10 @@ import { diff } from "../../../cluster/ring/diff.ts";
 import type { ClusterView } from "../../../runtime/node/cluster-view.ts";
 import type { CassandraEventStore } from "../../../runtime/persistence/cassandra/store.ts";
 import {
-  checkReports,
   checkServiceCalls,
   DeviceLoad,
   epochs,
+  expectEveryReportOnce,
   ownershipSettled,
   residency,
   ringAssignment,
@@ -51,12 +51,7 @@ async function expectNothingLost(
   members: readonly string[],
 ): Promise<void> {
   expect(services.errors).toEqual([]);
-  expect(devices.failures).toEqual([]);
-  await cluster.wire.streamDrained();
-  const log = await checkReports(store, devices.acked);
-  expect(log.missing).toEqual([]);
-  expect(log.duplicated).toEqual([]);
-  expect(log.gaps).toEqual([]);
+  await expectEveryReportOnce(cluster, store, devices);
   expect(await checkServiceCalls(store, services.ok)).toEqual([]);
   await ownershipSettled(cluster, members);
 }
