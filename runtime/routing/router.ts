@@ -126,7 +126,7 @@ export class Router implements TwinApi {
         if (this.placement.owns(shard)) return await runLocally(until);
         if (owner === undefined) throw notOwner(shard, "(no member known)");
         if (owner === this.placement.nodeId) throw notOwner(shard, owner);
-        return (await this.#remote(owner, request(remaining), remaining)) as T;
+        return (await this.#remote(owner, shard, request(remaining), remaining)) as T;
       } catch (error) {
         const failure = DoppelError.from(error);
         if (!isSafeToRetry(failure)) throw failure;
@@ -139,11 +139,10 @@ export class Router implements TwinApi {
     }
   }
 
-  async #remote(owner: string, request: RpcRequest, timeoutMs: number): Promise<unknown> {
+  async #remote(owner: string, shard: number, request: RpcRequest, timeoutMs: number): Promise<unknown> {
     const headers = new Map<string, string>();
     injectContext(headers, activeContext());
     let reply: RpcReply;
-    const shard = this.shardOf(request.ref.type, request.ref.id);
     try {
       const message = await this.#liveness.watch(
         owner,
