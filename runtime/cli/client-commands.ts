@@ -4,6 +4,7 @@
  */
 import { toMillis } from "../api/duration.ts";
 import { parseRef } from "../api/ids.ts";
+import { present } from "../api/present.ts";
 import { DoppelClient } from "../gateway/client.ts";
 import { integerOption, jsonArgument, timeOption } from "./arguments.ts";
 import { compact, formatEvent, formatSample, formatTwin, formatTwinTable, table } from "./format.ts";
@@ -51,9 +52,7 @@ export function query(
     let first = true;
     do {
       const page = await client.queryTwins(type, {
-        ...(flags.where === undefined ? {} : { where: flags.where }),
-        ...(limit === undefined ? {} : { limit }),
-        ...(pageToken === undefined ? {} : { pageToken }),
+        ...present({ where: flags.where, limit, pageToken }),
       });
       if (flags.json) {
         if (flags.all) for (const twin of page.twins) out(json(twin));
@@ -80,12 +79,7 @@ export function invoke(
   const body = jsonArgument(args, "JSON_ARGS");
   const expectedVersion = integerOption(flags.ifVersion, "--if-version");
   return using(flags, async (client) => {
-    const answer = await client.invoke(
-      ref,
-      command,
-      body,
-      expectedVersion === undefined ? {} : { expectedVersion },
-    );
+    const answer = await client.invoke(ref, command, body, present({ expectedVersion }));
     out(flags.json ? json(answer) : `${JSON.stringify(answer.result, null, 2)}\n(version ${answer.version})`);
   });
 }
@@ -100,11 +94,7 @@ export function desire(
   const body = jsonArgument(patch, "JSON_PATCH");
   const expectedVersion = integerOption(flags.ifVersion, "--if-version");
   return using(flags, async (client) => {
-    const view = await client.updateDesired(
-      ref,
-      body,
-      expectedVersion === undefined ? {} : { expectedVersion },
-    );
+    const view = await client.updateDesired(ref, body, present({ expectedVersion }));
     out(
       flags.json
         ? json(view)
@@ -122,11 +112,7 @@ export function report(
   const ref = parseRef(target);
   const body = jsonArgument(patch, "JSON_PATCH");
   return using(flags, async (client) => {
-    const ack = await client.reportState(
-      ref,
-      body,
-      flags.messageId === undefined ? {} : { messageId: flags.messageId },
-    );
+    const ack = await client.reportState(ref, body, present({ messageId: flags.messageId }));
     out(
       flags.json
         ? json(ack)

@@ -5,6 +5,7 @@
  * drain before writing more, and stop reading as soon as the client cancels.
  */
 import type { TwinRef } from "../api/ids.ts";
+import { present } from "../api/present.ts";
 import type { HistoryRange } from "../persistence/event-store.ts";
 import type { HandlerContext } from "./calls.ts";
 import type { TwinServiceHandlers } from "./generated/doppel/v1/TwinService.ts";
@@ -37,9 +38,7 @@ export async function streamHistory(ctx: HandlerContext, call: HistoryCall): Pro
     const until = timestampToMs(request.until, "until");
     const toVersion = request.toVersion === 0 ? undefined : request.toVersion;
     const bounds: Omit<HistoryRange, "limit" | "fromVersion"> = {
-      ...(toVersion === undefined ? {} : { toVersion }),
-      ...(since === undefined ? {} : { since }),
-      ...(until === undefined ? {} : { until }),
+      ...present({ toVersion, since, until }),
     };
     let fromVersion = request.fromVersion === 0 ? undefined : request.fromVersion;
     let remaining = request.limit === 0 ? Number.POSITIVE_INFINITY : request.limit;
@@ -47,7 +46,7 @@ export async function streamHistory(ctx: HandlerContext, call: HistoryCall): Pro
       const limit = Math.min(ctx.historyPageSize, remaining);
       const page = await ctx.api.history(ref, {
         ...bounds,
-        ...(fromVersion === undefined ? {} : { fromVersion }),
+        ...present({ fromVersion }),
         limit,
       });
       for (const event of page) if (!(await send(stream, eventToMessage(event)))) return;
@@ -78,7 +77,7 @@ export async function streamTelemetry(ctx: HandlerContext, call: TelemetryCall):
         since,
         until,
         ...(request.limit === 0 ? {} : { limit: request.limit }),
-        ...(intervalMs === undefined ? {} : { intervalMs }),
+        ...present({ intervalMs }),
       },
     );
     for (const sample of samples) if (!(await send(stream, sampleToMessage(sample)))) return;

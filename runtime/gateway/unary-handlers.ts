@@ -4,6 +4,7 @@
  * undone here: an absent `optional` field or an empty string means "not given".
  */
 
+import { present } from "../api/present.ts";
 import { deadlineOf, type HandlerContext, unary } from "./calls.ts";
 import type { TwinServiceHandlers } from "./generated/doppel/v1/TwinService.ts";
 import { viewToTwin } from "./messages.ts";
@@ -31,9 +32,9 @@ export function unaryHandlers(ctx: HandlerContext): UnaryHandlers {
       const where = nonEmpty(request.where);
       const pageToken = nonEmpty(request.pageToken);
       const page = await api.query(request.type, {
-        ...(where === undefined ? {} : { where }),
+        ...present({ where }),
         ...(request.limit === 0 ? {} : { limit: request.limit }),
-        ...(pageToken === undefined ? {} : { pageToken }),
+        ...present({ pageToken }),
       });
       return { twins: page.views.map(viewToTwin), nextPageToken: page.nextPageToken ?? "" };
     }),
@@ -42,8 +43,7 @@ export function unaryHandlers(ctx: HandlerContext): UnaryHandlers {
       const args = structToJson(request.args, "args");
       const deadline = deadlineOf(call, ctx.clock);
       const outcome = await api.invoke({ type: request.type, id: request.id }, request.command, args, {
-        ...(deadline === undefined ? {} : { deadline }),
-        ...(request.expectedVersion === undefined ? {} : { expectedVersion: request.expectedVersion }),
+        ...present({ deadline, expectedVersion: request.expectedVersion }),
       });
       return { result: jsonToValue(outcome.result), version: outcome.version };
     }),
@@ -52,8 +52,7 @@ export function unaryHandlers(ctx: HandlerContext): UnaryHandlers {
       const patch = structToJson(request.patch, "patch");
       const deadline = deadlineOf(call, ctx.clock);
       const view = await api.updateDesired({ type: request.type, id: request.id }, patch, {
-        ...(deadline === undefined ? {} : { deadline }),
-        ...(request.expectedVersion === undefined ? {} : { expectedVersion: request.expectedVersion }),
+        ...present({ deadline, expectedVersion: request.expectedVersion }),
       });
       return viewToTwin(view);
     }),
@@ -63,8 +62,7 @@ export function unaryHandlers(ctx: HandlerContext): UnaryHandlers {
       const deadline = deadlineOf(call, ctx.clock);
       const messageId = nonEmpty(request.messageId);
       const outcome = await api.report({ type: request.type, id: request.id }, patch, {
-        ...(deadline === undefined ? {} : { deadline }),
-        ...(messageId === undefined ? {} : { messageId }),
+        ...present({ deadline, messageId }),
       });
       return { version: outcome.version, duplicate: outcome.duplicate };
     }),

@@ -11,6 +11,7 @@ import { toView } from "../activation/twin-data.ts";
 import { DeadlineExceeded, InvalidArgument, NotFound } from "../api/errors.ts";
 import { refKey, type TwinRef, twinRef, validateType } from "../api/ids.ts";
 import { type JsonLimits, type JsonObject, requireJsonObject } from "../api/json.ts";
+import { present } from "../api/present.ts";
 import { downsample } from "../persistence/downsample.ts";
 import type { HistoryRange, ViewPage } from "../persistence/event-store.ts";
 import type { EventRecord, TelemetrySample, TwinView } from "../persistence/records.ts";
@@ -131,8 +132,7 @@ export class LocalTwins implements TwinApi {
           args: parsed,
           chain: options.chain ?? [],
           deadline,
-          ...(expectedVersion === undefined ? {} : { expectedVersion }),
-          ...(options.causation === undefined ? {} : { causation: options.causation }),
+          ...present({ expectedVersion, causation: options.causation }),
         }),
       deadline,
       `${refKey(checked)}.${command}`,
@@ -153,8 +153,7 @@ export class LocalTwins implements TwinApi {
           kind: "desired",
           patch: body,
           deadline,
-          ...(expectedVersion === undefined ? {} : { expectedVersion }),
-          ...(options.causation === undefined ? {} : { causation: options.causation }),
+          ...present({ expectedVersion, causation: options.causation }),
         }),
       deadline,
       `${refKey(checked)} desired`,
@@ -178,7 +177,7 @@ export class LocalTwins implements TwinApi {
           kind: "reported",
           patch: body,
           deadline,
-          ...(causation === undefined ? {} : { causation }),
+          ...present({ causation }),
         }),
       deadline,
       `${refKey(checked)} report`,

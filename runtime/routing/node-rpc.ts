@@ -9,6 +9,7 @@ import type { Clock } from "../activation/clock.ts";
 import { DoppelError, InvalidArgument } from "../api/errors.ts";
 import { twinRef } from "../api/ids.ts";
 import { isJsonObject, type JsonObject } from "../api/json.ts";
+import { present } from "../api/present.ts";
 import type { LocalTwins } from "../node/local-twins.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import { extractContext, inSpan, SpanKind } from "../telemetry/tracing.ts";
@@ -60,20 +61,21 @@ export function serveNodeRpc(options: {
       case "invoke":
         return local.invoke(request.ref, request.command, request.args as JsonObject, {
           deadline: clock.now() + request.timeoutMs,
-          ...(request.expectedVersion === undefined ? {} : { expectedVersion: request.expectedVersion }),
-          ...(request.chain === undefined ? {} : { chain: request.chain }),
-          ...(request.causation === undefined ? {} : { causation: request.causation }),
+          ...present({
+            expectedVersion: request.expectedVersion,
+            chain: request.chain,
+            causation: request.causation,
+          }),
         });
       case "desired":
         return local.updateDesired(request.ref, request.patch as JsonObject, {
           deadline: clock.now() + request.timeoutMs,
-          ...(request.expectedVersion === undefined ? {} : { expectedVersion: request.expectedVersion }),
-          ...(request.causation === undefined ? {} : { causation: request.causation }),
+          ...present({ expectedVersion: request.expectedVersion, causation: request.causation }),
         });
       case "report":
         return local.report(request.ref, request.patch as JsonObject, {
           deadline: clock.now() + request.timeoutMs,
-          ...(request.messageId === undefined ? {} : { messageId: request.messageId }),
+          ...present({ messageId: request.messageId }),
         });
       default:
         throw new InvalidArgument(`unknown node request op '${(request as { op: string }).op}'`);

@@ -23,6 +23,7 @@ import {
 } from "../api/errors.ts";
 import { type TwinRef, twinRef } from "../api/ids.ts";
 import { isJsonObject, type JsonObject } from "../api/json.ts";
+import { present } from "../api/present.ts";
 import type { LocalTwins } from "../node/local-twins.ts";
 import type {
   InvokeOptions,
@@ -202,9 +203,11 @@ export class Router implements TwinApi {
         command,
         args: args ?? {},
         timeoutMs,
-        ...(options.expectedVersion === undefined ? {} : { expectedVersion: options.expectedVersion }),
-        ...(options.chain === undefined ? {} : { chain: options.chain }),
-        ...(options.causation === undefined ? {} : { causation: options.causation }),
+        ...present({
+          expectedVersion: options.expectedVersion,
+          chain: options.chain,
+          causation: options.causation,
+        }),
       }),
     );
   }
@@ -220,8 +223,7 @@ export class Router implements TwinApi {
         ref: checked,
         patch,
         timeoutMs,
-        ...(options.expectedVersion === undefined ? {} : { expectedVersion: options.expectedVersion }),
-        ...(options.causation === undefined ? {} : { causation: options.causation }),
+        ...present({ expectedVersion: options.expectedVersion, causation: options.causation }),
       }),
     );
   }
@@ -237,7 +239,7 @@ export class Router implements TwinApi {
         ref: checked,
         patch,
         timeoutMs,
-        ...(options.messageId === undefined ? {} : { messageId: options.messageId }),
+        ...present({ messageId: options.messageId }),
       }),
     );
   }
