@@ -46,6 +46,7 @@ import {
 } from "../api/errors.ts";
 import { type TwinRef, twinRef } from "../api/ids.ts";
 import { isJsonObject, type Json, type JsonObject } from "../api/json.ts";
+import { present } from "../api/present.ts";
 import {
   type DesiredPush,
   DeviceChannel,
@@ -207,7 +208,7 @@ export class DeviceClient {
     try {
       transport = await NatsTransport.connect({
         servers: options.servers,
-        ...(options.credentials === undefined ? {} : { credentials: options.credentials }),
+        ...present({ credentials: options.credentials }),
         name: `doppel-device-${options.type}-${options.id}`,
         waitOnFirstConnect: options.waitOnFirstConnect ?? true,
       });

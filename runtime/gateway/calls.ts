@@ -6,6 +6,7 @@
  */
 import type * as grpc from "@grpc/grpc-js";
 import type { Clock } from "../activation/clock.ts";
+import { present } from "../api/present.ts";
 import type { ClusterView } from "../node/cluster-view.ts";
 import type { TwinApi } from "../node/twin-api.ts";
 import type { Logger } from "../telemetry/logger.ts";
@@ -61,7 +62,7 @@ export function failure(logger: Logger, method: string, error: unknown): DoppelS
     method,
     status: statusName(serviceError.code),
     code: serviceError.wire.code,
-    ...(serviceError.wire.details === undefined ? {} : { details: serviceError.wire.details }),
+    ...present({ details: serviceError.wire.details }),
   };
   if (isServerFault(serviceError.code)) logger.warn({ ...fields, err: error }, "gRPC call failed");
   else logger.debug({ ...fields, message: serviceError.wire.message }, "gRPC call failed");

@@ -18,6 +18,7 @@ import { service as healthService } from "grpc-health-check";
 import { DoppelError, Internal, InvalidArgument, Unavailable } from "../api/errors.ts";
 import type { TwinRef } from "../api/ids.ts";
 import type { Json, JsonObject } from "../api/json.ts";
+import { present } from "../api/present.ts";
 import type { ClusterView } from "../node/cluster-view.ts";
 import type { InvokeResult, ReportResult } from "../node/twin-api.ts";
 import type { TwinView } from "../persistence/records.ts";
@@ -197,7 +198,7 @@ export class DoppelClient {
           id: ref.id,
           command,
           args: jsonToStruct(args),
-          ...(options.expectedVersion === undefined ? {} : { expectedVersion: options.expectedVersion }),
+          ...present({ expectedVersion: options.expectedVersion }),
         },
         o,
         cb,
@@ -219,7 +220,7 @@ export class DoppelClient {
           type: ref.type,
           id: ref.id,
           patch: jsonToStruct(patch),
-          ...(options.expectedVersion === undefined ? {} : { expectedVersion: options.expectedVersion }),
+          ...present({ expectedVersion: options.expectedVersion }),
         },
         o,
         cb,

@@ -21,6 +21,7 @@ import type {
 } from "../../cluster/transport/transport.ts";
 import { DoppelError, InvalidArgument, NotFound } from "../api/errors.ts";
 import { isJsonObject, type JsonLimits, type JsonObject } from "../api/json.ts";
+import { present } from "../api/present.ts";
 import type { TwinApi } from "../node/twin-api.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import { extractContext, inSpan, SpanKind } from "../telemetry/tracing.ts";
@@ -156,8 +157,7 @@ export class DeviceIngress {
         case DeviceChannel.Reported: {
           const patch = decodeReported(data, encoding, this.limits);
           const result = await this.api.report(ref, patch, {
-            ...(messageId === undefined ? {} : { messageId }),
-            ...(options.deadline === undefined ? {} : { deadline: options.deadline }),
+            ...present({ messageId, deadline: options.deadline }),
           });
           if (result.duplicate) this.stats.duplicates++;
           else this.stats.applied++;
@@ -209,7 +209,7 @@ export class DeviceIngress {
         rejected: !retry,
         retry,
         encoding,
-        ...(channel === undefined ? {} : { channel }),
+        ...present({ channel }),
       };
     }
   }

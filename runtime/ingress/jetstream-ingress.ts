@@ -44,6 +44,7 @@ import {
 } from "@nats-io/jetstream";
 import { fromNatsHeaders, type NatsTransport } from "../../cluster/transport/nats.ts";
 import type { TwinRef } from "../api/ids.ts";
+import { present } from "../api/present.ts";
 import type { TwinApi } from "../node/twin-api.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { DeviceIngress } from "./device-ingress.ts";
@@ -112,7 +113,7 @@ export async function reportInLog(
     const events = await twins.history(ref, {
       since,
       limit: page,
-      ...(fromVersion === undefined ? {} : { fromVersion }),
+      ...present({ fromVersion }),
     });
     if (events.some((event) => event.causation === messageId)) return true;
     if (events.length < page) return false;

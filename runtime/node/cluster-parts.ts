@@ -12,6 +12,7 @@ import { MemoryMembership, type MemoryMembershipRegistry } from "../../cluster/m
 import { RedisMembership } from "../../cluster/membership/redis.ts";
 import { RedisConnection } from "../../cluster/membership/redis-connection.ts";
 import { Unavailable } from "../api/errors.ts";
+import { present } from "../api/present.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { NodeConfig } from "./options.ts";
 
@@ -47,15 +48,14 @@ export async function openClusterParts(
     const leases = new ShardLeases({
       store: inProcess.leases,
       nodeId,
-      ...(inProcess.leaseTtlMs === undefined ? {} : { ttlMs: inProcess.leaseTtlMs }),
+      ...present({ ttlMs: inProcess.leaseTtlMs }),
       onError,
       ...(onRenew ? { onRenew } : {}),
     });
     const membership = new MemoryMembership(inProcess.membership, {
       cluster: inProcess.name,
       shardCount: config.shards,
-      ...(inProcess.heartbeatMs === undefined ? {} : { heartbeatMs: inProcess.heartbeatMs }),
-      ...(inProcess.deadAfterMs === undefined ? {} : { deadAfterMs: inProcess.deadAfterMs }),
+      ...present({ heartbeatMs: inProcess.heartbeatMs, deadAfterMs: inProcess.deadAfterMs }),
       onError,
     });
     return { name: inProcess.name, membership, leaseStore: inProcess.leases, leases, close: async () => {} };

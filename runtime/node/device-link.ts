@@ -16,6 +16,7 @@ import type { InProcessBus } from "../../cluster/transport/in-process.ts";
 import { NatsTransport, type NatsTransportOptions } from "../../cluster/transport/nats.ts";
 import type { Transport } from "../../cluster/transport/transport.ts";
 import type { JsonLimits } from "../api/json.ts";
+import { present } from "../api/present.ts";
 import { pushDesiredToDevices } from "../ingress/desired-push.ts";
 import { type DeviceCommandStats, DeviceCommands } from "../ingress/device-commands.ts";
 import { DeviceIngress } from "../ingress/device-ingress.ts";
@@ -46,7 +47,7 @@ export interface DeviceLink {
 export function natsOptions(nats: NonNullable<NodeConfig["nats"]>, name: string): NatsTransportOptions {
   return {
     servers: nats.servers,
-    ...(nats.credentials === undefined ? {} : { credentials: nats.credentials }),
+    ...present({ credentials: nats.credentials }),
     name,
   };
 }

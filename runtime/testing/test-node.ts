@@ -15,6 +15,7 @@
 import { ManualClock, settle } from "../activation/clock.ts";
 import { type Duration, toMillis } from "../api/duration.ts";
 import type { JsonObject } from "../api/json.ts";
+import { present } from "../api/present.ts";
 import type { CommandInput, CommandName, CommandResult, TwinClass } from "../api/twin.ts";
 import { DoppelNode } from "../node/node.ts";
 import type { NodeConfigInput } from "../node/options.ts";
@@ -54,16 +55,12 @@ export class TwinHandle<C extends TwinClass> {
 
   /** Reports device state, as the device would. */
   report(patch: JsonObject, messageId?: string): Promise<ReportResult> {
-    return this.test.twins.report(this.ref, patch, messageId === undefined ? {} : { messageId });
+    return this.test.twins.report(this.ref, patch, present({ messageId }));
   }
 
   /** Changes desired state, as a service would. */
   desire(patch: JsonObject, expectedVersion?: number): Promise<TwinView> {
-    return this.test.twins.updateDesired(
-      this.ref,
-      patch,
-      expectedVersion === undefined ? {} : { expectedVersion },
-    );
+    return this.test.twins.updateDesired(this.ref, patch, present({ expectedVersion }));
   }
 
   /** The twin's persisted view. */

@@ -18,6 +18,7 @@
  * re-applying any part of a plan is harmless.
  */
 import type { TwinRef } from "../../api/ids.ts";
+import { present } from "../../api/present.ts";
 import { bind, type CommitPlan, decodeStaged, encodeStaged, type NamedBound } from "./commit-plan.ts";
 import { judgeAppend, type RowIdentity } from "./conflicts.ts";
 import { isBatchTooLarge } from "./failures.ts";
@@ -78,7 +79,7 @@ export class CommitWriter {
     await this.session.execute(
       "stage large commit",
       { query: this.s.stageCommit, params: [expectedSeq, staged, ref.type, ref.id] },
-      beforeSend === undefined ? {} : { beforeSend },
+      present({ beforeSend }),
     );
     await this.#apply(plan.eventGroups, plan.derived);
     await this.#unstage(ref);

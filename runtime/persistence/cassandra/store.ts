@@ -23,6 +23,7 @@
  */
 import { type DoppelError, InvalidArgument } from "../../api/errors.ts";
 import { refKey, type TwinRef } from "../../api/ids.ts";
+import { present } from "../../api/present.ts";
 import { commitShapeError } from "../commit-check.ts";
 import type {
   CommitOptions,
@@ -303,8 +304,7 @@ export class CassandraEventStore implements EventStore {
       const slice = await this.#log.read(ref, {
         from: Math.max(1, range.fromVersion ?? 1),
         to: range.toVersion ?? OPEN_END,
-        ...(range.since === undefined ? {} : { since: range.since }),
-        ...(range.until === undefined ? {} : { until: range.until }),
+        ...present({ since: range.since, until: range.until }),
         limit: Number.isFinite(range.limit) ? Math.floor(range.limit) : OPEN_END,
       });
       return this.#unforked(ref, slice);
