@@ -60,6 +60,29 @@ function kill(child: ChildProcess): Promise<void> {
   });
 }
 
+/**
+ * The node that takes over after a crash: same SQLite file, same stream, consumer `ackWait`.
+ * Its `stop` closes the store too.
+ */
+async function startSuccessor(db: string, ackWait: string) {
+  const store = new SqliteEventStore({ path: db });
+  const node = await startNatsNode({
+    store,
+    config: {
+      nodeId: "successor",
+      grpc: { listen: "127.0.0.1:0" },
+      nats: { servers: natsUrl(), consumer: { ackWait } },
+    },
+  });
+  return {
+    ...node,
+    async stop() {
+      await node.stop();
+      await store.close();
+    },
+  };
+}
+
 describe("durable ingress when a node dies", () => {
   let dir: string;
   beforeAll(async () => {
@@ -87,15 +110,7 @@ describe("durable ingress when a node dies", () => {
         await kill(child);
 
         // Another node over the same store takes over the shard; the server redelivers after ackWait.
-        const store = new SqliteEventStore({ path: db });
-        const next = await startNatsNode({
-          store,
-          config: {
-            nodeId: "successor",
-            grpc: { listen: "127.0.0.1:0" },
-            nats: { servers: natsUrl(), consumer: { ackWait: ACK_WAIT } },
-          },
-        });
+        const next = await startSuccessor(db, ACK_WAIT);
         try {
           const durable = next.node.devices.durable!;
           await eventually(
@@ -117,7 +132,6 @@ describe("durable ingress when a node dies", () => {
           });
         } finally {
           await next.stop();
-          await store.close();
         }
       } finally {
         if (child.exitCode === null && child.signalCode === null) await kill(child);
@@ -139,15 +153,7 @@ describe("durable ingress when a node dies", () => {
       await device.report({ temperature: 18.5 }, { messageId: `${twin}-m0` });
       await saw("COMMITTED");
       await kill(child);
-      const store = new SqliteEventStore({ path: db });
-      const next = await startNatsNode({
-        store,
-        config: {
-          nodeId: "successor",
-          grpc: { listen: "127.0.0.1:0" },
-          nats: { servers: natsUrl(), consumer: { ackWait } },
-        },
-      });
+      const next = await startSuccessor(db, ackWait);
       try {
         for (let i = 1; i <= 20; i++)
           await device.report({ temperature: 19 + i / 10 }, { messageId: `${twin}-m${i}` });
@@ -168,7 +174,6 @@ describe("durable ingress when a node dies", () => {
         expect(durable.stats.alreadyPersisted).toBe(1);
       } finally {
         await next.stop();
-        await store.close();
       }
     } finally {
       if (child.exitCode === null && child.signalCode === null) await kill(child);
