@@ -36,8 +36,8 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { HashRing } from "../cluster/ring/hash-ring.ts";
 import { shardOf } from "../cluster/ring/shard.ts";
 import { NatsTransport } from "../cluster/transport/nats.ts";
-import { DeviceClient } from "../runtime/device/device-client.ts";
-import { DoppelClient } from "../runtime/gateway/client.ts";
+import { DeviceClient } from "../runtime/devices/client/device-client.ts";
+import { DoppelClient } from "../runtime/grpc/client.ts";
 import { freePort } from "../runtime/testing/free-port.ts";
 import { note, report } from "./lib.ts";
 

@@ -10,9 +10,9 @@
 import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { DoppelNode } from "../runtime/node/node.ts";
+import { silentLogger } from "../runtime/observability/logger.ts";
 import type { EventStore } from "../runtime/persistence/event-store.ts";
 import { MemoryEventStore } from "../runtime/persistence/memory-store.ts";
-import { silentLogger } from "../runtime/telemetry/logger.ts";
 import { Thermostat } from "../twins/thermostat.ts";
 import { histogram, note, percentiles, report, settledHeap } from "./lib.ts";
 

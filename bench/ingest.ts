@@ -26,7 +26,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AckPolicy, jetstream, jetstreamManager, RetentionPolicy } from "@nats-io/jetstream";
 import { NatsTransport } from "../cluster/transport/nats.ts";
-import { DoppelClient } from "../runtime/gateway/client.ts";
+import { DoppelClient } from "../runtime/grpc/client.ts";
 import { DeviceClient } from "../runtime/index.ts";
 import { freePort } from "../runtime/testing/free-port.ts";
 import { histogram, note, percentiles, report } from "./lib.ts";

@@ -7,10 +7,9 @@ export { z } from "zod";
 export { InProcessBus, InProcessTransport } from "../cluster/transport/in-process.ts";
 export { type NatsCredentials, NatsTransport, type NatsTransportOptions } from "../cluster/transport/nats.ts";
 export type { Transport } from "../cluster/transport/transport.ts";
-export type { TwinChange } from "./activation/change-feed.ts";
 // Running nodes
-export { type Clock, ManualClock, SystemClock } from "./activation/clock.ts";
-export type { Duration } from "./api/duration.ts";
+export { type Clock, ManualClock, SystemClock } from "./core/clock.ts";
+export type { Duration } from "./core/duration.ts";
 export {
   CallCycle,
   ConcurrencyConflict,
@@ -28,9 +27,10 @@ export {
   Unavailable,
   VersionConflict,
   type WireError,
-} from "./api/errors.ts";
-export { MAX_ID_LENGTH, MAX_TYPE_LENGTH, parseRef, refKey, type TwinRef, twinRef } from "./api/ids.ts";
-export type { Json, JsonObject, JsonPrimitive } from "./api/json.ts";
+} from "./core/errors.ts";
+export { MAX_ID_LENGTH, MAX_TYPE_LENGTH, parseRef, refKey, type TwinRef, twinRef } from "./core/ids.ts";
+export type { Json, JsonObject, JsonPrimitive } from "./core/json.ts";
+export type { EventRecord, TelemetrySample, TwinView } from "./core/records.ts";
 export {
   type CheckedTwinClass,
   type CommandArgs,
@@ -46,7 +46,16 @@ export {
   type TwinEvent,
   type TwinOptions,
   type When,
-} from "./api/twin.ts";
+} from "./core/twin.ts";
+export type {
+  InvokeOptions,
+  InvokeResult,
+  QueryOptions,
+  ReportOptions,
+  ReportResult,
+  TelemetryQuery,
+  TwinApi,
+} from "./core/twin-api.ts";
 // Devices
 export {
   type BufferPolicy,
@@ -56,7 +65,15 @@ export {
   type DeviceClientStats,
   type DeviceConnectOptions,
   type ReportAck,
-} from "./device/device-client.ts";
+} from "./devices/client/device-client.ts";
+export {
+  DEVICE_PREFIX,
+  type DesiredPush,
+  DeviceChannel,
+  deviceSubject,
+  type SyncReply,
+} from "./devices/protocol.ts";
+export type { TwinChange } from "./engine/change-feed.ts";
 // Services over gRPC
 export {
   DoppelClient,
@@ -67,29 +84,12 @@ export {
   type TelemetryPoint,
   type TelemetryRequest,
   type WatchedChange,
-} from "./gateway/client.ts";
-export { type Gateway, type GatewayOptions, startGateway } from "./gateway/server.ts";
-export {
-  DEVICE_PREFIX,
-  type DesiredPush,
-  DeviceChannel,
-  deviceSubject,
-  type SyncReply,
-} from "./ingress/device-protocol.ts";
+} from "./grpc/client.ts";
+export { type Gateway, type GatewayOptions, startGateway } from "./grpc/server.ts";
 export { DoppelNode, type NodeParts } from "./node/node.ts";
 export { compileConfig, type NodeConfig, type NodeConfigInput } from "./node/options.ts";
-export type {
-  InvokeOptions,
-  InvokeResult,
-  QueryOptions,
-  ReportOptions,
-  ReportResult,
-  TelemetryQuery,
-  TwinApi,
-} from "./node/twin-api.ts";
 export type { EventStore, HistoryRange, ViewPage } from "./persistence/event-store.ts";
 export { MemoryEventStore } from "./persistence/memory-store.ts";
-export type { EventRecord, TelemetrySample, TwinView } from "./persistence/records.ts";
 export type { DeviceModel, DeviceStep, SimulatedDevice } from "./sim/device-model.ts";
 export { Fleet, type FleetOptions, type FleetStats } from "./sim/fleet.ts";
 

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Generates the TypeScript types of the gRPC contract (proto/doppel/v1/twins.proto) into
-# runtime/gateway/generated/. Run after every change to the proto (`npm run proto`); the output is
-# committed. The options below must match the loader options in runtime/gateway/proto.ts, or the
+# runtime/grpc/generated/. Run after every change to the proto (`npm run proto`); the output is
+# committed. The options below must match the loader options in runtime/grpc/proto.ts, or the
 # types would describe objects the loader never produces.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-out=runtime/gateway/generated
+out=runtime/grpc/generated
 
 rm -rf "$out"
 mkdir -p "$out"

@@ -1,7 +1,7 @@
 /** Parsing of CLI arguments that commander leaves as strings: JSON, times, counts. */
-import { toMillis } from "../api/duration.ts";
-import { InvalidArgument } from "../api/errors.ts";
-import { type JsonObject, parseJsonObject } from "../api/json.ts";
+import { toMillis } from "../core/duration.ts";
+import { InvalidArgument } from "../core/errors.ts";
+import { type JsonObject, parseJsonObject } from "../core/json.ts";
 
 /** Parses a JSON object argument (`'{"celsius": 22}'`), naming the argument on failure. */
 export function jsonArgument(text: string | undefined, what: string): JsonObject {

@@ -2,10 +2,10 @@
  * The CLI's client commands: each talks to a running node over gRPC with {@link DoppelClient}
  * and prints readable text, or JSON with `--json` (one document, or one per line for streams).
  */
-import { toMillis } from "../api/duration.ts";
-import { parseRef } from "../api/ids.ts";
-import { present } from "../api/present.ts";
-import { DoppelClient } from "../gateway/client.ts";
+import { toMillis } from "../core/duration.ts";
+import { parseRef } from "../core/ids.ts";
+import { present } from "../core/present.ts";
+import { DoppelClient } from "../grpc/client.ts";
 import { integerOption, jsonArgument, timeOption } from "./arguments.ts";
 import { compact, formatEvent, formatSample, formatTwin, formatTwinTable, table } from "./format.ts";
 

@@ -1,7 +1,7 @@
 /** How the CLI prints things: readable text by default, JSON with `--json`. */
-import type { Json } from "../api/json.ts";
-import type { RemoteEvent, TelemetryPoint } from "../gateway/client.ts";
-import type { TwinView } from "../persistence/records.ts";
+import type { Json } from "../core/json.ts";
+import type { TwinView } from "../core/records.ts";
+import type { RemoteEvent, TelemetryPoint } from "../grpc/client.ts";
 
 const iso = (ms: number) => (ms > 0 ? new Date(ms).toISOString() : "-");
 

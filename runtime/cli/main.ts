@@ -5,7 +5,7 @@
  * and exit with 1 (2 for usage errors).
  */
 import { Command, CommanderError, Option } from "commander";
-import { DoppelError } from "../api/errors.ts";
+import { DoppelError } from "../core/errors.ts";
 import * as client from "./client-commands.ts";
 import { simCommand } from "./sim.ts";
 import { startCommand } from "./start.ts";

@@ -11,9 +11,9 @@
  */
 import { NatsTransport } from "../../cluster/transport/nats.ts";
 import type { Transport } from "../../cluster/transport/transport.ts";
-import { toMillis } from "../api/duration.ts";
-import { InvalidArgument } from "../api/errors.ts";
-import type { JsonObject } from "../api/json.ts";
+import { toMillis } from "../core/duration.ts";
+import { InvalidArgument } from "../core/errors.ts";
+import type { JsonObject } from "../core/json.ts";
 import type { DeviceModel, SimulatedDevice } from "../sim/device-model.ts";
 import { Fleet } from "../sim/fleet.ts";
 import { EXAMPLE_TWINS, loadTwinModules } from "./twin-modules.ts";

@@ -4,7 +4,7 @@
  * until SIGINT/SIGTERM, then stops gracefully (every pending write is persisted).
  */
 import { readFileSync } from "node:fs";
-import { InvalidArgument } from "../api/errors.ts";
+import { InvalidArgument } from "../core/errors.ts";
 import { DoppelNode } from "../node/node.ts";
 import { compileConfig, type NodeConfigInput } from "../node/options.ts";
 import { parseContactPoints } from "../persistence/cassandra/options.ts";

@@ -5,8 +5,8 @@
 import { existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { InvalidArgument } from "../api/errors.ts";
-import { Twin, type TwinClass } from "../api/twin.ts";
+import { InvalidArgument } from "../core/errors.ts";
+import { Twin, type TwinClass } from "../core/twin.ts";
 import type { DeviceModel } from "../sim/device-model.ts";
 
 /** The example twins shipped with Doppel (used when no module is given). */

@@ -11,9 +11,9 @@ import type { Membership } from "../../cluster/membership/membership.ts";
 import { MemoryMembership, type MemoryMembershipRegistry } from "../../cluster/membership/memory.ts";
 import { RedisMembership } from "../../cluster/membership/redis.ts";
 import { RedisConnection } from "../../cluster/membership/redis-connection.ts";
-import { Unavailable } from "../api/errors.ts";
-import { present } from "../api/present.ts";
-import type { Logger } from "../telemetry/logger.ts";
+import { Unavailable } from "../core/errors.ts";
+import { present } from "../core/present.ts";
+import type { Logger } from "../observability/logger.ts";
 import type { NodeConfig } from "./options.ts";
 
 /** Shared in-process cluster infrastructure, for running several nodes in one process. */

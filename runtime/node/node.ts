@@ -12,12 +12,20 @@ import { shardOf } from "../../cluster/ring/shard.ts";
 import { InProcessBus } from "../../cluster/transport/in-process.ts";
 import { NatsTransport } from "../../cluster/transport/nats.ts";
 import type { Transport } from "../../cluster/transport/transport.ts";
-import { type Clock, SystemClock } from "../activation/clock.ts";
-import { TwinRegistry } from "../activation/twin-type.ts";
-import type { TwinRef } from "../api/ids.ts";
-import type { Json } from "../api/json.ts";
-import type { TwinClass } from "../api/twin.ts";
-import type { DeviceIngress } from "../ingress/device-ingress.ts";
+import { type Clock, SystemClock } from "../core/clock.ts";
+import { type ClusterView, soloClusterView } from "../core/cluster-view.ts";
+import type { TwinRef } from "../core/ids.ts";
+import type { Json } from "../core/json.ts";
+import type { TwinClass } from "../core/twin.ts";
+import type { TwinApi } from "../core/twin-api.ts";
+import { type DeviceLink, natsOptions, startDeviceLink } from "../devices/device-link.ts";
+import type { DeviceIngress } from "../devices/ingress/device-ingress.ts";
+import { Engine, type ShardOwnership, singleNodeOwnership } from "../engine/engine.ts";
+import { LocalTwins } from "../engine/local-twins.ts";
+import { TwinRegistry } from "../engine/twin-type.ts";
+import { createLogger, type Logger } from "../observability/logger.ts";
+import { NodeMetrics } from "../observability/metrics.ts";
+import { installTracing } from "../observability/tracing.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 import { MemoryEventStore } from "../persistence/memory-store.ts";
 import { relayChanges } from "../routing/change-relay.ts";
@@ -27,17 +35,8 @@ import { serveNodeRpc } from "../routing/node-rpc.ts";
 import { Router } from "../routing/router.ts";
 import type { DeviceModel } from "../sim/device-model.ts";
 import { Fleet } from "../sim/fleet.ts";
-import { createLogger, type Logger } from "../telemetry/logger.ts";
-import { NodeMetrics } from "../telemetry/metrics.ts";
-import { installTracing } from "../telemetry/tracing.ts";
 import { type ClusterParts, type InProcessCluster, openClusterParts } from "./cluster-parts.ts";
-import { type ClusterView, soloClusterView } from "./cluster-view.ts";
-import { type DeviceLink, natsOptions, startDeviceLink } from "./device-link.ts";
-
-import { Engine, type ShardOwnership, singleNodeOwnership } from "./engine.ts";
-import { LocalTwins } from "./local-twins.ts";
 import { compileConfig, type NodeConfig, type NodeConfigInput } from "./options.ts";
-import type { TwinApi } from "./twin-api.ts";
 
 /** Parts a caller may supply instead of the ones the configuration would build (tests, embedding). */
 export interface NodeParts {
@@ -339,7 +338,7 @@ export class DoppelNode {
       const metrics = this.#metrics;
       if (metrics && config.metrics.listen !== false) await metrics.listen(config.metrics.listen);
       if (config.grpc.listen !== false) {
-        const { startGateway } = await import("../gateway/server.ts");
+        const { startGateway } = await import("../grpc/server.ts");
         const gateway = await startGateway({
           api: this.twins,
           types: () => this.registry.list().map((type) => ({ name: type.name, commands: type.commandNames })),

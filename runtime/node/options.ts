@@ -4,9 +4,9 @@
  * path of the offending field.
  */
 import { z } from "zod";
-import { describeIssues } from "../activation/twin-type.ts";
-import { durationSchema } from "../api/duration.ts";
-import { InvalidArgument } from "../api/errors.ts";
+import { durationSchema } from "../core/duration.ts";
+import { InvalidArgument } from "../core/errors.ts";
+import { describeIssues } from "../engine/twin-type.ts";
 import { cassandraNodeStoreShape } from "../persistence/cassandra/options.ts";
 
 const duration = durationSchema;
@@ -36,7 +36,7 @@ const natsCredentialsSchema = z.union([
 
 /**
  * NATS: when set, devices reach the node over NATS (reported state and telemetry durably through
- * the JetStream stream Doppel manages; see runtime/ingress/stream-config.ts for what each setting
+ * the JetStream stream Doppel manages; see runtime/devices/ingress/stream-config.ts for what each setting
  * bounds). When absent, the node uses its in-process transport (the embedded default).
  */
 const natsSchema = z

@@ -4,9 +4,9 @@
  * `+ 2`...). A commit that breaks this is a caller bug, answered with its own `InvalidArgument`
  * (never a `ConcurrencyConflict`, and never failing the other commits of a call).
  */
-import { InvalidArgument } from "../api/errors.ts";
-import { refKey } from "../api/ids.ts";
-import type { TwinCommit } from "./records.ts";
+import { InvalidArgument } from "../core/errors.ts";
+import { refKey } from "../core/ids.ts";
+import type { TwinCommit } from "../core/records.ts";
 
 /** What is wrong with `commit`'s shape, or `undefined` when nothing is. */
 export function commitShapeError(commit: TwinCommit): InvalidArgument | undefined {

@@ -2,7 +2,7 @@
  * Downsampling of telemetry: folds raw samples into fixed buckets with min, max, avg and count
  * per metric. Stores return raw ranges; this runs over them, so every store behaves the same.
  */
-import type { TelemetrySample } from "./records.ts";
+import type { TelemetrySample } from "../core/records.ts";
 
 /**
  * Buckets `samples` (ascending, all of one twin) into windows of `intervalMs` aligned to the epoch.

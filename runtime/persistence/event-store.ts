@@ -6,8 +6,8 @@
  * Failures: methods reject with `Unavailable` when the backing store cannot be reached (the caller
  * may retry), `InvalidArgument` for a malformed page token, and never with anything untyped.
  */
-import type { DoppelError } from "../api/errors.ts";
-import type { TwinRef } from "../api/ids.ts";
+import type { DoppelError } from "../core/errors.ts";
+import type { TwinRef } from "../core/ids.ts";
 import type {
   EventRecord,
   ReminderIndexEntry,
@@ -15,7 +15,7 @@ import type {
   TwinCommit,
   TwinSnapshot,
   TwinView,
-} from "./records.ts";
+} from "../core/records.ts";
 
 /** What activation needs to rebuild a twin: its latest snapshot and the events after it. */
 export interface LoadedTwin {

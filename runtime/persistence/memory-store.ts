@@ -2,8 +2,16 @@
  * In-memory {@link EventStore}: for unit tests and the test kit. Nothing survives the process.
  * It can be told to fail (`failNext`) so tests can exercise store outages.
  */
-import { ConcurrencyConflict, type DoppelError, Unavailable } from "../api/errors.ts";
-import { refKey, type TwinRef } from "../api/ids.ts";
+import { ConcurrencyConflict, type DoppelError, Unavailable } from "../core/errors.ts";
+import { refKey, type TwinRef } from "../core/ids.ts";
+import type {
+  EventRecord,
+  ReminderIndexEntry,
+  TelemetrySample,
+  TwinCommit,
+  TwinSnapshot,
+  TwinView,
+} from "../core/records.ts";
 import { commitShapeError } from "./commit-check.ts";
 import type {
   EventStore,
@@ -14,14 +22,6 @@ import type {
   ViewQuery,
 } from "./event-store.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
-import type {
-  EventRecord,
-  ReminderIndexEntry,
-  TelemetrySample,
-  TwinCommit,
-  TwinSnapshot,
-  TwinView,
-} from "./records.ts";
 
 export class MemoryEventStore implements EventStore {
   readonly #events = new Map<string, EventRecord[]>();

@@ -2,7 +2,7 @@
  * Page tokens: opaque to clients, a small JSON cursor inside. Tokens come back from the wire, so
  * decoding validates them and answers a precise `InvalidArgument` instead of failing deep in a store.
  */
-import { InvalidArgument } from "../api/errors.ts";
+import { InvalidArgument } from "../core/errors.ts";
 
 /** Encodes a cursor object as a URL-safe token. */
 export function encodePageToken(cursor: Record<string, string | number>): string {

@@ -7,7 +7,7 @@
  * and keep it pure SQL with no input from outside this file.
  */
 import type Database from "better-sqlite3";
-import { FailedPrecondition } from "../api/errors.ts";
+import { FailedPrecondition } from "../core/errors.ts";
 
 /** One step of the schema: applied once, in order, to bring a database from `version - 1` to `version`. */
 export interface Migration {

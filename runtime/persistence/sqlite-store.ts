@@ -13,9 +13,18 @@
  * else with `Internal`. Nothing untyped escapes.
  */
 import Database from "better-sqlite3";
-import { ConcurrencyConflict, DoppelError, Internal, InvalidArgument, Unavailable } from "../api/errors.ts";
-import { refKey, type TwinRef } from "../api/ids.ts";
-import type { JsonObject } from "../api/json.ts";
+import { ConcurrencyConflict, DoppelError, Internal, InvalidArgument, Unavailable } from "../core/errors.ts";
+import { refKey, type TwinRef } from "../core/ids.ts";
+import type { JsonObject } from "../core/json.ts";
+import type {
+  EventRecord,
+  ReminderIndexEntry,
+  ReminderState,
+  TelemetrySample,
+  TwinCommit,
+  TwinSnapshot,
+  TwinView,
+} from "../core/records.ts";
 import { commitShapeError } from "./commit-check.ts";
 import type {
   EventStore,
@@ -26,15 +35,6 @@ import type {
   ViewQuery,
 } from "./event-store.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
-import type {
-  EventRecord,
-  ReminderIndexEntry,
-  ReminderState,
-  TelemetrySample,
-  TwinCommit,
-  TwinSnapshot,
-  TwinView,
-} from "./records.ts";
 import { migrate } from "./sqlite-schema.ts";
 
 /** How to open a {@link SqliteEventStore}. */

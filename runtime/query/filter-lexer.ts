@@ -6,7 +6,7 @@
  * Input is untrusted: scanning is a single forward pass over the text with no backtracking and no
  * regular expressions, so its cost is linear in the length of the text.
  */
-import { InvalidArgument } from "../api/errors.ts";
+import { InvalidArgument } from "../core/errors.ts";
 
 /**
  * What a token is: a bare word (keyword, field root or field name), a number, a quoted string, a

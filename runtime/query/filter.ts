@@ -78,8 +78,8 @@
  * column-precise, user-facing messages wanted here. Recursion depth is bounded by the nesting limit,
  * and every loop consumes input, so parsing is linear in the length of the text.
  */
-import { InvalidArgument } from "../api/errors.ts";
-import { deepFreeze, type Json, type JsonObject, type JsonPrimitive, jsonEqual } from "../api/json.ts";
+import { InvalidArgument } from "../core/errors.ts";
+import { deepFreeze, type Json, type JsonObject, type JsonPrimitive, jsonEqual } from "../core/json.ts";
 import { columnOf, describeToken, Lexer, quoteForMessage, syntaxError, type Token } from "./filter-lexer.ts";
 
 /** The view of one twin a filter is evaluated against. */

@@ -4,7 +4,7 @@
  * cost one publish per persisted batch.
  */
 import type { Transport } from "../../cluster/transport/transport.ts";
-import type { ChangeFeed } from "../activation/change-feed.ts";
+import type { ChangeFeed } from "../engine/change-feed.ts";
 import { changeSubject } from "./protocol.ts";
 
 const encoder = new TextEncoder();

@@ -21,10 +21,10 @@ import type { LeaseEvent, ShardLeases } from "../../cluster/leases/shard-leases.
 import type { JsonRecord, MemberInfo, Membership } from "../../cluster/membership/membership.ts";
 import { HashRing } from "../../cluster/ring/hash-ring.ts";
 import type { Subscription, Transport } from "../../cluster/transport/transport.ts";
-import type { Catalog } from "../activation/catalog.ts";
-import type { ReminderService } from "../activation/reminder-service.ts";
-import { Unavailable } from "../api/errors.ts";
-import type { Logger } from "../telemetry/logger.ts";
+import { Unavailable } from "../core/errors.ts";
+import type { Catalog } from "../engine/catalog.ts";
+import type { ReminderService } from "../engine/reminder-service.ts";
+import type { Logger } from "../observability/logger.ts";
 import type { Placement } from "./placement.ts";
 
 /** What consumes a shard's device input (the JetStream ingress). */

@@ -5,8 +5,8 @@
  */
 import { LeaseLost } from "../../cluster/leases/errors.ts";
 import type { ShardLeases } from "../../cluster/leases/shard-leases.ts";
-import type { ShardOwnership } from "../node/engine.ts";
-import type { Writer } from "../persistence/records.ts";
+import type { Writer } from "../core/records.ts";
+import type { ShardOwnership } from "../engine/engine.ts";
 import { notOwner } from "./protocol.ts";
 
 export function leaseOwnership(leases: ShardLeases, nodeId: string): ShardOwnership {

@@ -5,14 +5,14 @@
  * `INVALID_ARGUMENT`; nothing here can crash the node.
  */
 import type { Subscription, Transport, TransportMessage } from "../../cluster/transport/transport.ts";
-import type { Clock } from "../activation/clock.ts";
-import { DoppelError, InvalidArgument } from "../api/errors.ts";
-import { twinRef } from "../api/ids.ts";
-import { isJsonObject, type JsonObject } from "../api/json.ts";
-import { present } from "../api/present.ts";
-import type { LocalTwins } from "../node/local-twins.ts";
-import type { Logger } from "../telemetry/logger.ts";
-import { extractContext, inSpan, SpanKind } from "../telemetry/tracing.ts";
+import type { Clock } from "../core/clock.ts";
+import { DoppelError, InvalidArgument } from "../core/errors.ts";
+import { twinRef } from "../core/ids.ts";
+import { isJsonObject, type JsonObject } from "../core/json.ts";
+import { present } from "../core/present.ts";
+import type { LocalTwins } from "../engine/local-twins.ts";
+import type { Logger } from "../observability/logger.ts";
+import { extractContext, inSpan, SpanKind } from "../observability/tracing.ts";
 import type { Placement } from "./placement.ts";
 import { nodeSubject, notOwner, type PingRequest, type RpcRequest } from "./protocol.ts";
 

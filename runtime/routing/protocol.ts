@@ -16,9 +16,9 @@
  * held yet / any more) answers `UNAVAILABLE` with `details.retry = "not-owner"` *before* doing
  * anything: the caller may retry safely, and the router does so transparently.
  */
-import { Unavailable, type WireError } from "../api/errors.ts";
-import type { TwinRef } from "../api/ids.ts";
-import type { JsonObject } from "../api/json.ts";
+import { Unavailable, type WireError } from "../core/errors.ts";
+import type { TwinRef } from "../core/ids.ts";
+import type { JsonObject } from "../core/json.ts";
 
 /** The subject node `nodeId` answers on. */
 export function nodeSubject(nodeId: string): string {

@@ -11,20 +11,18 @@
  */
 import type { Transport } from "../../cluster/transport/transport.ts";
 import { TransportError } from "../../cluster/transport/transport.ts";
-import type { ChangeListener, TwinChange } from "../activation/change-feed.ts";
-import type { Clock } from "../activation/clock.ts";
-import type { TwinRegistry } from "../activation/twin-type.ts";
+import type { Clock } from "../core/clock.ts";
 import {
   DeadlineExceeded,
   DoppelError,
   InvalidArgument,
   Unavailable,
   type WireError,
-} from "../api/errors.ts";
-import { type TwinRef, twinRef } from "../api/ids.ts";
-import { isJsonObject, type JsonObject } from "../api/json.ts";
-import { present } from "../api/present.ts";
-import type { LocalTwins } from "../node/local-twins.ts";
+} from "../core/errors.ts";
+import { type TwinRef, twinRef } from "../core/ids.ts";
+import { isJsonObject, type JsonObject } from "../core/json.ts";
+import { present } from "../core/present.ts";
+import type { EventRecord, TelemetrySample, TwinView } from "../core/records.ts";
 import type {
   InvokeOptions,
   InvokeResult,
@@ -33,10 +31,12 @@ import type {
   ReportResult,
   TelemetryQuery,
   TwinApi,
-} from "../node/twin-api.ts";
+} from "../core/twin-api.ts";
+import type { ChangeListener, TwinChange } from "../engine/change-feed.ts";
+import type { LocalTwins } from "../engine/local-twins.ts";
+import type { TwinRegistry } from "../engine/twin-type.ts";
+import { activeContext, injectContext } from "../observability/tracing.ts";
 import type { HistoryRange, ViewPage } from "../persistence/event-store.ts";
-import type { EventRecord, TelemetrySample, TwinView } from "../persistence/records.ts";
-import { activeContext, injectContext } from "../telemetry/tracing.ts";
 import { GONE, NodeLiveness } from "./liveness.ts";
 import type { Placement } from "./placement.ts";
 import {

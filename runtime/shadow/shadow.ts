@@ -9,7 +9,7 @@
  *   desired, whichever side changed (so desired only ever holds what the device still has to do);
  * - delta = the desired leaves whose value differs from reported (arrays compare as whole values).
  */
-import { isJsonObject, type Json, type JsonObject, jsonEqual, mergePatch } from "../api/json.ts";
+import { isJsonObject, type Json, type JsonObject, jsonEqual, mergePatch } from "../core/json.ts";
 
 /** The shadow part of a twin's state. */
 export interface Shadow {

@@ -2,7 +2,7 @@
  * Simulated devices: a model of how a kind of device behaves, used by the demo fleet of
  * `npm start` and by `doppel sim`. Twin authors can write one beside their twin to see it live.
  */
-import type { Json, JsonObject } from "../api/json.ts";
+import type { Json, JsonObject } from "../core/json.ts";
 
 /** What one simulated device does at each step. */
 export interface DeviceStep {

@@ -3,8 +3,8 @@
  * reporting at a fixed interval (with jitter), following desired state, answering commands.
  */
 import type { Transport } from "../../cluster/transport/transport.ts";
-import { DoppelError } from "../api/errors.ts";
-import { DeviceClient } from "../device/device-client.ts";
+import { DoppelError } from "../core/errors.ts";
+import { DeviceClient } from "../devices/client/device-client.ts";
 import type { DeviceModel, SimulatedDevice } from "./device-model.ts";
 
 export interface FleetOptions {

@@ -12,18 +12,18 @@
  * ```
  */
 
-import { ManualClock, settle } from "../activation/clock.ts";
-import { type Duration, toMillis } from "../api/duration.ts";
-import type { JsonObject } from "../api/json.ts";
-import { present } from "../api/present.ts";
-import type { CommandInput, CommandName, CommandResult, TwinClass } from "../api/twin.ts";
+import { ManualClock, settle } from "../core/clock.ts";
+import { type Duration, toMillis } from "../core/duration.ts";
+import type { JsonObject } from "../core/json.ts";
+import { present } from "../core/present.ts";
+import type { EventRecord, TwinView } from "../core/records.ts";
+import type { CommandInput, CommandName, CommandResult, TwinClass } from "../core/twin.ts";
+import type { ReportResult, TwinApi } from "../core/twin-api.ts";
 import { DoppelNode } from "../node/node.ts";
 import type { NodeConfigInput } from "../node/options.ts";
-import type { ReportResult, TwinApi } from "../node/twin-api.ts";
+import { silentLogger } from "../observability/logger.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 import { MemoryEventStore } from "../persistence/memory-store.ts";
-import type { EventRecord, TwinView } from "../persistence/records.ts";
-import { silentLogger } from "../telemetry/logger.ts";
 
 export interface TestNodeOptions {
   readonly twins: readonly TwinClass[];

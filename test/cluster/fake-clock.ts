@@ -4,7 +4,7 @@
  * at 1 000 000 and letting promises settle for 10 macrotask turns between timers — lease and
  * membership code chains more awaits per step than a twin turn.
  */
-import { ManualClock, settle as settleRounds } from "../../runtime/activation/clock.ts";
+import { ManualClock, settle as settleRounds } from "../../runtime/core/clock.ts";
 
 const ROUNDS = 10;
 

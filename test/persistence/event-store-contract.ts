@@ -10,11 +10,9 @@
  */
 import { randomUUID } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ConcurrencyConflict, type DoppelError, ErrorCode } from "../../runtime/api/errors.ts";
-import type { TwinRef } from "../../runtime/api/ids.ts";
-import type { JsonObject } from "../../runtime/api/json.ts";
-import type { EventStore } from "../../runtime/persistence/event-store.ts";
-import { encodePageToken } from "../../runtime/persistence/page-token.ts";
+import { ConcurrencyConflict, type DoppelError, ErrorCode } from "../../runtime/core/errors.ts";
+import type { TwinRef } from "../../runtime/core/ids.ts";
+import type { JsonObject } from "../../runtime/core/json.ts";
 import type {
   EventRecord,
   ReminderIndexEntry,
@@ -23,7 +21,9 @@ import type {
   TwinSnapshot,
   TwinView,
   Writer,
-} from "../../runtime/persistence/records.ts";
+} from "../../runtime/core/records.ts";
+import type { EventStore } from "../../runtime/persistence/event-store.ts";
+import { encodePageToken } from "../../runtime/persistence/page-token.ts";
 
 /** What a test file hands the contract suite for each test: a fresh store and how to dispose of it. */
 export interface ContractHarness {

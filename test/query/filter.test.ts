@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { InvalidArgument } from "../../runtime/api/errors.ts";
-import type { Json, JsonObject } from "../../runtime/api/json.ts";
+import { InvalidArgument } from "../../runtime/core/errors.ts";
+import type { Json, JsonObject } from "../../runtime/core/json.ts";
 import { evaluate, FILTER_LIMITS, type FilterTarget, parseFilter } from "../../runtime/query/filter.ts";
 
 function target(fields: Partial<FilterTarget> = {}): FilterTarget {

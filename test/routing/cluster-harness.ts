@@ -5,7 +5,7 @@
 import { InProcessBus } from "../../cluster/transport/in-process.ts";
 import { DoppelNode, MemoryEventStore, type TwinClass } from "../../runtime/index.ts";
 import { type InProcessCluster, inProcessCluster } from "../../runtime/node/cluster-parts.ts";
-import { silentLogger } from "../../runtime/telemetry/logger.ts";
+import { silentLogger } from "../../runtime/observability/logger.ts";
 
 export interface Harness {
   readonly nodes: DoppelNode[];

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { HashRing } from "../../cluster/ring/hash-ring.ts";
 import type { DoppelNode } from "../../runtime/index.ts";
 import { Thermostat } from "../../twins/thermostat.ts";
-import { Caller, Counter } from "../activation/fixtures.ts";
+import { Caller, Counter } from "../engine/fixtures.ts";
 import { type Harness, SHARDS, startHarness } from "./cluster-harness.ts";
 
 const ids = Array.from({ length: 40 }, (_, i) => `t${i}`);

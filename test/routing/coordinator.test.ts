@@ -1,10 +1,10 @@
 import { afterEach, describe, expect, it } from "vitest";
-import type { Catalog } from "../../runtime/activation/catalog.ts";
-import type { ReminderService } from "../../runtime/activation/reminder-service.ts";
+import type { Catalog } from "../../runtime/engine/catalog.ts";
+import type { ReminderService } from "../../runtime/engine/reminder-service.ts";
 import { type ClusterParts, inProcessCluster, openClusterParts } from "../../runtime/node/cluster-parts.ts";
 import { nodeConfigSchema } from "../../runtime/node/options.ts";
+import { silentLogger } from "../../runtime/observability/logger.ts";
 import { ClusterCoordinator, type ShardConsumers } from "../../runtime/routing/coordinator.ts";
-import { silentLogger } from "../../runtime/telemetry/logger.ts";
 
 const SHARDS = 8;
 

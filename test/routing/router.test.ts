@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { type Transport, TransportError } from "../../cluster/transport/transport.ts";
-import { SystemClock } from "../../runtime/activation/clock.ts";
-import { TwinRegistry } from "../../runtime/activation/twin-type.ts";
-import type { LocalTwins } from "../../runtime/node/local-twins.ts";
+import { SystemClock } from "../../runtime/core/clock.ts";
+import type { LocalTwins } from "../../runtime/engine/local-twins.ts";
+import { TwinRegistry } from "../../runtime/engine/twin-type.ts";
 import type { Placement } from "../../runtime/routing/placement.ts";
 import { Router } from "../../runtime/routing/router.ts";
 import { Thermostat } from "../../twins/thermostat.ts";

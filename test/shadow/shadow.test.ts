@@ -53,7 +53,7 @@ describe("shadow", () => {
 
 describe("merge patch", () => {
   it("keeps a __proto__ key from JSON as plain data", async () => {
-    const { mergePatch } = await import("../../runtime/api/json.ts");
+    const { mergePatch } = await import("../../runtime/core/json.ts");
     const patch = JSON.parse('{"__proto__": {"polluted": true}, "a": 1}');
     const out = mergePatch({}, patch);
     expect(Object.keys(out)).toEqual(["__proto__", "a"]);

@@ -12,10 +12,10 @@
  * Plans are also stored (as {@link StagedPlan}, statement names and values, never CQL text) for
  * commits too large for one batch; see `commit-writer.ts`.
  */
-import { InvalidArgument } from "../../api/errors.ts";
-import { refKey } from "../../api/ids.ts";
+import { InvalidArgument } from "../../core/errors.ts";
+import { refKey } from "../../core/ids.ts";
+import type { TwinCommit } from "../../core/records.ts";
 import { commitShapeError } from "../commit-check.ts";
-import type { TwinCommit } from "../records.ts";
 import { eventBucket, opensBucket, viewBucket } from "./buckets.ts";
 import type { Layout } from "./migrate.ts";
 import { eventParams, viewParams } from "./rows.ts";

@@ -17,8 +17,8 @@
  * Every statement is idempotent (fixed keys and values; derived rows with version timestamps), so
  * re-applying any part of a plan is harmless.
  */
-import type { TwinRef } from "../../api/ids.ts";
-import { present } from "../../api/present.ts";
+import type { TwinRef } from "../../core/ids.ts";
+import { present } from "../../core/present.ts";
 import { bind, type CommitPlan, decodeStaged, encodeStaged, type NamedBound } from "./commit-plan.ts";
 import { judgeAppend, type RowIdentity } from "./conflicts.ts";
 import { isBatchTooLarge } from "./failures.ts";

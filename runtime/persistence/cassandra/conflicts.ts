@@ -14,8 +14,8 @@
  *   different commits. Loading such a twin reports it quarantined (and records the quarantine);
  *   `readEvents` and `readHistory` fail with `ConcurrencyConflict`. Nothing is merged.
  */
-import { ConcurrencyConflict } from "../../api/errors.ts";
-import type { Writer } from "../records.ts";
+import { ConcurrencyConflict } from "../../core/errors.ts";
+import type { Writer } from "../../core/records.ts";
 
 /** The parts of an event row that identify its write. */
 export interface RowIdentity {

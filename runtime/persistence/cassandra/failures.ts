@@ -11,7 +11,7 @@
  * Errors are recognised by the driver's error class names and response codes, so this module
  * does not need the driver and can be tested alone.
  */
-import { DoppelError, FailedPrecondition, Internal, Unavailable } from "../../api/errors.ts";
+import { DoppelError, FailedPrecondition, Internal, Unavailable } from "../../core/errors.ts";
 
 /** Driver response error codes (native protocol), the ones this module distinguishes. */
 export const ResponseCode = {

@@ -8,8 +8,8 @@
  * Every read checks for forks (two commits at one seq, see `conflicts.ts`); a read returns the
  * events before the first fork and the fork itself.
  */
-import type { TwinRef } from "../../api/ids.ts";
-import type { EventRecord } from "../records.ts";
+import type { TwinRef } from "../../core/ids.ts";
+import type { EventRecord } from "../../core/records.ts";
 import { bucketFirstSeq, bucketLastSeq, eventBucket } from "./buckets.ts";
 import { type Fork, findFork } from "./conflicts.ts";
 import type { Layout } from "./migrate.ts";

@@ -14,7 +14,7 @@
  *    `FailedPrecondition` (rows are keyed by it: reading with another value would miss data).
  */
 import { randomUUID } from "node:crypto";
-import { FailedPrecondition, Unavailable } from "../../api/errors.ts";
+import { FailedPrecondition, Unavailable } from "../../core/errors.ts";
 import type { CassandraStoreConfig } from "./options.ts";
 import { LAYOUT_DEFAULTS, replicationCql } from "./options.ts";
 import { toNumber } from "./rows.ts";

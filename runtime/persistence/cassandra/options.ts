@@ -12,9 +12,9 @@
  * unset to adopt whatever the keyspace records (or the defaults for a new keyspace).
  */
 import { z } from "zod";
-import { describeIssues } from "../../activation/twin-type.ts";
-import { durationSchema } from "../../api/duration.ts";
-import { InvalidArgument } from "../../api/errors.ts";
+import { durationSchema } from "../../core/duration.ts";
+import { InvalidArgument } from "../../core/errors.ts";
+import { describeIssues } from "../../engine/twin-type.ts";
 
 /** Keyspace names: lower case (CQL folds unquoted names), a letter first, at most 48 characters. */
 export const KEYSPACE_PATTERN = /^[a-z][a-z0-9_]{0,47}$/;

@@ -8,7 +8,7 @@
  * asked for — bounded by the shard count, run through the store's concurrency limit — and reads at
  * most `limit` entries from each.
  */
-import type { ReminderIndexEntry } from "../records.ts";
+import type { ReminderIndexEntry } from "../../core/records.ts";
 import { compareCodePoints } from "./buckets.ts";
 import { cqlLimit, decodeReminder } from "./rows.ts";
 import type { CassandraSession } from "./session.ts";

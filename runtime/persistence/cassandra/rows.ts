@@ -8,9 +8,9 @@
  * A row that does not have the expected shape (a column missing or of the wrong kind) throws
  * `Internal`: that is a bug or a foreign schema, never something a caller could retry.
  */
-import { Internal } from "../../api/errors.ts";
-import type { TwinRef } from "../../api/ids.ts";
-import type { JsonObject } from "../../api/json.ts";
+import { Internal } from "../../core/errors.ts";
+import type { TwinRef } from "../../core/ids.ts";
+import type { JsonObject } from "../../core/json.ts";
 import type {
   EventRecord,
   ReminderIndexEntry,
@@ -18,7 +18,7 @@ import type {
   TelemetrySample,
   TwinSnapshot,
   TwinView,
-} from "../records.ts";
+} from "../../core/records.ts";
 
 /** A row as the driver hands it over: column name -> value. */
 export type RowLike = Readonly<Record<string, unknown>>;

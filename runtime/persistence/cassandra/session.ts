@@ -15,7 +15,7 @@
 import { readFileSync } from "node:fs";
 import type { ConnectionOptions } from "node:tls";
 import cassandra from "cassandra-driver";
-import { type DoppelError, FailedPrecondition, InvalidArgument, Unavailable } from "../../api/errors.ts";
+import { type DoppelError, FailedPrecondition, InvalidArgument, Unavailable } from "../../core/errors.ts";
 import { classify, describeDriverError, toDoppelError } from "./failures.ts";
 import { Limiter } from "./limiter.ts";
 import type { CassandraStoreConfig } from "./options.ts";

@@ -21,9 +21,17 @@
  * commit or page token, `FailedPrecondition` for refused credentials or a keyspace whose schema or
  * layout does not match, `Internal` for a bug. Nothing untyped escapes.
  */
-import { type DoppelError, InvalidArgument } from "../../api/errors.ts";
-import { refKey, type TwinRef } from "../../api/ids.ts";
-import { present } from "../../api/present.ts";
+import { type DoppelError, InvalidArgument } from "../../core/errors.ts";
+import { refKey, type TwinRef } from "../../core/ids.ts";
+import { present } from "../../core/present.ts";
+import type {
+  EventRecord,
+  ReminderIndexEntry,
+  TelemetrySample,
+  TwinCommit,
+  TwinSnapshot,
+  TwinView,
+} from "../../core/records.ts";
 import { commitShapeError } from "../commit-check.ts";
 import type {
   CommitOptions,
@@ -34,14 +42,6 @@ import type {
   ViewPage,
   ViewQuery,
 } from "../event-store.ts";
-import type {
-  EventRecord,
-  ReminderIndexEntry,
-  TelemetrySample,
-  TwinCommit,
-  TwinSnapshot,
-  TwinView,
-} from "../records.ts";
 import { eventBucket, viewBucket } from "./buckets.ts";
 import { planCommit, type ReminderRow } from "./commit-plan.ts";
 import { CommitWriter } from "./commit-writer.ts";

@@ -16,9 +16,9 @@
  * by time interval — pushing it down would mean a row per metric, multiplying every write.
  */
 import cassandra from "cassandra-driver";
-import { refKey, type TwinRef } from "../../api/ids.ts";
+import { refKey, type TwinRef } from "../../core/ids.ts";
+import type { TelemetrySample } from "../../core/records.ts";
 import type { TelemetryRange } from "../event-store.ts";
-import type { TelemetrySample } from "../records.ts";
 import { telemetryWindow } from "./buckets.ts";
 import { cqlLimit, decodeSample, toNumber } from "./rows.ts";
 import type { Bound, CassandraSession } from "./session.ts";

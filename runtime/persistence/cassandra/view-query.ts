@@ -8,9 +8,10 @@
  * a view nor re-reads the rows this page already rejected. A token is given only when another
  * row exists beyond the page.
  */
+
+import type { TwinView } from "../../core/records.ts";
 import type { ViewPage, ViewQuery } from "../event-store.ts";
 import { decodePageToken, encodePageToken } from "../page-token.ts";
-import type { TwinView } from "../records.ts";
 import { compareCodePoints } from "./buckets.ts";
 import { decodeView } from "./rows.ts";
 import type { CassandraSession } from "./session.ts";

@@ -5,11 +5,11 @@
  */
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { TwinRef } from "../../../runtime/api/ids.ts";
+import type { TwinRef } from "../../../runtime/core/ids.ts";
+import type { EventRecord, TwinCommit } from "../../../runtime/core/records.ts";
 import { DoppelNode } from "../../../runtime/node/node.ts";
+import { silentLogger } from "../../../runtime/observability/logger.ts";
 import type { CassandraEventStore } from "../../../runtime/persistence/cassandra/store.ts";
-import type { EventRecord, TwinCommit } from "../../../runtime/persistence/records.ts";
-import { silentLogger } from "../../../runtime/telemetry/logger.ts";
 import { ensureCassandra, openStore, runId } from "./harness.ts";
 import { Meter } from "./twins.ts";
 

@@ -8,10 +8,10 @@
  * 127.0.0.1:19042): it stops and starts it with `scripts/infra/cassandra.sh`.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type DoppelError, ErrorCode } from "../../../runtime/api/errors.ts";
+import { type DoppelError, ErrorCode } from "../../../runtime/core/errors.ts";
 import { DoppelNode } from "../../../runtime/node/node.ts";
+import { silentLogger } from "../../../runtime/observability/logger.ts";
 import type { CassandraEventStore } from "../../../runtime/persistence/cassandra/store.ts";
-import { silentLogger } from "../../../runtime/telemetry/logger.ts";
 import { CASSANDRA, ensureCassandra, infra, OWN_ADDRESS, openStore, ownsServer, runId } from "./harness.ts";
 import { Meter } from "./twins.ts";
 

@@ -6,11 +6,11 @@
 import { randomUUID } from "node:crypto";
 import type { Client } from "cassandra-driver";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ErrorCode, Unavailable } from "../../../runtime/api/errors.ts";
-import type { TwinRef } from "../../../runtime/api/ids.ts";
+import { ErrorCode, Unavailable } from "../../../runtime/core/errors.ts";
+import type { TwinRef } from "../../../runtime/core/ids.ts";
+import type { EventRecord, TwinCommit, Writer } from "../../../runtime/core/records.ts";
 import { encodeStaged, planCommit } from "../../../runtime/persistence/cassandra/commit-plan.ts";
 import type { CassandraEventStore } from "../../../runtime/persistence/cassandra/store.ts";
-import type { EventRecord, TwinCommit, Writer } from "../../../runtime/persistence/records.ts";
 import { ensureCassandra, openStore, rawClient, runId } from "./harness.ts";
 
 /** A keyspace whose logs are bucketed by 4 events, so a short log spans many partitions. */

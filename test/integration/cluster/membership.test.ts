@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
 import { diff } from "../../../cluster/ring/diff.ts";
-import type { ClusterView } from "../../../runtime/node/cluster-view.ts";
+import type { ClusterView } from "../../../runtime/core/cluster-view.ts";
 import type { CassandraEventStore } from "../../../runtime/persistence/cassandra/store.ts";
 import {
   checkServiceCalls,

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsTransport } from "../../../cluster/transport/nats.ts";
+import { encodeProtobuf, PROTOBUF_TYPE } from "../../../runtime/devices/payload-codec.ts";
 import {
   DeadlineExceeded,
   type DesiredPush,
@@ -8,7 +9,6 @@ import {
   NotFound,
   Unavailable,
 } from "../../../runtime/index.ts";
-import { encodeProtobuf, PROTOBUF_TYPE } from "../../../runtime/ingress/payload-codec.ts";
 import {
   deviceTransport,
   eventually,

@@ -6,7 +6,7 @@
  */
 import { jetstreamManager } from "@nats-io/jetstream";
 import { NatsTransport } from "../../../cluster/transport/nats.ts";
-import { DoppelClient } from "../../../runtime/gateway/client.ts";
+import { DoppelClient } from "../../../runtime/grpc/client.ts";
 import {
   DoppelNode,
   type EventStore,
@@ -14,7 +14,7 @@ import {
   type NodeConfigInput,
   type TwinClass,
 } from "../../../runtime/index.ts";
-import { silentLogger } from "../../../runtime/telemetry/logger.ts";
+import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { Pump } from "../../../twins/pump.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
 

@@ -2,7 +2,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { shardOf } from "../../../cluster/ring/shard.ts";
 import { NatsTransport } from "../../../cluster/transport/nats.ts";
-import { partitionDestination } from "../../../runtime/ingress/stream-config.ts";
+import { partitionDestination } from "../../../runtime/devices/ingress/stream-config.ts";
 import { natsUrl } from "./harness.ts";
 
 /** A scratch stream with the ingress stream's transform, on subjects no other stream uses. */

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { ErrorCode } from "../../../runtime/api/errors.ts";
+import { ErrorCode } from "../../../runtime/core/errors.ts";
+import type { EventRecord, TwinCommit } from "../../../runtime/core/records.ts";
 import {
   bind,
   decodeStaged,
@@ -8,7 +9,6 @@ import {
   type ReminderRow,
 } from "../../../runtime/persistence/cassandra/commit-plan.ts";
 import { statementsFor } from "../../../runtime/persistence/cassandra/statements.ts";
-import type { EventRecord, TwinCommit } from "../../../runtime/persistence/records.ts";
 
 const layout = { eventsPerBucket: 4, viewBuckets: 8, telemetryWindowMs: 3_600_000 };
 const ref = { type: "pump", id: "p1" };

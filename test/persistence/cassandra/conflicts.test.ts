@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ErrorCode } from "../../../runtime/api/errors.ts";
+import { ErrorCode } from "../../../runtime/core/errors.ts";
 import { describeFork, findFork, judgeAppend } from "../../../runtime/persistence/cassandra/conflicts.ts";
 
 const row = (seq: number, commitId: string) => ({ seq, commitId });

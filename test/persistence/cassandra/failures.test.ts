@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ErrorCode, InvalidArgument } from "../../../runtime/api/errors.ts";
+import { ErrorCode, InvalidArgument } from "../../../runtime/core/errors.ts";
 import {
   classify,
   isBatchTooLarge,

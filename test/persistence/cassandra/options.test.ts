@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { ErrorCode } from "../../../runtime/api/errors.ts";
 import { buildConfig } from "../../../runtime/cli/start.ts";
+import { ErrorCode } from "../../../runtime/core/errors.ts";
 import { compileConfig } from "../../../runtime/node/options.ts";
 import {
   compileCassandraSettings,

@@ -1,6 +1,7 @@
 import cassandra from "cassandra-driver";
 import { describe, expect, it } from "vitest";
-import { ErrorCode } from "../../../runtime/api/errors.ts";
+import { ErrorCode } from "../../../runtime/core/errors.ts";
+import type { EventRecord, TwinSnapshot, TwinView } from "../../../runtime/core/records.ts";
 import {
   cqlLimit,
   decodeEvent,
@@ -12,7 +13,6 @@ import {
   toNumber,
   viewParams,
 } from "../../../runtime/persistence/cassandra/rows.ts";
-import type { EventRecord, TwinSnapshot, TwinView } from "../../../runtime/persistence/records.ts";
 
 const Long = cassandra.types.Long;
 

@@ -1,0 +1,193 @@
+/**
+ * Errors that cross Doppel's boundaries. Every error has a stable `code` (part of the public
+ * contract: clients branch on it), a readable message, and optional JSON `details`. Errors cross the
+ * wire as `{ code, message, details }` and are rebuilt with {@link DoppelError.fromWire}.
+ */
+
+/** The stable error codes. The gateway maps each one to a gRPC status (see `runtime/grpc/status.ts`). */
+export const ErrorCode = {
+  InvalidArgument: "INVALID_ARGUMENT",
+  NotFound: "NOT_FOUND",
+  VersionConflict: "VERSION_CONFLICT",
+  FailedPrecondition: "FAILED_PRECONDITION",
+  CallCycle: "CALL_CYCLE",
+  ConcurrencyConflict: "CONCURRENCY_CONFLICT",
+  Quarantined: "QUARANTINED",
+  Unavailable: "UNAVAILABLE",
+  DeadlineExceeded: "DEADLINE_EXCEEDED",
+  ResourceExhausted: "RESOURCE_EXHAUSTED",
+  HandlerFailed: "HANDLER_FAILED",
+  Internal: "INTERNAL",
+} as const;
+
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** JSON-safe extra facts about an error (field names, versions, limits). */
+export type ErrorDetails = Readonly<Record<string, unknown>>;
+
+/** The wire form of an error: what a client receives. */
+export interface WireError {
+  readonly code: ErrorCode;
+  readonly message: string;
+  readonly details?: ErrorDetails;
+}
+
+const KNOWN_CODES = new Set<string>(Object.values(ErrorCode));
+
+/** Base class of every error Doppel raises on purpose. */
+export class DoppelError extends Error {
+  readonly code: ErrorCode;
+  readonly details: ErrorDetails | undefined;
+
+  constructor(code: ErrorCode, message: string, details?: ErrorDetails, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+    this.details = details;
+  }
+
+  /** The form sent over the wire (gRPC trailers, NATS replies). */
+  toWire(): WireError {
+    return this.details === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, details: this.details };
+  }
+
+  /** Rebuilds a wire error as the matching subclass, so `instanceof` works across nodes. */
+  static fromWire(wire: WireError): DoppelError {
+    const code = KNOWN_CODES.has(wire.code) ? wire.code : ErrorCode.Internal;
+    const make = SUBCLASS_BY_CODE[code];
+    return make(wire.message, wire.details);
+  }
+
+  /** Wraps anything thrown into a DoppelError; DoppelErrors pass through unchanged. */
+  static from(error: unknown): DoppelError {
+    if (error instanceof DoppelError) return error;
+    const message = error instanceof Error ? error.message : String(error);
+    return new Internal(message, undefined, { cause: error });
+  }
+}
+
+/** The request is malformed regardless of system state: bad id, bad JSON, failed validation, too large. */
+export class InvalidArgument extends DoppelError {
+  constructor(message: string, details?: ErrorDetails) {
+    super(ErrorCode.InvalidArgument, message, details);
+  }
+}
+
+/** The twin, twin type, command or page does not exist. */
+export class NotFound extends DoppelError {
+  constructor(message: string, details?: ErrorDetails) {
+    super(ErrorCode.NotFound, message, details);
+  }
+}
+
+/** A write carried an expected version that is not the twin's current version (optimistic concurrency). */
+export class VersionConflict extends DoppelError {
+  constructor(
+    readonly expected: number,
+    readonly actual: number,
+    subject: string,
+  ) {
+    super(ErrorCode.VersionConflict, `${subject}: expected version ${expected}, but it is at ${actual}`, {
+      expected,
+      actual,
+    });
+  }
+}
+
+/**
+ * A twin refused a command because of its state (a business rule). Twin authors throw this from
+ * handlers: `throw new FailedPrecondition("pump is already running")`.
+ */
+export class FailedPrecondition extends DoppelError {
+  constructor(message: string, details?: ErrorDetails) {
+    super(ErrorCode.FailedPrecondition, message, details);
+  }
+}
+
+/** A twin-to-twin call would re-enter a twin already waiting in the same call chain. */
+export class CallCycle extends DoppelError {
+  constructor(readonly chain: readonly string[]) {
+    super(
+      ErrorCode.CallCycle,
+      `call cycle: ${chain.join(" → ")} (a twin cannot be re-entered while it waits)`,
+      {
+        chain: [...chain],
+      },
+    );
+  }
+}
+
+/** Two writers appended at the same position of one twin's event log; nothing was merged. */
+export class ConcurrencyConflict extends DoppelError {
+  constructor(message: string, details?: ErrorDetails) {
+    super(ErrorCode.ConcurrencyConflict, message, details);
+  }
+}
+
+/** The twin was quarantined after a concurrency conflict and refuses work until an operator acts. */
+export class Quarantined extends DoppelError {
+  constructor(message: string, details?: ErrorDetails) {
+    super(ErrorCode.Quarantined, message, details);
+  }
+}
+
+/** A dependency (store, transport, owner node) cannot be reached now; retrying later may succeed. */
+export class Unavailable extends DoppelError {
+  constructor(message: string, details?: ErrorDetails, options?: ErrorOptions) {
+    super(ErrorCode.Unavailable, message, details, options);
+  }
+}
+
+/** The caller's deadline passed before the answer came. The operation may still complete. */
+export class DeadlineExceeded extends DoppelError {
+  constructor(message: string, details?: ErrorDetails) {
+    super(ErrorCode.DeadlineExceeded, message, details);
+  }
+}
+
+/** A bounded resource is full (a twin's mailbox, the node's in-flight work); back off and retry. */
+export class ResourceExhausted extends DoppelError {
+  constructor(message: string, details?: ErrorDetails) {
+    super(ErrorCode.ResourceExhausted, message, details);
+  }
+}
+
+/** A twin's handler threw an ordinary error; the twin's state is unchanged and it keeps serving. */
+export class HandlerFailed extends DoppelError {
+  constructor(message: string, details?: ErrorDetails, options?: ErrorOptions) {
+    super(ErrorCode.HandlerFailed, message, details, options);
+  }
+}
+
+/** A bug or broken invariant inside Doppel. */
+export class Internal extends DoppelError {
+  constructor(message: string, details?: ErrorDetails, options?: ErrorOptions) {
+    super(ErrorCode.Internal, message, details, options);
+  }
+}
+
+const SUBCLASS_BY_CODE: Record<ErrorCode, (message: string, details?: ErrorDetails) => DoppelError> = {
+  INVALID_ARGUMENT: (m, d) => new InvalidArgument(m, d),
+  NOT_FOUND: (m, d) => new NotFound(m, d),
+  VERSION_CONFLICT: (m, d) => {
+    const e = new VersionConflict(Number(d?.["expected"] ?? -1), Number(d?.["actual"] ?? -1), "twin");
+    e.message = m;
+    return e;
+  },
+  FAILED_PRECONDITION: (m, d) => new FailedPrecondition(m, d),
+  CALL_CYCLE: (m, d) => {
+    const chain = Array.isArray(d?.["chain"]) ? (d["chain"] as unknown[]).map(String) : [];
+    const e = new CallCycle(chain);
+    e.message = m;
+    return e;
+  },
+  CONCURRENCY_CONFLICT: (m, d) => new ConcurrencyConflict(m, d),
+  QUARANTINED: (m, d) => new Quarantined(m, d),
+  UNAVAILABLE: (m, d) => new Unavailable(m, d),
+  DEADLINE_EXCEEDED: (m, d) => new DeadlineExceeded(m, d),
+  RESOURCE_EXHAUSTED: (m, d) => new ResourceExhausted(m, d),
+  HANDLER_FAILED: (m, d) => new HandlerFailed(m, d),
+  INTERNAL: (m, d) => new Internal(m, d),
+};

@@ -1,0 +1,95 @@
+/**
+ * The records Doppel persists. The event log is the truth; snapshots, views (the query projection)
+ * and the reminder index are derived from it and can be rebuilt by replay.
+ */
+import type { TwinRef } from "./ids.ts";
+import type { JsonObject } from "./json.ts";
+
+/** Who wrote an event: the node and the shard-lease epoch it held (0 on a single node without leases). */
+export interface Writer {
+  readonly node: string;
+  readonly epoch: number;
+}
+
+/** One event in a twin's log. */
+export interface EventRecord {
+  /** Position in the twin's log, from 1. The twin's version after this event. */
+  readonly seq: number;
+  /** The event's type; built-in types start with `$` (`$reported`, `$desired`, `$reminder`...). */
+  readonly type: string;
+  /** The event itself, as emitted (includes `type`). */
+  readonly data: JsonObject;
+  /** When the turn that emitted it ran (epoch milliseconds). */
+  readonly at: number;
+  /** Identifies the write; an append retried with the same commit id is not duplicated. */
+  readonly commitId: string;
+  /** Id of the message that caused it (device message id, request id), for deduplication and tracing. */
+  readonly causation?: string;
+  /** Who wrote it. */
+  readonly writer: Writer;
+}
+
+/** A durable reminder as stored in a twin's state. */
+export interface ReminderState {
+  readonly name: string;
+  readonly dueAt: number;
+  readonly payload: JsonObject;
+  readonly every?: number;
+}
+
+/** A twin's full state at one version: what activation starts from before replaying later events. */
+export interface TwinSnapshot {
+  readonly seq: number;
+  /** When the last event folded in was written (epoch ms). */
+  readonly at: number;
+  /** When the twin's first event was written (epoch ms). */
+  readonly createdAt: number;
+  readonly state: JsonObject;
+  readonly reported: JsonObject;
+  readonly desired: JsonObject;
+  readonly reminders: readonly ReminderState[];
+  /** Ids of the most recent causing messages, to drop redelivered duplicates. */
+  readonly recent: readonly string[];
+}
+
+/** The latest state of a twin as queries see it (the projection). Reading it never activates a twin. */
+export interface TwinView {
+  readonly type: string;
+  readonly id: string;
+  readonly version: number;
+  readonly state: JsonObject;
+  readonly reported: JsonObject;
+  readonly desired: JsonObject;
+  readonly delta: JsonObject;
+  readonly createdAt: number;
+  readonly updatedAt: number;
+}
+
+/** An entry in the reminder index: lets the owner of a shard find due reminders without activating twins. */
+export interface ReminderIndexEntry {
+  readonly shard: number;
+  readonly type: string;
+  readonly id: string;
+  readonly name: string;
+  readonly dueAt: number;
+}
+
+/** Everything one twin's turn(s) write, atomically for that twin. */
+export interface TwinCommit {
+  readonly ref: TwinRef;
+  readonly shard: number;
+  /** The twin's log must end at this sequence; `events` continue it from `expectedSeq + 1`. */
+  readonly expectedSeq: number;
+  readonly events: readonly EventRecord[];
+  /** The twin's view after these events. */
+  readonly view: TwinView;
+  /** Reminder index changes: entries to upsert and reminder names to remove. */
+  readonly reminders: { readonly set: readonly ReminderIndexEntry[]; readonly clear: readonly string[] };
+}
+
+/** A numeric telemetry sample of one twin: several named metrics measured at one instant. */
+export interface TelemetrySample {
+  readonly ref: TwinRef;
+  readonly at: number;
+  readonly metrics: Readonly<Record<string, number>>;
+}

@@ -1,0 +1,144 @@
+/**
+ * How a node reaches its devices, chosen once at start-up from the configuration:
+ *
+ * - **embedded** (no `nats` section): the in-process bus. Device ingress subscribes to every
+ *   device subject and replies to each report once it is persisted (that reply is the device's ack).
+ * - **NATS** (`nats.servers`): a NATS connection. Reported state and telemetry arrive durably
+ *   through the JetStream stream (`JetStreamIngress`, consuming the shards this node owns; the
+ *   device's ack is the stream's PubAck); sync requests and malformed subjects come over core NATS;
+ *   desired-state pushes and device commands go out over core NATS.
+ *
+ * Either way the same `DeviceIngress.process` applies each message, desired state is pushed after
+ * each persisted change, and `Twin.sendToDevice` is a request on the device's `cmd` subject.
+ */
+
+import type { InProcessBus } from "../../cluster/transport/in-process.ts";
+import { NatsTransport, type NatsTransportOptions } from "../../cluster/transport/nats.ts";
+import type { Transport } from "../../cluster/transport/transport.ts";
+import type { JsonLimits } from "../core/json.ts";
+import { present } from "../core/present.ts";
+import type { TwinApi } from "../core/twin-api.ts";
+import type { Engine } from "../engine/engine.ts";
+import type { NodeConfig } from "../node/options.ts";
+import type { Logger } from "../observability/logger.ts";
+import { pushDesiredToDevices } from "./egress/desired-push.ts";
+import { type DeviceCommandStats, DeviceCommands } from "./egress/device-commands.ts";
+import { DeviceIngress } from "./ingress/device-ingress.ts";
+import { JetStreamIngress } from "./ingress/jetstream-ingress.ts";
+
+/** The node's device side (see the module comment). */
+export interface DeviceLink {
+  /** `nats` or `in-process`. */
+  readonly kind: "nats" | "in-process";
+  /** The node's own connection devices are reached on. */
+  readonly transport: Transport;
+  /** Counters of device input (accepted, duplicates, refused, failed). */
+  readonly ingress: DeviceIngress;
+  /** The durable JetStream consumer (NATS only): `ownShards` / `releaseShards` move shards. */
+  readonly durable: JetStreamIngress | undefined;
+  /** Counters of commands sent to devices. */
+  readonly commands: DeviceCommandStats;
+  /** A new device-side connection to the same bus or server (demo fleet, tests). */
+  connectDevice(name?: string): Promise<Transport>;
+  stop(): Promise<void>;
+}
+
+/** NATS connection options from the node configuration. */
+export function natsOptions(nats: NonNullable<NodeConfig["nats"]>, name: string): NatsTransportOptions {
+  return {
+    servers: nats.servers,
+    ...present({ credentials: nats.credentials }),
+    name,
+  };
+}
+
+/** Starts the device side of a node; `shards` are the shards it consumes (all, on a single node). */
+export async function startDeviceLink(options: {
+  readonly config: NodeConfig;
+  readonly nodeId: string;
+  readonly bus: InProcessBus;
+  readonly twins: TwinApi;
+  readonly engine: Engine;
+  readonly logger: Logger;
+  readonly shards: readonly number[];
+  /** A connection the node already opened (kept open on stop); default: one of the link's own. */
+  readonly transport?: Transport;
+}): Promise<DeviceLink> {
+  const { config, engine, logger } = options;
+  const limits = config.limits;
+  const json: JsonLimits = { maxBytes: limits.maxPayloadBytes, maxDepth: limits.maxJsonDepth };
+  const commands: DeviceCommandStats = { sent: 0, answered: 0, offline: 0, timedOut: 0, failed: 0 };
+  const nats = config.nats;
+  let transport: Transport;
+  let natsTransport: NatsTransport | undefined;
+  const ownsTransport = options.transport === undefined;
+  if (options.transport) {
+    transport = options.transport;
+    natsTransport = options.transport instanceof NatsTransport ? options.transport : undefined;
+  } else if (nats) {
+    natsTransport = await NatsTransport.connect(natsOptions(nats, `doppel-node-${options.nodeId}`));
+    transport = natsTransport;
+  } else {
+    transport = options.bus.connect();
+  }
+  const ingress = new DeviceIngress(transport, options.twins, json, logger, () => engine.clock.now());
+  let durable: JetStreamIngress | undefined;
+  try {
+    if (natsTransport && nats) {
+      durable = new JetStreamIngress(natsTransport, ingress, config.shards, logger, {
+        stream: {
+          name: nats.stream.name,
+          replicas: nats.stream.replicas,
+          storage: nats.stream.storage,
+          maxAgeMs: nats.stream.maxAge,
+          maxBytes: nats.stream.maxBytes,
+          maxMsgSize: nats.stream.maxMsgSize,
+          duplicateWindowMs: nats.stream.duplicateWindow,
+        },
+        consumer: { maxAckPending: nats.consumer.maxAckPending, ackWaitMs: nats.consumer.ackWait },
+        maxInFlightPerTwin: nats.consumer.maxInFlightPerTwin,
+        twins: options.twins,
+        owns: (shard) => {
+          try {
+            engine.ownership.writerFor(shard);
+            return true;
+          } catch {
+            return false;
+          }
+        },
+      });
+      await durable.start();
+      ingress.start({ durable: true });
+      await durable.ownShards(options.shards);
+    } else {
+      ingress.start();
+    }
+  } catch (error) {
+    await durable?.stop().catch(() => undefined);
+    await ingress.stop();
+    if (ownsTransport) await transport.close();
+    throw error;
+  }
+  const deviceCommands = new DeviceCommands(transport, json, commands);
+  engine.setDeviceSender(deviceCommands.send);
+  const stopPush = pushDesiredToDevices(engine.feed, transport);
+  return {
+    kind: nats ? "nats" : "in-process",
+    transport,
+    ingress,
+    durable,
+    commands,
+    async connectDevice(name?: string): Promise<Transport> {
+      if (!nats) return options.bus.connect();
+      return NatsTransport.connect(natsOptions(nats, name ?? `doppel-device-${options.nodeId}`));
+    },
+    async stop(): Promise<void> {
+      stopPush();
+      // Finish (persist and ack) what was delivered before the connection goes.
+      await durable?.stop();
+      await ingress.stop();
+      deviceCommands.stop();
+      if (ownsTransport) await transport.close();
+    },
+  };
+}

@@ -1,0 +1,26 @@
+/**
+ * Twin → device: after a persisted change that touched desired state, the device is sent
+ * `{ version, desired, delta }` on `doppel.dev.<type>.<id>.desired`. Devices that were offline
+ * fetch the same with a sync request when they connect.
+ */
+import type { Transport } from "../../../cluster/transport/transport.ts";
+import type { ChangeFeed } from "../../engine/change-feed.ts";
+import { BuiltIn } from "../../engine/twin-data.ts";
+import { type DesiredPush, DeviceChannel, deviceSubject, encodeJson } from "../protocol.ts";
+
+/** Starts pushing desired-state changes to devices; returns the stop function. */
+export function pushDesiredToDevices(feed: ChangeFeed, transport: Transport): () => void {
+  return feed.subscribe("*", (change) => {
+    if (!change.events.some((event) => event.type === BuiltIn.Desired)) return;
+    const push: DesiredPush = {
+      version: change.view.version,
+      desired: change.view.desired,
+      delta: change.view.delta,
+    };
+    try {
+      transport.publish(deviceSubject(change.ref, DeviceChannel.Desired), encodeJson(push));
+    } catch {
+      // The transport is closing; the device gets the current desired state when it syncs.
+    }
+  });
+}

@@ -1,0 +1,163 @@
+/**
+ * Twin → device commands: what `Twin.sendToDevice` does on a node. A command is a request on
+ * `doppel.dev.<type>.<id>.cmd` with `{ command, args, id }` (JSON). A device answers in one of two
+ * ways, whichever it can:
+ *
+ * - NATS devices reply to the request: `{ result }` or `{ error: { code, message } }` (JSON, or
+ *   protobuf `CommandReply` when the reply says `Content-Type: application/x-protobuf`);
+ * - MQTT devices (MQTT 3.1.1 has no reply topic) publish `{ id, result }` or `{ id, error }` (JSON)
+ *   on their own `doppel.dev.<type>.<id>.cmd-result` subject (MQTT topic
+ *   `doppel/dev/<type>/<id>/cmd-result`), `id` being the command's. Every node hears every result
+ *   and keeps those of its own pending commands; a result on another twin's subject, or for an id
+ *   no longer pending (answered, timed out), is ignored.
+ *
+ * Failures are typed so they reach a gRPC caller clearly:
+ *
+ * - nobody listens on the subject → `Unavailable`: "device thermostat/t1 is offline";
+ * - no answer in time → `DeadlineExceeded`;
+ * - an answer that does not decode → `Unavailable` (the device is broken, the twin is not);
+ * - the device's own error → that error's code and message (unknown codes become `INTERNAL`).
+ */
+
+import { randomUUID } from "node:crypto";
+import type { Subscription } from "../../../cluster/transport/transport.ts";
+import { type Transport, TransportError } from "../../../cluster/transport/transport.ts";
+import { DeadlineExceeded, DoppelError, Unavailable, type WireError } from "../../core/errors.ts";
+import { refKey, type TwinRef } from "../../core/ids.ts";
+import { isJsonObject, type Json, type JsonLimits, type JsonObject } from "../../core/json.ts";
+import type { DeviceSender } from "../../engine/engine.ts";
+import { decodeCommandReply, encodingOf } from "../payload-codec.ts";
+import {
+  DeviceChannel,
+  decodeJsonPayload,
+  deviceSubject,
+  deviceWildcard,
+  encodeJson,
+  parseDeviceSubject,
+} from "../protocol.ts";
+
+/** Counters of device commands sent by this node. */
+export interface DeviceCommandStats {
+  sent: number;
+  answered: number;
+  offline: number;
+  timedOut: number;
+  failed: number;
+}
+
+/** A command waiting for its device's answer on the `cmd-result` subject. */
+interface Pending {
+  readonly twin: string;
+  resolve(body: JsonObject): void;
+  reject(error: DoppelError): void;
+}
+
+/** Sends commands to devices and collects their answers (see the module comment). */
+export class DeviceCommands {
+  readonly #pending = new Map<string, Pending>();
+  readonly #results: Subscription;
+
+  constructor(
+    private readonly transport: Transport,
+    private readonly limits: JsonLimits,
+    readonly stats: DeviceCommandStats = { sent: 0, answered: 0, offline: 0, timedOut: 0, failed: 0 },
+  ) {
+    this.#results = transport.subscribe(deviceWildcard(DeviceChannel.CommandResult), (message) =>
+      this.#onResult(message.subject, message.data),
+    );
+  }
+
+  /** The {@link DeviceSender} a node's engine uses. */
+  readonly send: DeviceSender = (ref, command, args, timeoutMs) => this.#send(ref, command, args, timeoutMs);
+
+  /** Stops taking results; commands still waiting fail with `Unavailable`. */
+  stop(): void {
+    this.#results.unsubscribe();
+    for (const [id, pending] of this.#pending) {
+      this.#pending.delete(id);
+      pending.reject(
+        new Unavailable(`${pending.twin}: the node is stopping; the command's outcome is unknown`),
+      );
+    }
+  }
+
+  async #send(ref: TwinRef, command: string, args: JsonObject, timeoutMs: number): Promise<Json> {
+    const subject = deviceSubject(ref, DeviceChannel.Command);
+    const device = `device ${refKey(ref)}`;
+    const id = randomUUID();
+    this.stats.sent++;
+    // Whichever comes first: the reply to the request (NATS devices), or an answer published on
+    // the device's cmd-result subject (devices that cannot reply), resolved by #onResult.
+    const published = new Promise<JsonObject>((resolve, reject) => {
+      this.#pending.set(id, { twin: refKey(ref), resolve, reject });
+    });
+    let body: JsonObject;
+    try {
+      const replied = this.transport
+        .request(subject, encodeJson({ command, args, id }), { timeoutMs })
+        .then((reply) => {
+          try {
+            return decodeCommandReply(reply.data, encodingOf(reply.headers), this.limits);
+          } catch (error) {
+            throw new Unavailable(
+              `${device} answered command '${command}' with a malformed reply: ${(error as Error).message}`,
+            );
+          }
+        });
+      body = await Promise.race([replied, published]);
+    } catch (error) {
+      if (error instanceof TransportError && error.failure === "no-responders") {
+        this.stats.offline++;
+        throw new Unavailable(`${device} is offline: nothing listens on ${subject}`, { device: refKey(ref) });
+      }
+      if (error instanceof TransportError && error.failure === "timeout") {
+        this.stats.timedOut++;
+        throw new DeadlineExceeded(`${device} did not answer command '${command}' within ${timeoutMs} ms`, {
+          device: refKey(ref),
+        });
+      }
+      this.stats.failed++;
+      if (error instanceof DoppelError) throw error;
+      throw new Unavailable(`${device}: command '${command}' not sent: ${(error as Error).message}`);
+    } finally {
+      this.#pending.delete(id);
+    }
+    const wireError = body["error"];
+    if (isJsonObject(wireError)) {
+      this.stats.failed++;
+      throw DoppelError.fromWire({
+        code: String(wireError["code"] ?? "INTERNAL"),
+        message: `${device}: ${String(wireError["message"] ?? "command failed")}`,
+      } as WireError);
+    }
+    if (!("result" in body)) {
+      this.stats.failed++;
+      throw new Unavailable(`${device} answered command '${command}' without a result`);
+    }
+    this.stats.answered++;
+    return body["result"] ?? null;
+  }
+
+  /** A device's answer on its `cmd-result` subject: settles the pending command it names, if ours. */
+  #onResult(subject: string, data: Uint8Array): void {
+    let twin: string;
+    let body: JsonObject;
+    try {
+      twin = refKey(parseDeviceSubject(subject).ref);
+      body = decodeJsonPayload(data, "command result", this.limits);
+    } catch {
+      return; // not an answer any node could match to a command
+    }
+    const id = body["id"];
+    const pending = typeof id === "string" ? this.#pending.get(id) : undefined;
+    // Only the device the command went to may answer it (its own subject).
+    if (!pending || pending.twin !== twin) return;
+    if (!("result" in body) && !isJsonObject(body["error"])) {
+      pending.reject(
+        new Unavailable(`device ${twin} answered a command on ${subject} with neither a result nor an error`),
+      );
+      return;
+    }
+    pending.resolve(body);
+  }
+}

@@ -1,0 +1,233 @@
+/**
+ * The JetStream stream that makes device input durable, and its per-shard consumers. Doppel
+ * creates and configures both; operators only choose the settings below.
+ *
+ * Stream `DOPPEL_INGRESS` (name configurable):
+ * - subjects `doppel.dev.*.*.reported` and `doppel.dev.*.*.telemetry` (sync, desired, cmd and
+ *   errors are core NATS: they need no storage);
+ * - a subject transform stores each message as `doppel.in.<shard>.<type>.<id>.<channel>`, where
+ *   `<shard>` is `{{partition(S,1,2)}}` — FNV-1a of type+id mod S, which is exactly
+ *   `shardOf(type, id, S)` (cluster/ring/shard.ts; checked against the real server by a test);
+ * - `workqueue` retention: a message is removed once its shard's consumer acknowledged it, which
+ *   Doppel does only after the twin's events are persisted. The stream therefore holds only input
+ *   not yet persisted, and its limits bound that backlog:
+ *   - `maxBytes` (default 1 GiB) and `discard: new`: when the backlog is full, new publishes are
+ *     refused (the device's publish fails and it buffers or retries) instead of silently dropping
+ *     older unprocessed reports;
+ *   - `maxAge` (default 7 days): input no node processed within a week is dropped;
+ *   - `maxMsgSize` (default 1 MiB, the server's usual max_payload): larger publishes are refused by
+ *     the server. Messages that fit but exceed the node's `limits.maxPayloadBytes` (64 KiB) reach
+ *     ingress and are rejected there: counted, and an error on the twin's `errors` subject;
+ *   - `duplicateWindow` (default 2 minutes): a publish whose `Nats-Msg-Id` the stream saw within the
+ *     window is acknowledged as a duplicate and not stored. Beyond the window, the twin itself
+ *     drops a report whose message id is among its recent causations (`TwinData.recent`);
+ *   - `replicas` (default 1; 3 on a NATS cluster), file storage.
+ *
+ * Consumers: one durable pull consumer per shard, `shard-<n>`, filtered on `doppel.in.<n>.>`, with
+ * explicit acks. Its ack state is the shard's ingress position: whichever node owns the shard binds
+ * to it and continues exactly where the previous owner stopped — that is how shards move between
+ * nodes. `maxAckPending` (default 128 per shard) bounds unacknowledged messages (backpressure: the
+ * server stops delivering to a shard whose node has that many in flight); `ackWait` (default 10 s)
+ * is when the server redelivers a message its node neither acknowledged nor refused (node died).
+ */
+import {
+  AckPolicy,
+  type ConsumerConfig,
+  DeliverPolicy,
+  DiscardPolicy,
+  JetStreamApiError,
+  type JetStreamManager,
+  ReplayPolicy,
+  RetentionPolicy,
+  StorageType,
+  type StreamConfig,
+} from "@nats-io/jetstream";
+import { nanos } from "@nats-io/nats-core";
+import { FailedPrecondition, Unavailable } from "../../core/errors.ts";
+import { DEVICE_PREFIX, DeviceChannel } from "../protocol.ts";
+
+/** First two tokens of the subjects the stream stores messages under (after the transform). */
+export const INGRESS_PREFIX = "doppel.in";
+
+/** Stream settings (see the module comment for what each bounds). */
+export interface IngressStreamSettings {
+  readonly name: string;
+  readonly replicas: number;
+  readonly storage: "file" | "memory";
+  readonly maxAgeMs: number;
+  readonly maxBytes: number;
+  readonly maxMsgSize: number;
+  readonly duplicateWindowMs: number;
+}
+
+/** Per-shard consumer settings. */
+export interface IngressConsumerSettings {
+  readonly maxAckPending: number;
+  readonly ackWaitMs: number;
+}
+
+export const DEFAULT_STREAM: IngressStreamSettings = {
+  name: "DOPPEL_INGRESS",
+  replicas: 1,
+  storage: "file",
+  maxAgeMs: 7 * 24 * 3_600_000,
+  maxBytes: 1024 ** 3,
+  maxMsgSize: 1024 * 1024,
+  duplicateWindowMs: 2 * 60_000,
+};
+
+export const DEFAULT_CONSUMER: IngressConsumerSettings = { maxAckPending: 128, ackWaitMs: 10_000 };
+
+/** The subject transform's destination for `shards` shards. */
+export function partitionDestination(shards: number): string {
+  return `${INGRESS_PREFIX}.{{partition(${shards},1,2)}}.{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}`;
+}
+
+/** The stream's configuration for `shards` shards. */
+export function ingressStreamConfig(
+  settings: IngressStreamSettings,
+  shards: number,
+): Partial<StreamConfig> & {
+  name: string;
+} {
+  return {
+    name: settings.name,
+    subjects: [
+      `${DEVICE_PREFIX}.*.*.${DeviceChannel.Reported}`,
+      `${DEVICE_PREFIX}.*.*.${DeviceChannel.Telemetry}`,
+    ],
+    subject_transform: { src: `${DEVICE_PREFIX}.*.*.*`, dest: partitionDestination(shards) },
+    retention: RetentionPolicy.Workqueue,
+    storage: settings.storage === "memory" ? StorageType.Memory : StorageType.File,
+    discard: DiscardPolicy.New,
+    max_age: nanos(settings.maxAgeMs),
+    max_bytes: settings.maxBytes,
+    max_msg_size: settings.maxMsgSize,
+    max_msgs: -1,
+    duplicate_window: nanos(settings.duplicateWindowMs),
+    num_replicas: settings.replicas,
+  };
+}
+
+/** The durable consumer name of `shard`. */
+export function shardConsumerName(shard: number): string {
+  return `shard-${shard}`;
+}
+
+/** The filter subject of `shard`'s consumer. */
+export function shardFilter(shard: number): string {
+  return `${INGRESS_PREFIX}.${shard}.>`;
+}
+
+/** The consumer configuration of `shard`. */
+export function shardConsumerConfig(
+  shard: number,
+  settings: IngressConsumerSettings,
+): Partial<ConsumerConfig> {
+  return {
+    durable_name: shardConsumerName(shard),
+    filter_subject: shardFilter(shard),
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    replay_policy: ReplayPolicy.Instant,
+    ack_wait: nanos(settings.ackWaitMs),
+    max_deliver: -1,
+    max_ack_pending: settings.maxAckPending,
+  };
+}
+
+/** Converts a stored subject (`doppel.in.<shard>.<type>.<id>.<channel>`) back to the device subject. */
+export function deviceSubjectOfStored(stored: string): { subject: string; shard: number } {
+  const tokens = stored.split(".");
+  return { subject: `${DEVICE_PREFIX}.${tokens.slice(3).join(".")}`, shard: Number(tokens[2]) };
+}
+
+function isNotFound(error: unknown): boolean {
+  return error instanceof JetStreamApiError && (error.code === 10059 || error.code === 10014);
+}
+
+/**
+ * Creates the stream, or brings an existing one to `settings`. Refuses (`FailedPrecondition`)
+ * a stream partitioned for another shard count (the shard count is fixed for a cluster's
+ * lifetime) or with another retention. Fails with `Unavailable` if JetStream cannot be reached.
+ */
+export async function ensureIngressStream(
+  jsm: JetStreamManager,
+  settings: IngressStreamSettings,
+  shards: number,
+): Promise<void> {
+  const wanted = ingressStreamConfig(settings, shards);
+  try {
+    let existing: Awaited<ReturnType<JetStreamManager["streams"]["info"]>> | undefined;
+    try {
+      existing = await jsm.streams.info(settings.name);
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+    }
+    if (!existing) {
+      await jsm.streams.add(wanted);
+      return;
+    }
+    const config = existing.config;
+    if (config.subject_transform?.dest !== wanted.subject_transform?.dest) {
+      throw new FailedPrecondition(
+        `JetStream stream ${settings.name} stores device input as ${config.subject_transform?.dest ?? "(no transform)"}, ` +
+          `but this node runs ${shards} shards (${wanted.subject_transform?.dest}). The shard count is fixed for a ` +
+          `cluster's lifetime; to change it, drain and delete the stream (nats stream rm ${settings.name}).`,
+      );
+    }
+    if (config.retention !== wanted.retention) {
+      throw new FailedPrecondition(
+        `JetStream stream ${settings.name} has retention ${config.retention}, not workqueue`,
+      );
+    }
+    const differs =
+      config.max_age !== wanted.max_age ||
+      config.max_bytes !== wanted.max_bytes ||
+      config.max_msg_size !== wanted.max_msg_size ||
+      config.duplicate_window !== wanted.duplicate_window ||
+      config.discard !== wanted.discard ||
+      config.num_replicas !== wanted.num_replicas;
+    if (differs) await jsm.streams.update(settings.name, { ...config, ...wanted });
+  } catch (error) {
+    if (error instanceof FailedPrecondition) throw error;
+    throw new Unavailable(
+      `cannot set up JetStream stream ${settings.name}: ${error instanceof Error ? error.message : String(error)}`,
+      undefined,
+      { cause: error },
+    );
+  }
+}
+
+/** Creates `shard`'s durable consumer, or updates it to `settings`. */
+export async function ensureShardConsumer(
+  jsm: JetStreamManager,
+  stream: string,
+  shard: number,
+  settings: IngressConsumerSettings,
+): Promise<void> {
+  const wanted = shardConsumerConfig(shard, settings);
+  const name = shardConsumerName(shard);
+  let existing: Awaited<ReturnType<JetStreamManager["consumers"]["info"]>> | undefined;
+  try {
+    existing = await jsm.consumers.info(stream, name);
+  } catch (error) {
+    if (!isNotFound(error)) throw error;
+  }
+  if (!existing) {
+    await jsm.consumers.add(stream, wanted);
+    return;
+  }
+  const c = existing.config;
+  if (
+    c.filter_subject !== wanted.filter_subject ||
+    c.ack_wait !== wanted.ack_wait ||
+    c.max_ack_pending !== wanted.max_ack_pending
+  ) {
+    await jsm.consumers.update(stream, name, {
+      ack_wait: wanted.ack_wait,
+      max_ack_pending: wanted.max_ack_pending,
+      ...(c.filter_subject === wanted.filter_subject ? {} : { filter_subject: wanted.filter_subject }),
+    });
+  }
+}

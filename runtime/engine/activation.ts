@@ -1,0 +1,671 @@
+/**
+ * An activation: one twin resident in memory. It owns the twin's mailbox and runs its turns one at
+ * a time (never two turns of one twin at once; many twins run concurrently).
+ *
+ * Persistence is pipelined: while one batch of this twin's events is being written, later turns
+ * already run against the uncommitted state and collect into the next batch. Replies (and device
+ * acks) are released only when the batch holding their turn is persisted. If a write fails, every
+ * reply waiting on it fails, the twin falls back to its last persisted state, and it reloads from
+ * the store before its next turn (the write's outcome may be unknown).
+ *
+ * Invariants:
+ * - `#committed` is exactly what the store holds for this twin (as far as this node knows);
+ * - `#data` = `#committed` + the events of `#inflight` and `#pending`;
+ * - at most one batch is in the store's hands at a time (`#inflight`), so writes stay in order.
+ */
+
+import type { Clock } from "../core/clock.ts";
+import { toMillis } from "../core/duration.ts";
+import {
+  CallCycle,
+  DeadlineExceeded,
+  DoppelError,
+  ErrorCode,
+  FailedPrecondition,
+  HandlerFailed,
+  Internal,
+  InvalidArgument,
+  Quarantined,
+  ResourceExhausted,
+  Unavailable,
+  VersionConflict,
+} from "../core/errors.ts";
+import { parseRef, refKey, type TwinRef } from "../core/ids.ts";
+import type { Json, JsonObject } from "../core/json.ts";
+import type { EventRecord, ReminderIndexEntry, TwinCommit, Writer } from "../core/records.ts";
+import {
+  bindTwin,
+  type DeviceCommandOptions,
+  type Reminder,
+  type ScheduleOptions,
+  type Twin,
+  type TwinBinding,
+  type TwinEvent,
+  type When,
+} from "../core/twin.ts";
+import { activeContext, type Context, inSpan, SpanKind } from "../observability/tracing.ts";
+import type { EventStore } from "../persistence/event-store.ts";
+import { computeDelta } from "../shadow/shadow.ts";
+import type { GroupCommitter } from "./group-commit.ts";
+import type { TurnOutcome, TwinMessage } from "./messages.ts";
+import { Turn } from "./turn.ts";
+import { BuiltIn, fold, fromSnapshot, initialData, type TwinData, toSnapshot, toView } from "./twin-data.ts";
+import type { TwinType } from "./twin-type.ts";
+
+/** What an activation needs from its node. One instance is shared by all activations. */
+export interface ActivationHost {
+  readonly store: EventStore;
+  readonly committer: GroupCommitter;
+  readonly clock: Clock;
+  /** Most messages waiting in one twin's mailbox; more are refused with `ResourceExhausted`. */
+  readonly mailboxSize: number;
+  /** Most uncommitted events a twin may run ahead of the store before its turns wait. */
+  readonly maxPendingEvents: number;
+  /** Timeout of a twin-to-twin call, unless the caller's own deadline is sooner. */
+  readonly callTimeoutMs: number;
+  /** The writer identity (node, lease epoch) for events of `shard`. Throws `Unavailable` if this node may not write it. */
+  writerFor(shard: number): Writer;
+  nextCommitId(): string;
+  /** Invokes a command on another twin (wherever it lives). */
+  callTwin(
+    target: TwinRef,
+    command: string,
+    args: JsonObject,
+    chain: readonly string[],
+    deadline: number,
+  ): Promise<Json>;
+  /**
+   * Sends a command to twin `ref`'s device and returns its answer (request/reply on the device's
+   * `cmd` subject). Absent when the node has no device transport (`Unavailable`).
+   */
+  sendToDevice?(ref: TwinRef, command: string, args: JsonObject, timeoutMs: number): Promise<Json>;
+  /** Default wait for a device's answer to a command, ms. */
+  readonly deviceCommandTimeoutMs?: number;
+  /**
+   * Called after each batch of this twin's events is persisted, with the commit written and the
+   * reminders that were set or moved by it.
+   */
+  committed(activation: Activation, commit: TwinCommit, reminders: readonly ReminderIndexEntry[]): void;
+  /** Called when an activation must leave the catalog at once (load failure, quarantine). */
+  discard(activation: Activation): void;
+  /** Counts activations, passivations and turns (metrics); optional. */
+  readonly observer?: ActivationObserver;
+  /** Reports an error that has no caller to go to (snapshot writes, lifecycle hooks). */
+  warn(message: string, error: unknown): void;
+}
+
+interface Envelope {
+  readonly message: TwinMessage;
+  readonly resolve: (outcome: TurnOutcome) => void;
+  readonly reject: (error: DoppelError) => void;
+  /** The trace context of the sender, so the turn's span continues its trace. */
+  readonly context?: Context;
+}
+
+/** What the engine counts (metrics). Every method is cheap and never throws. */
+export interface ActivationObserver {
+  activated(): void;
+  passivated(): void;
+  turn(kind: string, ok: boolean, millis: number): void;
+}
+
+interface Waiter {
+  readonly envelope: Envelope;
+  readonly outcome: TurnOutcome;
+}
+
+interface Batch {
+  readonly start: TwinData;
+  end: TwinData;
+  readonly records: EventRecord[];
+  readonly waiters: Waiter[];
+}
+
+export type ActivationStatus = "loading" | "active" | "passivating" | "gone";
+
+const NO_CHAIN: readonly string[] = Object.freeze([]);
+
+/** Marks a reported message that was dropped as a duplicate. */
+const DUPLICATE = Symbol("duplicate");
+
+export class Activation implements TwinBinding {
+  readonly key: string;
+  lastUsed: number;
+  #status: ActivationStatus = "loading";
+  readonly #host: ActivationHost;
+  readonly #twin: Twin<object, TwinEvent, object>;
+  #committed!: TwinData;
+  #data!: TwinData;
+  #snapshotSeq = 0;
+  #turn: Turn | null = null;
+  #mailbox: Envelope[] | null = null;
+  #running = false;
+  #needsReload = false;
+  #pending: Batch | null = null;
+  #inflight: Batch | null = null;
+  #gone: Promise<void> | null = null;
+  #settledWaiters: (() => void)[] | null = null;
+
+  constructor(
+    readonly type: TwinType,
+    readonly id: string,
+    readonly shard: number,
+    host: ActivationHost,
+  ) {
+    this.key = `${type.name}/${id}`;
+    this.#host = host;
+    this.lastUsed = host.clock.now();
+    this.#twin = type.instantiate();
+    bindTwin(this.#twin, this);
+  }
+
+  get status(): ActivationStatus {
+    return this.#status;
+  }
+
+  /** Messages waiting in the mailbox. */
+  get queued(): number {
+    return this.#mailbox?.length ?? 0;
+  }
+
+  /** True while a turn runs, messages wait, or events are not yet persisted. */
+  get busy(): boolean {
+    return (
+      this.#running || (this.#mailbox?.length ?? 0) > 0 || this.#pending !== null || this.#inflight !== null
+    );
+  }
+
+  /** The persisted state (what queries of a resident twin see). */
+  get committedData(): TwinData {
+    return this.#committed;
+  }
+
+  /** Resolves when this activation has left memory (after passivation). */
+  get gone(): Promise<void> {
+    return this.#gone ?? Promise.resolve();
+  }
+
+  /** Loads the twin (latest snapshot + later events), then runs `onActivate` and queued messages. */
+  async start(): Promise<void> {
+    try {
+      // Refuses at once (safe to retry elsewhere) when this node does not own the shard.
+      const writer = this.#host.writerFor(this.shard);
+      const loaded = await this.#host.store.loadTwin(this.ref);
+      if (loaded.quarantine !== undefined) {
+        throw new Quarantined(`${this.key} is quarantined: ${loaded.quarantine}`, {
+          reason: loaded.quarantine,
+        });
+      }
+      let data = loaded.snapshot ? fromSnapshot(loaded.snapshot) : initialData(this.#twin);
+      let epoch = 0;
+      for (const record of loaded.events) {
+        // Lease epochs only grow: an event from an older epoch after a newer one was written by a
+        // writer that had lost its lease. Never merged silently: the twin is quarantined.
+        if (record.writer.epoch < epoch) {
+          const reason = `event ${record.seq} was written by ${record.writer.node} at lease epoch ${record.writer.epoch} after epoch ${epoch}`;
+          await this.#host.store.quarantine(this.ref, reason).catch(() => undefined);
+          throw new Quarantined(`${this.key} is quarantined: ${reason}`, { reason });
+        }
+        epoch = record.writer.epoch;
+        data = fold(this.#twin, data, record);
+      }
+      if (epoch > writer.epoch) {
+        throw new Unavailable(
+          `${this.key} was written at lease epoch ${epoch}, newer than this node's ${writer.epoch}: its lease is stale; retry`,
+          { retry: "not-owner", shard: this.shard },
+        );
+      }
+      this.#committed = data;
+      this.#data = data;
+      this.#snapshotSeq = loaded.snapshot?.seq ?? 0;
+      this.#host.observer?.activated();
+    } catch (error) {
+      this.#status = "gone";
+      const failure =
+        error instanceof DoppelError && error.code !== ErrorCode.Internal
+          ? error
+          : new Unavailable(`${this.key} could not be activated: ${DoppelError.from(error).message}`);
+      for (const envelope of this.#mailbox?.splice(0) ?? []) envelope.reject(failure);
+      this.#host.discard(this);
+      return;
+    }
+    this.#status = "active";
+    if (this.#twin.onActivate) {
+      this.#mailbox ??= [];
+      this.#mailbox.unshift({
+        message: { kind: "activate" },
+        resolve: () => {},
+        reject: (error) => this.#host.warn(`${this.key}: onActivate failed`, error),
+      });
+    }
+    this.#kick();
+  }
+
+  /** Queues a message; the promise settles when its turn's effects are persisted (or it failed). */
+  enqueue(message: TwinMessage): Promise<TurnOutcome> {
+    return new Promise((resolve, reject) => {
+      const mailbox = (this.#mailbox ??= []);
+      if (mailbox.length >= this.#host.mailboxSize) {
+        reject(
+          new ResourceExhausted(
+            `${this.key}: mailbox is full (${this.#host.mailboxSize} messages waiting); retry later`,
+            {
+              mailboxSize: this.#host.mailboxSize,
+            },
+          ),
+        );
+        return;
+      }
+      mailbox.push({ message, resolve, reject, context: activeContext() });
+      this.#kick();
+    });
+  }
+
+  #kick(): void {
+    if (!this.#running && this.#status !== "loading" && (this.#mailbox?.length ?? 0) > 0) void this.#run();
+  }
+
+  async #run(): Promise<void> {
+    this.#running = true;
+    try {
+      for (;;) {
+        const envelope = this.#mailbox?.shift();
+        if (!envelope) break;
+        const { deadline } = envelope.message;
+        if (deadline !== undefined && this.#host.clock.now() > deadline) {
+          envelope.reject(
+            new Unavailable(`${this.key}: the caller's deadline passed while the message waited`),
+          );
+          continue;
+        }
+        if (this.#needsReload && !(await this.#reload(envelope))) continue;
+        if (this.#inflight && this.#pending && this.#pending.records.length >= this.#host.maxPendingEvents) {
+          await this.#whenSettled();
+        }
+        await this.#runTurn(envelope);
+      }
+    } finally {
+      this.#running = false;
+      if (this.#mailbox?.length === 0) this.#mailbox = null;
+      this.#notifySettled();
+    }
+  }
+
+  async #reload(envelope: Envelope): Promise<boolean> {
+    try {
+      await this.#whenSettled();
+      let data = this.#committed;
+      for (const record of await this.#host.store.readEvents(this.ref, data.seq))
+        data = fold(this.#twin, data, record);
+      this.#committed = data;
+      this.#data = data;
+      this.#needsReload = false;
+      return true;
+    } catch (error) {
+      envelope.reject(
+        error instanceof DoppelError && error.code === ErrorCode.Unavailable
+          ? error
+          : new Unavailable(
+              `${this.key}: could not reload after a failed write: ${DoppelError.from(error).message}`,
+            ),
+      );
+      return false;
+    }
+  }
+
+  async #runTurn(envelope: Envelope): Promise<void> {
+    const message = envelope.message;
+    const started = performance.now();
+    let turn: Turn;
+    let result: Json | typeof DUPLICATE;
+    try {
+      const writer = this.#host.writerFor(this.shard);
+      turn = new Turn(
+        this.#twin,
+        message,
+        this.#data,
+        this.#host.nextCommitId(),
+        writer,
+        this.#host.clock.now(),
+      );
+      this.#turn = turn;
+      const attributes: Record<string, string> = { "doppel.twin": this.key };
+      if (message.kind === "command") attributes["doppel.command"] = message.name;
+      const current = turn;
+      result = await inSpan(
+        `turn ${message.kind}`,
+        SpanKind.INTERNAL,
+        attributes,
+        () => this.#handle(current),
+        envelope.context,
+      );
+    } catch (error) {
+      this.#turn = null;
+      this.#host.observer?.turn(message.kind, false, performance.now() - started);
+      envelope.reject(this.#describeFailure(message, error));
+      return;
+    }
+    this.#turn = null;
+    this.#host.observer?.turn(message.kind, true, performance.now() - started);
+    const duplicate = result === DUPLICATE;
+    const outcome: TurnOutcome = { result: result === DUPLICATE ? null : result, data: turn.data, duplicate };
+    if (turn.records.length === 0) {
+      // Nothing to write, but the answer may depend on state that is not persisted yet.
+      const last = this.#pending ?? this.#inflight;
+      if (last) last.waiters.push({ envelope, outcome });
+      else envelope.resolve(outcome);
+      return;
+    }
+    const batch = (this.#pending ??= { start: this.#data, end: this.#data, records: [], waiters: [] });
+    this.#data = turn.data;
+    batch.end = turn.data;
+    batch.records.push(...turn.records);
+    batch.waiters.push({ envelope, outcome });
+    this.#pump();
+  }
+
+  #describeFailure(message: TwinMessage, error: unknown): DoppelError {
+    if (error instanceof DoppelError) return error;
+    const what = message.kind === "command" ? `${this.key}.${message.name}` : `${this.key} ${message.kind}`;
+    const text = error instanceof Error ? error.message : String(error);
+    return new HandlerFailed(`${what} failed: ${text}`, { twin: this.key }, { cause: error });
+  }
+
+  /** Runs the developer's handler for `turn.message`. */
+  async #handle(turn: Turn): Promise<Json | typeof DUPLICATE> {
+    const twin = this.#twin;
+    const message = turn.message;
+    switch (message.kind) {
+      case "command": {
+        this.#checkVersion(message.expectedVersion);
+        const handler = (twin as unknown as Record<string, (args: unknown) => unknown>)[message.name];
+        if (typeof handler !== "function")
+          throw new Internal(`${this.key}: no handler for command '${message.name}'`);
+        return toJsonResult(await handler.call(twin, message.args), `${this.key}.${message.name}`);
+      }
+      case "reported": {
+        if (message.causation !== undefined && this.#data.recent.includes(message.causation))
+          return DUPLICATE;
+        turn.record(BuiltIn.Reported, { type: BuiltIn.Reported, patch: message.patch });
+        await twin.onReported?.(message.patch);
+        return null;
+      }
+      case "desired": {
+        this.#checkVersion(message.expectedVersion);
+        turn.record(BuiltIn.Desired, { type: BuiltIn.Desired, patch: message.patch });
+        await twin.onDesired?.(message.patch);
+        return null;
+      }
+      case "reminder": {
+        const reminder = turn.data.reminders.find((r) => r.name === message.name);
+        if (!reminder || reminder.dueAt > this.#host.clock.now()) return false;
+        turn.record(BuiltIn.ReminderFired, {
+          type: BuiltIn.ReminderFired,
+          name: reminder.name,
+          dueAt: reminder.dueAt,
+        });
+        const fired: Reminder =
+          reminder.every === undefined
+            ? { name: reminder.name, payload: reminder.payload, dueAt: new Date(reminder.dueAt) }
+            : {
+                name: reminder.name,
+                payload: reminder.payload,
+                dueAt: new Date(reminder.dueAt),
+                every: reminder.every,
+              };
+        await twin.onReminder?.(fired);
+        return true;
+      }
+      case "activate":
+        await twin.onActivate?.();
+        return null;
+      case "passivate":
+        await twin.onPassivate?.();
+        return null;
+    }
+  }
+
+  #checkVersion(expected: number | undefined): void {
+    if (expected !== undefined && expected !== this.#data.seq) {
+      throw new VersionConflict(expected, this.#data.seq, this.key);
+    }
+  }
+
+  #pump(): void {
+    if (this.#inflight || !this.#pending) return;
+    const batch = this.#pending;
+    this.#pending = null;
+    this.#inflight = batch;
+    const commit = this.#toCommit(batch);
+    this.#host.committer.submit(commit).then(
+      () => this.#onCommitted(batch, commit),
+      (error: DoppelError) => this.#onFailed(batch, error),
+    );
+  }
+
+  #toCommit(batch: Batch): TwinCommit {
+    const before = batch.start.reminders;
+    const after = batch.end.reminders;
+    const set: ReminderIndexEntry[] = [];
+    for (const r of after) {
+      const old = before.find((b) => b.name === r.name);
+      if (!old || old.dueAt !== r.dueAt) {
+        set.push({ shard: this.shard, type: this.type.name, id: this.id, name: r.name, dueAt: r.dueAt });
+      }
+    }
+    const clear = before.filter((b) => !after.some((r) => r.name === b.name)).map((b) => b.name);
+    return {
+      ref: this.ref,
+      shard: this.shard,
+      expectedSeq: batch.start.seq,
+      events: batch.records,
+      view: toView(this.type.name, this.id, batch.end),
+      reminders: { set, clear },
+    };
+  }
+
+  #onCommitted(batch: Batch, commit: TwinCommit): void {
+    this.#inflight = null;
+    this.#committed = batch.end;
+    for (const { envelope, outcome } of batch.waiters) envelope.resolve(outcome);
+    this.#host.committed(this, commit, commit.reminders.set);
+    if (batch.end.seq - this.#snapshotSeq >= this.type.snapshotEvery) void this.#snapshot(batch.end);
+    this.#pump();
+    this.#notifySettled();
+  }
+
+  #onFailed(batch: Batch, error: DoppelError): void {
+    this.#inflight = null;
+    const waiters = [...batch.waiters, ...(this.#pending?.waiters ?? [])];
+    this.#pending = null;
+    this.#data = this.#committed;
+    if (error.code === ErrorCode.ConcurrencyConflict) {
+      const reason = `another writer appended at version ${batch.start.seq + 1}: ${error.message}`;
+      for (const { envelope } of waiters) envelope.reject(error);
+      void this.#quarantine(reason);
+    } else {
+      this.#needsReload = true;
+      const failure =
+        error.code === ErrorCode.Unavailable
+          ? error
+          : new Unavailable(`${this.key}: write failed: ${error.message}`);
+      for (const { envelope } of waiters) envelope.reject(failure);
+    }
+    this.#notifySettled();
+  }
+
+  async #quarantine(reason: string): Promise<void> {
+    this.#status = "gone";
+    const failure = new Quarantined(`${this.key} is quarantined: ${reason}`, { reason });
+    for (const envelope of this.#mailbox?.splice(0) ?? []) envelope.reject(failure);
+    this.#host.discard(this);
+    try {
+      await this.#host.store.quarantine(this.ref, reason);
+    } catch (error) {
+      this.#host.warn(`${this.key}: could not record quarantine`, error);
+    }
+  }
+
+  async #snapshot(data: TwinData): Promise<void> {
+    this.#snapshotSeq = data.seq;
+    try {
+      await this.#host.store.writeSnapshot(this.ref, toSnapshot(data));
+    } catch (error) {
+      this.#host.warn(`${this.key}: snapshot at version ${data.seq} not written`, error);
+    }
+  }
+
+  #whenSettled(): Promise<void> {
+    if (!this.#inflight && !this.#pending) return Promise.resolve();
+    return new Promise((resolve) => (this.#settledWaiters ??= []).push(resolve));
+  }
+
+  #notifySettled(): void {
+    if (this.#inflight || this.#pending || !this.#settledWaiters) return;
+    const waiters = this.#settledWaiters;
+    this.#settledWaiters = null;
+    for (const resolve of waiters) resolve();
+  }
+
+  /**
+   * Leaves memory: runs `onPassivate`, waits for every write, snapshots if behind, and marks the
+   * activation gone. Returns false (and does nothing) if the twin is busy or not active.
+   */
+  passivate(): boolean {
+    if (this.#status !== "active" || this.busy) return false;
+    this.#status = "passivating";
+    this.#gone = this.#passivate();
+    return true;
+  }
+
+  async #passivate(): Promise<void> {
+    if (this.#twin.onPassivate) {
+      await new Promise<void>((resolve) => {
+        (this.#mailbox ??= []).push({
+          message: { kind: "passivate" },
+          resolve: () => resolve(),
+          reject: (error) => {
+            this.#host.warn(`${this.key}: onPassivate failed`, error);
+            resolve();
+          },
+        });
+        void this.#run();
+      });
+    }
+    await this.#whenSettled();
+    if (this.#committed.seq > this.#snapshotSeq && !this.#needsReload) await this.#snapshot(this.#committed);
+    this.#status = "gone";
+    this.#host.observer?.passivated();
+  }
+
+  // ---- TwinBinding: what the developer's twin sees through `this` ----
+
+  get ref(): TwinRef {
+    return { type: this.type.name, id: this.id };
+  }
+
+  #current(): TwinData {
+    return this.#turn ? this.#turn.data : this.#data;
+  }
+
+  get state(): object {
+    return this.#current().state;
+  }
+
+  get reported(): JsonObject {
+    return this.#current().reported;
+  }
+
+  get desired(): JsonObject {
+    return this.#current().desired;
+  }
+
+  get delta(): JsonObject {
+    const data = this.#current();
+    return computeDelta(data.desired, data.reported);
+  }
+
+  get version(): number {
+    return this.#current().seq;
+  }
+
+  now(): number {
+    return this.#host.clock.now();
+  }
+
+  #inTurn(what: string): Turn {
+    if (!this.#turn) {
+      throw new FailedPrecondition(
+        `${this.key}: ${what}() can only be called while the twin handles a message`,
+      );
+    }
+    return this.#turn;
+  }
+
+  emit(event: TwinEvent): void {
+    this.#inTurn("emit").emit(event);
+  }
+
+  setDesired(patch: JsonObject): void {
+    this.#inTurn("setDesired").setDesired(patch);
+  }
+
+  schedule(name: string, when: When, payload: JsonObject, options: ScheduleOptions): void {
+    this.#inTurn("schedule").schedule(name, when, payload, options);
+  }
+
+  cancel(name: string): void {
+    this.#inTurn("cancel").cancel(name);
+  }
+
+  reminders(): readonly Reminder[] {
+    return this.#current().reminders.map((r) =>
+      r.every === undefined
+        ? { name: r.name, payload: r.payload, dueAt: new Date(r.dueAt) }
+        : { name: r.name, payload: r.payload, dueAt: new Date(r.dueAt), every: r.every },
+    );
+  }
+
+  async call(target: TwinRef | string, command: string, args: JsonObject): Promise<unknown> {
+    const turn = this.#inTurn("call");
+    const ref = typeof target === "string" ? parseRef(target) : parseRef(refKey(target));
+    const message = turn.message;
+    const upstream = message.kind === "command" ? message.chain : NO_CHAIN;
+    const chain = [...upstream, this.key];
+    const targetKey = refKey(ref);
+    if (chain.includes(targetKey)) throw new CallCycle([...chain, targetKey]);
+    if (typeof command !== "string" || command.length === 0)
+      throw new InvalidArgument("call(): command name is empty");
+    const timeout = this.#host.clock.now() + this.#host.callTimeoutMs;
+    const deadline = message.deadline === undefined ? timeout : Math.min(message.deadline, timeout);
+    return this.#host.callTwin(ref, command, args, chain, deadline);
+  }
+
+  async sendToDevice(command: string, args: JsonObject, options: DeviceCommandOptions): Promise<Json> {
+    const turn = this.#inTurn("sendToDevice");
+    if (typeof command !== "string" || command.length === 0)
+      throw new InvalidArgument("sendToDevice(): command name is empty");
+    const send = this.#host.sendToDevice;
+    if (!send) throw new Unavailable(`${this.key}: this node has no device transport`);
+    const now = this.#host.clock.now();
+    const wait =
+      options.timeout === undefined
+        ? (this.#host.deviceCommandTimeoutMs ?? 5000)
+        : toMillis(options.timeout, "sendToDevice() timeout");
+    const deadline =
+      turn.message.deadline === undefined ? now + wait : Math.min(turn.message.deadline, now + wait);
+    if (deadline <= now)
+      throw new DeadlineExceeded(`${this.key}: the caller's deadline passed before the device command`);
+    return send.call(this.#host, this.ref, command, args, deadline - now);
+  }
+}
+
+function toJsonResult(value: unknown, what: string): Json {
+  if (value === undefined) return null;
+  try {
+    const text = JSON.stringify(value);
+    return text === undefined ? null : (JSON.parse(text) as Json);
+  } catch (error) {
+    throw new HandlerFailed(`${what} returned a value that is not JSON: ${(error as Error).message}`);
+  }
+}

@@ -1,0 +1,148 @@
+/**
+ * The catalog: which twins are resident on this node. A twin is activated by its first message
+ * and passivated when idle longer than its type's idle timeout, or — least recently used first —
+ * when the node holds more than `maxResident` twins.
+ *
+ * Invariant: at most one activation per twin key exists at a time. A message for a twin that is
+ * passivating waits until it is gone, then starts a fresh activation.
+ */
+
+import type { TimerHandle } from "../core/clock.ts";
+import { Activation, type ActivationHost } from "./activation.ts";
+import type { TurnOutcome, TwinMessage } from "./messages.ts";
+import type { TwinType } from "./twin-type.ts";
+
+export interface CatalogOptions {
+  /** Most twins resident at once; beyond it the least recently used idle twins are passivated. */
+  readonly maxResident: number;
+  /** How often idle twins are looked for. */
+  readonly idleSweepMs: number;
+}
+
+export class Catalog {
+  /** Insertion order is recency order: a dispatch moves its twin to the end. */
+  readonly #resident = new Map<string, Activation>();
+  #leaving = 0;
+  #sweep: TimerHandle | null = null;
+
+  /** `host.discard` must call {@link Catalog.remove}. */
+  constructor(
+    private readonly host: ActivationHost,
+    private readonly shardOf: (type: string, id: string) => number,
+    private readonly options: CatalogOptions,
+  ) {}
+
+  /** Number of resident twins (including those being passivated). */
+  get size(): number {
+    return this.#resident.size;
+  }
+
+  /** Messages waiting in all mailboxes (read at metrics scrape time: walks every resident twin). */
+  mailboxDepth(): number {
+    let depth = 0;
+    for (const activation of this.#resident.values()) depth += activation.queued;
+    return depth;
+  }
+
+  /** The resident activation of `key`, if any. */
+  resident(key: string): Activation | undefined {
+    return this.#resident.get(key);
+  }
+
+  /** All resident activations, least recently used first. */
+  activations(): IterableIterator<Activation> {
+    return this.#resident.values();
+  }
+
+  /** Delivers a message to twin `type/id`, activating it if needed. */
+  async dispatch(type: TwinType, id: string, message: TwinMessage): Promise<TurnOutcome> {
+    const key = `${type.name}/${id}`;
+    for (;;) {
+      const existing = this.#resident.get(key);
+      if (existing && (existing.status === "passivating" || existing.status === "gone")) {
+        await existing.gone;
+        if (this.#resident.get(key) === existing) this.#resident.delete(key);
+        continue;
+      }
+      let activation = existing;
+      if (activation) {
+        this.#resident.delete(key);
+        this.#resident.set(key, activation);
+        activation.lastUsed = this.host.clock.now();
+      } else {
+        activation = new Activation(type, id, this.shardOf(type.name, id), this.host);
+        this.#resident.set(key, activation);
+        void activation.start();
+        this.#evictOverCap();
+      }
+      return activation.enqueue(message);
+    }
+  }
+
+  /** Forgets an activation that ended on its own (load failure, quarantine). */
+  remove(activation: Activation): void {
+    if (this.#resident.get(activation.key) === activation) this.#resident.delete(activation.key);
+  }
+
+  #passivate(activation: Activation): boolean {
+    if (!activation.passivate()) return false;
+    this.#leaving++;
+    void activation.gone.then(() => {
+      this.#leaving--;
+      this.remove(activation);
+    });
+    return true;
+  }
+
+  #evictOverCap(): void {
+    let excess = this.#resident.size - this.#leaving - this.options.maxResident;
+    if (excess <= 0) return;
+    for (const activation of this.#resident.values()) {
+      if (excess <= 0) break;
+      if (this.#passivate(activation)) excess--;
+    }
+  }
+
+  /** Passivates every twin idle longer than its type's idle timeout. Returns how many. */
+  sweepIdle(): number {
+    const now = this.host.clock.now();
+    let count = 0;
+    for (const activation of this.#resident.values()) {
+      if (now - activation.lastUsed >= activation.type.idleTimeoutMs && this.#passivate(activation)) count++;
+    }
+    return count;
+  }
+
+  /** Starts the periodic idle sweep. */
+  start(): void {
+    const tick = () => {
+      this.sweepIdle();
+      this.#sweep = this.host.clock.setTimeout(tick, this.options.idleSweepMs);
+    };
+    this.#sweep = this.host.clock.setTimeout(tick, this.options.idleSweepMs);
+  }
+
+  /**
+   * Passivates every resident twin that `filter` selects (all by default), waiting for busy ones
+   * to finish their turns and writes. Used on shutdown and when a shard leaves this node.
+   */
+  async drain(filter: (activation: Activation) => boolean = () => true, timeoutMs = 30_000): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const selected = [...this.#resident.values()].filter(filter);
+      if (selected.length === 0 || performance.now() > deadline) return;
+      for (const activation of selected) this.#passivate(activation);
+      // Wait for those leaving, or a little while for busy ones to finish their turn. Never spin
+      // on already-settled promises: busy twins need the event loop to finish.
+      const leaving = selected.filter((a) => a.status === "passivating").map((a) => a.gone);
+      const pause = new Promise((resolve) => setTimeout(resolve, 20));
+      await (leaving.length > 0 ? Promise.race([Promise.all(leaving), pause]) : pause);
+    }
+  }
+
+  /** Stops the idle sweep. */
+  stop(): void {
+    this.#sweep?.cancel();
+    this.#sweep = null;
+  }
+}

@@ -1,0 +1,240 @@
+/**
+ * The engine of one node: the catalog of resident twins, group commit, reminders and the change
+ * feed, wired into the host every activation uses. It knows nothing of gRPC, NATS or validation:
+ * it runs already-validated messages against twins this node may write.
+ */
+import { randomBytes } from "node:crypto";
+import type { Clock } from "../core/clock.ts";
+import { DoppelError, ErrorCode, Unavailable } from "../core/errors.ts";
+import type { TwinRef } from "../core/ids.ts";
+import type { Json, JsonObject } from "../core/json.ts";
+import type { ReminderIndexEntry, TwinCommit, Writer } from "../core/records.ts";
+import type { Logger } from "../observability/logger.ts";
+import type { EventStore } from "../persistence/event-store.ts";
+import type { Activation, ActivationHost, ActivationObserver } from "./activation.ts";
+import { Catalog } from "./catalog.ts";
+import { ChangeFeed } from "./change-feed.ts";
+import { type CommitObserver, GroupCommitter } from "./group-commit.ts";
+import type { TurnOutcome, TwinMessage } from "./messages.ts";
+import { ReminderService } from "./reminder-service.ts";
+import type { TwinRegistry, TwinType } from "./twin-type.ts";
+
+/** Which shards this node may write, and with which lease epoch. A single node owns them all at epoch 0. */
+export interface ShardOwnership {
+  /** The writer for events of `shard`; throws `Unavailable` when this node does not own it now. */
+  writerFor(shard: number): Writer;
+  /** Shards this node owns now (`"all"` on a single node). */
+  ownedShards(): readonly number[] | "all";
+}
+
+/**
+ * Ownership of a single node: every shard, at one epoch for the node's lifetime. The epoch is the
+ * start time in microseconds, on the same scale as cluster lease epochs (Redis time in µs), so a
+ * twin moved between a single node and a cluster never sees its writer epoch go backwards.
+ */
+export function singleNodeOwnership(nodeId: string, epoch: number = Date.now() * 1000): ShardOwnership {
+  const writer: Writer = Object.freeze({ node: nodeId, epoch });
+  return { writerFor: () => writer, ownedShards: () => "all" };
+}
+
+/**
+ * The last check before a commit goes to the store: this node must still own the shard, at the
+ * epoch its events carry. A commit that fails it is refused (`Unavailable`, safe to retry) and
+ * never written: events computed under a lease that was lost meanwhile must not land.
+ */
+function fenceCheck(ownership: ShardOwnership, commit: TwinCommit): DoppelError | undefined {
+  const stamped = commit.events[0]?.writer.epoch;
+  try {
+    const writer = ownership.writerFor(commit.shard);
+    if (stamped !== undefined && stamped !== writer.epoch) {
+      return new Unavailable(`shard ${commit.shard} changed lease epoch while the write waited; retry`, {
+        retry: "not-owner",
+        shard: commit.shard,
+      });
+    }
+    return undefined;
+  } catch (error) {
+    return DoppelError.from(error);
+  }
+}
+
+/**
+ * The store as the group committer sees it:
+ *
+ * - each commit is fenced once more by the store itself right before its write is sent
+ *   (`CommitOptions.fence`): the store's own work before the write (Cassandra's conflict-check
+ *   read, waiting for a request slot) can outlast the lease;
+ * - an append the store refuses as a conflict (another writer appended first) is this node's own
+ *   staleness when, by the time the store answers, the node no longer holds the commit's shard
+ *   at the epoch its events carry: the lease expired or moved while the write waited (a paused
+ *   process, a slow store), and the other writer is the shard's owner now. That refusal becomes
+ *   the fence's safe-to-retry not-owner one, so the twin reloads (and the caller retries on the
+ *   owner) instead of being quarantined. A conflict while the lease is still held is a real
+ *   second writer and stays a conflict.
+ */
+function committerStore(store: EventStore, ownership: ShardOwnership): EventStore {
+  const fence = (commit: TwinCommit) => fenceCheck(ownership, commit);
+  const commit = async (commits: readonly TwinCommit[]): Promise<(DoppelError | undefined)[]> => {
+    // The store checks the fence again right before it sends each write (after its own reads).
+    const results = await store.commit(commits, { fence });
+    return results.map((result, i) =>
+      result?.code === ErrorCode.ConcurrencyConflict
+        ? (fenceCheck(ownership, commits[i]!) ?? result)
+        : result,
+    );
+  };
+  return new Proxy(store, {
+    get(target, property) {
+      if (property === "commit") return commit;
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+export interface EngineOptions {
+  readonly nodeId: string;
+  readonly maxResident: number;
+  readonly idleSweepMs: number;
+  readonly mailboxSize: number;
+  readonly maxPendingEvents: number;
+  readonly callTimeoutMs: number;
+  readonly reminderPollMs: number;
+  readonly reminderBatch: number;
+  readonly commitMaxBatch: number;
+  readonly commitMaxInFlight: number;
+  /** Default wait for a device's answer to `sendToDevice`, ms (5 s if unset). */
+  readonly deviceCommandTimeoutMs?: number;
+}
+
+/** Invokes a command on any twin (the node's routed API), for twin-to-twin calls. */
+export type TwinCaller = (
+  target: TwinRef,
+  command: string,
+  args: JsonObject,
+  chain: readonly string[],
+  deadline: number,
+) => Promise<Json>;
+
+/** Sends a command to a twin's device and returns its answer (the node's device transport). */
+export type DeviceSender = (
+  ref: TwinRef,
+  command: string,
+  args: JsonObject,
+  timeoutMs: number,
+) => Promise<Json>;
+
+export class Engine {
+  readonly feed = new ChangeFeed();
+  readonly catalog: Catalog;
+  readonly committer: GroupCommitter;
+  readonly reminders: ReminderService;
+  #caller: TwinCaller | undefined;
+  #deviceSender: DeviceSender | undefined;
+  #commitCounter = 0;
+  readonly #commitPrefix = randomBytes(6).toString("base64url");
+
+  constructor(
+    readonly store: EventStore,
+    readonly registry: TwinRegistry,
+    readonly clock: Clock,
+    readonly ownership: ShardOwnership,
+    readonly shardOf: (type: string, id: string) => number,
+    readonly options: EngineOptions,
+    private readonly logger: Logger,
+    observeCommit?: CommitObserver,
+    observer?: ActivationObserver,
+  ) {
+    this.committer = new GroupCommitter(
+      committerStore(store, ownership),
+      { maxBatch: options.commitMaxBatch, maxInFlight: options.commitMaxInFlight },
+      observeCommit,
+      (commit) => fenceCheck(ownership, commit),
+    );
+    const host: ActivationHost = {
+      store,
+      committer: this.committer,
+      clock,
+      mailboxSize: options.mailboxSize,
+      maxPendingEvents: options.maxPendingEvents,
+      callTimeoutMs: options.callTimeoutMs,
+      writerFor: (shard) => ownership.writerFor(shard),
+      nextCommitId: () => `${this.#commitPrefix}.${(this.#commitCounter++).toString(36)}`,
+      callTwin: (target, command, args, chain, deadline) => {
+        if (!this.#caller) throw new Unavailable("twin-to-twin calls are not wired on this node");
+        return this.#caller(target, command, args, chain, deadline);
+      },
+      sendToDevice: (ref, command, args, timeoutMs) => {
+        if (!this.#deviceSender) throw new Unavailable("device commands are not wired on this node");
+        return this.#deviceSender(ref, command, args, timeoutMs);
+      },
+      deviceCommandTimeoutMs: options.deviceCommandTimeoutMs ?? 5000,
+      committed: (activation, commit, reminders) => this.#committed(activation, commit, reminders),
+      discard: (activation) => this.catalog.remove(activation),
+      warn: (message, error) => logger.warn({ err: error }, message),
+      ...(observer ? { observer } : {}),
+    };
+    this.catalog = new Catalog(host, shardOf, {
+      maxResident: options.maxResident,
+      idleSweepMs: options.idleSweepMs,
+    });
+    this.reminders = new ReminderService(
+      store,
+      clock,
+      (entry) => this.#deliverReminder(entry),
+      () => ownership.ownedShards(),
+      { pollMs: options.reminderPollMs, batch: options.reminderBatch },
+      (message, error) => logger.warn({ err: error }, message),
+    );
+  }
+
+  /** Sets how twins reach other twins (the node's routed API). */
+  setCaller(caller: TwinCaller): void {
+    this.#caller = caller;
+  }
+
+  /** Sets how twins reach their devices (`Twin.sendToDevice`). */
+  setDeviceSender(sender: DeviceSender): void {
+    this.#deviceSender = sender;
+  }
+
+  /** Runs a validated message on twin `type/id` (activating it if needed). */
+  dispatch(type: TwinType, id: string, message: TwinMessage): Promise<TurnOutcome> {
+    return this.catalog.dispatch(type, id, message);
+  }
+
+  /** The resident activation of a twin, if it is in memory. */
+  resident(key: string): Activation | undefined {
+    return this.catalog.resident(key);
+  }
+
+  #committed(activation: Activation, commit: TwinCommit, reminders: readonly ReminderIndexEntry[]): void {
+    if (reminders.length > 0) this.reminders.track(reminders);
+    if (this.feed.watched(activation.key)) {
+      this.feed.publish(activation.key, { ref: commit.ref, events: commit.events, view: commit.view });
+    }
+  }
+
+  async #deliverReminder(entry: ReminderIndexEntry): Promise<void> {
+    if (!this.registry.has(entry.type)) {
+      this.logger.warn({ type: entry.type, id: entry.id }, "reminder for an unregistered twin type skipped");
+      return;
+    }
+    const type = this.registry.get(entry.type);
+    await this.dispatch(type, entry.id, { kind: "reminder", name: entry.name, dueAt: entry.dueAt });
+  }
+
+  /** Starts idle passivation and reminders. */
+  start(): void {
+    this.catalog.start();
+    this.reminders.start();
+  }
+
+  /** Stops reminders, passivates every twin and waits for every write. */
+  async stop(): Promise<void> {
+    await this.reminders.stop();
+    this.catalog.stop();
+    await this.catalog.drain();
+    await this.committer.whenIdle();
+  }
+}

@@ -1,0 +1,118 @@
+/**
+ * Group commit: commits from many twins that become ready close together are written to the
+ * store in one call (one SQLite transaction, one round of Cassandra batches), which is what makes
+ * small turns cheap. A commit's promise settles only when the store has answered for it, so
+ * nothing is acknowledged before it is persisted.
+ *
+ * Invariant: the activation hands over at most one commit per twin at a time, so commits of one
+ * twin reach the store in order.
+ */
+import { DoppelError, Unavailable } from "../core/errors.ts";
+import type { TwinCommit } from "../core/records.ts";
+import { inSpan, SpanKind } from "../observability/tracing.ts";
+import type { EventStore } from "../persistence/event-store.ts";
+
+export interface GroupCommitOptions {
+  /** Most commits in one store call. */
+  readonly maxBatch: number;
+  /** Most store calls in flight at once. */
+  readonly maxInFlight: number;
+}
+
+interface Pending {
+  readonly commit: TwinCommit;
+  readonly resolve: () => void;
+  readonly reject: (error: DoppelError) => void;
+}
+
+/** Observes each store call (for metrics): commits written and the call's duration. */
+export type CommitObserver = (commits: number, events: number, millis: number, failed: boolean) => void;
+
+export class GroupCommitter {
+  #queue: Pending[] = [];
+  #inFlight = 0;
+  #scheduled = false;
+  #idleWaiters: (() => void)[] = [];
+
+  constructor(
+    private readonly store: EventStore,
+    private readonly options: GroupCommitOptions,
+    private readonly observe: CommitObserver = () => {},
+    /** Checked for each commit right before the store call; an error refuses that commit unwritten. */
+    private readonly fence: (commit: TwinCommit) => DoppelError | undefined = () => undefined,
+  ) {}
+
+  /** Queues a commit; resolves once it is persisted, rejects with the store's error for it. */
+  submit(commit: TwinCommit): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ commit, resolve, reject });
+      if (!this.#scheduled) {
+        this.#scheduled = true;
+        setImmediate(() => {
+          this.#scheduled = false;
+          this.#flush();
+        });
+      }
+    });
+  }
+
+  /** Commits queued or being written. */
+  get backlog(): number {
+    return this.#queue.length + this.#inFlight;
+  }
+
+  /** Resolves when nothing is queued or in flight. */
+  whenIdle(): Promise<void> {
+    if (this.backlog === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  #flush(): void {
+    while (this.#queue.length > 0 && this.#inFlight < this.options.maxInFlight) {
+      const batch = this.#queue.splice(0, this.options.maxBatch);
+      this.#inFlight++;
+      void this.#write(batch);
+    }
+  }
+
+  async #write(all: Pending[]): Promise<void> {
+    const started = performance.now();
+    let failed = false;
+    const batch: Pending[] = [];
+    for (const pending of all) {
+      const refusal = this.fence(pending.commit);
+      if (refusal) pending.reject(refusal);
+      else batch.push(pending);
+    }
+    try {
+      if (batch.length === 0) return;
+      const events = batch.reduce((n, p) => n + p.commit.events.length, 0);
+      const results = await inSpan(
+        "persist",
+        SpanKind.CLIENT,
+        { "doppel.commits": batch.length, "doppel.events": events },
+        () => this.store.commit(batch.map((p) => p.commit)),
+      );
+      batch.forEach((pending, i) => {
+        const error = results[i];
+        if (error) pending.reject(error);
+        else pending.resolve();
+      });
+    } catch (error) {
+      failed = true;
+      const failure =
+        error instanceof DoppelError && error.code === "UNAVAILABLE"
+          ? error
+          : new Unavailable(`event store write failed: ${DoppelError.from(error).message}`, undefined, {
+              cause: error,
+            });
+      for (const pending of batch) pending.reject(failure);
+    } finally {
+      this.#inFlight--;
+      const events = batch.reduce((n, p) => n + p.commit.events.length, 0);
+      this.observe(batch.length, events, performance.now() - started, failed);
+      this.#flush();
+      if (this.backlog === 0) for (const resolve of this.#idleWaiters.splice(0)) resolve();
+    }
+  }
+}

@@ -1,0 +1,250 @@
+/**
+ * `LocalTwins`: the {@link TwinApi} of twins this node runs itself. It validates every input
+ * (ids, registered type, JSON size and depth, schemas, command arguments) before anything is
+ * queued, so bad input never activates a twin and never writes anything; then it hands a
+ * message to the engine and waits for the persisted outcome, within the caller's deadline.
+ */
+
+import { DeadlineExceeded, InvalidArgument, NotFound } from "../core/errors.ts";
+import { refKey, type TwinRef, twinRef, validateType } from "../core/ids.ts";
+import { type JsonLimits, type JsonObject, requireJsonObject } from "../core/json.ts";
+import { present } from "../core/present.ts";
+import type { EventRecord, TelemetrySample, TwinView } from "../core/records.ts";
+import type {
+  InvokeOptions,
+  InvokeResult,
+  QueryOptions,
+  ReportOptions,
+  ReportResult,
+  TelemetryQuery,
+  TwinApi,
+} from "../core/twin-api.ts";
+import { downsample } from "../persistence/downsample.ts";
+import type { HistoryRange, ViewPage } from "../persistence/event-store.ts";
+import { parseFilter } from "../query/filter.ts";
+import type { ChangeListener } from "./change-feed.ts";
+import type { Engine } from "./engine.ts";
+import type { TurnOutcome } from "./messages.ts";
+import { toView } from "./twin-data.ts";
+
+export interface LocalTwinsOptions {
+  readonly json: JsonLimits;
+  /** Deadline applied when a caller gives none. */
+  readonly defaultTimeoutMs: number;
+  readonly maxQueryLimit: number;
+  readonly maxHistoryLimit: number;
+  readonly maxTelemetryLimit: number;
+}
+
+const MESSAGE_ID = /^[\x21-\x7e]{1,128}$/;
+
+function checkVersion(version: number | undefined): number | undefined {
+  if (version === undefined) return undefined;
+  if (!Number.isSafeInteger(version) || version < 0) {
+    throw new InvalidArgument(`expected version must be a non-negative integer, got ${version}`);
+  }
+  return version;
+}
+
+function checkLimit(limit: number | undefined, fallback: number, max: number, what: string): number {
+  if (limit === undefined || limit === 0) return fallback;
+  if (!Number.isSafeInteger(limit) || limit < 0)
+    throw new InvalidArgument(`${what} must be a positive integer`);
+  if (limit > max) throw new InvalidArgument(`${what} is ${limit}; the largest allowed is ${max}`, { max });
+  return limit;
+}
+
+export class LocalTwins implements TwinApi {
+  constructor(
+    private readonly engine: Engine,
+    private readonly options: LocalTwinsOptions,
+  ) {}
+
+  #ref(ref: TwinRef): TwinRef {
+    const checked = twinRef(ref.type, ref.id);
+    this.engine.registry.get(checked.type);
+    return checked;
+  }
+
+  #deadline(deadline: number | undefined): number {
+    return deadline ?? this.engine.clock.now() + this.options.defaultTimeoutMs;
+  }
+
+  /**
+   * Dispatches (`dispatch()`) and waits for the turn's outcome until the deadline; the turn itself
+   * still completes. A deadline that has already passed refuses before anything is dispatched
+   * (a message dispatched then would be refused by the twin with nobody left to hear it).
+   */
+  #within(dispatch: () => Promise<TurnOutcome>, deadline: number, what: string): Promise<TurnOutcome> {
+    const remaining = deadline - this.engine.clock.now();
+    if (remaining <= 0) return Promise.reject(new DeadlineExceeded(`${what}: deadline already passed`));
+    const promise = dispatch();
+    return new Promise((resolve, reject) => {
+      const timer = this.engine.clock.setTimeout(
+        () => reject(new DeadlineExceeded(`${what}: no answer within ${Math.round(remaining)} ms`)),
+        remaining,
+      );
+      promise.then(
+        (outcome) => {
+          timer.cancel();
+          resolve(outcome);
+        },
+        (error: unknown) => {
+          timer.cancel();
+          reject(error);
+        },
+      );
+    });
+  }
+
+  async get(ref: TwinRef): Promise<TwinView> {
+    const checked = this.#ref(ref);
+    const resident = this.engine.resident(refKey(checked));
+    if (resident?.status === "active" && resident.committedData.seq > 0) {
+      return toView(checked.type, checked.id, resident.committedData);
+    }
+    const view = await this.engine.store.readView(checked);
+    if (!view)
+      throw new NotFound(`twin ${refKey(checked)} not found (it has no events yet)`, {
+        twin: refKey(checked),
+      });
+    return view;
+  }
+
+  async invoke(
+    ref: TwinRef,
+    command: string,
+    args: JsonObject,
+    options: InvokeOptions = {},
+  ): Promise<InvokeResult> {
+    const checked = this.#ref(ref);
+    const type = this.engine.registry.get(checked.type);
+    if (typeof command !== "string" || command.length === 0)
+      throw new InvalidArgument("command name is empty");
+    const parsed = type.parseCommand(command, requireJsonObject(args ?? {}, "arguments", this.options.json));
+    const expectedVersion = checkVersion(options.expectedVersion);
+    const deadline = this.#deadline(options.deadline);
+    const outcome = await this.#within(
+      () =>
+        this.engine.dispatch(type, checked.id, {
+          kind: "command",
+          name: command,
+          args: parsed,
+          chain: options.chain ?? [],
+          deadline,
+          ...present({ expectedVersion, causation: options.causation }),
+        }),
+      deadline,
+      `${refKey(checked)}.${command}`,
+    );
+    return { result: outcome.result, version: outcome.data.seq };
+  }
+
+  async updateDesired(ref: TwinRef, patch: JsonObject, options: InvokeOptions = {}): Promise<TwinView> {
+    const checked = this.#ref(ref);
+    const type = this.engine.registry.get(checked.type);
+    const body = requireJsonObject(patch, "desired patch", this.options.json);
+    type.checkDesired(body);
+    const expectedVersion = checkVersion(options.expectedVersion);
+    const deadline = this.#deadline(options.deadline);
+    const outcome = await this.#within(
+      () =>
+        this.engine.dispatch(type, checked.id, {
+          kind: "desired",
+          patch: body,
+          deadline,
+          ...present({ expectedVersion, causation: options.causation }),
+        }),
+      deadline,
+      `${refKey(checked)} desired`,
+    );
+    return toView(checked.type, checked.id, outcome.data);
+  }
+
+  async report(ref: TwinRef, patch: JsonObject, options: ReportOptions = {}): Promise<ReportResult> {
+    const checked = this.#ref(ref);
+    const type = this.engine.registry.get(checked.type);
+    const body = requireJsonObject(patch, "reported patch", this.options.json);
+    type.checkReported(body);
+    const causation = options.messageId ?? options.causation;
+    if (causation !== undefined && !MESSAGE_ID.test(causation)) {
+      throw new InvalidArgument("message id must be 1 to 128 printable ASCII characters without spaces");
+    }
+    const deadline = this.#deadline(options.deadline);
+    const outcome = await this.#within(
+      () =>
+        this.engine.dispatch(type, checked.id, {
+          kind: "reported",
+          patch: body,
+          deadline,
+          ...present({ causation }),
+        }),
+      deadline,
+      `${refKey(checked)} report`,
+    );
+    return { version: outcome.data.seq, duplicate: outcome.duplicate };
+  }
+
+  async query(type: string, options: QueryOptions = {}): Promise<ViewPage> {
+    this.engine.registry.get(validateType(type));
+    const limit = checkLimit(options.limit, 100, this.options.maxQueryLimit, "limit");
+    const filter = options.where ? parseFilter(options.where) : undefined;
+    return this.engine.store.queryViews(type, {
+      limit,
+      ...(filter ? { match: (view: TwinView) => filter.matches(view) } : {}),
+      ...(options.pageToken ? { pageToken: options.pageToken } : {}),
+    });
+  }
+
+  async history(ref: TwinRef, range: HistoryRange): Promise<EventRecord[]> {
+    const checked = this.#ref(ref);
+    const limit = checkLimit(range.limit, 1000, this.options.maxHistoryLimit, "limit");
+    for (const [name, value] of Object.entries(range)) {
+      if (value !== undefined && (!Number.isSafeInteger(value) || value < 0)) {
+        throw new InvalidArgument(`history ${name} must be a non-negative integer, got ${value}`);
+      }
+    }
+    return this.engine.store.readHistory(checked, { ...range, limit });
+  }
+
+  watch(ref: TwinRef, listener: ChangeListener): () => void {
+    const checked = this.#ref(ref);
+    return this.engine.feed.subscribe(refKey(checked), listener);
+  }
+
+  async recordTelemetry(
+    ref: TwinRef,
+    samples: readonly { at: number; metrics: Readonly<Record<string, number>> }[],
+  ): Promise<void> {
+    const checked = this.#ref(ref);
+    const checkedSamples: TelemetrySample[] = samples.map((sample, i) => {
+      if (!Number.isSafeInteger(sample.at) || sample.at < 0) {
+        throw new InvalidArgument(`telemetry sample ${i}: 'at' must be epoch milliseconds`);
+      }
+      const metrics = requireJsonObject(sample.metrics, `telemetry sample ${i} metrics`, this.options.json);
+      for (const [name, value] of Object.entries(metrics)) {
+        if (typeof value !== "number" || !Number.isFinite(value)) {
+          throw new InvalidArgument(`telemetry sample ${i}: metric '${name}' must be a finite number`);
+        }
+      }
+      return { ref: checked, at: sample.at, metrics: metrics as Record<string, number> };
+    });
+    if (checkedSamples.length > 0) await this.engine.store.appendTelemetry(checkedSamples);
+  }
+
+  async telemetry(ref: TwinRef, query: TelemetryQuery): Promise<TelemetrySample[]> {
+    const checked = this.#ref(ref);
+    const limit = checkLimit(query.limit, 10_000, this.options.maxTelemetryLimit, "limit");
+    if (!(query.since <= query.until))
+      throw new InvalidArgument("telemetry range: 'since' must not be after 'until'");
+    if (query.intervalMs !== undefined && !(query.intervalMs >= 1)) {
+      throw new InvalidArgument("telemetry interval must be at least 1 ms");
+    }
+    const raw = await this.engine.store.readTelemetry(checked, {
+      since: query.since,
+      until: query.until,
+      limit: query.intervalMs === undefined ? limit : this.options.maxTelemetryLimit * 10,
+    });
+    return query.intervalMs === undefined ? raw : downsample(raw, query.intervalMs).slice(0, limit);
+  }
+}

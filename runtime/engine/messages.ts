@@ -1,0 +1,65 @@
+/**
+ * What can arrive in a twin's mailbox, and what a turn answers. Input is validated before it is
+ * queued (ids, schemas, sizes), so a turn only ever sees well-formed messages.
+ */
+import type { Json, JsonObject } from "../core/json.ts";
+import type { TwinData } from "./twin-data.ts";
+
+interface Common {
+  /** Id of the message that caused this one (device message id, request id). */
+  readonly causation?: string;
+  /** Epoch ms after which the caller no longer waits; a message still queued then is dropped with an error. */
+  readonly deadline?: number;
+}
+
+/** A named command with validated arguments. */
+export interface CommandMessage extends Common {
+  readonly kind: "command";
+  readonly name: string;
+  readonly args: unknown;
+  readonly expectedVersion?: number;
+  /** Keys of the twins waiting on this call, outermost first (for cycle detection). */
+  readonly chain: readonly string[];
+}
+
+/** A reported-state patch from the device. */
+export interface ReportedMessage extends Common {
+  readonly kind: "reported";
+  readonly patch: JsonObject;
+}
+
+/** A desired-state patch from a service. */
+export interface DesiredMessage extends Common {
+  readonly kind: "desired";
+  readonly patch: JsonObject;
+  readonly expectedVersion?: number;
+}
+
+/** A reminder that fell due. */
+export interface ReminderMessage extends Common {
+  readonly kind: "reminder";
+  readonly name: string;
+  readonly dueAt: number;
+}
+
+/** Lifecycle turns, queued by the runtime itself. */
+export interface LifecycleMessage extends Common {
+  readonly kind: "activate" | "passivate";
+}
+
+export type TwinMessage =
+  | CommandMessage
+  | ReportedMessage
+  | DesiredMessage
+  | ReminderMessage
+  | LifecycleMessage;
+
+/** The answer to one message, given once its effects are persisted. */
+export interface TurnOutcome {
+  /** The handler's return value (commands), or null. */
+  readonly result: Json;
+  /** The twin right after this turn. */
+  readonly data: TwinData;
+  /** True when the message was a duplicate of one already applied (nothing was done). */
+  readonly duplicate: boolean;
+}

@@ -1,0 +1,170 @@
+/**
+ * A twin's complete state at one version, and the fold that advances it by one event.
+ *
+ * The fold is the single place where events change a twin: built-in `$` events change the shadow
+ * and reminders, every other event goes to the developer's `apply`. Activation, replay and live
+ * turns all use it, so snapshot + replay always equals full replay.
+ */
+import { Internal } from "../core/errors.ts";
+import { isJsonObject, type JsonObject } from "../core/json.ts";
+import type { EventRecord, ReminderState, TwinSnapshot, TwinView } from "../core/records.ts";
+import type { Twin, TwinEvent } from "../core/twin.ts";
+import { applyDesired, applyReported, computeDelta } from "../shadow/shadow.ts";
+
+/** How many causing message ids a twin remembers to drop redelivered duplicates. */
+export const RECENT_CAUSATIONS = 16;
+
+const NONE: readonly never[] = Object.freeze([]);
+
+export interface TwinData {
+  /** Number of events folded in: the twin's version. */
+  readonly seq: number;
+  readonly createdAt: number;
+  readonly updatedAt: number;
+  readonly state: object;
+  readonly reported: JsonObject;
+  readonly desired: JsonObject;
+  readonly reminders: readonly ReminderState[];
+  readonly recent: readonly string[];
+}
+
+/** Built-in event types (reserved: developer events may not start with `$`). */
+export const BuiltIn = {
+  Reported: "$reported",
+  Desired: "$desired",
+  ReminderSet: "$reminder.set",
+  ReminderCancelled: "$reminder.cancelled",
+  ReminderFired: "$reminder.fired",
+} as const;
+
+const EMPTY: JsonObject = Object.freeze({});
+
+/** The data of a twin that has no events yet. */
+export function initialData(twin: Twin<object, TwinEvent, object>): TwinData {
+  return {
+    seq: 0,
+    createdAt: 0,
+    updatedAt: 0,
+    state: twin.initialState(),
+    reported: EMPTY,
+    desired: EMPTY,
+    reminders: NONE,
+    recent: NONE,
+  };
+}
+
+/** Rebuilds data from a snapshot. */
+export function fromSnapshot(snapshot: TwinSnapshot): TwinData {
+  return {
+    seq: snapshot.seq,
+    createdAt: snapshot.createdAt,
+    updatedAt: snapshot.at,
+    state: snapshot.state,
+    reported: snapshot.reported,
+    desired: snapshot.desired,
+    reminders: snapshot.reminders.length ? snapshot.reminders : NONE,
+    recent: snapshot.recent.length ? snapshot.recent : NONE,
+  };
+}
+
+/** The snapshot of `data`. */
+export function toSnapshot(data: TwinData): TwinSnapshot {
+  return {
+    seq: data.seq,
+    at: data.updatedAt,
+    createdAt: data.createdAt,
+    state: data.state as JsonObject,
+    reported: data.reported,
+    desired: data.desired,
+    reminders: data.reminders,
+    recent: data.recent,
+  };
+}
+
+/** The query view of `data`. */
+export function toView(type: string, id: string, data: TwinData): TwinView {
+  return {
+    type,
+    id,
+    version: data.seq,
+    state: data.state as JsonObject,
+    reported: data.reported,
+    desired: data.desired,
+    delta: computeDelta(data.desired, data.reported),
+    createdAt: data.createdAt,
+    updatedAt: data.updatedAt,
+  };
+}
+
+function num(value: unknown): number {
+  return typeof value === "number" ? value : 0;
+}
+
+function foldReminders(reminders: readonly ReminderState[], record: EventRecord): readonly ReminderState[] {
+  const d = record.data;
+  const name = String(d["name"]);
+  const others = reminders.filter((r) => r.name !== name);
+  switch (record.type) {
+    case BuiltIn.ReminderSet: {
+      const every = d["every"];
+      const payload = isJsonObject(d["payload"]) ? d["payload"] : EMPTY;
+      const next: ReminderState =
+        typeof every === "number"
+          ? { name, dueAt: num(d["dueAt"]), payload, every }
+          : { name, dueAt: num(d["dueAt"]), payload };
+      return [...others, next];
+    }
+    case BuiltIn.ReminderCancelled:
+      return others.length ? others : NONE;
+    default: {
+      // $reminder.fired: a one-shot reminder is done; a repeating one moves to its next due time after the firing.
+      const fired = reminders.find((r) => r.name === name);
+      if (!fired?.every) return others.length ? others : NONE;
+      const periods = Math.floor((record.at - fired.dueAt) / fired.every) + 1;
+      return [...others, { ...fired, dueAt: fired.dueAt + Math.max(1, periods) * fired.every }];
+    }
+  }
+}
+
+function foldRecent(recent: readonly string[], causation: string | undefined): readonly string[] {
+  if (causation === undefined || recent[recent.length - 1] === causation) return recent;
+  const next = recent.length >= RECENT_CAUSATIONS ? recent.slice(1) : recent.slice();
+  next.push(causation);
+  return next;
+}
+
+/** Advances `data` by one event. Throws `Internal` if the event is not the next in sequence. */
+export function fold(twin: Twin<object, TwinEvent, object>, data: TwinData, record: EventRecord): TwinData {
+  if (record.seq !== data.seq + 1) {
+    throw new Internal(
+      `event ${record.seq} cannot follow version ${data.seq} of ${twin.ref.type}/${twin.ref.id}`,
+    );
+  }
+  let { state, reported, desired, reminders } = data;
+  const patch = record.data["patch"];
+  switch (record.type) {
+    case BuiltIn.Reported:
+      if (isJsonObject(patch)) ({ reported, desired } = applyReported({ reported, desired }, patch));
+      break;
+    case BuiltIn.Desired:
+      if (isJsonObject(patch)) ({ reported, desired } = applyDesired({ reported, desired }, patch));
+      break;
+    case BuiltIn.ReminderSet:
+    case BuiltIn.ReminderCancelled:
+    case BuiltIn.ReminderFired:
+      reminders = foldReminders(reminders, record);
+      break;
+    default:
+      state = twin.apply(state, record.data as unknown as TwinEvent);
+  }
+  return {
+    seq: record.seq,
+    createdAt: data.seq === 0 ? record.at : data.createdAt,
+    updatedAt: record.at,
+    state,
+    reported,
+    desired,
+    reminders,
+    recent: foldRecent(data.recent, record.causation),
+  };
+}

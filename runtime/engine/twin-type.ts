@@ -1,0 +1,175 @@
+/**
+ * A registered twin type: the developer's class, checked once at registration, plus what the
+ * runtime needs to validate input for it without activating any twin.
+ */
+import { z } from "zod";
+import { toMillis } from "../core/duration.ts";
+import { InvalidArgument, NotFound } from "../core/errors.ts";
+import { validateType } from "../core/ids.ts";
+import { isJsonObject, type Json, type JsonObject } from "../core/json.ts";
+import { type Schema, Twin, type TwinClass, type TwinEvent } from "../core/twin.ts";
+
+/** Names a command cannot take: the members every twin inherits. */
+const RESERVED = new Set([...Object.getOwnPropertyNames(Twin.prototype), "apply", "initialState"]);
+
+/** Node-wide defaults that a twin class's `static options` may override. */
+export interface TypeDefaults {
+  readonly snapshotEvery: number;
+  readonly idleTimeoutMs: number;
+}
+
+/** Renders zod issues as `celsius: Too big: expected number to be <=35; mode: Invalid option...`. */
+export function describeIssues(error: z.ZodError, prefix: string): string {
+  return error.issues
+    .map((issue) => {
+      const path = [prefix, ...issue.path.map(String)].filter((p) => p !== "").join(".");
+      return path ? `${path}: ${issue.message}` : issue.message;
+    })
+    .join("; ");
+}
+
+function withoutNulls(patch: JsonObject): JsonObject {
+  const out: Record<string, Json> = {};
+  for (const [key, value] of Object.entries(patch)) {
+    if (value === null) continue;
+    out[key] = isJsonObject(value) ? withoutNulls(value) : value;
+  }
+  return out;
+}
+
+export class TwinType {
+  readonly name: string;
+  readonly cls: TwinClass;
+  readonly commandNames: readonly string[];
+  readonly snapshotEvery: number;
+  readonly idleTimeoutMs: number;
+  readonly #commands: ReadonlyMap<string, Schema>;
+
+  constructor(cls: TwinClass, defaults: TypeDefaults) {
+    if (typeof cls !== "function") throw new InvalidArgument("a twin type must be a class extending Twin");
+    const name = validateType(cls.type);
+    this.name = name;
+    this.cls = cls;
+    const commands = cls.commands ?? {};
+    const map = new Map<string, Schema>();
+    for (const [command, schema] of Object.entries(commands)) {
+      if (RESERVED.has(command) || /^on[A-Z]/.test(command)) {
+        throw new InvalidArgument(
+          `twin type '${name}': '${command}' cannot be a command name (it is a Twin member or a hook name)`,
+        );
+      }
+      if (typeof cls.prototype[command as keyof Twin] !== "function") {
+        throw new InvalidArgument(
+          `twin type '${name}' declares command '${command}' but has no method '${command}'`,
+        );
+      }
+      if (!(schema instanceof z.ZodType)) {
+        throw new InvalidArgument(
+          `twin type '${name}': command '${command}' needs a zod schema for its arguments`,
+        );
+      }
+      map.set(command, schema);
+    }
+    this.#commands = map;
+    this.commandNames = [...map.keys()].sort();
+    const options = cls.options ?? {};
+    this.snapshotEvery = options.snapshotEvery ?? defaults.snapshotEvery;
+    if (!Number.isInteger(this.snapshotEvery) || this.snapshotEvery < 1) {
+      throw new InvalidArgument(`twin type '${name}': snapshotEvery must be a positive integer`);
+    }
+    this.idleTimeoutMs =
+      options.idleTimeout === undefined
+        ? defaults.idleTimeoutMs
+        : toMillis(options.idleTimeout, "idleTimeout");
+  }
+
+  /** A fresh instance of the developer's class. */
+  instantiate(): Twin<object, TwinEvent, object> {
+    return new this.cls();
+  }
+
+  /** Validates command arguments; returns the parsed value the handler receives. */
+  parseCommand(command: string, args: JsonObject): unknown {
+    const schema = this.#commands.get(command);
+    if (!schema) {
+      const known = this.commandNames.length ? this.commandNames.join(", ") : "none";
+      throw new NotFound(`twin type '${this.name}' has no command '${command}' (commands: ${known})`, {
+        type: this.name,
+        command,
+      });
+    }
+    const parsed = schema.safeParse(args);
+    if (!parsed.success) {
+      throw new InvalidArgument(
+        `invalid arguments for ${this.name}.${command}: ${describeIssues(parsed.error, "")}`,
+        {
+          command,
+          issues: parsed.error.issues.map((i) => ({ path: i.path.map(String), message: i.message })),
+        },
+      );
+    }
+    return parsed.data;
+  }
+
+  /** Validates the values a reported patch sets (nulls delete and are not validated). */
+  checkReported(patch: JsonObject): void {
+    this.#checkPatch(this.cls.reported, patch, "reported");
+  }
+
+  /** Validates the values a desired patch sets; uses the reported schema when no desired schema is given. */
+  checkDesired(patch: JsonObject): void {
+    this.#checkPatch(this.cls.desired ?? this.cls.reported, patch, "desired");
+  }
+
+  #checkPatch(schema: Schema | undefined, patch: JsonObject, what: string): void {
+    if (!schema) return;
+    const parsed = schema.safeParse(withoutNulls(patch));
+    if (!parsed.success) {
+      throw new InvalidArgument(
+        `invalid ${what} patch for '${this.name}': ${describeIssues(parsed.error, what)}`,
+        {
+          issues: parsed.error.issues.map((i) => ({ path: i.path.map(String), message: i.message })),
+        },
+      );
+    }
+  }
+}
+
+/** The twin types a node runs. Type names are unique. */
+export class TwinRegistry {
+  readonly #types = new Map<string, TwinType>();
+
+  constructor(private readonly defaults: TypeDefaults) {}
+
+  /** Registers a twin class; refuses a second class with the same type name. */
+  register(cls: TwinClass): TwinType {
+    const type = new TwinType(cls, this.defaults);
+    const existing = this.#types.get(type.name);
+    if (existing) {
+      throw new InvalidArgument(
+        `twin type '${type.name}' is already registered (by class ${existing.cls.name}); type names must be unique`,
+      );
+    }
+    this.#types.set(type.name, type);
+    return type;
+  }
+
+  /** The registered type `name`, or a `NotFound` naming the registered ones. */
+  get(name: string): TwinType {
+    const type = this.#types.get(name);
+    if (!type) {
+      const known = [...this.#types.keys()].sort().join(", ") || "none";
+      throw new NotFound(`unknown twin type '${name}' (registered: ${known})`, { type: name });
+    }
+    return type;
+  }
+
+  has(name: string): boolean {
+    return this.#types.has(name);
+  }
+
+  /** All registered types, by name. */
+  list(): TwinType[] {
+    return [...this.#types.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+}

@@ -1,0 +1,122 @@
+/**
+ * `WatchTwin`: a twin's current state, then one `TwinChange` per persisted change, until the
+ * client cancels or the gateway stops.
+ *
+ * Order of work, so no change falls between the snapshot and the feed: subscribe first, send the
+ * response headers (a client may take them as "the subscription is live"), read the current view,
+ * send it, then send the changes that arrived meanwhile, skipping those the view already includes.
+ *
+ * Memory is bounded: changes wait in a queue only while the client is not draining, and a client
+ * that falls more than `watchBufferLimit` changes behind is cut off with RESOURCE_EXHAUSTED (it
+ * should re-watch and take the current state again) instead of making the queue grow without limit.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { NotFound, ResourceExhausted } from "../core/errors.ts";
+import type { TwinRef } from "../core/ids.ts";
+import type { TwinView } from "../core/records.ts";
+import type { TwinChange as FeedChange } from "../engine/change-feed.ts";
+import type { HandlerContext } from "./calls.ts";
+import type { TwinChange } from "./generated/doppel/v1/TwinChange.ts";
+import type { TwinServiceHandlers } from "./generated/doppel/v1/TwinService.ts";
+import type { WatchTwinRequest__Output } from "./generated/doppel/v1/WatchTwinRequest.ts";
+import { eventToMessage, viewToTwin } from "./messages.ts";
+import { OutboundStream } from "./streams.ts";
+
+class TwinWatch {
+  /** Changes not yet handed to grpc-js, oldest first. */
+  #queue: TwinChange[] = [];
+  /** Changes that arrived before the initial state was sent. */
+  #early: FeedChange[] | undefined = [];
+  /** Version of the last view sent; changes at or below it are already reflected. */
+  #sentVersion = 0;
+  #waitingForDrain = false;
+
+  constructor(
+    private readonly ctx: HandlerContext,
+    private readonly stream: OutboundStream<TwinChange>,
+  ) {}
+
+  async start(request: WatchTwinRequest__Output, call: { sendMetadata(metadata: grpc.Metadata): void }) {
+    const ref: TwinRef = { type: request.type, id: request.id };
+    const unsubscribe = this.ctx.api.watch(ref, (change) => this.#onChange(change));
+    this.stream.onClose(() => {
+      unsubscribe();
+      this.#queue = [];
+      this.#early = undefined;
+    });
+    if (!this.stream.open) return;
+    call.sendMetadata(new grpc.Metadata());
+    if (!request.skipCurrent) {
+      const view = await this.#current(ref);
+      if (view !== undefined) this.#enqueue(view, []);
+    }
+    const early = this.#early ?? [];
+    this.#early = undefined;
+    for (const change of early) this.#deliver(change);
+  }
+
+  /** The twin's view, or undefined when it has no events yet (nothing to show first). */
+  async #current(ref: TwinRef): Promise<TwinView | undefined> {
+    try {
+      return await this.ctx.api.get(ref);
+    } catch (error) {
+      if (error instanceof NotFound) return undefined;
+      throw error;
+    }
+  }
+
+  #onChange(change: FeedChange): void {
+    if (!this.stream.open) return;
+    if (this.#early !== undefined) {
+      this.#early.push(change);
+      if (this.#early.length > this.ctx.watchBufferLimit) this.#overflow();
+      return;
+    }
+    this.#deliver(change);
+  }
+
+  #deliver(change: FeedChange): void {
+    if (change.view.version <= this.#sentVersion) return;
+    this.#enqueue(change.view, change.events.map(eventToMessage));
+  }
+
+  #enqueue(view: TwinView, events: TwinChange["events"]): void {
+    if (!this.stream.open) return;
+    this.#sentVersion = Math.max(this.#sentVersion, view.version);
+    this.#queue.push({ twin: viewToTwin(view), events });
+    if (this.#queue.length > this.ctx.watchBufferLimit) this.#overflow();
+    else this.#pump();
+  }
+
+  #pump(): void {
+    if (this.#waitingForDrain) return;
+    while (this.#queue.length > 0 && this.stream.open) {
+      const next = this.#queue.shift() as TwinChange;
+      if (!this.stream.write(next)) {
+        this.#waitingForDrain = true;
+        void this.stream.drained().then((open) => {
+          this.#waitingForDrain = false;
+          if (open) this.#pump();
+        });
+        return;
+      }
+    }
+  }
+
+  #overflow(): void {
+    this.stream.fail(
+      new ResourceExhausted(
+        `watcher too slow: more than ${this.ctx.watchBufferLimit} changes waiting; watch again to resume from the current state`,
+        { limit: this.ctx.watchBufferLimit },
+      ),
+    );
+  }
+}
+
+/** The `WatchTwin` handler. */
+export function watchHandler(ctx: HandlerContext): TwinServiceHandlers["WatchTwin"] {
+  return (call) => {
+    const stream = new OutboundStream<TwinChange>(call, ctx.streams, ctx.logger, "WatchTwin");
+    new TwinWatch(ctx, stream).start(call.request, call).catch((error: unknown) => stream.fail(error));
+  };
+}

@@ -1,0 +1,154 @@
+/**
+ * Metrics (OpenTelemetry), exposed in the Prometheus text format on `/metrics` of a small HTTP
+ * server the node owns (`metrics.listen`, default off; port 0 picks a free port).
+ *
+ * Instruments (all prefixed `doppel_`):
+ * - `resident_twins`, `mailbox_depth`, `shards_owned` — gauges read at scrape time;
+ * - `activations_total`, `passivations_total`, `turns_total{kind,outcome}` — counters (turns/s is `rate(turns_total)`);
+ * - `turn_duration_ms`, `persist_duration_ms` — histograms (one persist = one group-commit store call);
+ * - `persisted_events_total`, `rejected_inputs_total{source,code}`, `lease_renewals_total{outcome}` — counters.
+ */
+import { createServer, type Server } from "node:http";
+import type { Attributes, Counter, Histogram, Meter } from "@opentelemetry/api";
+import { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
+import { resourceFromAttributes } from "@opentelemetry/resources";
+import { MeterProvider } from "@opentelemetry/sdk-metrics";
+import { Unavailable } from "../core/errors.ts";
+
+/** Hot-path counts, kept as plain numbers and read at scrape time (no per-turn attribute hashing). */
+export interface HotCounts {
+  activations: number;
+  passivations: number;
+  /** `kind/outcome` → turns. */
+  readonly turns: Map<string, number>;
+}
+
+/** The node's instruments. Recording is cheap and never throws. */
+export interface DoppelMetrics {
+  readonly turnDuration: Histogram;
+  readonly persistDuration: Histogram;
+  readonly persistedEvents: Counter;
+  readonly rejectedInputs: Counter;
+  readonly leaseRenewals: Counter;
+}
+
+/** Values read at scrape time. */
+export interface GaugeSources {
+  residentTwins(): number;
+  mailboxDepth(): number;
+  shardsOwned(): number;
+}
+
+function instruments(meter: Meter): DoppelMetrics {
+  const ms = {
+    unit: "ms",
+    advice: { explicitBucketBoundaries: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 5000] },
+  };
+  return {
+    turnDuration: meter.createHistogram("doppel_turn_duration_ms", {
+      description: "handler time of a turn",
+      ...ms,
+    }),
+    persistDuration: meter.createHistogram("doppel_persist_duration_ms", {
+      description: "one group-commit store call",
+      ...ms,
+    }),
+    persistedEvents: meter.createCounter("doppel_persisted_events_total", {
+      description: "events persisted",
+    }),
+    rejectedInputs: meter.createCounter("doppel_rejected_inputs_total", {
+      description: "inputs refused, by source and code",
+    }),
+    leaseRenewals: meter.createCounter("doppel_lease_renewals_total", {
+      description: "shard lease renewals, by outcome",
+    }),
+  };
+}
+
+/** Metrics of one node: instruments, gauges, and (when listening) the Prometheus endpoint. */
+export class NodeMetrics {
+  readonly metrics: DoppelMetrics;
+  /** Counted on the hot path (turns, activations); exported as counters at scrape time. */
+  readonly counts: HotCounts = { activations: 0, passivations: 0, turns: new Map() };
+  readonly #provider: MeterProvider;
+  readonly #exporter: PrometheusExporter;
+  #server: Server | undefined;
+  #address: string | undefined;
+
+  constructor(nodeId: string, gauges: GaugeSources) {
+    this.#exporter = new PrometheusExporter({ preventServerStart: true });
+    this.#provider = new MeterProvider({
+      resource: resourceFromAttributes({ "service.name": "doppel", "service.instance.id": nodeId }),
+      readers: [this.#exporter],
+    });
+    const meter = this.#provider.getMeter("doppel");
+    this.metrics = instruments(meter);
+    const gauge = (name: string, description: string, read: () => number) =>
+      meter.createObservableGauge(name, { description }).addCallback((result) => result.observe(read()));
+    gauge("doppel_resident_twins", "twins resident in memory", () => gauges.residentTwins());
+    gauge("doppel_mailbox_depth", "messages waiting in all mailboxes", () => gauges.mailboxDepth());
+    gauge("doppel_shards_owned", "shards this node owns", () => gauges.shardsOwned());
+    const counts = this.counts;
+    meter
+      .createObservableCounter("doppel_activations_total", { description: "twins activated" })
+      .addCallback((result) => result.observe(counts.activations));
+    meter
+      .createObservableCounter("doppel_passivations_total", { description: "twins passivated" })
+      .addCallback((result) => result.observe(counts.passivations));
+    meter
+      .createObservableCounter("doppel_turns_total", {
+        description: "turns run, by message kind and outcome",
+      })
+      .addCallback((result) => {
+        for (const [key, value] of counts.turns) {
+          const [kind, outcome] = key.split("/");
+          result.observe(value, { kind: kind ?? "?", outcome: outcome ?? "?" });
+        }
+      });
+  }
+
+  /** The `host:port` of the metrics endpoint, when it listens. */
+  get address(): string | undefined {
+    return this.#address;
+  }
+
+  /** Serves `/metrics` (Prometheus text) on `listen` (`host:port`). Fails with `Unavailable` if it cannot bind. */
+  async listen(listen: string): Promise<string> {
+    const colon = listen.lastIndexOf(":");
+    const host = listen.slice(0, colon);
+    const port = Number(listen.slice(colon + 1));
+    const server = createServer((request, response) => {
+      if (request.url?.split("?")[0] === "/metrics") {
+        this.#exporter.getMetricsRequestHandler(request, response);
+      } else {
+        response.statusCode = 404;
+        response.end("try /metrics\n");
+      }
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", (error) =>
+        reject(new Unavailable(`metrics cannot listen on ${listen}: ${error.message}`)),
+      );
+      server.listen(port, host, () => resolve());
+    });
+    const bound = server.address();
+    this.#server = server;
+    this.#address = `${host}:${typeof bound === "object" && bound ? bound.port : port}`;
+    return this.#address;
+  }
+
+  /** Stops the endpoint and the provider. */
+  async stop(): Promise<void> {
+    const server = this.#server;
+    this.#server = undefined;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    await this.#provider.shutdown();
+  }
+}
+
+/** Attributes helper: drops undefined values. */
+export function attrs(values: Record<string, string | number | boolean | undefined>): Attributes {
+  const out: Attributes = {};
+  for (const [key, value] of Object.entries(values)) if (value !== undefined) out[key] = value;
+  return out;
+}

@@ -1,0 +1,114 @@
+/**
+ * Tracing (OpenTelemetry). Trace context travels in W3C `traceparent` headers: in gRPC metadata
+ * from services, in NATS headers between devices, nodes and ingress. Spans: `rpc <method>` (gateway
+ * and node-to-node calls), `ingress <channel>` (device messages), `turn <kind>` (one twin turn),
+ * `persist` (one group-commit store call).
+ *
+ * Tracing is off unless a node is configured for it (`tracing.enabled`, or `DOPPEL_TRACES`): the
+ * OpenTelemetry API is then a no-op and costs nothing. Once installed, spans are exported only
+ * when an exporter is given (`"console"` prints them; tests pass an in-memory exporter); trace ids
+ * are on log lines of traced work either way.
+ */
+import {
+  type Context,
+  context,
+  INVALID_SPAN_CONTEXT,
+  propagation,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+} from "@opentelemetry/api";
+import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
+import { W3CTraceContextPropagator } from "@opentelemetry/core";
+import {
+  AlwaysOffSampler,
+  AlwaysOnSampler,
+  BasicTracerProvider,
+  ConsoleSpanExporter,
+  ParentBasedSampler,
+  SimpleSpanProcessor,
+  type SpanExporter,
+} from "@opentelemetry/sdk-trace-base";
+import { DoppelError } from "../core/errors.ts";
+
+export { type Context, SpanKind };
+
+let installed: BasicTracerProvider | undefined;
+const NO_SPAN: Span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+
+/**
+ * Installs the process-wide tracer provider, context manager and propagator (once; later calls
+ * add their exporter to the same provider only if none was installed before).
+ */
+export function installTracing(exporter?: SpanExporter | "console"): void {
+  if (installed) return;
+  const chosen = exporter === "console" ? new ConsoleSpanExporter() : exporter;
+  // Without an exporter nothing starts a trace (recording spans nobody reads costs turns), but
+  // a trace a caller started (traceparent in gRPC metadata or NATS headers) is still continued.
+  installed = new BasicTracerProvider({
+    spanProcessors: chosen ? [new SimpleSpanProcessor(chosen)] : [],
+    sampler: new ParentBasedSampler({ root: chosen ? new AlwaysOnSampler() : new AlwaysOffSampler() }),
+  });
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+  trace.setGlobalTracerProvider(installed);
+}
+
+/** Doppel's tracer. */
+export function tracer() {
+  return trace.getTracer("doppel");
+}
+
+/** Writes the active (or given) trace context into string headers. */
+export function injectContext(headers: Map<string, string>, from: Context = context.active()): void {
+  propagation.inject(from, headers, { set: (carrier, key, value) => carrier.set(key, value) });
+}
+
+/** Reads a trace context from string headers (or metadata values). */
+export function extractContext(get: (key: string) => string | undefined): Context {
+  return propagation.extract(context.active(), undefined, {
+    get: (_carrier, key) => get(key),
+    keys: () => ["traceparent", "tracestate"],
+  });
+}
+
+/** The active context, to carry work across a queue (a twin's mailbox). */
+export function activeContext(): Context {
+  return context.active();
+}
+
+/**
+ * Runs `fn` in a new span named `name` (child of `parent`, or of the active context), ending it
+ * when `fn` settles and recording a failure's code and message.
+ */
+export async function inSpan<T>(
+  name: string,
+  kind: SpanKind,
+  attributes: Record<string, string | number | boolean>,
+  fn: (span: Span) => Promise<T>,
+  parent: Context = context.active(),
+): Promise<T> {
+  if (!installed) return fn(NO_SPAN); // tracing off: not even a no-op span on the hot path
+  const span = tracer().startSpan(name, { kind, attributes }, parent);
+  try {
+    return await context.with(trace.setSpan(parent, span), () => fn(span));
+  } catch (error) {
+    const failure = DoppelError.from(error);
+    span.setAttribute("doppel.error_code", failure.code);
+    span.setStatus({ code: SpanStatusCode.ERROR, message: failure.message });
+    throw error;
+  } finally {
+    span.end();
+  }
+}
+
+/** `{ trace_id, span_id }` of the active span, for log lines; empty when untraced. */
+export function logTraceFields(): Record<string, string> {
+  const span = trace.getActiveSpan();
+  if (!span) return {};
+  const { traceId, spanId, traceFlags } = span.spanContext();
+  return traceFlags === 0 && traceId === "00000000000000000000000000000000"
+    ? {}
+    : { trace_id: traceId, span_id: spanId };
+}
