@@ -167,6 +167,7 @@ if (phase === "memory") {
       [
         "--expose-gc",
         "--max-old-space-size=12288",
+        "--conditions=source",
         "--import",
         "tsx",
         fileURLToPath(import.meta.url),

@@ -25,9 +25,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AckPolicy, jetstream, jetstreamManager, RetentionPolicy } from "@nats-io/jetstream";
+import { DeviceClient } from "doppel/device";
 import { NatsTransport } from "../cluster/transport/nats.ts";
 import { DoppelClient } from "../runtime/grpc/client.ts";
-import { DeviceClient } from "../runtime/index.ts";
 import { freePort } from "../runtime/testing/free-port.ts";
 import { histogram, note, percentiles, report } from "./lib.ts";
 

@@ -29,11 +29,11 @@
 import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import cassandra from "cassandra-driver";
+import { Twin, z } from "doppel";
 import type * as hdr from "hdr-histogram-js";
 import type { JsonObject } from "../runtime/core/json.ts";
 import type { EventRecord, TwinCommit } from "../runtime/core/records.ts";
 import { GroupCommitter } from "../runtime/engine/group-commit.ts";
-import { Twin, z } from "../runtime/index.ts";
 import { DoppelNode } from "../runtime/node/node.ts";
 import { silentLogger } from "../runtime/observability/logger.ts";
 import { parseContactPoints } from "../runtime/persistence/cassandra/options.ts";

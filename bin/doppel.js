@@ -1,7 +1,13 @@
 #!/usr/bin/env node
-// The `doppel` command. Doppel is written in TypeScript and runs from source: tsx compiles each
-// module as it loads (twin modules given with --twins can be TypeScript too).
-import { register } from "tsx/esm/api";
+// The `doppel` command: runs the compiled CLI (dist/, built by `npm run build`). Twin modules
+// written in TypeScript (`--twins ./my-twins.ts`) are loaded through tsx, registered only then.
+import { existsSync } from "node:fs";
 
-register();
-await import("../runtime/cli/main.ts");
+const main = new URL("../dist/runtime/cli/main.js", import.meta.url);
+if (!existsSync(main)) {
+  process.stderr.write(
+    "doppel: not built yet: run `npm run build` (npm start and npm test build on their own)\n",
+  );
+  process.exit(1);
+}
+await import(main.href);

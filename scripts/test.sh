@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs npm dependencies if needed, type-checks, lints,
-# runs the unit tests, then starts real NATS, Redis and Cassandra on loopback (installing them on
+# checks the layers, compiles dist/, runs the unit tests, then starts real NATS, Redis and Cassandra on loopback (installing them on
 # first use; skipped for servers that DOPPEL_NATS / DOPPEL_REDIS / DOPPEL_CASSANDRA point at),
 # runs the integration tests against them, and stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 node scripts/ensure-deps.mjs
-echo "== types and lint"
+echo "== types, lint, layers"
 npx tsc --noEmit -p .
 npx biome ci .
+
+echo "== build"
+node scripts/build.mjs
 
 echo "== unit tests"
 npx vitest run --project unit

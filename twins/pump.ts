@@ -6,7 +6,7 @@
  * pump on a fault (over-pressure or severe vibration) and refuses to start it again until the
  * fault is cleared; it tracks maintenance by run hours and by a scheduled date (a reminder).
  */
-import { FailedPrecondition, type Reminder, Twin, z } from "../runtime/index.ts";
+import { FailedPrecondition, type Reminder, Twin, z } from "doppel";
 
 export const PumpReported = z
   .object({

@@ -1,7 +1,9 @@
 /**
  * Simulated devices for the example twins: what `npm start` and `doppel sim` run.
  */
-import type { DeviceModel, JsonObject, SimulatedDevice } from "../runtime/index.ts";
+
+import type { JsonObject } from "doppel";
+import type { DeviceModel, SimulatedDevice } from "doppel/node";
 
 /** A room heated by a heater the twin switches through desired state; it cools toward 12 °C. */
 export const thermostatDevice: DeviceModel = {

@@ -7,7 +7,7 @@
  * hot when the reminder fires, the alarm escalates. Services change the set point, the mode, or
  * start a timed boost (a reminder ends it).
  */
-import { FailedPrecondition, type Reminder, Twin, z } from "../runtime/index.ts";
+import { FailedPrecondition, type Reminder, Twin, z } from "doppel";
 
 /** What the device reports. */
 export const ThermostatReported = z

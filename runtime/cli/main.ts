@@ -6,9 +6,9 @@
  */
 import { Command, CommanderError, Option } from "commander";
 import { DoppelError } from "../core/errors.ts";
-import * as client from "./client-commands.ts";
-import { simCommand } from "./sim.ts";
-import { startCommand } from "./start.ts";
+
+/** Each command loads its module only when it runs: `doppel --help` loads neither node nor client. */
+const client = () => import("./client-commands.ts");
 
 const out = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -56,7 +56,7 @@ function program(): Command {
         "silent",
       ]),
     )
-    .action((flags) => startCommand(flags, out));
+    .action(async (flags) => (await import("./start.ts")).startCommand(flags, out));
 
   doppel
     .command("sim")
@@ -74,11 +74,11 @@ function program(): Command {
     .option("--no-telemetry", "send reported state only")
     .option("--duration <duration>", "stop after this long (e.g. 30s)")
     .option("--json", "print progress and the summary as JSON lines")
-    .action((flags) => simCommand(flags, out));
+    .action(async (flags) => (await import("./sim.ts")).simCommand(flags, out));
 
   common(
     doppel.command("get").argument("<type/id>").description("show a twin's state, shadow and version"),
-  ).action((target, flags) => client.get(target, flags, out));
+  ).action(async (target, flags) => (await client()).get(target, flags, out));
   common(
     doppel
       .command("query")
@@ -88,7 +88,7 @@ function program(): Command {
       .option("-n, --limit <n>", "page size (1-1000)")
       .option("--page-token <token>", "continue from a previous page")
       .option("--all", "follow every page"),
-  ).action((type, flags) => client.query(type, flags, out));
+  ).action(async (type, flags) => (await client()).query(type, flags, out));
   common(
     doppel
       .command("invoke")
@@ -97,7 +97,9 @@ function program(): Command {
       .argument("[json-args]", "command arguments as a JSON object")
       .description("run a command on a twin")
       .option("--if-version <n>", "only if the twin is at this version"),
-  ).action((target, command, args, flags) => client.invoke(target, command, args, flags, out));
+  ).action(async (target, command, args, flags) =>
+    (await client()).invoke(target, command, args, flags, out),
+  );
   common(
     doppel
       .command("desire")
@@ -105,7 +107,7 @@ function program(): Command {
       .argument("<json-patch>", "merge patch of desired state (null deletes)")
       .description("change a twin's desired state")
       .option("--if-version <n>", "only if the twin is at this version"),
-  ).action((target, patch, flags) => client.desire(target, patch, flags, out));
+  ).action(async (target, patch, flags) => (await client()).desire(target, patch, flags, out));
   common(
     doppel
       .command("report")
@@ -113,17 +115,17 @@ function program(): Command {
       .argument("<json-patch>", "merge patch of reported state")
       .description("report device state on a device's behalf")
       .option("--message-id <id>", "deduplication id"),
-  ).action((target, patch, flags) => client.report(target, patch, flags, out));
+  ).action(async (target, patch, flags) => (await client()).report(target, patch, flags, out));
   common(
     doppel
       .command("watch")
       .argument("<type/id>")
       .description("stream a twin's changes until interrupted")
       .option("--skip-current", "do not print the current state first"),
-  ).action((target, flags) => {
+  ).action(async (target, flags) => {
     const abort = new AbortController();
     process.once("SIGINT", () => abort.abort());
-    return client.watch(target, flags, out, abort.signal);
+    return (await client()).watch(target, flags, out, abort.signal);
   });
   common(
     doppel
@@ -135,7 +137,7 @@ function program(): Command {
       .option("--from-version <n>")
       .option("--to-version <n>")
       .option("-n, --limit <n>"),
-  ).action((target, flags) => client.history(target, flags, out));
+  ).action(async (target, flags) => (await client()).history(target, flags, out));
   common(
     doppel
       .command("telemetry")
@@ -145,18 +147,18 @@ function program(): Command {
       .option("--until <time>")
       .option("--interval <duration>", "downsample into buckets (min/max/avg/count)")
       .option("-n, --limit <n>"),
-  ).action((target, flags) => client.telemetry(target, flags, out));
+  ).action(async (target, flags) => (await client()).telemetry(target, flags, out));
   common(
     doppel
       .command("cluster")
       .description("show the cluster: nodes, shards per node, resident twins, lease epochs")
       .option("--shards", "list every shard with its owner and lease epoch"),
-  ).action((flags) => client.cluster(flags, out));
+  ).action(async (flags) => (await client()).cluster(flags, out));
   common(doppel.command("types").description("list the node's twin types and their commands")).action(
-    (flags) => client.types(flags, out),
+    async (flags) => (await client()).types(flags, out),
   );
-  common(doppel.command("health").description("check the node's gRPC health")).action((flags) =>
-    client.health(flags, out),
+  common(doppel.command("health").description("check the node's gRPC health")).action(async (flags) =>
+    (await client()).health(flags, out),
   );
   return doppel;
 }

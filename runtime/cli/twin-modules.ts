@@ -1,6 +1,7 @@
 /**
  * Loading twin modules: a module's exports that are twin classes are registered, and those that
- * are device models feed the demo fleet. Twin modules may be TypeScript (the CLI runs under tsx).
+ * are device models feed the demo fleet. Twin modules may be TypeScript: the compiled CLI then
+ * registers tsx (once, only when such a module is given) to load them.
  */
 import { existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
@@ -9,8 +10,24 @@ import { InvalidArgument } from "../core/errors.ts";
 import { Twin, type TwinClass } from "../core/twin.ts";
 import type { DeviceModel } from "../sim/device-model.ts";
 
+/** Whether this module runs compiled (dist/, `.js`) or from source under tsx (`.ts`). */
+const COMPILED = import.meta.url.endsWith(".js");
+
 /** The example twins shipped with Doppel (used when no module is given). */
-export const EXAMPLE_TWINS = resolve(dirname(fileURLToPath(import.meta.url)), "../../twins/index.ts");
+export const EXAMPLE_TWINS = resolve(
+  dirname(fileURLToPath(import.meta.url)),
+  `../../twins/index.${COMPILED ? "js" : "ts"}`,
+);
+
+let typescriptLoader: Promise<void> | undefined;
+
+/** Lets the compiled CLI import TypeScript twin modules (tsx's loader, registered once). */
+function loadTypeScript(): Promise<void> {
+  typescriptLoader ??= import("tsx/esm/api").then(({ register }) => {
+    register();
+  });
+  return typescriptLoader;
+}
 
 export interface TwinModules {
   readonly twins: TwinClass[];
@@ -42,6 +59,7 @@ export async function loadTwinModules(paths: readonly string[]): Promise<TwinMod
     const file = resolve(path);
     if (!existsSync(file)) throw new InvalidArgument(`twin module ${path} does not exist`);
     let module: Record<string, unknown>;
+    if (COMPILED && /\.[cm]?tsx?$/.test(file)) await loadTypeScript();
     try {
       module = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
     } catch (error) {

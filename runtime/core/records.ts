@@ -93,3 +93,30 @@ export interface TelemetrySample {
   readonly at: number;
   readonly metrics: Readonly<Record<string, number>>;
 }
+
+/** A page of views. */
+export interface ViewPage {
+  readonly views: readonly TwinView[];
+  /** Pass back to get the next page; absent on the last page. */
+  readonly nextPageToken?: string;
+}
+
+/** A slice of a twin's history. Bounds are inclusive; absent bounds are open. */
+export interface HistoryRange {
+  readonly fromVersion?: number;
+  readonly toVersion?: number;
+  /** Epoch ms. */
+  readonly since?: number;
+  /** Epoch ms. */
+  readonly until?: number;
+  readonly limit: number;
+}
+
+/** One persisted batch of a twin's events and the twin's view after it. */
+export interface TwinChange {
+  readonly ref: TwinRef;
+  readonly events: readonly EventRecord[];
+  readonly view: TwinView;
+}
+
+export type ChangeListener = (change: TwinChange) => void;

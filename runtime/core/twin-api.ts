@@ -4,11 +4,16 @@
  * and arguments before anything is queued or written, and fail with a `DoppelError`.
  */
 
-import type { ChangeListener } from "../engine/change-feed.ts";
-import type { HistoryRange, ViewPage } from "../persistence/event-store.ts";
 import type { TwinRef } from "./ids.ts";
 import type { Json, JsonObject } from "./json.ts";
-import type { EventRecord, TelemetrySample, TwinView } from "./records.ts";
+import type {
+  ChangeListener,
+  EventRecord,
+  HistoryRange,
+  TelemetrySample,
+  TwinView,
+  ViewPage,
+} from "./records.ts";
 
 export interface CallOptions {
   /** Epoch ms after which the caller stops waiting (`DeadlineExceeded`). */

@@ -16,15 +16,14 @@ import type { InProcessBus } from "../../cluster/transport/in-process.ts";
 import { NatsTransport, type NatsTransportOptions } from "../../cluster/transport/nats.ts";
 import type { Transport } from "../../cluster/transport/transport.ts";
 import type { JsonLimits } from "../core/json.ts";
-import { present } from "../core/present.ts";
 import type { TwinApi } from "../core/twin-api.ts";
 import type { Engine } from "../engine/engine.ts";
-import type { NodeConfig } from "../node/options.ts";
 import type { Logger } from "../observability/logger.ts";
 import { pushDesiredToDevices } from "./egress/desired-push.ts";
 import { type DeviceCommandStats, DeviceCommands } from "./egress/device-commands.ts";
 import { DeviceIngress } from "./ingress/device-ingress.ts";
 import { JetStreamIngress } from "./ingress/jetstream-ingress.ts";
+import type { IngressConsumerSettings, IngressStreamSettings } from "./ingress/stream-config.ts";
 
 /** The node's device side (see the module comment). */
 export interface DeviceLink {
@@ -43,18 +42,24 @@ export interface DeviceLink {
   stop(): Promise<void>;
 }
 
-/** NATS connection options from the node configuration. */
-export function natsOptions(nats: NonNullable<NodeConfig["nats"]>, name: string): NatsTransportOptions {
-  return {
-    servers: nats.servers,
-    ...present({ credentials: nats.credentials }),
-    name,
-  };
+/** How the device side reaches devices over NATS (absent: the in-process bus). */
+export interface NatsDeviceSettings {
+  /** Servers and credentials; each connection adds its own name. */
+  readonly connection: Omit<NatsTransportOptions, "name">;
+  readonly stream: IngressStreamSettings;
+  readonly consumer: IngressConsumerSettings;
+  /** Most messages of one twin in flight at once. */
+  readonly maxInFlightPerTwin: number;
 }
 
 /** Starts the device side of a node; `shards` are the shards it consumes (all, on a single node). */
 export async function startDeviceLink(options: {
-  readonly config: NodeConfig;
+  /** Limits of device payloads. */
+  readonly json: JsonLimits;
+  /** The cluster's shard count (device subjects map to shards). */
+  readonly shardCount: number;
+  /** Devices over NATS; absent: the in-process bus. */
+  readonly nats: NatsDeviceSettings | undefined;
   readonly nodeId: string;
   readonly bus: InProcessBus;
   readonly twins: TwinApi;
@@ -64,11 +69,8 @@ export async function startDeviceLink(options: {
   /** A connection the node already opened (kept open on stop); default: one of the link's own. */
   readonly transport?: Transport;
 }): Promise<DeviceLink> {
-  const { config, engine, logger } = options;
-  const limits = config.limits;
-  const json: JsonLimits = { maxBytes: limits.maxPayloadBytes, maxDepth: limits.maxJsonDepth };
+  const { engine, logger, json, nats } = options;
   const commands: DeviceCommandStats = { sent: 0, answered: 0, offline: 0, timedOut: 0, failed: 0 };
-  const nats = config.nats;
   let transport: Transport;
   let natsTransport: NatsTransport | undefined;
   const ownsTransport = options.transport === undefined;
@@ -76,7 +78,10 @@ export async function startDeviceLink(options: {
     transport = options.transport;
     natsTransport = options.transport instanceof NatsTransport ? options.transport : undefined;
   } else if (nats) {
-    natsTransport = await NatsTransport.connect(natsOptions(nats, `doppel-node-${options.nodeId}`));
+    natsTransport = await NatsTransport.connect({
+      ...nats.connection,
+      name: `doppel-node-${options.nodeId}`,
+    });
     transport = natsTransport;
   } else {
     transport = options.bus.connect();
@@ -85,18 +90,10 @@ export async function startDeviceLink(options: {
   let durable: JetStreamIngress | undefined;
   try {
     if (natsTransport && nats) {
-      durable = new JetStreamIngress(natsTransport, ingress, config.shards, logger, {
-        stream: {
-          name: nats.stream.name,
-          replicas: nats.stream.replicas,
-          storage: nats.stream.storage,
-          maxAgeMs: nats.stream.maxAge,
-          maxBytes: nats.stream.maxBytes,
-          maxMsgSize: nats.stream.maxMsgSize,
-          duplicateWindowMs: nats.stream.duplicateWindow,
-        },
-        consumer: { maxAckPending: nats.consumer.maxAckPending, ackWaitMs: nats.consumer.ackWait },
-        maxInFlightPerTwin: nats.consumer.maxInFlightPerTwin,
+      durable = new JetStreamIngress(natsTransport, ingress, options.shardCount, logger, {
+        stream: nats.stream,
+        consumer: nats.consumer,
+        maxInFlightPerTwin: nats.maxInFlightPerTwin,
         twins: options.twins,
         owns: (shard) => {
           try {
@@ -130,7 +127,7 @@ export async function startDeviceLink(options: {
     commands,
     async connectDevice(name?: string): Promise<Transport> {
       if (!nats) return options.bus.connect();
-      return NatsTransport.connect(natsOptions(nats, name ?? `doppel-device-${options.nodeId}`));
+      return NatsTransport.connect({ ...nats.connection, name: name ?? `doppel-device-${options.nodeId}` });
     },
     async stop(): Promise<void> {
       stopPush();

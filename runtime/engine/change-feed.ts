@@ -2,17 +2,7 @@
  * Change notifications: after every persisted batch, the node publishes what changed. Watchers
  * (`WatchTwin`), the desired-state push to devices, and metrics subscribe here.
  */
-import type { TwinRef } from "../core/ids.ts";
-import type { EventRecord, TwinView } from "../core/records.ts";
-
-/** One persisted batch of a twin's events and the twin's view after it. */
-export interface TwinChange {
-  readonly ref: TwinRef;
-  readonly events: readonly EventRecord[];
-  readonly view: TwinView;
-}
-
-export type ChangeListener = (change: TwinChange) => void;
+import type { ChangeListener, TwinChange } from "../core/records.ts";
 
 export class ChangeFeed {
   readonly #byKey = new Map<string, Set<ChangeListener>>();

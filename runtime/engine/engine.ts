@@ -5,92 +5,21 @@
  */
 import { randomBytes } from "node:crypto";
 import type { Clock } from "../core/clock.ts";
-import { DoppelError, ErrorCode, Unavailable } from "../core/errors.ts";
+import { Unavailable } from "../core/errors.ts";
 import type { TwinRef } from "../core/ids.ts";
 import type { Json, JsonObject } from "../core/json.ts";
-import type { ReminderIndexEntry, TwinCommit, Writer } from "../core/records.ts";
+import type { ShardOwnership } from "../core/ownership.ts";
+import type { ReminderIndexEntry, TwinCommit } from "../core/records.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 import type { Activation, ActivationHost, ActivationObserver } from "./activation.ts";
 import { Catalog } from "./catalog.ts";
 import { ChangeFeed } from "./change-feed.ts";
+import { committerStore, fenceCheck } from "./fencing.ts";
 import { type CommitObserver, GroupCommitter } from "./group-commit.ts";
 import type { TurnOutcome, TwinMessage } from "./messages.ts";
 import { ReminderService } from "./reminder-service.ts";
 import type { TwinRegistry, TwinType } from "./twin-type.ts";
-
-/** Which shards this node may write, and with which lease epoch. A single node owns them all at epoch 0. */
-export interface ShardOwnership {
-  /** The writer for events of `shard`; throws `Unavailable` when this node does not own it now. */
-  writerFor(shard: number): Writer;
-  /** Shards this node owns now (`"all"` on a single node). */
-  ownedShards(): readonly number[] | "all";
-}
-
-/**
- * Ownership of a single node: every shard, at one epoch for the node's lifetime. The epoch is the
- * start time in microseconds, on the same scale as cluster lease epochs (Redis time in µs), so a
- * twin moved between a single node and a cluster never sees its writer epoch go backwards.
- */
-export function singleNodeOwnership(nodeId: string, epoch: number = Date.now() * 1000): ShardOwnership {
-  const writer: Writer = Object.freeze({ node: nodeId, epoch });
-  return { writerFor: () => writer, ownedShards: () => "all" };
-}
-
-/**
- * The last check before a commit goes to the store: this node must still own the shard, at the
- * epoch its events carry. A commit that fails it is refused (`Unavailable`, safe to retry) and
- * never written: events computed under a lease that was lost meanwhile must not land.
- */
-function fenceCheck(ownership: ShardOwnership, commit: TwinCommit): DoppelError | undefined {
-  const stamped = commit.events[0]?.writer.epoch;
-  try {
-    const writer = ownership.writerFor(commit.shard);
-    if (stamped !== undefined && stamped !== writer.epoch) {
-      return new Unavailable(`shard ${commit.shard} changed lease epoch while the write waited; retry`, {
-        retry: "not-owner",
-        shard: commit.shard,
-      });
-    }
-    return undefined;
-  } catch (error) {
-    return DoppelError.from(error);
-  }
-}
-
-/**
- * The store as the group committer sees it:
- *
- * - each commit is fenced once more by the store itself right before its write is sent
- *   (`CommitOptions.fence`): the store's own work before the write (Cassandra's conflict-check
- *   read, waiting for a request slot) can outlast the lease;
- * - an append the store refuses as a conflict (another writer appended first) is this node's own
- *   staleness when, by the time the store answers, the node no longer holds the commit's shard
- *   at the epoch its events carry: the lease expired or moved while the write waited (a paused
- *   process, a slow store), and the other writer is the shard's owner now. That refusal becomes
- *   the fence's safe-to-retry not-owner one, so the twin reloads (and the caller retries on the
- *   owner) instead of being quarantined. A conflict while the lease is still held is a real
- *   second writer and stays a conflict.
- */
-function committerStore(store: EventStore, ownership: ShardOwnership): EventStore {
-  const fence = (commit: TwinCommit) => fenceCheck(ownership, commit);
-  const commit = async (commits: readonly TwinCommit[]): Promise<(DoppelError | undefined)[]> => {
-    // The store checks the fence again right before it sends each write (after its own reads).
-    const results = await store.commit(commits, { fence });
-    return results.map((result, i) =>
-      result?.code === ErrorCode.ConcurrencyConflict
-        ? (fenceCheck(ownership, commits[i]!) ?? result)
-        : result,
-    );
-  };
-  return new Proxy(store, {
-    get(target, property) {
-      if (property === "commit") return commit;
-      const value: unknown = Reflect.get(target, property, target);
-      return typeof value === "function" ? value.bind(target) : value;
-    },
-  });
-}
 
 export interface EngineOptions {
   readonly nodeId: string;

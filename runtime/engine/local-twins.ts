@@ -9,7 +9,14 @@ import { DeadlineExceeded, InvalidArgument, NotFound } from "../core/errors.ts";
 import { refKey, type TwinRef, twinRef, validateType } from "../core/ids.ts";
 import { type JsonLimits, type JsonObject, requireJsonObject } from "../core/json.ts";
 import { present } from "../core/present.ts";
-import type { EventRecord, TelemetrySample, TwinView } from "../core/records.ts";
+import type {
+  ChangeListener,
+  EventRecord,
+  HistoryRange,
+  TelemetrySample,
+  TwinView,
+  ViewPage,
+} from "../core/records.ts";
 import type {
   InvokeOptions,
   InvokeResult,
@@ -20,9 +27,7 @@ import type {
   TwinApi,
 } from "../core/twin-api.ts";
 import { downsample } from "../persistence/downsample.ts";
-import type { HistoryRange, ViewPage } from "../persistence/event-store.ts";
 import { parseFilter } from "../query/filter.ts";
-import type { ChangeListener } from "./change-feed.ts";
 import type { Engine } from "./engine.ts";
 import type { TurnOutcome } from "./messages.ts";
 import { toView } from "./twin-data.ts";

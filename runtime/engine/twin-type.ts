@@ -3,6 +3,7 @@
  * runtime needs to validate input for it without activating any twin.
  */
 import { z } from "zod";
+import { describeIssues } from "../core/config-issues.ts";
 import { toMillis } from "../core/duration.ts";
 import { InvalidArgument, NotFound } from "../core/errors.ts";
 import { validateType } from "../core/ids.ts";
@@ -16,16 +17,6 @@ const RESERVED = new Set([...Object.getOwnPropertyNames(Twin.prototype), "apply"
 export interface TypeDefaults {
   readonly snapshotEvery: number;
   readonly idleTimeoutMs: number;
-}
-
-/** Renders zod issues as `celsius: Too big: expected number to be <=35; mode: Invalid option...`. */
-export function describeIssues(error: z.ZodError, prefix: string): string {
-  return error.issues
-    .map((issue) => {
-      const path = [prefix, ...issue.path.map(String)].filter((p) => p !== "").join(".");
-      return path ? `${path}: ${issue.message}` : issue.message;
-    })
-    .join("; ");
 }
 
 function withoutNulls(patch: JsonObject): JsonObject {

@@ -4,9 +4,10 @@
  * last version seen) so a long history never sits in memory whole. Both wait for the client to
  * drain before writing more, and stop reading as soon as the client cancels.
  */
+
 import type { TwinRef } from "../core/ids.ts";
 import { present } from "../core/present.ts";
-import type { HistoryRange } from "../persistence/event-store.ts";
+import type { HistoryRange } from "../core/records.ts";
 import type { HandlerContext } from "./calls.ts";
 import type { TwinServiceHandlers } from "./generated/doppel/v1/TwinService.ts";
 import { eventToMessage, sampleToMessage } from "./messages.ts";

@@ -10,11 +10,11 @@
  * that falls more than `watchBufferLimit` changes behind is cut off with RESOURCE_EXHAUSTED (it
  * should re-watch and take the current state again) instead of making the queue grow without limit.
  */
+
 import * as grpc from "@grpc/grpc-js";
 import { NotFound, ResourceExhausted } from "../core/errors.ts";
 import type { TwinRef } from "../core/ids.ts";
-import type { TwinView } from "../core/records.ts";
-import type { TwinChange as FeedChange } from "../engine/change-feed.ts";
+import type { TwinChange as FeedChange, TwinView } from "../core/records.ts";
 import type { HandlerContext } from "./calls.ts";
 import type { TwinChange } from "./generated/doppel/v1/TwinChange.ts";
 import type { TwinServiceHandlers } from "./generated/doppel/v1/TwinService.ts";

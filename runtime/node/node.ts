@@ -1,14 +1,11 @@
 /**
- * A Doppel node: one process running twins. `DoppelNode.start` compiles the configuration, opens
- * the store, registers the twin classes and starts the engine, the device side and (unless
- * disabled) the gRPC gateway. The same code runs alone on the embedded store or as a cluster
- * member (`cluster` in the configuration): then a coordinator places shards by consistent hashing
- * over the live members, leases fence every write, and a router sends each call to the twin's owner.
+ * A Doppel node: one process running twins. This is wiring only: `DoppelNode.start` compiles the
+ * configuration and then runs the named steps below, in order; each part lives in its subsystem.
+ * The same code runs alone on the embedded store or as a cluster member (`cluster` in the
+ * configuration): then a coordinator places shards by consistent hashing over the live members,
+ * leases fence every write, and a router sends each call to the twin's owner.
  */
 import { randomBytes } from "node:crypto";
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
-import { shardOf } from "../../cluster/ring/shard.ts";
 import { InProcessBus } from "../../cluster/transport/in-process.ts";
 import { NatsTransport } from "../../cluster/transport/nats.ts";
 import type { Transport } from "../../cluster/transport/transport.ts";
@@ -16,19 +13,19 @@ import { type Clock, SystemClock } from "../core/clock.ts";
 import { type ClusterView, soloClusterView } from "../core/cluster-view.ts";
 import type { TwinRef } from "../core/ids.ts";
 import type { Json } from "../core/json.ts";
+import { type ShardOwnership, singleNodeOwnership } from "../core/ownership.ts";
 import type { TwinClass } from "../core/twin.ts";
 import type { TwinApi } from "../core/twin-api.ts";
-import { type DeviceLink, natsOptions, startDeviceLink } from "../devices/device-link.ts";
+import { type DeviceLink, startDeviceLink } from "../devices/device-link.ts";
 import type { DeviceIngress } from "../devices/ingress/device-ingress.ts";
-import { Engine, type ShardOwnership, singleNodeOwnership } from "../engine/engine.ts";
-import { LocalTwins } from "../engine/local-twins.ts";
-import { TwinRegistry } from "../engine/twin-type.ts";
+import type { Engine } from "../engine/engine.ts";
+import type { LocalTwins } from "../engine/local-twins.ts";
 import { createLogger, type Logger } from "../observability/logger.ts";
 import { NodeMetrics } from "../observability/metrics.ts";
 import { installTracing } from "../observability/tracing.ts";
 import type { EventStore } from "../persistence/event-store.ts";
-import { MemoryEventStore } from "../persistence/memory-store.ts";
 import { relayChanges } from "../routing/change-relay.ts";
+import { clusterViewOf } from "../routing/cluster-view.ts";
 import { ClusterCoordinator } from "../routing/coordinator.ts";
 import { leaseOwnership } from "../routing/lease-ownership.ts";
 import { serveNodeRpc } from "../routing/node-rpc.ts";
@@ -36,7 +33,10 @@ import { Router } from "../routing/router.ts";
 import type { DeviceModel } from "../sim/device-model.ts";
 import { Fleet } from "../sim/fleet.ts";
 import { type ClusterParts, type InProcessCluster, openClusterParts } from "./cluster-parts.ts";
+import { jsonLimits, natsConnection, natsDeviceSettings } from "./device-settings.ts";
+import { createEngine, localTwins, registerTwins } from "./engine-setup.ts";
 import { compileConfig, type NodeConfig, type NodeConfigInput } from "./options.ts";
+import { openStore } from "./stores.ts";
 
 /** Parts a caller may supply instead of the ones the configuration would build (tests, embedding). */
 export interface NodeParts {
@@ -59,30 +59,21 @@ export interface NodeService {
   stop(): Promise<void>;
 }
 
-async function openStore(config: NodeConfig, logger: Logger): Promise<EventStore> {
-  switch (config.store.kind) {
-    case "memory":
-      return new MemoryEventStore();
-    case "sqlite": {
-      const { SqliteEventStore } = await import("../persistence/sqlite-store.ts");
-      mkdirSync(config.dataDir, { recursive: true });
-      return new SqliteEventStore({
-        path: config.store.path ?? join(config.dataDir, "doppel.db"),
-        synchronous: config.store.synchronous,
-      });
-    }
-    case "cassandra": {
-      const { CassandraEventStore } = await import("../persistence/cassandra/store.ts");
-      const { kind: _kind, ...settings } = config.store;
-      return CassandraEventStore.openConfigured(
-        { ...settings, shards: config.shards },
-        {
-          onRetry: (attempt, delayMs, error) =>
-            logger.warn({ attempt, retryInMs: delayMs, err: error.message }, "Cassandra not reachable yet"),
-        },
-      );
-    }
-  }
+/** What the start steps have built so far (each step adds its part). */
+interface Wiring {
+  readonly config: NodeConfig;
+  readonly id: string;
+  readonly logger: Logger;
+  readonly clock: Clock;
+  readonly bus: InProcessBus;
+  readonly store: EventStore;
+  readonly metrics: NodeMetrics;
+  readonly cluster: ClusterParts | undefined;
+  readonly engine: Engine;
+  readonly local: LocalTwins;
+  readonly transport: Transport;
+  readonly coordinator: ClusterCoordinator | undefined;
+  readonly twins: TwinApi;
 }
 
 export class DoppelNode {
@@ -120,154 +111,79 @@ export class DoppelNode {
     return this.#devices.ingress;
   }
 
-  /** Starts a node. Fails with `InvalidArgument` for bad configuration or twin classes, `Unavailable` for unreachable servers. */
+  /**
+   * Starts a node. Fails with `InvalidArgument` for bad configuration or twin classes, and with
+   * `Unavailable` for servers it cannot reach; whatever it opened before failing is closed again.
+   */
   static async start(input: NodeConfigInput | NodeConfig, parts: NodeParts): Promise<DoppelNode> {
     const config = compileConfig(input);
     const id = config.nodeId ?? `node-${randomBytes(4).toString("hex")}`;
     const logger = parts.logger ?? createLogger({ level: config.log.level, nodeId: id });
-    const traces = process.env["DOPPEL_TRACES"];
-    if (config.tracing.enabled || config.tracing.exporter === "console" || traces) {
-      installTracing(config.tracing.exporter === "console" || traces === "console" ? "console" : undefined);
-    }
-    const limits = config.limits;
+    if (config.tracing.enabled) installTracing(config.tracing.exporter === "console" ? "console" : undefined);
+    const registry = registerTwins(parts.twins, config);
     const clock = parts.clock ?? SystemClock;
-    const registry = new TwinRegistry({
-      snapshotEvery: limits.snapshotEvery,
-      idleTimeoutMs: limits.idleTimeout,
-    });
-    for (const cls of parts.twins) registry.register(cls);
+    const epoch = clock.now() * 1000;
 
     // Everything opened from here on is closed again if a later step fails.
     const opened: (() => Promise<void>)[] = [];
-    const unwind = async () => {
+    const closeOnFailure = async () => {
       for (const close of opened.reverse()) await close().catch(() => undefined);
     };
+    let node: DoppelNode | undefined;
     try {
       const store = parts.store ?? (await openStore(config, logger));
       if (parts.store === undefined) opened.push(() => store.close());
-      // Metrics first: every part reports into them. Gauges read the engine at scrape time.
       let engineRef: Engine | undefined;
-      const metrics = new NodeMetrics(id, {
-        residentTwins: () => engineRef?.catalog.size ?? 0,
-        mailboxDepth: () => engineRef?.catalog.mailboxDepth() ?? 0,
-        shardsOwned: () => {
-          const owned = engineRef?.ownership.ownedShards() ?? [];
-          return owned === "all" ? config.shards : owned.length;
-        },
-      });
+      const metrics = startMetrics(config, id, () => engineRef);
       opened.push(() => metrics.stop());
-      const m = metrics.metrics;
-      const counts = metrics.counts;
-      const clusterParts = await openClusterParts(config, parts.cluster, id, logger, (outcome) =>
-        m.leaseRenewals.add(1, { outcome }),
+      const cluster = await openClusterParts(config, parts.cluster, id, logger, (outcome) =>
+        metrics.metrics.leaseRenewals.add(1, { outcome }),
       );
-      if (clusterParts) opened.push(() => clusterParts.close());
-      const epoch = clock.now() * 1000;
+      if (cluster) opened.push(() => cluster.close());
       const ownership =
-        parts.ownership ??
-        (clusterParts ? leaseOwnership(clusterParts.leases, id) : singleNodeOwnership(id, epoch));
-      const engine = new Engine(
-        store,
-        registry,
-        clock,
-        ownership,
-        (type, twinId) => shardOf(type, twinId, config.shards),
-        {
-          nodeId: id,
-          maxResident: limits.maxResident,
-          idleSweepMs: limits.idleSweep,
-          mailboxSize: limits.mailboxSize,
-          maxPendingEvents: limits.maxPendingEvents,
-          callTimeoutMs: limits.callTimeout,
-          reminderPollMs: limits.reminderPoll,
-          reminderBatch: 1000,
-          commitMaxBatch: 512,
-          commitMaxInFlight: 4,
-          deviceCommandTimeoutMs: limits.deviceCommandTimeout,
-        },
-        logger,
-        (_commits, events, millis, failed) => {
-          m.persistDuration.record(millis, { outcome: failed ? "failed" : "ok" });
-          if (!failed) m.persistedEvents.add(events);
-        },
-        {
-          activated: () => {
-            counts.activations++;
-          },
-          passivated: () => {
-            counts.passivations++;
-          },
-          turn: (kind, ok, millis) => {
-            const key = `${kind}/${ok ? "ok" : "failed"}`;
-            counts.turns.set(key, (counts.turns.get(key) ?? 0) + 1);
-            m.turnDuration.record(millis);
-          },
-        },
-      );
+        parts.ownership ?? (cluster ? leaseOwnership(cluster.leases, id) : singleNodeOwnership(id, epoch));
+      const engine = createEngine({ config, nodeId: id, store, registry, clock, ownership, metrics, logger });
       engineRef = engine;
-      const local = new LocalTwins(engine, {
-        json: { maxBytes: limits.maxPayloadBytes, maxDepth: limits.maxJsonDepth },
-        defaultTimeoutMs: limits.requestTimeout,
-        maxQueryLimit: 1000,
-        maxHistoryLimit: 10_000,
-        maxTelemetryLimit: 100_000,
-      });
+      const local = localTwins(engine, config);
       const bus = parts.bus ?? new InProcessBus();
-      const transport: Transport = config.nats
-        ? await NatsTransport.connect(natsOptions(config.nats, `doppel-node-${id}`))
-        : bus.connect();
+      const transport = await connectNodeTransport(config, id, bus);
       opened.push(() => transport.close());
-
-      let twins: TwinApi = local;
-      let coordinator: ClusterCoordinator | undefined;
-      let consumers: DeviceLink["durable"];
-      let node: DoppelNode | undefined;
-      if (clusterParts) {
-        coordinator = new ClusterCoordinator({
-          nodeId: id,
-          shardCount: config.shards,
-          membership: clusterParts.membership,
-          leases: clusterParts.leases,
-          leaseStore: clusterParts.leaseStore,
-          catalog: engine.catalog,
-          reminders: engine.reminders,
-          consumers: {
-            ownShards: async (shards) => consumers?.ownShards(shards),
-            releaseShards: async (shards) => consumers?.releaseShards(shards),
-          },
-          logger,
-          meta: () => ({ grpc: node?.grpcAddress ?? "", twins: engine.catalog.size, startedAt: clock.now() }),
-          metaEveryMs: 2000,
-          announce: transport,
-          leaveGraceMs: 2 * (config.cluster?.heartbeat ?? parts.cluster?.heartbeatMs ?? 500),
-        });
-        twins = new Router(local, coordinator, transport, engine.shardOf, registry, clock, {
-          defaultTimeoutMs: limits.requestTimeout,
-          retryDelayMs: 25,
-        });
-      }
-      const api = twins;
-      engine.setCaller(
-        async (target: TwinRef, command, args, chain, deadline): Promise<Json> =>
-          (await api.invoke(target, command, args, { chain, deadline })).result,
-      );
+      const coordinator = cluster
+        ? createCoordinator(
+            config,
+            id,
+            cluster,
+            engine,
+            transport,
+            logger,
+            parts,
+            () => node?.grpcAddress ?? "",
+          )
+        : undefined;
+      const twins = coordinator
+        ? routeTwins(local, coordinator.coordinator, transport, config, engine)
+        : local;
+      const wiring: Wiring = {
+        config,
+        id,
+        logger,
+        clock,
+        bus,
+        store,
+        metrics,
+        cluster,
+        engine,
+        local,
+        transport,
+        coordinator: coordinator?.coordinator,
+        twins,
+      };
+      connectTwinCalls(engine, twins);
       engine.start();
       opened.push(() => engine.stop());
+      const devices = await startDevices(wiring, ownership);
+      coordinator?.setConsumers(devices);
 
-      const all = Array.from({ length: config.shards }, (_, shard) => shard);
-      const owned = ownership.ownedShards();
-      const devices = await startDeviceLink({
-        config,
-        nodeId: id,
-        bus,
-        twins,
-        engine,
-        logger,
-        transport,
-        shards: coordinator ? [] : owned === "all" ? all : owned,
-      });
-      consumers = devices.durable;
-      devices.ingress.onRejected = (code) => m.rejectedInputs.add(1, { source: "device", code });
       node = new DoppelNode(
         parts.store === undefined,
         id,
@@ -280,144 +196,110 @@ export class DoppelNode {
         clock.now(),
       );
       node.#devices = devices;
-      node.#coordinator = coordinator;
+      node.#coordinator = wiring.coordinator;
       node.#metrics = metrics;
-      opened.length = 0; // from here on the node's stop() closes everything
+      opened.length = 0; // from here on the node's stop() closes everything, in reverse order of attach
       node.attach(metrics);
       node.attach({ stop: () => transport.close() });
-      if (clusterParts) node.attach({ stop: () => clusterParts.close() });
+      if (cluster) node.attach({ stop: () => cluster.close() });
       node.attach(devices);
-
-      if (coordinator) {
-        const rpc = serveNodeRpc({
-          transport,
-          placement: coordinator,
-          local,
-          shardOf: engine.shardOf,
-          clock,
-          logger,
-        });
-        const stopRelay = relayChanges(engine.feed, transport);
-        node.attach({
-          stop: async () => {
-            stopRelay();
-            await rpc.stop();
-          },
-        });
-      }
-      await node.#startServices(parts, clusterParts);
-      if (coordinator) {
-        try {
-          await coordinator.start();
-        } catch (error) {
-          await node.stop();
-          throw error;
-        }
-        node.attach(coordinator);
-      }
+      if (wiring.coordinator) node.attach(serveNodeCalls(wiring));
+      await node.#startServices(parts, wiring);
+      if (wiring.coordinator) await node.#joinCluster(wiring.coordinator);
       logger.info(
         {
           store: config.store.kind,
           devices: devices.kind,
-          cluster: clusterParts?.name,
+          cluster: cluster?.name,
           types: registry.list().map((t) => t.name),
         },
         "node started",
       );
       return node;
     } catch (error) {
-      await unwind();
+      await closeOnFailure();
       throw error;
     }
   }
 
   /** Metrics endpoint, gRPC gateway and demo fleet (each stops with the node). */
-  async #startServices(parts: NodeParts, clusterParts: ClusterParts | undefined): Promise<void> {
-    const { config, engine, logger } = this;
+  async #startServices(parts: NodeParts, wiring: Wiring): Promise<void> {
     try {
-      const metrics = this.#metrics;
-      if (metrics && config.metrics.listen !== false) await metrics.listen(config.metrics.listen);
-      if (config.grpc.listen !== false) {
-        const { startGateway } = await import("../grpc/server.ts");
-        const gateway = await startGateway({
-          api: this.twins,
-          types: () => this.registry.list().map((type) => ({ name: type.name, commands: type.commandNames })),
-          cluster: () => this.cluster(),
-          rejected: (code) => metrics?.metrics.rejectedInputs.add(1, { source: "grpc", code }),
-          listen: config.grpc.listen,
-          maxMessageBytes: config.grpc.maxMessageBytes,
-          logger,
-          clock: engine.clock,
-        });
-        this.attach(gateway);
-        this.#grpcAddress = gateway.address;
-      }
-      if (config.demo && parts.devices && config.demo.devices > 0) {
-        const fleetTransport = await this.#devices.connectDevice(`doppel-demo-${this.id}`);
-        this.attach({ stop: () => fleetTransport.close() });
-        const fleet = new Fleet({
-          transport: fleetTransport,
-          models: parts.devices.filter((model) => this.registry.has(model.type)),
-          devices: config.demo.devices,
-          intervalMs: config.demo.interval,
-          ...(clusterParts ? { idPrefix: `${this.id}-` } : {}),
-          onError: (error) => logger.debug({ code: error.code, err: error.message }, "demo device error"),
-        });
-        this.attach(fleet);
-        this.#fleet = fleet;
-        // The fleet starts once the node serves (its devices sync at once).
-        void fleet.start();
-      }
+      await this.#serveMetrics();
+      await this.#serveGrpc();
+      await this.#runDemoFleet(parts, wiring);
     } catch (error) {
       await this.stop();
       throw error;
     }
   }
 
+  async #serveMetrics(): Promise<void> {
+    const listen = this.config.metrics.listen;
+    if (this.#metrics && listen !== false) await this.#metrics.listen(listen);
+  }
+
+  async #serveGrpc(): Promise<void> {
+    const { config, logger } = this;
+    if (config.grpc.listen === false) return;
+    const { startGateway } = await import("../grpc/server.ts");
+    const gateway = await startGateway({
+      api: this.twins,
+      types: () => this.registry.list().map((type) => ({ name: type.name, commands: type.commandNames })),
+      cluster: () => this.cluster(),
+      rejected: (code) => this.#metrics?.metrics.rejectedInputs.add(1, { source: "grpc", code }),
+      listen: config.grpc.listen,
+      maxMessageBytes: config.grpc.maxMessageBytes,
+      logger,
+      clock: this.engine.clock,
+    });
+    this.attach(gateway);
+    this.#grpcAddress = gateway.address;
+  }
+
+  async #runDemoFleet(parts: NodeParts, wiring: Wiring): Promise<void> {
+    const demo = this.config.demo;
+    if (!demo || !parts.devices || demo.devices === 0) return;
+    const fleetTransport = await this.#devices.connectDevice(`doppel-demo-${this.id}`);
+    this.attach({ stop: () => fleetTransport.close() });
+    const fleet = new Fleet({
+      transport: fleetTransport,
+      models: parts.devices.filter((model) => this.registry.has(model.type)),
+      devices: demo.devices,
+      intervalMs: demo.interval,
+      ...(wiring.cluster ? { idPrefix: `${this.id}-` } : {}),
+      onError: (error) => this.logger.debug({ code: error.code, err: error.message }, "demo device error"),
+    });
+    this.attach(fleet);
+    this.#fleet = fleet;
+    // The fleet starts once the node serves (its devices sync at once).
+    void fleet.start();
+  }
+
+  /** Joins the membership and takes this node's shards; a node that cannot join stops again. */
+  async #joinCluster(coordinator: ClusterCoordinator): Promise<void> {
+    try {
+      await coordinator.start();
+    } catch (error) {
+      await this.stop();
+      throw error;
+    }
+    this.attach(coordinator);
+  }
+
   /** The cluster as this node sees it (a cluster of one when it runs alone). */
   async cluster(): Promise<ClusterView> {
     const coordinator = this.#coordinator;
-    if (!coordinator) {
-      return soloClusterView({
-        nodeId: this.id,
-        shardCount: this.config.shards,
-        epoch: this.epoch,
-        grpcAddress: this.#grpcAddress ?? "",
-        startedAt: this.startedAt,
-        residentTwins: this.engine.catalog.size,
-        now: this.engine.clock.now(),
-      });
-    }
-    const status = await coordinator.status();
-    const assignedCount = new Map<string, number>();
-    for (const node of status.assignment) assignedCount.set(node, (assignedCount.get(node) ?? 0) + 1);
-    const ownedCount = new Map<string, number>();
-    for (const holder of status.holders.values())
-      ownedCount.set(holder.node, (ownedCount.get(holder.node) ?? 0) + 1);
-    return {
-      name: status.cluster,
-      shardCount: status.shardCount,
-      self: status.self,
-      nodes: status.members.map((member) => ({
-        id: member.nodeId,
-        grpcAddress: typeof member.meta["grpc"] === "string" ? member.meta["grpc"] : "",
-        startedAt: member.startedAt,
-        lastHeartbeat: member.lastHeartbeat,
-        residentTwins: typeof member.meta["twins"] === "number" ? member.meta["twins"] : 0,
-        shardsOwned: ownedCount.get(member.nodeId) ?? 0,
-        shardsAssigned: assignedCount.get(member.nodeId) ?? 0,
-      })),
-      shards: Array.from({ length: status.shardCount }, (_, shard) => {
-        const holder = status.holders.get(shard);
-        return {
-          shard,
-          assignedTo: status.assignment[shard] ?? "",
-          holder: holder?.node ?? "",
-          epoch: holder?.epoch ?? 0,
-          expiresInMs: holder?.expiresInMs ?? 0,
-        };
-      }),
-    };
+    if (coordinator) return clusterViewOf(await coordinator.status());
+    return soloClusterView({
+      nodeId: this.id,
+      shardCount: this.config.shards,
+      epoch: this.epoch,
+      grpcAddress: this.#grpcAddress ?? "",
+      startedAt: this.startedAt,
+      residentTwins: this.engine.catalog.size,
+      now: this.engine.clock.now(),
+    });
   }
 
   /** The `host:port` the gRPC gateway listens on, when it runs. */
@@ -472,4 +354,129 @@ export class DoppelNode {
     if (this.ownsStore) await this.engine.store.close();
     this.logger.info("node stopped");
   }
+}
+
+/** Metrics first: every part reports into them. Gauges read the engine at scrape time. */
+function startMetrics(config: NodeConfig, id: string, engine: () => Engine | undefined): NodeMetrics {
+  return new NodeMetrics(id, {
+    residentTwins: () => engine()?.catalog.size ?? 0,
+    mailboxDepth: () => engine()?.catalog.mailboxDepth() ?? 0,
+    shardsOwned: () => {
+      const owned = engine()?.ownership.ownedShards() ?? [];
+      return owned === "all" ? config.shards : owned.length;
+    },
+  });
+}
+
+/** The node's own connection: NATS when configured, else the in-process bus. */
+async function connectNodeTransport(config: NodeConfig, id: string, bus: InProcessBus): Promise<Transport> {
+  if (!config.nats) return bus.connect();
+  return NatsTransport.connect({ ...natsConnection(config.nats), name: `doppel-node-${id}` });
+}
+
+/**
+ * The coordinator that places shards on the live members and moves their twins, reminders and
+ * device consumers. Device consumers start after the coordinator exists, so it reaches them
+ * through `setConsumers`.
+ */
+function createCoordinator(
+  config: NodeConfig,
+  id: string,
+  cluster: ClusterParts,
+  engine: Engine,
+  transport: Transport,
+  logger: Logger,
+  parts: NodeParts,
+  grpcAddress: () => string,
+): { coordinator: ClusterCoordinator; setConsumers(devices: DeviceLink): void } {
+  let consumers: DeviceLink["durable"];
+  const coordinator = new ClusterCoordinator({
+    nodeId: id,
+    shardCount: config.shards,
+    membership: cluster.membership,
+    leases: cluster.leases,
+    leaseStore: cluster.leaseStore,
+    catalog: engine.catalog,
+    reminders: engine.reminders,
+    consumers: {
+      ownShards: async (shards) => consumers?.ownShards(shards),
+      releaseShards: async (shards) => consumers?.releaseShards(shards),
+    },
+    logger,
+    meta: () => ({ grpc: grpcAddress(), twins: engine.catalog.size, startedAt: engine.clock.now() }),
+    metaEveryMs: 2000,
+    announce: transport,
+    leaveGraceMs: 2 * (config.cluster?.heartbeat ?? parts.cluster?.heartbeatMs ?? 500),
+  });
+  return {
+    coordinator,
+    setConsumers(devices) {
+      consumers = devices.durable;
+    },
+  };
+}
+
+/** A cluster member's twin API: every call goes to the twin's owner, retried while shards move. */
+function routeTwins(
+  local: LocalTwins,
+  coordinator: ClusterCoordinator,
+  transport: Transport,
+  config: NodeConfig,
+  engine: Engine,
+): TwinApi {
+  return new Router(local, coordinator, transport, engine.shardOf, engine.registry, engine.clock, {
+    defaultTimeoutMs: config.limits.requestTimeout,
+    retryDelayMs: 25,
+  });
+}
+
+/** Twins call other twins through the node's (routed) API. */
+function connectTwinCalls(engine: Engine, twins: TwinApi): void {
+  engine.setCaller(
+    async (target: TwinRef, command, args, chain, deadline): Promise<Json> =>
+      (await twins.invoke(target, command, args, { chain, deadline })).result,
+  );
+}
+
+/** The device side: ingress (consuming the shards this node owns), desired pushes, device commands. */
+function startDevices(wiring: Wiring, ownership: ShardOwnership): Promise<DeviceLink> {
+  const { config } = wiring;
+  const owned = ownership.ownedShards();
+  const all = Array.from({ length: config.shards }, (_, shard) => shard);
+  return startDeviceLink({
+    json: jsonLimits(config),
+    shardCount: config.shards,
+    nats: natsDeviceSettings(config),
+    nodeId: wiring.id,
+    bus: wiring.bus,
+    twins: wiring.twins,
+    engine: wiring.engine,
+    logger: wiring.logger,
+    transport: wiring.transport,
+    // A cluster member consumes the shards the coordinator gives it, once it holds their leases.
+    shards: wiring.coordinator ? [] : owned === "all" ? all : owned,
+  }).then((devices) => {
+    devices.ingress.onRejected = (code) =>
+      wiring.metrics.metrics.rejectedInputs.add(1, { source: "device", code });
+    return devices;
+  });
+}
+
+/** Calls from other nodes to the twins this node owns, and this node's changes for their watchers. */
+function serveNodeCalls(wiring: Wiring): NodeService {
+  const rpc = serveNodeRpc({
+    transport: wiring.transport,
+    placement: wiring.coordinator!,
+    local: wiring.local,
+    shardOf: wiring.engine.shardOf,
+    clock: wiring.clock,
+    logger: wiring.logger,
+  });
+  const stopRelay = relayChanges(wiring.engine.feed, wiring.transport);
+  return {
+    stop: async () => {
+      stopRelay();
+      await rpc.stop();
+    },
+  };
 }

@@ -3,10 +3,11 @@
  * once at start-up into the options every part reads. Bad configuration is refused with the
  * path of the offending field.
  */
+
 import { z } from "zod";
+import { describeIssues } from "../core/config-issues.ts";
 import { durationSchema } from "../core/duration.ts";
 import { InvalidArgument } from "../core/errors.ts";
-import { describeIssues } from "../engine/twin-type.ts";
 import { cassandraNodeStoreShape } from "../persistence/cassandra/options.ts";
 
 const duration = durationSchema;

@@ -10,11 +10,13 @@ import type { DoppelError } from "../core/errors.ts";
 import type { TwinRef } from "../core/ids.ts";
 import type {
   EventRecord,
+  HistoryRange,
   ReminderIndexEntry,
   TelemetrySample,
   TwinCommit,
   TwinSnapshot,
   TwinView,
+  ViewPage,
 } from "../core/records.ts";
 
 /** What activation needs to rebuild a twin: its latest snapshot and the events after it. */
@@ -26,29 +28,11 @@ export interface LoadedTwin {
   readonly quarantine: string | undefined;
 }
 
-/** A page of views. */
-export interface ViewPage {
-  readonly views: readonly TwinView[];
-  /** Pass back to get the next page; absent on the last page. */
-  readonly nextPageToken?: string;
-}
-
 /** Which views a query returns: one type, those `match` accepts, ordered by id. */
 export interface ViewQuery {
   readonly match?: (view: TwinView) => boolean;
   readonly limit: number;
   readonly pageToken?: string;
-}
-
-/** A slice of a twin's history. Bounds are inclusive; absent bounds are open. */
-export interface HistoryRange {
-  readonly fromVersion?: number;
-  readonly toVersion?: number;
-  /** Epoch ms. */
-  readonly since?: number;
-  /** Epoch ms. */
-  readonly until?: number;
-  readonly limit: number;
 }
 
 /** A slice of a twin's telemetry. `since` inclusive, `until` exclusive, epoch ms. */

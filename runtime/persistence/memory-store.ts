@@ -2,25 +2,21 @@
  * In-memory {@link EventStore}: for unit tests and the test kit. Nothing survives the process.
  * It can be told to fail (`failNext`) so tests can exercise store outages.
  */
+
 import { ConcurrencyConflict, type DoppelError, Unavailable } from "../core/errors.ts";
 import { refKey, type TwinRef } from "../core/ids.ts";
 import type {
   EventRecord,
+  HistoryRange,
   ReminderIndexEntry,
   TelemetrySample,
   TwinCommit,
   TwinSnapshot,
   TwinView,
+  ViewPage,
 } from "../core/records.ts";
 import { commitShapeError } from "./commit-check.ts";
-import type {
-  EventStore,
-  HistoryRange,
-  LoadedTwin,
-  TelemetryRange,
-  ViewPage,
-  ViewQuery,
-} from "./event-store.ts";
+import type { EventStore, LoadedTwin, TelemetryRange, ViewQuery } from "./event-store.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
 
 export class MemoryEventStore implements EventStore {

@@ -12,28 +12,24 @@
  * carrying the SQLite error as `cause`; a malformed page token with `InvalidArgument`; anything
  * else with `Internal`. Nothing untyped escapes.
  */
+
 import Database from "better-sqlite3";
 import { ConcurrencyConflict, DoppelError, Internal, InvalidArgument, Unavailable } from "../core/errors.ts";
 import { refKey, type TwinRef } from "../core/ids.ts";
 import type { JsonObject } from "../core/json.ts";
 import type {
   EventRecord,
+  HistoryRange,
   ReminderIndexEntry,
   ReminderState,
   TelemetrySample,
   TwinCommit,
   TwinSnapshot,
   TwinView,
+  ViewPage,
 } from "../core/records.ts";
 import { commitShapeError } from "./commit-check.ts";
-import type {
-  EventStore,
-  HistoryRange,
-  LoadedTwin,
-  TelemetryRange,
-  ViewPage,
-  ViewQuery,
-} from "./event-store.ts";
+import type { EventStore, LoadedTwin, TelemetryRange, ViewQuery } from "./event-store.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
 import { migrate } from "./sqlite-schema.ts";
 

@@ -3,10 +3,11 @@
  * with the lease's epoch, and only while the lease is held (checked locally, with no store round
  * trip). A lost lease becomes a safe-to-retry `not-owner` refusal.
  */
+
 import { LeaseLost } from "../../cluster/leases/errors.ts";
 import type { ShardLeases } from "../../cluster/leases/shard-leases.ts";
+import type { ShardOwnership } from "../core/ownership.ts";
 import type { Writer } from "../core/records.ts";
-import type { ShardOwnership } from "../engine/engine.ts";
 import { notOwner } from "./protocol.ts";
 
 export function leaseOwnership(leases: ShardLeases, nodeId: string): ShardOwnership {

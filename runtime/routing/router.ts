@@ -9,6 +9,7 @@
  * telemetry read the store from any node and never activate a twin. Watches subscribe to the
  * twin's change subject, which its owner publishes on, wherever it runs.
  */
+
 import type { Transport } from "../../cluster/transport/transport.ts";
 import { TransportError } from "../../cluster/transport/transport.ts";
 import type { Clock } from "../core/clock.ts";
@@ -22,7 +23,15 @@ import {
 import { type TwinRef, twinRef } from "../core/ids.ts";
 import { isJsonObject, type JsonObject } from "../core/json.ts";
 import { present } from "../core/present.ts";
-import type { EventRecord, TelemetrySample, TwinView } from "../core/records.ts";
+import type {
+  ChangeListener,
+  EventRecord,
+  HistoryRange,
+  TelemetrySample,
+  TwinChange,
+  TwinView,
+  ViewPage,
+} from "../core/records.ts";
 import type {
   InvokeOptions,
   InvokeResult,
@@ -32,11 +41,9 @@ import type {
   TelemetryQuery,
   TwinApi,
 } from "../core/twin-api.ts";
-import type { ChangeListener, TwinChange } from "../engine/change-feed.ts";
 import type { LocalTwins } from "../engine/local-twins.ts";
 import type { TwinRegistry } from "../engine/twin-type.ts";
 import { activeContext, injectContext } from "../observability/tracing.ts";
-import type { HistoryRange, ViewPage } from "../persistence/event-store.ts";
 import { GONE, NodeLiveness } from "./liveness.ts";
 import type { Placement } from "./placement.ts";
 import {

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { LeaseLost } from "../../cluster/leases/errors.ts";
 import { MemoryLeaseStore } from "../../cluster/leases/memory.ts";
 import { type LeaseEvent, ShardLeases } from "../../cluster/leases/shard-leases.ts";
-import type { ShardOwnership } from "../../runtime/engine/engine.ts";
+import type { ShardOwnership } from "../../runtime/core/ownership.ts";
 import { FakeClock, settle } from "./fake-clock.ts";
 import { FaultyLeaseStore } from "./faulty-lease-store.ts";
 

@@ -1,7 +1,9 @@
+import { ResourceExhausted, Unavailable } from "doppel";
+import { DeviceClient } from "doppel/device";
+import { TestNode } from "doppel/testing";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { InProcessBus, InProcessTransport } from "../../cluster/transport/in-process.ts";
 import type { ConnectionState, DurableAck, Transport } from "../../cluster/transport/transport.ts";
-import { DeviceClient, ResourceExhausted, TestNode, Unavailable } from "../../runtime/index.ts";
 import { Pump } from "../../twins/pump.ts";
 import { Thermostat } from "../../twins/thermostat.ts";
 

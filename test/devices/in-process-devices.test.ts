@@ -1,6 +1,7 @@
+import { InvalidArgument } from "doppel";
+import { type DesiredPush, DeviceClient } from "doppel/device";
+import { TestNode } from "doppel/testing";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { DesiredPush } from "../../runtime/index.ts";
-import { DeviceClient, InvalidArgument, TestNode } from "../../runtime/index.ts";
 import { Thermostat } from "../../twins/thermostat.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);

@@ -1,13 +1,7 @@
+import { CallCycle, HandlerFailed, ResourceExhausted, Unavailable, VersionConflict } from "doppel";
+import { MemoryEventStore } from "doppel/node";
+import { TestNode } from "doppel/testing";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import {
-  CallCycle,
-  HandlerFailed,
-  MemoryEventStore,
-  ResourceExhausted,
-  TestNode,
-  Unavailable,
-  VersionConflict,
-} from "../../runtime/index.ts";
 import { Caller, Counter } from "./fixtures.ts";
 
 describe("engine: turns", () => {

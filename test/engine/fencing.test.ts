@@ -1,7 +1,7 @@
+import { DoppelNode, type EventStore, MemoryEventStore } from "doppel/node";
 import { afterEach, describe, expect, it } from "vitest";
+import type { ShardOwnership } from "../../runtime/core/ownership.ts";
 import type { TwinCommit } from "../../runtime/core/records.ts";
-import type { ShardOwnership } from "../../runtime/engine/engine.ts";
-import { DoppelNode, type EventStore, MemoryEventStore } from "../../runtime/index.ts";
 import { silentLogger } from "../../runtime/observability/logger.ts";
 import { notOwner } from "../../runtime/routing/protocol.ts";
 import { Counter } from "./fixtures.ts";

@@ -1,5 +1,5 @@
 /** Small twins that exercise one engine behaviour each. */
-import { type JsonObject, Twin, z } from "../../runtime/index.ts";
+import { type JsonObject, Twin, z } from "doppel";
 
 export interface CounterState {
   readonly count: number;

@@ -1,6 +1,6 @@
+import { InvalidArgument, NotFound, Twin, type TwinClass, z } from "doppel";
 import { describe, expect, it } from "vitest";
 import { TwinRegistry } from "../../runtime/engine/twin-type.ts";
-import { InvalidArgument, NotFound, Twin, type TwinClass, z } from "../../runtime/index.ts";
 
 const defaults = { snapshotEvery: 100, idleTimeoutMs: 60_000 };
 

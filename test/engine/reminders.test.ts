@@ -1,5 +1,6 @@
+import { InvalidArgument, type Reminder, Twin, z } from "doppel";
+import { TestNode } from "doppel/testing";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { InvalidArgument, type Reminder, TestNode, Twin, z } from "../../runtime/index.ts";
 
 type AlarmEvent = { readonly type: "rang"; readonly name: string; readonly at: number };
 

@@ -1,9 +1,4 @@
 import * as grpc from "@grpc/grpc-js";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { DoppelClient } from "../../runtime/grpc/client.ts";
-import type { TwinServiceClient } from "../../runtime/grpc/generated/doppel/v1/TwinService.ts";
-import { type Gateway, startGateway } from "../../runtime/grpc/server.ts";
-import { jsonToStruct } from "../../runtime/grpc/struct.ts";
 import {
   CallCycle,
   ConcurrencyConflict,
@@ -18,11 +13,16 @@ import {
   Quarantined,
   ResourceExhausted,
   Twin,
-  type TwinApi,
   Unavailable,
   VersionConflict,
   z,
-} from "../../runtime/index.ts";
+} from "doppel";
+import type { TwinApi } from "doppel/node";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { DoppelClient } from "../../runtime/grpc/client.ts";
+import type { TwinServiceClient } from "../../runtime/grpc/generated/doppel/v1/TwinService.ts";
+import { type Gateway, startGateway } from "../../runtime/grpc/server.ts";
+import { jsonToStruct } from "../../runtime/grpc/struct.ts";
 import { silentLogger } from "../../runtime/observability/logger.ts";
 import { type Harness, rawUnary, startHarness } from "./harness.ts";
 

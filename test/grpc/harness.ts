@@ -4,11 +4,13 @@
  */
 import * as net from "node:net";
 import * as grpc from "@grpc/grpc-js";
+import type { TwinClass } from "doppel";
+import type { NodeConfigInput, TwinApi } from "doppel/node";
+import { TestNode } from "doppel/testing";
 import { DoppelClient, type DoppelClientOptions } from "../../runtime/grpc/client.ts";
 import type { TwinServiceClient } from "../../runtime/grpc/generated/doppel/v1/TwinService.ts";
 import { loadContract } from "../../runtime/grpc/proto.ts";
 import { type Gateway, type GatewayOptions, startGateway } from "../../runtime/grpc/server.ts";
-import { type NodeConfigInput, TestNode, type TwinApi, type TwinClass } from "../../runtime/index.ts";
 import { silentLogger } from "../../runtime/observability/logger.ts";
 import { Thermostat } from "../../twins/thermostat.ts";
 

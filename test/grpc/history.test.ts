@@ -1,6 +1,6 @@
+import { type EventRecord, InvalidArgument, NotFound } from "doppel";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { HistoryQuery, RemoteEvent } from "../../runtime/grpc/client.ts";
-import { type EventRecord, InvalidArgument, NotFound } from "../../runtime/index.ts";
 import { type Harness, overrideApi, startHarness } from "./harness.ts";
 
 const t1 = { type: "thermostat", id: "t1" };

@@ -1,11 +1,12 @@
 import { EventEmitter } from "node:events";
 import * as grpc from "@grpc/grpc-js";
+import { type EventRecord, Unavailable } from "doppel";
+import type { HistoryRange, TwinApi } from "doppel/node";
 import { describe, expect, it } from "vitest";
 import { SystemClock } from "../../runtime/core/clock.ts";
 import type { HandlerContext } from "../../runtime/grpc/calls.ts";
 import { streamHistory, streamTelemetry } from "../../runtime/grpc/read-streams.ts";
 import { StreamRegistry } from "../../runtime/grpc/streams.ts";
-import { type EventRecord, type HistoryRange, type TwinApi, Unavailable } from "../../runtime/index.ts";
 import { silentLogger } from "../../runtime/observability/logger.ts";
 import { barrier } from "./harness.ts";
 

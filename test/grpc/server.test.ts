@@ -2,18 +2,12 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import { DeadlineExceeded, InvalidArgument, Twin, Unavailable, z } from "doppel";
+import type { InvokeOptions } from "doppel/node";
 import { service as healthService } from "grpc-health-check";
 import descriptor, { type IFileDescriptorProto } from "protobufjs/ext/descriptor.js";
 import { afterEach, describe, expect, it } from "vitest";
 import { startGateway } from "../../runtime/grpc/server.ts";
-import {
-  DeadlineExceeded,
-  InvalidArgument,
-  type InvokeOptions,
-  Twin,
-  Unavailable,
-  z,
-} from "../../runtime/index.ts";
 import { silentLogger } from "../../runtime/observability/logger.ts";
 import { barrier, type Harness, overrideApi, rawUnary, startHarness } from "./harness.ts";
 

@@ -1,12 +1,4 @@
 import * as grpc from "@grpc/grpc-js";
-import { describe, expect, it } from "vitest";
-import {
-  ERROR_CODE_KEY,
-  ERROR_DETAILS_KEY,
-  fromServiceError,
-  STATUS_BY_CODE,
-  toServiceError,
-} from "../../runtime/grpc/status.ts";
 import {
   CallCycle,
   ConcurrencyConflict,
@@ -22,7 +14,15 @@ import {
   ResourceExhausted,
   Unavailable,
   VersionConflict,
-} from "../../runtime/index.ts";
+} from "doppel";
+import { describe, expect, it } from "vitest";
+import {
+  ERROR_CODE_KEY,
+  ERROR_DETAILS_KEY,
+  fromServiceError,
+  STATUS_BY_CODE,
+  toServiceError,
+} from "../../runtime/grpc/status.ts";
 
 /** The mapping documented at the top of proto/doppel/v1/twins.proto, written out independently. */
 const DOCUMENTED: [DoppelError, grpc.status][] = [

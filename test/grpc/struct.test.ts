@@ -1,3 +1,4 @@
+import { InvalidArgument, type JsonObject } from "doppel";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { InvokeCommandRequest__Output } from "../../runtime/grpc/generated/doppel/v1/InvokeCommandRequest.ts";
@@ -14,7 +15,6 @@ import {
   timestampToMs,
   valueToJson,
 } from "../../runtime/grpc/struct.ts";
-import { InvalidArgument, type JsonObject } from "../../runtime/index.ts";
 
 /** Sends a struct through real protobuf encoding, as the gateway receives it. */
 function overTheWire(args: JsonObject): Struct__Output | null {

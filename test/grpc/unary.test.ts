@@ -1,5 +1,5 @@
+import { FailedPrecondition, NotFound, VersionConflict } from "doppel";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { FailedPrecondition, NotFound, VersionConflict } from "../../runtime/index.ts";
 import { type Harness, startHarness } from "./harness.ts";
 
 const t1 = { type: "thermostat", id: "t1" };

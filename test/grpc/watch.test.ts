@@ -1,8 +1,8 @@
 import * as grpc from "@grpc/grpc-js";
+import { InvalidArgument, Twin, z } from "doppel";
 import { afterEach, describe, expect, it } from "vitest";
 import type { TwinChange__Output } from "../../runtime/grpc/generated/doppel/v1/TwinChange.ts";
 import { loadContract } from "../../runtime/grpc/proto.ts";
-import { InvalidArgument, Twin, z } from "../../runtime/index.ts";
 import { barrier, type Harness, observeUnsubscribes, startHarness, startStallableProxy } from "./harness.ts";
 
 /** A twin whose reports are large, so a few changes fill a slow client's socket buffers. */

@@ -1,11 +1,6 @@
+import { InvalidArgument, type JsonObject, NotFound, VersionConflict } from "doppel";
+import { TestNode } from "doppel/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  InvalidArgument,
-  type JsonObject,
-  NotFound,
-  TestNode,
-  VersionConflict,
-} from "../../runtime/index.ts";
 import { Thermostat } from "../../twins/thermostat.ts";
 
 describe("bad input to the twin API", () => {

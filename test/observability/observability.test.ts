@@ -1,8 +1,9 @@
 import { Writable } from "node:stream";
 import * as grpc from "@grpc/grpc-js";
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
+import { DoppelClient } from "doppel/client";
+import { DoppelNode, MemoryEventStore } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DoppelClient, DoppelNode, MemoryEventStore } from "../../runtime/index.ts";
 import { createLogger } from "../../runtime/observability/logger.ts";
 import { installTracing } from "../../runtime/observability/tracing.ts";
 import { Thermostat } from "../../twins/thermostat.ts";

@@ -267,10 +267,14 @@ for (let seq = 1; seq <= 100000; seq++) {
 }
 `,
       );
-      const proc = spawn(process.execPath, ["--import", "tsx", child, STORE_MODULE, file], {
-        cwd: REPO_ROOT,
-        stdio: ["ignore", "pipe", "pipe"],
-      });
+      const proc = spawn(
+        process.execPath,
+        ["--conditions=source", "--import", "tsx", child, STORE_MODULE, file],
+        {
+          cwd: REPO_ROOT,
+          stdio: ["ignore", "pipe", "pipe"],
+        },
+      );
       let out = "";
       let err = "";
       let acked = 0;

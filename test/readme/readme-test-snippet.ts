@@ -1,5 +1,5 @@
+import { TestNode } from "doppel/testing";
 import { expect } from "vitest";
-import { TestNode } from "../../runtime/index.ts";
 import { Thermostat } from "./readme-twin.ts";
 
 /** The README's "Testing a twin" example, run as written. */

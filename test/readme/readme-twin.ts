@@ -1,4 +1,4 @@
-import { FailedPrecondition, type Reminder, Twin, z } from "../../runtime/index.ts";
+import { FailedPrecondition, type Reminder, Twin, z } from "doppel";
 
 type Alarm = "none" | "raised" | "escalated";
 type State = { setPoint: number; alarm: Alarm };

@@ -2,8 +2,10 @@
  * An in-process cluster: several nodes in one process sharing a message bus, an in-memory
  * membership registry and lease store, and one in-memory event store. Real time, short timings.
  */
+
+import type { TwinClass } from "doppel";
+import { DoppelNode, MemoryEventStore } from "doppel/node";
 import { InProcessBus } from "../../cluster/transport/in-process.ts";
-import { DoppelNode, MemoryEventStore, type TwinClass } from "../../runtime/index.ts";
 import { type InProcessCluster, inProcessCluster } from "../../runtime/node/cluster-parts.ts";
 import { silentLogger } from "../../runtime/observability/logger.ts";
 

@@ -1,6 +1,6 @@
+import type { DoppelNode } from "doppel/node";
 import { afterEach, describe, expect, it } from "vitest";
 import { HashRing } from "../../cluster/ring/hash-ring.ts";
-import type { DoppelNode } from "../../runtime/index.ts";
 import { Thermostat } from "../../twins/thermostat.ts";
 import { Caller, Counter } from "../engine/fixtures.ts";
 import { type Harness, SHARDS, startHarness } from "./cluster-harness.ts";

@@ -1,5 +1,6 @@
+import { FailedPrecondition } from "doppel";
+import { TestNode } from "doppel/testing";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { FailedPrecondition, TestNode } from "../../runtime/index.ts";
 import { Pump } from "../../twins/pump.ts";
 
 describe("pump twin", () => {

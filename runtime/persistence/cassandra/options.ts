@@ -11,10 +11,11 @@
  * so they are fixed when a keyspace is first used and recorded in it (see `schema.ts`). Leave them
  * unset to adopt whatever the keyspace records (or the defaults for a new keyspace).
  */
+
 import { z } from "zod";
+import { describeIssues } from "../../core/config-issues.ts";
 import { durationSchema } from "../../core/duration.ts";
 import { InvalidArgument } from "../../core/errors.ts";
-import { describeIssues } from "../../engine/twin-type.ts";
 
 /** Keyspace names: lower case (CQL folds unquoted names), a letter first, at most 48 characters. */
 export const KEYSPACE_PATTERN = /^[a-z][a-z0-9_]{0,47}$/;

@@ -21,27 +21,22 @@
  * commit or page token, `FailedPrecondition` for refused credentials or a keyspace whose schema or
  * layout does not match, `Internal` for a bug. Nothing untyped escapes.
  */
+
 import { type DoppelError, InvalidArgument } from "../../core/errors.ts";
 import { refKey, type TwinRef } from "../../core/ids.ts";
 import { present } from "../../core/present.ts";
 import type {
   EventRecord,
+  HistoryRange,
   ReminderIndexEntry,
   TelemetrySample,
   TwinCommit,
   TwinSnapshot,
   TwinView,
+  ViewPage,
 } from "../../core/records.ts";
 import { commitShapeError } from "../commit-check.ts";
-import type {
-  CommitOptions,
-  EventStore,
-  HistoryRange,
-  LoadedTwin,
-  TelemetryRange,
-  ViewPage,
-  ViewQuery,
-} from "../event-store.ts";
+import type { CommitOptions, EventStore, LoadedTwin, TelemetryRange, ViewQuery } from "../event-store.ts";
 import { eventBucket, viewBucket } from "./buckets.ts";
 import { planCommit, type ReminderRow } from "./commit-plan.ts";
 import { CommitWriter } from "./commit-writer.ts";

@@ -9,8 +9,8 @@
  * row exists beyond the page.
  */
 
-import type { TwinView } from "../../core/records.ts";
-import type { ViewPage, ViewQuery } from "../event-store.ts";
+import type { TwinView, ViewPage } from "../../core/records.ts";
+import type { ViewQuery } from "../event-store.ts";
 import { decodePageToken, encodePageToken } from "../page-token.ts";
 import { compareCodePoints } from "./buckets.ts";
 import { decodeView } from "./rows.ts";

@@ -1,5 +1,5 @@
 /** A small twin for the Cassandra runtime tests: a meter that adds numbers and takes reports. */
-import { Twin, z } from "../../../runtime/index.ts";
+import { Twin, z } from "doppel";
 
 export interface MeterState {
   readonly total: number;

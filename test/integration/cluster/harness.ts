@@ -343,6 +343,7 @@ export class TestCluster {
     const child = spawn(
       process.execPath,
       [
+        "--conditions=source",
         "--import",
         "tsx",
         FIXTURE,

@@ -1,6 +1,7 @@
 import * as net from "node:net";
+import { ResourceExhausted } from "doppel";
+import { type DesiredPush, DeviceClient } from "doppel/device";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type DesiredPush, DeviceClient, ResourceExhausted } from "../../../runtime/index.ts";
 import { eventually, type NatsNode, natsUrl, resetStream, startNatsNode } from "./harness.ts";
 
 /** A TCP proxy in front of the NATS server whose link the test can cut and restore. */

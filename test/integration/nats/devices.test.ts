@@ -1,14 +1,8 @@
+import { DeadlineExceeded, InvalidArgument, NotFound, Unavailable } from "doppel";
+import { type DesiredPush, DeviceClient } from "doppel/device";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsTransport } from "../../../cluster/transport/nats.ts";
 import { encodeProtobuf, PROTOBUF_TYPE } from "../../../runtime/devices/payload-codec.ts";
-import {
-  DeadlineExceeded,
-  type DesiredPush,
-  DeviceClient,
-  InvalidArgument,
-  NotFound,
-  Unavailable,
-} from "../../../runtime/index.ts";
 import {
   deviceTransport,
   eventually,

@@ -5,15 +5,10 @@
  * instead of sleeping.
  */
 import { jetstreamManager } from "@nats-io/jetstream";
+import type { TwinClass } from "doppel";
+import { DoppelNode, type EventStore, MemoryEventStore, type NodeConfigInput } from "doppel/node";
 import { NatsTransport } from "../../../cluster/transport/nats.ts";
 import { DoppelClient } from "../../../runtime/grpc/client.ts";
-import {
-  DoppelNode,
-  type EventStore,
-  MemoryEventStore,
-  type NodeConfigInput,
-  type TwinClass,
-} from "../../../runtime/index.ts";
 import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { Pump } from "../../../twins/pump.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";

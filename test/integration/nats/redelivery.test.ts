@@ -3,8 +3,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { DeviceClient } from "doppel/device";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DeviceClient } from "../../../runtime/index.ts";
 import { SqliteEventStore } from "../../../runtime/persistence/sqlite-store.ts";
 import { deviceTransport, eventually, natsUrl, resetStream, startNatsNode, TEST_SHARDS } from "./harness.ts";
 
@@ -18,7 +18,7 @@ function startCrashNode(
   twin: string,
   ackWait = ACK_WAIT,
 ): Promise<{ child: ChildProcess; saw: (line: string) => Promise<void> }> {
-  const child = spawn(process.execPath, ["--import", "tsx", FIXTURE], {
+  const child = spawn(process.execPath, ["--conditions=source", "--import", "tsx", FIXTURE], {
     env: {
       ...process.env,
       DOPPEL_NATS: natsUrl(),

@@ -1,7 +1,8 @@
+import { DeviceClient } from "doppel/device";
+import { DoppelNode, MemoryEventStore } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { shardOf } from "../../../cluster/ring/shard.ts";
 import { DoppelClient } from "../../../runtime/grpc/client.ts";
-import { DeviceClient, DoppelNode, MemoryEventStore } from "../../../runtime/index.ts";
 import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
 import {

@@ -1,0 +1,38 @@
+/**
+ * The event store a node opens from its configuration: in memory, embedded SQLite (the default,
+ * in the data folder) or Cassandra. Drivers load only when chosen, so a node on one store never
+ * loads the others.
+ */
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import type { Logger } from "../observability/logger.ts";
+import type { EventStore } from "../persistence/event-store.ts";
+import { MemoryEventStore } from "../persistence/memory-store.ts";
+import type { NodeConfig } from "./options.ts";
+
+/** Opens the configured store. Fails with `Unavailable` when it cannot be reached or opened. */
+export async function openStore(config: NodeConfig, logger: Logger): Promise<EventStore> {
+  switch (config.store.kind) {
+    case "memory":
+      return new MemoryEventStore();
+    case "sqlite": {
+      const { SqliteEventStore } = await import("../persistence/sqlite-store.ts");
+      mkdirSync(config.dataDir, { recursive: true });
+      return new SqliteEventStore({
+        path: config.store.path ?? join(config.dataDir, "doppel.db"),
+        synchronous: config.store.synchronous,
+      });
+    }
+    case "cassandra": {
+      const { CassandraEventStore } = await import("../persistence/cassandra/store.ts");
+      const { kind: _kind, ...settings } = config.store;
+      return CassandraEventStore.openConfigured(
+        { ...settings, shards: config.shards },
+        {
+          onRetry: (attempt, delayMs, error) =>
+            logger.warn({ attempt, retryInMs: delayMs, err: error.message }, "Cassandra not reachable yet"),
+        },
+      );
+    }
+  }
+}
