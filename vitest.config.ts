@@ -18,6 +18,7 @@ export default defineConfig({
     ],
   },
   test: {
+    globalSetup: ["test/packaging/global-setup.ts"],
     projects: [
       {
         extends: true,
@@ -25,7 +26,7 @@ export default defineConfig({
           name: "unit",
           include: ["test/**/*.test.ts"],
           exclude: ["test/integration/**"],
-          testTimeout: 20_000,
+          testTimeout: 60_000,
         },
       },
       {

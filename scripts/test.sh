@@ -10,6 +10,7 @@ node scripts/ensure-deps.mjs
 echo "== types, lint, layers"
 npx tsc --noEmit -p .
 npx biome ci .
+npx depcruise runtime cluster twins --config .dependency-cruiser.cjs
 
 echo "== build"
 node scripts/build.mjs

@@ -13,7 +13,7 @@
  */
 
 import type { InProcessBus } from "../../cluster/transport/in-process.ts";
-import { NatsTransport, type NatsTransportOptions } from "../../cluster/transport/nats.ts";
+import type { NatsTransport, NatsTransportOptions } from "../../cluster/transport/nats.ts";
 import type { Transport } from "../../cluster/transport/transport.ts";
 import type { JsonLimits } from "../core/json.ts";
 import type { TwinApi } from "../core/twin-api.ts";
@@ -22,7 +22,7 @@ import type { Logger } from "../observability/logger.ts";
 import { pushDesiredToDevices } from "./egress/desired-push.ts";
 import { type DeviceCommandStats, DeviceCommands } from "./egress/device-commands.ts";
 import { DeviceIngress } from "./ingress/device-ingress.ts";
-import { JetStreamIngress } from "./ingress/jetstream-ingress.ts";
+import type { JetStreamIngress } from "./ingress/jetstream-ingress.ts";
 import type { IngressConsumerSettings, IngressStreamSettings } from "./ingress/stream-config.ts";
 
 /** The node's device side (see the module comment). */
@@ -74,10 +74,15 @@ export async function startDeviceLink(options: {
   let transport: Transport;
   let natsTransport: NatsTransport | undefined;
   const ownsTransport = options.transport === undefined;
+  // The NATS client and the JetStream consumers load only when devices come over NATS.
+  const { NatsTransport } = nats
+    ? await import("../../cluster/transport/nats.ts")
+    : { NatsTransport: undefined };
   if (options.transport) {
     transport = options.transport;
-    natsTransport = options.transport instanceof NatsTransport ? options.transport : undefined;
-  } else if (nats) {
+    natsTransport =
+      NatsTransport && options.transport instanceof NatsTransport ? options.transport : undefined;
+  } else if (nats && NatsTransport) {
     natsTransport = await NatsTransport.connect({
       ...nats.connection,
       name: `doppel-node-${options.nodeId}`,
@@ -90,6 +95,7 @@ export async function startDeviceLink(options: {
   let durable: JetStreamIngress | undefined;
   try {
     if (natsTransport && nats) {
+      const { JetStreamIngress } = await import("./ingress/jetstream-ingress.ts");
       durable = new JetStreamIngress(natsTransport, ingress, options.shardCount, logger, {
         stream: nats.stream,
         consumer: nats.consumer,
@@ -126,7 +132,7 @@ export async function startDeviceLink(options: {
     durable,
     commands,
     async connectDevice(name?: string): Promise<Transport> {
-      if (!nats) return options.bus.connect();
+      if (!nats || !NatsTransport) return options.bus.connect();
       return NatsTransport.connect({ ...nats.connection, name: name ?? `doppel-device-${options.nodeId}` });
     },
     async stop(): Promise<void> {

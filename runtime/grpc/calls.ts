@@ -11,7 +11,7 @@ import { present } from "../core/present.ts";
 import type { TwinApi } from "../core/twin-api.ts";
 import type { Logger } from "../observability/logger.ts";
 import { extractContext, inSpan, SpanKind } from "../observability/tracing.ts";
-import { type DoppelServiceError, isServerFault, statusName, toServiceError } from "./status.ts";
+import { failure } from "./status.ts";
 import type { StreamRegistry } from "./streams.ts";
 
 /** A twin type as `ListTypes` reports it. */
@@ -49,24 +49,6 @@ export function deadlineOf(call: { getDeadline(): grpc.Deadline }, clock: Clock)
   const wall = deadline instanceof Date ? deadline.getTime() : deadline;
   if (!Number.isFinite(wall)) return undefined;
   return clock.now() + (wall - Date.now());
-}
-
-/**
- * Encodes a handler's failure as a gRPC error and logs it with the method name: at warn for
- * server-side faults (INTERNAL, UNKNOWN, UNAVAILABLE, ABORTED, DATA_LOSS, with the real cause),
- * at debug for what the request did wrong.
- */
-export function failure(logger: Logger, method: string, error: unknown): DoppelServiceError {
-  const serviceError = toServiceError(error);
-  const fields = {
-    method,
-    status: statusName(serviceError.code),
-    code: serviceError.wire.code,
-    ...present({ details: serviceError.wire.details }),
-  };
-  if (isServerFault(serviceError.code)) logger.warn({ ...fields, err: error }, "gRPC call failed");
-  else logger.debug({ ...fields, message: serviceError.wire.message }, "gRPC call failed");
-  return serviceError;
 }
 
 /** Runs `fn`, logging (never rethrowing) what it throws: for callbacks into grpc-js. */

@@ -7,6 +7,8 @@
 import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { DoppelError, ErrorCode, type ErrorDetails, type WireError } from "../core/errors.ts";
+import { present } from "../core/present.ts";
+import type { Logger } from "../observability/logger.ts";
 
 /** Trailing metadata key carrying the stable Doppel error code (`VERSION_CONFLICT`...). */
 export const ERROR_CODE_KEY = "doppel-error-code";
@@ -177,4 +179,22 @@ export function fromServiceError(error: unknown): DoppelError {
   }
   const bare = CODE_BY_BARE_STATUS[status.code] ?? ErrorCode.Internal;
   return DoppelError.fromWire({ code: bare, message, details: { grpcStatus: statusName(status.code) } });
+}
+
+/**
+ * Encodes a handler's failure as a gRPC error and logs it with the method name: at warn for
+ * server-side faults (INTERNAL, UNKNOWN, UNAVAILABLE, ABORTED, DATA_LOSS, with the real cause),
+ * at debug for what the request did wrong.
+ */
+export function failure(logger: Logger, method: string, error: unknown): DoppelServiceError {
+  const serviceError = toServiceError(error);
+  const fields = {
+    method,
+    status: statusName(serviceError.code),
+    code: serviceError.wire.code,
+    ...present({ details: serviceError.wire.details }),
+  };
+  if (isServerFault(serviceError.code)) logger.warn({ ...fields, err: error }, "gRPC call failed");
+  else logger.debug({ ...fields, message: serviceError.wire.message }, "gRPC call failed");
+  return serviceError;
 }

@@ -4,9 +4,10 @@
  * notice of the client cancelling. {@link StreamRegistry} holds the open ones so that stopping the
  * gateway ends them instead of waiting for them.
  */
+
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "../observability/logger.ts";
-import { failure } from "./calls.ts";
+import { failure } from "./status.ts";
 
 /** The open streams of a gateway. */
 export class StreamRegistry {

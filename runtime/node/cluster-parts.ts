@@ -5,12 +5,9 @@
 
 import type { LeaseStore } from "../../cluster/leases/lease-store.ts";
 import { MemoryLeaseStore } from "../../cluster/leases/memory.ts";
-import { RedisLeaseStore } from "../../cluster/leases/redis.ts";
 import { ShardLeases } from "../../cluster/leases/shard-leases.ts";
 import type { Membership } from "../../cluster/membership/membership.ts";
 import { MemoryMembership, type MemoryMembershipRegistry } from "../../cluster/membership/memory.ts";
-import { RedisMembership } from "../../cluster/membership/redis.ts";
-import { RedisConnection } from "../../cluster/membership/redis-connection.ts";
 import { Unavailable } from "../core/errors.ts";
 import { present } from "../core/present.ts";
 import type { Logger } from "../observability/logger.ts";
@@ -62,7 +59,13 @@ export async function openClusterParts(
   }
   const cluster = config.cluster;
   if (!cluster) return undefined;
-  let redis: RedisConnection;
+  // The Redis client loads only for a cluster member.
+  const [{ RedisConnection }, { RedisLeaseStore }, { RedisMembership }] = await Promise.all([
+    import("../../cluster/membership/redis-connection.ts"),
+    import("../../cluster/leases/redis.ts"),
+    import("../../cluster/membership/redis.ts"),
+  ]);
+  let redis: Awaited<ReturnType<typeof RedisConnection.connect>>;
   try {
     redis = await RedisConnection.connect(cluster.redis, { onError });
   } catch (error) {

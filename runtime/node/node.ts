@@ -7,7 +7,6 @@
  */
 import { randomBytes } from "node:crypto";
 import { InProcessBus } from "../../cluster/transport/in-process.ts";
-import { NatsTransport } from "../../cluster/transport/nats.ts";
 import type { Transport } from "../../cluster/transport/transport.ts";
 import { type Clock, SystemClock } from "../core/clock.ts";
 import { type ClusterView, soloClusterView } from "../core/cluster-view.ts";
@@ -31,7 +30,7 @@ import { leaseOwnership } from "../routing/lease-ownership.ts";
 import { serveNodeRpc } from "../routing/node-rpc.ts";
 import { Router } from "../routing/router.ts";
 import type { DeviceModel } from "../sim/device-model.ts";
-import { Fleet } from "../sim/fleet.ts";
+import type { Fleet } from "../sim/fleet.ts";
 import { type ClusterParts, type InProcessCluster, openClusterParts } from "./cluster-parts.ts";
 import { jsonLimits, natsConnection, natsDeviceSettings } from "./device-settings.ts";
 import { createEngine, localTwins, registerTwins } from "./engine-setup.ts";
@@ -260,6 +259,7 @@ export class DoppelNode {
   async #runDemoFleet(parts: NodeParts, wiring: Wiring): Promise<void> {
     const demo = this.config.demo;
     if (!demo || !parts.devices || demo.devices === 0) return;
+    const { Fleet } = await import("../sim/fleet.ts");
     const fleetTransport = await this.#devices.connectDevice(`doppel-demo-${this.id}`);
     this.attach({ stop: () => fleetTransport.close() });
     const fleet = new Fleet({
@@ -371,6 +371,7 @@ function startMetrics(config: NodeConfig, id: string, engine: () => Engine | und
 /** The node's own connection: NATS when configured, else the in-process bus. */
 async function connectNodeTransport(config: NodeConfig, id: string, bus: InProcessBus): Promise<Transport> {
   if (!config.nats) return bus.connect();
+  const { NatsTransport } = await import("../../cluster/transport/nats.ts");
   return NatsTransport.connect({ ...natsConnection(config.nats), name: `doppel-node-${id}` });
 }
 

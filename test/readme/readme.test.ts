@@ -9,10 +9,7 @@ const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1] ?? 
 
 describe("README examples", () => {
   it("shows the twin of test/readme/readme-twin.ts, verbatim", () => {
-    const source = readFileSync(join(import.meta.dirname, "readme-twin.ts"), "utf8").replace(
-      'from "../../runtime/index.ts";',
-      'from "doppel";',
-    );
+    const source = readFileSync(join(import.meta.dirname, "readme-twin.ts"), "utf8");
     expect(blocks).toContain(source);
   });
 
@@ -24,7 +21,7 @@ describe("README examples", () => {
       .split("\n")
       .map((line) => line.replace(/^ {2}/, ""))
       .join("\n");
-    expect(blocks).toContain(`import { TestNode } from "doppel";\n\n${unindented}\n`);
+    expect(blocks).toContain(`import { TestNode } from "doppel/testing";\n\n${unindented}\n`);
   });
 
   it("runs the README's twin test as written", async () => {
