@@ -12,10 +12,7 @@
 # address needs TLS and API keys, or the explicit --insecure flag: see docs/security.md and
 # docs/deploy.md.
 
-ARG NODE_IMAGE=node:20-bookworm
-ARG NODE_RUNTIME_IMAGE=node:20-bookworm-slim
-
-FROM ${NODE_IMAGE} AS build
+FROM node:20-bookworm AS build
 WORKDIR /src
 ENV CI=true npm_config_audit=false npm_config_fund=false npm_config_update_notifier=false
 # Dependencies first, so a source change does not reinstall them.
@@ -24,7 +21,7 @@ RUN --mount=type=cache,target=/root/.npm npm ci
 COPY . .
 RUN npm run build && npm prune --omit=dev
 
-FROM ${NODE_RUNTIME_IMAGE} AS runtime
+FROM node:20-bookworm-slim AS runtime
 LABEL org.opencontainers.image.title="doppel" \
       org.opencontainers.image.description="Doppel: actor-based distributed digital twin runtime" \
       org.opencontainers.image.licenses="Apache-2.0"
