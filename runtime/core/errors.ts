@@ -18,6 +18,8 @@ export const ErrorCode = {
   ResourceExhausted: "RESOURCE_EXHAUSTED",
   HandlerFailed: "HANDLER_FAILED",
   Internal: "INTERNAL",
+  Unauthenticated: "UNAUTHENTICATED",
+  PermissionDenied: "PERMISSION_DENIED",
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -168,6 +170,20 @@ export class Internal extends DoppelError {
   }
 }
 
+/** The request carries no credential, or one that is unknown, malformed, expired or revoked. */
+export class Unauthenticated extends DoppelError {
+  constructor(message: string, details?: ErrorDetails) {
+    super(ErrorCode.Unauthenticated, message, details);
+  }
+}
+
+/** The caller is authenticated but may not do this (a scope it lacks, a twin type or id it may not touch). */
+export class PermissionDenied extends DoppelError {
+  constructor(message: string, details?: ErrorDetails) {
+    super(ErrorCode.PermissionDenied, message, details);
+  }
+}
+
 const SUBCLASS_BY_CODE: Record<ErrorCode, (message: string, details?: ErrorDetails) => DoppelError> = {
   INVALID_ARGUMENT: (m, d) => new InvalidArgument(m, d),
   NOT_FOUND: (m, d) => new NotFound(m, d),
@@ -190,4 +206,6 @@ const SUBCLASS_BY_CODE: Record<ErrorCode, (message: string, details?: ErrorDetai
   RESOURCE_EXHAUSTED: (m, d) => new ResourceExhausted(m, d),
   HANDLER_FAILED: (m, d) => new HandlerFailed(m, d),
   INTERNAL: (m, d) => new Internal(m, d),
+  UNAUTHENTICATED: (m, d) => new Unauthenticated(m, d),
+  PERMISSION_DENIED: (m, d) => new PermissionDenied(m, d),
 };

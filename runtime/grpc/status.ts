@@ -29,6 +29,8 @@ export const STATUS_BY_CODE: Readonly<Record<ErrorCode, grpc.status>> = {
   DEADLINE_EXCEEDED: grpc.status.DEADLINE_EXCEEDED,
   HANDLER_FAILED: grpc.status.UNKNOWN,
   INTERNAL: grpc.status.INTERNAL,
+  UNAUTHENTICATED: grpc.status.UNAUTHENTICATED,
+  PERMISSION_DENIED: grpc.status.PERMISSION_DENIED,
 };
 
 /**
@@ -46,6 +48,8 @@ const CODE_BY_BARE_STATUS: Readonly<Partial<Record<grpc.status, ErrorCode>>> = {
   [grpc.status.RESOURCE_EXHAUSTED]: ErrorCode.ResourceExhausted,
   [grpc.status.UNAVAILABLE]: ErrorCode.Unavailable,
   [grpc.status.DEADLINE_EXCEEDED]: ErrorCode.DeadlineExceeded,
+  [grpc.status.UNAUTHENTICATED]: ErrorCode.Unauthenticated,
+  [grpc.status.PERMISSION_DENIED]: ErrorCode.PermissionDenied,
 };
 
 /** Statuses that point at the server or its dependencies rather than at the request: logged at warn. */

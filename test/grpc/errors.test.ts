@@ -10,9 +10,11 @@ import {
   InvalidArgument,
   type JsonObject,
   NotFound,
+  PermissionDenied,
   Quarantined,
   ResourceExhausted,
   Twin,
+  Unauthenticated,
   Unavailable,
   VersionConflict,
   z,
@@ -286,6 +288,8 @@ describe("gateway error mapping over the wire, for every Doppel error", () => {
     ["DEADLINE_EXCEEDED", new DeadlineExceeded("late")],
     ["RESOURCE_EXHAUSTED", new ResourceExhausted("mailbox full")],
     ["HANDLER_FAILED", new HandlerFailed("threw")],
+    ["UNAUTHENTICATED", new Unauthenticated("no key")],
+    ["PERMISSION_DENIED", new PermissionDenied("lacks the 'command' scope", { scope: "command" })],
   ])("a %s raised by the API reaches the client as the same error class", async (_code, error) => {
     current = error;
     const received = await client.getTwin({ type: "x", id: "y" }).catch((e: unknown) => e);
