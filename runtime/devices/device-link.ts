@@ -15,6 +15,7 @@
 import type { InProcessBus } from "../../cluster/transport/in-process.ts";
 import type { NatsTransport, NatsTransportOptions } from "../../cluster/transport/nats.ts";
 import type { Transport } from "../../cluster/transport/transport.ts";
+import type { Admission } from "../core/admission.ts";
 import type { JsonLimits } from "../core/json.ts";
 import type { TwinApi } from "../core/twin-api.ts";
 import type { Engine } from "../engine/engine.ts";
@@ -68,6 +69,8 @@ export async function startDeviceLink(options: {
   readonly shards: readonly number[];
   /** A connection the node already opened (kept open on stop); default: one of the link's own. */
   readonly transport?: Transport;
+  /** The node's admission control (class `device`, per twin); absent: no bound. */
+  readonly admission?: Admission;
 }): Promise<DeviceLink> {
   const { engine, logger, json, nats } = options;
   const commands: DeviceCommandStats = { sent: 0, answered: 0, offline: 0, timedOut: 0, failed: 0 };
@@ -91,7 +94,14 @@ export async function startDeviceLink(options: {
   } else {
     transport = options.bus.connect();
   }
-  const ingress = new DeviceIngress(transport, options.twins, json, logger, () => engine.clock.now());
+  const ingress = new DeviceIngress(
+    transport,
+    options.twins,
+    json,
+    logger,
+    () => engine.clock.now(),
+    options.admission,
+  );
   let durable: JetStreamIngress | undefined;
   try {
     if (natsTransport && nats) {

@@ -2,9 +2,11 @@
  * What every gateway handler shares: its context (the `TwinApi`, clock, logger, limits, the
  * registry of open streams), the translation of a gRPC deadline into a `TwinApi` deadline, the
  * logging of failed calls, and the wrapper that turns an async function into a unary handler that
- * can never crash the process.
+ * can never crash the process. The call pipeline: admit (the node's bound on gRPC calls in flight,
+ * see `core/admission.ts`) → handler.
  */
 import type * as grpc from "@grpc/grpc-js";
+import type { Admission, Permit } from "../core/admission.ts";
 import type { Clock } from "../core/clock.ts";
 import type { ClusterView } from "../core/cluster-view.ts";
 import { present } from "../core/present.ts";
@@ -37,6 +39,22 @@ export interface HandlerContext {
   readonly rejected?: (code: string) => void;
   /** Streams still open, so that stopping the gateway ends them. */
   readonly streams: StreamRegistry;
+  /** The node's admission control; absent: every call is admitted. */
+  readonly admission?: Admission;
+}
+
+/** The client a call is admitted for (fairness): its peer, one HTTP/2 connection. */
+export function clientOf(call: { getPeer(): string }): string {
+  return call.getPeer();
+}
+
+/**
+ * Admits a call of `class grpc` before any work is queued for it; over the bound it throws
+ * `Throttled` (RESOURCE_EXHAUSTED with `retry-after-ms` in the trailers). Release the permit when
+ * the call is answered.
+ */
+export function admitCall(ctx: HandlerContext, call: { getPeer(): string }): Permit | undefined {
+  return ctx.admission?.admit("grpc", clientOf(call));
 }
 
 /**
@@ -82,14 +100,18 @@ export function unary<Req, Res>(
       { "rpc.method": method },
       async () => {
         let response: Res;
+        let permit: Permit | undefined;
         try {
+          permit = admitCall(ctx, call);
           response = await run(call.request, call);
         } catch (error) {
+          permit?.release();
           const serviceError = failure(ctx.logger, method, error);
           if (serviceError.wire.code === "INVALID_ARGUMENT") ctx.rejected?.(serviceError.wire.code);
           guarded(ctx.logger, method, () => callback(serviceError));
           throw error; // marks the span failed; swallowed below
         }
+        permit?.release();
         guarded(ctx.logger, method, () => callback(null, response));
       },
       parent,

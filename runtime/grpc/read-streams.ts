@@ -5,10 +5,11 @@
  * drain before writing more, and stop reading as soon as the client cancels.
  */
 
+import type { Permit } from "../core/admission.ts";
 import type { TwinRef } from "../core/ids.ts";
 import { present } from "../core/present.ts";
 import type { HistoryRange } from "../core/records.ts";
-import type { HandlerContext } from "./calls.ts";
+import { admitCall, type HandlerContext } from "./calls.ts";
 import type { TwinServiceHandlers } from "./generated/doppel/v1/TwinService.ts";
 import { eventToMessage, sampleToMessage } from "./messages.ts";
 import { OutboundStream } from "./streams.ts";
@@ -32,7 +33,9 @@ type TelemetryCall = Parameters<TwinServiceHandlers["GetTelemetry"]>[0];
  */
 export async function streamHistory(ctx: HandlerContext, call: HistoryCall): Promise<void> {
   const stream = new OutboundStream(call, ctx.streams, ctx.logger, "GetHistory");
+  let permit: Permit | undefined;
   try {
+    permit = admitCall(ctx, call);
     const request = call.request;
     const ref: TwinRef = { type: request.type, id: request.id };
     const since = timestampToMs(request.since, "since");
@@ -60,13 +63,17 @@ export async function streamHistory(ctx: HandlerContext, call: HistoryCall): Pro
     stream.end();
   } catch (error) {
     stream.fail(error);
+  } finally {
+    permit?.release();
   }
 }
 
 /** Streams the telemetry samples of `call.request` and ends the stream. Resolves when done; never rejects. */
 export async function streamTelemetry(ctx: HandlerContext, call: TelemetryCall): Promise<void> {
   const stream = new OutboundStream(call, ctx.streams, ctx.logger, "GetTelemetry");
+  let permit: Permit | undefined;
   try {
+    permit = admitCall(ctx, call);
     const request = call.request;
     const since = timestampToMs(request.since, "since") ?? 0;
     // "Unset: now", inclusive of a sample stamped this very millisecond (stores treat `until` as exclusive).
@@ -85,6 +92,8 @@ export async function streamTelemetry(ctx: HandlerContext, call: TelemetryCall):
     stream.end();
   } catch (error) {
     stream.fail(error);
+  } finally {
+    permit?.release();
   }
 }
 

@@ -6,6 +6,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
+import type { Admission } from "../core/admission.ts";
 import { type Clock, SystemClock } from "../core/clock.ts";
 import type { ClusterView } from "../core/cluster-view.ts";
 import { InvalidArgument, Unavailable } from "../core/errors.ts";
@@ -43,6 +44,12 @@ export interface GatewayOptions {
   readonly watchBufferLimit?: number;
   /** How long `stop` lets calls in flight finish before cutting them (default 5000 ms). */
   readonly shutdownGraceMs?: number;
+  /**
+   * The node's admission control: `TwinService` calls over its `grpc` bound are answered
+   * RESOURCE_EXHAUSTED with `retry-after-ms` before any work is queued. Health checks, reflection
+   * and `WatchTwin` (long-lived; bounded by its own buffer) are not subject to it. Absent: no bound.
+   */
+  readonly admission?: Admission;
 }
 
 /** A running gateway. */
@@ -94,6 +101,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     types: options.types,
     cluster: options.cluster ?? (async () => ({ name: "", shardCount: 0, self: "", nodes: [], shards: [] })),
     ...(options.rejected ? { rejected: options.rejected } : {}),
+    ...(options.admission ? { admission: options.admission } : {}),
     logger: options.logger,
     clock: options.clock ?? SystemClock,
     historyPageSize: positiveInteger(options.historyPageSize, 500, "historyPageSize"),

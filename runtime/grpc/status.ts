@@ -14,6 +14,8 @@ import type { Logger } from "../observability/logger.ts";
 export const ERROR_CODE_KEY = "doppel-error-code";
 /** Trailing metadata key carrying the error's details as JSON (only when there are details). */
 export const ERROR_DETAILS_KEY = "doppel-error-details";
+/** Trailing metadata key of a RESOURCE_EXHAUSTED answer: milliseconds to wait before retrying. */
+export const RETRY_AFTER_KEY = "retry-after-ms";
 
 /** The gRPC status of each Doppel error code. The only place this mapping is written down. */
 export const STATUS_BY_CODE: Readonly<Record<ErrorCode, grpc.status>> = {
@@ -125,6 +127,9 @@ export function toServiceError(error: unknown): DoppelServiceError {
   const metadata = new grpc.Metadata();
   metadata.set(ERROR_CODE_KEY, wire.code);
   if (wire.details !== undefined) metadata.set(ERROR_DETAILS_KEY, encodeDetails(wire.details));
+  const retryAfterMs = wire.details?.["retryAfterMs"];
+  if (typeof retryAfterMs === "number" && Number.isFinite(retryAfterMs) && retryAfterMs >= 0)
+    metadata.set(RETRY_AFTER_KEY, String(Math.ceil(retryAfterMs)));
   const code = STATUS_BY_CODE[wire.code];
   return Object.assign(new Error(`${statusName(code)}: ${wire.message}`), {
     code,

@@ -8,6 +8,7 @@
 import { randomBytes } from "node:crypto";
 import { InProcessBus } from "../../cluster/transport/in-process.ts";
 import type { Transport } from "../../cluster/transport/transport.ts";
+import { Admission } from "../core/admission.ts";
 import { type Clock, SystemClock } from "../core/clock.ts";
 import { type ClusterView, soloClusterView } from "../core/cluster-view.ts";
 import type { TwinRef } from "../core/ids.ts";
@@ -73,6 +74,7 @@ interface Wiring {
   readonly transport: Transport;
   readonly coordinator: ClusterCoordinator | undefined;
   readonly twins: TwinApi;
+  readonly admission: Admission;
 }
 
 export class DoppelNode {
@@ -83,6 +85,7 @@ export class DoppelNode {
   #devices!: DeviceLink;
   #coordinator: ClusterCoordinator | undefined;
   #metrics: NodeMetrics | undefined;
+  #admission!: Admission;
 
   private constructor(
     /** Whether the node opened its store itself (and so closes it on stop). */
@@ -133,7 +136,8 @@ export class DoppelNode {
       const store = parts.store ?? (await openStore(config, logger));
       if (parts.store === undefined) opened.push(() => store.close());
       let engineRef: Engine | undefined;
-      const metrics = startMetrics(config, id, () => engineRef);
+      const admission = new Admission(clock, config.admission);
+      const metrics = startMetrics(config, id, () => engineRef, admission);
       opened.push(() => metrics.stop());
       const cluster = await openClusterParts(config, parts.cluster, id, logger, (outcome) =>
         metrics.metrics.leaseRenewals.add(1, { outcome }),
@@ -176,6 +180,7 @@ export class DoppelNode {
         transport,
         coordinator: coordinator?.coordinator,
         twins,
+        admission,
       };
       connectTwinCalls(engine, twins);
       engine.start();
@@ -197,6 +202,7 @@ export class DoppelNode {
       node.#devices = devices;
       node.#coordinator = wiring.coordinator;
       node.#metrics = metrics;
+      node.#admission = admission;
       opened.length = 0; // from here on the node's stop() closes everything, in reverse order of attach
       node.attach(metrics);
       node.attach({ stop: () => transport.close() });
@@ -251,6 +257,7 @@ export class DoppelNode {
       maxMessageBytes: config.grpc.maxMessageBytes,
       logger,
       clock: this.engine.clock,
+      admission: this.#admission,
     });
     this.attach(gateway);
     this.#grpcAddress = gateway.address;
@@ -320,6 +327,11 @@ export class DoppelNode {
     return this.#devices;
   }
 
+  /** The node's admission control (counters of admitted and refused work per class). */
+  get admission(): Admission {
+    return this.#admission;
+  }
+
   /** The cluster coordinator, when the node is a cluster member. */
   get coordinator(): ClusterCoordinator | undefined {
     return this.#coordinator;
@@ -357,8 +369,14 @@ export class DoppelNode {
 }
 
 /** Metrics first: every part reports into them. Gauges read the engine at scrape time. */
-function startMetrics(config: NodeConfig, id: string, engine: () => Engine | undefined): NodeMetrics {
+function startMetrics(
+  config: NodeConfig,
+  id: string,
+  engine: () => Engine | undefined,
+  admission: Admission,
+): NodeMetrics {
   return new NodeMetrics(id, {
+    admission: (workClass) => admission.stats(workClass),
     residentTwins: () => engine()?.catalog.size ?? 0,
     mailboxDepth: () => engine()?.catalog.mailboxDepth() ?? 0,
     shardsOwned: () => {
@@ -456,6 +474,7 @@ function startDevices(wiring: Wiring, ownership: ShardOwnership): Promise<Device
     transport: wiring.transport,
     // A cluster member consumes the shards the coordinator gives it, once it holds their leases.
     shards: wiring.coordinator ? [] : owned === "all" ? all : owned,
+    admission: wiring.admission,
   }).then((devices) => {
     devices.ingress.onRejected = (code) =>
       wiring.metrics.metrics.rejectedInputs.add(1, { source: "device", code });
@@ -472,6 +491,7 @@ function serveNodeCalls(wiring: Wiring): NodeService {
     shardOf: wiring.engine.shardOf,
     clock: wiring.clock,
     logger: wiring.logger,
+    admission: wiring.admission,
   });
   const stopRelay = relayChanges(wiring.engine.feed, wiring.transport);
   return {

@@ -90,6 +90,37 @@ const natsSchema = z
   })
   .strict();
 
+/** The bound of one class of work (see runtime/core/admission.ts). */
+const admissionClass = (maxInFlight: number, maxInFlightPerClient: number) =>
+  z
+    .object({
+      /** Most units of this class in flight on the node at once; beyond: RESOURCE_EXHAUSTED. */
+      maxInFlight: z.number().int().min(1).max(1_000_000).default(maxInFlight),
+      /** Most units of one client (gRPC connection, device, calling node) in flight at once. */
+      maxInFlightPerClient: z.number().int().min(1).max(1_000_000).default(maxInFlightPerClient),
+    })
+    .strict()
+    .default({ maxInFlight, maxInFlightPerClient });
+
+/**
+ * Admission control: node-wide bounds on work in flight, per class, checked before work is
+ * queued. Over a bound, gRPC answers RESOURCE_EXHAUSTED with `retry-after-ms` in the trailers,
+ * devices get a throttle error on `.errors` (a JetStream report is nak'ed with that delay), and a
+ * call from another node is refused with RESOURCE_EXHAUSTED.
+ */
+const admissionSchema = z
+  .object({
+    grpc: admissionClass(1024, 256),
+    device: admissionClass(4096, 16),
+    node: admissionClass(2048, 1024),
+  })
+  .strict()
+  .default({
+    grpc: { maxInFlight: 1024, maxInFlightPerClient: 256 },
+    device: { maxInFlight: 4096, maxInFlightPerClient: 16 },
+    node: { maxInFlight: 2048, maxInFlightPerClient: 1024 },
+  });
+
 const clusterSchema = z
   .object({
     /** Cluster name: nodes with the same name and Redis form one cluster. */
@@ -176,6 +207,7 @@ export const nodeConfigSchema = z
         reminderPoll: 1_000,
         deviceCommandTimeout: 5_000,
       }),
+    admission: admissionSchema,
     nats: natsSchema.optional(),
     /** Join a cluster (needs `nats`: nodes call each other over NATS). */
     cluster: clusterSchema.optional(),

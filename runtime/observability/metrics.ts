@@ -6,13 +6,16 @@
  * - `resident_twins`, `mailbox_depth`, `shards_owned` — gauges read at scrape time;
  * - `activations_total`, `passivations_total`, `turns_total{kind,outcome}` — counters (turns/s is `rate(turns_total)`);
  * - `turn_duration_ms`, `persist_duration_ms` — histograms (one persist = one group-commit store call);
- * - `persisted_events_total`, `rejected_inputs_total{source,code}`, `lease_renewals_total{outcome}` — counters.
+ * - `persisted_events_total`, `rejected_inputs_total{source,code}`, `lease_renewals_total{outcome}` — counters;
+ * - `admission_total{class,outcome}` (outcome `admitted` or `refused`) — counter, and
+ *   `admission_in_flight{class}` — gauge, of admission control (classes `grpc`, `device`, `node`).
  */
 import { createServer, type Server } from "node:http";
 import type { Attributes, Counter, Histogram, Meter } from "@opentelemetry/api";
 import { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import { MeterProvider } from "@opentelemetry/sdk-metrics";
+import type { ClassStats, WorkClass } from "../core/admission.ts";
 import { Unavailable } from "../core/errors.ts";
 
 /** Hot-path counts, kept as plain numbers and read at scrape time (no per-turn attribute hashing). */
@@ -37,7 +40,11 @@ export interface GaugeSources {
   residentTwins(): number;
   mailboxDepth(): number;
   shardsOwned(): number;
+  /** Admission control's counters of a class, when the node has admission control. */
+  admission?(workClass: WorkClass): Readonly<ClassStats> | undefined;
 }
+
+const WORK_CLASSES: readonly WorkClass[] = ["grpc", "device", "node"];
 
 function instruments(meter: Meter): DoppelMetrics {
   const ms = {
@@ -88,6 +95,28 @@ export class NodeMetrics {
     gauge("doppel_resident_twins", "twins resident in memory", () => gauges.residentTwins());
     gauge("doppel_mailbox_depth", "messages waiting in all mailboxes", () => gauges.mailboxDepth());
     gauge("doppel_shards_owned", "shards this node owns", () => gauges.shardsOwned());
+    meter
+      .createObservableCounter("doppel_admission_total", {
+        description: "work admitted or refused by admission control, by class",
+      })
+      .addCallback((result) => {
+        for (const workClass of WORK_CLASSES) {
+          const stats = gauges.admission?.(workClass);
+          if (!stats) continue;
+          result.observe(stats.admitted, { class: workClass, outcome: "admitted" });
+          result.observe(stats.refused, { class: workClass, outcome: "refused" });
+        }
+      });
+    meter
+      .createObservableGauge("doppel_admission_in_flight", {
+        description: "work in flight under admission control, by class",
+      })
+      .addCallback((result) => {
+        for (const workClass of WORK_CLASSES) {
+          const stats = gauges.admission?.(workClass);
+          if (stats) result.observe(stats.inFlight, { class: workClass });
+        }
+      });
     const counts = this.counts;
     meter
       .createObservableCounter("doppel_activations_total", { description: "twins activated" })

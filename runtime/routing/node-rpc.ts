@@ -5,6 +5,7 @@
  * `INVALID_ARGUMENT`; nothing here can crash the node.
  */
 import type { Subscription, Transport, TransportMessage } from "../../cluster/transport/transport.ts";
+import type { Admission, Permit } from "../core/admission.ts";
 import type { Clock } from "../core/clock.ts";
 import { DoppelError, InvalidArgument } from "../core/errors.ts";
 import { twinRef } from "../core/ids.ts";
@@ -34,6 +35,16 @@ function parseRequest(data: Uint8Array): RpcRequest | PingRequest {
   return { ...(value as unknown as RpcRequest), ref: twinRef(ref["type"], ref["id"]) };
 }
 
+/**
+ * The calling connection of a request (fairness between calling nodes): its reply inbox without
+ * the per-request token (`_INBOX.<connection>.<n>` → `_INBOX.<connection>`).
+ */
+function callerOf(message: TransportMessage): string {
+  const reply = message.reply ?? "";
+  const dot = reply.lastIndexOf(".");
+  return dot > 0 ? reply.slice(0, dot) : reply;
+}
+
 /** A running node-RPC server. */
 export interface NodeRpcServer {
   /** Stops taking requests and waits until every request already taken is answered. */
@@ -48,8 +59,10 @@ export function serveNodeRpc(options: {
   readonly shardOf: (type: string, id: string) => number;
   readonly clock: Clock;
   readonly logger: Logger;
+  /** Bounds the calls from other nodes in flight (class `node`, per calling connection); absent: no bound. */
+  readonly admission?: Admission;
 }): NodeRpcServer {
-  const { transport, placement, local, shardOf, clock, logger } = options;
+  const { transport, placement, local, shardOf, clock, logger, admission } = options;
   const inflight = new Set<Promise<void>>();
 
   async function run(request: RpcRequest): Promise<unknown> {
@@ -86,8 +99,11 @@ export function serveNodeRpc(options: {
     const parent = extractContext((key) => message.headers.get(key));
     const work = (async () => {
       let reply: object;
+      let permit: Permit | undefined;
       try {
         const request = parseRequest(message.data);
+        // Pings are liveness, never throttled; calls are admitted before anything is queued.
+        if (request.op !== "ping") permit = admission?.admit("node", callerOf(message));
         const ok =
           request.op === "ping"
             ? "pong"
@@ -103,6 +119,8 @@ export function serveNodeRpc(options: {
         const failure = DoppelError.from(error);
         if (failure.code === "INTERNAL") logger.warn({ err: error }, "node request failed");
         reply = { error: failure.toWire() };
+      } finally {
+        permit?.release();
       }
       try {
         transport.respond(message, encoder.encode(JSON.stringify(reply)));

@@ -19,6 +19,7 @@ import type {
   Transport,
   TransportMessage,
 } from "../../../cluster/transport/transport.ts";
+import { type Admission, type Permit, Throttled } from "../../core/admission.ts";
 import { DoppelError, InvalidArgument, NotFound } from "../../core/errors.ts";
 import { isJsonObject, type JsonLimits, type JsonObject } from "../../core/json.ts";
 import { present } from "../../core/present.ts";
@@ -51,6 +52,8 @@ export interface IngressStats {
   duplicates: number;
   rejected: number;
   failed: number;
+  /** Refused by admission control (the node had too much device work in flight): retried later. */
+  throttled: number;
 }
 
 /** The outcome of processing one message: the reply body, and whether the input itself was bad. */
@@ -60,6 +63,8 @@ export interface Processed {
   readonly rejected: boolean;
   /** True when processing failed for a reason that may pass (store down): redeliver later. */
   readonly retry: boolean;
+  /** True when admission control refused it (over the node's device bound): the device is told on `.errors`. */
+  readonly throttled?: boolean;
   /** The encoding of the message (replies use the same). */
   readonly encoding?: Encoding;
   /** The channel of the message, when its subject was valid. */
@@ -101,7 +106,14 @@ function parseTelemetry(body: JsonObject, now: number): { at: number; metrics: R
 }
 
 export class DeviceIngress {
-  readonly stats: IngressStats = { received: 0, applied: 0, duplicates: 0, rejected: 0, failed: 0 };
+  readonly stats: IngressStats = {
+    received: 0,
+    applied: 0,
+    duplicates: 0,
+    rejected: 0,
+    failed: 0,
+    throttled: 0,
+  };
   #subs: Subscription[] = [];
 
   constructor(
@@ -110,6 +122,8 @@ export class DeviceIngress {
     private readonly limits: JsonLimits,
     private readonly logger: Logger,
     private readonly now: () => number = Date.now,
+    /** Bounds the device work in flight (class `device`, per twin); absent: no bound. */
+    private readonly admission?: Admission,
   ) {}
 
   /**
@@ -149,10 +163,13 @@ export class DeviceIngress {
     this.stats.received++;
     const encoding = encodingOf(options.headers);
     let channel: DeviceChannel | undefined;
+    let permit: Permit | undefined;
     try {
       const parsed = parseDeviceSubject(subject);
       const ref = parsed.ref;
       channel = parsed.channel;
+      // Admitted before anything is decoded or queued for the twin; over the bound: throttled.
+      permit = this.admission?.admit("device", `${ref.type}/${ref.id}`);
       switch (channel) {
         case DeviceChannel.Reported: {
           const patch = decodeReported(data, encoding, this.limits);
@@ -201,16 +218,21 @@ export class DeviceIngress {
         failure.code === "UNAVAILABLE" ||
         failure.code === "DEADLINE_EXCEEDED" ||
         failure.code === "RESOURCE_EXHAUSTED";
-      if (retry) this.stats.failed++;
+      const throttled = error instanceof Throttled;
+      if (throttled) this.stats.throttled++;
+      else if (retry) this.stats.failed++;
       else this.stats.rejected++;
       this.logger.debug({ subject, code: failure.code, err: failure.message }, "device message not applied");
       return {
         reply: errorReply(failure),
         rejected: !retry,
         retry,
+        ...(throttled ? { throttled } : {}),
         encoding,
         ...present({ channel }),
       };
+    } finally {
+      permit?.release();
     }
   }
 

@@ -423,6 +423,8 @@ export class JetStreamIngress {
       if (processed.retry) {
         this.stats.retried++;
         msg.nak(retryDelay(msg.info.deliveryCount));
+        // Refused by admission control: the device hears it is throttled (it stays unapplied).
+        if (processed.throttled) this.ingress.publishError(subject, processed.reply);
       } else if (processed.rejected) {
         this.stats.terminated++;
         const error = (processed.reply as { error?: { code?: string; message?: string } }).error;

@@ -1,0 +1,153 @@
+import * as grpc from "@grpc/grpc-js";
+import { service as healthService } from "grpc-health-check";
+import { afterEach, describe, expect, it } from "vitest";
+import { Admission } from "../../runtime/core/admission.ts";
+import { ManualClock } from "../../runtime/core/clock.ts";
+import { loadContract } from "../../runtime/grpc/proto.ts";
+import { barrier, type Harness, overrideApi, rawUnary, startHarness } from "./harness.ts";
+
+const limits = {
+  grpc: { maxInFlight: 3, maxInFlightPerClient: 2 },
+  device: { maxInFlight: 8, maxInFlightPerClient: 8 },
+  node: { maxInFlight: 8, maxInFlightPerClient: 8 },
+};
+
+/** A gateway whose `GetTwin` calls wait until `open` resolves (each signals `entered` first). */
+async function startHeld(admission: Admission) {
+  const open = barrier();
+  let entered = 0;
+  let enteredBarrier = barrier();
+  const h = await startHarness({
+    gateway: { admission },
+    wrapApi: (api) =>
+      overrideApi(api, {
+        get: async (ref) => {
+          entered++;
+          enteredBarrier.resolve();
+          await open.promise;
+          return api.get(ref);
+        },
+      }),
+  });
+  await h.client.reportState({ type: "thermostat", id: "t1" }, { temperature: 20 });
+  return {
+    h,
+    open: () => open.resolve(),
+    /** Resolves once `count` GetTwin calls are inside the handler. */
+    async entered(count: number) {
+      while (entered < count) {
+        await enteredBarrier.promise;
+        enteredBarrier = barrier();
+      }
+    },
+  };
+}
+
+function connect(h: Harness) {
+  // A client of its own connection (grpc-js shares connections between clients of one target by default).
+  return new (loadContract().Client)(h.gateway.address, grpc.credentials.createInsecure(), {
+    "grpc.use_local_subchannel_pool": 1,
+  });
+}
+
+function getTwin(client: ReturnType<typeof connect>) {
+  return rawUnary<unknown>((cb) => client.getTwin({ type: "thermostat", id: "t1" }, cb));
+}
+
+function healthCheck(address: string): Promise<string> {
+  const health = new grpc.Client(address, grpc.credentials.createInsecure(), {
+    "grpc.use_local_subchannel_pool": 1,
+  });
+  const check = healthService["Check"];
+  if (!check) throw new Error("no Check method");
+  return new Promise<string>((resolve, reject) => {
+    health.makeUnaryRequest(
+      check.path,
+      check.requestSerialize,
+      check.responseDeserialize,
+      { service: "doppel.v1.TwinService" },
+      (error: grpc.ServiceError | null, response?: object) => {
+        health.close();
+        if (error) reject(error);
+        else resolve(String((response as { status?: string } | undefined)?.status));
+      },
+    );
+  });
+}
+
+describe("gateway admission control", () => {
+  let stop: (() => Promise<void>) | undefined;
+  afterEach(async () => {
+    await stop?.();
+    stop = undefined;
+  });
+
+  it("answers RESOURCE_EXHAUSTED with retry-after-ms over the node's bound, while health checks answer", async () => {
+    const admission = new Admission(new ManualClock(), limits);
+    const held = await startHeld(admission);
+    const { h } = held;
+    const clients = [connect(h), connect(h)];
+    stop = async () => {
+      for (const c of clients) c.close();
+      await h.stop();
+    };
+    const first = [getTwin(clients[0]!), getTwin(clients[0]!), getTwin(clients[1]!)];
+    await held.entered(3);
+    const refused = await getTwin(clients[1]!);
+    expect(refused.error?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(refused.error?.metadata.get("doppel-error-code")).toEqual(["RESOURCE_EXHAUSTED"]);
+    expect(Number(refused.error?.metadata.get("retry-after-ms")[0])).toBeGreaterThanOrEqual(10);
+    expect(refused.error?.details).toMatch(/overloaded: the node has 3 grpc requests in flight/);
+    // Health is not subject to the bound.
+    expect(await healthCheck(h.gateway.address)).toBe("SERVING");
+    // The DoppelClient rebuilds the error with its details.
+    await expect(h.client.getTwin({ type: "thermostat", id: "t1" })).rejects.toMatchObject({
+      code: "RESOURCE_EXHAUSTED",
+      details: { class: "grpc", reason: "node", limit: 3 },
+    });
+    held.open();
+    for (const call of await Promise.all(first)) expect(call.error).toBeNull();
+    expect(admission.stats("grpc")).toMatchObject({ inFlight: 0, admitted: 4, refused: 2 });
+    // Below the bound again: answered.
+    expect((await h.client.getTwin({ type: "thermostat", id: "t1" })).version).toBeGreaterThan(0);
+  });
+
+  it("bounds each connection: one client at its bound is refused while another is admitted", async () => {
+    const admission = new Admission(new ManualClock(), {
+      ...limits,
+      grpc: { maxInFlight: 10, maxInFlightPerClient: 2 },
+    });
+    const held = await startHeld(admission);
+    const { h } = held;
+    const [busy, other] = [connect(h), connect(h)];
+    stop = async () => {
+      busy.close();
+      other.close();
+      await h.stop();
+    };
+    const first = [getTwin(busy), getTwin(busy)];
+    await held.entered(2);
+    const refused = await getTwin(busy);
+    expect(refused.error?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(refused.error?.details).toMatch(/this client has 2 grpc requests in flight/);
+    const admitted = getTwin(other);
+    await held.entered(3);
+    held.open();
+    expect((await admitted).error).toBeNull();
+    for (const call of await Promise.all(first)) expect(call.error).toBeNull();
+  });
+
+  it("releases the permit of a call that fails, and of a stream", async () => {
+    const admission = new Admission(new ManualClock(), limits);
+    const h = await startHarness({ gateway: { admission } });
+    stop = () => h.stop();
+    await expect(h.client.getTwin({ type: "thermostat", id: "nobody" })).rejects.toMatchObject({
+      code: "NOT_FOUND",
+    });
+    await h.client.reportState({ type: "thermostat", id: "t1" }, { temperature: 20 });
+    const events: unknown[] = [];
+    for await (const event of h.client.history({ type: "thermostat", id: "t1" })) events.push(event);
+    expect(events.length).toBeGreaterThan(0);
+    expect(admission.stats("grpc")).toMatchObject({ inFlight: 0, refused: 0, admitted: 3 });
+  });
+});
