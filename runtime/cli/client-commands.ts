@@ -3,6 +3,7 @@
  * and prints readable text, or JSON with `--json` (one document, or one per line for streams).
  */
 import { toMillis } from "../core/duration.ts";
+import { InvalidArgument } from "../core/errors.ts";
 import { parseRef } from "../core/ids.ts";
 import { present } from "../core/present.ts";
 import { DoppelClient } from "../grpc/client.ts";
@@ -19,6 +20,7 @@ type Out = (line: string) => void;
 
 function connect(flags: ClientFlags): DoppelClient {
   const timeoutMs = flags.timeout === undefined ? 10_000 : toMillis(flags.timeout as never, "--timeout");
+  if (timeoutMs <= 0) throw new InvalidArgument(`--timeout must be above zero, got ${flags.timeout}`);
   return new DoppelClient(flags.server, { timeoutMs });
 }
 

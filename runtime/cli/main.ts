@@ -28,34 +28,25 @@ function program(): Command {
   doppel
     .command("start")
     .description("run a node (embedded SQLite store and the example twins by default)")
-    .option("-c, --config <file>", "JSON configuration file")
+    .option("-c, --config <file>", "JSON configuration file (env DOPPEL_CONFIG)")
     .option("-d, --data <dir>", "data folder for the embedded store (env DOPPEL_DATA_DIR)")
     .option("-l, --listen <host:port>", "gRPC address, or 'off' (env DOPPEL_LISTEN)")
     .addOption(new Option("--store <kind>", "event store").choices(["sqlite", "memory"]))
-    .option("--cassandra <contact-points>", "use the Cassandra store at host:port[,host:port...]")
+    .option(
+      "--cassandra <contact-points>",
+      "use the Cassandra store at host:port[,host:port...] (env DOPPEL_CASSANDRA)",
+    )
     .option("-t, --twins <module...>", "modules exporting twin classes (default: the example twins)")
     .option("--demo [devices]", "run a simulated device fleet")
     .option("--no-demo", "do not run the simulated fleet")
-    .option("--node-id <id>", "this node's id")
-    .option("--nats <url>", "serve devices over NATS/JetStream at this server (env DOPPEL_NATS_URL)")
-    .option(
-      "--redis <url>",
-      "join a cluster: membership and shard leases in this Redis (env DOPPEL_REDIS_URL)",
-    )
-    .option("--cluster <name>", "cluster name (default doppel)")
-    .option("--shards <n>", "shards of the cluster (fixed for its lifetime; default 256)")
-    .option("--metrics <host:port>", "serve Prometheus metrics on /metrics")
-    .addOption(
-      new Option("--log-level <level>").choices([
-        "fatal",
-        "error",
-        "warn",
-        "info",
-        "debug",
-        "trace",
-        "silent",
-      ]),
-    )
+    .option("--node-id <id>", "this node's id (env DOPPEL_NODE_ID)")
+    .option("--nats <url>", "serve devices over NATS/JetStream at this server (env DOPPEL_NATS)")
+    .option("--redis <url>", "join a cluster: membership and shard leases in this Redis (env DOPPEL_REDIS)")
+    .option("--cluster <name>", "cluster name (env DOPPEL_CLUSTER; default doppel)")
+    .option("--shards <n>", "shards of the cluster (fixed for its lifetime; env DOPPEL_SHARDS; default 256)")
+    .option("--metrics <host:port>", "serve Prometheus metrics on /metrics, or 'off' (env DOPPEL_METRICS)")
+    .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent (env DOPPEL_LOG_LEVEL)")
+    .option("--traces <mode>", "OpenTelemetry tracing: on, console or off (env DOPPEL_TRACES)")
     .action(async (flags) => (await import("./start.ts")).startCommand(flags, out));
 
   doppel

@@ -32,3 +32,11 @@ export const durationSchema = z.union([z.number().nonnegative(), z.string()]).tr
     return z.NEVER;
   }
 });
+
+/**
+ * A {@link durationSchema} that refuses zero: for timeouts, intervals and time-to-lives, where no
+ * time at all makes no sense (a zero lease TTL, ack wait or heartbeat). The issue names the field.
+ */
+export const positiveDurationSchema = durationSchema.refine((ms) => ms > 0, {
+  message: "must be a duration above zero (e.g. 500ms, 30s)",
+});

@@ -4,6 +4,8 @@
  * wire as `{ code, message, details }` and are rebuilt with {@link DoppelError.fromWire}.
  */
 
+import { TransportError, type TransportFailure } from "../../cluster/transport/transport.ts";
+
 /** The stable error codes. The gateway maps each one to a gRPC status (see `runtime/grpc/status.ts`). */
 export const ErrorCode = {
   InvalidArgument: "INVALID_ARGUMENT",
@@ -36,6 +38,41 @@ export interface WireError {
 
 const KNOWN_CODES = new Set<string>(Object.values(ErrorCode));
 
+/**
+ * Whether an operation that failed may be tried again, decided by {@link retryabilityOf} alone:
+ * - `"safe"`: it failed before doing anything (e.g. it reached a node that does not own the twin,
+ *   `details.retry = "not-owner"`): retry at once; the router does so by itself.
+ * - `"later"`: a dependency is down, slow or full (`UNAVAILABLE`, `DEADLINE_EXCEEDED`,
+ *   `RESOURCE_EXHAUSTED`): retrying after a pause may succeed, but the first attempt may have
+ *   taken effect (`details.retry = "outcome-unknown"` says so outright); give writes a message id
+ *   or an expected version so a retry cannot apply twice.
+ * - `"never"`: the request is wrong, refused by a rule, or hit a bug: sent again it fails again.
+ */
+export type Retryability = "safe" | "later" | "never";
+
+/** Why a retryable error may be retried, in `details.retry`. */
+export type RetryReason = "not-owner" | "outcome-unknown";
+
+const TRANSIENT_CODES = new Set<string>([
+  ErrorCode.Unavailable,
+  ErrorCode.DeadlineExceeded,
+  ErrorCode.ResourceExhausted,
+]);
+
+/**
+ * How an error may be retried: the one place that decides it. Takes a {@link DoppelError}, a
+ * {@link WireError} or anything thrown (which is not retryable unless {@link DoppelError.from}
+ * maps it to a transient code, as it does for an unreachable cluster store).
+ */
+export function retryabilityOf(error: unknown): Retryability {
+  const { code, details } =
+    typeof error === "object" && error !== null && KNOWN_CODES.has(String((error as WireError).code))
+      ? (error as WireError)
+      : DoppelError.from(error);
+  if (!TRANSIENT_CODES.has(code)) return "never";
+  return code === ErrorCode.Unavailable && details?.["retry"] === "not-owner" ? "safe" : "later";
+}
+
 /** Base class of every error Doppel raises on purpose. */
 export class DoppelError extends Error {
   readonly code: ErrorCode;
@@ -46,6 +83,16 @@ export class DoppelError extends Error {
     this.name = new.target.name;
     this.code = code;
     this.details = details;
+  }
+
+  /** How this failure may be retried (see {@link retryabilityOf}). */
+  get retryability(): Retryability {
+    return retryabilityOf(this);
+  }
+
+  /** True when trying again (now or after a pause) may succeed: `retryability` is not `"never"`. */
+  get retryable(): boolean {
+    return this.retryability !== "never";
   }
 
   /** The form sent over the wire (gRPC trailers, NATS replies). */
@@ -62,11 +109,14 @@ export class DoppelError extends Error {
     return make(wire.message, wire.details);
   }
 
-  /** Wraps anything thrown into a DoppelError; DoppelErrors pass through unchanged. */
+  /**
+   * Wraps anything thrown into a DoppelError; DoppelErrors pass through unchanged. Errors of
+   * `cluster/` (which imports nothing from runtime/) get their code here: see {@link fromCluster}.
+   */
   static from(error: unknown): DoppelError {
     if (error instanceof DoppelError) return error;
     const message = error instanceof Error ? error.message : String(error);
-    return new Internal(message, undefined, { cause: error });
+    return fromCluster(error, message) ?? new Internal(message, undefined, { cause: error });
   }
 }
 
@@ -209,3 +259,37 @@ const SUBCLASS_BY_CODE: Record<ErrorCode, (message: string, details?: ErrorDetai
   UNAUTHENTICATED: (m, d) => new Unauthenticated(m, d),
   PERMISSION_DENIED: (m, d) => new PermissionDenied(m, d),
 };
+
+/**
+ * What the errors of `cluster/` mean to a caller. They carry a stable `code` of their own
+ * (cluster/ never imports runtime/, and the Redis client must not load for this table to exist);
+ * a transport failure is told by its `failure`.
+ */
+const CLUSTER_CODES: Record<string, (message: string, cause: unknown) => DoppelError> = {
+  // Joining would misplace every twin: the configuration must change first.
+  SHARD_COUNT_MISMATCH: (m) => new FailedPrecondition(m),
+  // Another live node has this id: pick another, or wait until it is declared dead.
+  NODE_ID_IN_USE: (m) => new FailedPrecondition(m),
+  LEASE_LOST: (m) => new Unavailable(m, { retry: "not-owner" }),
+  REDIS_UNAVAILABLE: (m, cause) => new Unavailable(m, undefined, { cause }),
+  STORE_UNAVAILABLE: (m, cause) => new Unavailable(m, undefined, { cause }),
+  // A membership call out of order (join twice, update before join) is a bug here.
+  MEMBERSHIP_STATE: (m, cause) => new Internal(m, undefined, { cause }),
+};
+
+const TRANSPORT_FAILURES: Record<TransportFailure, (message: string) => DoppelError> = {
+  timeout: (m) => new DeadlineExceeded(m),
+  "no-responders": (m) => new Unavailable(m),
+  closed: (m) => new Unavailable(m),
+  "bad-subject": (m) => new InvalidArgument(m),
+  rejected: (m) => new FailedPrecondition(m),
+};
+
+function fromCluster(error: unknown, message: string): DoppelError | undefined {
+  if (!(error instanceof Error)) return undefined;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === "string" && Object.hasOwn(CLUSTER_CODES, code))
+    return CLUSTER_CODES[code]!(message, error);
+  if (error instanceof TransportError) return TRANSPORT_FAILURES[error.failure](message);
+  return undefined;
+}

@@ -303,7 +303,7 @@ export class Activation implements TwinBinding {
       return true;
     } catch (error) {
       envelope.reject(
-        error instanceof DoppelError && error.code === ErrorCode.Unavailable
+        error instanceof DoppelError && error.retryable
           ? error
           : new Unavailable(
               `${this.key}: could not reload after a failed write: ${DoppelError.from(error).message}`,
@@ -485,10 +485,9 @@ export class Activation implements TwinBinding {
       void this.#quarantine(reason);
     } else {
       this.#needsReload = true;
-      const failure =
-        error.code === ErrorCode.Unavailable
-          ? error
-          : new Unavailable(`${this.key}: write failed: ${error.message}`);
+      const failure = error.retryable
+        ? error
+        : new Unavailable(`${this.key}: write failed: ${error.message}`);
       for (const { envelope } of waiters) envelope.reject(failure);
     }
     this.#notifySettled();

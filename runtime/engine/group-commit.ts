@@ -101,7 +101,7 @@ export class GroupCommitter {
     } catch (error) {
       failed = true;
       const failure =
-        error instanceof DoppelError && error.code === "UNAVAILABLE"
+        error instanceof DoppelError && error.retryable
           ? error
           : new Unavailable(`event store write failed: ${DoppelError.from(error).message}`, undefined, {
               cause: error,

@@ -6,11 +6,12 @@
 
 import { z } from "zod";
 import { describeIssues } from "../core/config-issues.ts";
-import { durationSchema } from "../core/duration.ts";
+import { positiveDurationSchema } from "../core/duration.ts";
 import { InvalidArgument } from "../core/errors.ts";
 import { cassandraNodeStoreShape } from "../persistence/cassandra/options.ts";
 
-const duration = durationSchema;
+/** Every duration of the node's configuration is a timeout, interval or time to live: above zero. */
+const duration = positiveDurationSchema;
 
 const storeSchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("memory") }).strict(),
@@ -229,7 +230,7 @@ export const nodeConfigSchema = z
      * OpenTelemetry tracing. Off by default: keeping the trace context across every await costs
      * about a quarter of the turn throughput. When on, trace context is carried in gRPC metadata
      * and NATS headers, spans are made for rpc, ingress, turn and persist, and log lines carry
-     * trace ids. `exporter: "console"` prints finished spans (`DOPPEL_TRACES=console` does too).
+     * trace ids. `exporter: "console"` prints finished spans (the CLI: `--traces console`, `DOPPEL_TRACES=console`).
      */
     tracing: z
       .object({ enabled: z.boolean().default(false), exporter: z.enum(["none", "console"]).default("none") })

@@ -4,7 +4,7 @@
  * and node-to-node calls), `ingress <channel>` (device messages), `turn <kind>` (one twin turn),
  * `persist` (one group-commit store call).
  *
- * Tracing is off unless a node is configured for it (`tracing.enabled`, or `DOPPEL_TRACES`): the
+ * Tracing is off unless a node is configured for it (`tracing.enabled`; the CLI sets it from `DOPPEL_TRACES`): the
  * OpenTelemetry API is then a no-op and costs nothing. Once installed, spans are exported only
  * when an exporter is given (`"console"` prints them; tests pass an in-memory exporter); trace ids
  * are on log lines of traced work either way.

@@ -84,11 +84,3 @@ export function outcomeUnknown(nodeId: string, what: string): Unavailable {
     { retry: "outcome-unknown", node: nodeId },
   );
 }
-
-/** True for a failure that happened before any work: the call may be retried on the (new) owner. */
-export function isSafeToRetry(error: {
-  code?: string;
-  details?: Readonly<Record<string, unknown>> | undefined;
-}): boolean {
-  return error.code === "UNAVAILABLE" && error.details?.["retry"] === "not-owner";
-}

@@ -3,7 +3,7 @@
  * desired, report) run on this node while it holds the lease of the twin's shard (also while
  * handing the shard over), else go to the node the ring assigns the shard to by a NATS request,
  * and are retried transparently while a shard moves (only failures that happened before any work
- * are retried: see `isSafeToRetry`). A call whose node dies before answering ends within about a
+ * are retried: `retryability` `"safe"`, see core/errors.ts). A call whose node dies before answering ends within about a
  * second (see `liveness.ts`): reads and reports with a message id run again on the next owner,
  * other calls fail with `UNAVAILABLE` saying their outcome is unknown. Queries, history and
  * telemetry read the store from any node and never activate a twin. Watches subscribe to the
@@ -48,7 +48,6 @@ import { GONE, NodeLiveness } from "./liveness.ts";
 import type { Placement } from "./placement.ts";
 import {
   changeSubject,
-  isSafeToRetry,
   nodeSubject,
   notOwner,
   outcomeUnknown,
@@ -137,7 +136,7 @@ export class Router implements TwinApi {
         return (await this.#remote(owner, shard, request(remaining), remaining)) as T;
       } catch (error) {
         const failure = DoppelError.from(error);
-        if (!isSafeToRetry(failure)) throw failure;
+        if (failure.retryability !== "safe") throw failure;
         lastRefusal = failure;
       }
       await new Promise((resolve) =>

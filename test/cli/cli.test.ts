@@ -6,6 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const BIN = join(import.meta.dirname, "../../bin/doppel.js");
 
+/** This process's environment without DOPPEL_* (the CLI reads those: the test's servers are not the node's). */
+const ENV = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("DOPPEL_")));
+
 interface Run {
   readonly code: number;
   readonly stdout: string;
@@ -18,7 +21,7 @@ function doppel(args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<R
     execFile(
       process.execPath,
       [BIN, ...args],
-      { env: { ...process.env, ...env }, timeout: 30_000 },
+      { env: { ...ENV, ...env }, timeout: 30_000 },
       (error, stdout, stderr) => {
         const code = error ? (typeof error.code === "number" ? error.code : 1) : 0;
         resolve({ code, stdout, stderr });
@@ -34,9 +37,7 @@ function startNode(
   const child = spawn(
     process.execPath,
     [BIN, "start", "--listen", "127.0.0.1:0", "--log-level", "warn", ...args],
-    {
-      stdio: ["ignore", "pipe", "pipe"],
-    },
+    { stdio: ["ignore", "pipe", "pipe"], env: ENV },
   );
   let output = "";
   return new Promise((resolve, reject) => {

@@ -214,10 +214,7 @@ export class DeviceIngress {
       }
     } catch (error) {
       const failure = DoppelError.from(error);
-      const retry =
-        failure.code === "UNAVAILABLE" ||
-        failure.code === "DEADLINE_EXCEEDED" ||
-        failure.code === "RESOURCE_EXHAUSTED";
+      const retry = failure.retryable;
       const throttled = error instanceof Throttled;
       if (throttled) this.stats.throttled++;
       else if (retry) this.stats.failed++;

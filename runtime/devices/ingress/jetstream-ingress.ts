@@ -43,6 +43,7 @@ import {
   jetstreamManager,
 } from "@nats-io/jetstream";
 import { fromNatsHeaders, type NatsTransport } from "../../../cluster/transport/nats.ts";
+import { retryabilityOf } from "../../core/errors.ts";
 import type { TwinRef } from "../../core/ids.ts";
 import { present } from "../../core/present.ts";
 import type { TwinApi } from "../../core/twin-api.ts";
@@ -396,8 +397,7 @@ export class JetStreamIngress {
       try {
         applied = await reportInLog(this.#twins, subject, messageId, msg.time.getTime());
       } catch (error) {
-        const code = (error as { code?: unknown }).code;
-        if (code === "UNAVAILABLE" || code === "DEADLINE_EXCEEDED") {
+        if (retryabilityOf(error) !== "never") {
           this.logger.debug(
             { err: error, subject },
             "could not look for a redelivered report in its twin's log",

@@ -14,7 +14,7 @@
 
 import { z } from "zod";
 import { describeIssues } from "../../core/config-issues.ts";
-import { durationSchema } from "../../core/duration.ts";
+import { durationSchema, positiveDurationSchema } from "../../core/duration.ts";
 import { InvalidArgument } from "../../core/errors.ts";
 
 /** Keyspace names: lower case (CQL folds unquoted names), a letter first, at most 48 characters. */
@@ -71,7 +71,8 @@ function levelSchema<T extends Record<string, number>>(levels: T, fallback: stri
     });
 }
 
-const duration = durationSchema;
+/** Timeouts, delays and widths: above zero (`startupRetry` and `historyClockSkew` may be zero). */
+const duration = positiveDurationSchema;
 
 const replicationSchema = z.discriminatedUnion("class", [
   z
@@ -163,7 +164,7 @@ export const cassandraSettingsShape = {
   /** Timeout of one connection attempt. */
   connectTimeout: duration.default(5_000),
   /** How long opening the store keeps retrying an unreachable cluster before it gives up. */
-  startupRetry: duration.default(30_000),
+  startupRetry: durationSchema.default(30_000),
   /** Reconnection backoff while the cluster is lost: first delay and ceiling. */
   reconnect: z
     .object({ baseDelay: duration.default(250), maxDelay: duration.default(5_000) })
@@ -173,7 +174,7 @@ export const cassandraSettingsShape = {
    * How far event times may step backwards along a twin's log (clock steps, owner changes) and
    * still be found by time-range history reads.
    */
-  historyClockSkew: duration.default(5 * 60_000),
+  historyClockSkew: durationSchema.default(5 * 60_000),
   /** Shards of the cluster: `dueReminders("all")` reads shards 0 .. shards-1. */
   shards: z.number().int().min(1).max(65_536).default(256),
 };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { buildConfig } from "../../../runtime/cli/start.ts";
+import { buildConfig } from "../../../runtime/cli/start-config.ts";
 import { ErrorCode } from "../../../runtime/core/errors.ts";
 import { compileConfig } from "../../../runtime/node/options.ts";
 import {

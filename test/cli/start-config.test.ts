@@ -1,0 +1,172 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { buildConfig, START_ENV } from "../../runtime/cli/start-config.ts";
+import { compileConfig } from "../../runtime/node/options.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "doppel-start-config-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function configFile(content: object): string {
+  const path = join(dir, `config-${Math.random().toString(36).slice(2)}.json`);
+  writeFileSync(path, JSON.stringify(content));
+  return path;
+}
+
+/** The configuration a node would run with. */
+const compiled = (flags: Parameters<typeof buildConfig>[0], env: NodeJS.ProcessEnv = {}) =>
+  compileConfig(buildConfig(flags, env));
+
+describe("doppel start configuration sources: flag > env > config file > default", () => {
+  const file = configFile({
+    dataDir: "/from/file",
+    nodeId: "file-node",
+    grpc: { listen: "127.0.0.1:1111", maxMessageBytes: 2048 },
+    shards: 8,
+    log: { level: "error" },
+    metrics: { listen: "127.0.0.1:2222" },
+  });
+
+  it("takes the default when nothing else sets a value", () => {
+    const config = compiled({});
+    expect(config.dataDir).toBe(".doppel/data");
+    expect(config.grpc.listen).toBe("localhost:50051");
+    expect(config.shards).toBe(256);
+    expect(config.log.level).toBe("info");
+    expect(config.tracing.enabled).toBe(false);
+  });
+
+  it("takes the config file over the default, also when named by DOPPEL_CONFIG", () => {
+    for (const config of [compiled({ config: file }), compiled({}, { DOPPEL_CONFIG: file })]) {
+      expect(config.dataDir).toBe("/from/file");
+      expect(config.nodeId).toBe("file-node");
+      expect(config.grpc.listen).toBe("127.0.0.1:1111");
+      expect(config.shards).toBe(8);
+    }
+  });
+
+  it("takes the environment over the config file, keeping the file's other settings", () => {
+    const config = compiled(
+      { config: file },
+      {
+        DOPPEL_DATA_DIR: "/from/env",
+        DOPPEL_NODE_ID: "env-node",
+        DOPPEL_LISTEN: "127.0.0.1:3333",
+        DOPPEL_SHARDS: "16",
+        DOPPEL_LOG_LEVEL: "debug",
+        DOPPEL_METRICS: "off",
+      },
+    );
+    expect(config.dataDir).toBe("/from/env");
+    expect(config.nodeId).toBe("env-node");
+    expect(config.grpc).toEqual({ listen: "127.0.0.1:3333", maxMessageBytes: 2048 });
+    expect(config.shards).toBe(16);
+    expect(config.log.level).toBe("debug");
+    expect(config.metrics.listen).toBe(false);
+  });
+
+  it("takes a flag over the environment", () => {
+    const env = {
+      DOPPEL_CONFIG: "/no/such/file.json",
+      DOPPEL_DATA_DIR: "/from/env",
+      DOPPEL_NODE_ID: "env-node",
+      DOPPEL_LISTEN: "127.0.0.1:3333",
+      DOPPEL_SHARDS: "16",
+      DOPPEL_LOG_LEVEL: "debug",
+      DOPPEL_TRACES: "on",
+    };
+    const config = compiled(
+      {
+        config: file,
+        data: "/from/flag",
+        nodeId: "flag-node",
+        listen: "off",
+        shards: "32",
+        logLevel: "warn",
+        traces: "off",
+      },
+      env,
+    );
+    expect(config.dataDir).toBe("/from/flag");
+    expect(config.nodeId).toBe("flag-node");
+    expect(config.grpc.listen).toBe(false);
+    expect(config.shards).toBe(32);
+    expect(config.log.level).toBe("warn");
+    expect(config.tracing.enabled).toBe(false);
+  });
+
+  it("reads NATS, Redis, the cluster name and Cassandra from DOPPEL_NATS, DOPPEL_REDIS, DOPPEL_CLUSTER, DOPPEL_CASSANDRA", () => {
+    const config = compiled(
+      {},
+      {
+        DOPPEL_NATS: "nats://a:4222, nats://b:4222",
+        DOPPEL_REDIS: "redis://r:6379",
+        DOPPEL_CLUSTER: "prod",
+        DOPPEL_CASSANDRA: "c1:9042,c2",
+      },
+    );
+    expect(config.nats?.servers).toEqual(["nats://a:4222", "nats://b:4222"]);
+    expect(config.cluster).toMatchObject({ name: "prod", redis: "redis://r:6379" });
+    expect(config.store).toMatchObject({ kind: "cassandra", contactPoints: ["c1:9042", "c2"] });
+    // A --store flag wins over DOPPEL_CASSANDRA; both as flags contradict each other.
+    expect(compiled({ store: "memory" }, { DOPPEL_CASSANDRA: "c1" }).store.kind).toBe("memory");
+    expect(() => buildConfig({ store: "memory", cassandra: "c1" }, {})).toThrow(
+      /either --store or --cassandra/,
+    );
+  });
+
+  it("reads DOPPEL_TRACES: on/1, console, off/0; anything else is refused by name", () => {
+    expect(compiled({}, { DOPPEL_TRACES: "on" }).tracing).toEqual({ enabled: true, exporter: "none" });
+    expect(compiled({}, { DOPPEL_TRACES: "1" }).tracing.enabled).toBe(true);
+    expect(compiled({}, { DOPPEL_TRACES: "console" }).tracing).toEqual({
+      enabled: true,
+      exporter: "console",
+    });
+    const tracingFile = configFile({ tracing: { enabled: true } });
+    expect(compiled({ config: tracingFile }, { DOPPEL_TRACES: "off" }).tracing.enabled).toBe(false);
+    expect(compiled({ config: tracingFile }, { DOPPEL_TRACES: "0" }).tracing.enabled).toBe(false);
+    expect(() => buildConfig({}, { DOPPEL_TRACES: "maybe" })).toThrow(
+      'DOPPEL_TRACES must be on, console or off (or 1/0), got "maybe"',
+    );
+  });
+
+  it("names the variable or flag a bad value came from", () => {
+    expect(() => buildConfig({}, { DOPPEL_SHARDS: "many" })).toThrow(
+      "DOPPEL_SHARDS must be a positive integer",
+    );
+    expect(() => buildConfig({ shards: "-1" }, { DOPPEL_SHARDS: "4" })).toThrow(
+      "--shards must be a positive integer",
+    );
+    expect(() => buildConfig({}, { DOPPEL_CONFIG: join(dir, "missing.json") })).toThrow(
+      /cannot read config file/,
+    );
+  });
+
+  it("ignores empty variables, and reads no variable outside its scheme", () => {
+    expect(compiled({}, { DOPPEL_DATA_DIR: "", DOPPEL_NATS_URL: "nats://old:4222" }).nats).toBeUndefined();
+    expect(Object.values(START_ENV).every((name) => /^DOPPEL_[A-Z_]+$/.test(name))).toBe(true);
+  });
+});
+
+describe("configuration refuses durations that make no sense", () => {
+  it.each([
+    [{ limits: { callTimeout: 0 } }, "limits.callTimeout"],
+    [{ limits: { requestTimeout: "0s" } }, "limits.requestTimeout"],
+    [{ nats: { servers: "nats://x:4222", consumer: { ackWait: 0 } } }, "nats.consumer.ackWait"],
+    [
+      { nats: { servers: "nats://x:4222" }, cluster: { name: "c", redis: "redis://r", leaseTtl: "0ms" } },
+      "cluster.leaseTtl",
+    ],
+    [{ store: { kind: "cassandra", contactPoints: ["c:9042"], requestTimeout: 0 } }, "store.requestTimeout"],
+  ])("refuses %j naming %s", (input, field) => {
+    expect(() => compileConfig(input)).toThrow(`${field}: must be a duration above zero`);
+  });
+
+  it("still takes zero where it means something (Cassandra's history clock skew)", () => {
+    const config = compileConfig({
+      store: { kind: "cassandra", contactPoints: ["c:9042"], historyClockSkew: 0 },
+    });
+    expect(config.store).toMatchObject({ historyClockSkew: 0 });
+  });
+});
