@@ -7,7 +7,9 @@
  * transaction for the whole group, so one fsync covers every twin in it (group commit).
  *
  * better-sqlite3 is synchronous: each method does its work at once, on the calling thread, and
- * returns a settled promise. Every statement is prepared once, at open; no SQL is ever built from
+ * returns a settled promise — except `queryViews`, which scans a type in short slices (a few ms
+ * each, `scanSliceMs`) and lets the event loop run between them, so a query over tens of
+ * thousands of twins never stalls the node's other work. Every statement is prepared once, at open; no SQL is ever built from
  * input. Failures: SQLite errors (busy, I/O, full disk, closed database) reject with `Unavailable`
  * carrying the SQLite error as `cause`; a malformed page token with `InvalidArgument`; anything
  * else with `Internal`. Nothing untyped escapes.
@@ -45,6 +47,12 @@ export interface SqliteStoreOptions {
   readonly synchronous?: "full" | "normal";
   /** How long a write waits for another connection's lock before failing with `Unavailable` (ms, default 5000). */
   readonly busyTimeoutMs?: number;
+  /**
+   * How long a view query scans before it yields to the event loop (ms, default 3). Between
+   * slices other calls run (and commits may land: a query is not one snapshot, as Cassandra
+   * paging is not). 0 yields after every row (tests).
+   */
+  readonly scanSliceMs?: number;
 }
 
 interface EventRow {
@@ -98,10 +106,15 @@ const VIEW_COLUMNS = "twin_id, version, state, reported, desired, delta, created
 const REMINDER_COLUMNS = "shard, twin_type, twin_id, name, due_at";
 /** Bound for open ends of ranges: beyond any epoch ms or sequence number. */
 const OPEN_END = Number.MAX_SAFE_INTEGER;
-/** Rows read per round when a `match` predicate filters a view query. */
-const FILTERED_CHUNK = 256;
-/** Most rows read per round by a view query (larger pages take several rounds). */
-const MAX_CHUNK = 5_000;
+/** Rows read per SQL statement by a view query: one short index range scan. */
+const SCAN_CHUNK = 256;
+/** Default of {@link SqliteStoreOptions.scanSliceMs}. */
+const DEFAULT_SCAN_SLICE_MS = 3;
+
+/** Lets the event loop run (I/O callbacks, timers) before continuing. */
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
 
 function prepareStatements(db: Database.Database) {
   return {
@@ -301,10 +314,13 @@ export class SqliteEventStore implements EventStore {
   ) => (DoppelError | undefined)[];
   readonly #appendSamples: (samples: readonly TelemetrySample[]) => void;
   readonly #load: (ref: TwinRef) => LoadedTwin;
+  readonly #scanSliceMs: number;
   #closed = false;
 
   constructor(options: SqliteStoreOptions) {
     this.#label = `sqlite store ${options.path}`;
+    const slice = options.scanSliceMs ?? DEFAULT_SCAN_SLICE_MS;
+    this.#scanSliceMs = slice >= 0 ? slice : DEFAULT_SCAN_SLICE_MS; // Infinity: one go
     let db: Database.Database;
     try {
       db = new Database(options.path);
@@ -417,30 +433,48 @@ export class SqliteEventStore implements EventStore {
   }
 
   /**
-   * Pages by id (`twin_id > after`, an index range scan), applying `match` in JS and reading further
-   * chunks until `limit` views match or the type is exhausted. The token names the last id examined,
-   * so the next page does not re-read rows this one already rejected.
+   * Pages by id (`twin_id > after`, an index range scan of at most {@link SCAN_CHUNK} rows per
+   * statement), applying `match` in JS and reading further chunks until `limit` views match or
+   * the type is exhausted. The token names the last id examined, so the next page does not re-read
+   * rows this one already rejected.
+   *
+   * Incremental: after `scanSliceMs` of work the scan yields to the event loop and resumes after
+   * the last id it examined (a fresh statement, so no statement stays open across the yield and
+   * commits are never blocked by a query).
    */
   async queryViews(type: string, query: ViewQuery): Promise<ViewPage> {
-    return this.#guard("queryViews", () => {
-      let after = query.pageToken ? String(decodePageToken(query.pageToken, { after: "string" }).after) : "";
-      const views: TwinView[] = [];
+    const start = this.#guard("queryViews", () => {
+      const after = query.pageToken
+        ? String(decodePageToken(query.pageToken, { after: "string" }).after)
+        : "";
       const limit = Number.isFinite(query.limit) ? Math.floor(query.limit) : Number.MAX_SAFE_INTEGER;
-      if (!(limit > 0)) return { views };
-      const { match } = query;
-      const chunk = Math.min(match ? Math.max(limit + 1, FILTERED_CHUNK) : limit + 1, MAX_CHUNK);
-      for (;;) {
-        const rows = this.#s.viewsAfter.all(type, after, chunk);
-        for (const row of rows) {
-          // A row beyond a full page: there is more to read, so this page gets a token.
-          if (views.length >= limit) return { views, nextPageToken: encodePageToken({ after }) };
-          after = row.twin_id;
-          const view = decodeView(type, row);
-          if (!match || match(view)) views.push(view);
-        }
-        if (rows.length < chunk) return { views };
-      }
+      return { after, limit };
     });
+    let after = start.after;
+    const { limit } = start;
+    const views: TwinView[] = [];
+    if (!(limit > 0)) return { views };
+    const { match } = query;
+    for (;;) {
+      const sliceEnd = performance.now() + this.#scanSliceMs;
+      // One slice: whole chunks until the budget is spent; `page` is set once the query is answered.
+      const page = this.#guard("queryViews", (): ViewPage | undefined => {
+        for (;;) {
+          const rows = this.#s.viewsAfter.all(type, after, SCAN_CHUNK);
+          for (const row of rows) {
+            // A row beyond a full page: there is more to read, so this page gets a token.
+            if (views.length >= limit) return { views, nextPageToken: encodePageToken({ after }) };
+            after = row.twin_id;
+            const view = decodeView(type, row);
+            if (!match || match(view)) views.push(view);
+            if (performance.now() >= sliceEnd) return undefined;
+          }
+          if (rows.length < SCAN_CHUNK) return { views };
+        }
+      });
+      if (page) return page;
+      await yieldToEventLoop();
+    }
   }
 
   async readHistory(ref: TwinRef, range: HistoryRange): Promise<EventRecord[]> {
