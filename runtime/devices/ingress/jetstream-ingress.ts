@@ -7,7 +7,9 @@
  * - refused as invalid (bad subject, payload, id, schema, unknown type) → `term` (never redelivered),
  *   counted, and an error on the twin's `errors` subject when the subject names a valid twin;
  * - failed for a reason that may pass (store unavailable, deadline, mailbox full) → `nak` with a
- *   growing delay (1 s, 2 s, 4 s ... 30 s), redelivered until it succeeds.
+ *   growing delay (1 s, 2 s, 4 s ... 30 s), redelivered until it succeeds; refused by admission
+ *   control (the node is overloaded) → `nak` with a delay of at most 5 s, and a throttle error on
+ *   the twin's `errors` subject.
  *
  * A node that dies before persisting never acks: after `ackWait` the server redelivers to
  * whichever node owns the shard then. A report that was persisted but not acknowledged — its node
@@ -152,6 +154,8 @@ interface ShardConsumer {
 }
 
 const MAX_NAK_DELAY_MS = 30_000;
+/** Longest nak delay of a message refused by admission control (1 s, 2 s, 4 s, 5 s, 5 s ...). */
+const MAX_THROTTLE_DELAY_MS = 5_000;
 
 /** Nak delay for the `deliveryCount`-th delivery: 1 s, 2 s, 4 s ... up to 30 s. */
 export function retryDelay(deliveryCount: number): number {
@@ -422,8 +426,10 @@ export class JetStreamIngress {
     try {
       if (processed.retry) {
         this.stats.retried++;
-        msg.nak(retryDelay(msg.info.deliveryCount));
-        // Refused by admission control: the device hears it is throttled (it stays unapplied).
+        // Refused by admission control: back off for at most a few seconds (the overload is the
+        // node's, not the message's), and the device hears it is throttled (it stays unapplied).
+        const delay = retryDelay(msg.info.deliveryCount);
+        msg.nak(processed.throttled ? Math.min(delay, MAX_THROTTLE_DELAY_MS) : delay);
         if (processed.throttled) this.ingress.publishError(subject, processed.reply);
       } else if (processed.rejected) {
         this.stats.terminated++;

@@ -1,0 +1,431 @@
+/**
+ * One overload run, shared by the overload test (short, asserts) and `npm run bench:overload`
+ * (longer, prints figures): a real node process on real NATS with deliberately small admission
+ * bounds, whose gRPC capacity is measured first (a closed loop at the bound that honours
+ * `retry-after-ms`), then driven at `factor` × that capacity (an open loop of ReportState calls on
+ * several connections) while devices report over JetStream. Throughout, a health check runs on a
+ * connection of its own and the node's RSS is read from /proc. Afterwards every acknowledged
+ * report — each gRPC ReportState answered OK and each device report the stream acknowledged — is
+ * looked for in its twin's history (by its message id).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { service as healthService } from "grpc-health-check";
+import { NatsTransport } from "../../../cluster/transport/nats.ts";
+import type { DoppelError } from "../../../runtime/core/errors.ts";
+import type { TwinRef } from "../../../runtime/core/ids.ts";
+import { DeviceClient } from "../../../runtime/devices/client/device-client.ts";
+import { DoppelClient } from "../../../runtime/grpc/client.ts";
+import type { TwinServiceClient } from "../../../runtime/grpc/generated/doppel/v1/TwinService.ts";
+import { loadContract } from "../../../runtime/grpc/proto.ts";
+import { jsonToStruct } from "../../../runtime/grpc/struct.ts";
+import { freePort } from "../../../runtime/testing/free-port.ts";
+
+const REPO = fileURLToPath(new URL("../../..", import.meta.url));
+const CLI = join(REPO, "runtime/cli/main.ts");
+
+export interface OverloadOptions {
+  readonly nats: string;
+  /** Store of the node: `sqlite` (in a temporary folder) or a Cassandra store section. */
+  readonly store:
+    | "sqlite"
+    | { kind: "cassandra"; contactPoints: string[]; keyspace: string; [k: string]: unknown };
+  /** How long capacity is measured, ms. */
+  readonly measureMs: number;
+  /** How long the overload lasts, ms. */
+  readonly overloadMs: number;
+  /** Offered rate as a multiple of the measured capacity (default 5). */
+  readonly factor?: number;
+  /** The node's gRPC bound (calls in flight); default 16. */
+  readonly grpcBound?: number;
+  /** Devices reporting over NATS during the overload (default 16), each every `deviceIntervalMs` (default 25). */
+  readonly devices?: number;
+  readonly deviceIntervalMs?: number;
+  /** How long to wait for every acknowledged report to be present afterwards, ms (default 120 s). */
+  readonly settleTimeoutMs?: number;
+  readonly log?: (line: string) => void;
+}
+
+export interface OverloadFigures {
+  readonly capacityPerSec: number;
+  readonly offeredPerSec: number;
+  /** gRPC outcomes during the overload, by status name. */
+  readonly grpcOutcomes: Record<string, number>;
+  readonly acceptedPerSec: number;
+  readonly refusedPerSec: number;
+  /** A RESOURCE_EXHAUSTED answer carried a `retry-after-ms` trailer (how many did not). */
+  readonly refusedWithoutRetryAfter: number;
+  readonly devices: {
+    readonly acked: number;
+    readonly ackFailures: number;
+    /** Throttle errors the devices received on their `.errors` subject. */
+    readonly throttleErrors: number;
+    /** The node's `doppel_admission_total{class="device",outcome="refused"}` at the end. */
+    readonly refusedByNode: number;
+  };
+  readonly health: {
+    readonly checks: number;
+    readonly failures: number;
+    readonly notServing: number;
+    readonly p50Ms: number;
+    readonly p99Ms: number;
+    readonly maxMs: number;
+  };
+  readonly rssMiB: { readonly beforeOverload: number; readonly max: number };
+  /** Acknowledged reports (gRPC OK + device PubAck) and how many are missing from their twins afterwards. */
+  readonly acknowledged: number;
+  readonly missing: number;
+  /** Milliseconds from the end of the overload until every acknowledged report was present. */
+  readonly settleMs: number;
+}
+
+interface NodeProcess {
+  readonly child: ChildProcess;
+  readonly grpc: string;
+  readonly metrics: string;
+  stop(): Promise<void>;
+}
+
+async function startNode(options: OverloadOptions, dir: string): Promise<NodeProcess> {
+  const grpcPort = await freePort();
+  const metricsPort = await freePort();
+  const bound = options.grpcBound ?? 16;
+  const config = {
+    nodeId: "overload",
+    dataDir: join(dir, "data"),
+    store: options.store === "sqlite" ? { kind: "sqlite" } : options.store,
+    grpc: { listen: `127.0.0.1:${grpcPort}` },
+    shards: 8,
+    log: { level: "warn" },
+    nats: { servers: options.nats },
+    metrics: { listen: `127.0.0.1:${metricsPort}` },
+    admission: {
+      grpc: { maxInFlight: bound, maxInFlightPerClient: bound },
+      device: { maxInFlight: 8, maxInFlightPerClient: 4 },
+    },
+  };
+  const file = join(dir, "node.json");
+  writeFileSync(file, JSON.stringify(config));
+  const child = spawn(
+    process.execPath,
+    ["--conditions=source", "--import", "tsx", CLI, "start", "--config", file],
+    {
+      cwd: REPO,
+      env: { ...process.env, DOPPEL_TRACES: "off" },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
+  let output = "";
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  await new Promise<void>((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes("is running")) resolve();
+    };
+    child.stdout?.on("data", onData);
+    child.stderr?.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    void exited.then((code) => reject(new Error(`node exited (${code}) before it ran:\n${output}`)));
+  });
+  return {
+    child,
+    grpc: `127.0.0.1:${grpcPort}`,
+    metrics: `127.0.0.1:${metricsPort}`,
+    async stop() {
+      if (child.exitCode !== null) return;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** The resident set of process `pid`, MiB (from /proc). */
+export function rssMiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = Number(/VmRSS:\s+(\d+)\s+kB/.exec(status)?.[1] ?? Number.NaN);
+  return Math.round((kb / 1024) * 10) / 10;
+}
+
+function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
+}
+
+/** Health checks on a connection of their own, one at a time, until stopped. */
+function watchHealth(address: string) {
+  const client = new grpc.Client(address, grpc.credentials.createInsecure(), {
+    "grpc.use_local_subchannel_pool": 1,
+  });
+  const check = healthService["Check"];
+  if (!check) throw new Error("no Health/Check method");
+  const latencies: number[] = [];
+  let failures = 0;
+  let notServing = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const started = performance.now();
+      const status = await new Promise<string>((resolve) => {
+        client.makeUnaryRequest(
+          check.path,
+          check.requestSerialize,
+          check.responseDeserialize,
+          { service: "doppel.v1.TwinService" },
+          new grpc.Metadata(),
+          { deadline: Date.now() + 30_000 },
+          (error: grpc.ServiceError | null, response?: object) =>
+            resolve(error ? `error ${error.code}` : String((response as { status?: string }).status)),
+        );
+      });
+      latencies.push(performance.now() - started);
+      if (status.startsWith("error")) failures++;
+      else if (status !== "SERVING") notServing++;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      client.close();
+      const sorted = [...latencies].sort((a, b) => a - b);
+      const round = (n: number) => Math.round(n * 10) / 10;
+      return {
+        checks: latencies.length,
+        failures,
+        notServing,
+        p50Ms: round(percentile(sorted, 50)),
+        p99Ms: round(percentile(sorted, 99)),
+        maxMs: round(sorted.at(-1) ?? 0),
+      };
+    },
+  };
+}
+
+/** One ReportState call; resolves with the status code (0 = OK) and the retry hint of a refusal. */
+function reportState(
+  client: TwinServiceClient,
+  ref: TwinRef,
+  messageId: string,
+  temperature: number,
+): Promise<{ code: grpc.status; retryAfterMs: number | undefined }> {
+  return new Promise((resolve) => {
+    client.reportState(
+      { type: ref.type, id: ref.id, patch: jsonToStruct({ temperature }), messageId },
+      { deadline: Date.now() + 60_000 },
+      (error) => {
+        if (!error) return resolve({ code: grpc.status.OK, retryAfterMs: undefined });
+        const hint = error.metadata?.get("retry-after-ms")[0];
+        resolve({ code: error.code, retryAfterMs: hint === undefined ? undefined : Number(hint) });
+      },
+    );
+  });
+}
+
+async function metricValue(address: string, name: string, labels: string): Promise<number> {
+  const text = await (await fetch(`http://${address}/metrics`)).text();
+  for (const line of text.split("\n")) {
+    if (line.startsWith(`${name}{`) && labels.split(",").every((label) => line.includes(label))) {
+      return Number(line.slice(line.lastIndexOf(" ") + 1));
+    }
+  }
+  return 0;
+}
+
+const TWINS = 64;
+
+/** Runs one overload scenario (see the module comment) and returns what it saw. */
+export async function runOverload(options: OverloadOptions): Promise<OverloadFigures> {
+  const log = options.log ?? (() => undefined);
+  const dir = mkdtempSync(join(tmpdir(), "doppel-overload-"));
+  // A fresh ingress stream: nothing of an earlier run is redelivered into this one.
+  const admin = await NatsTransport.connect({ servers: options.nats, name: "overload-admin" });
+  await (await jetstreamManager(admin.connection)).streams.delete("DOPPEL_INGRESS").catch(() => false);
+  await admin.close();
+  const node = await startNode(options, dir);
+  const pid = node.child.pid ?? 0;
+  const contract = loadContract();
+  const clients = Array.from(
+    { length: 4 },
+    () =>
+      new contract.Client(node.grpc, grpc.credentials.createInsecure(), {
+        "grpc.use_local_subchannel_pool": 1,
+      }),
+  );
+  const deviceTransport = await NatsTransport.connect({ servers: options.nats, name: "overload-devices" });
+  const devices = Array.from(
+    { length: options.devices ?? 16 },
+    (_, i) => new DeviceClient({ transport: deviceTransport, type: "thermostat", id: `device-${i}` }),
+  );
+  let throttleErrors = 0;
+  for (const device of devices) {
+    device.onError((error: DoppelError) => {
+      if (error.code === "RESOURCE_EXHAUSTED") throttleErrors++;
+    });
+  }
+  const reader = new DoppelClient(node.grpc, { timeoutMs: 60_000 });
+  const health = watchHealth(node.grpc);
+  let rssMax = rssMiB(pid);
+  const rssTimer = setInterval(() => {
+    try {
+      rssMax = Math.max(rssMax, rssMiB(pid));
+    } catch {
+      // the process is gone
+    }
+  }, 100);
+  /** Every acknowledged report: twin id → message ids. */
+  const acked = new Map<string, Set<string>>();
+  const ack = (id: string, messageId: string) => {
+    const set = acked.get(id) ?? new Set<string>();
+    set.add(messageId);
+    acked.set(id, set);
+  };
+  let sequence = 0;
+  const nextReport = () => {
+    const n = sequence++;
+    return {
+      ref: { type: "thermostat", id: `load-${n % TWINS}` },
+      messageId: `g-${n}`,
+      temperature: 15 + (n % 100) / 10,
+    };
+  };
+
+  try {
+    // 1. Capacity: a closed loop at the bound, waiting out each refusal's hint.
+    const bound = options.grpcBound ?? 16;
+    let okInMeasure = 0;
+    const measureEnd = Date.now() + options.measureMs;
+    const measureStart = Date.now();
+    await Promise.all(
+      Array.from({ length: bound }, async (_, worker) => {
+        const client = clients[worker % clients.length]!;
+        while (Date.now() < measureEnd) {
+          const { ref, messageId, temperature } = nextReport();
+          const outcome = await reportState(client, ref, messageId, temperature);
+          if (outcome.code === grpc.status.OK) {
+            okInMeasure++;
+            ack(ref.id, messageId);
+          } else if (outcome.code === grpc.status.RESOURCE_EXHAUSTED) {
+            await new Promise((resolve) => setTimeout(resolve, outcome.retryAfterMs ?? 10));
+          }
+        }
+      }),
+    );
+    const capacityPerSec = (okInMeasure * 1000) / (Date.now() - measureStart);
+    const factor = options.factor ?? 5;
+    const offeredTarget = capacityPerSec * factor;
+    log(`capacity ${capacityPerSec.toFixed(0)} reports/s; offering ${offeredTarget.toFixed(0)}/s`);
+    const rssBefore = rssMiB(pid);
+
+    // 2. Overload: an open loop at factor × capacity, and devices reporting meanwhile.
+    const outcomes: Record<string, number> = {};
+    let refusedWithoutRetryAfter = 0;
+    let offered = 0;
+    let deviceAcks = 0;
+    let deviceAckFailures = 0;
+    const pending = new Set<Promise<void>>();
+    const started = Date.now();
+    const overloadEnd = started + options.overloadMs;
+    const deviceLoops = devices.map(async (device, d) => {
+      let n = 0;
+      while (Date.now() < overloadEnd) {
+        const messageId = `d-${d}-${n++}`;
+        try {
+          await device.report({ temperature: 10 + (n % 100) / 10 }, { messageId });
+          deviceAcks++;
+          ack(device.ref.id, messageId);
+        } catch {
+          deviceAckFailures++;
+        }
+        await new Promise((resolve) => setTimeout(resolve, options.deviceIntervalMs ?? 25));
+      }
+    });
+    let owed = 0;
+    let last = Date.now();
+    while (Date.now() < overloadEnd) {
+      const now = Date.now();
+      owed += ((now - last) / 1000) * offeredTarget;
+      last = now;
+      // The driver's own bound, so a node that stops answering cannot exhaust this process.
+      while (owed >= 1 && pending.size < 20_000) {
+        owed--;
+        offered++;
+        const { ref, messageId, temperature } = nextReport();
+        const call = reportState(clients[offered % clients.length]!, ref, messageId, temperature).then(
+          (outcome) => {
+            const name = grpc.status[outcome.code] ?? String(outcome.code);
+            outcomes[name] = (outcomes[name] ?? 0) + 1;
+            if (outcome.code === grpc.status.OK) ack(ref.id, messageId);
+            if (outcome.code === grpc.status.RESOURCE_EXHAUSTED && outcome.retryAfterMs === undefined)
+              refusedWithoutRetryAfter++;
+          },
+        );
+        pending.add(call);
+        void call.finally(() => pending.delete(call));
+      }
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    const overloadSeconds = (Date.now() - started) / 1000;
+    await Promise.all([...pending]);
+    await Promise.all(deviceLoops);
+    const overloadEnded = Date.now();
+    log(`overload over: ${JSON.stringify(outcomes)}; devices acked ${deviceAcks}`);
+
+    // 3. Every acknowledged report is in its twin's log (devices' throttled reports come back later).
+    const settleUntil = overloadEnded + (options.settleTimeoutMs ?? 120_000);
+    let missing = Number.POSITIVE_INFINITY;
+    for (;;) {
+      missing = 0;
+      for (const [id, messageIds] of acked) {
+        const seen = new Set<string>();
+        for await (const event of reader.history({ type: "thermostat", id })) {
+          if (event.causation) seen.add(event.causation);
+        }
+        for (const messageId of messageIds) if (!seen.has(messageId)) missing++;
+      }
+      if (missing === 0 || Date.now() > settleUntil) break;
+      log(`${missing} acknowledged reports not applied yet`);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+    const settleMs = Date.now() - overloadEnded;
+    const refusedByNode = await metricValue(
+      node.metrics,
+      "doppel_admission_total",
+      'class="device",outcome="refused"',
+    );
+    const healthFigures = await health.stop();
+    const ok = outcomes["OK"] ?? 0;
+    const refused = outcomes["RESOURCE_EXHAUSTED"] ?? 0;
+    return {
+      capacityPerSec: Math.round(capacityPerSec),
+      offeredPerSec: Math.round(offered / overloadSeconds),
+      grpcOutcomes: outcomes,
+      acceptedPerSec: Math.round(ok / overloadSeconds),
+      refusedPerSec: Math.round(refused / overloadSeconds),
+      refusedWithoutRetryAfter,
+      devices: { acked: deviceAcks, ackFailures: deviceAckFailures, throttleErrors, refusedByNode },
+      health: healthFigures,
+      rssMiB: { beforeOverload: rssBefore, max: rssMax },
+      acknowledged: [...acked.values()].reduce((sum, set) => sum + set.size, 0),
+      missing,
+      settleMs,
+    };
+  } finally {
+    clearInterval(rssTimer);
+    await health.stop().catch(() => undefined);
+    reader.close();
+    for (const client of clients) client.close();
+    for (const device of devices) await device.close().catch(() => undefined);
+    await deviceTransport.close();
+    await node.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

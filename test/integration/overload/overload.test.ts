@@ -1,0 +1,35 @@
+import { describe, expect, it } from "vitest";
+import { natsUrl } from "../nats/harness.ts";
+import { runOverload } from "./overload-run.ts";
+
+/**
+ * Overload (issue 10): a node process on real NATS with a small gRPC bound, driven at 5× its
+ * measured capacity for a bounded time while devices report over JetStream. Figures are printed
+ * by `npm run bench:overload`, never asserted as timings here.
+ */
+describe("overload of a node process", () => {
+  it("sheds load with RESOURCE_EXHAUSTED (never INTERNAL), keeps RSS bounded and health answering, and loses no acknowledged report (SQLite)", async () => {
+    const figures = await runOverload({
+      nats: natsUrl(),
+      store: "sqlite",
+      measureMs: 2000,
+      overloadMs: 5000,
+    });
+    // Load was shed, with the retry hint, and nothing failed any other way.
+    expect(figures.grpcOutcomes["RESOURCE_EXHAUSTED"] ?? 0).toBeGreaterThan(0);
+    expect(figures.refusedWithoutRetryAfter).toBe(0);
+    expect(Object.keys(figures.grpcOutcomes).sort()).toEqual(["OK", "RESOURCE_EXHAUSTED"]);
+    // Devices were throttled too, were told so, and their reports still arrived (below).
+    expect(figures.devices.refusedByNode).toBeGreaterThan(0);
+    expect(figures.devices.throttleErrors).toBeGreaterThan(0);
+    expect(figures.devices.ackFailures).toBe(0);
+    // Health answered SERVING to every check, all along.
+    expect(figures.health.checks).toBeGreaterThan(0);
+    expect(figures.health).toMatchObject({ failures: 0, notServing: 0 });
+    // A generous absolute bound on the node's resident memory.
+    expect(figures.rssMiB.max).toBeLessThan(400);
+    // Every report a client or device saw acknowledged is in its twin's log.
+    expect(figures.acknowledged).toBeGreaterThan(0);
+    expect(figures.missing).toBe(0);
+  }, 300_000);
+});
