@@ -106,6 +106,10 @@ interface Envelope {
 export interface ActivationObserver {
   activated(): void;
   passivated(): void;
+  /** The twin was quarantined here (a forked or out-of-epoch log). */
+  quarantined(): void;
+  /** The store refused a commit because another writer appended first. */
+  conflicted(): void;
   turn(kind: string, ok: boolean, millis: number): void;
 }
 
@@ -203,6 +207,7 @@ export class Activation implements TwinBinding {
         // writer that had lost its lease. Never merged silently: the twin is quarantined.
         if (record.writer.epoch < epoch) {
           const reason = `event ${record.seq} was written by ${record.writer.node} at lease epoch ${record.writer.epoch} after epoch ${epoch}`;
+          this.#host.observer?.quarantined();
           await this.#host.store.quarantine(this.ref, reason).catch(() => undefined);
           throw new Quarantined(`${this.key} is quarantined: ${reason}`, { reason });
         }
@@ -295,13 +300,27 @@ export class Activation implements TwinBinding {
     try {
       await this.#whenSettled();
       let data = this.#committed;
-      for (const record of await this.#host.store.readEvents(this.ref, data.seq))
-        data = fold(this.#twin, data, record);
+      const records = await this.#host.store.readEvents(this.ref, data.seq);
+      const newest = records.at(-1)?.writer.epoch ?? 0;
+      const writer = this.#host.writerFor(this.shard);
+      if (newest > writer.epoch) {
+        throw new Unavailable(
+          `${this.key} was written at lease epoch ${newest}, newer than this node's ${writer.epoch}: its lease is stale; retry`,
+          { retry: "not-owner", shard: this.shard },
+        );
+      }
+      for (const record of records) data = fold(this.#twin, data, record);
       this.#committed = data;
       this.#data = data;
       this.#needsReload = false;
       return true;
     } catch (error) {
+      if (error instanceof DoppelError && error.code === ErrorCode.ConcurrencyConflict) {
+        // The store found a fork in the log (left by data the fence did not guard): never merged.
+        envelope.reject(error);
+        await this.#quarantine(error.message);
+        return false;
+      }
       envelope.reject(
         error instanceof DoppelError && error.retryable
           ? error
@@ -480,9 +499,17 @@ export class Activation implements TwinBinding {
     this.#pending = null;
     this.#data = this.#committed;
     if (error.code === ErrorCode.ConcurrencyConflict) {
-      const reason = `another writer appended at version ${batch.start.seq + 1}: ${error.message}`;
-      for (const { envelope } of waiters) envelope.reject(error);
-      void this.#quarantine(reason);
+      // Every store appends only at the head of the log, atomically, and refuses an older lease
+      // epoch (the fence): a conflict means another writer appended first, so this node's copy is
+      // behind, not forked. Reload before the next turn; the callers may retry. (A fork left by
+      // older data is found by the reload's read and quarantines the twin.)
+      this.#host.observer?.conflicted();
+      this.#needsReload = true;
+      const failure = new Unavailable(
+        `${this.key}: another writer appended at version ${batch.start.seq + 1} first; reloading, retry: ${error.message}`,
+        { reason: "conflict" },
+      );
+      for (const { envelope } of waiters) envelope.reject(failure);
     } else {
       this.#needsReload = true;
       const failure = error.retryable
@@ -494,6 +521,7 @@ export class Activation implements TwinBinding {
   }
 
   async #quarantine(reason: string): Promise<void> {
+    this.#host.observer?.quarantined();
     this.#status = "gone";
     const failure = new Quarantined(`${this.key} is quarantined: ${reason}`, { reason });
     for (const envelope of this.#mailbox?.splice(0) ?? []) envelope.reject(failure);

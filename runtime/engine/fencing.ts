@@ -32,15 +32,16 @@ export function fenceCheck(ownership: ShardOwnership, commit: TwinCommit): Doppe
  * The store as the group committer sees it:
  *
  * - each commit is fenced once more by the store itself right before its write is sent
- *   (`CommitOptions.fence`): the store's own work before the write (Cassandra's conflict-check
- *   read, waiting for a request slot) can outlast the lease;
- * - an append the store refuses as a conflict (another writer appended first) is this node's own
- *   staleness when, by the time the store answers, the node no longer holds the commit's shard
- *   at the epoch its events carry: the lease expired or moved while the write waited (a paused
- *   process, a slow store), and the other writer is the shard's owner now. That refusal becomes
- *   the fence's safe-to-retry not-owner one, so the twin reloads (and the caller retries on the
- *   owner) instead of being quarantined. A conflict while the lease is still held is a real
- *   second writer and stays a conflict.
+ *   (`CommitOptions.fence`): the store's own work before the write (waiting for a request slot)
+ *   can outlast the lease. These checks are local and cannot stop a request already sent or
+ *   queued in a driver or a socket; the store's own fence can: it refuses any commit whose writer
+ *   epoch is older than the twin's newest (`Unavailable`, `reason: "stale-epoch"`), atomically
+ *   with the append (see `docs/cluster.md`);
+ * - an append the store refuses as a conflict (another writer appended first) becomes the fence's
+ *   safe-to-retry not-owner refusal when, by the time the store answers, the node no longer holds
+ *   the commit's shard at the epoch its events carry: the lease expired or moved while the write
+ *   waited, and the other writer is the shard's owner now. A conflict while the lease is still
+ *   held stays a conflict (the activation reloads before its next turn).
  */
 export function committerStore(store: EventStore, ownership: ShardOwnership): EventStore {
   const fence = (commit: TwinCommit) => fenceCheck(ownership, commit);

@@ -71,6 +71,12 @@ export function createEngine(parts: {
       passivated: () => {
         counts.passivations++;
       },
+      quarantined: () => {
+        counts.quarantines++;
+      },
+      conflicted: () => {
+        counts.conflicts++;
+      },
       turn: (kind, ok, millis) => {
         const key = `${kind}/${ok ? "ok" : "failed"}`;
         counts.turns.set(key, (counts.turns.get(key) ?? 0) + 1);

@@ -22,6 +22,10 @@ import { Unavailable } from "../core/errors.ts";
 export interface HotCounts {
   activations: number;
   passivations: number;
+  /** Twins this node quarantined (a forked or out-of-epoch log found on replay). */
+  quarantines: number;
+  /** Commits the store refused because another writer had appended first (the twin reloads). */
+  conflicts: number;
   /** `kind/outcome` → turns. */
   readonly turns: Map<string, number>;
 }
@@ -76,7 +80,13 @@ function instruments(meter: Meter): DoppelMetrics {
 export class NodeMetrics {
   readonly metrics: DoppelMetrics;
   /** Counted on the hot path (turns, activations); exported as counters at scrape time. */
-  readonly counts: HotCounts = { activations: 0, passivations: 0, turns: new Map() };
+  readonly counts: HotCounts = {
+    activations: 0,
+    passivations: 0,
+    quarantines: 0,
+    conflicts: 0,
+    turns: new Map(),
+  };
   readonly #provider: MeterProvider;
   readonly #exporter: PrometheusExporter;
   #server: Server | undefined;
@@ -124,6 +134,17 @@ export class NodeMetrics {
     meter
       .createObservableCounter("doppel_passivations_total", { description: "twins passivated" })
       .addCallback((result) => result.observe(counts.passivations));
+    meter
+      .createObservableCounter("doppel_quarantines_total", {
+        description:
+          "twins quarantined: a forked or out-of-epoch log found on replay (the last line of defence behind the store's fencing; should stay 0)",
+      })
+      .addCallback((result) => result.observe(counts.quarantines));
+    meter
+      .createObservableCounter("doppel_commit_conflicts_total", {
+        description: "commits refused because another writer appended first (the twin reloads)",
+      })
+      .addCallback((result) => result.observe(counts.conflicts));
     meter
       .createObservableCounter("doppel_turns_total", {
         description: "turns run, by message kind and outcome",

@@ -2,9 +2,10 @@
  * The shape every store requires of a commit before it reads or writes anything: `expectedSeq` is
  * a non-negative integer and the events continue the log right after it (seq `expectedSeq + 1`,
  * `+ 2`...). A commit that breaks this is a caller bug, answered with its own `InvalidArgument`
- * (never a `ConcurrencyConflict`, and never failing the other commits of a call).
+ * (never a `ConcurrencyConflict`, and never failing the other commits of a call). And the
+ * refusal every store gives a writer whose lease epoch is older than the twin's newest.
  */
-import { InvalidArgument } from "../core/errors.ts";
+import { InvalidArgument, Unavailable } from "../core/errors.ts";
 import { refKey } from "../core/ids.ts";
 import type { TwinCommit } from "../core/records.ts";
 
@@ -24,4 +25,22 @@ export function commitShapeError(commit: TwinCommit): InvalidArgument | undefine
     }
   }
   return undefined;
+}
+
+/** The lease epoch of a commit's writer (0 for a commit without events: it has no writer to fence). */
+export function commitEpoch(commit: TwinCommit): number {
+  return commit.events[0]?.writer.epoch ?? 0;
+}
+
+/**
+ * The refusal of a commit whose writer's lease epoch is older than the newest epoch that has
+ * written the twin: that writer lost the shard (its lease expired or moved while it waited) and
+ * must not append. Safe to retry on the shard's owner (`retry: "not-owner"`); nothing was written.
+ */
+export function staleEpochError(commit: TwinCommit, twinEpoch: number): Unavailable {
+  const epoch = commitEpoch(commit);
+  return new Unavailable(
+    `${refKey(commit.ref)}: refused a commit at lease epoch ${epoch}: the twin was written at lease epoch ${twinEpoch}; this writer lost shard ${commit.shard}; retry on its owner`,
+    { retry: "not-owner", reason: "stale-epoch", shard: commit.shard, epoch, twinEpoch },
+  );
 }

@@ -60,7 +60,10 @@ export interface EventStore {
   /**
    * Writes each commit atomically for its twin (events + view + reminder index). Commits of
    * different twins are independent: the result has one entry per commit, `undefined` when it
-   * was written, or the error: `ConcurrencyConflict` when the twin's log does not end at
+   * was written, or the error: `Unavailable` with `retry: "not-owner"` and `reason:
+   * "stale-epoch"` when the commit's writer epoch is older than the epoch of the twin's newest
+   * event (fencing: checked atomically with the append, so a write that arrives late, after a
+   * newer owner wrote, is refused whatever the timing), `ConcurrencyConflict` when the twin's log does not end at
    * `expectedSeq` (another writer got there first), `InvalidArgument` when the commit is malformed
    * (its events do not continue from `expectedSeq`), the `fence`'s error when it refused the
    * commit. When the store itself fails, the whole call rejects with `Unavailable` and none of it

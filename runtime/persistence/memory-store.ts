@@ -15,7 +15,7 @@ import type {
   TwinView,
   ViewPage,
 } from "../core/records.ts";
-import { commitShapeError } from "./commit-check.ts";
+import { commitEpoch, commitShapeError, staleEpochError } from "./commit-check.ts";
 import type { EventStore, LoadedTwin, TelemetryRange, ViewQuery } from "./event-store.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
 
@@ -55,6 +55,9 @@ export class MemoryEventStore implements EventStore {
     const key = refKey(commit.ref);
     const log = this.#events.get(key) ?? [];
     const first = commit.events[0];
+    // Fencing: a writer whose lease epoch is older than the twin's newest must not append.
+    const twinEpoch = log.at(-1)?.writer.epoch ?? 0;
+    if (first && twinEpoch > commitEpoch(commit)) return staleEpochError(commit, twinEpoch);
     if (log.length !== commit.expectedSeq) {
       const existing = log[commit.expectedSeq];
       if (first && existing && existing.commitId === first.commitId) return undefined;

@@ -30,7 +30,7 @@ import type {
   TwinView,
   ViewPage,
 } from "../core/records.ts";
-import { commitShapeError } from "./commit-check.ts";
+import { commitEpoch, commitShapeError, staleEpochError } from "./commit-check.ts";
 import type { EventStore, LoadedTwin, TelemetryRange, ViewQuery } from "./event-store.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
 import { migrate } from "./sqlite-schema.ts";
@@ -120,6 +120,9 @@ function prepareStatements(db: Database.Database) {
   return {
     lastSeq: db.prepare<[string, string], { last: number }>(
       "SELECT coalesce(max(seq), 0) AS last FROM events WHERE twin_type = ? AND twin_id = ?",
+    ),
+    lastEpoch: db.prepare<[string, string], { epoch: number }>(
+      "SELECT writer_epoch AS epoch FROM events WHERE twin_type = ? AND twin_id = ? ORDER BY seq DESC LIMIT 1",
     ),
     commitIdAt: db.prepare<[string, string, number], { commit_id: string }>(
       "SELECT commit_id FROM events WHERE twin_type = ? AND twin_id = ? AND seq = ?",
@@ -367,8 +370,10 @@ export class SqliteEventStore implements EventStore {
   }
 
   /**
-   * Writes the whole group in ONE immediate transaction (one fsync). Per commit: a log that does
-   * not end at `expectedSeq` means a conflict, unless the event at `expectedSeq + 1` carries this
+   * Writes the whole group in ONE immediate transaction (one fsync). Per commit: a writer whose
+   * lease epoch is older than the twin's newest event's is refused (`Unavailable`, not-owner;
+   * the fence, checked inside the transaction); a log that does not end at `expectedSeq` means a
+   * conflict, unless the event at `expectedSeq + 1` carries this
    * commit's id (a retry of a commit already written: success, nothing written again). A
    * conflicting commit writes nothing and the others proceed. A SQLite failure rolls back the
    * whole group and rejects with `Unavailable`.
@@ -381,6 +386,11 @@ export class SqliteEventStore implements EventStore {
 
   #commitOne({ commit, events, view }: EncodedCommit): DoppelError | undefined {
     const { type, id } = commit.ref;
+    // Fencing, inside the write transaction: a writer whose lease epoch is older than the
+    // epoch of the twin's newest event must not append, however late its commit arrives.
+    const twinEpoch = this.#s.lastEpoch.get(type, id)?.epoch ?? 0;
+    if (commit.events.length > 0 && twinEpoch > commitEpoch(commit))
+      return staleEpochError(commit, twinEpoch);
     const last = this.#s.lastSeq.get(type, id)?.last ?? 0;
     if (last !== commit.expectedSeq) {
       const first = commit.events[0];

@@ -89,7 +89,39 @@ describe("engine: a write held up past the writer's lease", () => {
     expect((await b.twins.invoke(ref, "add", { by: 100, tag: "b2" })).version).toBe(3);
   });
 
-  it("still quarantines the twin on a conflict while the writer holds its lease (a real second writer)", async () => {
+  it("is refused by the store when the writer still believes it holds the lease but a newer epoch wrote (a paused process), and nothing forks", async () => {
+    const shared = new MemoryEventStore();
+    const ref = { type: "counter", id: "paused" };
+    const holding = holdingStore(shared, ref.id);
+    // A's lease object keeps saying "held": the process has not noticed it lost the lease, so
+    // every check A makes passes. Only the store can refuse its late write.
+    const a = await node("a", holding.store, lease("a", 1));
+    await a.twins.invoke(ref, "add", { by: 1, tag: "a1" });
+    holding.arm();
+    const late = a.twins.invoke(ref, "add", { by: 1, tag: "a2" });
+    await holding.held;
+    const b = await node("b", shared, lease("b", 2));
+    await b.twins.invoke(ref, "add", { by: 10, tag: "b1" });
+    holding.release();
+
+    await expect(late).rejects.toMatchObject({
+      code: "UNAVAILABLE",
+      details: { retry: "not-owner", reason: "stale-epoch", epoch: 1, twinEpoch: 2 },
+    });
+    // A's next call reloads, sees the newer epoch, and is refused as not the owner: never a fork.
+    await expect(a.twins.invoke(ref, "add", { by: 1, tag: "a3" })).rejects.toMatchObject({
+      code: "UNAVAILABLE",
+      details: { retry: "not-owner" },
+    });
+    expect((await shared.loadTwin(ref)).quarantine).toBeUndefined();
+    const log = await shared.readHistory(ref, { limit: 10 });
+    expect(log.map((e) => [e.seq, e.data["tag"], e.writer.epoch])).toEqual([
+      [1, "a1", 1],
+      [2, "b1", 2],
+    ]);
+  });
+
+  it("reloads instead of quarantining when another writer at the same epoch appended first, and the next call sees its events", async () => {
     const shared = new MemoryEventStore();
     const ref = { type: "counter", id: "split" };
     const holding = holdingStore(shared, ref.id);
@@ -101,9 +133,11 @@ describe("engine: a write held up past the writer's lease", () => {
     const b = await node("b", shared, lease("b", 1));
     await b.twins.invoke(ref, "add", { by: 10, tag: "b1" });
     holding.release();
-    await expect(late).rejects.toMatchObject({ code: "CONCURRENCY_CONFLICT" });
-    await expect
-      .poll(async () => (await shared.loadTwin(ref)).quarantine)
-      .toContain("another writer appended at version 2");
+    await expect(late).rejects.toMatchObject({ code: "UNAVAILABLE", details: { reason: "conflict" } });
+    // The refused write left nothing; A reloads and continues after B's event.
+    expect((await a.twins.invoke(ref, "add", { by: 100, tag: "a3" })).version).toBe(3);
+    expect((await shared.loadTwin(ref)).quarantine).toBeUndefined();
+    const log = await shared.readHistory(ref, { limit: 10 });
+    expect(log.map((e) => e.data["tag"])).toEqual(["a1", "b1", "a3"]);
   });
 });

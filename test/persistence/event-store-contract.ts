@@ -36,6 +36,11 @@ export interface ContractHarness {
   readonly reopen?: () => Promise<EventStore>;
   /** Closes whatever store is open (closing twice must be harmless) and frees its resources. */
   readonly cleanup: () => Promise<void>;
+  /**
+   * For stores that several processes can share: opens another store over the same data (a
+   * second node's), which `cleanup` closes too. Absent for stores that live in one process.
+   */
+  readonly another?: () => Promise<EventStore>;
 }
 
 /** Opens a store for one test. Called before every test; `cleanup` runs after it. */
@@ -124,6 +129,19 @@ function expectConflict(result: DoppelError | undefined): void {
   expect(result).toBeInstanceOf(ConcurrencyConflict);
 }
 
+/** The fence's refusal: the writer's epoch is older than the twin's newest. Nothing was written. */
+function expectStaleEpoch(result: DoppelError | undefined, epoch: number, twinEpoch: number): void {
+  expect(result?.code).toBe(ErrorCode.Unavailable);
+  expect(result?.details).toMatchObject({ retry: "not-owner", reason: "stale-epoch", epoch, twinEpoch });
+  expect(result?.message).toContain(`lease epoch ${twinEpoch}`);
+}
+
+/** A commit that lost a race at its expectedSeq: a conflict, or (its epoch older) the fence's refusal. */
+function expectRefusedAppend(result: DoppelError | undefined): void {
+  if (result?.code === ErrorCode.Unavailable) expect(result.details).toMatchObject({ reason: "stale-epoch" });
+  else expectConflict(result);
+}
+
 async function commitAll(store: EventStore, commits: readonly TwinCommit[]): Promise<void> {
   const results = await store.commit(commits);
   expect(results).toHaveLength(commits.length);
@@ -184,7 +202,7 @@ function snapshotAt(seq: number, state: JsonObject = { n: seq }): TwinSnapshot {
 export function describeEventStoreContract(
   name: string,
   open: OpenEventStore,
-  options: { readonly durable: boolean } = { durable: true },
+  options: { readonly durable: boolean; readonly shared?: boolean } = { durable: true },
 ): void {
   describe(`${name}: EventStore contract`, () => {
     let harness: ContractHarness;
@@ -329,7 +347,7 @@ export function describeEventStoreContract(
         const [[ra], [rb]] = await Promise.all([store.commit([a]), store.commit([b])]);
         const winners = [ra, rb].filter((r) => r === undefined);
         expect(winners).toHaveLength(1);
-        expectConflict(ra ?? rb);
+        expectRefusedAppend(ra ?? rb);
         const winner = ra === undefined ? a : b;
         expect(await store.readEvents(ref, 0)).toEqual(winner.events);
         expect(await store.readView(ref)).toEqual(winner.view);
@@ -341,7 +359,7 @@ export function describeEventStoreContract(
         const b = makeCommit(ref, 0, 1, { writer: { node: "node-b", epoch: 2 } });
         const results = await store.commit([a, b]);
         expect(results.filter((r) => r === undefined)).toHaveLength(1);
-        expectConflict(results[0] ?? results[1]);
+        expectRefusedAppend(results[0] ?? results[1]);
         const winner = results[0] === undefined ? a : b;
         expect(await store.readEvents(ref, 0)).toEqual(winner.events);
       });
@@ -358,6 +376,114 @@ export function describeEventStoreContract(
         expect((await store.readEvents(ref, 0)).map((e) => e.seq)).toEqual([1]);
         expect(await store.readView(ref)).toEqual(makeView(ref, 1));
       });
+    });
+
+    describe("fencing (lease epochs)", () => {
+      const at = (epoch: number, node = `node-${epoch}`): Writer => ({ node, epoch });
+
+      it("refuses a commit whose writer epoch is older than the twin's newest with a clean not-owner error, writing nothing", async () => {
+        const ref = twin();
+        const shard = uniqueShard();
+        await commitAll(store, [makeCommit(ref, 0, 2, { writer: at(1) })]);
+        await commitAll(store, [makeCommit(ref, 2, 1, { writer: at(2), state: { owner: 2 } })]);
+        // The old owner resumes with a commit at the right expectedSeq (it re-read the log, or its
+        // write was computed on the newest state): the fence alone refuses it.
+        const late = makeCommit(ref, 3, 2, {
+          writer: at(1),
+          shard,
+          set: [reminder(ref, shard, "late", 10)],
+          state: { owner: 1 },
+        });
+        const [result] = await store.commit([late]);
+        expectStaleEpoch(result, 1, 2);
+        expect((await store.readEvents(ref, 0)).map((e) => [e.seq, e.writer.epoch])).toEqual([
+          [1, 1],
+          [2, 1],
+          [3, 2],
+        ]);
+        expect(await store.readView(ref)).toEqual(makeView(ref, 3, { owner: 2 }));
+        expect(await store.dueReminders([shard], 1_000, 10)).toEqual([]);
+        expect((await store.loadTwin(ref)).quarantine).toBeUndefined();
+      });
+
+      it("refuses an older epoch whatever its expectedSeq: behind, at or ahead of the head", async () => {
+        const ref = twin();
+        await commitAll(store, [makeCommit(ref, 0, 1, { writer: at(3) }), makeCommit(twin(), 0, 1)]);
+        for (const expectedSeq of [0, 1, 4]) {
+          const [result] = await store.commit([makeCommit(ref, expectedSeq, 1, { writer: at(2) })]);
+          expectStaleEpoch(result, 2, 3);
+        }
+        expect((await store.readEvents(ref, 0)).map((e) => e.writer.epoch)).toEqual([3]);
+      });
+
+      it("accepts the same epoch and newer epochs at the head, and refuses only the commit of the stale writer in a call", async () => {
+        const ref = twin();
+        const other = twin();
+        await commitAll(store, [
+          makeCommit(ref, 0, 1, { writer: at(1) }),
+          makeCommit(other, 0, 1, { writer: at(5) }),
+        ]);
+        await commitAll(store, [makeCommit(ref, 1, 1, { writer: at(1) })]);
+        const results = await store.commit([
+          makeCommit(ref, 2, 1, { writer: at(4) }),
+          makeCommit(other, 1, 1, { writer: at(4) }),
+        ]);
+        expect(results[0]).toBeUndefined();
+        expectStaleEpoch(results[1], 4, 5);
+        await commitAll(store, [makeCommit(ref, 3, 1, { writer: at(4, "node-x") })]);
+        expect((await store.readEvents(ref, 0)).map((e) => e.writer.epoch)).toEqual([1, 1, 4, 4]);
+        expect((await store.readEvents(other, 0)).map((e) => e.writer.epoch)).toEqual([5]);
+      });
+
+      it("keeps refusing the stale writer after the new owner's commits cross a bucket-sized run of events", async () => {
+        const ref = twin();
+        // 150 events in commits of 7 cross partition boundaries of the Cassandra layout.
+        let seq = 0;
+        while (seq < 150) {
+          const epoch = seq < 70 ? 1 : 2;
+          await commitAll(store, [makeCommit(ref, seq, 7, { writer: at(epoch) })]);
+          seq += 7;
+          const [late] = await store.commit([makeCommit(ref, seq, 7, { writer: at(epoch - 1) })]);
+          expectStaleEpoch(late, epoch - 1, epoch);
+        }
+        const events = await store.readEvents(ref, 0);
+        expect(events.map((e) => e.seq)).toEqual(Array.from({ length: seq }, (_, i) => i + 1));
+        expect((await store.loadTwin(ref)).quarantine).toBeUndefined();
+      });
+
+      if (options.shared) {
+        it("lets exactly one of two stores (two nodes) win each race at one expectedSeq, and the log never forks", async () => {
+          const other = await harness.another!();
+          const ref = twin();
+          let seq = 0;
+          let epochA = 1;
+          let epochB = 1;
+          for (let round = 0; round < 20; round++) {
+            // Node B takes over now and then (a newer epoch); A keeps its old one for a while.
+            if (round % 5 === 4) epochB = Math.max(epochA, epochB) + 1;
+            const a = makeCommit(ref, seq, 2, { writer: at(epochA, "node-a") });
+            const b = makeCommit(ref, seq, 3, { writer: at(epochB, "node-b") });
+            const [[ra], [rb]] = await Promise.all([store.commit([a]), other.commit([b])]);
+            const won = [ra, rb].filter((r) => r === undefined);
+            expect(won.length).toBeLessThanOrEqual(1);
+            if (ra !== undefined) expectRefusedAppend(ra);
+            if (rb !== undefined) expectRefusedAppend(rb);
+            if (ra === undefined) seq += 2;
+            if (rb === undefined) seq += 3;
+            if (ra !== undefined && rb !== undefined) {
+              // Both refused can only mean A was fenced and B lost to nothing: impossible.
+              throw new Error(`round ${round}: both refused: ${ra.message} / ${rb.message}`);
+            }
+            if (round % 5 === 0) epochA = epochB; // A learns the newest epoch (it took the shard back)
+          }
+          const events = await store.readEvents(ref, 0);
+          expect(events.map((e) => e.seq)).toEqual(Array.from({ length: seq }, (_, i) => i + 1));
+          const epochs = events.map((e) => e.writer.epoch);
+          expect(epochs).toEqual([...epochs].sort((x, y) => x - y));
+          expect(await other.readEvents(ref, 0)).toEqual(events);
+          expect((await store.loadTwin(ref)).quarantine).toBeUndefined();
+        });
+      }
     });
 
     describe("snapshots", () => {

@@ -19,23 +19,34 @@ function tempDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), "doppel-sqlite-"));
 }
 
-describeEventStoreContract("SqliteEventStore (file)", async () => {
-  const dir = tempDir();
-  const file = path.join(dir, "store.db");
-  let current = new SqliteEventStore({ path: file });
-  return {
-    store: current,
-    reopen: async () => {
-      await current.close();
-      current = new SqliteEventStore({ path: file });
-      return current;
-    },
-    cleanup: async () => {
-      await current.close();
-      fs.rmSync(dir, { recursive: true, force: true });
-    },
-  };
-});
+describeEventStoreContract(
+  "SqliteEventStore (file)",
+  async () => {
+    const dir = tempDir();
+    const file = path.join(dir, "store.db");
+    let current = new SqliteEventStore({ path: file });
+    const others: SqliteEventStore[] = [];
+    return {
+      store: current,
+      reopen: async () => {
+        await current.close();
+        current = new SqliteEventStore({ path: file });
+        return current;
+      },
+      another: async () => {
+        const other = new SqliteEventStore({ path: file });
+        others.push(other);
+        return other;
+      },
+      cleanup: async () => {
+        for (const other of others) await other.close();
+        await current.close();
+        fs.rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  },
+  { durable: true, shared: true },
+);
 
 describeEventStoreContract(
   "SqliteEventStore (:memory:, synchronous=normal)",

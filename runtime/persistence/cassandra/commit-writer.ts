@@ -1,32 +1,45 @@
 /**
- * Writes a planned commit so that, for its twin, it is all or nothing:
+ * Writes a planned commit, fenced: every commit that carries events has ONE commit point, a
+ * lightweight transaction on the twin's head in its `twins` partition, and is then applied.
  *
- * - **Normal commits** (at most `maxBatchBytes`): ONE logged batch holding the event rows, the view,
- *   the reminder index changes and the bucket index — one round trip. Cassandra's batch log makes
- *   a logged batch atomic across partitions: once any of it is applied, all of it will be, even
- *   if the coordinator dies (Cassandra replays the batch log).
- * - **Large commits** (over `maxBatchBytes`, or refused by the server as "Batch too large": Cassandra
- *   fails multi-partition batches over `batch_size_fail_threshold`, 50 KiB by default): the plan is
- *   first *staged* in the twin's `twins` partition (one single-partition write, which has no such
- *   limit), then applied (event rows per partition in ascending order, then the derived rows),
- *   then unstaged. A store that loads or reloads the twin (`loadTwin`, `readEvents`) and finds a
- *   staged plan rolls it forward first ({@link rollForward}) — so a commit interrupted by a crash
- *   is completed by whoever touches the twin next, never left half-applied to replay. Until then,
- *   history and query reads may see it in part.
+ * 1. **Commit point** ({@link CommitWriter.claimHead}): `UPDATE twins SET head_seq = last,
+ *    head_epoch = epoch, staged_commit = plan IF head_seq = expectedSeq AND head_epoch <= epoch`
+ *    (Paxos, serial consistency). Only one writer can move the head from a given seq, and a writer
+ *    whose lease epoch is older than the epoch that last moved the head can never move it, however
+ *    late its request reaches the server (a paused process that resumes, a request queued in the
+ *    driver or a socket). The head lives in one partition per twin, so a commit's events may
+ *    span event buckets freely: bucket boundaries play no part in the check.
+ * 2. **Apply** ({@link CommitWriter.apply}): the plan's rows (events, view, reminder index, bucket
+ *    index) in ONE logged batch (Cassandra's batch log makes it atomic across partitions), or, for
+ *    a plan over `maxBatchBytes` (or one the server refuses as "Batch too large"), partition by
+ *    partition. Until the apply is done the log lags the head; the plan recorded with the head
+ *    lets whoever loads the twin next complete it ({@link CommitWriter.rollForward}), so a writer
+ *    that dies between the two steps never leaves a hole in the log. The plan is not cleared after
+ *    the apply (a clearing write could race with the next commit's); the next commit replaces it.
  *
- * Every statement is idempotent (fixed keys and values; derived rows with version timestamps), so
- * re-applying any part of a plan is harmless.
+ * Every statement of the apply is idempotent (fixed keys and values; derived rows with version
+ * timestamps), so applying a plan twice, or late, is harmless.
  */
 import type { TwinRef } from "../../core/ids.ts";
-import { present } from "../../core/present.ts";
 import { bind, type CommitPlan, decodeStaged, encodeStaged, type NamedBound } from "./commit-plan.ts";
 import { judgeAppend, type RowIdentity } from "./conflicts.ts";
 import { isBatchTooLarge } from "./failures.ts";
+import { toNumber } from "./rows.ts";
 import type { CassandraSession, SendGuard } from "./session.ts";
 import type { Statements } from "./statements.ts";
 
 /** Reads the rows that judge an append at `expectedSeq` (see `conflicts.ts`). */
 export type HeadReader = (ref: TwinRef, expectedSeq: number) => Promise<RowIdentity[]>;
+
+/** The twin's head as the server saw it when a commit point was refused. */
+export interface HeadSeen {
+  /** The head's seq; `undefined` when the twin has no recorded head (no commit, or schema 1 data). */
+  readonly seq: number | undefined;
+  readonly epoch: number | undefined;
+}
+
+/** Outcome of a commit point. */
+export type ClaimOutcome = { readonly applied: true } | { readonly applied: false; readonly head: HeadSeen };
 
 export class CommitWriter {
   constructor(
@@ -36,61 +49,75 @@ export class CommitWriter {
   ) {}
 
   /**
-   * Writes `plan` for `ref` (see the module comment). Rejects with `Unavailable` when the cluster
-   * fails, or with what `beforeSend` throws: it runs right before the write that commits the plan
-   * (the logged batch, or staging a large commit) is sent, and refuses it unsent.
+   * The commit point: moves the head of `ref` from `expectedSeq` to `lastSeq` at `epoch` (or, with
+   * `open`, sets a head where none is recorded) and records `plan` beside it. `beforeSend` runs
+   * right before the transaction is sent and may refuse it unsent (its error is rethrown).
+   * Rejects with `Unavailable` when the cluster fails (then it may or may not have applied: a
+   * reload completes it if it did).
    */
-  async write(
+  async claimHead(
     ref: TwinRef,
     plan: CommitPlan,
     expectedSeq: number,
+    lastSeq: number,
+    epoch: number,
     firstCommitId: string | undefined,
+    open: boolean,
     beforeSend?: SendGuard,
-  ): Promise<void> {
-    if (plan.bytes <= this.maxBatchBytes) {
-      try {
-        await this.session.batch(
-          "commit",
-          bind(this.s, [...plan.eventGroups.flat(), ...plan.derived]),
-          true,
-          beforeSend,
-        );
-        return;
-      } catch (error) {
-        if (!isBatchTooLarge((error as Error).cause)) throw error;
-      }
-    }
-    await this.#staged(ref, plan, expectedSeq, firstCommitId, beforeSend);
-  }
-
-  async #staged(
-    ref: TwinRef,
-    plan: CommitPlan,
-    expectedSeq: number,
-    firstCommitId: string | undefined,
-    beforeSend: SendGuard | undefined,
-  ): Promise<void> {
+  ): Promise<ClaimOutcome> {
     const staged = encodeStaged({
       expectedSeq,
       firstCommitId,
       eventGroups: plan.eventGroups,
       derived: plan.derived,
     });
-    await this.session.execute(
-      "stage large commit",
-      { query: this.s.stageCommit, params: [expectedSeq, staged, ref.type, ref.id] },
-      present({ beforeSend }),
+    const set = [lastSeq, epoch, expectedSeq, staged, ref.type, ref.id];
+    const { applied, row } = await this.session.conditional(
+      open ? "open twin head" : "advance twin head",
+      open
+        ? { query: this.s.openHead, params: set }
+        : { query: this.s.advanceHead, params: [...set, expectedSeq, epoch] },
+      beforeSend,
     );
-    await this.#apply(plan.eventGroups, plan.derived);
-    await this.#unstage(ref);
+    if (applied) return { applied: true };
+    const seq = row?.["head_seq"];
+    const headEpoch = row?.["head_epoch"];
+    return {
+      applied: false,
+      head: {
+        seq: seq === null || seq === undefined ? undefined : toNumber(seq, "head_seq"),
+        epoch: headEpoch === null || headEpoch === undefined ? undefined : toNumber(headEpoch, "head_epoch"),
+      },
+    };
   }
 
   /**
-   * Completes a staged plan found on twin `ref`: applies it if the log still ends at its
-   * `expectedSeq` or already holds its first event, drops it if another commit took that place;
-   * then unstages it. Rejects with `Unavailable` when the cluster fails (the plan stays staged).
+   * Applies `plan`'s rows (see the module comment). Rejects with `Unavailable` when the cluster
+   * fails. `beforeSend` (only for the unfenced commit of `fencedCommits: false`) runs before the
+   * first write is sent and may refuse it.
    */
-  async rollForward(ref: TwinRef, stagedText: string, readHead: HeadReader): Promise<void> {
+  async apply(plan: CommitPlan, beforeSend?: SendGuard): Promise<void> {
+    if (plan.bytes <= this.maxBatchBytes) {
+      try {
+        const rows = bind(this.s, [...plan.eventGroups.flat(), ...plan.derived]);
+        await this.session.batch("commit", rows, true, beforeSend);
+        return;
+      } catch (error) {
+        if (!isBatchTooLarge((error as Error).cause)) throw error;
+      }
+    }
+    beforeSend?.();
+    await this.#applyByPartition(plan.eventGroups, plan.derived);
+  }
+
+  /**
+   * Completes the plan recorded with `ref`'s head, when the log lags the head: applies it if the
+   * log still ends at its `expectedSeq` or already holds its first event, drops it if another
+   * commit took that place (possible only for a plan staged by schema 1, before the head
+   * existed). `legacy` (no head recorded): clears the plan afterwards, as schema 1 did. Rejects
+   * with `Unavailable` when the cluster fails.
+   */
+  async rollForward(ref: TwinRef, stagedText: string, readHead: HeadReader, legacy: boolean): Promise<void> {
     const plan = decodeStaged(stagedText, this.s);
     const verdict = judgeAppend(
       `${ref.type}/${ref.id}`,
@@ -98,24 +125,21 @@ export class CommitWriter {
       plan.expectedSeq,
       plan.firstCommitId,
     );
-    if (verdict.kind !== "conflict") await this.#apply(plan.eventGroups, plan.derived);
-    await this.#unstage(ref);
+    if (verdict.kind !== "conflict") await this.#applyByPartition(plan.eventGroups, plan.derived);
+    if (legacy) {
+      await this.session.execute("unstage large commit", {
+        query: this.s.unstageCommit,
+        params: [ref.type, ref.id],
+      });
+    }
   }
 
-  async #apply(
+  async #applyByPartition(
     eventGroups: readonly (readonly NamedBound[])[],
     derived: readonly NamedBound[],
   ): Promise<void> {
     // Each group is one partition: a single-partition batch is atomic and exempt from the size limit.
-    for (const group of eventGroups)
-      await this.session.batch("apply large commit", bind(this.s, group), false);
-    await Promise.all(bind(this.s, derived).map((b) => this.session.execute("apply large commit", b)));
-  }
-
-  async #unstage(ref: TwinRef): Promise<void> {
-    await this.session.execute("unstage large commit", {
-      query: this.s.unstageCommit,
-      params: [ref.type, ref.id],
-    });
+    for (const group of eventGroups) await this.session.batch("apply commit", bind(this.s, group), false);
+    await Promise.all(bind(this.s, derived).map((b) => this.session.execute("apply commit", b)));
   }
 }

@@ -10,9 +10,12 @@
  *   row records the writer's node and lease epoch.
  * - `event_buckets`: per twin, the buckets that exist with the seq and time of their first event,
  *   written by the commit that opens a bucket. Time-range history reads use it to skip buckets.
- * - `twins`: one partition per twin. Static columns: the latest snapshot (written `USING
- *   TIMESTAMP seq`, so an older snapshot can never replace a newer one, whatever the order of
- *   arrival), the quarantine mark, and a staged commit being applied (see `commit-writer.ts`).
+ * - `twins`: one partition per twin. Static columns: the log's head (`head_seq`, `head_epoch`: the
+ *   last committed sequence number and the lease epoch of its writer, advanced only by a
+ *   lightweight transaction, see `commit-writer.ts`), the plan of the commit that set the head
+ *   (`staged_commit`, so whoever loads the twin can complete it), the latest snapshot (written
+ *   `USING TIMESTAMP seq`, so an older snapshot can never replace a newer one, whatever the
+ *   order of arrival) and the quarantine mark.
  *   Rows: the twin's reminders (name -> shard, due time), to maintain the index below.
  * - `views`: the query projection. Partition `(twin_type, vbucket)`, `vbucket` = hash(id) mod
  *   `viewBuckets`, clustered by id: a query pages one type by merging its partitions in id order,
@@ -93,6 +96,15 @@ export const MIGRATIONS: readonly Migration[] = [
         PRIMARY KEY ((twin_type, twin_id), time_window)
       )`,
       `CREATE TABLE IF NOT EXISTS ${ks}.layout (name text PRIMARY KEY, value bigint)`,
+    ],
+  },
+  {
+    version: 2,
+    description:
+      "twins: the log head (head_seq, head_epoch), advanced by a lightweight transaction per commit (fencing)",
+    statements: (ks) => [
+      `ALTER TABLE ${ks}.twins ADD IF NOT EXISTS head_seq bigint static`,
+      `ALTER TABLE ${ks}.twins ADD IF NOT EXISTS head_epoch bigint static`,
     ],
   },
 ];

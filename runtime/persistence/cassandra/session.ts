@@ -16,6 +16,7 @@ import { readFileSync } from "node:fs";
 import type { ConnectionOptions } from "node:tls";
 import cassandra from "cassandra-driver";
 import { type DoppelError, FailedPrecondition, InvalidArgument, Unavailable } from "../../core/errors.ts";
+import { present } from "../../core/present.ts";
 import { classify, describeDriverError, toDoppelError } from "./failures.ts";
 import { Limiter } from "./limiter.ts";
 import type { CassandraStoreConfig } from "./options.ts";
@@ -245,8 +246,15 @@ export class CassandraSession {
   }
 
   /** Runs a lightweight transaction; returns whether it applied and the row the server returned. */
-  async conditional(operation: string, bound: Bound): Promise<{ applied: boolean; row: Row | undefined }> {
-    const result = await this.execute(operation, bound, { consistency: "serial-write" });
+  async conditional(
+    operation: string,
+    bound: Bound,
+    beforeSend?: SendGuard,
+  ): Promise<{ applied: boolean; row: Row | undefined }> {
+    const result = await this.execute(operation, bound, {
+      consistency: "serial-write",
+      ...present({ beforeSend }),
+    });
     return { applied: result.wasApplied(), row: result.first() ?? undefined };
   }
 

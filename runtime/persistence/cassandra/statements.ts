@@ -34,10 +34,20 @@ export function statementsFor(ks: string) {
     buckets: `SELECT bucket, first_seq, first_at FROM ${ks}.event_buckets WHERE twin_type = ? AND twin_id = ?`,
 
     // ---- per-twin singletons: snapshot, quarantine, staged commit; reminder rows ----
-    twinHead: `SELECT ${SNAPSHOT_COLUMNS}, quarantine_reason, staged_seq, staged_commit
+    twinHead: `SELECT ${SNAPSHOT_COLUMNS}, quarantine_reason, staged_seq, staged_commit, head_seq, head_epoch
       FROM ${ks}.twins WHERE twin_type = ? AND twin_id = ? LIMIT 1`,
-    twinStatus: `SELECT quarantine_reason, staged_seq, staged_commit
+    twinStatus: `SELECT quarantine_reason, staged_seq, staged_commit, head_seq, head_epoch
       FROM ${ks}.twins WHERE twin_type = ? AND twin_id = ? LIMIT 1`,
+    /**
+     * The commit point (a lightweight transaction): moves the head from `expectedSeq` to the
+     * commit's last seq, only if the head is still at `expectedSeq` and no newer lease epoch has
+     * written, and records the commit's plan beside it.
+     */
+    advanceHead: `UPDATE ${ks}.twins SET head_seq = ?, head_epoch = ?, staged_seq = ?, staged_commit = ?
+      WHERE twin_type = ? AND twin_id = ? IF head_seq = ? AND head_epoch <= ?`,
+    /** The commit point of a twin without a recorded head (its first commit, or a log from schema 1). */
+    openHead: `UPDATE ${ks}.twins SET head_seq = ?, head_epoch = ?, staged_seq = ?, staged_commit = ?
+      WHERE twin_type = ? AND twin_id = ? IF head_seq = null`,
     twinReminders: `SELECT reminder, shard, due_at FROM ${ks}.twins WHERE twin_type = ? AND twin_id = ?`,
     writeSnapshot: `UPDATE ${ks}.twins USING TIMESTAMP ?
       SET snapshot_seq = ?, snapshot_at = ?, created_at = ?, state = ?, reported = ?, desired = ?,

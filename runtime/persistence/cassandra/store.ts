@@ -4,15 +4,19 @@
  *
  * - **Schema** created and migrated by the store when it opens (`schema.ts`, `migrate.ts`);
  *   keyspace, replication and the bucketing layout are configurable (`options.ts`).
- * - **Commit**: per twin, one small read of the log's tail (conflict check, `conflicts.ts`), then
- *   ONE logged batch with the events, view, reminder index and bucket index (`commit-plan.ts`,
- *   `commit-writer.ts`): all or nothing for the twin, one round trip for all of a twin's events
- *   that were produced close together. Twins of one `commit` call are written concurrently,
- *   bounded by `maxConcurrentRequests`; commits of one twin are serialised.
- * - **Conflicts**: a stale `expectedSeq` is refused on append (`ConcurrencyConflict`, nothing
- *   written); a race between two nodes that slips past the check leaves both rows (the clustering
- *   key includes the commit id) and is caught on replay: `loadTwin` reports the twin quarantined
- *   and records it, `readEvents`/`readHistory` fail with `ConcurrencyConflict`. Never merged.
+ * - **Commit**, fenced: per twin, ONE lightweight transaction on the twin's head (`head_seq`,
+ *   `head_epoch` in its `twins` partition) is the commit point: it moves the head from
+ *   `expectedSeq` only if it is still there and no newer lease epoch has written. Then ONE logged
+ *   batch applies the events, view, reminder index and bucket index (`commit-plan.ts`,
+ *   `commit-writer.ts`). The plan is recorded with the head, so a writer that dies between the
+ *   two is completed by whoever loads the twin next. Twins of one `commit` call are written
+ *   concurrently, bounded by `maxConcurrentRequests`; commits of one twin are serialised.
+ * - **Refusals**: an older lease epoch than the twin's newest is refused with `Unavailable`
+ *   (`retry: "not-owner"`, `reason: "stale-epoch"`), a stale `expectedSeq` with
+ *   `ConcurrencyConflict`; neither writes anything. Two writers can no longer both append at one
+ *   seq; a fork left by schema-1 data (a read-then-write commit, which could race) is still
+ *   caught on replay: `loadTwin` reports the twin quarantined and records it,
+ *   `readEvents`/`readHistory` fail with `ConcurrencyConflict`. Never merged.
  * - **Idempotent**: a retried commit (same commit ids) is recognised and writes nothing; every
  *   statement is idempotent, so the driver may retry it.
  *
@@ -22,7 +26,7 @@
  * layout does not match, `Internal` for a bug. Nothing untyped escapes.
  */
 
-import { type DoppelError, InvalidArgument } from "../../core/errors.ts";
+import { ConcurrencyConflict, type DoppelError, InvalidArgument } from "../../core/errors.ts";
 import { refKey, type TwinRef } from "../../core/ids.ts";
 import { present } from "../../core/present.ts";
 import type {
@@ -35,11 +39,11 @@ import type {
   TwinView,
   ViewPage,
 } from "../../core/records.ts";
-import { commitShapeError } from "../commit-check.ts";
+import { commitEpoch, commitShapeError, staleEpochError } from "../commit-check.ts";
 import type { CommitOptions, EventStore, LoadedTwin, TelemetryRange, ViewQuery } from "../event-store.ts";
 import { eventBucket, viewBucket } from "./buckets.ts";
-import { planCommit, type ReminderRow } from "./commit-plan.ts";
-import { CommitWriter } from "./commit-writer.ts";
+import { type CommitPlan, decodeStaged, planCommit, type ReminderRow } from "./commit-plan.ts";
+import { CommitWriter, type HeadSeen } from "./commit-writer.ts";
 import { describeFork, type Fork, forkConflict, judgeAppend, type RowIdentity } from "./conflicts.ts";
 import { toDoppelError } from "./failures.ts";
 import { LogReader, type LogSlice } from "./log-reader.ts";
@@ -51,7 +55,7 @@ import {
 } from "./options.ts";
 import { dueReminders } from "./reminder-query.ts";
 import { decodeSnapshot, decodeView, snapshotParams, toNumber } from "./rows.ts";
-import { CassandraSession, type Row, type SessionHooks } from "./session.ts";
+import { CassandraSession, type Row, type SendGuard, type SessionHooks } from "./session.ts";
 import { type Statements, statementsFor } from "./statements.ts";
 import { TelemetrySeries } from "./telemetry.ts";
 import { queryViews } from "./view-query.ts";
@@ -60,6 +64,16 @@ import { queryViews } from "./view-query.ts";
 export type CassandraStoreHooks = SessionHooks;
 
 const OPEN_END = Number.MAX_SAFE_INTEGER;
+
+/** The head recorded in a `twins` row. */
+function headOf(row: Row): HeadSeen {
+  const seq = row["head_seq"];
+  const epoch = row["head_epoch"];
+  return {
+    seq: seq === null || seq === undefined ? undefined : toNumber(seq, "head_seq"),
+    epoch: epoch === null || epoch === undefined ? undefined : toNumber(epoch, "head_epoch"),
+  };
+}
 
 export class CassandraEventStore implements EventStore {
   readonly #session: CassandraSession;
@@ -165,13 +179,17 @@ export class CassandraEventStore implements EventStore {
     const { ref, expectedSeq } = commit;
     const first = commit.events[0]?.commitId;
     const touchesReminders = commit.reminders.set.length + commit.reminders.clear.length > 0;
+    // The fenced path has no read before its commit point; the other one reads the log's tail.
+    const fenced = this.#config.fencedCommits && commit.events.length > 0;
     const [head, reminderRows] = await Promise.all([
-      this.#readHead(ref, expectedSeq),
+      fenced ? undefined : this.#readHead(ref, expectedSeq),
       touchesReminders ? this.#reminderRows(ref) : new Map<string, ReminderRow>(),
     ]);
-    const verdict = judgeAppend(refKey(ref), head, expectedSeq, first);
-    if (verdict.kind === "retried") return undefined;
-    if (verdict.kind === "conflict") return verdict.error;
+    if (head) {
+      const verdict = judgeAppend(refKey(ref), head, expectedSeq, first);
+      if (verdict.kind === "retried") return undefined;
+      if (verdict.kind === "conflict") return verdict.error;
+    }
     let plan: ReturnType<typeof planCommit>;
     try {
       plan = planCommit(commit, this.#layout, reminderRows);
@@ -179,8 +197,9 @@ export class CassandraEventStore implements EventStore {
       if (error instanceof InvalidArgument) return error;
       throw error;
     }
-    // The fence runs once more right before the write is sent: the read above, and waiting for a
-    // request slot, may have taken longer than the writer's lease.
+    // The fence runs once more right before the write is sent: the work above, and waiting for a
+    // request slot, may have taken longer than the writer's lease. (It cannot stop a request the
+    // driver has already sent; the commit point below can.)
     let refusal: DoppelError | undefined;
     const beforeSend = fence
       ? () => {
@@ -189,12 +208,66 @@ export class CassandraEventStore implements EventStore {
         }
       : undefined;
     try {
-      await this.#writer.write(ref, plan, expectedSeq, first, beforeSend);
+      if (fenced) return await this.#fencedCommit(commit, plan, beforeSend);
+      await this.#writer.apply(plan, beforeSend);
     } catch (error) {
       if (refusal !== undefined && error === refusal) return refusal;
       throw error;
     }
     return undefined;
+  }
+
+  /**
+   * The commit point (the head's lightweight transaction, see `commit-writer.ts`), then the
+   * apply. A refused commit point is judged: a stale lease epoch, this very commit already
+   * committed (a retry), or a conflict.
+   */
+  async #fencedCommit(
+    commit: TwinCommit,
+    plan: CommitPlan,
+    beforeSend: SendGuard | undefined,
+  ): Promise<DoppelError | undefined> {
+    const { ref, expectedSeq } = commit;
+    const first = commit.events[0]?.commitId;
+    const last = expectedSeq + commit.events.length;
+    const epoch = commitEpoch(commit);
+    const claim = (open: boolean) =>
+      this.#writer.claimHead(ref, plan, expectedSeq, last, epoch, first, open, beforeSend);
+    let outcome = await claim(expectedSeq === 0);
+    if (!outcome.applied && outcome.head.seq === undefined && expectedSeq > 0) {
+      // No head recorded: a log written by schema 1 (or a commit at a seq the twin never reached).
+      // Judge by the log's tail, then set the head where none is (one writer wins that, too).
+      const verdict = judgeAppend(refKey(ref), await this.#readHead(ref, expectedSeq), expectedSeq, first);
+      if (verdict.kind === "retried") return undefined;
+      if (verdict.kind === "conflict") return verdict.error;
+      outcome = await claim(true);
+    }
+    if (outcome.applied) {
+      await this.#writer.apply(plan);
+      return undefined;
+    }
+    // The server answers a refused transaction with the columns of its condition; the head's
+    // epoch is read when the condition did not name it.
+    const row = outcome.head.epoch === undefined ? await this.#twinRow(ref, this.#s.twinStatus) : undefined;
+    const head = row ? headOf(row) : outcome.head;
+    if (head.epoch !== undefined && head.epoch > epoch) return staleEpochError(commit, head.epoch);
+    // Refused at an epoch this writer may use: the head moved on. Either this commit already
+    // passed its commit point (a retry; make sure it is applied) or another writer got there first.
+    const staged = (row ?? (await this.#twinRow(ref, this.#s.twinStatus)))?.["staged_commit"];
+    if (head.seq === last && typeof staged === "string") {
+      const recorded = decodeStaged(staged, this.#s);
+      if (recorded.expectedSeq === expectedSeq && recorded.firstCommitId === first) {
+        await this.#writer.apply(plan);
+        return undefined;
+      }
+    }
+    const verdict = judgeAppend(refKey(ref), await this.#readHead(ref, expectedSeq), expectedSeq, first);
+    if (verdict.kind === "retried") return undefined;
+    if (verdict.kind === "conflict") return verdict.error;
+    return new ConcurrencyConflict(
+      `${refKey(ref)}: expected the log to end at ${expectedSeq}, but its head is at ${head.seq ?? "none"}`,
+      { expectedSeq, actualSeq: head.seq },
+    );
   }
 
   /** Rows with `seq >= expectedSeq` in the partitions of `expectedSeq` and `expectedSeq + 1`. */
@@ -237,15 +310,15 @@ export class CassandraEventStore implements EventStore {
    */
   async loadTwin(ref: TwinRef): Promise<LoadedTwin> {
     return this.#guard("loadTwin", async () => {
-      const row = await this.#twinRow(ref, this.#s.twinHead);
-      await this.#rollForwardIfStaged(ref, row);
+      let row = await this.#twinRow(ref, this.#s.twinHead);
+      if (await this.#rollForwardLegacy(ref, row)) row = await this.#twinRow(ref, this.#s.twinHead);
       const snapshot = row ? decodeSnapshot(row) : undefined;
       const marked = row?.["quarantine_reason"];
-      const slice = await this.#log.read(ref, {
-        from: (snapshot?.seq ?? 0) + 1,
-        to: OPEN_END,
-        limit: OPEN_END,
-      });
+      const query = { from: (snapshot?.seq ?? 0) + 1, to: OPEN_END, limit: OPEN_END };
+      let slice = await this.#log.read(ref, query);
+      if (await this.#rollForwardBehind(ref, row, slice.events.at(-1)?.seq ?? snapshot?.seq ?? 0)) {
+        slice = await this.#log.read(ref, query);
+      }
       let quarantine = typeof marked === "string" ? marked : undefined;
       if (slice.fork && quarantine === undefined) quarantine = await this.#quarantineFork(ref, slice.fork);
       return { snapshot, events: slice.events, quarantine };
@@ -260,8 +333,11 @@ export class CassandraEventStore implements EventStore {
         this.#twinRow(ref, this.#s.twinStatus),
         this.#log.read(ref, query),
       ]);
-      const slice = (await this.#rollForwardIfStaged(ref, row)) ? await this.#log.read(ref, query) : first;
-      return this.#unforked(ref, slice);
+      const short = first.events.length < query.limit;
+      const behind =
+        (await this.#rollForwardLegacy(ref, row)) ||
+        (short && (await this.#rollForwardBehind(ref, row, first.events.at(-1)?.seq ?? afterSeq)));
+      return this.#unforked(ref, behind ? await this.#log.read(ref, query) : first);
     });
   }
 
@@ -353,11 +429,25 @@ export class CassandraEventStore implements EventStore {
     return result.first() ?? undefined;
   }
 
-  /** Rolls a staged commit forward if `row` shows one; true if it did. */
-  async #rollForwardIfStaged(ref: TwinRef, row: Row | undefined): Promise<boolean> {
+  /**
+   * Completes the commit that set the head when the log (read up to `lastSeq`) lags it: its
+   * writer passed the commit point and stopped before (or while) applying it. True if it did.
+   */
+  async #rollForwardBehind(ref: TwinRef, row: Row | undefined, lastSeq: number): Promise<boolean> {
     const staged = row?.["staged_commit"];
-    if (typeof staged !== "string") return false;
-    await this.#serial(refKey(ref), () => this.#writer.rollForward(ref, staged, this.#readHead));
+    const head = row?.["head_seq"];
+    if (typeof staged !== "string" || head === null || head === undefined) return false;
+    if (toNumber(head, "head_seq") <= lastSeq) return false;
+    await this.#serial(refKey(ref), () => this.#writer.rollForward(ref, staged, this.#readHead, false));
+    return true;
+  }
+
+  /** Rolls forward a large commit staged by schema 1 (no head recorded); true if it did. */
+  async #rollForwardLegacy(ref: TwinRef, row: Row | undefined): Promise<boolean> {
+    const staged = row?.["staged_commit"];
+    const head = row?.["head_seq"];
+    if (typeof staged !== "string" || (head !== null && head !== undefined)) return false;
+    await this.#serial(refKey(ref), () => this.#writer.rollForward(ref, staged, this.#readHead, true));
     return true;
   }
 

@@ -31,6 +31,14 @@ export function ownsServer(): boolean {
   return value === undefined || value === "" || value === OWN_ADDRESS;
 }
 
+/**
+ * The keyspace a test names, with `DOPPEL_TEST_KEYSPACE_PREFIX` in front when set: runs of
+ * several checkouts against one shared server (each at its own schema version) keep apart.
+ */
+export function testKeyspace(keyspace: string): string {
+  return `${process.env["DOPPEL_TEST_KEYSPACE_PREFIX"] ?? ""}${keyspace}`;
+}
+
 /** Settings for a store on the server under test, in keyspace `keyspace`. */
 export function settings(
   keyspace: string,
@@ -39,7 +47,7 @@ export function settings(
   return {
     contactPoints: parseContactPoints(CASSANDRA),
     localDataCenter: process.env["DOPPEL_CASSANDRA_DC"] ?? "datacenter1",
-    keyspace,
+    keyspace: testKeyspace(keyspace),
     startupRetry: "60s",
     ...extra,
   };

@@ -34,7 +34,7 @@ import { DeviceClient } from "../../../runtime/devices/client/device-client.ts";
 import { DoppelClient } from "../../../runtime/grpc/client.ts";
 import type { CassandraEventStore } from "../../../runtime/persistence/cassandra/store.ts";
 import { freePort } from "../../../runtime/testing/free-port.ts";
-import { CASSANDRA, openStore } from "../cassandra/harness.ts";
+import { CASSANDRA, openStore, testKeyspace } from "../cassandra/harness.ts";
 import { SCRIPT_REDIS } from "../redis/redis-env.ts";
 
 export { noRestartReason, redisDown, redisUp } from "../redis/redis-env.ts";
@@ -295,7 +295,7 @@ export class TestCluster {
         kind: "cassandra",
         contactPoints: CASSANDRA.split(","),
         localDataCenter: process.env["DOPPEL_CASSANDRA_DC"] ?? "datacenter1",
-        keyspace: KEYSPACE,
+        keyspace: testKeyspace(KEYSPACE),
         startupRetry: "60s",
       },
       nats: {
