@@ -2,7 +2,7 @@
  * The layers of Doppel, checked by `npm run check` (dependency-cruiser). Imports go one way, down:
  *
  *   twins → entry points (runtime/*.ts) → cli, testing → node (wiring) → edges: grpc, devices, sim
- *   → routing → engine → persistence, shadow, query → observability → core → cluster/
+ *   → routing → engine → persistence, shadow, query, security → observability → core → cluster/
  *
  * `cluster/` imports nothing from `runtime/`; twins import Doppel only by package name; the device
  * client (doppel/device) imports only the device protocol and codecs, not the device server side.
@@ -11,7 +11,7 @@
 const layers = [
   ["core"],
   ["observability"],
-  ["shadow", "query"],
+  ["shadow", "query", "security"],
   ["persistence"],
   ["engine"],
   ["routing"],

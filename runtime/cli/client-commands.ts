@@ -2,6 +2,7 @@
  * The CLI's client commands: each talks to a running node over gRPC with {@link DoppelClient}
  * and prints readable text, or JSON with `--json` (one document, or one per line for streams).
  */
+import { readFileSync } from "node:fs";
 import { toMillis } from "../core/duration.ts";
 import { InvalidArgument } from "../core/errors.ts";
 import { parseRef } from "../core/ids.ts";
@@ -14,14 +15,36 @@ export interface ClientFlags {
   readonly server: string;
   readonly json?: boolean;
   readonly timeout?: string;
+  /** API key (env DOPPEL_TOKEN). */
+  readonly token?: string;
+  /** CA file: connect over TLS (env DOPPEL_CA). */
+  readonly ca?: string;
+  readonly cert?: string;
+  readonly key?: string;
 }
 
 type Out = (line: string) => void;
 
+function readPem(path: string, flag: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (error) {
+    throw new InvalidArgument(`${flag}: cannot read ${path}: ${(error as Error).message}`);
+  }
+}
+
 function connect(flags: ClientFlags): DoppelClient {
   const timeoutMs = flags.timeout === undefined ? 10_000 : toMillis(flags.timeout as never, "--timeout");
   if (timeoutMs <= 0) throw new InvalidArgument(`--timeout must be above zero, got ${flags.timeout}`);
-  return new DoppelClient(flags.server, { timeoutMs });
+  return new DoppelClient(flags.server, {
+    timeoutMs,
+    ...present({
+      token: flags.token === "" ? undefined : flags.token,
+      ca: flags.ca === undefined ? undefined : readPem(flags.ca, "--ca"),
+      cert: flags.cert === undefined ? undefined : readPem(flags.cert, "--cert"),
+      key: flags.key === undefined ? undefined : readPem(flags.key, "--key"),
+    }),
+  });
 }
 
 async function using<T>(flags: ClientFlags, run: (client: DoppelClient) => Promise<T>): Promise<T> {

@@ -22,6 +22,10 @@ function program(): Command {
   const common = (command: Command) =>
     command
       .addOption(server())
+      .addOption(new Option("--token <key>", "API key, sent as authorization: Bearer").env("DOPPEL_TOKEN"))
+      .addOption(new Option("--ca <file>", "connect over TLS, trusting this CA (PEM)").env("DOPPEL_CA"))
+      .option("--cert <file>", "client certificate (PEM) for mTLS")
+      .option("--key <file>", "client certificate's private key (PEM)")
       .option("--json", "machine-readable output")
       .option("--timeout <duration>", "deadline of each call, e.g. 5s");
 
@@ -47,6 +51,11 @@ function program(): Command {
     .option("--metrics <host:port>", "serve Prometheus metrics on /metrics, or 'off' (env DOPPEL_METRICS)")
     .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent (env DOPPEL_LOG_LEVEL)")
     .option("--traces <mode>", "OpenTelemetry tracing: on, console or off (env DOPPEL_TRACES)")
+    .option("--api-keys <file>", "require API keys from this file (env DOPPEL_API_KEYS; doppel keys create)")
+    .option("--tls-cert <file>", "serve gRPC over TLS with this certificate (PEM)")
+    .option("--tls-key <file>", "the TLS certificate's private key (PEM)")
+    .option("--tls-client-ca <file>", "require client certificates signed by this CA (mTLS)")
+    .option("--insecure", "allow a non-loopback --listen without API keys and TLS (warns)")
     .action(async (flags) => (await import("./start.ts")).startCommand(flags, out));
 
   doppel
@@ -148,6 +157,36 @@ function program(): Command {
   common(doppel.command("types").description("list the node's twin types and their commands")).action(
     async (flags) => (await client()).types(flags, out),
   );
+  const keys = doppel.command("keys").description("manage the API keys file a node reads (--api-keys)");
+  const keysFile = () =>
+    new Option("-f, --file <file>", "API keys file").env("DOPPEL_API_KEYS").default(".doppel/api-keys.json");
+  keys
+    .command("create")
+    .description("create an API key and print it once (only its hash is kept)")
+    .addOption(keysFile())
+    .requiredOption("--scopes <list>", "comma-separated: read, write, command, admin")
+    .option("--types <list>", "only twins of these types (comma-separated)")
+    .option("--prefix <list>", "only twins whose id starts with one of these (comma-separated)")
+    .option("--rate <n>", "calls per second allowed (token bucket)")
+    .option("--burst <n>", "calls allowed in a burst (default: one second's worth)")
+    .option("--max-twins <n>", "twins this key may create")
+    .option("--description <text>", "what the key is for")
+    .option("--json", "machine-readable output")
+    .action(async (flags) => (await import("./keys.ts")).createKeyCommand(flags, out));
+  keys
+    .command("list")
+    .description("list API keys (ids, scopes, restrictions; never the keys)")
+    .addOption(keysFile())
+    .option("--json", "machine-readable output")
+    .action(async (flags) => (await import("./keys.ts")).listKeysCommand(flags, out));
+  keys
+    .command("revoke")
+    .argument("<id>", "key id (from doppel keys list)")
+    .description("revoke an API key (nodes refuse it within a second)")
+    .addOption(keysFile())
+    .option("--json", "machine-readable output")
+    .action(async (id, flags) => (await import("./keys.ts")).revokeKeyCommand(id, flags, out));
+
   common(doppel.command("health").description("check the node's gRPC health")).action(async (flags) =>
     (await client()).health(flags, out),
   );

@@ -18,6 +18,9 @@
  * | `DOPPEL_METRICS`   | `--metrics`     | `metrics.listen` (`off`: none)   |
  * | `DOPPEL_LOG_LEVEL` | `--log-level`   | `log.level`                      |
  * | `DOPPEL_TRACES`    | `--traces`      | `tracing` (`on`, `console`, `off`/`0`) |
+ * | `DOPPEL_API_KEYS`  | `--api-keys`    | `grpc.apiKeys` (also `doppel keys --file`) |
+ *
+ * `--tls-cert`, `--tls-key`, `--tls-client-ca` set `grpc.tls`; `--insecure` sets `grpc.insecure`.
  *
  * The client commands read `DOPPEL_SERVER` (`--server`); `DOPPEL_TOKEN` is reserved for the
  * client's API key.
@@ -48,6 +51,13 @@ export interface StartFlags {
   readonly metrics?: string;
   /** Tracing: `on`, `console` or `off`. */
   readonly traces?: string;
+  /** API keys file. */
+  readonly apiKeys?: string;
+  readonly tlsCert?: string;
+  readonly tlsKey?: string;
+  readonly tlsClientCa?: string;
+  /** Serve a non-loopback address without keys and TLS. */
+  readonly insecure?: boolean;
 }
 
 /** The environment variables `doppel start` reads, by the flag each stands in for. */
@@ -64,6 +74,7 @@ export const START_ENV = {
   metrics: "DOPPEL_METRICS",
   logLevel: "DOPPEL_LOG_LEVEL",
   traces: "DOPPEL_TRACES",
+  apiKeys: "DOPPEL_API_KEYS",
 } as const satisfies Partial<Record<keyof StartFlags, string>>;
 
 type Sourced = keyof typeof START_ENV;
@@ -87,6 +98,7 @@ const FLAG_NAMES: Record<Sourced, string> = {
   metrics: "--metrics",
   logLevel: "--log-level",
   traces: "--traces",
+  apiKeys: "--api-keys",
 };
 
 /** The flag if given, else the environment variable if set and not empty. */
@@ -152,9 +164,21 @@ export function buildConfig(flags: StartFlags, env: NodeJS.ProcessEnv): NodeConf
 
   const dataDir = get("data");
   if (dataDir) config["dataDir"] = dataDir.value;
+  const grpc = section(file, "grpc");
   const listen = get("listen");
-  if (listen)
-    config["grpc"] = { ...section(file, "grpc"), listen: isOff(listen.value) ? false : listen.value };
+  if (listen) grpc["listen"] = isOff(listen.value) ? false : listen.value;
+  const apiKeys = get("apiKeys");
+  if (apiKeys) grpc["apiKeys"] = apiKeys.value;
+  if (flags.tlsCert !== undefined || flags.tlsKey !== undefined || flags.tlsClientCa !== undefined) {
+    grpc["tls"] = {
+      ...section(grpc, "tls"),
+      ...(flags.tlsCert !== undefined ? { cert: flags.tlsCert } : {}),
+      ...(flags.tlsKey !== undefined ? { key: flags.tlsKey } : {}),
+      ...(flags.tlsClientCa !== undefined ? { clientCa: flags.tlsClientCa } : {}),
+    };
+  }
+  if (flags.insecure) grpc["insecure"] = true;
+  if (Object.keys(grpc).length > 0) config["grpc"] = grpc;
 
   if (flags.store) config["store"] = { kind: flags.store };
   const cassandra = get("cassandra");

@@ -34,7 +34,9 @@ export async function startCommand(flags: StartFlags, out: (line: string) => voi
         ? `NATS ${[config.nats.servers].flat().join(",")} (JetStream stream ${config.nats.stream.name}, ${config.shards} shards)`
         : "in-process"
     }`,
-    `  gRPC    ${address ?? "off"}${address ? `   (grpcurl -plaintext ${address} list)` : ""}`,
+    `  gRPC    ${address ?? "off"}${
+      address ? `   ${node.grpcSecurity}${config.grpc.tls ? "" : `; grpcurl -plaintext ${address} list`}` : ""
+    }`,
   ];
   if (config.cluster) {
     const view = await node.cluster();

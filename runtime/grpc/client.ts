@@ -47,8 +47,17 @@ export type { RemoteEvent, TelemetryPoint, WatchedChange } from "./messages.ts";
 export interface DoppelClientOptions {
   /** Deadline of each unary call, ms (default 10 000). Streams have none. */
   readonly timeoutMs?: number;
-  /** Channel credentials (default: plaintext). */
+  /** Channel credentials (default: plaintext, or TLS when `ca` is given). Overrides `ca`, `cert`, `key`. */
   readonly credentials?: grpc.ChannelCredentials;
+  /** API key sent as `authorization: Bearer <token>` on every call. */
+  readonly token?: string;
+  /** Connect over TLS, trusting this CA (PEM). */
+  readonly ca?: Buffer;
+  /** Client certificate and key (PEM) for mTLS; needs `ca`. */
+  readonly cert?: Buffer;
+  readonly key?: Buffer;
+  /** Expected server name in the certificate when it differs from the address's host. */
+  readonly serverName?: string;
   /** Largest message sent or received, bytes (default 4 MiB). */
   readonly maxMessageBytes?: number;
 }
@@ -83,6 +92,20 @@ export interface TelemetryRequest {
 
 /** A health status as `grpc.health.v1` reports it. */
 export type HealthStatus = "UNKNOWN" | "SERVING" | "NOT_SERVING" | "SERVICE_UNKNOWN";
+
+/** Channel credentials from the TLS options: plaintext without a CA. */
+function clientCredentials(options: DoppelClientOptions): grpc.ChannelCredentials {
+  if (options.ca === undefined) {
+    if (options.cert !== undefined || options.key !== undefined) {
+      throw new InvalidArgument("a client certificate (cert, key) needs a CA (ca) to connect over TLS");
+    }
+    return grpc.credentials.createInsecure();
+  }
+  if ((options.cert === undefined) !== (options.key === undefined)) {
+    throw new InvalidArgument("give both cert and key for a client certificate, or neither");
+  }
+  return grpc.credentials.createSsl(options.ca, options.key ?? null, options.cert ?? null);
+}
 
 /** Decodes a response message, turning a malformed one into `Internal` (the server broke the contract). */
 function decode<M, T>(message: M, what: string, convert: (message: M) => T): T {
@@ -121,6 +144,7 @@ export class DoppelClient {
   readonly #raw: grpc.Client;
   readonly #timeoutMs: number;
   readonly #address: string;
+  readonly #metadata: () => grpc.Metadata;
 
   /** Creates a client; connects lazily on the first call. Fails (`InvalidArgument`) only for bad options. */
   constructor(address = "localhost:50051", options: DoppelClientOptions = {}) {
@@ -129,12 +153,23 @@ export class DoppelClient {
     this.#timeoutMs = timeoutMs;
     this.#address = address;
     const maxMessageBytes = options.maxMessageBytes ?? 4 * 1024 * 1024;
+    const token = options.token;
+    if (token !== undefined && (token === "" || /[^\x21-\x7e]/.test(token))) {
+      throw new InvalidArgument("token must be non-empty printable ASCII without spaces");
+    }
+    this.#metadata = () => {
+      const metadata = new grpc.Metadata();
+      if (token !== undefined) metadata.set("authorization", `Bearer ${token}`);
+      return metadata;
+    };
+    const channelCredentials = options.credentials ?? clientCredentials(options);
     const { Client } = loadContract();
-    this.#client = new Client(address, options.credentials ?? grpc.credentials.createInsecure(), {
+    this.#client = new Client(address, channelCredentials, {
       "grpc.max_receive_message_length": maxMessageBytes,
       "grpc.max_send_message_length": maxMessageBytes,
+      ...(options.serverName ? { "grpc.ssl_target_name_override": options.serverName } : {}),
     });
-    this.#raw = new grpc.Client(address, options.credentials ?? grpc.credentials.createInsecure(), {
+    this.#raw = new grpc.Client(address, channelCredentials, {
       channelOverride: this.#client.getChannel(),
     });
   }
@@ -159,7 +194,7 @@ export class DoppelClient {
   /** The latest persisted state of a twin. `NotFound` if it has no events (or its type is unknown). */
   async getTwin(ref: TwinRef): Promise<TwinView> {
     const twin = await this.#unary<Twin__Output>((o, cb) =>
-      this.#client.getTwin({ type: ref.type, id: ref.id }, o, cb),
+      this.#client.getTwin({ type: ref.type, id: ref.id }, this.#metadata(), o, cb),
     );
     return decode(twin, "twin", twinToView);
   }
@@ -172,6 +207,7 @@ export class DoppelClient {
     const response = await this.#unary<{ twins: Twin__Output[]; nextPageToken: string }>((o, cb) =>
       this.#client.queryTwins(
         { type, where: options.where ?? "", limit: options.limit ?? 0, pageToken: options.pageToken ?? "" },
+        this.#metadata(),
         o,
         cb,
       ),
@@ -200,6 +236,7 @@ export class DoppelClient {
           args: jsonToStruct(args),
           ...present({ expectedVersion: options.expectedVersion }),
         },
+        this.#metadata(),
         o,
         cb,
       ),
@@ -222,6 +259,7 @@ export class DoppelClient {
           patch: jsonToStruct(patch),
           ...present({ expectedVersion: options.expectedVersion }),
         },
+        this.#metadata(),
         o,
         cb,
       ),
@@ -238,6 +276,7 @@ export class DoppelClient {
     const response = await this.#unary<ReportResult>((o, cb) =>
       this.#client.reportState(
         { type: ref.type, id: ref.id, patch: jsonToStruct(patch), messageId: options.messageId ?? "" },
+        this.#metadata(),
         o,
         cb,
       ),
@@ -253,13 +292,17 @@ export class DoppelClient {
    */
   watch(ref: TwinRef, options: WatchOptions = {}): AsyncIterable<WatchedChange> {
     const client = this.#client;
+    const metadata = this.#metadata();
     return {
       [Symbol.asyncIterator]() {
-        const call = client.watchTwin({
-          type: ref.type,
-          id: ref.id,
-          skipCurrent: options.skipCurrent ?? false,
-        });
+        const call = client.watchTwin(
+          {
+            type: ref.type,
+            id: ref.id,
+            skipCurrent: options.skipCurrent ?? false,
+          },
+          metadata,
+        );
         const onReady = options.onReady;
         if (onReady) call.once("metadata", () => onReady());
         return iterate(call, "twin change", changeToWatched);
@@ -270,17 +313,21 @@ export class DoppelClient {
   /** Streams a twin's events in a version and/or time range, oldest first. */
   history(ref: TwinRef, range: HistoryQuery = {}): AsyncIterable<RemoteEvent> {
     const client = this.#client;
+    const metadata = this.#metadata();
     return {
       [Symbol.asyncIterator]() {
-        const call = client.getHistory({
-          type: ref.type,
-          id: ref.id,
-          fromVersion: range.fromVersion ?? 0,
-          toVersion: range.toVersion ?? 0,
-          since: range.since === undefined ? null : msToTimestamp(range.since),
-          until: range.until === undefined ? null : msToTimestamp(range.until),
-          limit: range.limit ?? 0,
-        });
+        const call = client.getHistory(
+          {
+            type: ref.type,
+            id: ref.id,
+            fromVersion: range.fromVersion ?? 0,
+            toVersion: range.toVersion ?? 0,
+            since: range.since === undefined ? null : msToTimestamp(range.since),
+            until: range.until === undefined ? null : msToTimestamp(range.until),
+            limit: range.limit ?? 0,
+          },
+          metadata,
+        );
         return iterate(call, "history event", messageToEvent);
       },
     };
@@ -289,16 +336,20 @@ export class DoppelClient {
   /** Streams a twin's telemetry samples in a time range, raw or downsampled (`intervalMs`). */
   telemetry(ref: TwinRef, query: TelemetryRequest = {}): AsyncIterable<TelemetryPoint> {
     const client = this.#client;
+    const metadata = this.#metadata();
     return {
       [Symbol.asyncIterator]() {
-        const call = client.getTelemetry({
-          type: ref.type,
-          id: ref.id,
-          since: query.since === undefined ? null : msToTimestamp(query.since),
-          until: query.until === undefined ? null : msToTimestamp(query.until),
-          limit: query.limit ?? 0,
-          interval: query.intervalMs === undefined ? null : msToDuration(query.intervalMs),
-        });
+        const call = client.getTelemetry(
+          {
+            type: ref.type,
+            id: ref.id,
+            since: query.since === undefined ? null : msToTimestamp(query.since),
+            until: query.until === undefined ? null : msToTimestamp(query.until),
+            limit: query.limit ?? 0,
+            interval: query.intervalMs === undefined ? null : msToDuration(query.intervalMs),
+          },
+          metadata,
+        );
         return iterate(call, "telemetry sample", messageToSample);
       },
     };
@@ -328,14 +379,16 @@ export class DoppelClient {
   /** The twin types the node runs, with their command names. */
   async listTypes(): Promise<TypeInfo[]> {
     const response = await this.#unary<{ types: { name: string; commands: string[] }[] }>((o, cb) =>
-      this.#client.listTypes({}, o, cb),
+      this.#client.listTypes({}, this.#metadata(), o, cb),
     );
     return response.types.map((type) => ({ name: type.name, commands: [...type.commands] }));
   }
 
   /** The cluster as the node sees it: members, shard assignment, lease holders and epochs. */
   async cluster(): Promise<ClusterView> {
-    const info = await this.#unary<ClusterInfo__Output>((o, cb) => this.#client.getCluster({}, o, cb));
+    const info = await this.#unary<ClusterInfo__Output>((o, cb) =>
+      this.#client.getCluster({}, this.#metadata(), o, cb),
+    );
     return {
       name: info.name,
       shardCount: info.shardCount,
@@ -366,6 +419,7 @@ export class DoppelClient {
         check.requestSerialize,
         check.responseDeserialize,
         { service },
+        this.#metadata(),
         o,
         cb,
       ),

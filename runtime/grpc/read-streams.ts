@@ -9,7 +9,7 @@ import type { Permit } from "../core/admission.ts";
 import type { TwinRef } from "../core/ids.ts";
 import { present } from "../core/present.ts";
 import type { HistoryRange } from "../core/records.ts";
-import { admitCall, type HandlerContext } from "./calls.ts";
+import { admitCall, admitCaller, type HandlerContext } from "./calls.ts";
 import type { TwinServiceHandlers } from "./generated/doppel/v1/TwinService.ts";
 import { eventToMessage, sampleToMessage } from "./messages.ts";
 import { OutboundStream } from "./streams.ts";
@@ -35,9 +35,10 @@ export async function streamHistory(ctx: HandlerContext, call: HistoryCall): Pro
   const stream = new OutboundStream(call, ctx.streams, ctx.logger, "GetHistory");
   let permit: Permit | undefined;
   try {
-    permit = admitCall(ctx, call);
     const request = call.request;
     const ref: TwinRef = { type: request.type, id: request.id };
+    admitCaller(ctx, call, { scope: "read", target: () => ref }, request);
+    permit = admitCall(ctx, call);
     const since = timestampToMs(request.since, "since");
     const until = timestampToMs(request.until, "until");
     const toVersion = request.toVersion === 0 ? undefined : request.toVersion;
@@ -73,8 +74,14 @@ export async function streamTelemetry(ctx: HandlerContext, call: TelemetryCall):
   const stream = new OutboundStream(call, ctx.streams, ctx.logger, "GetTelemetry");
   let permit: Permit | undefined;
   try {
-    permit = admitCall(ctx, call);
     const request = call.request;
+    admitCaller(
+      ctx,
+      call,
+      { scope: "read", target: () => ({ type: request.type, id: request.id }) },
+      request,
+    );
+    permit = admitCall(ctx, call);
     const since = timestampToMs(request.since, "since") ?? 0;
     // "Unset: now", inclusive of a sample stamped this very millisecond (stores treat `until` as exclusive).
     const until = timestampToMs(request.until, "until") ?? ctx.clock.now() + 1;

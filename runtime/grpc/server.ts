@@ -12,7 +12,7 @@ import type { ClusterView } from "../core/cluster-view.ts";
 import { InvalidArgument, Unavailable } from "../core/errors.ts";
 import type { TwinApi } from "../core/twin-api.ts";
 import type { Logger } from "../observability/logger.ts";
-import type { HandlerContext, TypeInfo } from "./calls.ts";
+import type { CallSecurity, HandlerContext, TypeInfo } from "./calls.ts";
 import type { TwinServiceHandlers } from "./generated/doppel/v1/TwinService.ts";
 import { loadContract, TWIN_SERVICE_NAME } from "./proto.ts";
 import { readStreamHandlers } from "./read-streams.ts";
@@ -50,6 +50,18 @@ export interface GatewayOptions {
    * and `WatchTwin` (long-lived; bounded by its own buffer) are not subject to it. Absent: no bound.
    */
   readonly admission?: Admission;
+  /** Authentication, authorization and rate limits of `TwinService` calls; absent: everyone may do everything. */
+  readonly security?: CallSecurity;
+  /** Serve TLS instead of plaintext; with `clientCa`, require client certificates signed by it (mTLS). */
+  readonly tls?: GatewayTls;
+}
+
+/** The gateway's TLS material, PEM. */
+export interface GatewayTls {
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  /** CA(s) that sign client certificates; when given, a client without a valid certificate is refused at the handshake. */
+  readonly clientCa?: Buffer;
 }
 
 /** A running gateway. */
@@ -78,9 +90,23 @@ function parseListen(listen: string): { host: string; port: number } {
   return { host, port };
 }
 
-function bind(server: grpc.Server, listen: string): Promise<number> {
+function credentials(tls: GatewayTls | undefined): grpc.ServerCredentials {
+  if (tls === undefined) return grpc.ServerCredentials.createInsecure();
+  try {
+    return grpc.ServerCredentials.createSsl(
+      tls.clientCa ?? null,
+      [{ cert_chain: tls.cert, private_key: tls.key }],
+      tls.clientCa !== undefined,
+    );
+  } catch (error) {
+    throw new InvalidArgument(`gateway TLS: ${(error as Error).message}`);
+  }
+}
+
+function bind(server: grpc.Server, listen: string, tls: GatewayTls | undefined): Promise<number> {
+  const serverCredentials = credentials(tls);
   return new Promise((resolve, reject) => {
-    server.bindAsync(listen, grpc.ServerCredentials.createInsecure(), (error, port) => {
+    server.bindAsync(listen, serverCredentials, (error, port) => {
       if (error) reject(new Unavailable(`gateway cannot listen on ${listen}: ${error.message}`));
       else resolve(port);
     });
@@ -107,6 +133,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     historyPageSize: positiveInteger(options.historyPageSize, 500, "historyPageSize"),
     watchBufferLimit: positiveInteger(options.watchBufferLimit, 1000, "watchBufferLimit"),
     streams,
+    ...(options.security ? { security: options.security } : {}),
   };
 
   const contract = loadContract();
@@ -126,7 +153,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
 
   let port: number;
   try {
-    port = await bind(server, options.listen);
+    port = await bind(server, options.listen, options.tls);
   } catch (error) {
     server.forceShutdown();
     throw error;
@@ -134,7 +161,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   health.setStatus("", "SERVING");
   health.setStatus(TWIN_SERVICE_NAME, "SERVING");
   const address = `${host}:${port}`;
-  options.logger.info({ address }, "gRPC gateway listening");
+  options.logger.info(
+    { address, tls: options.tls ? (options.tls.clientCa ? "mtls" : "tls") : "off" },
+    "gRPC gateway listening",
+  );
 
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {

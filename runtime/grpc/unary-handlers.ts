@@ -20,15 +20,20 @@ function nonEmpty(value: string): string | undefined {
   return value === "" ? undefined : value;
 }
 
+/** The twin a request names (for authorization). */
+const twinOf = (request: { type: string; id: string }) => ({ type: request.type, id: request.id });
+/** The type a request names (for authorization). */
+const typeOf = (request: { type: string }) => ({ type: request.type });
+
 /** The unary handlers. Every failure is answered with the mapped status (see `status.ts`). */
 export function unaryHandlers(ctx: HandlerContext): UnaryHandlers {
   const { api } = ctx;
   return {
-    GetTwin: unary(ctx, "GetTwin", async (request) =>
+    GetTwin: unary(ctx, "GetTwin", { scope: "read", target: twinOf }, async (request) =>
       viewToTwin(await api.get({ type: request.type, id: request.id })),
     ),
 
-    QueryTwins: unary(ctx, "QueryTwins", async (request) => {
+    QueryTwins: unary(ctx, "QueryTwins", { scope: "read", target: typeOf }, async (request) => {
       const where = nonEmpty(request.where);
       const pageToken = nonEmpty(request.pageToken);
       const page = await api.query(request.type, {
@@ -39,16 +44,21 @@ export function unaryHandlers(ctx: HandlerContext): UnaryHandlers {
       return { twins: page.views.map(viewToTwin), nextPageToken: page.nextPageToken ?? "" };
     }),
 
-    InvokeCommand: unary(ctx, "InvokeCommand", async (request, call) => {
-      const args = structToJson(request.args, "args");
-      const deadline = deadlineOf(call, ctx.clock);
-      const outcome = await api.invoke({ type: request.type, id: request.id }, request.command, args, {
-        ...present({ deadline, expectedVersion: request.expectedVersion }),
-      });
-      return { result: jsonToValue(outcome.result), version: outcome.version };
-    }),
+    InvokeCommand: unary(
+      ctx,
+      "InvokeCommand",
+      { scope: "command", target: twinOf },
+      async (request, call) => {
+        const args = structToJson(request.args, "args");
+        const deadline = deadlineOf(call, ctx.clock);
+        const outcome = await api.invoke({ type: request.type, id: request.id }, request.command, args, {
+          ...present({ deadline, expectedVersion: request.expectedVersion }),
+        });
+        return { result: jsonToValue(outcome.result), version: outcome.version };
+      },
+    ),
 
-    UpdateDesired: unary(ctx, "UpdateDesired", async (request, call) => {
+    UpdateDesired: unary(ctx, "UpdateDesired", { scope: "write", target: twinOf }, async (request, call) => {
       const patch = structToJson(request.patch, "patch");
       const deadline = deadlineOf(call, ctx.clock);
       const view = await api.updateDesired({ type: request.type, id: request.id }, patch, {
@@ -57,7 +67,7 @@ export function unaryHandlers(ctx: HandlerContext): UnaryHandlers {
       return viewToTwin(view);
     }),
 
-    ReportState: unary(ctx, "ReportState", async (request, call) => {
+    ReportState: unary(ctx, "ReportState", { scope: "write", target: twinOf }, async (request, call) => {
       const patch = structToJson(request.patch, "patch");
       const deadline = deadlineOf(call, ctx.clock);
       const messageId = nonEmpty(request.messageId);
@@ -67,11 +77,11 @@ export function unaryHandlers(ctx: HandlerContext): UnaryHandlers {
       return { version: outcome.version, duplicate: outcome.duplicate };
     }),
 
-    ListTypes: unary(ctx, "ListTypes", () => ({
+    ListTypes: unary(ctx, "ListTypes", { scope: "read" }, () => ({
       types: ctx.types().map((type) => ({ name: type.name, commands: [...type.commands] })),
     })),
 
-    GetCluster: unary(ctx, "GetCluster", async () => {
+    GetCluster: unary(ctx, "GetCluster", { scope: "admin" }, async () => {
       const view = await ctx.cluster();
       return {
         name: view.name,

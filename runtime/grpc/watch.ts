@@ -15,7 +15,7 @@ import * as grpc from "@grpc/grpc-js";
 import { NotFound, ResourceExhausted } from "../core/errors.ts";
 import type { TwinRef } from "../core/ids.ts";
 import type { TwinChange as FeedChange, TwinView } from "../core/records.ts";
-import type { HandlerContext } from "./calls.ts";
+import { admitCaller, type HandlerContext } from "./calls.ts";
 import type { TwinChange } from "./generated/doppel/v1/TwinChange.ts";
 import type { TwinServiceHandlers } from "./generated/doppel/v1/TwinService.ts";
 import type { WatchTwinRequest__Output } from "./generated/doppel/v1/WatchTwinRequest.ts";
@@ -117,6 +117,13 @@ class TwinWatch {
 export function watchHandler(ctx: HandlerContext): TwinServiceHandlers["WatchTwin"] {
   return (call) => {
     const stream = new OutboundStream<TwinChange>(call, ctx.streams, ctx.logger, "WatchTwin");
+    try {
+      const { type, id } = call.request;
+      admitCaller(ctx, call, { scope: "read", target: () => ({ type, id }) }, call.request);
+    } catch (error) {
+      stream.fail(error);
+      return;
+    }
     new TwinWatch(ctx, stream).start(call.request, call).catch((error: unknown) => stream.fail(error));
   };
 }

@@ -82,6 +82,7 @@ export class DoppelNode {
   #stopped = false;
   #fleet: Fleet | undefined;
   #grpcAddress: string | undefined;
+  #grpcSecurity: string | undefined;
   #devices!: DeviceLink;
   #coordinator: ClusterCoordinator | undefined;
   #metrics: NodeMetrics | undefined;
@@ -248,7 +249,12 @@ export class DoppelNode {
     const { config, logger } = this;
     if (config.grpc.listen === false) return;
     const { startGateway } = await import("../grpc/server.ts");
+    const { gatewaySecurity } = await import("./grpc-security.ts");
+    const secured = gatewaySecurity(config, this.engine.clock, logger, this.#metrics);
+    this.#grpcSecurity = secured.summary;
     const gateway = await startGateway({
+      ...(secured.security ? { security: secured.security } : {}),
+      ...(secured.tls ? { tls: secured.tls } : {}),
       api: this.twins,
       types: () => this.registry.list().map((type) => ({ name: type.name, commands: type.commandNames })),
       cluster: () => this.cluster(),
@@ -307,6 +313,11 @@ export class DoppelNode {
       residentTwins: this.engine.catalog.size,
       now: this.engine.clock.now(),
     });
+  }
+
+  /** How the gRPC gateway is protected ("TLS, API keys from keys.json (2 active)"), when it runs. */
+  get grpcSecurity(): string | undefined {
+    return this.#grpcSecurity;
   }
 
   /** The `host:port` the gRPC gateway listens on, when it runs. */

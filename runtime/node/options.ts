@@ -8,6 +8,7 @@ import { z } from "zod";
 import { describeIssues } from "../core/config-issues.ts";
 import { positiveDurationSchema } from "../core/duration.ts";
 import { InvalidArgument } from "../core/errors.ts";
+import { SCOPES } from "../core/principal.ts";
 import { cassandraNodeStoreShape } from "../persistence/cassandra/options.ts";
 
 /** Every duration of the node's configuration is a timeout, interval or time to live: above zero. */
@@ -122,6 +123,56 @@ const admissionSchema = z
     node: { maxInFlight: 2048, maxInFlightPerClient: 1024 },
   });
 
+/** A rule of `grpc.tls.clientCertificates`: a client certificate with this CN or SAN is this principal. */
+const clientCertificateRuleSchema = z
+  .object({
+    commonName: z.string().min(1).optional(),
+    /** As Node prints it: `DNS:billing.internal`, `URI:spiffe://corp/billing`, `IP Address:10.0.0.7`. */
+    san: z.string().min(1).optional(),
+    scopes: z.array(z.enum(SCOPES)),
+    types: z.array(z.string().min(1)).optional(),
+    idPrefixes: z.array(z.string().min(1)).optional(),
+  })
+  .strict()
+  .refine((rule) => rule.commonName !== undefined || rule.san !== undefined, {
+    message: "a client certificate rule needs commonName or san",
+  });
+
+/** TLS of the gRPC gateway: PEM files. With `clientCa`, clients must present a certificate it signed (mTLS). */
+const grpcTlsSchema = z
+  .object({
+    cert: z.string().min(1),
+    key: z.string().min(1),
+    clientCa: z.string().min(1).optional(),
+    /** Which principal a verified client certificate is (needs clientCa); first match wins. */
+    clientCertificates: z.array(clientCertificateRuleSchema).optional(),
+  })
+  .strict();
+
+/** A token bucket: calls per second sustained, and the burst. */
+const rateSchema = z
+  .object({
+    ratePerSecond: z.number().positive().max(1_000_000),
+    burst: z.number().int().min(1).max(10_000_000).optional(),
+  })
+  .strict();
+
+/** TLS for a client connection (NATS, Redis, Cassandra): PEM files. */
+export const clientTlsSchema = z
+  .object({
+    /** CA(s) to trust for the server's certificate; default: the system's. */
+    ca: z.string().min(1).optional(),
+    /** Client certificate and key, when the server asks for one. */
+    cert: z.string().min(1).optional(),
+    key: z.string().min(1).optional(),
+    /** Expected name in the server's certificate, when it differs from the host connected to. */
+    serverName: z.string().min(1).optional(),
+  })
+  .strict()
+  .refine((tls) => (tls.cert === undefined) === (tls.key === undefined), {
+    message: "give both cert and key, or neither",
+  });
+
 const clusterSchema = z
   .object({
     /** Cluster name: nodes with the same name and Redis form one cluster. */
@@ -164,9 +215,19 @@ export const nodeConfigSchema = z
           .min(1024)
           .max(64 * 1024 * 1024)
           .default(4 * 1024 * 1024),
+        /** API keys file (see docs/security.md; `doppel keys create` writes it). */
+        apiKeys: z.string().min(1).optional(),
+        tls: grpcTlsSchema.optional(),
+        /** Token bucket of each caller whose key sets no rate of its own (and of mTLS principals). */
+        rateLimit: rateSchema.optional(),
+        /**
+         * Allow serving a non-loopback address without both API keys (or mTLS) and TLS. Without
+         * it, such a node refuses to start.
+         */
+        insecure: z.boolean().default(false),
       })
       .strict()
-      .default({ listen: "localhost:50051", maxMessageBytes: 4 * 1024 * 1024 }),
+      .default({ listen: "localhost:50051", maxMessageBytes: 4 * 1024 * 1024, insecure: false }),
     /** Modules whose exported twin classes this node runs; default: the example twins. */
     twins: z.array(z.string().min(1)).optional(),
     /** Number of shards of the cluster (fixed for a cluster's lifetime). */
@@ -248,6 +309,14 @@ export const nodeConfigSchema = z
   })
   .strict()
   .superRefine((config, ctx) => {
+    const tls = config.grpc.tls;
+    if (tls?.clientCertificates !== undefined && tls.clientCa === undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["grpc", "tls", "clientCertificates"],
+        message: "client certificate rules need grpc.tls.clientCa (mTLS)",
+      });
+    }
     if (config.cluster && !config.nats) {
       ctx.addIssue({
         code: "custom",

@@ -37,6 +37,10 @@ export interface DoppelMetrics {
   readonly persistedEvents: Counter;
   readonly rejectedInputs: Counter;
   readonly leaseRenewals: Counter;
+  /** Calls refused for their credential (UNAUTHENTICATED) or their rights (PERMISSION_DENIED). */
+  readonly authRefused: Counter;
+  /** Calls refused by a principal's rate limit. */
+  readonly rateLimited: Counter;
 }
 
 /** Values read at scrape time. */
@@ -72,6 +76,12 @@ function instruments(meter: Meter): DoppelMetrics {
     }),
     leaseRenewals: meter.createCounter("doppel_lease_renewals_total", {
       description: "shard lease renewals, by outcome",
+    }),
+    authRefused: meter.createCounter("doppel_auth_refused_total", {
+      description: "calls refused as unauthenticated or not permitted, by source and code",
+    }),
+    rateLimited: meter.createCounter("doppel_rate_limited_total", {
+      description: "calls refused by a principal's rate limit, by source and principal kind",
     }),
   };
 }

@@ -60,7 +60,7 @@ describe("doppel start configuration sources: flag > env > config file > default
     );
     expect(config.dataDir).toBe("/from/env");
     expect(config.nodeId).toBe("env-node");
-    expect(config.grpc).toEqual({ listen: "127.0.0.1:3333", maxMessageBytes: 2048 });
+    expect(config.grpc).toEqual({ listen: "127.0.0.1:3333", maxMessageBytes: 2048, insecure: false });
     expect(config.shards).toBe(16);
     expect(config.log.level).toBe("debug");
     expect(config.metrics.listen).toBe(false);
@@ -168,5 +168,22 @@ describe("configuration refuses durations that make no sense", () => {
       store: { kind: "cassandra", contactPoints: ["c:9042"], historyClockSkew: 0 },
     });
     expect(config.store).toMatchObject({ historyClockSkew: 0 });
+  });
+
+  it("takes the security flags and DOPPEL_API_KEYS, keeping the file's TLS settings", () => {
+    const file = configFile({ grpc: { tls: { cert: "file.pem", key: "file-key.pem", clientCa: "ca.pem" } } });
+    const config = compiled(
+      { config: file, tlsCert: "flag.pem", insecure: true, listen: "0.0.0.0:1" },
+      { DOPPEL_API_KEYS: "/keys.json" },
+    );
+    expect(config.grpc).toMatchObject({
+      listen: "0.0.0.0:1",
+      apiKeys: "/keys.json",
+      insecure: true,
+      tls: { cert: "flag.pem", key: "file-key.pem", clientCa: "ca.pem" },
+    });
+    expect(compiled({ apiKeys: "/flag.json" }, { DOPPEL_API_KEYS: "/env.json" }).grpc.apiKeys).toBe(
+      "/flag.json",
+    );
   });
 });

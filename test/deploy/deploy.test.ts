@@ -64,14 +64,30 @@ describe("deployment files", () => {
   );
 
   it(
-    "deploy: the chart renders with a TLS secret and no --insecure",
+    "deploy: the chart renders with a TLS secret and an API keys secret, and no --insecure",
     async () => {
-      const run = await validate(
+      const tlsOnly = await validate(
         ["helm", "template", "doppel", CHART, "--set", "tls.secretName=doppel-tls"],
+        CACHED,
+      );
+      expect(tlsOnly.code).not.toBe(0);
+      expect(tlsOnly.output).toContain("apiKeys.secretName is required");
+      const run = await validate(
+        [
+          "helm",
+          "template",
+          "doppel",
+          CHART,
+          "--set",
+          "tls.secretName=doppel-tls",
+          "--set",
+          "apiKeys.secretName=doppel-api-keys",
+        ],
         CACHED,
       );
       expect(run.code).toBe(0);
       expect(run.stdout).toContain("--tls-cert");
+      expect(run.stdout).toContain("--api-keys");
       expect(run.stdout).not.toContain("--insecure");
     },
     CACHED,

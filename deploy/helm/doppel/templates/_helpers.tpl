@@ -63,12 +63,16 @@ app.kubernetes.io/component: node
 {{- end }}
 
 {{/*
-Fails rendering unless the node is either served with TLS (tls.secretName) or explicitly
-insecure: a node on a pod network must not serve plaintext gRPC without API keys by accident.
+Fails rendering unless the node is either served with TLS (tls.secretName) and API keys
+(apiKeys.secretName) or explicitly insecure: a node on a pod network binds a non-loopback address,
+and Doppel refuses to start there without both (docs/security.md).
 */}}
 {{- define "doppel.validate" -}}
 {{- if and (not .Values.insecure) (not .Values.tls.secretName) }}
 {{- fail "doppel: tls.secretName is required (a kubernetes.io/tls Secret with the node's certificate and key): the node binds a non-loopback address and serves TLS unless you set insecure=true, which serves plaintext gRPC without API keys (only for a private network you trust; see docs/security.md)" }}
+{{- end }}
+{{- if and (not .Values.insecure) (not .Values.apiKeys.secretName) }}
+{{- fail "doppel: apiKeys.secretName is required (a Secret holding the API keys file that `doppel keys create` writes): the node binds a non-loopback address and requires API keys there unless you set insecure=true (see docs/security.md)" }}
 {{- end }}
 {{- if and .Values.insecure .Values.tls.secretName }}
 {{- fail "doppel: set either insecure=true or tls.secretName, not both" }}

@@ -1,0 +1,99 @@
+/**
+ * The gateway's security, built from the configuration: API keys (`grpc.apiKeys`), TLS and mTLS
+ * (`grpc.tls`), rate limits (`grpc.rateLimit`, per key in the keys file), and the rule that makes
+ * a node secure by default: it serves a non-loopback address only with API keys (or mTLS) and TLS,
+ * unless `grpc.insecure` says otherwise.
+ */
+import { readFileSync } from "node:fs";
+import type { Clock } from "../core/clock.ts";
+import { InvalidArgument } from "../core/errors.ts";
+import type { CallSecurity } from "../grpc/calls.ts";
+import type { GatewayTls } from "../grpc/server.ts";
+import type { Logger } from "../observability/logger.ts";
+import type { NodeMetrics } from "../observability/metrics.ts";
+import { ApiKeys } from "../security/api-keys.ts";
+import { RateLimiter } from "../security/rate-limiter.ts";
+import type { NodeConfig } from "./options.ts";
+
+/** Reads a PEM file named by the configuration, naming the setting when it cannot. */
+export function readPem(path: string, setting: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (error) {
+    throw new InvalidArgument(`${setting}: cannot read ${path}: ${(error as Error).message}`);
+  }
+}
+
+/** True for `localhost`, `127.x.x.x` and `::1`: addresses only this machine can reach. */
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return bare === "localhost" || bare === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(bare);
+}
+
+/** What the gateway is told about security, and a sentence saying how it is protected. */
+export interface GatewaySecurityParts {
+  readonly security?: CallSecurity;
+  readonly tls?: GatewayTls;
+  /** E.g. "TLS, API keys" or "plaintext, no authentication (loopback only)". */
+  readonly summary: string;
+}
+
+/**
+ * Builds the gateway's security from `config.grpc`, refusing (`InvalidArgument`) a non-loopback
+ * listen address without authentication and TLS unless `grpc.insecure`, and warning when it is.
+ */
+export function gatewaySecurity(
+  config: NodeConfig,
+  clock: Clock,
+  logger: Logger,
+  metrics: NodeMetrics | undefined,
+): GatewaySecurityParts {
+  const grpc = config.grpc;
+  const listen = grpc.listen === false ? "" : grpc.listen;
+  const host = listen.slice(0, listen.lastIndexOf(":"));
+  const tlsConfig = grpc.tls;
+  const tls: GatewayTls | undefined = tlsConfig && {
+    cert: readPem(tlsConfig.cert, "grpc.tls.cert (--tls-cert)"),
+    key: readPem(tlsConfig.key, "grpc.tls.key (--tls-key)"),
+    ...(tlsConfig.clientCa
+      ? { clientCa: readPem(tlsConfig.clientCa, "grpc.tls.clientCa (--tls-client-ca)") }
+      : {}),
+  };
+  const keys =
+    grpc.apiKeys === undefined
+      ? undefined
+      : new ApiKeys(grpc.apiKeys, clock, {
+          onReloadError: (error) =>
+            logger.error(
+              { err: error, file: grpc.apiKeys },
+              "API keys file unreadable; keeping the last good keys",
+            ),
+        });
+  const mtls = tlsConfig?.clientCa !== undefined;
+  const authenticated = keys !== undefined || mtls;
+  const parts = [
+    tls ? (mtls ? "TLS with client certificates" : "TLS") : "plaintext",
+    ...(keys ? [`API keys from ${grpc.apiKeys} (${keys.activeCount} active)`] : []),
+    ...(authenticated ? [] : ["no authentication"]),
+  ];
+  if (!isLoopbackHost(host) && listen !== "" && !(authenticated && tls)) {
+    if (!grpc.insecure) {
+      throw new InvalidArgument(
+        `refusing to serve gRPC on ${listen} (not loopback) with ${parts.join(", ")}: give --api-keys FILE ` +
+          "and --tls-cert/--tls-key (see docs/security.md), listen on localhost, or pass --insecure on a network you trust",
+      );
+    }
+    logger.warn({ listen }, `INSECURE: serving gRPC on ${listen} with ${parts.join(", ")} (--insecure)`);
+  }
+  const summary = `${parts.join(", ")}${!authenticated && isLoopbackHost(host) ? " (loopback only)" : ""}`;
+  if (!authenticated) return { ...(tls ? { tls } : {}), summary };
+  const security: CallSecurity = {
+    ...(keys ? { keys } : {}),
+    ...(mtls ? { certificateRules: tlsConfig?.clientCertificates ?? [] } : {}),
+    limiter: new RateLimiter(clock),
+    ...(grpc.rateLimit ? { defaultRate: grpc.rateLimit } : {}),
+    throttled: (principal) => metrics?.metrics.rateLimited.add(1, { source: "grpc", kind: principal.kind }),
+    refused: (code) => metrics?.metrics.authRefused.add(1, { source: "grpc", code }),
+  };
+  return { security, ...(tls ? { tls } : {}), summary };
+}
