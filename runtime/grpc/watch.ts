@@ -6,6 +6,12 @@
  * response headers (a client may take them as "the subscription is live"), read the current view,
  * send it, then send the changes that arrived meanwhile, skipping those the view already includes.
  *
+ * A change must follow the last version sent: its first event is the next version and its view
+ * ends at its last event. One that does not (a change forged on the change subject, with version
+ * 1e9, or a gap left by a lost message) is never sent; the watch reads the twin's current view
+ * from the node instead and sends that if it is newer, so a forged version cannot silence the
+ * real ones after it.
+ *
  * Memory is bounded: changes wait in a queue only while the client is not draining, and a client
  * that falls more than `watchBufferLimit` changes behind is cut off with RESOURCE_EXHAUSTED (it
  * should re-watch and take the current state again) instead of making the queue grow without limit.
@@ -29,6 +35,11 @@ class TwinWatch {
   #early: FeedChange[] | undefined = [];
   /** Version of the last view sent; changes at or below it are already reflected. */
   #sentVersion = 0;
+  /** True once `#sentVersion` is the twin's known version (after the first view or change). */
+  #baselineKnown = false;
+  #ref: TwinRef | undefined;
+  #resyncing: Promise<void> | undefined;
+  #resyncAgain = false;
   #waitingForDrain = false;
 
   constructor(
@@ -38,6 +49,7 @@ class TwinWatch {
 
   async start(request: WatchTwinRequest__Output, call: { sendMetadata(metadata: grpc.Metadata): void }) {
     const ref: TwinRef = { type: request.type, id: request.id };
+    this.#ref = ref;
     const unsubscribe = this.ctx.api.watch(ref, (change) => this.#onChange(change));
     this.stream.onClose(() => {
       unsubscribe();
@@ -49,6 +61,7 @@ class TwinWatch {
     if (!request.skipCurrent) {
       const view = await this.#current(ref);
       if (view !== undefined) this.#enqueue(view, []);
+      this.#baselineKnown = true;
     }
     const early = this.#early ?? [];
     this.#early = undefined;
@@ -76,8 +89,50 @@ class TwinWatch {
   }
 
   #deliver(change: FeedChange): void {
-    if (change.view.version <= this.#sentVersion) return;
+    if (typeof change.view?.version !== "number" || change.view.version <= this.#sentVersion) return;
+    if (this.#baselineKnown && !this.#follows(change)) {
+      this.ctx.logger.warn(
+        { twin: this.#ref, after: this.#sentVersion, got: change.view.version },
+        "WatchTwin: refused a change that does not follow the last version; reading the twin instead",
+      );
+      this.#resync();
+      return;
+    }
+    this.#baselineKnown = true;
     this.#enqueue(change.view, change.events.map(eventToMessage));
+  }
+
+  /** True when `change` starts right after the last version sent and ends at its view. */
+  #follows(change: FeedChange): boolean {
+    const events = Array.isArray(change.events) ? change.events : [];
+    return (
+      events.length > 0 &&
+      events[0]?.seq === this.#sentVersion + 1 &&
+      events[events.length - 1]?.seq === change.view.version &&
+      change.view.version === this.#sentVersion + events.length
+    );
+  }
+
+  /** Sends the twin's current view if it is newer than the last sent (one read at a time). */
+  #resync(): void {
+    if (this.#resyncing) {
+      this.#resyncAgain = true;
+      return;
+    }
+    const ref = this.#ref;
+    if (!ref) return;
+    this.#resyncing = this.#current(ref)
+      .then((view) => {
+        if (view !== undefined && view.version > this.#sentVersion) this.#enqueue(view, []);
+      })
+      .catch((error: unknown) => this.stream.fail(error))
+      .finally(() => {
+        this.#resyncing = undefined;
+        if (this.#resyncAgain) {
+          this.#resyncAgain = false;
+          this.#resync();
+        }
+      });
   }
 
   #enqueue(view: TwinView, events: TwinChange["events"]): void {

@@ -1,9 +1,17 @@
 import * as grpc from "@grpc/grpc-js";
 import { InvalidArgument, Twin, z } from "doppel";
 import { afterEach, describe, expect, it } from "vitest";
+import type { TwinChange as FeedChange } from "../../runtime/core/records.ts";
 import type { TwinChange__Output } from "../../runtime/grpc/generated/doppel/v1/TwinChange.ts";
 import { loadContract } from "../../runtime/grpc/proto.ts";
-import { barrier, type Harness, observeUnsubscribes, startHarness, startStallableProxy } from "./harness.ts";
+import {
+  barrier,
+  type Harness,
+  observeUnsubscribes,
+  overrideApi,
+  startHarness,
+  startStallableProxy,
+} from "./harness.ts";
 
 /** A twin whose reports are large, so a few changes fill a slow client's socket buffers. */
 class Blob extends Twin<{ reports: number }, { type: "counted" }, { data: string }> {
@@ -30,6 +38,35 @@ describe("gateway watch stream", () => {
   let h: Harness;
   afterEach(async () => {
     await h.stop();
+  });
+
+  it("refuses a forged change that does not follow the last version, and keeps sending the real ones", async () => {
+    const listeners: ((change: FeedChange) => void)[] = [];
+    h = await startHarness({
+      wrapApi: (api) =>
+        overrideApi(api, {
+          watch: (ref, listener) => {
+            listeners.push(listener);
+            return api.watch(ref, listener);
+          },
+        }),
+    });
+    await h.client.reportState(t1, { temperature: 18 });
+    const watch = h.client.watch(t1)[Symbol.asyncIterator]();
+    const current = await next(watch);
+    expect(listeners).toHaveLength(1);
+    // What a forger on the change subject would send: a huge version, events that do not follow.
+    const forged = {
+      ref: t1,
+      events: [{ seq: 1e9, type: "$reported", data: { type: "$reported" }, at: 0, commitId: "x" }],
+      view: { ...(await h.test.twins.get(t1)), version: 1e9, reported: { temperature: 99 } },
+    } as unknown as FeedChange;
+    listeners[0]?.(forged);
+    await h.client.reportState(t1, { temperature: 19 });
+    const after = await next(watch);
+    expect(after.twin.version).toBe(current.twin.version + 1);
+    expect(after.twin.reported).toEqual({ temperature: 19 });
+    await watch.return?.();
   });
 
   it("sends the current state first, then one change per report or command, and unsubscribes on cancel", async () => {
