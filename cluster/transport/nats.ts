@@ -71,6 +71,8 @@ export interface NatsTransportOptions {
   readonly waitOnFirstConnect?: boolean;
   /** Connection timeout, ms (default 5000). */
   readonly timeoutMs?: number;
+  /** Prefix of this connection's reply subjects (default `_INBOX`); a device's permissions allow only its own. */
+  readonly inboxPrefix?: string;
 }
 
 function authenticator(credentials: NatsCredentials | undefined): {
@@ -172,6 +174,7 @@ export class NatsTransport implements Transport {
         servers,
         ...authenticator(options.credentials),
         ...(options.name === undefined ? {} : { name: options.name }),
+        ...(options.inboxPrefix === undefined ? {} : { inboxPrefix: options.inboxPrefix }),
         maxReconnectAttempts: options.maxReconnectAttempts ?? -1,
         reconnectTimeWait: options.reconnectTimeWaitMs ?? 1000,
         waitOnFirstConnect: options.waitOnFirstConnect ?? false,

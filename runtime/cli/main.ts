@@ -76,6 +76,32 @@ function program(): Command {
     .option("--json", "print progress and the summary as JSON lines")
     .action(async (flags) => (await import("./sim.ts")).simCommand(flags, out));
 
+  const devices = doppel
+    .command("devices")
+    .description("device credentials for NATS and MQTT (auth callout; see docs/security.md)");
+  const deviceOptions = (command: Command) =>
+    command
+      .option(
+        "--credentials-file <file>",
+        "the credentials file (default: from --config, or <data>/device-credentials.json)",
+      )
+      .option("-c, --config <file>", "the node's JSON configuration file")
+      .option("-d, --data <dir>", "the node's data folder (env DOPPEL_DATA_DIR)")
+      .option("--json", "machine-readable output");
+  const deviceCommands = () => import("./device-commands.ts");
+  deviceOptions(
+    devices.command("provision").argument("<type/id>").description("issue a credential (printed once)"),
+  ).action(async (target, flags) => (await deviceCommands()).provision(target, flags, out));
+  deviceOptions(devices.command("list").description("list devices with a credential")).action(async (flags) =>
+    (await deviceCommands()).list(flags, out),
+  );
+  deviceOptions(
+    devices
+      .command("revoke")
+      .argument("<type/id>")
+      .description("revoke a credential: refused at next connect, disconnected by running nodes"),
+  ).action(async (target, flags) => (await deviceCommands()).revoke(target, flags, out));
+
   common(
     doppel.command("get").argument("<type/id>").description("show a twin's state, shadow and version"),
   ).action(async (target, flags) => (await client()).get(target, flags, out));

@@ -20,6 +20,7 @@ import type { JsonLimits } from "../core/json.ts";
 import type { TwinApi } from "../core/twin-api.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { Logger } from "../observability/logger.ts";
+import type { DeviceAuthService, DeviceAuthSettings } from "./auth/auth-callout.ts";
 import { pushDesiredToDevices } from "./egress/desired-push.ts";
 import { type DeviceCommandStats, DeviceCommands } from "./egress/device-commands.ts";
 import { DeviceIngress } from "./ingress/device-ingress.ts";
@@ -38,6 +39,8 @@ export interface DeviceLink {
   readonly durable: JetStreamIngress | undefined;
   /** Counters of commands sent to devices. */
   readonly commands: DeviceCommandStats;
+  /** The auth callout service, when this node checks device credentials. */
+  readonly auth: DeviceAuthService | undefined;
   /** A new device-side connection to the same bus or server (demo fleet, tests). */
   connectDevice(name?: string): Promise<Transport>;
   stop(): Promise<void>;
@@ -51,6 +54,11 @@ export interface NatsDeviceSettings {
   readonly consumer: IngressConsumerSettings;
   /** Most messages of one twin in flight at once. */
   readonly maxInFlightPerTwin: number;
+  /** Run the auth callout service for device credentials (absent: the server authenticates devices). */
+  readonly auth?: DeviceAuthSettings & {
+    readonly credentialsFile: string;
+    readonly revocationPollMs: number;
+  };
 }
 
 /** Starts the device side of a node; `shards` are the shards it consumes (all, on a single node). */
@@ -103,7 +111,9 @@ export async function startDeviceLink(options: {
     options.admission,
   );
   let durable: JetStreamIngress | undefined;
+  let auth: { service: DeviceAuthService; stop: () => Promise<void> } | undefined;
   try {
+    if (nats?.auth) auth = await startDeviceAuth(nats.auth, options.nodeId, logger);
     if (natsTransport && nats) {
       const { JetStreamIngress } = await import("./ingress/jetstream-ingress.ts");
       durable = new JetStreamIngress(natsTransport, ingress, options.shardCount, logger, {
@@ -128,6 +138,7 @@ export async function startDeviceLink(options: {
     }
   } catch (error) {
     await durable?.stop().catch(() => undefined);
+    await auth?.stop().catch(() => undefined);
     await ingress.stop();
     if (ownsTransport) await transport.close();
     throw error;
@@ -141,6 +152,7 @@ export async function startDeviceLink(options: {
     ingress,
     durable,
     commands,
+    auth: auth?.service,
     async connectDevice(name?: string): Promise<Transport> {
       if (!nats || !NatsTransport) return options.bus.connect();
       return NatsTransport.connect({ ...nats.connection, name: name ?? `doppel-device-${options.nodeId}` });
@@ -151,7 +163,33 @@ export async function startDeviceLink(options: {
       await durable?.stop();
       await ingress.stop();
       deviceCommands.stop();
+      await auth?.stop();
       if (ownsTransport) await transport.close();
+    },
+  };
+}
+
+/** Starts the auth callout service and the watch that disconnects devices revoked in the file. */
+async function startDeviceAuth(
+  settings: NonNullable<NatsDeviceSettings["auth"]>,
+  nodeId: string,
+  logger: Logger,
+): Promise<{ service: DeviceAuthService; stop: () => Promise<void> }> {
+  const [{ DeviceAuthService }, { DeviceCredentials }, { watchRevocations }] = await Promise.all([
+    import("./auth/auth-callout.ts"),
+    import("./auth/device-credentials.ts"),
+    import("./auth/revocation-watch.ts"),
+  ]);
+  const credentials = new DeviceCredentials(settings.credentialsFile);
+  const service = await DeviceAuthService.start({ settings, credentials, logger, nodeId });
+  const stopWatch = watchRevocations(credentials, settings.revocationPollMs, logger, (device) =>
+    service.disconnect(device),
+  );
+  return {
+    service,
+    stop: async () => {
+      stopWatch();
+      await service.stop();
     },
   };
 }

@@ -13,6 +13,10 @@
  * | `doppel.dev.<type>.<id>.cmd-result`  | device → twin    | `{ id, result }` or `{ id, error }`: the answer of a device that cannot reply (MQTT) |
  * | `doppel.dev.<type>.<id>.errors`      | twin → device    | `{ code, message, subject }` for rejected input |
  *
+ * A device's own NATS connection uses the inbox prefix `_INBOX.doppel.<type>.<id>` for the replies
+ * it asks for (sync replies, PubAcks), so its permissions can allow only its own inbox (see
+ * `devices/auth/device-permissions.ts`).
+ *
  * A report may carry a `Nats-Msg-Id` header: a re-sent report with the same id is applied once.
  * Replies to reports (when the sender asked for one) are `{ ok: true, version, duplicate }` or
  * `{ error: { code, message, details? } }`.
@@ -44,6 +48,11 @@ const CHANNELS = new Set<string>(Object.values(DeviceChannel));
 /** The subject of `channel` for twin `ref` (ids must already be valid). */
 export function deviceSubject(ref: TwinRef, channel: DeviceChannel): string {
   return `${DEVICE_PREFIX}.${ref.type}.${ref.id}.${channel}`;
+}
+
+/** The prefix of a device connection's reply subjects: `_INBOX.doppel.<type>.<id>`. */
+export function deviceInboxPrefix(ref: TwinRef): string {
+  return `_INBOX.doppel.${ref.type}.${ref.id}`;
 }
 
 /** A wildcard subject for one channel of every twin. */

@@ -2,6 +2,7 @@
  * The device side's settings from the node configuration: payload limits, and how to reach
  * devices over NATS (servers, credentials, the ingress stream and its consumers).
  */
+import { join } from "node:path";
 import type { NatsTransportOptions } from "../../cluster/transport/nats.ts";
 import type { JsonLimits } from "../core/json.ts";
 import { present } from "../core/present.ts";
@@ -35,5 +36,27 @@ export function natsDeviceSettings(config: NodeConfig): NatsDeviceSettings | und
     },
     consumer: { maxAckPending: nats.consumer.maxAckPending, ackWaitMs: nats.consumer.ackWait },
     maxInFlightPerTwin: nats.consumer.maxInFlightPerTwin,
+    ...present({ auth: deviceAuthSettings(config) }),
+  };
+}
+
+/** The path of the device credentials file of the configuration. */
+export function deviceCredentialsPath(config: NodeConfig): string {
+  return config.nats?.deviceAuth?.credentialsFile ?? join(config.dataDir, "device-credentials.json");
+}
+
+/** The auth callout service's settings, when the configuration has `nats.deviceAuth`. */
+function deviceAuthSettings(config: NodeConfig): NatsDeviceSettings["auth"] {
+  const nats = config.nats;
+  const auth = nats?.deviceAuth;
+  if (!nats || !auth) return undefined;
+  return {
+    issuerSeed: auth.issuerSeed,
+    account: auth.account,
+    jwtTtlMs: auth.jwtTtl,
+    connection: { servers: nats.servers, credentials: auth.credentials },
+    ...present({ system: auth.system ? { servers: nats.servers, credentials: auth.system } : undefined }),
+    credentialsFile: deviceCredentialsPath(config),
+    revocationPollMs: auth.revocationPoll,
   };
 }

@@ -16,6 +16,7 @@ import type { Json } from "../core/json.ts";
 import { type ShardOwnership, singleNodeOwnership } from "../core/ownership.ts";
 import type { TwinClass } from "../core/twin.ts";
 import type { TwinApi } from "../core/twin-api.ts";
+import type { DeviceAuthService } from "../devices/auth/auth-callout.ts";
 import { type DeviceLink, startDeviceLink } from "../devices/device-link.ts";
 import type { DeviceIngress } from "../devices/ingress/device-ingress.ts";
 import type { Engine } from "../engine/engine.ts";
@@ -107,6 +108,11 @@ export class DoppelNode {
   /** The twin types this node runs. */
   get registry() {
     return this.engine.registry;
+  }
+
+  /** The auth callout service checking device credentials (`nats.deviceAuth`), if configured. */
+  get deviceAuth(): DeviceAuthService | undefined {
+    return this.#devices.auth;
   }
 
   /** The node's device ingress (counters of accepted and refused device messages). */

@@ -38,6 +38,34 @@ const natsCredentialsSchema = z.union([
 ]);
 
 /**
+ * Device credentials through NATS's auth callout (docs/security.md): the node answers the
+ * server's authorization requests, letting in each provisioned device with exactly its own
+ * subjects. The nodes' own user (`nats.credentials`), `credentials` here and `system` must be the
+ * server's `auth_users`.
+ */
+const deviceAuthSchema = z
+  .object({
+    /** Seed (`SA...`) of the account nkey that signs device JWTs; its public key is the callout's `issuer`. */
+    issuerSeed: z.string().regex(/^SA[A-Z2-7]{56}$/, "must be an account nkey seed (SA...)"),
+    /** The account devices are placed in: the one Doppel's node user and stream live in. */
+    account: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, '_' or '-'")
+      .default("DOPPEL"),
+    /** The callout service's own user, in the callout account. */
+    credentials: natsCredentialsSchema,
+    /** A system-account user, to disconnect a revoked device at once (without: at its JWT's expiry). */
+    system: natsCredentialsSchema.optional(),
+    /** Hashed device credentials (`doppel devices provision`); default `<dataDir>/device-credentials.json`. */
+    credentialsFile: z.string().min(1).optional(),
+    /** How long a device's user JWT is valid; it re-authenticates after. */
+    jwtTtl: duration.default(3_600_000),
+    /** How often the node looks for revocations in the credentials file. */
+    revocationPoll: duration.default(1_000),
+  })
+  .strict();
+
+/**
  * NATS: when set, devices reach the node over NATS (reported state and telemetry durably through
  * the JetStream stream Doppel manages; see runtime/devices/ingress/stream-config.ts for what each setting
  * bounds). When absent, the node uses its in-process transport (the embedded default).
@@ -47,6 +75,8 @@ const natsSchema = z
     /** Server URL(s), e.g. `nats://127.0.0.1:4222`. */
     servers: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
     credentials: natsCredentialsSchema.optional(),
+    /** Device credentials checked by this node as the server's auth callout service (absent: none). */
+    deviceAuth: deviceAuthSchema.optional(),
     stream: z
       .object({
         name: z

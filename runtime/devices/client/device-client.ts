@@ -58,6 +58,7 @@ import {
   type DesiredPush,
   DeviceChannel,
   type DeviceCommand,
+  deviceInboxPrefix,
   deviceSubject,
   encodeJson,
   errorReply,
@@ -210,6 +211,7 @@ export class DeviceClient {
         servers: options.servers,
         ...present({ credentials: options.credentials }),
         name: `doppel-device-${options.type}-${options.id}`,
+        inboxPrefix: deviceInboxPrefix(twinRef(options.type, options.id)),
         waitOnFirstConnect: options.waitOnFirstConnect ?? true,
       });
     } catch (error) {
