@@ -7,8 +7,8 @@
  *    `maxConcurrentRequests = CONCURRENCY`). The store side runs like the engine: callers append
  *    turns of 1-3 events and wait for the acknowledgement; per twin at most one commit is in
  *    flight and turns that arrive meanwhile join the next one (group commit); commits go through
- *    the engine's `GroupCommitter`. Each commit pays the store's conflict check (one read) and one
- *    logged batch (events + view, atomic), so the store approaches or beats the bare loop only
+ *    the engine's `GroupCommitter`. Each commit pays the store's commit point (one lightweight
+ *    transaction on the twin's head) and one logged batch (events + view, atomic), so the store approaches or beats the bare loop only
  *    as far as group commit puts several events in one commit. Scenarios:
  *    - headline, a saturated fleet: every twin has `PER_TWIN` (8) reports in flight (a backlog,
  *      e.g. a JetStream consumer catching up); then the same with 4;
@@ -18,13 +18,20 @@
  * 2. Cold activation: twins with a snapshot at seq 200 and 0-100 later events; `loadTwin` alone,
  *    and a whole activation through a node (load, replay, one read-only turn), p50/p99.
  *
+ * 3. The cost of the fence: each store scenario runs twice per round, interleaved (order
+ *    alternating by round), on two stores over the same keyspace: fenced (the default: the
+ *    head's lightweight transaction, then the logged batch) and unfenced (`fencedCommits:
+ *    false`: the schema-1 read of the log's tail, then the logged batch; unsafe under pauses).
+ *    Printed as events/s of each and their ratio.
+ *
  * Targets: store throughput >= 0.9x the bare loop; cold activation p99 < 10 ms.
  *
  *   npm run bench:store            (BENCH_QUICK=1 for a short run; BENCH_TWINS, BENCH_CONCURRENCY,
  *                                   BENCH_EVENTS, BENCH_PER_TWIN to change the workload)
  *
  * Uses DOPPEL_CASSANDRA if set; otherwise starts the test server with scripts/infra/cassandra.sh
- * (and stops it again if it was not running). Works in keyspace `doppel_bench`, dropped first.
+ * (and stops it again if it was not running). Works in keyspace `doppel_bench` (BENCH_KEYSPACE),
+ * dropped first.
  */
 import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
@@ -53,7 +60,7 @@ const SCENARIOS = [...new Set([PER_TWIN, 4, 0])];
 const COLD_TWINS = quick ? 100 : 300;
 /** Pause between writing the cold-activation twins and timing their activation. */
 const SETTLE_MS = quick ? 1000 : 5000;
-const KEYSPACE = "doppel_bench";
+const KEYSPACE = process.env["BENCH_KEYSPACE"] ?? "doppel_bench";
 const OWN = "127.0.0.1:19042";
 const REPO = fileURLToPath(new URL("..", import.meta.url));
 
@@ -397,6 +404,13 @@ const store = await CassandraEventStore.open({
   keyspace: KEYSPACE,
   maxConcurrentRequests: CONCURRENCY,
 });
+const unfenced = await CassandraEventStore.open({
+  contactPoints,
+  localDataCenter,
+  keyspace: KEYSPACE,
+  maxConcurrentRequests: CONCURRENCY,
+  fencedCommits: false,
+});
 type StoreResult = Awaited<ReturnType<typeof storeAppends>>;
 type BareResult = Awaited<ReturnType<typeof bareLoop>>;
 const describe = (perTwin: number) =>
@@ -413,21 +427,54 @@ try {
   note("warm-up...");
   await bareLoop(raw, `warm_bare_${tag}`, 3000);
   await storeAppends(store, `warm_store_${tag}`, 3000, PER_TWIN);
-  const rounds: { bare: BareResult; store: Record<string, StoreResult> }[] = [];
+  await storeAppends(unfenced, `warm_unfenced_${tag}`, 3000, PER_TWIN);
+  const rounds: {
+    bare: BareResult;
+    store: Record<string, StoreResult>;
+    unfenced: Record<string, StoreResult>;
+  }[] = [];
   for (let r = 1; r <= ROUNDS; r++) {
     note(`round ${r}: bare loop, ${EVENTS} rows, concurrency ${CONCURRENCY}...`);
     const bare = await bareLoop(raw, `bare_${tag}_${r}`, EVENTS);
     note(`  ${bare.rowsPerSecond} rows/s, p50 ${bare.latencyMs.p50} ms, p99 ${bare.latencyMs.p99} ms`);
     const results: Record<string, StoreResult> = {};
+    const plain: Record<string, StoreResult> = {};
     for (const perTwin of SCENARIOS) {
-      note(`round ${r}: store, ${EVENTS} events, ${describe(perTwin)}...`);
-      const result = await storeAppends(store, `s${perTwin}_${tag}_${r}`, EVENTS, perTwin);
-      note(
-        `  ${result.eventsPerSecond} events/s (${result.eventsPerCommit} events/commit), p50 ${result.latencyMs.p50} ms, p99 ${result.latencyMs.p99} ms`,
-      );
-      results[String(perTwin)] = result;
+      // A/B interleaved: fenced and unfenced back to back, the order alternating by round.
+      const order = r % 2 === 1 ? (["fenced", "unfenced"] as const) : (["unfenced", "fenced"] as const);
+      for (const variant of order) {
+        note(`round ${r}: store (${variant}), ${EVENTS} events, ${describe(perTwin)}...`);
+        const target = variant === "fenced" ? store : unfenced;
+        const result = await storeAppends(target, `${variant[0]}${perTwin}_${tag}_${r}`, EVENTS, perTwin);
+        note(
+          `  ${result.eventsPerSecond} events/s (${result.eventsPerCommit} events/commit), p50 ${result.latencyMs.p50} ms, p99 ${result.latencyMs.p99} ms`,
+        );
+        (variant === "fenced" ? results : plain)[String(perTwin)] = result;
+      }
     }
-    rounds.push({ bare, store: results });
+    rounds.push({ bare, store: results, unfenced: plain });
+  }
+  const fence = SCENARIOS.map((perTwin) => {
+    const key = String(perTwin);
+    const fencedBest = Math.max(...rounds.map((r) => r.store[key]!.eventsPerSecond));
+    const unfencedBest = Math.max(...rounds.map((r) => r.unfenced[key]!.eventsPerSecond));
+    return {
+      scenario: describe(perTwin),
+      fencedEventsPerSecond: fencedBest,
+      unfencedEventsPerSecond: unfencedBest,
+      fencedVsUnfenced: round(fencedBest / unfencedBest),
+      perRound: rounds.map((r) => ({
+        fenced: r.store[key]!.eventsPerSecond,
+        unfenced: r.unfenced[key]!.eventsPerSecond,
+        fencedP99Ms: r.store[key]!.latencyMs.p99,
+        unfencedP99Ms: r.unfenced[key]!.latencyMs.p99,
+      })),
+    };
+  });
+  for (const f of fence) {
+    note(
+      `fence cost, ${f.scenario}: fenced ${f.fencedEventsPerSecond} events/s vs unfenced ${f.unfencedEventsPerSecond} events/s (${f.fencedVsUnfenced}x)`,
+    );
   }
   const bareBest = Math.max(...rounds.map((r) => r.bare.rowsPerSecond));
   const last = rounds.at(-1)!;
@@ -471,6 +518,10 @@ try {
       scenarios,
       rounds,
     },
+    fence: {
+      what: "events/s with the head's lightweight transaction (fenced, default) and with the schema-1 read-then-write commit (unfenced), interleaved in each round",
+      scenarios: fence,
+    },
     coldActivation: {
       ...cold,
       target: "p99 < 10 ms",
@@ -479,6 +530,7 @@ try {
   });
 } finally {
   await store.close();
+  await unfenced.close();
   await raw.shutdown();
   if (startedServer) {
     note("stopping the Cassandra this bench started...");
