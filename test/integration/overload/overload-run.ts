@@ -15,7 +15,6 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { service as healthService } from "grpc-health-check";
 import { NatsTransport } from "../../../cluster/transport/nats.ts";
 import type { DoppelError } from "../../../runtime/core/errors.ts";
 import type { TwinRef } from "../../../runtime/core/ids.ts";
@@ -43,7 +42,7 @@ export interface OverloadOptions {
   readonly factor?: number;
   /** The node's gRPC bound (calls in flight); default 16. */
   readonly grpcBound?: number;
-  /** Devices reporting over NATS during the overload (default 16), each every `deviceIntervalMs` (default 25). */
+  /** Devices reporting over NATS during the overload (default 4), each a burst of 4 reports every `deviceIntervalMs` (default 100). */
   readonly devices?: number;
   readonly deviceIntervalMs?: number;
   /** How long to wait for every acknowledged report to be present afterwards, ms (default 120 s). */
@@ -68,20 +67,23 @@ export interface OverloadFigures {
     /** The node's `doppel_admission_total{class="device",outcome="refused"}` at the end. */
     readonly refusedByNode: number;
   };
-  readonly health: {
-    readonly checks: number;
-    readonly failures: number;
-    readonly notServing: number;
-    readonly p50Ms: number;
-    readonly p99Ms: number;
-    readonly maxMs: number;
-  };
+  /** Health checks from a process of their own, from before the capacity measurement to the end. */
+  readonly health: HealthFigures;
   readonly rssMiB: { readonly beforeOverload: number; readonly max: number };
   /** Acknowledged reports (gRPC OK + device PubAck) and how many are missing from their twins afterwards. */
   readonly acknowledged: number;
   readonly missing: number;
   /** Milliseconds from the end of the overload until every acknowledged report was present. */
   readonly settleMs: number;
+}
+
+export interface HealthFigures {
+  readonly checks: number;
+  readonly failures: number;
+  readonly notServing: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly maxMs: number;
 }
 
 interface NodeProcess {
@@ -106,7 +108,7 @@ async function startNode(options: OverloadOptions, dir: string): Promise<NodePro
     metrics: { listen: `127.0.0.1:${metricsPort}` },
     admission: {
       grpc: { maxInFlight: bound, maxInFlightPerClient: bound },
-      device: { maxInFlight: 8, maxInFlightPerClient: 4 },
+      device: { maxInFlight: 8, maxInFlightPerClient: 2 },
     },
   };
   const file = join(dir, "node.json");
@@ -159,53 +161,55 @@ function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 }
 
-/** Health checks on a connection of their own, one at a time, until stopped. */
+const PROBE = fileURLToPath(new URL("./fixtures/health-probe.ts", import.meta.url));
+
+/** Health checks from a process of their own (fixtures/health-probe.ts), one at a time, until stopped. */
 function watchHealth(address: string) {
-  const client = new grpc.Client(address, grpc.credentials.createInsecure(), {
-    "grpc.use_local_subchannel_pool": 1,
+  const child = spawn(process.execPath, ["--conditions=source", "--import", "tsx", PROBE, address], {
+    cwd: REPO,
+    stdio: ["ignore", "pipe", "inherit"],
   });
-  const check = healthService["Check"];
-  if (!check) throw new Error("no Health/Check method");
   const latencies: number[] = [];
   let failures = 0;
   let notServing = 0;
-  let running = true;
-  const loop = (async () => {
-    while (running) {
-      const started = performance.now();
-      const status = await new Promise<string>((resolve) => {
-        client.makeUnaryRequest(
-          check.path,
-          check.requestSerialize,
-          check.responseDeserialize,
-          { service: "doppel.v1.TwinService" },
-          new grpc.Metadata(),
-          { deadline: Date.now() + 30_000 },
-          (error: grpc.ServiceError | null, response?: object) =>
-            resolve(error ? `error ${error.code}` : String((response as { status?: string }).status)),
-        );
-      });
-      latencies.push(performance.now() - started);
-      if (status.startsWith("error")) failures++;
+  let buffered = "";
+  child.stdout?.on("data", (chunk: Buffer) => {
+    buffered += chunk.toString();
+    const lines = buffered.split("\n");
+    buffered = lines.pop() ?? "";
+    for (const line of lines) {
+      const [ms, status] = line.split(" ");
+      latencies.push(Number(ms));
+      if (status?.startsWith("error")) failures++;
       else if (status !== "SERVING") notServing++;
-      await new Promise((resolve) => setTimeout(resolve, 50));
     }
-  })();
+  });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  let stopped: Promise<HealthFigures> | undefined;
   return {
-    async stop() {
-      running = false;
-      await loop;
-      client.close();
-      const sorted = [...latencies].sort((a, b) => a - b);
-      const round = (n: number) => Math.round(n * 10) / 10;
-      return {
-        checks: latencies.length,
-        failures,
-        notServing,
-        p50Ms: round(percentile(sorted, 50)),
-        p99Ms: round(percentile(sorted, 99)),
-        maxMs: round(sorted.at(-1) ?? 0),
-      };
+    /** Resolves once the prober has answered `count` checks. */
+    async answered(count: number): Promise<void> {
+      while (latencies.length < count) {
+        if (child.exitCode !== null) throw new Error("the health prober exited");
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    },
+    stop(): Promise<HealthFigures> {
+      stopped ??= (async () => {
+        child.kill("SIGTERM");
+        await exited;
+        const sorted = [...latencies].sort((a, b) => a - b);
+        const round = (n: number) => Math.round(n * 10) / 10;
+        return {
+          checks: latencies.length,
+          failures,
+          notServing,
+          p50Ms: round(percentile(sorted, 50)),
+          p99Ms: round(percentile(sorted, 99)),
+          maxMs: round(sorted.at(-1) ?? 0),
+        };
+      })();
+      return stopped;
     },
   };
 }
@@ -262,7 +266,7 @@ export async function runOverload(options: OverloadOptions): Promise<OverloadFig
   );
   const deviceTransport = await NatsTransport.connect({ servers: options.nats, name: "overload-devices" });
   const devices = Array.from(
-    { length: options.devices ?? 16 },
+    { length: options.devices ?? 4 },
     (_, i) => new DeviceClient({ transport: deviceTransport, type: "thermostat", id: `device-${i}` }),
   );
   let throttleErrors = 0;
@@ -273,6 +277,7 @@ export async function runOverload(options: OverloadOptions): Promise<OverloadFig
   }
   const reader = new DoppelClient(node.grpc, { timeoutMs: 60_000 });
   const health = watchHealth(node.grpc);
+  await health.answered(1);
   let rssMax = rssMiB(pid);
   const rssTimer = setInterval(() => {
     try {
@@ -334,18 +339,24 @@ export async function runOverload(options: OverloadOptions): Promise<OverloadFig
     const pending = new Set<Promise<void>>();
     const started = Date.now();
     const overloadEnd = started + options.overloadMs;
+    // Each device sends bursts of 4 reports at once: more than its bound (2 in flight), so some
+    // are throttled however fast the node is.
     const deviceLoops = devices.map(async (device, d) => {
       let n = 0;
       while (Date.now() < overloadEnd) {
-        const messageId = `d-${d}-${n++}`;
-        try {
-          await device.report({ temperature: 10 + (n % 100) / 10 }, { messageId });
-          deviceAcks++;
-          ack(device.ref.id, messageId);
-        } catch {
-          deviceAckFailures++;
-        }
-        await new Promise((resolve) => setTimeout(resolve, options.deviceIntervalMs ?? 25));
+        await Promise.all(
+          Array.from({ length: 4 }, async () => {
+            const messageId = `d-${d}-${n++}`;
+            try {
+              await device.report({ temperature: 10 + (n % 100) / 10 }, { messageId });
+              deviceAcks++;
+              ack(device.ref.id, messageId);
+            } catch {
+              deviceAckFailures++;
+            }
+          }),
+        );
+        await new Promise((resolve) => setTimeout(resolve, options.deviceIntervalMs ?? 100));
       }
     });
     let owed = 0;
