@@ -9,7 +9,7 @@ import { parseRef } from "../core/ids.ts";
 import { present } from "../core/present.ts";
 import { DoppelClient } from "../grpc/client.ts";
 import { integerOption, jsonArgument, timeOption } from "./arguments.ts";
-import { compact, formatEvent, formatSample, formatTwin, formatTwinTable, table } from "./format.ts";
+import { compact, formatEvent, formatSample, formatTwin, formatTwinTable, jsonOf, table } from "./format.ts";
 
 export interface ClientFlags {
   readonly server: string;
@@ -62,7 +62,7 @@ export function get(target: string, flags: ClientFlags, out: Out): Promise<void>
   const ref = parseRef(target);
   return using(flags, async (client) => {
     const view = await client.getTwin(ref);
-    out(flags.json ? json(view) : formatTwin(view));
+    out(flags.json ? json(jsonOf.twin(view)) : formatTwin(view));
   });
 }
 
@@ -80,8 +80,8 @@ export function query(
         ...present({ where: flags.where, limit, pageToken }),
       });
       if (flags.json) {
-        if (flags.all) for (const twin of page.twins) out(json(twin));
-        else out(json(page));
+        if (flags.all) for (const twin of page.twins) out(json(jsonOf.twin(twin)));
+        else out(json({ ...page, twins: page.twins.map(jsonOf.twin) }));
       } else {
         if (page.twins.length > 0 || first)
           out(page.twins.length ? formatTwinTable(page.twins) : "(no twins match)");
@@ -122,7 +122,7 @@ export function desire(
     const view = await client.updateDesired(ref, body, present({ expectedVersion }));
     out(
       flags.json
-        ? json(view)
+        ? json(jsonOf.twin(view))
         : `desired ${compact(view.desired, 200)}\ndelta   ${compact(view.delta, 200)}\n(version ${view.version})`,
     );
   });
@@ -158,7 +158,7 @@ export function watch(
     for await (const change of changes) {
       if (signal.aborted) break;
       if (flags.json) {
-        out(json(change));
+        out(json(jsonOf.change(change)));
       } else if (change.events.length === 0) {
         out(formatTwin(change.twin));
       } else {
@@ -190,7 +190,7 @@ export function history(
   const defined = Object.fromEntries(Object.entries(range).filter(([, v]) => v !== undefined));
   return using(flags, async (client) => {
     for await (const event of client.history(ref, defined))
-      out(flags.json ? json(event) : formatEvent(event));
+      out(flags.json ? json(jsonOf.event(event)) : formatEvent(event));
   });
 }
 
@@ -210,7 +210,7 @@ export function telemetry(
       Object.entries({ since, until, limit, intervalMs }).filter(([, v]) => v !== undefined),
     );
     for await (const sample of client.telemetry(ref, query))
-      out(flags.json ? json(sample) : formatSample(sample));
+      out(flags.json ? json(jsonOf.sample(sample)) : formatSample(sample));
   });
 }
 
@@ -240,7 +240,7 @@ export function cluster(flags: ClientFlags & { shards?: boolean }, out: Out): Pr
   return using(flags, async (client) => {
     const view = await client.cluster();
     if (flags.json) {
-      out(json(view));
+      out(json(jsonOf.cluster(view)));
       return;
     }
     const now = Date.now();

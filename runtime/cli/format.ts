@@ -1,7 +1,9 @@
 /** How the CLI prints things: readable text by default, JSON with `--json`. */
+
+import type { ClusterView } from "../core/cluster-view.ts";
 import type { Json } from "../core/json.ts";
 import type { TwinView } from "../core/records.ts";
-import type { RemoteEvent, TelemetryPoint } from "../grpc/client.ts";
+import type { RemoteEvent, TelemetryPoint, WatchedChange } from "../grpc/client.ts";
 
 const iso = (ms: number) => (ms > 0 ? new Date(ms).toISOString() : "-");
 
@@ -56,3 +58,32 @@ export function formatSample(sample: TelemetryPoint): string {
     .join(" ");
   return `${iso(sample.at)}  ${metrics}`;
 }
+
+/**
+ * `--json` output: the objects the client returns, with every time as an RFC 3339 string (UTC,
+ * milliseconds), as gRPC's `google.protobuf.Timestamp` gives it in JSON; an unknown time (0) is
+ * `null`. Only Doppel's own time fields are converted, never fields inside a twin's data.
+ */
+const rfc3339 = (ms: number) => (ms > 0 ? new Date(ms).toISOString() : null);
+
+export const jsonOf = {
+  twin: (view: TwinView) => ({
+    ...view,
+    createdAt: rfc3339(view.createdAt),
+    updatedAt: rfc3339(view.updatedAt),
+  }),
+  event: (event: RemoteEvent) => ({ ...event, at: rfc3339(event.at) }),
+  sample: (sample: TelemetryPoint) => ({ ...sample, at: rfc3339(sample.at) }),
+  change: (change: WatchedChange) => ({
+    twin: jsonOf.twin(change.twin),
+    events: change.events.map(jsonOf.event),
+  }),
+  cluster: (view: ClusterView) => ({
+    ...view,
+    nodes: view.nodes.map((node) => ({
+      ...node,
+      startedAt: rfc3339(node.startedAt),
+      lastHeartbeat: rfc3339(node.lastHeartbeat),
+    })),
+  }),
+};

@@ -68,6 +68,9 @@ export async function startCommand(flags: StartFlags, out: (line: string) => voi
   lines.push("", "Stop with Ctrl-C.");
   for (const line of lines) out(line);
 
+  // A node with nothing listening (`--listen off`, in-process devices) holds no socket: this
+  // keeps the process up until a signal stops it.
+  const keepAlive = setInterval(() => {}, 2 ** 30);
   await new Promise<void>((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {
@@ -86,4 +89,5 @@ export async function startCommand(flags: StartFlags, out: (line: string) => voi
     process.on("SIGINT", () => stop("SIGINT"));
     process.on("SIGTERM", () => stop("SIGTERM"));
   });
+  clearInterval(keepAlive);
 }

@@ -10,6 +10,7 @@ import type { Admission } from "../core/admission.ts";
 import { type Clock, SystemClock } from "../core/clock.ts";
 import type { ClusterView } from "../core/cluster-view.ts";
 import { InvalidArgument, Unavailable } from "../core/errors.ts";
+import { formatHostPort, parseHostPort } from "../core/host-port.ts";
 import type { TwinApi } from "../core/twin-api.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { CallSecurity, HandlerContext, TypeInfo } from "./calls.ts";
@@ -80,16 +81,6 @@ function positiveInteger(value: number | undefined, fallback: number, name: stri
   return value;
 }
 
-function parseListen(listen: string): { host: string; port: number } {
-  const colon = listen.lastIndexOf(":");
-  const host = listen.slice(0, colon);
-  const port = Number(listen.slice(colon + 1));
-  if (colon <= 0 || !/^\d{1,5}$/.test(listen.slice(colon + 1)) || port > 65_535) {
-    throw new InvalidArgument(`gateway listen address must be host:port, got ${JSON.stringify(listen)}`);
-  }
-  return { host, port };
-}
-
 function credentials(tls: GatewayTls | undefined): grpc.ServerCredentials {
   if (tls === undefined) return grpc.ServerCredentials.createInsecure();
   try {
@@ -118,7 +109,7 @@ function bind(server: grpc.Server, listen: string, tls: GatewayTls | undefined):
  * address cannot be bound (in use, unknown host).
  */
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {
-  const { host } = parseListen(options.listen);
+  const { host } = parseHostPort(options.listen, "gateway listen address");
   const maxMessageBytes = positiveInteger(options.maxMessageBytes, 0, "maxMessageBytes");
   const graceMs = positiveInteger(options.shutdownGraceMs, 5000, "shutdownGraceMs");
   const streams = new StreamRegistry();
@@ -160,7 +151,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   }
   health.setStatus("", "SERVING");
   health.setStatus(TWIN_SERVICE_NAME, "SERVING");
-  const address = `${host}:${port}`;
+  const address = formatHostPort(host, port);
   options.logger.info(
     { address, tls: options.tls ? (options.tls.clientCa ? "mtls" : "tls") : "off" },
     "gRPC gateway listening",

@@ -7,6 +7,7 @@
 import { readFileSync } from "node:fs";
 import type { Clock } from "../core/clock.ts";
 import { InvalidArgument } from "../core/errors.ts";
+import { parseHostPort } from "../core/host-port.ts";
 import type { CallSecurity } from "../grpc/calls.ts";
 import type { GatewayTls } from "../grpc/server.ts";
 import type { Logger } from "../observability/logger.ts";
@@ -50,7 +51,7 @@ export function gatewaySecurity(
 ): GatewaySecurityParts {
   const grpc = config.grpc;
   const listen = grpc.listen === false ? "" : grpc.listen;
-  const host = listen.slice(0, listen.lastIndexOf(":"));
+  const host = listen === "" ? "" : parseHostPort(listen, "grpc.listen").host;
   const tlsConfig = grpc.tls;
   const tls: GatewayTls | undefined = tlsConfig && {
     cert: readPem(tlsConfig.cert, "grpc.tls.cert (--tls-cert)"),

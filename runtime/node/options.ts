@@ -8,11 +8,17 @@ import { z } from "zod";
 import { describeIssues } from "../core/config-issues.ts";
 import { positiveDurationSchema } from "../core/duration.ts";
 import { InvalidArgument } from "../core/errors.ts";
+import { hostPortProblem, isHostPort } from "../core/host-port.ts";
 import { SCOPES } from "../core/principal.ts";
 import { cassandraNodeStoreShape } from "../persistence/cassandra/options.ts";
 
 /** Every duration of the node's configuration is a timeout, interval or time to live: above zero. */
 const duration = positiveDurationSchema;
+
+/** `host:port` or `[IPv6]:port` to listen on (port 0: any free port). */
+const listenAddress = z.string().superRefine((text, ctx) => {
+  if (!isHostPort(text)) ctx.addIssue({ code: "custom", message: hostPortProblem(text) });
+});
 
 const storeSchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("memory") }).strict(),
@@ -235,9 +241,7 @@ export const nodeConfigSchema = z
     grpc: z
       .object({
         /** `host:port` to serve gRPC on; `false` to serve none. */
-        listen: z
-          .union([z.string().regex(/^[^\s:]+:\d{1,5}$/, "must be host:port"), z.literal(false)])
-          .default("localhost:50051"),
+        listen: z.union([listenAddress, z.literal(false)]).default("localhost:50051"),
         /** Largest gRPC message accepted, bytes. */
         maxMessageBytes: z
           .number()
@@ -330,9 +334,7 @@ export const nodeConfigSchema = z
     /** Prometheus metrics endpoint `host:port` (`/metrics`), or false. */
     metrics: z
       .object({
-        listen: z
-          .union([z.string().regex(/^[^\s:]+:\d{1,5}$/, "must be host:port"), z.literal(false)])
-          .default(false),
+        listen: z.union([listenAddress, z.literal(false)]).default(false),
       })
       .strict()
       .default({ listen: false }),

@@ -1,6 +1,6 @@
 /**
  * The event store a node opens from its configuration: in memory, embedded SQLite (the default,
- * in the data folder) or Cassandra. Drivers load only when chosen, so a node on one store never
+ * in the data folder, which it locks: see persistence/data-folder-lock.ts) or Cassandra. Drivers load only when chosen, so a node on one store never
  * loads the others.
  */
 import { mkdirSync } from "node:fs";
@@ -16,12 +16,32 @@ export async function openStore(config: NodeConfig, logger: Logger): Promise<Eve
     case "memory":
       return new MemoryEventStore();
     case "sqlite": {
-      const { SqliteEventStore } = await import("../persistence/sqlite-store.ts");
+      const [{ SqliteEventStore }, { lockDataFolder }] = await Promise.all([
+        import("../persistence/sqlite-store.ts"),
+        import("../persistence/data-folder-lock.ts"),
+      ]);
       mkdirSync(config.dataDir, { recursive: true });
-      return new SqliteEventStore({
-        path: config.store.path ?? join(config.dataDir, "doppel.db"),
-        synchronous: config.store.synchronous,
-      });
+      // One node per data folder: a second one is refused here, before it opens the database.
+      const lock = lockDataFolder(config.dataDir);
+      let store: InstanceType<typeof SqliteEventStore>;
+      try {
+        store = new SqliteEventStore({
+          path: config.store.path ?? join(config.dataDir, "doppel.db"),
+          synchronous: config.store.synchronous,
+        });
+      } catch (error) {
+        lock.release();
+        throw error;
+      }
+      const closeStore = store.close.bind(store);
+      store.close = async () => {
+        try {
+          await closeStore();
+        } finally {
+          lock.release();
+        }
+      };
+      return store;
     }
     case "cassandra": {
       const { CassandraEventStore } = await import("../persistence/cassandra/store.ts");

@@ -17,6 +17,7 @@ import { resourceFromAttributes } from "@opentelemetry/resources";
 import { MeterProvider } from "@opentelemetry/sdk-metrics";
 import type { ClassStats, WorkClass } from "../core/admission.ts";
 import { Unavailable } from "../core/errors.ts";
+import { formatHostPort, parseHostPort } from "../core/host-port.ts";
 
 /** Hot-path counts, kept as plain numbers and read at scrape time (no per-turn attribute hashing). */
 export interface HotCounts {
@@ -174,9 +175,7 @@ export class NodeMetrics {
 
   /** Serves `/metrics` (Prometheus text) on `listen` (`host:port`). Fails with `Unavailable` if it cannot bind. */
   async listen(listen: string): Promise<string> {
-    const colon = listen.lastIndexOf(":");
-    const host = listen.slice(0, colon);
-    const port = Number(listen.slice(colon + 1));
+    const { host, port } = parseHostPort(listen, "metrics listen address");
     const server = createServer((request, response) => {
       if (request.url?.split("?")[0] === "/metrics") {
         this.#exporter.getMetricsRequestHandler(request, response);
@@ -193,7 +192,7 @@ export class NodeMetrics {
     });
     const bound = server.address();
     this.#server = server;
-    this.#address = `${host}:${typeof bound === "object" && bound ? bound.port : port}`;
+    this.#address = formatHostPort(host, typeof bound === "object" && bound ? bound.port : port);
     return this.#address;
   }
 

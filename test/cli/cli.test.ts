@@ -103,6 +103,11 @@ describe("doppel CLI against a running node", () => {
       reported: { temperature: 18 },
       desired: { heating: true },
     });
+    // Times as RFC 3339, as gRPC's Timestamp in JSON.
+    const RFC3339 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
+    expect(view.createdAt).toMatch(RFC3339);
+    expect(view.updatedAt).toMatch(RFC3339);
+    expect(Date.parse(view.updatedAt)).toBeGreaterThanOrEqual(Date.parse(view.createdAt));
     const text = await doppel(["get", "thermostat/cli-1", ...at()]);
     expect(text.stdout).toContain(`thermostat/cli-1  version ${view.version}`);
   });
@@ -155,6 +160,7 @@ describe("doppel CLI against a running node", () => {
       .split("\n")
       .map((line) => JSON.parse(line));
     expect(events[0]).toMatchObject({ seq: 1, type: "$reported" });
+    expect(events[0].at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
     expect(events.map((e: { seq: number }) => e.seq)).toEqual(events.map((_: unknown, i: number) => i + 1));
   });
 
