@@ -20,6 +20,7 @@ import type { JsonLimits } from "../core/json.ts";
 import type { TwinApi } from "../core/twin-api.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { Logger } from "../observability/logger.ts";
+import { type RateLimit, RateLimiter } from "../security/rate-limiter.ts";
 import type { DeviceAuthService, DeviceAuthSettings } from "./auth/auth-callout.ts";
 import { pushDesiredToDevices } from "./egress/desired-push.ts";
 import { type DeviceCommandStats, DeviceCommands } from "./egress/device-commands.ts";
@@ -79,6 +80,8 @@ export async function startDeviceLink(options: {
   readonly transport?: Transport;
   /** The node's admission control (class `device`, per twin); absent: no bound. */
   readonly admission?: Admission;
+  /** Each device's token bucket of reports and telemetry (`limits.deviceRate`); absent: none. */
+  readonly deviceRate?: RateLimit;
 }): Promise<DeviceLink> {
   const { engine, logger, json, nats } = options;
   const commands: DeviceCommandStats = { sent: 0, answered: 0, offline: 0, timedOut: 0, failed: 0 };
@@ -109,6 +112,7 @@ export async function startDeviceLink(options: {
     logger,
     () => engine.clock.now(),
     options.admission,
+    options.deviceRate ? { limiter: new RateLimiter(engine.clock), limit: options.deviceRate } : undefined,
   );
   let durable: JetStreamIngress | undefined;
   let auth: { service: DeviceAuthService; stop: () => Promise<void> } | undefined;

@@ -14,6 +14,7 @@ import { type ClusterView, soloClusterView } from "../core/cluster-view.ts";
 import type { TwinRef } from "../core/ids.ts";
 import type { Json } from "../core/json.ts";
 import { type ShardOwnership, singleNodeOwnership } from "../core/ownership.ts";
+import { present } from "../core/present.ts";
 import type { TwinClass } from "../core/twin.ts";
 import type { TwinApi } from "../core/twin-api.ts";
 import type { DeviceAuthService } from "../devices/auth/auth-callout.ts";
@@ -492,9 +493,12 @@ function startDevices(wiring: Wiring, ownership: ShardOwnership): Promise<Device
     // A cluster member consumes the shards the coordinator gives it, once it holds their leases.
     shards: wiring.coordinator ? [] : owned === "all" ? all : owned,
     admission: wiring.admission,
+    ...present({ deviceRate: config.limits.deviceRate }),
   }).then((devices) => {
     devices.ingress.onRejected = (code) =>
       wiring.metrics.metrics.rejectedInputs.add(1, { source: "device", code });
+    devices.ingress.onRateLimited = () =>
+      wiring.metrics.metrics.rateLimited.add(1, { source: "device", kind: "device" });
     return devices;
   });
 }

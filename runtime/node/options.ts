@@ -275,6 +275,11 @@ export const nodeConfigSchema = z
           .min(256)
           .max(16 * 1024 * 1024)
           .default(64 * 1024),
+        /**
+         * Each device's token bucket of reports and telemetry messages (one token each); over it a
+         * message is dropped and the device told on `.errors` (RESOURCE_EXHAUSTED). Default: none.
+         */
+        deviceRate: rateSchema.optional(),
         maxJsonDepth: z.number().int().min(2).max(256).default(32),
         mailboxSize: z.number().int().min(1).default(1000),
         maxPendingEvents: z.number().int().min(1).default(1000),

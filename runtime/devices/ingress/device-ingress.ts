@@ -20,12 +20,13 @@ import type {
   TransportMessage,
 } from "../../../cluster/transport/transport.ts";
 import { type Admission, type Permit, Throttled } from "../../core/admission.ts";
-import { DoppelError, InvalidArgument, NotFound } from "../../core/errors.ts";
+import { DoppelError, InvalidArgument, NotFound, ResourceExhausted } from "../../core/errors.ts";
 import { isJsonObject, type JsonLimits, type JsonObject } from "../../core/json.ts";
 import { present } from "../../core/present.ts";
 import type { TwinApi } from "../../core/twin-api.ts";
 import type { Logger } from "../../observability/logger.ts";
 import { extractContext, inSpan, SpanKind } from "../../observability/tracing.ts";
+import type { RateLimit, RateLimiter } from "../../security/rate-limiter.ts";
 import {
   decodeReported,
   decodeTelemetry,
@@ -54,6 +55,8 @@ export interface IngressStats {
   failed: number;
   /** Refused by admission control (the node had too much device work in flight): retried later. */
   throttled: number;
+  /** Reports and telemetry dropped for being over their device's rate (`limits.deviceRate`). */
+  rateLimited: number;
 }
 
 /** The outcome of processing one message: the reply body, and whether the input itself was bad. */
@@ -113,6 +116,7 @@ export class DeviceIngress {
     rejected: 0,
     failed: 0,
     throttled: 0,
+    rateLimited: 0,
   };
   #subs: Subscription[] = [];
 
@@ -124,7 +128,12 @@ export class DeviceIngress {
     private readonly now: () => number = Date.now,
     /** Bounds the device work in flight (class `device`, per twin); absent: no bound. */
     private readonly admission?: Admission,
+    /** Each device's token bucket of reports and telemetry messages; absent: no rate limit. */
+    private readonly deviceRate?: { readonly limiter: RateLimiter; readonly limit: RateLimit },
   ) {}
+
+  /** Told of every device message refused for being over its device's rate (metrics). */
+  onRateLimited: ((device: string) => void) | undefined;
 
   /**
    * Processes one device message: resolves once its effects are persisted (or it was refused).
@@ -168,8 +177,15 @@ export class DeviceIngress {
       const parsed = parseDeviceSubject(subject);
       const ref = parsed.ref;
       channel = parsed.channel;
+      const device = `${ref.type}/${ref.id}`;
+      // Over its own rate, a device's report or telemetry is refused for good (not redelivered):
+      // the device hears it on `.errors`, other devices' buckets are untouched.
+      if (this.deviceRate && (channel === DeviceChannel.Reported || channel === DeviceChannel.Telemetry)) {
+        const decision = this.deviceRate.limiter.take(device, this.deviceRate.limit);
+        if (!decision.allowed) return this.#rateLimited(device, decision.retryAfterMs, encoding, channel);
+      }
       // Admitted before anything is decoded or queued for the twin; over the bound: throttled.
-      permit = this.admission?.admit("device", `${ref.type}/${ref.id}`);
+      permit = this.admission?.admit("device", device);
       switch (channel) {
         case DeviceChannel.Reported: {
           const patch = decodeReported(data, encoding, this.limits);
@@ -231,6 +247,17 @@ export class DeviceIngress {
     } finally {
       permit?.release();
     }
+  }
+
+  #rateLimited(device: string, retryAfterMs: number, encoding: Encoding, channel: DeviceChannel): Processed {
+    this.stats.rateLimited++;
+    this.onRateLimited?.(device);
+    const limit = this.deviceRate?.limit;
+    const error = new ResourceExhausted(
+      `device ${device} is over its rate of ${limit?.ratePerSecond} messages/s (burst ${limit?.burst ?? "1 s"}); this message was dropped, retry in ${retryAfterMs} ms`,
+      { retryAfterMs, limit: "device-rate" },
+    );
+    return { reply: errorReply(error), rejected: true, retry: false, encoding, channel };
   }
 
   /**

@@ -65,6 +65,8 @@ describe("device credentials through the NATS auth callout", () => {
     provision("thermostat/a1");
     provision("thermostat/b1");
     provision("thermostat/r1");
+    provision("thermostat/flood");
+    provision("thermostat/calm");
     node = await DoppelNode.start(
       {
         nodeId: "secured",
@@ -73,6 +75,8 @@ describe("device credentials through the NATS auth callout", () => {
         grpc: { listen: "127.0.0.1:0" },
         shards: 4,
         log: { level: "silent" },
+        // A bucket that does not refill within the test: 20 messages per device, then refused.
+        limits: { deviceRate: { ratePerSecond: 0.001, burst: 20 } },
         nats: {
           servers: nats.url,
           credentials: nats.node,
@@ -239,6 +243,46 @@ describe("device credentials through the NATS auth callout", () => {
     );
     expect(node.deviceAuth?.stats.refused.revoked).toBeGreaterThanOrEqual(1);
     expect(node.deviceAuth?.stats.kicked).toBeGreaterThanOrEqual(1);
+  });
+
+  it("a device over its rate is throttled, told on .errors and counted, while another device is unaffected", async () => {
+    const connectDevice = (id: string) =>
+      DeviceClient.connect({
+        servers: nats.url,
+        credentials: { user: `thermostat/${id}`, pass: secrets.get(`thermostat/${id}`) as string },
+        type: "thermostat",
+        id,
+        waitOnFirstConnect: false,
+      });
+    const flood = await connectDevice("flood");
+    const calm = await connectDevice("calm");
+    try {
+      const refused: string[] = [];
+      flood.onError((error) => refused.push(error.code));
+      const before = node.ingress.stats.rateLimited;
+      for (let i = 1; i <= 25; i++) await flood.report({ temperature: i });
+      for (let i = 1; i <= 5; i++) await calm.report({ temperature: i });
+      await eventually(() => (refused.length === 5 ? true : undefined), "five refusals on .errors", 30_000);
+      expect(new Set(refused)).toEqual(new Set(["RESOURCE_EXHAUSTED"]));
+      expect(node.ingress.stats.rateLimited - before).toBe(5);
+      await eventually(
+        async () => ((await twinVersion("thermostat", "calm")) >= 5 ? true : undefined),
+        "calm's reports",
+      );
+      const calmTwin = await client.getTwin({ type: "thermostat", id: "calm" });
+      expect(calmTwin.reported["temperature"]).toBe(5);
+      // The flood's first 20 reports were applied, the last 5 dropped.
+      const floodTwin = await client.getTwin({ type: "thermostat", id: "flood" });
+      const reports: number[] = [];
+      for await (const event of client.history({ type: "thermostat", id: "flood" })) {
+        if (event.type === "$reported") reports.push(event.seq);
+      }
+      expect(reports).toHaveLength(20);
+      expect(floodTwin.reported["temperature"]).toBe(20);
+    } finally {
+      await flood.close();
+      await calm.close();
+    }
   });
 
   it("bad credentials of every shape are refused clearly, and the node keeps serving", async () => {
