@@ -50,6 +50,10 @@ export interface TwinSnapshot {
   readonly reminders: readonly ReminderState[];
   /** Ids of the most recent causing messages, to drop redelivered duplicates. */
   readonly recent: readonly string[];
+  /** The highest device sequence number applied (the device's high-water mark); absent = none yet. */
+  readonly deviceSeq?: number;
+  /** When each reported leaf was last set (epoch ms), in the shape of `reported`; see {@link TwinView}. */
+  readonly reportedAt?: JsonObject;
 }
 
 /** The latest state of a twin as queries see it (the projection). Reading it never activates a twin. */
@@ -61,6 +65,12 @@ export interface TwinView {
   readonly reported: JsonObject;
   readonly desired: JsonObject;
   readonly delta: JsonObject;
+  /**
+   * When each reported leaf was last set, in the shape of `reported` with epoch ms at the leaves:
+   * the device's own time when the report carried one (`Doppel-At`, `$at`), else the time the
+   * twin applied it. Absent in views written before this existed.
+   */
+  readonly reportedAt?: JsonObject;
   readonly createdAt: number;
   readonly updatedAt: number;
 }

@@ -32,6 +32,19 @@ export interface InvokeOptions extends CallOptions {
 export interface ReportOptions extends CallOptions {
   /** The device's message id: a report with an id the twin has recently applied is dropped as a duplicate. */
   readonly messageId?: string;
+  /**
+   * The device's sequence number for this report (a positive safe integer, growing per device).
+   * The twin keeps the highest applied and drops (acknowledges without applying) any report at or
+   * below it, on every delivery. Unstamped reports are applied as they come (deduplicated only by
+   * `messageId`).
+   */
+  readonly seq?: number;
+  /**
+   * The device's time of the report (epoch ms). A reported leaf the twin holds with a newer time
+   * is left as it is (a late field never overwrites a newer one); the leaves' times are the
+   * view's `reportedAt`.
+   */
+  readonly at?: number;
 }
 
 export interface QueryOptions {
@@ -58,7 +71,10 @@ export interface InvokeResult {
 
 export interface ReportResult {
   readonly version: number;
+  /** True when nothing was applied: a message id already applied, or a stale stamp. */
   readonly duplicate: boolean;
+  /** True when the report was dropped because its `seq` was at or below the twin's high-water mark. */
+  readonly stale?: boolean;
 }
 
 export interface TwinApi {

@@ -18,6 +18,11 @@
  * `devices/auth/device-permissions.ts`).
  *
  * A report may carry a `Nats-Msg-Id` header: a re-sent report with the same id is applied once.
+ * A report may be stamped (see {@link reportStamp}): `Doppel-Seq` (a per-device sequence number
+ * that grows with every report) makes the twin apply it at most once and never after a later
+ * one — on every delivery, whatever its message id; `Doppel-At` (the device's epoch ms) keeps a
+ * late field from overwriting a newer one. MQTT 3.1.1 has no headers: put `"$seq"` and `"$at"`
+ * in the JSON patch itself (they are taken out before the patch is applied).
  * Replies to reports (when the sender asked for one) are `{ ok: true, version, duplicate }` or
  * `{ error: { code, message, details? } }`.
  *
@@ -129,4 +134,64 @@ export type DeviceCommandReply = { readonly result: unknown } | { readonly error
 /** The wire form of an error reply. */
 export function errorReply(error: unknown): { error: WireError } {
   return { error: DoppelError.from(error).toWire() };
+}
+
+/** Header of a report's per-device sequence number (decimal, 1 to 2^53 - 1). */
+export const SEQ_HEADER = "Doppel-Seq";
+/** Header of a report's device time (decimal epoch ms). */
+export const AT_HEADER = "Doppel-At";
+/** Fields of a JSON reported patch that carry the same stamp (for publishers without headers: MQTT). */
+export const SEQ_FIELD = "$seq";
+export const AT_FIELD = "$at";
+
+/** A report's stamp: its per-device sequence number and device time, when it has them. */
+export interface ReportStamp {
+  readonly seq?: number;
+  readonly at?: number;
+}
+
+function stampValue(raw: unknown, what: string, min: number): number | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  // Headers are text (decimal digits); fields are JSON numbers.
+  const header = what.startsWith("header");
+  const value = header && typeof raw === "string" && /^[0-9]{1,16}$/.test(raw) ? Number(raw) : raw;
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min) {
+    throw new InvalidArgument(
+      `${what} must be an integer from ${min} to ${Number.MAX_SAFE_INTEGER}, got ${JSON.stringify(raw)}`,
+    );
+  }
+  return value;
+}
+
+/**
+ * The stamp of a report, from its headers (`Doppel-Seq`, `Doppel-At`) or, for publishers without
+ * headers, the patch's `$seq` and `$at` fields, and the patch without those fields. A header and a
+ * field that disagree, or a stamp that is not an integer in range, is `InvalidArgument`.
+ */
+export function reportStamp(
+  headers: { get(name: string): string | undefined } | undefined,
+  patch: JsonObject,
+): { stamp: ReportStamp; patch: JsonObject } {
+  const fromField = { seq: patch[SEQ_FIELD], at: patch[AT_FIELD] };
+  let body = patch;
+  if (fromField.seq !== undefined || fromField.at !== undefined) {
+    const { [SEQ_FIELD]: _seq, [AT_FIELD]: _at, ...rest } = patch;
+    body = rest;
+  }
+  const seqHeader = stampValue(headers?.get(SEQ_HEADER) || undefined, `header ${SEQ_HEADER}`, 1);
+  const atHeader = stampValue(headers?.get(AT_HEADER) || undefined, `header ${AT_HEADER}`, 0);
+  const seqField = stampValue(fromField.seq, `field ${SEQ_FIELD}`, 1);
+  const atField = stampValue(fromField.at, `field ${AT_FIELD}`, 0);
+  if (seqHeader !== undefined && seqField !== undefined && seqHeader !== seqField)
+    throw new InvalidArgument(
+      `header ${SEQ_HEADER} (${seqHeader}) and field ${SEQ_FIELD} (${seqField}) differ`,
+    );
+  if (atHeader !== undefined && atField !== undefined && atHeader !== atField)
+    throw new InvalidArgument(`header ${AT_HEADER} (${atHeader}) and field ${AT_FIELD} (${atField}) differ`);
+  const seq = seqHeader ?? seqField;
+  const at = atHeader ?? atField;
+  return {
+    stamp: { ...(seq === undefined ? {} : { seq }), ...(at === undefined ? {} : { at }) },
+    patch: body,
+  };
 }

@@ -32,6 +32,7 @@ import {
 } from "../core/errors.ts";
 import { parseRef, refKey, type TwinRef } from "../core/ids.ts";
 import type { Json, JsonObject } from "../core/json.ts";
+import { present } from "../core/present.ts";
 import type { EventRecord, ReminderIndexEntry, TwinCommit, Writer } from "../core/records.ts";
 import {
   bindTwin,
@@ -45,6 +46,7 @@ import {
 } from "../core/twin.ts";
 import { activeContext, type Context, inSpan, SpanKind } from "../observability/tracing.ts";
 import type { EventStore } from "../persistence/event-store.ts";
+import { lateLeavesDropped } from "../shadow/reported-times.ts";
 import { computeDelta } from "../shadow/shadow.ts";
 import type { GroupCommitter } from "./group-commit.ts";
 import type { TurnOutcome, TwinMessage } from "./messages.ts";
@@ -131,6 +133,8 @@ const NO_CHAIN: readonly string[] = Object.freeze([]);
 
 /** Marks a reported message that was dropped as a duplicate. */
 const DUPLICATE = Symbol("duplicate");
+/** Marks a stamped reported message that was dropped as stale (old sequence number, or every field late). */
+const STALE = Symbol("stale");
 
 export class Activation implements TwinBinding {
   readonly key: string;
@@ -336,7 +340,7 @@ export class Activation implements TwinBinding {
     const message = envelope.message;
     const started = performance.now();
     let turn: Turn;
-    let result: Json | typeof DUPLICATE;
+    let result: Json | typeof DUPLICATE | typeof STALE;
     try {
       const writer = this.#host.writerFor(this.shard);
       turn = new Turn(
@@ -366,8 +370,14 @@ export class Activation implements TwinBinding {
     }
     this.#turn = null;
     this.#host.observer?.turn(message.kind, true, performance.now() - started);
-    const duplicate = result === DUPLICATE;
-    const outcome: TurnOutcome = { result: result === DUPLICATE ? null : result, data: turn.data, duplicate };
+    const stale = result === STALE;
+    const duplicate = result === DUPLICATE || stale;
+    const outcome: TurnOutcome = {
+      result: result === DUPLICATE || result === STALE ? null : result,
+      data: turn.data,
+      duplicate,
+      ...(stale ? { stale } : {}),
+    };
     if (turn.records.length === 0) {
       // Nothing to write, but the answer may depend on state that is not persisted yet.
       const last = this.#pending ?? this.#inflight;
@@ -391,7 +401,7 @@ export class Activation implements TwinBinding {
   }
 
   /** Runs the developer's handler for `turn.message`. */
-  async #handle(turn: Turn): Promise<Json | typeof DUPLICATE> {
+  async #handle(turn: Turn): Promise<Json | typeof DUPLICATE | typeof STALE> {
     const twin = this.#twin;
     const message = turn.message;
     switch (message.kind) {
@@ -405,8 +415,20 @@ export class Activation implements TwinBinding {
       case "reported": {
         if (message.causation !== undefined && this.#data.recent.includes(message.causation))
           return DUPLICATE;
-        turn.record(BuiltIn.Reported, { type: BuiltIn.Reported, patch: message.patch });
-        await twin.onReported?.(message.patch);
+        // Checked on every delivery: a stamp at or below the high-water mark was applied already
+        // (or is older than what was), whatever its message id and however it came back.
+        if (message.seq !== undefined && message.seq <= this.#data.deviceSeq) return STALE;
+        const patch =
+          message.at === undefined
+            ? message.patch
+            : lateLeavesDropped(message.patch, this.#data.reportedAt, message.at);
+        if (Object.keys(patch).length === 0) return Object.keys(message.patch).length === 0 ? null : STALE;
+        turn.record(BuiltIn.Reported, {
+          type: BuiltIn.Reported,
+          patch,
+          ...present({ seq: message.seq, at: message.at }),
+        });
+        await twin.onReported?.(patch);
         return null;
       }
       case "desired": {

@@ -175,6 +175,8 @@ export class LocalTwins implements TwinApi {
     if (causation !== undefined && !MESSAGE_ID.test(causation)) {
       throw new InvalidArgument("message id must be 1 to 128 printable ASCII characters without spaces");
     }
+    const seq = checkStamp(options.seq, "report seq", 1);
+    const at = checkStamp(options.at, "report time (at)", 0);
     const deadline = this.#deadline(options.deadline);
     const outcome = await this.#within(
       () =>
@@ -182,12 +184,16 @@ export class LocalTwins implements TwinApi {
           kind: "reported",
           patch: body,
           deadline,
-          ...present({ causation }),
+          ...present({ causation, seq, at }),
         }),
       deadline,
       `${refKey(checked)} report`,
     );
-    return { version: outcome.data.seq, duplicate: outcome.duplicate };
+    return {
+      version: outcome.data.seq,
+      duplicate: outcome.duplicate,
+      ...(outcome.stale ? { stale: true } : {}),
+    };
   }
 
   async query(type: string, options: QueryOptions = {}): Promise<ViewPage> {
@@ -252,4 +258,15 @@ export class LocalTwins implements TwinApi {
     });
     return query.intervalMs === undefined ? raw : downsample(raw, query.intervalMs).slice(0, limit);
   }
+}
+
+/** A device stamp (sequence number or epoch ms): absent, or a safe integer of at least `min`. */
+function checkStamp(value: unknown, what: string, min: number): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min) {
+    throw new InvalidArgument(`${what} must be an integer from ${min} to ${Number.MAX_SAFE_INTEGER}`, {
+      value: String(value),
+    });
+  }
+  return value;
 }

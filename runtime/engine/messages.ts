@@ -26,6 +26,10 @@ export interface CommandMessage extends Common {
 export interface ReportedMessage extends Common {
   readonly kind: "reported";
   readonly patch: JsonObject;
+  /** The device's sequence number: dropped unless above the twin's high-water mark. */
+  readonly seq?: number;
+  /** The device's time of the report: leaves the twin holds with a newer time are not changed. */
+  readonly at?: number;
 }
 
 /** A desired-state patch from a service. */
@@ -62,4 +66,6 @@ export interface TurnOutcome {
   readonly data: TwinData;
   /** True when the message was a duplicate of one already applied (nothing was done). */
   readonly duplicate: boolean;
+  /** True when a stamped report was dropped as stale (at or below the high-water mark, or every field late). */
+  readonly stale?: boolean;
 }

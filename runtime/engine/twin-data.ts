@@ -9,6 +9,7 @@ import { Internal } from "../core/errors.ts";
 import { isJsonObject, type JsonObject } from "../core/json.ts";
 import type { EventRecord, ReminderState, TwinSnapshot, TwinView } from "../core/records.ts";
 import type { Twin, TwinEvent } from "../core/twin.ts";
+import { stampReported } from "../shadow/reported-times.ts";
 import { applyDesired, applyReported, computeDelta } from "../shadow/shadow.ts";
 
 /** How many causing message ids a twin remembers to drop redelivered duplicates. */
@@ -26,6 +27,10 @@ export interface TwinData {
   readonly desired: JsonObject;
   readonly reminders: readonly ReminderState[];
   readonly recent: readonly string[];
+  /** The device's high-water mark: the highest report `seq` applied (0: none). */
+  readonly deviceSeq: number;
+  /** When each reported leaf was last set (see `shadow/reported-times.ts`). */
+  readonly reportedAt: JsonObject;
 }
 
 /** Built-in event types (reserved: developer events may not start with `$`). */
@@ -50,6 +55,8 @@ export function initialData(twin: Twin<object, TwinEvent, object>): TwinData {
     desired: EMPTY,
     reminders: NONE,
     recent: NONE,
+    deviceSeq: 0,
+    reportedAt: EMPTY,
   };
 }
 
@@ -64,6 +71,8 @@ export function fromSnapshot(snapshot: TwinSnapshot): TwinData {
     desired: snapshot.desired,
     reminders: snapshot.reminders.length ? snapshot.reminders : NONE,
     recent: snapshot.recent.length ? snapshot.recent : NONE,
+    deviceSeq: snapshot.deviceSeq ?? 0,
+    reportedAt: snapshot.reportedAt ?? EMPTY,
   };
 }
 
@@ -78,6 +87,8 @@ export function toSnapshot(data: TwinData): TwinSnapshot {
     desired: data.desired,
     reminders: data.reminders,
     recent: data.recent,
+    deviceSeq: data.deviceSeq,
+    reportedAt: data.reportedAt,
   };
 }
 
@@ -91,6 +102,7 @@ export function toView(type: string, id: string, data: TwinData): TwinView {
     reported: data.reported,
     desired: data.desired,
     delta: computeDelta(data.desired, data.reported),
+    reportedAt: data.reportedAt,
     createdAt: data.createdAt,
     updatedAt: data.updatedAt,
   };
@@ -140,12 +152,20 @@ export function fold(twin: Twin<object, TwinEvent, object>, data: TwinData, reco
       `event ${record.seq} cannot follow version ${data.seq} of ${twin.ref.type}/${twin.ref.id}`,
     );
   }
-  let { state, reported, desired, reminders } = data;
+  let { state, reported, desired, reminders, deviceSeq, reportedAt } = data;
   const patch = record.data["patch"];
   switch (record.type) {
-    case BuiltIn.Reported:
-      if (isJsonObject(patch)) ({ reported, desired } = applyReported({ reported, desired }, patch));
+    case BuiltIn.Reported: {
+      // `seq` and `at`: the device's stamp, when the report had one (see `reportedEvent`).
+      const seq = record.data["seq"];
+      const at = record.data["at"];
+      if (isJsonObject(patch)) {
+        ({ reported, desired } = applyReported({ reported, desired }, patch));
+        reportedAt = stampReported(reportedAt, patch, typeof at === "number" ? at : record.at);
+      }
+      if (typeof seq === "number" && seq > deviceSeq) deviceSeq = seq;
       break;
+    }
     case BuiltIn.Desired:
       if (isJsonObject(patch)) ({ reported, desired } = applyDesired({ reported, desired }, patch));
       break;
@@ -166,5 +186,7 @@ export function fold(twin: Twin<object, TwinEvent, object>, data: TwinData, reco
     desired,
     reminders,
     recent: foldRecent(data.recent, record.causation),
+    deviceSeq,
+    reportedAt,
   };
 }

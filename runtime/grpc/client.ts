@@ -267,21 +267,35 @@ export class DoppelClient {
     return decode(twin, "twin", twinToView);
   }
 
-  /** Reports device state on a device's behalf; a repeated `messageId` is acknowledged as a duplicate. */
+  /**
+   * Reports device state on a device's behalf; a repeated `messageId`, or a `seq` at or below the
+   * twin's high-water mark, is acknowledged as a duplicate (`stale` for the latter).
+   */
   async reportState(
     ref: TwinRef,
     patch: JsonObject,
-    options: { messageId?: string } = {},
+    options: { messageId?: string; seq?: number; at?: number } = {},
   ): Promise<ReportResult> {
     const response = await this.#unary<ReportResult>((o, cb) =>
       this.#client.reportState(
-        { type: ref.type, id: ref.id, patch: jsonToStruct(patch), messageId: options.messageId ?? "" },
+        {
+          type: ref.type,
+          id: ref.id,
+          patch: jsonToStruct(patch),
+          messageId: options.messageId ?? "",
+          seq: options.seq ?? 0,
+          at: options.at ?? 0,
+        },
         this.#metadata(),
         o,
         cb,
       ),
     );
-    return { version: response.version, duplicate: response.duplicate };
+    return {
+      version: response.version,
+      duplicate: response.duplicate,
+      ...(response.stale ? { stale: true } : {}),
+    };
   }
 
   /**

@@ -40,6 +40,7 @@ export function viewToTwin(view: TwinView): Twin {
     reported: jsonToStruct(view.reported),
     desired: jsonToStruct(view.desired),
     delta: jsonToStruct(view.delta),
+    reportedAt: jsonToStruct(view.reportedAt ?? {}),
     createdAt: msToTimestamp(view.createdAt),
     updatedAt: msToTimestamp(view.updatedAt),
   };
@@ -55,6 +56,7 @@ export function twinToView(twin: Twin__Output): TwinView {
     reported: structToJson(twin.reported, "twin.reported"),
     desired: structToJson(twin.desired, "twin.desired"),
     delta: structToJson(twin.delta, "twin.delta"),
+    reportedAt: structToJson(twin.reportedAt, "twin.reported_at"),
     createdAt: timestampToMs(twin.createdAt, "twin.created_at") ?? 0,
     updatedAt: timestampToMs(twin.updatedAt, "twin.updated_at") ?? 0,
   };

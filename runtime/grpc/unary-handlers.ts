@@ -72,9 +72,9 @@ export function unaryHandlers(ctx: HandlerContext): UnaryHandlers {
       const deadline = deadlineOf(call, ctx.clock);
       const messageId = nonEmpty(request.messageId);
       const outcome = await api.report({ type: request.type, id: request.id }, patch, {
-        ...present({ deadline, messageId }),
+        ...present({ deadline, messageId, seq: positive(request.seq), at: positive(request.at) }),
       });
-      return { version: outcome.version, duplicate: outcome.duplicate };
+      return { version: outcome.version, duplicate: outcome.duplicate, stale: outcome.stale === true };
     }),
 
     ListTypes: unary(ctx, "ListTypes", { scope: "read" }, () => ({
@@ -100,4 +100,9 @@ export function unaryHandlers(ctx: HandlerContext): UnaryHandlers {
       };
     }),
   };
+}
+
+/** A proto3 number where 0 means "not set". */
+function positive(value: number): number | undefined {
+  return value === 0 ? undefined : value;
 }

@@ -499,6 +499,7 @@ function startDevices(wiring: Wiring, ownership: ShardOwnership): Promise<Device
       wiring.metrics.metrics.rejectedInputs.add(1, { source: "device", code });
     devices.ingress.onRateLimited = () =>
       wiring.metrics.metrics.rateLimited.add(1, { source: "device", kind: "device" });
+    devices.ingress.onDropped = (reason) => wiring.metrics.metrics.droppedReports.add(1, { reason });
     return devices;
   });
 }

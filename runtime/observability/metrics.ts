@@ -6,7 +6,8 @@
  * - `resident_twins`, `mailbox_depth`, `shards_owned` — gauges read at scrape time;
  * - `activations_total`, `passivations_total`, `turns_total{kind,outcome}` — counters (turns/s is `rate(turns_total)`);
  * - `turn_duration_ms`, `persist_duration_ms` — histograms (one persist = one group-commit store call);
- * - `persisted_events_total`, `rejected_inputs_total{source,code}`, `lease_renewals_total{outcome}` — counters;
+ * - `persisted_events_total`, `rejected_inputs_total{source,code}`, `lease_renewals_total{outcome}`,
+ *   `dropped_reports_total{reason}` (acknowledged without applying: `duplicate` message id, `stale` stamp) — counters;
  * - `admission_total{class,outcome}` (outcome `admitted` or `refused`) — counter, and
  *   `admission_in_flight{class}` — gauge, of admission control (classes `grpc`, `device`, `node`).
  */
@@ -42,6 +43,7 @@ export interface DoppelMetrics {
   readonly authRefused: Counter;
   /** Calls refused by a principal's rate limit. */
   readonly rateLimited: Counter;
+  readonly droppedReports: Counter;
 }
 
 /** Values read at scrape time. */
@@ -83,6 +85,9 @@ function instruments(meter: Meter): DoppelMetrics {
     }),
     rateLimited: meter.createCounter("doppel_rate_limited_total", {
       description: "calls refused by a principal's rate limit, by source and principal kind",
+    }),
+    droppedReports: meter.createCounter("doppel_dropped_reports_total", {
+      description: "device reports acknowledged without applying, by reason (duplicate, stale)",
     }),
   };
 }

@@ -27,6 +27,8 @@ export interface Migration {
  * - `reminders`: the reminder index; indexed by due time and by (shard, due time).
  * - `quarantine`: twins that refuse work, with the reason.
  * - `telemetry`: numeric samples; `sample_no` numbers samples of one twin within one millisecond.
+ * - (2) `snapshots.shadow_meta`: the device's high-water mark and the reported field times;
+ *   `views.reported_at`: the reported field times.
  */
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -103,6 +105,14 @@ export const MIGRATIONS: readonly Migration[] = [
         metrics   TEXT    NOT NULL, -- JSON object of numbers
         PRIMARY KEY (twin_type, twin_id, at, sample_no)
       ) WITHOUT ROWID;
+    `,
+  },
+  {
+    version: 2,
+    description: "snapshots.shadow_meta (device high-water mark, reported field times), views.reported_at",
+    sql: `
+      ALTER TABLE snapshots ADD COLUMN shadow_meta TEXT NOT NULL DEFAULT '{}'; -- JSON { deviceSeq, reportedAt }
+      ALTER TABLE views ADD COLUMN reported_at TEXT; -- JSON object in the shape of reported; NULL: none
     `,
   },
 ];

@@ -18,7 +18,7 @@
 import Database from "better-sqlite3";
 import { ConcurrencyConflict, DoppelError, Internal, InvalidArgument, Unavailable } from "../core/errors.ts";
 import { refKey, type TwinRef } from "../core/ids.ts";
-import type { JsonObject } from "../core/json.ts";
+import { isJsonObject, type JsonObject } from "../core/json.ts";
 import type {
   EventRecord,
   HistoryRange,
@@ -75,6 +75,7 @@ interface SnapshotRow {
   readonly desired: string;
   readonly reminders: string;
   readonly recent: string;
+  readonly shadow_meta: string;
 }
 
 interface ViewRow {
@@ -86,6 +87,7 @@ interface ViewRow {
   readonly delta: string;
   readonly created_at: number;
   readonly updated_at: number;
+  readonly reported_at: string | null;
 }
 
 interface ReminderRow {
@@ -102,7 +104,7 @@ interface TelemetryRow {
 }
 
 const EVENT_COLUMNS = "seq, event_type, data, at, commit_id, causation, writer_node, writer_epoch";
-const VIEW_COLUMNS = "twin_id, version, state, reported, desired, delta, created_at, updated_at";
+const VIEW_COLUMNS = "twin_id, version, state, reported, desired, delta, created_at, updated_at, reported_at";
 const REMINDER_COLUMNS = "shard, twin_type, twin_id, name, due_at";
 /** Bound for open ends of ranges: beyond any epoch ms or sequence number. */
 const OPEN_END = Number.MAX_SAFE_INTEGER;
@@ -139,12 +141,16 @@ function prepareStatements(db: Database.Database) {
         WHERE twin_type = ? AND twin_id = ? AND seq BETWEEN ? AND ? AND at BETWEEN ? AND ?
         ORDER BY seq LIMIT ?`,
     ),
-    upsertView: db.prepare<[string, string, number, string, string, string, string, number, number], unknown>(
-      `INSERT INTO views (twin_type, ${VIEW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    upsertView: db.prepare<
+      [string, string, number, string, string, string, string, number, number, string | null],
+      unknown
+    >(
+      `INSERT INTO views (twin_type, ${VIEW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT (twin_type, twin_id) DO UPDATE SET
           version = excluded.version, state = excluded.state, reported = excluded.reported,
           desired = excluded.desired, delta = excluded.delta,
-          created_at = excluded.created_at, updated_at = excluded.updated_at`,
+          created_at = excluded.created_at, updated_at = excluded.updated_at,
+          reported_at = excluded.reported_at`,
     ),
     view: db.prepare<[string, string], ViewRow>(
       `SELECT ${VIEW_COLUMNS} FROM views WHERE twin_type = ? AND twin_id = ?`,
@@ -153,19 +159,19 @@ function prepareStatements(db: Database.Database) {
       `SELECT ${VIEW_COLUMNS} FROM views WHERE twin_type = ? AND twin_id > ? ORDER BY twin_id LIMIT ?`,
     ),
     upsertSnapshot: db.prepare<
-      [string, string, number, number, number, string, string, string, string, string],
+      [string, string, number, number, number, string, string, string, string, string, string],
       unknown
     >(
-      `INSERT INTO snapshots (twin_type, twin_id, seq, at, created_at, state, reported, desired, reminders, recent)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO snapshots (twin_type, twin_id, seq, at, created_at, state, reported, desired, reminders, recent, shadow_meta)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT (twin_type, twin_id) DO UPDATE SET
           seq = excluded.seq, at = excluded.at, created_at = excluded.created_at, state = excluded.state,
           reported = excluded.reported, desired = excluded.desired, reminders = excluded.reminders,
-          recent = excluded.recent
+          recent = excluded.recent, shadow_meta = excluded.shadow_meta
         WHERE excluded.seq > snapshots.seq`,
     ),
     snapshot: db.prepare<[string, string], SnapshotRow>(
-      `SELECT seq, at, created_at, state, reported, desired, reminders, recent
+      `SELECT seq, at, created_at, state, reported, desired, reminders, recent, shadow_meta
         FROM snapshots WHERE twin_type = ? AND twin_id = ?`,
     ),
     setReminder: db.prepare<[string, string, string, number, number], unknown>(
@@ -242,6 +248,7 @@ function decodeView(type: string, row: ViewRow): TwinView {
     delta: parseObject(row.delta),
     createdAt: row.created_at,
     updatedAt: row.updated_at,
+    ...(row.reported_at === null ? {} : { reportedAt: parseObject(row.reported_at) }),
   };
 }
 
@@ -256,8 +263,8 @@ type EventParams = [number, string, string, number, string, string | null, strin
 interface EncodedCommit {
   readonly commit: TwinCommit;
   readonly events: readonly EventParams[];
-  /** `version, state, reported, desired, delta, created_at, updated_at`. */
-  readonly view: [number, string, string, string, string, number, number];
+  /** `version, state, reported, desired, delta, created_at, updated_at, reported_at`. */
+  readonly view: [number, string, string, string, string, number, number, string | null];
 }
 
 /**
@@ -292,6 +299,7 @@ function encodeCommit(commit: TwinCommit): EncodedCommit | InvalidArgument {
         JSON.stringify(v.delta),
         v.createdAt,
         v.updatedAt,
+        v.reportedAt === undefined ? null : JSON.stringify(v.reportedAt),
       ],
     };
   } catch (error) {
@@ -431,6 +439,7 @@ export class SqliteEventStore implements EventStore {
         JSON.stringify(snapshot.desired),
         JSON.stringify(snapshot.reminders),
         JSON.stringify(snapshot.recent),
+        JSON.stringify({ deviceSeq: snapshot.deviceSeq, reportedAt: snapshot.reportedAt }),
       );
     });
   }
@@ -596,5 +605,15 @@ function decodeSnapshot(row: SnapshotRow): TwinSnapshot {
     desired: parseObject(row.desired),
     reminders: JSON.parse(row.reminders) as ReminderState[],
     recent: JSON.parse(row.recent) as string[],
+    ...shadowMeta(parseObject(row.shadow_meta)),
+  };
+}
+
+/** The `shadow_meta` column: the device's high-water mark and the reported field times. */
+function shadowMeta(meta: JsonObject): Pick<TwinSnapshot, "deviceSeq" | "reportedAt"> {
+  const { deviceSeq, reportedAt } = meta;
+  return {
+    ...(typeof deviceSeq === "number" ? { deviceSeq } : {}),
+    ...(isJsonObject(reportedAt) ? { reportedAt } : {}),
   };
 }

@@ -88,7 +88,7 @@ export function serveNodeRpc(options: {
       case "report":
         return local.report(request.ref, request.patch as JsonObject, {
           deadline: clock.now() + request.timeoutMs,
-          ...present({ messageId: request.messageId }),
+          ...present({ messageId: request.messageId, seq: request.seq, at: request.at }),
         });
       default:
         throw new InvalidArgument(`unknown node request op '${(request as { op: string }).op}'`);

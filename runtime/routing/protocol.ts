@@ -56,6 +56,8 @@ export type RpcRequest =
       readonly ref: TwinRef;
       readonly patch: JsonObject;
       readonly messageId?: string;
+      readonly seq?: number;
+      readonly at?: number;
       readonly timeoutMs: number;
     };
 

@@ -83,7 +83,10 @@ function decodeReply(data: Uint8Array): RpcReply {
  * message id (the twin drops a report it already applied).
  */
 function repeatable(request: RpcRequest): boolean {
-  return request.op === "get" || (request.op === "report" && request.messageId !== undefined);
+  return (
+    request.op === "get" ||
+    (request.op === "report" && (request.messageId !== undefined || request.seq !== undefined))
+  );
 }
 
 export class Router implements TwinApi {
@@ -245,7 +248,7 @@ export class Router implements TwinApi {
         ref: checked,
         patch,
         timeoutMs,
-        ...present({ messageId: options.messageId }),
+        ...present({ messageId: options.messageId, seq: options.seq, at: options.at }),
       }),
     );
   }

@@ -55,6 +55,7 @@ import {
   encodingOf,
 } from "../payload-codec.ts";
 import {
+  AT_HEADER,
   type DesiredPush,
   DeviceChannel,
   type DeviceCommand,
@@ -63,6 +64,7 @@ import {
   encodeJson,
   errorReply,
   type ReportReply,
+  SEQ_HEADER,
   type SyncReply,
 } from "../protocol.ts";
 
@@ -81,6 +83,19 @@ export interface DeviceClientOptions {
   readonly offlineBuffer?: { readonly maxMessages?: number; readonly whenFull?: BufferPolicy };
   /** Close the transport when the client is closed (set by {@link DeviceClient.connect}). */
   readonly ownsTransport?: boolean;
+  /**
+   * Stamp every report with a per-device sequence number (`Doppel-Seq`, default true), so the twin
+   * applies each report at most once and never after a later one, however it is redelivered or
+   * re-sent. The first number is `firstSeq`; the default, the clock in microseconds when the client
+   * is made, keeps a restarted device above its earlier reports unless its clock went back.
+   */
+  readonly stampReports?: boolean;
+  readonly firstSeq?: number;
+  /**
+   * Also stamp reports with the device's clock (`Doppel-At`, default false): a reported field the
+   * twin holds with a newer time is then not overwritten (for twins fed by several publishers).
+   */
+  readonly stampTime?: boolean;
 }
 
 /** Options of {@link DeviceClient.connect}: a device's own NATS connection. */
@@ -124,6 +139,8 @@ export interface ReportAck {
   /** The twin's version after the report, when the acknowledging party knows it. */
   readonly version: number | undefined;
   readonly duplicate: boolean;
+  /** The report's sequence number, when it was stamped. */
+  readonly seq?: number;
 }
 
 /** Handles a command sent by the twin; its return value is the command's result. */
@@ -144,6 +161,14 @@ function decode(data: Uint8Array | undefined): unknown {
 }
 
 /** Reads a durable ack: throws the node's error reply, else returns the reply (if the acker sent one). */
+function withHeaders(
+  base: Headers | undefined,
+  more: ReadonlyMap<string, string> | undefined,
+): Headers | undefined {
+  if (!more || more.size === 0) return base;
+  return new Map([...(base ?? []), ...more]);
+}
+
 function readAck(ack: DurableAck): ReportAck {
   const reply = decode(ack.data) as ReportReply | undefined;
   if (reply && "error" in reply) throw DoppelError.fromWire(reply.error);
@@ -177,6 +202,8 @@ export class DeviceClient {
   readonly #idPrefix = randomBytes(6).toString("base64url");
   #sequence = 0;
   #outSeq = 0;
+  #reportSeq: number | undefined;
+  readonly #stampTime: boolean;
   readonly #subs: Subscription[] = [];
   readonly #buffer: Outgoing[] = [];
   readonly #desiredListeners = new Set<(push: DesiredPush) => void>();
@@ -195,6 +222,13 @@ export class DeviceClient {
     this.#maxBuffered = Math.max(1, options.offlineBuffer?.maxMessages ?? 1000);
     this.#whenFull = options.offlineBuffer?.whenFull ?? "drop-oldest";
     this.#ownsTransport = options.ownsTransport ?? false;
+    this.#stampTime = options.stampTime ?? false;
+    if (options.stampReports ?? true) {
+      const first = options.firstSeq ?? Date.now() * 1000;
+      if (!Number.isSafeInteger(first) || first < 1)
+        throw new InvalidArgument("firstSeq must be a positive safe integer");
+      this.#reportSeq = first;
+    }
     this.#online = this.#transport.connected ?? true;
     this.#stopWatching = this.#transport.onConnectionChange?.((state) => this.#onConnection(state));
   }
@@ -277,19 +311,38 @@ export class DeviceClient {
   }
 
   /**
-   * Reports a reported-state patch (JSON merge patch) and waits for it to be durably accepted.
-   * Re-sending with the same `messageId` never applies the report twice.
+   * The next report sequence number (stamped clients), taken: pass it as `seq` to `report`, and
+   * again with the same `messageId` to re-send that report. Undefined when reports are not stamped.
    */
-  async report(patch: JsonObject, options: { messageId?: string } = {}): Promise<ReportAck> {
+  nextSeq(): number | undefined {
+    if (this.#reportSeq === undefined) return undefined;
+    return this.#reportSeq++;
+  }
+
+  /**
+   * Reports a reported-state patch (JSON merge patch) and waits for it to be durably accepted.
+   * Re-sending with the same `messageId` (and, when reports are stamped, the same `seq`; see
+   * {@link nextSeq}) never applies the report twice; a stamped report is never applied after a
+   * later one. The client's own retries keep both.
+   */
+  async report(patch: JsonObject, options: { messageId?: string; seq?: number } = {}): Promise<ReportAck> {
     if (!isJsonObject(patch)) throw new InvalidArgument("report(): the patch must be a JSON object");
+    if (options.seq !== undefined && (!Number.isSafeInteger(options.seq) || options.seq < 1))
+      throw new InvalidArgument("report(): seq must be a positive safe integer");
     const data = this.#encoding === "protobuf" ? encodeProtobuf("Reported", patch) : encodeJson(patch);
+    const seq = options.seq ?? this.nextSeq();
+    const stamp = new Map<string, string>();
+    if (seq !== undefined) stamp.set(SEQ_HEADER, String(seq));
+    if (this.#stampTime) stamp.set(AT_HEADER, String(Date.now()));
     const ack = await this.#send(
       DeviceChannel.Reported,
       data,
       options.messageId ?? this.nextMessageId(),
       `report from ${this.ref.type}/${this.ref.id}`,
+      stamp,
     );
-    return readAck(ack);
+    const read = readAck(ack);
+    return seq === undefined ? read : { ...read, seq };
   }
 
   /** Sends numeric telemetry samples (kept apart from state events). */
@@ -306,14 +359,20 @@ export class DeviceClient {
   }
 
   /** Sends now, or buffers while offline; resolves with the durable ack. */
-  #send(channel: DeviceChannel, data: Uint8Array, messageId: string, what: string): Promise<DurableAck> {
+  #send(
+    channel: DeviceChannel,
+    data: Uint8Array,
+    messageId: string,
+    what: string,
+    stamp?: ReadonlyMap<string, string>,
+  ): Promise<DurableAck> {
     if (this.#closed) return Promise.reject(new Unavailable(`${what}: the device client is closed`));
     return new Promise<DurableAck>((resolve, reject) => {
       const out: Outgoing = {
         seq: this.#outSeq++,
         subject: deviceSubject(this.ref, channel),
         data,
-        headers: encodingHeaders(this.#encoding),
+        headers: withHeaders(encodingHeaders(this.#encoding), stamp),
         messageId,
         what,
         resolve,

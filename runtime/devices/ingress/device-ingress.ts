@@ -43,6 +43,7 @@ import {
   encodeJson,
   errorReply,
   parseDeviceSubject,
+  reportStamp,
   type SyncReply,
 } from "../protocol.ts";
 
@@ -51,6 +52,8 @@ export interface IngressStats {
   received: number;
   applied: number;
   duplicates: number;
+  /** Stamped reports dropped as stale: at or below the twin's high-water mark, or every field late. */
+  stale: number;
   rejected: number;
   failed: number;
   /** Refused by admission control (the node had too much device work in flight): retried later. */
@@ -113,6 +116,7 @@ export class DeviceIngress {
     received: 0,
     applied: 0,
     duplicates: 0,
+    stale: 0,
     rejected: 0,
     failed: 0,
     throttled: 0,
@@ -160,6 +164,9 @@ export class DeviceIngress {
     return processed;
   }
 
+  /** Told of every report acknowledged without being applied (metrics). */
+  onDropped: ((reason: "duplicate" | "stale") => void) | undefined;
+
   /** Told of every device message refused as invalid (metrics). */
   onRejected: ((code: string) => void) | undefined;
 
@@ -188,12 +195,15 @@ export class DeviceIngress {
       permit = this.admission?.admit("device", device);
       switch (channel) {
         case DeviceChannel.Reported: {
-          const patch = decodeReported(data, encoding, this.limits);
-          const result = await this.api.report(ref, patch, {
+          const stamped = reportStamp(options.headers, decodeReported(data, encoding, this.limits));
+          const result = await this.api.report(ref, stamped.patch, {
+            ...stamped.stamp,
             ...present({ messageId, deadline: options.deadline }),
           });
-          if (result.duplicate) this.stats.duplicates++;
+          if (result.stale) this.stats.stale++;
+          else if (result.duplicate) this.stats.duplicates++;
           else this.stats.applied++;
+          if (result.duplicate) this.onDropped?.(result.stale ? "stale" : "duplicate");
           return {
             reply: { ok: true, version: result.version, duplicate: result.duplicate },
             rejected: false,

@@ -106,6 +106,8 @@ export function decodeView(type: string, row: RowLike): TwinView {
     delta: json<JsonObject>(row, "delta"),
     createdAt: toNumber(row["created_at"], "created_at"),
     updatedAt: toNumber(row["updated_at"], "updated_at"),
+    // Absent in rows written before schema version 3.
+    ...(row["reported_at"] == null ? {} : { reportedAt: json<JsonObject>(row, "reported_at") }),
   };
 }
 
@@ -120,6 +122,8 @@ export function viewParams(view: TwinView): unknown[] {
     JSON.stringify(view.delta),
     view.createdAt,
     view.updatedAt,
+    // undefined = "unset": a view without field times writes no column.
+    view.reportedAt === undefined ? undefined : JSON.stringify(view.reportedAt),
   ];
 }
 
@@ -136,6 +140,20 @@ export function decodeSnapshot(row: RowLike): TwinSnapshot | undefined {
     desired: json<JsonObject>(row, "desired"),
     reminders: json<ReminderState[]>(row, "reminders"),
     recent: json<string[]>(row, "recent"),
+    ...shadowMeta(row["shadow_meta"] == null ? {} : json<ShadowMeta>(row, "shadow_meta")),
+  };
+}
+
+/** The `shadow_meta` column of a snapshot: the device's high-water mark and the reported times. */
+interface ShadowMeta {
+  readonly deviceSeq?: number;
+  readonly reportedAt?: JsonObject;
+}
+
+function shadowMeta(meta: ShadowMeta): ShadowMeta {
+  return {
+    ...(typeof meta.deviceSeq === "number" ? { deviceSeq: meta.deviceSeq } : {}),
+    ...(meta.reportedAt ? { reportedAt: meta.reportedAt } : {}),
   };
 }
 
@@ -151,6 +169,7 @@ export function snapshotParams(ref: TwinRef, snapshot: TwinSnapshot): unknown[] 
     JSON.stringify(snapshot.desired),
     JSON.stringify(snapshot.reminders),
     JSON.stringify(snapshot.recent),
+    JSON.stringify({ deviceSeq: snapshot.deviceSeq, reportedAt: snapshot.reportedAt }),
     ref.type,
     ref.id,
   ];

@@ -25,6 +25,8 @@
  * - `telemetry`: numeric samples, apart from state events. Partition `(twin_type, twin_id,
  *   time_window)`; clustered by `(at, sample)`, where `sample` is a random uuid so samples at the
  *   same millisecond are all kept. `telemetry_windows` lists the windows of a twin that hold data.
+ * - snapshots (in `twins`) keep `shadow_meta` (the device's high-water mark and the reported
+ *   field times); views keep `reported_at` (the field times GetTwin shows).
  * - `layout`: the layout parameters above, fixed when the keyspace is first used.
  * - `schema_migrations`, `migration_lock`: migration bookkeeping.
  *
@@ -105,6 +107,15 @@ export const MIGRATIONS: readonly Migration[] = [
     statements: (ks) => [
       `ALTER TABLE ${ks}.twins ADD IF NOT EXISTS head_seq bigint static`,
       `ALTER TABLE ${ks}.twins ADD IF NOT EXISTS head_epoch bigint static`,
+    ],
+  },
+  {
+    version: 3,
+    description:
+      "twins.shadow_meta (device high-water mark, reported field times in snapshots), views.reported_at",
+    statements: (ks) => [
+      `ALTER TABLE ${ks}.twins ADD IF NOT EXISTS shadow_meta text static`,
+      `ALTER TABLE ${ks}.views ADD IF NOT EXISTS reported_at text`,
     ],
   },
 ];

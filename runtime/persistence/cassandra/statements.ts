@@ -11,8 +11,9 @@
 import { checkKeyspace } from "./schema.ts";
 
 const EVENT_COLUMNS = "seq, commit_id, event_type, data, at, causation, writer_node, writer_epoch";
-const VIEW_COLUMNS = "twin_id, version, state, reported, desired, delta, created_at, updated_at";
-const SNAPSHOT_COLUMNS = "snapshot_seq, snapshot_at, created_at, state, reported, desired, reminders, recent";
+const VIEW_COLUMNS = "twin_id, version, state, reported, desired, delta, created_at, updated_at, reported_at";
+const SNAPSHOT_COLUMNS =
+  "snapshot_seq, snapshot_at, created_at, state, reported, desired, reminders, recent, shadow_meta";
 
 /** The statements of one keyspace. */
 export type Statements = ReturnType<typeof statementsFor>;
@@ -51,7 +52,7 @@ export function statementsFor(ks: string) {
     twinReminders: `SELECT reminder, shard, due_at FROM ${ks}.twins WHERE twin_type = ? AND twin_id = ?`,
     writeSnapshot: `UPDATE ${ks}.twins USING TIMESTAMP ?
       SET snapshot_seq = ?, snapshot_at = ?, created_at = ?, state = ?, reported = ?, desired = ?,
-          reminders = ?, recent = ?
+          reminders = ?, recent = ?, shadow_meta = ?
       WHERE twin_type = ? AND twin_id = ?`,
     setQuarantine: `UPDATE ${ks}.twins SET quarantine_reason = ?, quarantined_at = ?
       WHERE twin_type = ? AND twin_id = ?`,
@@ -67,7 +68,7 @@ export function statementsFor(ks: string) {
 
     // ---- the query projection ----
     upsertView: `INSERT INTO ${ks}.views (twin_type, vbucket, ${VIEW_COLUMNS})
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?`,
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?`,
     view: `SELECT ${VIEW_COLUMNS} FROM ${ks}.views WHERE twin_type = ? AND vbucket = ? AND twin_id = ?`,
     viewsAfter: `SELECT ${VIEW_COLUMNS} FROM ${ks}.views
       WHERE twin_type = ? AND vbucket = ? AND twin_id > ? LIMIT ?`,

@@ -74,7 +74,7 @@ describe("cassandra commit plan", () => {
     );
     const statements = plan.derived.map((d) => [d.statement, ...d.params]);
     expect(statements).toEqual([
-      ["upsertView", "pump", expect.any(Number), "p1", 11, "{}", "{}", "{}", "{}", 1, 2, 11],
+      ["upsertView", "pump", expect.any(Number), "p1", 11, "{}", "{}", "{}", "{}", 1, 2, undefined, 11],
       ["deleteIndex", 11, 3, 300, "pump", "p1", "gone"],
       ["deleteReminderRow", 11, "pump", "p1", "gone"],
       ["deleteReminderRow", 11, "pump", "p1", "unknown"],

@@ -2,6 +2,7 @@
 // Original file: proto/doppel/v1/twins.proto
 
 import type { Struct as _google_protobuf_Struct, Struct__Output as _google_protobuf_Struct__Output } from '../../google/protobuf/Struct.ts';
+import type { Long } from '@grpc/proto-loader';
 
 export interface ReportStateRequest {
   'type'?: (string);
@@ -14,6 +15,16 @@ export interface ReportStateRequest {
    * Optional: a report with an id the twin applied recently is acknowledged but not applied again.
    */
   'messageId'?: (string);
+  /**
+   * Optional (0 = none): the device's sequence number; a report at or below the highest the twin
+   * applied is acknowledged but not applied (duplicate and stale are true).
+   */
+  'seq'?: (number | string | Long);
+  /**
+   * Optional (0 = none): the device's time of the report, epoch ms; a reported leaf the twin holds
+   * with a newer time is not overwritten.
+   */
+  'at'?: (number | string | Long);
 }
 
 export interface ReportStateRequest__Output {
@@ -27,4 +38,14 @@ export interface ReportStateRequest__Output {
    * Optional: a report with an id the twin applied recently is acknowledged but not applied again.
    */
   'messageId': (string);
+  /**
+   * Optional (0 = none): the device's sequence number; a report at or below the highest the twin
+   * applied is acknowledged but not applied (duplicate and stale are true).
+   */
+  'seq': (number);
+  /**
+   * Optional (0 = none): the device's time of the report, epoch ms; a reported leaf the twin holds
+   * with a newer time is not overwritten.
+   */
+  'at': (number);
 }

@@ -9,6 +9,10 @@ export interface ReportStateResponse {
    * True when message_id was a duplicate and nothing was applied.
    */
   'duplicate'?: (boolean);
+  /**
+   * True when the report's seq was at or below the twin's high-water mark (or every field late).
+   */
+  'stale'?: (boolean);
 }
 
 export interface ReportStateResponse__Output {
@@ -17,4 +21,8 @@ export interface ReportStateResponse__Output {
    * True when message_id was a duplicate and nothing was applied.
    */
   'duplicate': (boolean);
+  /**
+   * True when the report's seq was at or below the twin's high-water mark (or every field late).
+   */
+  'stale': (boolean);
 }

@@ -33,6 +33,11 @@ export interface Twin {
   'delta'?: (_google_protobuf_Struct | null);
   'createdAt'?: (_google_protobuf_Timestamp | null);
   'updatedAt'?: (_google_protobuf_Timestamp | null);
+  /**
+   * When each reported leaf was last set, in the shape of `reported` with epoch milliseconds at
+   * the leaves: the device's time when its report was stamped with one, else when it was applied.
+   */
+  'reportedAt'?: (_google_protobuf_Struct | null);
 }
 
 /**
@@ -63,4 +68,9 @@ export interface Twin__Output {
   'delta': (_google_protobuf_Struct__Output | null);
   'createdAt': (_google_protobuf_Timestamp__Output | null);
   'updatedAt': (_google_protobuf_Timestamp__Output | null);
+  /**
+   * When each reported leaf was last set, in the shape of `reported` with epoch milliseconds at
+   * the leaves: the device's time when its report was stamped with one, else when it was applied.
+   */
+  'reportedAt': (_google_protobuf_Struct__Output | null);
 }
