@@ -526,6 +526,8 @@ export function describeEventStoreContract(
             { name: "every", dueAt: BASE_AT + 2, payload: { a: [1, 2] }, every: 5_000 },
           ],
           recent: ["m-1", "m-2", "m-3"],
+          deviceSeq: 1_764_000_000_000_123,
+          reportedAt: { temperature: BASE_AT + 7, label: BASE_AT + 8 },
         };
         await store.writeSnapshot(ref, snapshot);
         expect((await store.loadTwin(ref)).snapshot).toEqual(snapshot);
@@ -533,6 +535,14 @@ export function describeEventStoreContract(
     });
 
     describe("views", () => {
+      it("round-trips the reported field times of a view", async () => {
+        const ref = twin();
+        const commit = makeCommit(ref, 0, 1);
+        const view = { ...commit.view, reportedAt: { v: BASE_AT + 1, nested: { w: BASE_AT + 2 } } };
+        await commitAll(store, [{ ...commit, view }]);
+        expect(await store.readView(ref)).toEqual(view);
+      });
+
       it("readView is undefined before the first commit and then returns the last committed view", async () => {
         const ref = twin();
         expect(await store.readView(ref)).toBeUndefined();
