@@ -165,18 +165,29 @@ export function admitCaller<Req>(
   }
 }
 
-/** The client a call is admitted for (fairness): its peer, one HTTP/2 connection. */
-export function clientOf(call: { getPeer(): string }): string {
-  return call.getPeer();
+/**
+ * The client a call is admitted for (fairness): its principal when it authenticated (every
+ * connection of one API key or certificate shares the key's share), else its peer (one HTTP/2
+ * connection).
+ */
+export function clientOf(call: { getPeer(): string }, caller?: Caller): string {
+  const principal = caller?.principal;
+  return principal !== undefined && principal.kind !== "anonymous"
+    ? principalLabel(principal)
+    : `peer:${call.getPeer()}`;
 }
 
 /**
- * Admits a call of `class grpc` before any work is queued for it; over the bound it throws
- * `Throttled` (RESOURCE_EXHAUSTED with `retry-after-ms` in the trailers). Release the permit when
- * the call is answered.
+ * Step 4, after rate-limit: admits a call of class `grpc` before any work is queued for it; over
+ * the bound it throws `Throttled` (RESOURCE_EXHAUSTED with `retry-after-ms` in the trailers).
+ * Release the permit when the call is answered.
  */
-export function admitCall(ctx: HandlerContext, call: { getPeer(): string }): Permit | undefined {
-  return ctx.admission?.admit("grpc", clientOf(call));
+export function admitCall(
+  ctx: HandlerContext,
+  call: { getPeer(): string },
+  caller?: Caller,
+): Permit | undefined {
+  return ctx.admission?.admit("grpc", clientOf(call, caller));
 }
 
 /**
@@ -228,7 +239,7 @@ export function unary<Req, Res>(
         let permit: Permit | undefined;
         try {
           const caller = admitCaller(ctx, call, policy, call.request);
-          permit = admitCall(ctx, call);
+          permit = admitCall(ctx, call, caller);
           response = await run(call.request, call, caller);
         } catch (error) {
           permit?.release();

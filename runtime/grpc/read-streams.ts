@@ -37,8 +37,8 @@ export async function streamHistory(ctx: HandlerContext, call: HistoryCall): Pro
   try {
     const request = call.request;
     const ref: TwinRef = { type: request.type, id: request.id };
-    admitCaller(ctx, call, { scope: "read", target: () => ref }, request);
-    permit = admitCall(ctx, call);
+    const caller = admitCaller(ctx, call, { scope: "read", target: () => ref }, request);
+    permit = admitCall(ctx, call, caller);
     const since = timestampToMs(request.since, "since");
     const until = timestampToMs(request.until, "until");
     const toVersion = request.toVersion === 0 ? undefined : request.toVersion;
@@ -75,13 +75,13 @@ export async function streamTelemetry(ctx: HandlerContext, call: TelemetryCall):
   let permit: Permit | undefined;
   try {
     const request = call.request;
-    admitCaller(
+    const caller = admitCaller(
       ctx,
       call,
       { scope: "read", target: () => ({ type: request.type, id: request.id }) },
       request,
     );
-    permit = admitCall(ctx, call);
+    permit = admitCall(ctx, call, caller);
     const since = timestampToMs(request.since, "since") ?? 0;
     // "Unset: now", inclusive of a sample stamped this very millisecond (stores treat `until` as exclusive).
     const until = timestampToMs(request.until, "until") ?? ctx.clock.now() + 1;

@@ -1,9 +1,14 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
 import { afterEach, describe, expect, it } from "vitest";
 import { Admission } from "../../runtime/core/admission.ts";
 import { ManualClock } from "../../runtime/core/clock.ts";
 import { loadContract } from "../../runtime/grpc/proto.ts";
+import type { GatewayOptions } from "../../runtime/grpc/server.ts";
+import { ApiKeys, createKey } from "../../runtime/security/api-keys.ts";
 import { barrier, type Harness, overrideApi, rawUnary, startHarness } from "./harness.ts";
 
 const limits = {
@@ -13,12 +18,13 @@ const limits = {
 };
 
 /** A gateway whose `GetTwin` calls wait until `open` resolves (each signals `entered` first). */
-async function startHeld(admission: Admission) {
+async function startHeld(admission: Admission, gateway: Partial<GatewayOptions> = {}, token?: string) {
   const open = barrier();
   let entered = 0;
   let enteredBarrier = barrier();
   const h = await startHarness({
-    gateway: { admission },
+    gateway: { admission, ...gateway },
+    ...(token ? { client: { token } } : {}),
     wrapApi: (api) =>
       overrideApi(api, {
         get: async (ref) => {
@@ -50,8 +56,10 @@ function connect(h: Harness) {
   });
 }
 
-function getTwin(client: ReturnType<typeof connect>) {
-  return rawUnary<unknown>((cb) => client.getTwin({ type: "thermostat", id: "t1" }, cb));
+function getTwin(client: ReturnType<typeof connect>, token?: string) {
+  const metadata = new grpc.Metadata();
+  if (token) metadata.set("authorization", `Bearer ${token}`);
+  return rawUnary<unknown>((cb) => client.getTwin({ type: "thermostat", id: "t1" }, metadata, cb));
 }
 
 function healthCheck(address: string): Promise<string> {
@@ -131,6 +139,35 @@ describe("gateway admission control", () => {
     expect(refused.error?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
     expect(refused.error?.details).toMatch(/this client has 2 grpc requests in flight/);
     const admitted = getTwin(other);
+    await held.entered(3);
+    held.open();
+    expect((await admitted).error).toBeNull();
+    for (const call of await Promise.all(first)) expect(call.error).toBeNull();
+  });
+
+  it("counts every connection of one API key as one client", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "doppel-admission-keys-"));
+    const file = join(dir, "keys.json");
+    const busyKey = createKey(file, { scopes: ["read", "write"] }).key;
+    const otherKey = createKey(file, { scopes: ["read"] }).key;
+    const clock = new ManualClock();
+    const admission = new Admission(clock, { ...limits, grpc: { maxInFlight: 10, maxInFlightPerClient: 2 } });
+    const held = await startHeld(admission, { security: { keys: new ApiKeys(file, clock) } }, busyKey);
+    const { h } = held;
+    const connections = [connect(h), connect(h), connect(h)];
+    stop = async () => {
+      for (const c of connections) c.close();
+      await h.stop();
+      rmSync(dir, { recursive: true, force: true });
+    };
+    // One call of the busy key on each of two connections: its bound (2) is reached.
+    const first = [getTwin(connections[0]!, busyKey), getTwin(connections[1]!, busyKey)];
+    await held.entered(2);
+    const refused = await getTwin(connections[2]!, busyKey);
+    expect(refused.error?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(refused.error?.details).toMatch(/this client has 2 grpc requests in flight/);
+    // Another key on the same connection is its own client.
+    const admitted = getTwin(connections[2]!, otherKey);
     await held.entered(3);
     held.open();
     expect((await admitted).error).toBeNull();
