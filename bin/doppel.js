@@ -10,4 +10,5 @@ if (!existsSync(main)) {
   );
   process.exit(1);
 }
-await import(main.href);
+const { runAsProgram } = await import(main.href);
+await runAsProgram();

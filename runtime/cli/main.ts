@@ -4,18 +4,32 @@
  * `--json` for machine-readable output. Failures print one line `doppel: CODE: message` on stderr
  * and exit with 1 (2 for usage errors).
  */
+import { realpathSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { Command, CommanderError, Option } from "commander";
 import { DoppelError } from "../core/errors.ts";
 
 /** Each command loads its module only when it runs: `doppel --help` loads neither node nor client. */
 const client = () => import("./client-commands.ts");
 
-const out = (line: string) => process.stdout.write(`${line}\n`);
+/** Where the CLI writes: the process's stdout and stderr, or a test's buffers. */
+export interface CliOutput {
+  /** One line of the command's output (a newline is added). */
+  readonly out: (line: string) => void;
+  /** Text for stderr, as is (usage, help and failure lines). */
+  readonly err: (text: string) => void;
+}
 
-function program(): Command {
+const processOutput: CliOutput = {
+  out: (line) => process.stdout.write(`${line}\n`),
+  err: (text) => process.stderr.write(text),
+};
+
+function program({ out, err }: CliOutput): Command {
   const doppel = new Command("doppel")
     .description("Doppel: digital twins as virtual actors. Run a node, or talk to one.")
     .showHelpAfterError()
+    .configureOutput({ writeOut: (text) => out(text.replace(/\n$/, "")), writeErr: err })
     .exitOverride();
   const server = () =>
     new Option("-s, --server <host:port>", "node to talk to").env("DOPPEL_SERVER").default("localhost:50051");
@@ -219,19 +233,29 @@ function program(): Command {
   return doppel;
 }
 
-/** Runs the CLI with `argv` (without node and script). */
-export async function main(argv: readonly string[]): Promise<void> {
+/**
+ * Runs the CLI with `argv` (without node and script) and resolves with its exit code: 0, 1 for a
+ * failure (one line `doppel: CODE: message`), 2 for a usage error.
+ */
+export async function main(argv: readonly string[], output: CliOutput = processOutput): Promise<number> {
   try {
-    await program().parseAsync([...argv], { from: "user" });
+    await program(output).parseAsync([...argv], { from: "user" });
+    return 0;
   } catch (error) {
-    if (error instanceof CommanderError) {
-      process.exitCode = error.exitCode === 0 ? 0 : 2;
-      return;
-    }
+    if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : 2;
     const failure = DoppelError.from(error);
-    process.stderr.write(`doppel: ${failure.code}: ${failure.message.replace(/\s*\n\s*/g, " ")}\n`);
-    process.exitCode = 1;
+    output.err(`doppel: ${failure.code}: ${failure.message.replace(/\s*\n\s*/g, " ")}\n`);
+    return 1;
   }
 }
 
-await main(process.argv.slice(2));
+/** Runs `main` with the process's arguments and sets its exit code (a command may have set one already). */
+export async function runAsProgram(): Promise<void> {
+  const code = await main(process.argv.slice(2));
+  if (code !== 0) process.exitCode = code;
+}
+
+// `bin/doppel.js` calls runAsProgram; run directly (`tsx runtime/cli/main.ts`, npm run dev), this file runs itself.
+const script = process.argv[1];
+if (script !== undefined && realpathSync(script) === realpathSync(fileURLToPath(import.meta.url)))
+  await runAsProgram();

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { main } from "../../runtime/cli/main.ts";
 
 const BIN = join(import.meta.dirname, "../../bin/doppel.js");
 
@@ -15,19 +16,35 @@ interface Run {
   readonly stderr: string;
 }
 
-/** Runs `doppel ARGS` to completion. */
+/**
+ * No test here waits on a clock: processes are awaited until they exit or print what is expected,
+ * under this outer bound, generous for a loaded machine (each `doppel` process starts Node anew).
+ */
+const PATIENCE = 300_000;
+
+/** Runs `doppel ARGS` to completion, as its own process. */
 function doppel(args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [BIN, ...args],
-      { env: { ...ENV, ...env }, timeout: 30_000 },
-      (error, stdout, stderr) => {
-        const code = error ? (typeof error.code === "number" ? error.code : 1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
+    execFile(process.execPath, [BIN, ...args], { env: { ...ENV, ...env } }, (error, stdout, stderr) => {
+      const code = error ? (typeof error.code === "number" ? error.code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
   });
+}
+
+/** Runs the CLI's `main` with ARGS in this process: the same commands and output, without a process start. */
+async function inProcess(args: readonly string[]): Promise<Run> {
+  let stdout = "";
+  let stderr = "";
+  const code = await main(args, {
+    out: (line) => {
+      stdout += `${line}\n`;
+    },
+    err: (text) => {
+      stderr += text;
+    },
+  });
+  return { code, stdout, stderr };
 }
 
 /** Starts `doppel start` and resolves with the process and its gRPC address once it is serving. */
@@ -60,7 +77,7 @@ function stopNode(child: ChildProcess): Promise<number | null> {
   });
 }
 
-describe("doppel CLI against a running node", () => {
+describe("doppel CLI against a running node", { timeout: PATIENCE }, () => {
   let node: Awaited<ReturnType<typeof startNode>>;
   let dataDir: string;
   const at = () => ["--server", node.address];
@@ -68,7 +85,7 @@ describe("doppel CLI against a running node", () => {
   beforeAll(async () => {
     dataDir = mkdtempSync(join(tmpdir(), "doppel-cli-"));
     node = await startNode(["--data", dataDir, "--no-demo"]);
-  }, 60_000);
+  }, PATIENCE);
 
   afterAll(async () => {
     if (node && node.child.exitCode === null) await stopNode(node.child);
@@ -213,19 +230,30 @@ describe("doppel CLI against a running node", () => {
       [["query", "thermostat", "--where", "reported.x >"], "doppel: INVALID_ARGUMENT: filter: at column 13"],
       [["get", "thermostat/nobody"], "doppel: NOT_FOUND: twin thermostat/nobody not found"],
     ];
+    // Each case through the CLI's main in this process (the node is still a process of its own)...
     for (const [args, message] of cases) {
-      const run = await doppel([...args, ...at()]);
+      const run = await inProcess([...args, ...at()]);
       expect(run.code, args.join(" ")).toBe(1);
       expect(run.stderr.trim().split("\n")).toHaveLength(1);
       expect(run.stderr).toContain(message);
+      expect(run.stdout).toBe("");
     }
-    expect((await doppel(["types", ...at()])).code).toBe(0);
+    // ...and one as a real process: the line reaches stderr and the exit code is the process's.
+    const [args, message] = cases[0]!;
+    const run = await doppel([...args, ...at()]);
+    expect(run.code).toBe(1);
+    expect(run.stderr.trim().split("\n")).toHaveLength(1);
+    expect(run.stderr).toContain(message);
+    expect((await inProcess(["types", ...at()])).code).toBe(0);
   });
 
   it("exits with 2 on usage errors", async () => {
-    const run = await doppel(["invoke"]);
+    const run = await inProcess(["invoke"]);
     expect(run.code).toBe(2);
     expect(run.stderr).toContain("missing required argument");
+    const real = await doppel(["invoke"]);
+    expect(real.code).toBe(2);
+    expect(real.stderr).toContain("missing required argument");
   });
 
   it("says clearly when no node is reachable", async () => {
@@ -243,10 +271,10 @@ describe("doppel CLI against a running node", () => {
     node = await startNode(["--data", dataDir, "--no-demo"]);
     const after = JSON.parse((await doppel(["get", "thermostat/cli-1", "--json", ...at()])).stdout);
     expect(after).toEqual(before);
-  }, 60_000);
+  });
 });
 
-describe("doppel start configuration", () => {
+describe("doppel start configuration", { timeout: PATIENCE }, () => {
   it("refuses an invalid config file naming the field", async () => {
     const dir = mkdtempSync(join(tmpdir(), "doppel-cfg-"));
     const file = join(dir, "doppel.json");
