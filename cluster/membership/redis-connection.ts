@@ -36,6 +36,17 @@ export interface RedisConnectionOptions {
   readonly connectTimeoutMs?: number;
   /** Told of connection errors (the client keeps reconnecting). Default: ignored. */
   readonly onError?: (error: unknown) => void;
+  /** Connect over TLS (also implied by a `rediss://` URL): PEM contents of the CA and a client certificate. */
+  readonly tls?: RedisTls;
+}
+
+/** TLS material for a Redis connection (PEM contents, not paths). */
+export interface RedisTls {
+  readonly ca?: Buffer;
+  readonly cert?: Buffer;
+  readonly key?: Buffer;
+  /** Name to check the server's certificate against (default: the URL's host). */
+  readonly serverName?: string;
 }
 
 type Client = ReturnType<typeof createClient>;
@@ -57,11 +68,15 @@ export class RedisConnection {
   static async connect(url: string, options: RedisConnectionOptions = {}): Promise<RedisConnection> {
     const maxDelay = options.maxReconnectDelayMs ?? 500;
     let connected = false;
+    // node-redis takes TLS from the scheme: TLS material given with a redis:// URL means rediss://.
+    const clientUrl =
+      options.tls !== undefined && url.startsWith("redis://") ? `rediss://${url.slice(8)}` : url;
     const client = createClient({
-      url,
+      url: clientUrl,
       disableOfflineQueue: true,
       commandOptions: { timeout: options.commandTimeoutMs ?? 1000 },
       socket: {
+        ...tlsSocket(url, options.tls),
         connectTimeout: options.connectTimeoutMs ?? 2000,
         // Before the first connection succeeds, give up (connect() rejects); after, retry forever.
         reconnectStrategy: (retries) => (connected ? Math.min(50 * 2 ** retries, maxDelay) : false),
@@ -119,6 +134,21 @@ export class RedisConnection {
       this.#client.destroy();
     }
   }
+}
+
+/** The socket's TLS settings: on for `rediss://` or when TLS material is given. */
+function tlsSocket(
+  url: string,
+  tls: RedisTls | undefined,
+): { tls: true; ca?: Buffer; cert?: Buffer; key?: Buffer; servername?: string } | { tls?: never } {
+  if (tls === undefined && !url.startsWith("rediss://")) return {};
+  return {
+    tls: true,
+    ...(tls?.ca ? { ca: tls.ca } : {}),
+    ...(tls?.cert ? { cert: tls.cert } : {}),
+    ...(tls?.key ? { key: tls.key } : {}),
+    ...(tls?.serverName ? { servername: tls.serverName } : {}),
+  };
 }
 
 function describe(error: unknown): string {

@@ -73,6 +73,15 @@ export interface NatsTransportOptions {
   readonly timeoutMs?: number;
   /** Prefix of this connection's reply subjects (default `_INBOX`); a device's permissions allow only its own. */
   readonly inboxPrefix?: string;
+  /** Connect over TLS: PEM files of the CA to trust and, when the server asks for one, a client certificate. */
+  readonly tls?: NatsTlsFiles;
+}
+
+/** TLS material for a NATS connection (PEM file paths). */
+export interface NatsTlsFiles {
+  readonly caFile?: string;
+  readonly certFile?: string;
+  readonly keyFile?: string;
 }
 
 function authenticator(credentials: NatsCredentials | undefined): {
@@ -179,6 +188,7 @@ export class NatsTransport implements Transport {
         reconnectTimeWait: options.reconnectTimeWaitMs ?? 1000,
         waitOnFirstConnect: options.waitOnFirstConnect ?? false,
         timeout: options.timeoutMs ?? 5000,
+        ...(options.tls === undefined ? {} : { tls: { ...options.tls } }),
       });
       return new NatsTransport(nc);
     } catch (error) {

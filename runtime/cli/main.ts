@@ -70,6 +70,15 @@ function program({ out, err }: CliOutput): Command {
     .option("--tls-key <file>", "the TLS certificate's private key (PEM)")
     .option("--tls-client-ca <file>", "require client certificates signed by this CA (mTLS)")
     .option("--insecure", "allow a non-loopback --listen without API keys and TLS (warns)")
+    .option("--nats-ca <file>", "connect to NATS over TLS, trusting this CA (PEM)")
+    .option("--nats-cert <file>", "client certificate for NATS (PEM)")
+    .option("--nats-key <file>", "its private key (PEM)")
+    .option("--redis-ca <file>", "connect to Redis over TLS, trusting this CA (PEM; or use rediss://)")
+    .option("--redis-cert <file>", "client certificate for Redis (PEM)")
+    .option("--redis-key <file>", "its private key (PEM)")
+    .option("--cassandra-ca <file>", "connect to Cassandra over TLS, trusting this CA (PEM)")
+    .option("--cassandra-cert <file>", "client certificate for Cassandra (PEM)")
+    .option("--cassandra-key <file>", "its private key (PEM)")
     .action(async (flags) => (await import("./start.ts")).startCommand(flags, out));
 
   doppel

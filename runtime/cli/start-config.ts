@@ -20,7 +20,9 @@
  * | `DOPPEL_TRACES`    | `--traces`      | `tracing` (`on`, `console`, `off`/`0`) |
  * | `DOPPEL_API_KEYS`  | `--api-keys`    | `grpc.apiKeys` (also `doppel keys --file`) |
  *
- * `--tls-cert`, `--tls-key`, `--tls-client-ca` set `grpc.tls`; `--insecure` sets `grpc.insecure`.
+ * `--tls-cert`, `--tls-key`, `--tls-client-ca` set `grpc.tls`; `--insecure` sets `grpc.insecure`;
+ * `--nats-ca|cert|key` set `nats.tls`, `--redis-ca|cert|key` set `cluster.redisTls`, and
+ * `--cassandra-ca|cert|key` set `store.tls` (`caFile`, `certFile`, `keyFile`).
  *
  * The client commands read `DOPPEL_SERVER` (`--server`); `DOPPEL_TOKEN` is reserved for the
  * client's API key.
@@ -58,6 +60,26 @@ export interface StartFlags {
   readonly tlsClientCa?: string;
   /** Serve a non-loopback address without keys and TLS. */
   readonly insecure?: boolean;
+  /** TLS files of the NATS, Redis and Cassandra connections (PEM). */
+  readonly natsCa?: string;
+  readonly natsCert?: string;
+  readonly natsKey?: string;
+  readonly redisCa?: string;
+  readonly redisCert?: string;
+  readonly redisKey?: string;
+  readonly cassandraCa?: string;
+  readonly cassandraCert?: string;
+  readonly cassandraKey?: string;
+}
+
+/** The TLS files given as flags, under the names a section uses; undefined when none is given. */
+function tlsFlags(
+  given: { ca?: string | undefined; cert?: string | undefined; key?: string | undefined },
+  names: { ca: string; cert: string; key: string },
+): Record<string, string> | undefined {
+  const entries = Object.entries(given).filter((entry): entry is [string, string] => entry[1] !== undefined);
+  if (entries.length === 0) return undefined;
+  return Object.fromEntries(entries.map(([name, value]) => [names[name as "ca" | "cert" | "key"], value]));
 }
 
 /** The environment variables `doppel start` reads, by the flag each stands in for. */
@@ -229,6 +251,29 @@ export function buildConfig(flags: StartFlags, env: NodeJS.ProcessEnv): NodeConf
   if (logLevel) config["log"] = { ...section(file, "log"), level: logLevel.value };
   const traces = get("traces");
   if (traces) config["tracing"] = tracing(traces);
+
+  const plain = { ca: "ca", cert: "cert", key: "key" };
+  const natsTls = tlsFlags({ ca: flags.natsCa, cert: flags.natsCert, key: flags.natsKey }, plain);
+  if (natsTls) {
+    const nats = section(config, "nats");
+    config["nats"] = { ...nats, tls: { ...section(nats, "tls"), ...natsTls } };
+  }
+  const redisTls = tlsFlags({ ca: flags.redisCa, cert: flags.redisCert, key: flags.redisKey }, plain);
+  if (redisTls) {
+    const clusterSection = section(config, "cluster");
+    config["cluster"] = {
+      ...clusterSection,
+      redisTls: { ...section(clusterSection, "redisTls"), ...redisTls },
+    };
+  }
+  const cassandraTls = tlsFlags(
+    { ca: flags.cassandraCa, cert: flags.cassandraCert, key: flags.cassandraKey },
+    { ca: "caFile", cert: "certFile", key: "keyFile" },
+  );
+  if (cassandraTls) {
+    const store = section(config, "store");
+    config["store"] = { ...store, tls: { ...section(store, "tls"), ...cassandraTls } };
+  }
 
   if (flags.demo === true) config["demo"] = section(file, "demo");
   else if (typeof flags.demo === "string") config["demo"] = { devices: Number(flags.demo) };

@@ -11,6 +11,7 @@ import { MemoryMembership, type MemoryMembershipRegistry } from "../../cluster/m
 import { Unavailable } from "../core/errors.ts";
 import { present } from "../core/present.ts";
 import type { Logger } from "../observability/logger.ts";
+import { readPem } from "../security/pem-files.ts";
 import type { NodeConfig } from "./options.ts";
 
 /** Shared in-process cluster infrastructure, for running several nodes in one process. */
@@ -65,9 +66,23 @@ export async function openClusterParts(
     import("../../cluster/leases/redis.ts"),
     import("../../cluster/membership/redis.ts"),
   ]);
+  const tls = cluster.redisTls && {
+    ...present({
+      ca: cluster.redisTls.ca === undefined ? undefined : readPem(cluster.redisTls.ca, "cluster.redisTls.ca"),
+      cert:
+        cluster.redisTls.cert === undefined
+          ? undefined
+          : readPem(cluster.redisTls.cert, "cluster.redisTls.cert"),
+      key:
+        cluster.redisTls.key === undefined
+          ? undefined
+          : readPem(cluster.redisTls.key, "cluster.redisTls.key"),
+      serverName: cluster.redisTls.serverName,
+    }),
+  };
   let redis: Awaited<ReturnType<typeof RedisConnection.connect>>;
   try {
-    redis = await RedisConnection.connect(cluster.redis, { onError });
+    redis = await RedisConnection.connect(cluster.redis, { onError, ...present({ tls }) });
   } catch (error) {
     throw new Unavailable(
       `cannot reach Redis at ${cluster.redis} for cluster "${cluster.name}": ${(error as Error).message}`,

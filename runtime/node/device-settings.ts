@@ -16,7 +16,10 @@ export function jsonLimits(config: NodeConfig): JsonLimits {
 
 /** The NATS connection options of the configuration (without a connection name). */
 export function natsConnection(nats: NonNullable<NodeConfig["nats"]>): Omit<NatsTransportOptions, "name"> {
-  return { servers: nats.servers, ...present({ credentials: nats.credentials }) };
+  const tls = nats.tls && {
+    ...present({ caFile: nats.tls.ca, certFile: nats.tls.cert, keyFile: nats.tls.key }),
+  };
+  return { servers: nats.servers, ...present({ credentials: nats.credentials, tls }) };
 }
 
 /** Devices over NATS, or `undefined` for the in-process bus. */

@@ -4,7 +4,6 @@
  * a node secure by default: it serves a non-loopback address only with API keys (or mTLS) and TLS,
  * unless `grpc.insecure` says otherwise.
  */
-import { readFileSync } from "node:fs";
 import type { Clock } from "../core/clock.ts";
 import { InvalidArgument } from "../core/errors.ts";
 import { parseHostPort } from "../core/host-port.ts";
@@ -13,17 +12,9 @@ import type { GatewayTls } from "../grpc/server.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { NodeMetrics } from "../observability/metrics.ts";
 import { ApiKeys } from "../security/api-keys.ts";
+import { readPem } from "../security/pem-files.ts";
 import { RateLimiter } from "../security/rate-limiter.ts";
 import type { NodeConfig } from "./options.ts";
-
-/** Reads a PEM file named by the configuration, naming the setting when it cannot. */
-export function readPem(path: string, setting: string): Buffer {
-  try {
-    return readFileSync(path);
-  } catch (error) {
-    throw new InvalidArgument(`${setting}: cannot read ${path}: ${(error as Error).message}`);
-  }
-}
 
 /** True for `localhost`, `127.x.x.x` and `::1`: addresses only this machine can reach. */
 export function isLoopbackHost(host: string): boolean {

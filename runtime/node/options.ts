@@ -34,6 +34,27 @@ const storeSchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("cassandra"), ...cassandraNodeStoreShape }).strict(),
 ]);
 
+/** TLS files of a client connection (PEM): the CA to trust (default: the system's) and a client certificate. */
+const tlsFilesShape = {
+  ca: z.string().min(1).optional(),
+  cert: z.string().min(1).optional(),
+  key: z.string().min(1).optional(),
+};
+const pairedCertAndKey = (tls: { cert?: string | undefined; key?: string | undefined }) =>
+  (tls.cert === undefined) === (tls.key === undefined);
+
+/** TLS to NATS. */
+const natsTlsSchema = z
+  .object(tlsFilesShape)
+  .strict()
+  .refine(pairedCertAndKey, { message: "give both cert and key, or neither" });
+
+/** TLS to Redis; `serverName` when the certificate names another host than the URL. */
+const redisTlsSchema = z
+  .object({ ...tlsFilesShape, serverName: z.string().min(1).optional() })
+  .strict()
+  .refine(pairedCertAndKey, { message: "give both cert and key, or neither" });
+
 /** How to authenticate to NATS (one of these, or none). */
 const natsCredentialsSchema = z.union([
   z.object({ user: z.string().min(1), pass: z.string() }).strict(),
@@ -83,6 +104,8 @@ const natsSchema = z
     credentials: natsCredentialsSchema.optional(),
     /** Device credentials checked by this node as the server's auth callout service (absent: none). */
     deviceAuth: deviceAuthSchema.optional(),
+    /** TLS to NATS: PEM files of the CA to trust and a client certificate (when the server verifies clients). */
+    tls: natsTlsSchema.optional(),
     stream: z
       .object({
         name: z
@@ -193,28 +216,14 @@ const rateSchema = z
   })
   .strict();
 
-/** TLS for a client connection (NATS, Redis, Cassandra): PEM files. */
-export const clientTlsSchema = z
-  .object({
-    /** CA(s) to trust for the server's certificate; default: the system's. */
-    ca: z.string().min(1).optional(),
-    /** Client certificate and key, when the server asks for one. */
-    cert: z.string().min(1).optional(),
-    key: z.string().min(1).optional(),
-    /** Expected name in the server's certificate, when it differs from the host connected to. */
-    serverName: z.string().min(1).optional(),
-  })
-  .strict()
-  .refine((tls) => (tls.cert === undefined) === (tls.key === undefined), {
-    message: "give both cert and key, or neither",
-  });
-
 const clusterSchema = z
   .object({
     /** Cluster name: nodes with the same name and Redis form one cluster. */
     name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, '_' or '-'"),
-    /** Redis for membership and shard leases, e.g. `redis://127.0.0.1:6379`. */
+    /** Redis for membership and shard leases, e.g. `redis://127.0.0.1:6379` (`rediss://`: TLS). */
     redis: z.string().regex(/^rediss?:\/\/\S+$/, "must be a redis:// or rediss:// URL"),
+    /** TLS to Redis (PEM files); implies TLS even with a `redis://` URL. */
+    redisTls: redisTlsSchema.optional(),
     /** How often a node heartbeats (and reads the members). */
     heartbeat: duration.default(500),
     /** A node silent this long is dead and its shards move (must exceed two heartbeats). */

@@ -73,7 +73,8 @@ function tlsOptions(config: CassandraStoreConfig): ConnectionOptions | undefined
   return options;
 }
 
-function clientOptions(config: CassandraStoreConfig): cassandra.ClientOptions {
+/** The driver options for `config` (exported for the unit test of the TLS and credentials wiring). */
+export function clientOptions(config: CassandraStoreConfig): cassandra.ClientOptions {
   const { distance } = cassandra.types;
   const options: cassandra.ClientOptions = {
     contactPoints: [...config.contactPoints],
