@@ -29,7 +29,7 @@ describe("gRPC over TLS", () => {
       client: { token: key, ca: certs.read(certs.ca) },
     });
     await h.client.invoke(t1, "setTarget", { celsius: 22 });
-  });
+  }, 120_000); // openssl and TLS handshakes on a loaded machine
   afterAll(async () => {
     await h?.stop();
     certs?.remove();
@@ -82,7 +82,7 @@ describe("gRPC with client certificates (mTLS)", () => {
     });
     const ops = certs.client("ops-robot", "URI:spiffe://corp/ops");
     await client(ops).invoke(t1, "setTarget", { celsius: 21 });
-  });
+  }, 120_000); // openssl and TLS handshakes on a loaded machine
   afterAll(async () => {
     await h?.stop();
     certs?.remove();
