@@ -4,9 +4,11 @@
  * bounds, whose gRPC capacity is measured first (a closed loop at the bound that honours
  * `retry-after-ms`), then driven at `factor` × that capacity (an open loop of ReportState calls on
  * several connections) while devices report over JetStream. Throughout, a health check runs on a
- * connection of its own and the node's RSS is read from /proc. Afterwards every acknowledged
+ * process of its own and the node's RSS is read from /proc. Afterwards every acknowledged
  * report — each gRPC ReportState answered OK and each device report the stream acknowledged — is
- * looked for in its twin's history (by its message id).
+ * looked for in its twin's history (by its message id); a device report (stamped with its
+ * device's sequence) may instead be superseded by a later one of its device, and each device's
+ * twin must end with its last acknowledged report.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -73,6 +75,8 @@ export interface OverloadFigures {
   /** Acknowledged reports (gRPC OK + device PubAck) and how many are missing from their twins afterwards. */
   readonly acknowledged: number;
   readonly missing: number;
+  /** Device reports not applied because a later report of the same device was (stamped, stale). */
+  readonly superseded: number;
   /** Milliseconds from the end of the overload until every acknowledged report was present. */
   readonly settleMs: number;
 }
@@ -286,8 +290,10 @@ export async function runOverload(options: OverloadOptions): Promise<OverloadFig
       // the process is gone
     }
   }, 100);
-  /** Every acknowledged report: twin id → message ids. */
+  /** Every acknowledged gRPC report (unstamped: each must be applied): twin id → message ids. */
   const acked = new Map<string, Set<string>>();
+  /** Every acknowledged device report (stamped: applied, or superseded by a later one of its device). */
+  const deviceAcked = new Map<string, { k: number; messageId: string; temperature: number }[]>();
   const ack = (id: string, messageId: string) => {
     const set = acked.get(id) ?? new Set<string>();
     set.add(messageId);
@@ -346,11 +352,16 @@ export async function runOverload(options: OverloadOptions): Promise<OverloadFig
       while (Date.now() < overloadEnd) {
         await Promise.all(
           Array.from({ length: 4 }, async () => {
-            const messageId = `d-${d}-${n++}`;
+            const k = n++;
+            const messageId = `d-${d}-${k}`;
+            const temperature = 10 + (k % 100) / 10;
             try {
-              await device.report({ temperature: 10 + (n % 100) / 10 }, { messageId });
+              // Stamped (Doppel-Seq) in call order: k's order.
+              await device.report({ temperature }, { messageId });
               deviceAcks++;
-              ack(device.ref.id, messageId);
+              const list = deviceAcked.get(device.ref.id) ?? [];
+              list.push({ k, messageId, temperature });
+              deviceAcked.set(device.ref.id, list);
             } catch {
               deviceAckFailures++;
             }
@@ -390,17 +401,40 @@ export async function runOverload(options: OverloadOptions): Promise<OverloadFig
     const overloadEnded = Date.now();
     log(`overload over: ${JSON.stringify(outcomes)}; devices acked ${deviceAcks}`);
 
-    // 3. Every acknowledged report is in its twin's log (devices' throttled reports come back later).
+    // 3. Every acknowledged report is in its twin's log (devices' throttled reports come back
+    // later). A device's reports are stamped, so one that was throttled and came back after a
+    // later one of its device was applied is dropped as stale, by design: it counts as
+    // superseded, not missing, when a later report of that device is in the log; and each
+    // device's twin must end with its last acknowledged report.
     const settleUntil = overloadEnded + (options.settleTimeoutMs ?? 120_000);
+    const causations = async (id: string) => {
+      const seen = new Set<string>();
+      for await (const event of reader.history({ type: "thermostat", id })) {
+        if (event.causation) seen.add(event.causation);
+      }
+      return seen;
+    };
     let missing = Number.POSITIVE_INFINITY;
+    let superseded = 0;
     for (;;) {
       missing = 0;
+      superseded = 0;
       for (const [id, messageIds] of acked) {
-        const seen = new Set<string>();
-        for await (const event of reader.history({ type: "thermostat", id })) {
-          if (event.causation) seen.add(event.causation);
-        }
+        const seen = await causations(id);
         for (const messageId of messageIds) if (!seen.has(messageId)) missing++;
+      }
+      for (const [id, reports] of deviceAcked) {
+        const seen = await causations(id);
+        const applied = reports.filter((r) => seen.has(r.messageId));
+        const newest = Math.max(-1, ...applied.map((r) => r.k));
+        for (const r of reports) {
+          if (seen.has(r.messageId)) continue;
+          if (r.k < newest) superseded++;
+          else missing++;
+        }
+        const last = reports.reduce((a, b) => (b.k > a.k ? b : a));
+        const view = await reader.getTwin({ type: "thermostat", id });
+        if (view.reported["temperature"] !== last.temperature) missing++;
       }
       if (missing === 0 || Date.now() > settleUntil) break;
       log(`${missing} acknowledged reports not applied yet`);
@@ -425,7 +459,10 @@ export async function runOverload(options: OverloadOptions): Promise<OverloadFig
       devices: { acked: deviceAcks, ackFailures: deviceAckFailures, throttleErrors, refusedByNode },
       health: healthFigures,
       rssMiB: { beforeOverload: rssBefore, max: rssMax },
-      acknowledged: [...acked.values()].reduce((sum, set) => sum + set.size, 0),
+      acknowledged:
+        [...acked.values()].reduce((sum, set) => sum + set.size, 0) +
+        [...deviceAcked.values()].reduce((sum, list) => sum + list.length, 0),
+      superseded,
       missing,
       settleMs,
     };
