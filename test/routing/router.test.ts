@@ -63,6 +63,11 @@ describe("router", () => {
     function dying(options: { slow?: boolean } = {}) {
       let dead = false;
       const calls: string[] = [];
+      let callTaken: () => void = () => {};
+      /** Resolves once "b" has taken a call (not a ping): the moment to kill it. */
+      const taken = new Promise<void>((resolve) => {
+        callTaken = resolve;
+      });
       const local = {
         get: async () => ({ type: "thermostat", id: "t1", version: 7 }),
       } as unknown as LocalTwins;
@@ -72,6 +77,7 @@ describe("router", () => {
           calls.push(`${subject} ${op}`);
           if (dead) throw new TransportError("no-responders", `no responders on ${subject}`);
           if (op === "ping") return { data: new TextEncoder().encode('{"ok":"pong"}') };
+          callTaken();
           if (options.slow) {
             await new Promise((resolve) => setTimeout(resolve, 300));
             return { data: new TextEncoder().encode('{"ok":{"answered":"late"}}') };
@@ -87,20 +93,23 @@ describe("router", () => {
         retryDelayMs: 5,
         livenessEveryMs: 20,
       });
-      return { routed, calls, kill: () => (dead = true) };
+      const kill = () => {
+        dead = true;
+      };
+      return { routed, calls, kill, killOnceTaken: () => void taken.then(kill) };
     }
 
     it("runs a read again on the shard's next owner", async () => {
-      const { routed, calls, kill } = dying();
-      setTimeout(kill, 100);
+      const { routed, calls, killOnceTaken } = dying();
+      killOnceTaken();
       expect(await routed.get(ref)).toEqual({ type: "thermostat", id: "t1", version: 7 });
       expect(calls[0]).toBe("doppel.node.b.rpc get");
       expect(calls).toContain("doppel.node.b.rpc ping");
     });
 
     it("fails a command with UNAVAILABLE saying its outcome is unknown, long before its deadline", async () => {
-      const { routed, kill } = dying();
-      setTimeout(kill, 100);
+      const { routed, killOnceTaken } = dying();
+      killOnceTaken();
       const failure = await routed.invoke(ref, "setTarget", { target: 21 }).catch((error: unknown) => error);
       expect(failure).toMatchObject({
         code: "UNAVAILABLE",

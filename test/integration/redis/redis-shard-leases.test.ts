@@ -13,6 +13,28 @@ import { connect, noRestartReason, redisDown, redisUp, sleep, uniqueCluster, unt
 const TIMINGS = { ttlMs: 600, renewEveryMs: 200, retryEveryMs: 100, safetyMarginMs: 60 } as const;
 const SHARDS = [0, 1, 2, 3, 4, 5, 6, 7];
 
+/** Outer bound of every wait: generous for a loaded machine; no assertion depends on speed. */
+const PATIENCE = 60_000;
+
+/**
+ * Fails if `leases` lets `shard` be written past the local deadline of its last successful grant
+ * or renewal (as sent through `link`). The time is read *before* looking, so a stall of this
+ * process can only weaken the check, never fail it.
+ */
+function expectNotWritablePastDeadline(
+  leases: ShardLeases,
+  link: FaultyLeaseStore,
+  shards: readonly number[],
+) {
+  for (const shard of shards) {
+    const lookedAt = performance.now();
+    if (!owns(leases, shard)) continue;
+    const deadline =
+      (link.lastGrantSent.get(shard) ?? Number.NEGATIVE_INFINITY) + TIMINGS.ttlMs - TIMINGS.safetyMarginMs;
+    expect(lookedAt, `shard ${shard} writable past its local deadline`).toBeLessThanOrEqual(deadline);
+  }
+}
+
 function owns(leases: ShardLeases, shard: number): boolean {
   try {
     leases.writerFor(shard);
@@ -24,13 +46,20 @@ function owns(leases: ShardLeases, shard: number): boolean {
 }
 
 /** Samples both managers every few ms until `done()`; fails if both could write one shard at one instant. */
-async function neverBothOwn(a: ShardLeases, b: ShardLeases, done: () => boolean, timeoutMs: number) {
+async function neverBothOwn(
+  a: ShardLeases,
+  b: ShardLeases,
+  done: () => boolean,
+  timeoutMs = PATIENCE,
+  alsoCheck: () => void = () => {},
+) {
   const deadline = Date.now() + timeoutMs;
   let samples = 0;
   while (!done()) {
     for (const shard of SHARDS) {
       if (owns(a, shard) && owns(b, shard)) throw new Error(`both nodes own shard ${shard}`);
     }
+    alsoCheck();
     samples++;
     if (Date.now() > deadline) throw new Error(`not done within ${timeoutMs} ms`);
     await sleep(2);
@@ -63,19 +92,19 @@ describe("ShardLeases over Redis", () => {
     const a = await node("a", cluster);
     const b = await node("b", cluster);
     a.leases.want(SHARDS);
-    await until(() => a.leases.ownedShards().length === SHARDS.length, 2000);
+    await until(() => a.leases.ownedShards().length === SHARDS.length, PATIENCE);
     b.leases.want(SHARDS); // b wants them all too: it must wait
     const epochsA = new Map(SHARDS.map((s) => [s, a.leases.writerFor(s).epoch]));
 
     // b keeps trying for a few renewal periods while a renews: no shard changes hands.
     const started = Date.now();
-    await neverBothOwn(a.leases, b.leases, () => Date.now() - started > 3 * TIMINGS.ttlMs, 5000);
+    await neverBothOwn(a.leases, b.leases, () => Date.now() - started > 3 * TIMINGS.ttlMs);
     expect(b.leases.ownedShards()).toEqual([]);
     expect(a.leases.ownedShards()).toEqual(SHARDS);
 
     // Hand-over: a releases half; b gets them with greater epochs, within a retry period or so.
     const releasing = a.leases.release([0, 1, 2, 3]);
-    await neverBothOwn(a.leases, b.leases, () => b.leases.ownedShards().length === 4, 2000);
+    await neverBothOwn(a.leases, b.leases, () => b.leases.ownedShards().length === 4);
     await releasing;
     for (const shard of [0, 1, 2, 3])
       expect(b.leases.writerFor(shard).epoch).toBeGreaterThan(epochsA.get(shard)!);
@@ -92,10 +121,12 @@ describe("ShardLeases over Redis", () => {
         if (!aGaveUp && a.leases.ownedShards().length === 0) aGaveUp = Date.now();
         return b.leases.ownedShards().length === SHARDS.length;
       },
-      5000,
+      PATIENCE,
+      () => expectNotWritablePastDeadline(a.leases, a.link, SHARDS),
     );
     const tookOver = Date.now() - cutAt;
-    expect(aGaveUp - cutAt).toBeLessThanOrEqual(TIMINGS.ttlMs - TIMINGS.safetyMarginMs + 50);
+    // a gave up before b took everything over (b's grants need a's leases expired in Redis).
+    expect(aGaveUp).toBeGreaterThan(0);
     expect(tookOver).toBeGreaterThanOrEqual(aGaveUp - cutAt);
     // Each of a's shards is lost by expiry exactly once (in the order their deadlines pass).
     const expired = a.events.filter((e) => e.type === "lost" && e.reason === "expired").map((e) => e.shard);
@@ -113,29 +144,28 @@ describe("ShardLeases over Redis", () => {
       const errors: unknown[] = [];
       const a = await node("a", cluster, { onError: (e) => errors.push(e) });
       a.leases.want([0, 1]);
-      await until(() => a.leases.ownedShards().length === 2, 2000);
+      await until(() => a.leases.ownedShards().length === 2, PATIENCE);
       const before = a.leases.writerFor(0).epoch;
-      const lostAt = new Map<number, number>();
-      a.leases.onChange((e) => {
-        if (e.type === "lost") lostAt.set(e.shard, performance.now());
-      });
       await redisDown();
       cleanup.push(redisUp); // even if the test fails
-      await until(() => a.leases.ownedShards().length === 0, 3000);
-      for (const shard of [0, 1]) {
-        // Never kept past the local deadline of its last successful renewal (plus timer lateness).
-        const deadline = a.link.lastGrantSent.get(shard)! + TIMINGS.ttlMs - TIMINGS.safetyMarginMs;
-        expect(lostAt.get(shard)).toBeLessThanOrEqual(deadline + 50);
-      }
+      // Never writable past the local deadline of its last successful renewal, checked all along.
+      await until(
+        () => {
+          expectNotWritablePastDeadline(a.leases, a.link, [0, 1]);
+          return a.leases.ownedShards().length === 0;
+        },
+        PATIENCE,
+        2,
+      );
       await redisUp();
-      await until(() => a.leases.ownedShards().length === 2, 10_000);
+      await until(() => a.leases.ownedShards().length === 2, PATIENCE);
       expect(a.leases.writerFor(0).epoch).toBeGreaterThan(before);
       expect(errors.length).toBeGreaterThan(0);
       expect(
         a.events.filter((e) => e.type === "lost").every((e) => e.type === "lost" && e.reason === "expired"),
       ).toBe(true);
     },
-    30_000,
+    3 * PATIENCE,
   );
   if (noRestartReason !== undefined) console.log(`skipping the Redis outage test: ${noRestartReason}`);
 });
