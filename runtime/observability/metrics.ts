@@ -9,9 +9,12 @@
  * - `persisted_events_total`, `rejected_inputs_total{source,code}`, `lease_renewals_total{outcome}`,
  *   `dropped_reports_total{reason}` (acknowledged without applying: `duplicate` message id, `stale` stamp) — counters;
  * - `admission_total{class,outcome}` (outcome `admitted` or `refused`) — counter, and
- *   `admission_in_flight{class}` — gauge, of admission control (classes `grpc`, `device`, `node`).
+ *   `admission_in_flight{class}` — gauge, of admission control (classes `grpc`, `device`, `node`);
+ * - `event_loop_delay_ms{quantile}` (`0.5`, `0.99`, `1` = max) — gauge: how late the node's event
+ *   loop ran timers since the previous scrape (perf_hooks.monitorEventLoopDelay, 10 ms resolution).
  */
 import { createServer, type Server } from "node:http";
+import { type IntervalHistogram, monitorEventLoopDelay } from "node:perf_hooks";
 import type { Attributes, Counter, Histogram, Meter } from "@opentelemetry/api";
 import { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
 import { resourceFromAttributes } from "@opentelemetry/resources";
@@ -107,6 +110,7 @@ export class NodeMetrics {
   readonly #exporter: PrometheusExporter;
   #server: Server | undefined;
   #address: string | undefined;
+  readonly #loopDelay: IntervalHistogram;
 
   constructor(nodeId: string, gauges: GaugeSources) {
     this.#exporter = new PrometheusExporter({ preventServerStart: true });
@@ -121,6 +125,21 @@ export class NodeMetrics {
     gauge("doppel_resident_twins", "twins resident in memory", () => gauges.residentTwins());
     gauge("doppel_mailbox_depth", "messages waiting in all mailboxes", () => gauges.mailboxDepth());
     gauge("doppel_shards_owned", "shards this node owns", () => gauges.shardsOwned());
+    this.#loopDelay = monitorEventLoopDelay({ resolution: 10 });
+    this.#loopDelay.enable();
+    const loopDelay = this.#loopDelay;
+    meter
+      .createObservableGauge("doppel_event_loop_delay_ms", {
+        description: "event-loop delay since the previous scrape, by quantile (1 = max)",
+        unit: "ms",
+      })
+      .addCallback((result) => {
+        if (loopDelay.count === 0) return;
+        result.observe(loopDelay.percentile(50) / 1e6, { quantile: "0.5" });
+        result.observe(loopDelay.percentile(99) / 1e6, { quantile: "0.99" });
+        result.observe(loopDelay.max / 1e6, { quantile: "1" });
+        loopDelay.reset();
+      });
     meter
       .createObservableCounter("doppel_admission_total", {
         description: "work admitted or refused by admission control, by class",
@@ -206,6 +225,7 @@ export class NodeMetrics {
     const server = this.#server;
     this.#server = undefined;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    this.#loopDelay.disable();
     await this.#provider.shutdown();
   }
 }

@@ -72,6 +72,8 @@ export interface OverloadFigures {
   /** Health checks from a process of their own, from before the capacity measurement to the end. */
   readonly health: HealthFigures;
   readonly rssMiB: { readonly beforeOverload: number; readonly max: number };
+  /** The node's own event-loop delay over the whole run (its metrics, read once at the end), ms. */
+  readonly nodeEventLoopDelayMs: { readonly p50: number; readonly p99: number; readonly max: number };
   /** Acknowledged reports (gRPC OK + device PubAck) and how many are missing from their twins afterwards. */
   readonly acknowledged: number;
   readonly missing: number;
@@ -238,8 +240,8 @@ function reportState(
   });
 }
 
-async function metricValue(address: string, name: string, labels: string): Promise<number> {
-  const text = await (await fetch(`http://${address}/metrics`)).text();
+/** The value of the sample `name{labels...}` in Prometheus text `text` (0 when absent). */
+function metricValue(text: string, name: string, labels: string): number {
   for (const line of text.split("\n")) {
     if (line.startsWith(`${name}{`) && labels.split(",").every((label) => line.includes(label))) {
       return Number(line.slice(line.lastIndexOf(" ") + 1));
@@ -441,11 +443,12 @@ export async function runOverload(options: OverloadOptions): Promise<OverloadFig
       await new Promise((resolve) => setTimeout(resolve, 1000));
     }
     const settleMs = Date.now() - overloadEnded;
-    const refusedByNode = await metricValue(
-      node.metrics,
-      "doppel_admission_total",
-      'class="device",outcome="refused"',
-    );
+    // One scrape: the event-loop gauge covers the time since the previous one (here: the run).
+    const metrics = await (await fetch(`http://${node.metrics}/metrics`)).text();
+    const refusedByNode = metricValue(metrics, "doppel_admission_total", 'class="device",outcome="refused"');
+    const loopDelay = (quantile: string) =>
+      Math.round(metricValue(metrics, "doppel_event_loop_delay_ms", `quantile="${quantile}"`) * 10) / 10;
+    const nodeEventLoopDelayMs = { p50: loopDelay("0.5"), p99: loopDelay("0.99"), max: loopDelay("1") };
     const healthFigures = await health.stop();
     const ok = outcomes["OK"] ?? 0;
     const refused = outcomes["RESOURCE_EXHAUSTED"] ?? 0;
@@ -459,6 +462,7 @@ export async function runOverload(options: OverloadOptions): Promise<OverloadFig
       devices: { acked: deviceAcks, ackFailures: deviceAckFailures, throttleErrors, refusedByNode },
       health: healthFigures,
       rssMiB: { beforeOverload: rssBefore, max: rssMax },
+      nodeEventLoopDelayMs,
       acknowledged:
         [...acked.values()].reduce((sum, set) => sum + set.size, 0) +
         [...deviceAcked.values()].reduce((sum, list) => sum + list.length, 0),
