@@ -51,6 +51,12 @@ export interface TwinOptions {
   readonly snapshotEvery?: number;
   /** Passivate the twin after it has been idle this long. */
   readonly idleTimeout?: Duration;
+  /**
+   * What a reported patch's keys unknown to the `reported` schema do: `refuse` (default: the patch
+   * is refused with `InvalidArgument` naming them) or `strip` (they are dropped, the rest applied).
+   * A schema that keeps unknown keys (`z.looseObject`) stores them either way.
+   */
+  readonly unknownReportedKeys?: "refuse" | "strip";
 }
 
 /** The runtime's side of a twin instance. Implemented by the activation; not for twin authors. */

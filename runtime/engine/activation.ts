@@ -83,6 +83,8 @@ export interface ActivationHost {
   sendToDevice?(ref: TwinRef, command: string, args: JsonObject, timeoutMs: number): Promise<Json>;
   /** Default wait for a device's answer to a command, ms. */
   readonly deviceCommandTimeoutMs?: number;
+  /** Most bytes (as JSON) of a twin's reported, desired and state; a turn that would exceed one is refused. */
+  readonly twinLimits?: TwinLimits;
   /**
    * Called after each batch of this twin's events is persisted, with the commit written and the
    * reminders that were set or moved by it.
@@ -95,6 +97,20 @@ export interface ActivationHost {
   /** Reports an error that has no caller to go to (snapshot writes, lifecycle hooks). */
   warn(message: string, error: unknown): void;
 }
+
+/** Size bounds of one twin, in bytes of JSON (config `limits.maxReportedBytes` etc.). */
+export interface TwinLimits {
+  readonly maxReportedBytes: number;
+  readonly maxDesiredBytes: number;
+  readonly maxStateBytes: number;
+}
+
+/** The defaults of {@link TwinLimits}. */
+export const DEFAULT_TWIN_LIMITS: TwinLimits = {
+  maxReportedBytes: 256 * 1024,
+  maxDesiredBytes: 256 * 1024,
+  maxStateBytes: 1024 * 1024,
+};
 
 interface Envelope {
   readonly message: TwinMessage;
@@ -362,6 +378,7 @@ export class Activation implements TwinBinding {
         () => this.#handle(current),
         envelope.context,
       );
+      if (current.records.length > 0) this.#checkBounds(message, this.#data, current.data);
     } catch (error) {
       this.#turn = null;
       this.#host.observer?.turn(message.kind, false, performance.now() - started);
@@ -391,6 +408,27 @@ export class Activation implements TwinBinding {
     batch.records.push(...turn.records);
     batch.waiters.push({ envelope, outcome });
     this.#pump();
+  }
+
+  /** Refuses a turn that would leave reported, desired or state over its size limit (nothing of it is kept). */
+  #checkBounds(message: TwinMessage, before: TwinData, after: TwinData): void {
+    const limits = this.#host.twinLimits ?? DEFAULT_TWIN_LIMITS;
+    const parts = [
+      ["reported", before.reported, after.reported, limits.maxReportedBytes, "limits.maxReportedBytes"],
+      ["desired", before.desired, after.desired, limits.maxDesiredBytes, "limits.maxDesiredBytes"],
+      ["state", before.state, after.state, limits.maxStateBytes, "limits.maxStateBytes"],
+    ] as const;
+    for (const [what, old, next, max, limit] of parts) {
+      if (old === next) continue;
+      const size = Buffer.byteLength(JSON.stringify(next));
+      if (size <= max) continue;
+      const text = `${this.key}: ${what} would be ${size} bytes, over ${limit} (${max})`;
+      const details = { limit, max, size };
+      // Input that makes the twin too big is refused as invalid; a handler that does is a precondition.
+      throw message.kind === "reported" || message.kind === "desired"
+        ? new InvalidArgument(text, details)
+        : new FailedPrecondition(text, details);
+    }
   }
 
   #describeFailure(message: TwinMessage, error: unknown): DoppelError {

@@ -12,7 +12,13 @@ import type { ShardOwnership } from "../core/ownership.ts";
 import type { ReminderIndexEntry, TwinCommit } from "../core/records.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { EventStore } from "../persistence/event-store.ts";
-import type { Activation, ActivationHost, ActivationObserver } from "./activation.ts";
+import {
+  type Activation,
+  type ActivationHost,
+  type ActivationObserver,
+  DEFAULT_TWIN_LIMITS,
+  type TwinLimits,
+} from "./activation.ts";
 import { Catalog } from "./catalog.ts";
 import { ChangeFeed } from "./change-feed.ts";
 import { committerStore, fenceCheck } from "./fencing.ts";
@@ -34,6 +40,8 @@ export interface EngineOptions {
   readonly commitMaxInFlight: number;
   /** Default wait for a device's answer to `sendToDevice`, ms (5 s if unset). */
   readonly deviceCommandTimeoutMs?: number;
+  /** Size bounds of each twin's reported, desired and state (defaults: `DEFAULT_TWIN_LIMITS`). */
+  readonly twinLimits?: TwinLimits;
 }
 
 /** Invokes a command on any twin (the node's routed API), for twin-to-twin calls. */
@@ -98,6 +106,7 @@ export class Engine {
         return this.#deviceSender(ref, command, args, timeoutMs);
       },
       deviceCommandTimeoutMs: options.deviceCommandTimeoutMs ?? 5000,
+      twinLimits: options.twinLimits ?? DEFAULT_TWIN_LIMITS,
       committed: (activation, commit, reminders) => this.#committed(activation, commit, reminders),
       discard: (activation) => this.catalog.remove(activation),
       warn: (message, error) => logger.warn({ err: error }, message),

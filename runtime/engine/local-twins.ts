@@ -169,8 +169,7 @@ export class LocalTwins implements TwinApi {
   async report(ref: TwinRef, patch: JsonObject, options: ReportOptions = {}): Promise<ReportResult> {
     const checked = this.#ref(ref);
     const type = this.engine.registry.get(checked.type);
-    const body = requireJsonObject(patch, "reported patch", this.options.json);
-    type.checkReported(body);
+    const body = type.parseReported(requireJsonObject(patch, "reported patch", this.options.json));
     const causation = options.messageId ?? options.causation;
     if (causation !== undefined && !MESSAGE_ID.test(causation)) {
       throw new InvalidArgument("message id must be 1 to 128 printable ASCII characters without spaces");

@@ -28,8 +28,32 @@ function withoutNulls(patch: JsonObject): JsonObject {
   return out;
 }
 
+/** Paths (`a.b`) of `input` that `parsed` does not have: keys the schema dropped. */
+function missingPaths(input: JsonObject, parsed: JsonObject, prefix: string): string[] {
+  const out: string[] = [];
+  for (const [key, value] of Object.entries(input)) {
+    const path = prefix ? `${prefix}.${key}` : key;
+    if (!Object.hasOwn(parsed, key)) out.push(path);
+    else if (isJsonObject(value) && isJsonObject(parsed[key]))
+      out.push(...missingPaths(value, parsed[key] as JsonObject, path));
+  }
+  return out;
+}
+
+/** `parsed` with the deletions (`null` values) of `patch` put back at their paths. */
+function withDeletions(patch: JsonObject, parsed: JsonObject): JsonObject {
+  const out: Record<string, Json> = { ...parsed };
+  for (const [key, value] of Object.entries(patch)) {
+    if (value === null) out[key] = null;
+    else if (isJsonObject(value) && isJsonObject(out[key]))
+      out[key] = withDeletions(value, out[key] as JsonObject);
+  }
+  return out;
+}
+
 export class TwinType {
   readonly name: string;
+  readonly unknownReportedKeys: "refuse" | "strip";
   readonly cls: TwinClass;
   readonly commandNames: readonly string[];
   readonly snapshotEvery: number;
@@ -64,6 +88,10 @@ export class TwinType {
     this.#commands = map;
     this.commandNames = [...map.keys()].sort();
     const options = cls.options ?? {};
+    this.unknownReportedKeys = options.unknownReportedKeys ?? "refuse";
+    if (this.unknownReportedKeys !== "refuse" && this.unknownReportedKeys !== "strip") {
+      throw new InvalidArgument(`twin type '${name}': unknownReportedKeys must be "refuse" or "strip"`);
+    }
     this.snapshotEvery = options.snapshotEvery ?? defaults.snapshotEvery;
     if (!Number.isInteger(this.snapshotEvery) || this.snapshotEvery < 1) {
       throw new InvalidArgument(`twin type '${name}': snapshotEvery must be a positive integer`);
@@ -107,13 +135,37 @@ export class TwinType {
     this.#checkPatch(this.cls.reported, patch, "reported");
   }
 
+  /**
+   * Validates a reported patch and returns what is stored: the schema's parse result (defaults,
+   * coercions), with the patch's deletions (`null`) kept. Keys the schema does not know are refused
+   * with `InvalidArgument` naming them, or dropped when the type's `unknownReportedKeys` is `strip`.
+   */
+  parseReported(patch: JsonObject): JsonObject {
+    const schema = this.cls.reported;
+    if (!schema) return patch;
+    const input = withoutNulls(patch);
+    const parsed = this.#checkPatch(schema, patch, "reported");
+    if (!isJsonObject(parsed)) {
+      throw new InvalidArgument(`the reported schema of '${this.name}' does not produce a JSON object`);
+    }
+    const unknown = missingPaths(input, parsed, "");
+    if (unknown.length > 0 && this.unknownReportedKeys === "refuse") {
+      const shown = unknown.slice(0, 10).join(", ") + (unknown.length > 10 ? ", ..." : "");
+      throw new InvalidArgument(
+        `invalid reported patch for '${this.name}': unknown field(s) ${shown} (not in the type's reported schema)`,
+        { unknown: unknown.slice(0, 100) },
+      );
+    }
+    return withDeletions(patch, parsed);
+  }
+
   /** Validates the values a desired patch sets; uses the reported schema when no desired schema is given. */
   checkDesired(patch: JsonObject): void {
     this.#checkPatch(this.cls.desired ?? this.cls.reported, patch, "desired");
   }
 
-  #checkPatch(schema: Schema | undefined, patch: JsonObject, what: string): void {
-    if (!schema) return;
+  #checkPatch(schema: Schema | undefined, patch: JsonObject, what: string): unknown {
+    if (!schema) return patch;
     const parsed = schema.safeParse(withoutNulls(patch));
     if (!parsed.success) {
       throw new InvalidArgument(
@@ -123,6 +175,7 @@ export class TwinType {
         },
       );
     }
+    return parsed.data;
   }
 }
 

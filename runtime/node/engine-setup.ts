@@ -58,6 +58,11 @@ export function createEngine(parts: {
       commitMaxBatch: 512,
       commitMaxInFlight: 4,
       deviceCommandTimeoutMs: limits.deviceCommandTimeout,
+      twinLimits: {
+        maxReportedBytes: limits.maxReportedBytes,
+        maxDesiredBytes: limits.maxDesiredBytes,
+        maxStateBytes: limits.maxStateBytes,
+      },
     },
     parts.logger,
     (_commits, events, millis, failed) => {

@@ -290,6 +290,27 @@ export const nodeConfigSchema = z
          */
         deviceRate: rateSchema.optional(),
         maxJsonDepth: z.number().int().min(2).max(256).default(32),
+        /** Most bytes (as JSON) of one twin's reported state; a report that would exceed it is refused. */
+        maxReportedBytes: z
+          .number()
+          .int()
+          .min(256)
+          .max(64 * 1024 * 1024)
+          .default(256 * 1024),
+        /** Most bytes of one twin's desired state. */
+        maxDesiredBytes: z
+          .number()
+          .int()
+          .min(256)
+          .max(64 * 1024 * 1024)
+          .default(256 * 1024),
+        /** Most bytes of one twin's own state (what its events folded into). */
+        maxStateBytes: z
+          .number()
+          .int()
+          .min(256)
+          .max(64 * 1024 * 1024)
+          .default(1024 * 1024),
         mailboxSize: z.number().int().min(1).default(1000),
         maxPendingEvents: z.number().int().min(1).default(1000),
         maxResident: z.number().int().min(1).default(100_000),
@@ -306,6 +327,9 @@ export const nodeConfigSchema = z
       .default({
         maxPayloadBytes: 64 * 1024,
         maxJsonDepth: 32,
+        maxReportedBytes: 256 * 1024,
+        maxDesiredBytes: 256 * 1024,
+        maxStateBytes: 1024 * 1024,
         mailboxSize: 1000,
         maxPendingEvents: 1000,
         maxResident: 100_000,

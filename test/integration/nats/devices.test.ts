@@ -162,6 +162,31 @@ describe("devices over NATS and JetStream", () => {
     expect(events.filter((e) => e.type === "$reported")).toHaveLength(1);
   });
 
+  it("applies a stamped report once whatever its message id, and never after a later one", async () => {
+    const d = device("thermostat", "seq1");
+    const ref = { type: "thermostat", id: "seq1" };
+    const staleBefore = n.node.ingress.stats.stale;
+    const seq = d.nextSeq()!;
+    await d.report({ temperature: 20 }, { seq, messageId: "seq1-a" });
+    // A re-send under another message id: the stream stores it again, the twin drops it by its seq.
+    await d.report({ temperature: 20 }, { seq, messageId: "seq1-b" });
+    // A later report, then an older one that arrives after it (a delayed re-send).
+    await d.report({ temperature: 22 }, { seq: seq + 2 });
+    await d.report({ temperature: 21 }, { seq: seq + 1 });
+    await eventually(
+      () => (n.node.ingress.stats.stale >= staleBefore + 2 ? true : undefined),
+      "both stale reports dropped",
+    );
+    const events = await n.node.twins.history(ref, { limit: 100 });
+    expect(events.filter((e) => e.type === "$reported").map((e) => e.data["patch"])).toEqual([
+      { temperature: 20 },
+      { temperature: 22 },
+    ]);
+    const view = await n.client.getTwin(ref);
+    expect(view.reported).toEqual({ temperature: 22 });
+    expect(Object.keys(view.reportedAt ?? {})).toEqual(["temperature"]);
+  });
+
   it("rejects malformed payloads, invalid ids and oversized messages: counted, reported, node keeps serving", async () => {
     const stats = n.node.ingress.stats;
     const before = stats.rejected;

@@ -77,6 +77,25 @@ describe("MQTT devices", () => {
     }, "MQTT telemetry stored");
   });
 
+  it("applies a report stamped with $seq in its JSON once and in order: re-sends and overtaken reports are dropped", async () => {
+    const topic = "doppel/dev/thermostat/mq3/reported";
+    const publish = (body: object) => client.publishAsync(topic, JSON.stringify(body), { qos: 1 });
+    await publish({ $seq: 5, temperature: 26 });
+    await publish({ $seq: 5, temperature: 26 }); // the device's own re-send (MQTT has no message id)
+    await publish({ $seq: 4, temperature: 1 }); // older than what was applied
+    await publish({ $seq: 6, temperature: 28 });
+    const view = await eventually(async () => {
+      const v = await n.client.getTwin({ type: "thermostat", id: "mq3" });
+      return v.reported["temperature"] === 28 ? v : undefined;
+    }, "the last MQTT report applied");
+    expect(view.reported).toEqual({ temperature: 28 });
+    const events = await n.node.twins.history({ type: "thermostat", id: "mq3" }, { limit: 100 });
+    expect(events.filter((e) => e.type === "$reported").map((e) => e.data["patch"])).toEqual([
+      { temperature: 26 },
+      { temperature: 28 },
+    ]);
+  });
+
   it("answers a command: the command arrives on .../cmd, the answer goes to .../cmd-result with the command's id", async () => {
     const device = await mqtt.connectAsync(mqttUrl(), {
       clientId: "pump-mq2",
