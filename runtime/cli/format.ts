@@ -48,7 +48,8 @@ export function formatTwinTable(views: readonly TwinView[]): string {
 /** One event as a line. */
 export function formatEvent(event: RemoteEvent): string {
   const cause = event.causation ? `  (${event.causation})` : "";
-  return `v${event.seq}  ${iso(event.at)}  ${event.type.padEnd(18)} ${compact(event.data, 100)}${cause}`;
+  const by = event.principal ? `  by ${event.principal}` : "";
+  return `v${event.seq}  ${iso(event.at)}  ${event.type.padEnd(18)} ${compact(event.data, 100)}${cause}${by}`;
 }
 
 /** One telemetry sample as a line. */

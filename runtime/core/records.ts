@@ -27,6 +27,12 @@ export interface EventRecord {
   readonly causation?: string;
   /** Who wrote it. */
   readonly writer: Writer;
+  /**
+   * Who asked for it (the audit trail): the principal of the call, device or twin behind the turn,
+   * as `principalLabel` writes it (`service-key:3f2a…`, `mtls:CN=billing`, `device:thermostat/t1`).
+   * Absent for events no principal caused (reminders) and events written before it was recorded.
+   */
+  readonly principal?: string;
 }
 
 /** A durable reminder as stored in a twin's state. */

@@ -20,6 +20,8 @@ export interface CallOptions {
   readonly deadline?: number;
   /** Id of the request or message, recorded as the events' causation. */
   readonly causation?: string;
+  /** Who asks (`principalLabel`), recorded on the events as their principal (the audit trail). */
+  readonly principal?: string;
 }
 
 export interface InvokeOptions extends CallOptions {

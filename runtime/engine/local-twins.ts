@@ -137,7 +137,11 @@ export class LocalTwins implements TwinApi {
           args: parsed,
           chain: options.chain ?? [],
           deadline,
-          ...present({ expectedVersion, causation: options.causation }),
+          ...present({
+            expectedVersion,
+            causation: options.causation,
+            principal: checkPrincipal(options.principal),
+          }),
         }),
       deadline,
       `${refKey(checked)}.${command}`,
@@ -158,7 +162,11 @@ export class LocalTwins implements TwinApi {
           kind: "desired",
           patch: body,
           deadline,
-          ...present({ expectedVersion, causation: options.causation }),
+          ...present({
+            expectedVersion,
+            causation: options.causation,
+            principal: checkPrincipal(options.principal),
+          }),
         }),
       deadline,
       `${refKey(checked)} desired`,
@@ -183,7 +191,7 @@ export class LocalTwins implements TwinApi {
           kind: "reported",
           patch: body,
           deadline,
-          ...present({ causation, seq, at }),
+          ...present({ causation, seq, at, principal: checkPrincipal(options.principal) }),
         }),
       deadline,
       `${refKey(checked)} report`,
@@ -260,6 +268,17 @@ export class LocalTwins implements TwinApi {
 }
 
 /** A device stamp (sequence number or epoch ms): absent, or a safe integer of at least `min`. */
+/** A principal label as the audit trail records it: 1 to 256 printable ASCII characters. */
+const PRINCIPAL = /^[\x20-\x7e]{1,256}$/;
+
+function checkPrincipal(value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "string" || !PRINCIPAL.test(value)) {
+    throw new InvalidArgument("principal must be 1 to 256 printable ASCII characters");
+  }
+  return value;
+}
+
 function checkStamp(value: unknown, what: string, min: number): number | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min) {

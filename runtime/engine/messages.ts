@@ -8,6 +8,8 @@ import type { TwinData } from "./twin-data.ts";
 interface Common {
   /** Id of the message that caused this one (device message id, request id). */
   readonly causation?: string;
+  /** Who asked (`principalLabel`): recorded on the turn's events (the audit trail). */
+  readonly principal?: string;
   /** Epoch ms after which the caller no longer waits; a message still queued then is dropped with an error. */
   readonly deadline?: number;
 }

@@ -32,7 +32,7 @@ export class Turn {
 
   /** Appends one event and folds it in. */
   record(type: string, data: JsonObject): void {
-    const causation = this.message.causation;
+    const { causation, principal } = this.message;
     const base = {
       seq: this.data.seq + 1,
       type,
@@ -41,7 +41,11 @@ export class Turn {
       commitId: this.commitId,
       writer: this.writer,
     };
-    const record: EventRecord = causation === undefined ? base : { ...base, causation };
+    const record: EventRecord = {
+      ...base,
+      ...(causation === undefined ? {} : { causation }),
+      ...(principal === undefined ? {} : { principal }),
+    };
     this.data = fold(this.twin, this.data, record);
     this.records.push(record);
   }

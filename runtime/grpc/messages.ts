@@ -72,6 +72,7 @@ export function eventToMessage(event: EventRecord): HistoryEvent {
     causation: event.causation ?? "",
     writerNode: event.writer.node,
     writerEpoch: event.writer.epoch,
+    principal: event.principal ?? "",
   };
 }
 
@@ -84,7 +85,11 @@ export function messageToEvent(message: HistoryEvent__Output): RemoteEvent {
     at: timestampToMs(message.at, "event.at") ?? 0,
     writer: { node: message.writerNode, epoch: message.writerEpoch },
   };
-  return message.causation === "" ? base : { ...base, causation: message.causation };
+  return {
+    ...base,
+    ...(message.causation === "" ? {} : { causation: message.causation }),
+    ...(message.principal === "" ? {} : { principal: message.principal }),
+  };
 }
 
 /** Encodes a telemetry sample. */

@@ -5,6 +5,7 @@
  */
 
 import { present } from "../core/present.ts";
+import { principalLabel } from "../core/principal.ts";
 import { deadlineOf, type HandlerContext, unary } from "./calls.ts";
 import type { TwinServiceHandlers } from "./generated/doppel/v1/TwinService.ts";
 import { viewToTwin } from "./messages.ts";
@@ -48,34 +49,47 @@ export function unaryHandlers(ctx: HandlerContext): UnaryHandlers {
       ctx,
       "InvokeCommand",
       { scope: "command", target: twinOf },
-      async (request, call) => {
+      async (request, call, caller) => {
         const args = structToJson(request.args, "args");
         const deadline = deadlineOf(call, ctx.clock);
         const outcome = await api.invoke({ type: request.type, id: request.id }, request.command, args, {
           ...present({ deadline, expectedVersion: request.expectedVersion }),
+          principal: principalLabel(caller.principal),
         });
         return { result: jsonToValue(outcome.result), version: outcome.version };
       },
     ),
 
-    UpdateDesired: unary(ctx, "UpdateDesired", { scope: "write", target: twinOf }, async (request, call) => {
-      const patch = structToJson(request.patch, "patch");
-      const deadline = deadlineOf(call, ctx.clock);
-      const view = await api.updateDesired({ type: request.type, id: request.id }, patch, {
-        ...present({ deadline, expectedVersion: request.expectedVersion }),
-      });
-      return viewToTwin(view);
-    }),
+    UpdateDesired: unary(
+      ctx,
+      "UpdateDesired",
+      { scope: "write", target: twinOf },
+      async (request, call, caller) => {
+        const patch = structToJson(request.patch, "patch");
+        const deadline = deadlineOf(call, ctx.clock);
+        const view = await api.updateDesired({ type: request.type, id: request.id }, patch, {
+          ...present({ deadline, expectedVersion: request.expectedVersion }),
+          principal: principalLabel(caller.principal),
+        });
+        return viewToTwin(view);
+      },
+    ),
 
-    ReportState: unary(ctx, "ReportState", { scope: "write", target: twinOf }, async (request, call) => {
-      const patch = structToJson(request.patch, "patch");
-      const deadline = deadlineOf(call, ctx.clock);
-      const messageId = nonEmpty(request.messageId);
-      const outcome = await api.report({ type: request.type, id: request.id }, patch, {
-        ...present({ deadline, messageId, seq: positive(request.seq), at: positive(request.at) }),
-      });
-      return { version: outcome.version, duplicate: outcome.duplicate, stale: outcome.stale === true };
-    }),
+    ReportState: unary(
+      ctx,
+      "ReportState",
+      { scope: "write", target: twinOf },
+      async (request, call, caller) => {
+        const patch = structToJson(request.patch, "patch");
+        const deadline = deadlineOf(call, ctx.clock);
+        const messageId = nonEmpty(request.messageId);
+        const outcome = await api.report({ type: request.type, id: request.id }, patch, {
+          ...present({ deadline, messageId, seq: positive(request.seq), at: positive(request.at) }),
+          principal: principalLabel(caller.principal),
+        });
+        return { version: outcome.version, duplicate: outcome.duplicate, stale: outcome.stale === true };
+      },
+    ),
 
     ListTypes: unary(ctx, "ListTypes", { scope: "read" }, () => ({
       types: ctx.types().map((type) => ({ name: type.name, commands: [...type.commands] })),

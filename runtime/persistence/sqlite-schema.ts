@@ -29,6 +29,7 @@ export interface Migration {
  * - `telemetry`: numeric samples; `sample_no` numbers samples of one twin within one millisecond.
  * - (2) `snapshots.shadow_meta`: the device's high-water mark and the reported field times;
  *   `views.reported_at`: the reported field times.
+ * - (3) `events.principal`: who asked for the event (audit trail); NULL when nobody did.
  */
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -113,6 +114,13 @@ export const MIGRATIONS: readonly Migration[] = [
     sql: `
       ALTER TABLE snapshots ADD COLUMN shadow_meta TEXT NOT NULL DEFAULT '{}'; -- JSON { deviceSeq, reportedAt }
       ALTER TABLE views ADD COLUMN reported_at TEXT; -- JSON object in the shape of reported; NULL: none
+    `,
+  },
+  {
+    version: 3,
+    description: "events.principal (who asked for the event: the audit trail)",
+    sql: `
+      ALTER TABLE events ADD COLUMN principal TEXT; -- principalLabel; NULL: none recorded
     `,
   },
 ];

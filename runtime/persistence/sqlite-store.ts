@@ -62,6 +62,7 @@ interface EventRow {
   readonly at: number;
   readonly commit_id: string;
   readonly causation: string | null;
+  readonly principal: string | null;
   readonly writer_node: string;
   readonly writer_epoch: number;
 }
@@ -103,7 +104,7 @@ interface TelemetryRow {
   readonly metrics: string;
 }
 
-const EVENT_COLUMNS = "seq, event_type, data, at, commit_id, causation, writer_node, writer_epoch";
+const EVENT_COLUMNS = "seq, event_type, data, at, commit_id, causation, writer_node, writer_epoch, principal";
 const VIEW_COLUMNS = "twin_id, version, state, reported, desired, delta, created_at, updated_at, reported_at";
 const REMINDER_COLUMNS = "shard, twin_type, twin_id, name, due_at";
 /** Bound for open ends of ranges: beyond any epoch ms or sequence number. */
@@ -130,9 +131,9 @@ function prepareStatements(db: Database.Database) {
       "SELECT commit_id FROM events WHERE twin_type = ? AND twin_id = ? AND seq = ?",
     ),
     insertEvent: db.prepare<
-      [string, string, number, string, string, number, string, string | null, string, number],
+      [string, string, number, string, string, number, string, string | null, string, number, string | null],
       unknown
-    >(`INSERT INTO events (twin_type, twin_id, ${EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+    >(`INSERT INTO events (twin_type, twin_id, ${EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
     eventsAfter: db.prepare<[string, string, number, number], EventRow>(
       `SELECT ${EVENT_COLUMNS} FROM events WHERE twin_type = ? AND twin_id = ? AND seq > ? ORDER BY seq LIMIT ?`,
     ),
@@ -234,7 +235,11 @@ function decodeEvent(row: EventRow): EventRecord {
     commitId: row.commit_id,
     writer: { node: row.writer_node, epoch: row.writer_epoch },
   };
-  return row.causation === null ? event : { ...event, causation: row.causation };
+  return {
+    ...event,
+    ...(row.causation === null ? {} : { causation: row.causation }),
+    ...(row.principal === null ? {} : { principal: row.principal }),
+  };
 }
 
 function decodeView(type: string, row: ViewRow): TwinView {
@@ -257,7 +262,7 @@ function decodeReminder(row: ReminderRow): ReminderIndexEntry {
 }
 
 /** Bind parameters of one event row after the twin's key, in `EVENT_COLUMNS` order. */
-type EventParams = [number, string, string, number, string, string | null, string, number];
+type EventParams = [number, string, string, number, string, string | null, string, number, string | null];
 
 /** A commit checked and serialised before the transaction starts, so a bad one cannot fail the group. */
 interface EncodedCommit {
@@ -289,6 +294,7 @@ function encodeCommit(commit: TwinCommit): EncodedCommit | InvalidArgument {
           e.causation ?? null,
           e.writer.node,
           e.writer.epoch,
+          e.principal ?? null,
         ],
       ),
       view: [

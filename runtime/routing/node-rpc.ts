@@ -78,17 +78,27 @@ export function serveNodeRpc(options: {
             expectedVersion: request.expectedVersion,
             chain: request.chain,
             causation: request.causation,
+            principal: request.principal,
           }),
         });
       case "desired":
         return local.updateDesired(request.ref, request.patch as JsonObject, {
           deadline: clock.now() + request.timeoutMs,
-          ...present({ expectedVersion: request.expectedVersion, causation: request.causation }),
+          ...present({
+            expectedVersion: request.expectedVersion,
+            causation: request.causation,
+            principal: request.principal,
+          }),
         });
       case "report":
         return local.report(request.ref, request.patch as JsonObject, {
           deadline: clock.now() + request.timeoutMs,
-          ...present({ messageId: request.messageId, seq: request.seq, at: request.at }),
+          ...present({
+            messageId: request.messageId,
+            seq: request.seq,
+            at: request.at,
+            principal: request.principal,
+          }),
         });
       default:
         throw new InvalidArgument(`unknown node request op '${(request as { op: string }).op}'`);

@@ -41,6 +41,7 @@ export type RpcRequest =
       readonly expectedVersion?: number;
       readonly chain?: readonly string[];
       readonly causation?: string;
+      readonly principal?: string;
       readonly timeoutMs: number;
     }
   | {
@@ -49,6 +50,7 @@ export type RpcRequest =
       readonly patch: JsonObject;
       readonly expectedVersion?: number;
       readonly causation?: string;
+      readonly principal?: string;
       readonly timeoutMs: number;
     }
   | {
@@ -58,6 +60,7 @@ export type RpcRequest =
       readonly messageId?: string;
       readonly seq?: number;
       readonly at?: number;
+      readonly principal?: string;
       readonly timeoutMs: number;
     };
 

@@ -216,6 +216,7 @@ export class Router implements TwinApi {
           expectedVersion: options.expectedVersion,
           chain: options.chain,
           causation: options.causation,
+          principal: options.principal,
         }),
       }),
     );
@@ -232,7 +233,11 @@ export class Router implements TwinApi {
         ref: checked,
         patch,
         timeoutMs,
-        ...present({ expectedVersion: options.expectedVersion, causation: options.causation }),
+        ...present({
+          expectedVersion: options.expectedVersion,
+          causation: options.causation,
+          principal: options.principal,
+        }),
       }),
     );
   }
@@ -248,7 +253,12 @@ export class Router implements TwinApi {
         ref: checked,
         patch,
         timeoutMs,
-        ...present({ messageId: options.messageId, seq: options.seq, at: options.at }),
+        ...present({
+          messageId: options.messageId,
+          seq: options.seq,
+          at: options.at,
+          principal: options.principal,
+        }),
       }),
     );
   }

@@ -20,6 +20,8 @@ describe("gRPC API keys: authenticate → authorize → rate-limit", () => {
   const clock = new ManualClock();
   let h: Harness;
   let admin: string;
+  let adminId: string;
+  let thermostatsOnlyId: string;
   let reader: string;
   let thermostatsOnly: string;
   let limited: string;
@@ -30,9 +32,18 @@ describe("gRPC API keys: authenticate → authorize → rate-limit", () => {
   const refused: string[] = [];
 
   beforeAll(async () => {
-    admin = createKey(file, { scopes: ["read", "write", "command", "admin"] }).key;
+    ({
+      key: admin,
+      record: { id: adminId },
+    } = createKey(file, { scopes: ["read", "write", "command", "admin"] }));
     reader = createKey(file, { scopes: ["read"] }).key;
-    thermostatsOnly = createKey(file, { scopes: ["read", "command", "write"], types: ["thermostat"] }).key;
+    ({
+      key: thermostatsOnly,
+      record: { id: thermostatsOnlyId },
+    } = createKey(file, {
+      scopes: ["read", "command", "write"],
+      types: ["thermostat"],
+    }));
     ({
       key: limited,
       record: { id: limitedId },
@@ -163,6 +174,19 @@ describe("gRPC API keys: authenticate → authorize → rate-limit", () => {
     expect(error?.code).toBe(grpc.status.UNAUTHENTICATED);
     expect(error?.details).toMatch(/API key|authorization/);
     expect((await h.client.getTwin(t1)).version).toBeGreaterThan(0);
+  });
+
+  it("records each call's principal on its events, and GetHistory shows it (the audit trail)", async () => {
+    const restricted = as(thermostatsOnly);
+    const { version: commandVersion } = await restricted.invoke(t1, "setTarget", { celsius: 26 });
+    const desired = await h.client.updateDesired(t1, { heating: false });
+    const { version: reportVersion } = await h.client.reportState(t1, { temperature: 20.5 });
+    const byVersion = new Map<number, string | undefined>();
+    for await (const event of as(reader).history(t1)) byVersion.set(event.seq, event.principal);
+    const restrictedId = thermostatsOnlyId;
+    expect(byVersion.get(commandVersion)).toBe(`service-key:${restrictedId}`);
+    expect(byVersion.get(desired.version)).toBe(`service-key:${adminId}`);
+    expect(byVersion.get(reportVersion)).toBe(`service-key:${adminId}`);
   });
 
   it("keeps health reachable without a key", async () => {

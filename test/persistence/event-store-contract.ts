@@ -897,6 +897,7 @@ export function describeEventStoreContract(
             commitId: "c-1",
             causation: "device-msg-42",
             writer: { node: "node-ü", epoch: 123_456_789_012 },
+            principal: "service-key:3f2a9c01b7de",
           },
           {
             seq: 2,
@@ -915,6 +916,8 @@ export function describeEventStoreContract(
         expect(first?.writer).toEqual({ node: "node-ü", epoch: 123_456_789_012 });
         expect(second).toEqual(events[1]);
         expect(second?.causation).toBeUndefined();
+        expect(first?.principal).toBe("service-key:3f2a9c01b7de"); // the audit trail
+        expect(second?.principal).toBeUndefined();
         expect(await store.readView(ref)).toEqual(commit.view);
         expect((await store.loadTwin(ref)).events).toEqual(events);
       });

@@ -76,7 +76,12 @@ export function decodeEvent(row: RowLike): EventRecord {
     writer: { node: text(row, "writer_node"), epoch: toNumber(row["writer_epoch"], "writer_epoch") },
   };
   const causation = row["causation"];
-  return typeof causation === "string" ? { ...event, causation } : event;
+  const principal = row["principal"];
+  return {
+    ...event,
+    ...(typeof causation === "string" ? { causation } : {}),
+    ...(typeof principal === "string" ? { principal } : {}),
+  };
 }
 
 /** Bind values of one `insertEvent`, after the twin's key and bucket. */
@@ -91,6 +96,7 @@ export function eventParams(event: EventRecord): unknown[] {
     event.causation,
     event.writer.node,
     event.writer.epoch,
+    event.principal, // undefined = unset, as for causation
   ];
 }
 

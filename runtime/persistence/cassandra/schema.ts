@@ -118,6 +118,11 @@ export const MIGRATIONS: readonly Migration[] = [
       `ALTER TABLE ${ks}.views ADD IF NOT EXISTS reported_at text`,
     ],
   },
+  {
+    version: 4,
+    description: "events.principal (who asked for the event: the audit trail)",
+    statements: (ks) => [`ALTER TABLE ${ks}.events ADD IF NOT EXISTS principal text`],
+  },
 ];
 
 /** The schema version this code reads and writes. */

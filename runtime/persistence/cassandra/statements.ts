@@ -10,7 +10,7 @@
  */
 import { checkKeyspace } from "./schema.ts";
 
-const EVENT_COLUMNS = "seq, commit_id, event_type, data, at, causation, writer_node, writer_epoch";
+const EVENT_COLUMNS = "seq, commit_id, event_type, data, at, causation, writer_node, writer_epoch, principal";
 const VIEW_COLUMNS = "twin_id, version, state, reported, desired, delta, created_at, updated_at, reported_at";
 const SNAPSHOT_COLUMNS =
   "snapshot_seq, snapshot_at, created_at, state, reported, desired, reminders, recent, shadow_meta";
@@ -24,7 +24,7 @@ export function statementsFor(ks: string) {
   return {
     // ---- the log ----
     insertEvent: `INSERT INTO ${ks}.events (twin_type, twin_id, bucket, ${EVENT_COLUMNS})
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     /** The rows at and after a sequence number in one bucket: enough to judge an append. */
     headRows: `SELECT seq, commit_id FROM ${ks}.events
       WHERE twin_type = ? AND twin_id = ? AND bucket = ? AND seq >= ? LIMIT 2`,

@@ -28,6 +28,11 @@ export interface HistoryEvent {
   'causation'?: (string);
   'writerNode'?: (string);
   'writerEpoch'?: (number | string | Long);
+  /**
+   * Who asked for it (audit trail): `service-key:<key id>`, `mtls:CN=<name>`, `device:<type>/<id>`,
+   * `anonymous` (a node without security); empty when nobody did (reminders) or not recorded.
+   */
+  'principal'?: (string);
 }
 
 /**
@@ -53,4 +58,9 @@ export interface HistoryEvent__Output {
   'causation': (string);
   'writerNode': (string);
   'writerEpoch': (number);
+  /**
+   * Who asked for it (audit trail): `service-key:<key id>`, `mtls:CN=<name>`, `device:<type>/<id>`,
+   * `anonymous` (a node without security); empty when nobody did (reminders) or not recorded.
+   */
+  'principal': (string);
 }
