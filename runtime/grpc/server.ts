@@ -14,6 +14,7 @@ import { formatHostPort, parseHostPort } from "../core/host-port.ts";
 import type { TwinApi } from "../core/twin-api.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { CallSecurity, HandlerContext, TypeInfo } from "./calls.ts";
+import { refuseUndecodable, tolerantDecoding } from "./decoding.ts";
 import type { TwinServiceHandlers } from "./generated/doppel/v1/TwinService.ts";
 import { loadContract, TWIN_SERVICE_NAME } from "./proto.ts";
 import { readStreamHandlers } from "./read-streams.ts";
@@ -137,7 +138,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     ...readStreamHandlers(ctx),
     WatchTwin: watchHandler(ctx),
   };
-  server.addService(contract.service, handlers);
+  // Bytes that are not a valid request answer INVALID_ARGUMENT, not grpc-js's INTERNAL.
+  server.addService(
+    tolerantDecoding(contract.service),
+    refuseUndecodable(handlers, contract.service, options.logger, options.rejected),
+  );
   const health = new HealthImplementation({ "": "NOT_SERVING", [TWIN_SERVICE_NAME]: "NOT_SERVING" });
   health.addToServer(server);
   addReflection(server, options.logger);

@@ -228,8 +228,9 @@ describe("gateway server", () => {
       ),
     );
     raw.close();
-    // grpc-js answers a request it cannot decode with INTERNAL before any handler runs.
-    expect(error?.code).toBe(grpc.status.INTERNAL);
+    // The request's fault, not the server's: INVALID_ARGUMENT (see runtime/grpc/decoding.ts).
+    expect(error?.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(error?.metadata.get("doppel-error-code")).toEqual(["INVALID_ARGUMENT"]);
     expect(await h.client.listTypes()).toHaveLength(1);
     expect((await h.test.twins.query("thermostat")).views).toEqual([]);
   });
