@@ -1,0 +1,81 @@
+/**
+ * The accounting of the fault scenarios: devices that report numbered values (each report stamped
+ * with a per-device sequence number by `DeviceClient`, re-sent with the same message id and seq
+ * until it is acknowledged), and the check, for every report a device saw acknowledged, that its
+ * effect is in its twin's log exactly once and in order, and that each twin ends at its device's
+ * last report.
+ */
+
+import type { EventRecord, TwinRef } from "doppel";
+import type { DeviceClient } from "doppel/device";
+
+/** One simulated device: the values it saw acknowledged, in order. */
+export interface DeviceRun {
+  readonly ref: TwinRef;
+  readonly acked: number[];
+  /** Reports that had to be re-sent (the server or node was down, or the ack was late). */
+  resent: number;
+}
+
+/**
+ * Reports `temperature: 1, 2, 3...` from `device` until `running()` is false; each report is
+ * re-sent (same message id, same seq) until acknowledged, so every value ends acknowledged.
+ */
+export async function reportUntil(
+  device: DeviceClient,
+  run: DeviceRun,
+  running: () => boolean,
+): Promise<void> {
+  for (let value = 1; running(); value++) {
+    const seq = device.nextSeq();
+    const messageId = `${run.ref.id}-${value}`;
+    for (;;) {
+      try {
+        await device.report({ temperature: value }, { messageId, ...(seq === undefined ? {} : { seq }) });
+        run.acked.push(value);
+        break;
+      } catch {
+        run.resent++;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+  }
+}
+
+/** What the twins' logs say about the acknowledged reports. */
+export interface Accounting {
+  acknowledged: number;
+  lost: number;
+  duplicated: number;
+  outOfOrder: number;
+  /** Twins whose reported value is not their device's last acknowledged report. */
+  wrongFinal: number;
+}
+
+/** Counts, for each device, its acknowledged values against its twin's `$reported` events. */
+export function account(
+  runs: readonly DeviceRun[],
+  logs: ReadonlyMap<string, readonly EventRecord[]>,
+  finals: ReadonlyMap<string, unknown>,
+): Accounting {
+  const result: Accounting = { acknowledged: 0, lost: 0, duplicated: 0, outOfOrder: 0, wrongFinal: 0 };
+  for (const run of runs) {
+    const key = `${run.ref.type}/${run.ref.id}`;
+    const applied = (logs.get(key) ?? [])
+      .filter((e) => e.type === "$reported")
+      .map((e) => (e.data["patch"] as { temperature?: number }).temperature);
+    const seen = new Map<number, number>();
+    for (const value of applied) if (typeof value === "number") seen.set(value, (seen.get(value) ?? 0) + 1);
+    result.acknowledged += run.acked.length;
+    for (const value of run.acked) {
+      const times = seen.get(value) ?? 0;
+      if (times === 0) result.lost++;
+      if (times > 1) result.duplicated += times - 1;
+    }
+    for (let i = 1; i < applied.length; i++)
+      if ((applied[i] ?? 0) <= (applied[i - 1] ?? 0)) result.outOfOrder++;
+    const last = run.acked.at(-1);
+    if (last !== undefined && finals.get(key) !== last) result.wrongFinal++;
+  }
+  return result;
+}
