@@ -18,8 +18,12 @@
 import type { Clock } from "./clock.ts";
 import { ResourceExhausted } from "./errors.ts";
 
-/** The classes of work admitted separately. */
-export type WorkClass = "grpc" | "device" | "node";
+/**
+ * The classes of work admitted separately: unary gRPC calls and finite streams, device messages,
+ * calls from other nodes, and open `WatchTwin` streams (long-lived: a permit is held until the
+ * stream ends, so watchers never take the slots of short calls).
+ */
+export type WorkClass = "grpc" | "device" | "node" | "watch";
 
 /** The bound of one class. */
 export interface ClassLimits {
@@ -37,6 +41,7 @@ export const DEFAULT_ADMISSION_LIMITS: AdmissionLimits = {
   grpc: { maxInFlight: 1024, maxInFlightPerClient: 256 },
   device: { maxInFlight: 4096, maxInFlightPerClient: 16 },
   node: { maxInFlight: 2048, maxInFlightPerClient: 1024 },
+  watch: { maxInFlight: 1024, maxInFlightPerClient: 64 },
 };
 
 /** Shortest and longest retry hint given. */
@@ -126,6 +131,7 @@ export class Admission {
       grpc: new ClassState(limits.grpc),
       device: new ClassState(limits.device),
       node: new ClassState(limits.node),
+      watch: new ClassState(limits.watch),
     };
   }
 

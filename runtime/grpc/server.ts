@@ -48,8 +48,9 @@ export interface GatewayOptions {
   readonly shutdownGraceMs?: number;
   /**
    * The node's admission control: `TwinService` calls over its `grpc` bound are answered
-   * RESOURCE_EXHAUSTED with `retry-after-ms` before any work is queued. Health checks, reflection
-   * and `WatchTwin` (long-lived; bounded by its own buffer) are not subject to it. Absent: no bound.
+   * RESOURCE_EXHAUSTED with `retry-after-ms` before any work is queued; open `WatchTwin` streams
+   * are bounded by the `watch` class (a slot held until the stream ends). Health checks and
+   * reflection are not subject to it. Absent: no bound.
    */
   readonly admission?: Admission;
   /** Authentication, authorization and rate limits of `TwinService` calls; absent: everyone may do everything. */

@@ -174,12 +174,15 @@ const admissionSchema = z
     grpc: admissionClass(1024, 256),
     device: admissionClass(4096, 16),
     node: admissionClass(2048, 1024),
+    /** Open `WatchTwin` streams (each holds up to `watchBufferLimit` changes for a slow client). */
+    watch: admissionClass(1024, 64),
   })
   .strict()
   .default({
     grpc: { maxInFlight: 1024, maxInFlightPerClient: 256 },
     device: { maxInFlight: 4096, maxInFlightPerClient: 16 },
     node: { maxInFlight: 2048, maxInFlightPerClient: 1024 },
+    watch: { maxInFlight: 1024, maxInFlightPerClient: 64 },
   });
 
 /** A rule of `grpc.tls.clientCertificates`: a client certificate with this CN or SAN is this principal. */

@@ -9,7 +9,7 @@
  * - `persisted_events_total`, `rejected_inputs_total{source,code}`, `lease_renewals_total{outcome}`,
  *   `dropped_reports_total{reason}` (acknowledged without applying: `duplicate` message id, `stale` stamp) — counters;
  * - `admission_total{class,outcome}` (outcome `admitted` or `refused`) — counter, and
- *   `admission_in_flight{class}` — gauge, of admission control (classes `grpc`, `device`, `node`);
+ *   `admission_in_flight{class}` — gauge, of admission control (classes `grpc`, `device`, `node`, `watch`);
  * - `event_loop_delay_ms{quantile}` (`0.5`, `0.99`, `1` = max) — gauge: how late the node's event
  *   loop ran timers since the previous scrape (perf_hooks.monitorEventLoopDelay, 10 ms resolution).
  */
@@ -58,7 +58,7 @@ export interface GaugeSources {
   admission?(workClass: WorkClass): Readonly<ClassStats> | undefined;
 }
 
-const WORK_CLASSES: readonly WorkClass[] = ["grpc", "device", "node"];
+const WORK_CLASSES: readonly WorkClass[] = ["grpc", "device", "node", "watch"];
 
 function instruments(meter: Meter): DoppelMetrics {
   const ms = {

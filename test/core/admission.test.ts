@@ -12,6 +12,7 @@ const limits = {
   grpc: { maxInFlight: 4, maxInFlightPerClient: 3 },
   device: { maxInFlight: 8, maxInFlightPerClient: 2 },
   node: { maxInFlight: 2, maxInFlightPerClient: 2 },
+  watch: { maxInFlight: 2, maxInFlightPerClient: 1 },
 };
 
 function admitted(result: ReturnType<Admission["tryAdmit"]>) {

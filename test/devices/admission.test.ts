@@ -17,6 +17,7 @@ const limits = {
   grpc: { maxInFlight: 8, maxInFlightPerClient: 8 },
   device: { maxInFlight: 3, maxInFlightPerClient: 2 },
   node: { maxInFlight: 8, maxInFlightPerClient: 8 },
+  watch: { maxInFlight: 2, maxInFlightPerClient: 1 },
 };
 
 /** Ingress over an in-process bus in front of a twin API whose reports wait until `open()`. */

@@ -15,6 +15,7 @@ const limits = {
   grpc: { maxInFlight: 3, maxInFlightPerClient: 2 },
   device: { maxInFlight: 8, maxInFlightPerClient: 8 },
   node: { maxInFlight: 8, maxInFlightPerClient: 8 },
+  watch: { maxInFlight: 2, maxInFlightPerClient: 1 },
 };
 
 /** A gateway whose `GetTwin` calls wait until `open` resolves (each signals `entered` first). */
@@ -172,6 +173,46 @@ describe("gateway admission control", () => {
     held.open();
     expect((await admitted).error).toBeNull();
     for (const call of await Promise.all(first)) expect(call.error).toBeNull();
+  });
+
+  it("bounds open WatchTwin streams apart from calls, per client and node-wide, until a watch ends", async () => {
+    const admission = new Admission(new ManualClock(), limits); // watch: 2 in flight, 1 per client
+    const h = await startHarness({ gateway: { admission } });
+    const [a, b, c] = [connect(h), connect(h), connect(h)];
+    stop = async () => {
+      for (const client of [a, b, c]) client.close();
+      await h.stop();
+    };
+    await h.client.reportState({ type: "thermostat", id: "t1" }, { temperature: 20 });
+    /** Opens a watch; resolves "open" once its first message (the current state) arrives, or the status code. */
+    const watch = (client: ReturnType<typeof connect>) => {
+      const call = client.watchTwin({ type: "thermostat", id: "t1" });
+      const outcome = new Promise<string>((resolve) => {
+        call.on("data", () => resolve("open"));
+        call.on("error", (error: grpc.ServiceError) =>
+          resolve(grpc.status[error.code] ?? String(error.code)),
+        );
+      });
+      return { call, outcome };
+    };
+    const first = watch(a);
+    expect(await first.outcome).toBe("open");
+    expect(await watch(a).outcome).toBe("RESOURCE_EXHAUSTED"); // a's bound: 1
+    const second = watch(b);
+    expect(await second.outcome).toBe("open");
+    expect(await watch(c).outcome).toBe("RESOURCE_EXHAUSTED"); // the node's bound: 2
+    // Calls are a class of their own: still answered while the watches are open.
+    expect((await h.client.getTwin({ type: "thermostat", id: "t1" })).version).toBeGreaterThan(0);
+    // Ending a watch frees its slot.
+    first.call.cancel();
+    for (let turns = 0; admission.stats("watch").inFlight > 1; turns++) {
+      if (turns > 10_000) throw new Error("the cancelled watch kept its permit");
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    const third = watch(c);
+    expect(await third.outcome).toBe("open");
+    second.call.cancel();
+    third.call.cancel();
   });
 
   it("releases the permit of a call that fails, and of a stream", async () => {

@@ -32,6 +32,7 @@ describe("node RPC admission control", () => {
       grpc: { maxInFlight: 8, maxInFlightPerClient: 8 },
       device: { maxInFlight: 8, maxInFlightPerClient: 8 },
       node: { maxInFlight: 2, maxInFlightPerClient: 2 },
+      watch: { maxInFlight: 8, maxInFlightPerClient: 8 },
     });
     const bus = new InProcessBus();
     const server = serveNodeRpc({
