@@ -117,7 +117,10 @@ export async function startDeviceLink(options: {
   let durable: JetStreamIngress | undefined;
   let auth: { service: DeviceAuthService; stop: () => Promise<void> } | undefined;
   try {
-    if (nats?.auth) auth = await startDeviceAuth(nats.auth, options.nodeId, logger);
+    if (nats?.auth) {
+      auth = await startDeviceAuth(nats.auth, options.nodeId, logger);
+      ingress.devicesAuthenticated = true;
+    }
     if (natsTransport && nats) {
       const { JetStreamIngress } = await import("./ingress/jetstream-ingress.ts");
       durable = new JetStreamIngress(natsTransport, ingress, options.shardCount, logger, {

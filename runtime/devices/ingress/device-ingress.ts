@@ -23,6 +23,7 @@ import { type Admission, type Permit, Throttled } from "../../core/admission.ts"
 import { DoppelError, InvalidArgument, NotFound, ResourceExhausted } from "../../core/errors.ts";
 import { isJsonObject, type JsonLimits, type JsonObject } from "../../core/json.ts";
 import { present } from "../../core/present.ts";
+import { principalLabel } from "../../core/principal.ts";
 import type { TwinApi } from "../../core/twin-api.ts";
 import type { Logger } from "../../observability/logger.ts";
 import { extractContext, inSpan, SpanKind } from "../../observability/tracing.ts";
@@ -87,6 +88,11 @@ export interface ProcessOptions {
 
 const QUEUE = "doppel-ingress";
 
+/** The audit label of a device (`device:<type>/<id>`), as `principalLabel` writes it. */
+function devicePrincipal(device: string): string {
+  return principalLabel({ kind: "device", id: device, scopes: ["write"] });
+}
+
 function parseTelemetry(body: JsonObject, now: number): { at: number; metrics: Record<string, number> }[] {
   const items = Array.isArray(body["samples"]) ? body["samples"] : [body];
   if (items.length === 0 || items.length > 1000)
@@ -135,6 +141,13 @@ export class DeviceIngress {
     /** Each device's token bucket of reports and telemetry messages; absent: no rate limit. */
     private readonly deviceRate?: { readonly limiter: RateLimiter; readonly limit: RateLimit },
   ) {}
+
+  /**
+   * True when the NATS server lets a device publish only on its own subjects (device credentials
+   * through the auth callout): a report on `doppel.dev.<type>.<id>` then comes from that device,
+   * and its events record the principal `device:<type>/<id>`. False: nobody is named.
+   */
+  devicesAuthenticated = false;
 
   /** Told of every device message refused for being over its device's rate (metrics). */
   onRateLimited: ((device: string) => void) | undefined;
@@ -199,6 +212,7 @@ export class DeviceIngress {
           const result = await this.api.report(ref, stamped.patch, {
             ...stamped.stamp,
             ...present({ messageId, deadline: options.deadline }),
+            ...(this.devicesAuthenticated ? { principal: devicePrincipal(device) } : {}),
           });
           if (result.stale) this.stats.stale++;
           else if (result.duplicate) this.stats.duplicates++;

@@ -119,6 +119,10 @@ describe("device credentials through the NATS auth callout", () => {
       );
       const synced = await device.sync();
       expect(synced.reported).toEqual({ temperature: 20 });
+      // The audit trail names the device on the events its report caused.
+      const events = [];
+      for await (const event of client.history({ type: "thermostat", id: "a1" })) events.push(event);
+      expect(events.find((e) => e.type === "$reported")?.principal).toBe("device:thermostat/a1");
     } finally {
       await device.close();
     }
