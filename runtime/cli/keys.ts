@@ -75,7 +75,6 @@ export function createKeyCommand(
     prefix?: string;
     rate?: string;
     burst?: string;
-    maxTwins?: string;
     description?: string;
   },
   out: Out,
@@ -85,11 +84,9 @@ export function createKeyCommand(
   if (rate !== undefined && !(rate > 0))
     throw new InvalidArgument(`--rate must be a positive number, got ${flags.rate}`);
   const burst = integerOption(flags.burst, "--burst");
-  const maxTwins = integerOption(flags.maxTwins, "--max-twins");
   const limits: ApiKeyLimits = {
     ...(rate !== undefined ? { ratePerSecond: rate } : {}),
     ...(burst !== undefined ? { burst } : {}),
-    ...(maxTwins !== undefined ? { maxTwins } : {}),
   };
   const types = list(flags.types);
   const idPrefixes = list(flags.prefix);

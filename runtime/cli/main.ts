@@ -218,7 +218,6 @@ function program({ out, err }: CliOutput): Command {
     .option("--prefix <list>", "only twins whose id starts with one of these (comma-separated)")
     .option("--rate <n>", "calls per second allowed (token bucket)")
     .option("--burst <n>", "calls allowed in a burst (default: one second's worth)")
-    .option("--max-twins <n>", "twins this key may create")
     .option("--description <text>", "what the key is for")
     .option("--json", "machine-readable output")
     .action(async (flags) => (await import("./keys.ts")).createKeyCommand(flags, out));

@@ -22,15 +22,13 @@ const KEY_PATTERN = /^dpk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$/;
 /** Longest credential looked at; anything longer is refused before any work. */
 export const MAX_TOKEN_CHARS = 256;
 
-/** Per-key limits: a token bucket of calls, and how many twins the key may create. */
+/** Per-key limits: a token bucket of calls. */
 const keyLimitsSchema = z
   .object({
     /** Calls per second, sustained. */
     ratePerSecond: z.number().positive().max(1_000_000).optional(),
     /** Calls allowed in a burst (bucket size); default: one second's worth, at least 1. */
     burst: z.number().int().min(1).max(10_000_000).optional(),
-    /** Twins this key may create (first event of a twin written by a call with this key). */
-    maxTwins: z.number().int().min(0).optional(),
   })
   .strict();
 
