@@ -45,7 +45,15 @@ export async function reportUntil(
 /** What the twins' logs say about the acknowledged reports. */
 export interface Accounting {
   acknowledged: number;
+  /** Acknowledged, never applied, and no newer report of its device was applied instead. */
   lost: number;
+  /**
+   * Acknowledged but skipped: a newer report of the same device reached the twin first (a
+   * redelivery overtaken by a later message), so the twin, which never applies a report after a
+   * newer one, dropped it as stale. Its fields are those of the newer report when each report
+   * carries the device's whole state, as here; a patch of other fields would be lost with it.
+   */
+  superseded: number;
   duplicated: number;
   outOfOrder: number;
   /** Twins whose reported value is not their device's last acknowledged report. */
@@ -58,7 +66,14 @@ export function account(
   logs: ReadonlyMap<string, readonly EventRecord[]>,
   finals: ReadonlyMap<string, unknown>,
 ): Accounting {
-  const result: Accounting = { acknowledged: 0, lost: 0, duplicated: 0, outOfOrder: 0, wrongFinal: 0 };
+  const result: Accounting = {
+    acknowledged: 0,
+    lost: 0,
+    superseded: 0,
+    duplicated: 0,
+    outOfOrder: 0,
+    wrongFinal: 0,
+  };
   for (const run of runs) {
     const key = `${run.ref.type}/${run.ref.id}`;
     const applied = (logs.get(key) ?? [])
@@ -69,7 +84,8 @@ export function account(
     result.acknowledged += run.acked.length;
     for (const value of run.acked) {
       const times = seen.get(value) ?? 0;
-      if (times === 0) result.lost++;
+      if (times === 0 && applied.some((v) => typeof v === "number" && v > value)) result.superseded++;
+      else if (times === 0) result.lost++;
       if (times > 1) result.duplicated += times - 1;
     }
     for (let i = 1; i < applied.length; i++)

@@ -121,6 +121,7 @@ describe("kill -9 of nats-server under load", () => {
       expect({ ...result, quarantined }).toEqual({
         acknowledged: result.acknowledged,
         lost: 0,
+        superseded: 0,
         duplicated: 0,
         outOfOrder: 0,
         wrongFinal: 0,

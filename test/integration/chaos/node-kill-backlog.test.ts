@@ -1,0 +1,160 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { EventRecord } from "doppel";
+import { DeviceClient } from "doppel/device";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SqliteEventStore } from "../../../runtime/persistence/sqlite-store.ts";
+import {
+  deviceTransport,
+  eventually,
+  natsUrl,
+  resetStream,
+  startNatsNode,
+  streamMessages,
+  TEST_SHARDS,
+} from "../nats/harness.ts";
+import { account, type DeviceRun } from "./exactly-once.ts";
+
+const FIXTURE = fileURLToPath(new URL("../nats/fixtures/crash-node.ts", import.meta.url));
+const DEVICES = 10;
+const BURST = 50;
+
+/** A node process over SQLite file `db` (the crash fixture with a trigger twin nobody reports to). */
+function startNodeProcess(db: string): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ["--conditions=source", "--import", "tsx", FIXTURE], {
+    env: {
+      ...process.env,
+      DOPPEL_NATS: natsUrl(),
+      CRASH_DB: db,
+      CRASH_MODE: "before-persist",
+      CRASH_TWIN: "never-reports",
+      CRASH_SHARDS: String(TEST_SHARDS),
+      CRASH_ACK_WAIT: "1s",
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  return new Promise((resolve, reject) => {
+    let stderr = "";
+    child.stderr?.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    child.stdout?.on("data", (chunk: Buffer) => {
+      if (chunk.toString().includes("READY")) resolve(child);
+    });
+    child.once("exit", (code) => reject(new Error(`node process exited (${code}): ${stderr}`)));
+  });
+}
+
+/**
+ * kill -9 of a node while the stream holds a backlog of its devices' reports (a burst each device
+ * had acknowledged by JetStream), then a successor over the same store, then one final report per
+ * device. Every acknowledged report must be applied exactly once and in order, each twin must end
+ * at its device's final report, none quarantined.
+ *
+ * Known limit (measured, not hidden): the messages the dead node had in flight come back only after
+ * `ackWait`, and the successor may get later messages of the same twin first. The twin never
+ * applies a stamped report after a newer one, so such a report is skipped (`superseded`): nothing
+ * is applied twice or out of order, and with whole-state reports (as here) nothing of value is
+ * lost, but a patch of other fields would be. The figure is printed; it is 0 in most runs and was
+ * 1 of 510 in one.
+ */
+describe("kill -9 of a node with a backlog in the stream", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "doppel-node-kill-"));
+    await resetStream();
+  });
+  afterAll(async () => {
+    rmSync(dir, { recursive: true, force: true });
+    await resetStream();
+  });
+
+  it("applies the backlog and the final reports exactly once, in order", async () => {
+    const db = join(dir, "node.db");
+    const child = await startNodeProcess(db);
+    const wire = await deviceTransport();
+    const devices = Array.from(
+      { length: DEVICES },
+      (_, i) => new DeviceClient({ transport: wire, type: "thermostat", id: `bk${i}` }),
+    );
+    const runs: DeviceRun[] = devices.map((d) => ({ ref: d.ref, acked: [], resent: 0 }));
+    let successor: Awaited<ReturnType<typeof startNatsNode>> | undefined;
+    let store: SqliteEventStore | undefined;
+    try {
+      // A burst per device, published back to back (stream order = seq order), all acknowledged by JetStream.
+      await Promise.all(
+        devices.map(async (d, i) => {
+          const acks = Array.from({ length: BURST }, (_, k) =>
+            d.report({ temperature: k + 1 }, { messageId: `${d.ref.id}-${k + 1}` }),
+          );
+          for (const [k, ack] of acks.entries()) {
+            await ack;
+            runs[i]!.acked.push(k + 1);
+          }
+        }),
+      );
+      child.kill("SIGKILL");
+      await new Promise((resolve) => child.once("exit", resolve));
+      // The node died with reports it had not applied (or not acknowledged) still in the stream.
+      const backlog = await streamMessages();
+      expect(backlog).toBeGreaterThan(0);
+
+      store = new SqliteEventStore({ path: db });
+      successor = await startNatsNode({
+        store,
+        config: { nodeId: "successor", nats: { servers: natsUrl(), consumer: { ackWait: "1s" } } },
+      });
+      // One final report per device.
+      for (const [i, d] of devices.entries()) {
+        await d.report({ temperature: BURST + 1 }, { messageId: `${d.ref.id}-final` });
+        runs[i]!.acked.push(BURST + 1);
+      }
+      const node = successor.node;
+      const finals = new Map<string, unknown>();
+      await eventually(
+        async () => {
+          for (const run of runs) {
+            const view = await node.twins.get(run.ref).catch(() => undefined);
+            finals.set(`${run.ref.type}/${run.ref.id}`, view?.reported["temperature"]);
+          }
+          return runs.every((r) => finals.get(`${r.ref.type}/${r.ref.id}`) === BURST + 1) ? true : undefined;
+        },
+        "every twin at its device's final report",
+        90_000,
+      );
+      // Nothing left to apply once the stream is drained.
+      await eventually(
+        async () => ((await streamMessages()) === 0 ? true : undefined),
+        "the stream drained",
+        60_000,
+      );
+      const logs = new Map<string, EventRecord[]>();
+      let quarantined = 0;
+      for (const run of runs) {
+        logs.set(`${run.ref.type}/${run.ref.id}`, await node.twins.history(run.ref, { limit: 10_000 }));
+        if ((await store.loadTwin(run.ref)).quarantine !== undefined) quarantined++;
+      }
+      const result = account(runs, logs, finals);
+      console.log(JSON.stringify({ scenario: "node-kill-9 with backlog", backlog, ...result, quarantined }));
+      expect(result.acknowledged).toBe(DEVICES * (BURST + 1));
+      expect({ ...result, quarantined }).toEqual({
+        acknowledged: DEVICES * (BURST + 1),
+        lost: 0,
+        superseded: result.superseded, // measured, see below
+        duplicated: 0,
+        outOfOrder: 0,
+        wrongFinal: 0,
+        quarantined: 0,
+      });
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      for (const d of devices) await d.close();
+      await wire.close();
+      await successor?.stop();
+      await store?.close();
+    }
+  }, 240_000);
+});
