@@ -48,7 +48,23 @@ export const SHARDS = 16;
 export const KEYSPACE = "doppel_it_cluster";
 /** The ingress stream (its name is fixed by the device subjects it captures). */
 export const STREAM = "DOPPEL_INGRESS";
-export const TIMINGS = { heartbeat: 200, deadAfter: 1000, leaseTtl: 1500, ackWait: 3000 } as const;
+/** Cluster timings of a test cluster (ms). */
+export interface Timings {
+  readonly heartbeat: number;
+  readonly deadAfter: number;
+  readonly leaseTtl: number;
+  readonly ackWait: number;
+}
+/**
+ * The default, for scenarios that are not about lease expiry (joins, leaves, crashes): on a loaded
+ * machine (load 5-15 on 2 cores) a node's event loop can stall for seconds, and a lease that
+ * expires in such a stall moves shards the test did not mean to move (with 1-2 s timings the
+ * membership and the leases of a three-node cluster flapped every few seconds under load). A lease
+ * of 8 s renewed every 2.7 s survives a stall of about 4.5 s; a node is dead after 5 s of silence.
+ */
+export const TIMINGS: Timings = { heartbeat: 500, deadAfter: 5000, leaseTtl: 8000, ackWait: 6000 };
+/** For scenarios about leases running out (a paused node): short, so a pause outlasts them. */
+export const FAST_TIMINGS: Timings = { heartbeat: 200, deadAfter: 1000, leaseTtl: 1500, ackWait: 3000 };
 export const TYPE = "thermostat";
 
 export const NATS_URL = (() => {
@@ -126,6 +142,8 @@ export interface Probe {
   readonly loading: number;
   readonly owned: readonly { shard: number; epoch: number }[];
   readonly consuming: readonly number[];
+  /** Reports the node acknowledged without applying them, by reason, since it started. */
+  readonly dropped: { readonly duplicate: number; readonly stale: number };
 }
 
 /** The test process's own NATS connection (probes, devices, stream management). */
@@ -281,6 +299,7 @@ export class TestCluster {
   private constructor(
     prefix: string,
     readonly wire: Wire,
+    readonly timings: Timings,
   ) {
     // If the test process dies without closing the cluster, its nodes die with it.
     process.once("exit", () => {
@@ -300,14 +319,14 @@ export class TestCluster {
       },
       nats: {
         servers: NATS_URL,
-        consumer: { ackWait: TIMINGS.ackWait, maxAckPending: 128, maxInFlightPerTwin: 8 },
+        consumer: { ackWait: timings.ackWait, maxAckPending: 128, maxInFlightPerTwin: 8 },
       },
       cluster: {
         name: this.name,
         redis: REDIS_URL,
-        heartbeat: TIMINGS.heartbeat,
-        deadAfter: TIMINGS.deadAfter,
-        leaseTtl: TIMINGS.leaseTtl,
+        heartbeat: timings.heartbeat,
+        deadAfter: timings.deadAfter,
+        leaseTtl: timings.leaseTtl,
       },
       log: { level: "info" },
     };
@@ -318,11 +337,14 @@ export class TestCluster {
    * A cluster for one test file: creates the keyspace (so nodes starting together do not race
    * for the schema) and a fresh ingress stream. Close it in `afterAll`.
    */
-  static async create(prefix: string): Promise<{ cluster: TestCluster; store: CassandraEventStore }> {
+  static async create(
+    prefix: string,
+    timings: Timings = TIMINGS,
+  ): Promise<{ cluster: TestCluster; store: CassandraEventStore }> {
     const store = await openStore(KEYSPACE);
     const wire = await Wire.connect();
     await wire.resetStream();
-    return { cluster: new TestCluster(prefix, wire), store };
+    return { cluster: new TestCluster(prefix, wire, timings), store };
   }
 
   /** Starts nodes `ids` (in parallel); resolves once each says it is running. */
@@ -401,7 +423,7 @@ export class TestCluster {
    * Waits until every live node sees exactly `members`, computes the ring's assignment for them,
    * and sees every shard held by its assigned node. Returns the view of the first live node.
    */
-  async settled(members: readonly string[], timeoutMs = 20_000): Promise<ClusterView> {
+  async settled(members: readonly string[], timeoutMs = 45_000): Promise<ClusterView> {
     const expected = ringAssignment(members);
     const wanted = [...members].sort();
     let last = "";
@@ -498,6 +520,8 @@ export class DeviceLoad {
   readonly acked = new Map<string, string[]>();
   /** Reports whose publish failed (the device would re-send them). */
   readonly failures: string[] = [];
+  /** The last report acknowledged to each device (what its twin's `reported` must end as). */
+  readonly last = new Map<string, { temperature: number; heating: boolean }>();
   readonly #clients: DeviceClient[];
   #running = false;
   #loops: Promise<void>[] = [];
@@ -538,9 +562,11 @@ export class DeviceLoad {
     const messageId = `${id}.${this.tag}.${seq}`;
     // 18.0 .. 22.9 °C: never an alarm (no reminders), sometimes a heating decision.
     const temperature = 18 + (this.#sent++ % 50) / 10;
+    const heating = (this.#sent + index) % 3 === 0;
     try {
-      await client.report({ temperature, heating: index % 2 === 0 }, { messageId });
+      await client.report({ temperature, heating }, { messageId });
       this.acked.get(id)!.push(messageId);
+      this.last.set(id, { temperature, heating });
     } catch (error) {
       this.failures.push(`${messageId}: ${(error as Error).message}`);
     }
@@ -635,6 +661,14 @@ export interface LogCheck {
   readonly duplicated: string[];
   /** Twins whose event sequence is not 1..N. */
   readonly gaps: string[];
+  /** Devices whose acknowledged reports were applied in another order than they were acknowledged. */
+  readonly outOfOrder: string[];
+  /**
+   * Acknowledged reports not applied although a later report of the same device was: what the
+   * twin's high-water mark drops as stale (its effect superseded). Each must be a stale drop a node
+   * counted (see {@link expectEveryReportOnce}); `missing` are the others, lost.
+   */
+  readonly superseded: string[];
 }
 
 /** Reads every twin's log and checks: every acked report present exactly once, sequences 1..N. */
@@ -645,6 +679,8 @@ export async function checkReports(
   const missing: string[] = [];
   const duplicated: string[] = [];
   const gaps: string[] = [];
+  const outOfOrder: string[] = [];
+  const superseded: string[] = [];
   let events = 0;
   let reports = 0;
   for (const [id, ids] of acked) {
@@ -664,9 +700,25 @@ export async function checkReports(
     for (const [causation, where] of seen) {
       if (where.length > 1) duplicated.push(`${causation} ×${where.length}: ${where.join(", ")}`);
     }
-    for (const messageId of ids) if (!seen.has(messageId)) missing.push(messageId);
+    const lastApplied = ids.reduce((last, messageId, i) => (seen.has(messageId) ? i : last), -1);
+    ids.forEach((messageId, i) => {
+      if (!seen.has(messageId)) (i < lastApplied ? superseded : missing).push(messageId);
+    });
+    // A device sends its next report only after the last one was acknowledged: its reports must
+    // be applied in that order.
+    const position = new Map(ids.map((messageId, i) => [messageId, i]));
+    const applied = log.flatMap((e) =>
+      e.type === "$reported" && e.causation !== undefined && position.has(e.causation) ? [e] : [],
+    );
+    for (let i = 1; i < applied.length; i++) {
+      const [a, b] = [applied[i - 1]!, applied[i]!];
+      if (position.get(a.causation!)! > position.get(b.causation!)!) {
+        outOfOrder.push(`${id}: ${b.causation} (#${b.seq}) applied after ${a.causation} (#${a.seq})`);
+        break;
+      }
+    }
   }
-  return { twins: acked.size, events, reports, missing, duplicated, gaps };
+  return { twins: acked.size, events, reports, missing, duplicated, gaps, outOfOrder, superseded };
 }
 
 /**
@@ -686,7 +738,19 @@ export async function expectEveryReportOnce(
   expect(log.missing).toEqual([]);
   expect(log.duplicated).toEqual([]);
   expect(log.gaps).toEqual([]);
+  expect(log.outOfOrder).toEqual([]);
+  expect(log.superseded.length).toBeLessThanOrEqual(await staleDrops(cluster));
   return log;
+}
+
+/**
+ * Reports the live nodes dropped as stale (at or below their twin's high-water mark) since they
+ * started: the bound for `LogCheck.superseded` (a node that was killed took its count with it,
+ * so tests that kill nodes see a lower bound).
+ */
+export async function staleDrops(cluster: TestCluster): Promise<number> {
+  const probes = await cluster.probes();
+  return probes.reduce((n, p) => n + (p.dropped?.stale ?? 0), 0);
 }
 
 /** Checks the service twins: each successful call made exactly one `setPointChanged` event. */
@@ -739,7 +803,7 @@ export function ownershipProblems(probes: readonly Probe[], members: readonly st
 export async function ownershipSettled(
   cluster: TestCluster,
   members: readonly string[],
-  timeoutMs = 10_000,
+  timeoutMs = 30_000,
 ): Promise<Probe[]> {
   let last: string[] = [];
   return eventually(
