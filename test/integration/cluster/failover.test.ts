@@ -37,7 +37,7 @@ describe("a node is killed (kill -9) while devices report", () => {
   beforeAll(async () => {
     ({ cluster, store } = await TestCluster.create("failover"));
     await Promise.all([
-      cluster.spawn(victim, { DOPPEL_IT_STALL_BEFORE_READ: stuck, DOPPEL_IT_STALL_MS: "60000" }),
+      cluster.spawn(victim, { DOPPEL_IT_STALL_IN_DRIVER: stuck, DOPPEL_IT_STALL_MS: "60000" }),
       ...survivors.map((id) => cluster.spawn(id)),
     ]);
   });
@@ -74,7 +74,7 @@ describe("a node is killed (kill -9) while devices report", () => {
         .finally(() => {
           stuckEndedAt = performance.now();
         });
-      await cluster.node(victim).saw(`STALLED before-read ${stuck}`);
+      await cluster.node(victim).saw(`STALLED in-driver ${stuck}`);
       const killedAt = performance.now();
       killedAtMs = killedAt;
       killedAtWall = Date.now();
@@ -105,10 +105,13 @@ describe("a node is killed (kill -9) while devices report", () => {
     const first = Math.min(...failover);
     const all = Math.max(...failover);
     process.stdout.write(
-      `[cluster] kill -9 of ${victim}: first write to a moved shard after ${first} ms, all ${moved.length} moved shards written after ${all} ms (declared dead after ${1000} ms, lease TTL 1500 ms)\n`,
+      `[cluster] kill -9 of ${victim}: first write to a moved shard after ${first} ms, all ${moved.length} moved shards written after ${all} ms (declared dead after ${cluster.timings.deadAfter} ms, lease TTL ${cluster.timings.leaseTtl} ms)\n`,
     );
-    expect(first).toBeLessThan(10_000);
-    expect(all).toBeLessThan(10_000);
+    // A generous outer bound (the figure is printed): death detection plus lease expiry plus
+    // whatever a loaded machine adds — not a performance threshold.
+    const bound = cluster.timings.deadAfter + cluster.timings.leaseTtl + 30_000;
+    expect(first).toBeLessThan(bound);
+    expect(all).toBeLessThan(bound);
 
     const log = await expectEveryReportOnce(cluster, store, devices);
     // Device reports of the moved shards were processed by the survivors after the kill too: the
@@ -119,10 +122,10 @@ describe("a node is killed (kill -9) while devices report", () => {
       const later = events.find((e) => e.writer.node !== victim && e.at >= killedAtWall);
       if (later) firstReport = Math.min(firstReport, later.at - killedAtWall);
     }
-    expect(firstReport).toBeLessThan(10_000);
+    expect(firstReport).toBeLessThan(bound);
     process.stdout.write(
       `[cluster] kill -9: first device report on a moved shard persisted ${firstReport} ms after the kill; ${devices.count} reports acknowledged, ${log.reports} in the log, each once; ${log.twins} twins without gaps\n`,
     );
     await devices.close();
-  });
+  }, 300_000);
 });

@@ -167,7 +167,7 @@ export class Wire {
   }
 
   /** Waits until every stored device message has been persisted and acknowledged. */
-  async streamDrained(timeoutMs = 30_000): Promise<void> {
+  async streamDrained(timeoutMs = 120_000): Promise<void> {
     await eventually(
       async () => ((await this.streamMessages()) === 0 ? true : undefined),
       "the ingress stream to drain",
