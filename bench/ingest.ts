@@ -83,7 +83,12 @@ async function startNode(
       "--log-level",
       "warn",
     ],
-    { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] },
+    {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "inherit"],
+      // Configured by its flags alone: DOPPEL_REDIS/CASSANDRA in the shell would make it a cluster node.
+      env: Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("DOPPEL_"))),
+    },
   );
   await new Promise<void>((resolve, reject) => {
     let out = "";

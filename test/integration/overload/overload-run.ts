@@ -124,7 +124,12 @@ async function startNode(options: OverloadOptions, dir: string): Promise<NodePro
     ["--conditions=source", "--import", "tsx", CLI, "start", "--config", file],
     {
       cwd: REPO,
-      env: { ...process.env, DOPPEL_TRACES: "off" },
+      // The node is configured by its file alone: the test's DOPPEL_NATS/REDIS/CASSANDRA (which
+      // the CLI reads, and which override a config file) must not turn it into a cluster node.
+      env: {
+        ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("DOPPEL_"))),
+        DOPPEL_TRACES: "off",
+      },
       stdio: ["ignore", "pipe", "pipe"],
     },
   );
