@@ -79,6 +79,8 @@ export interface OverloadFigures {
   readonly missing: number;
   /** Device reports not applied because a later report of the same device was (stamped, stale). */
   readonly superseded: number;
+  /** Up to 10 of the missing reports (twin, message id), for diagnosis. */
+  readonly missingExamples: readonly string[];
   /** Milliseconds from the end of the overload until every acknowledged report was present. */
   readonly settleMs: number;
 }
@@ -423,12 +425,18 @@ export async function runOverload(options: OverloadOptions): Promise<OverloadFig
     };
     let missing = Number.POSITIVE_INFINITY;
     let superseded = 0;
+    let missingExamples: string[] = [];
     for (;;) {
       missing = 0;
       superseded = 0;
+      missingExamples = [];
+      const miss = (what: string) => {
+        missing++;
+        if (missingExamples.length < 10) missingExamples.push(what);
+      };
       for (const [id, messageIds] of acked) {
         const seen = await causations(id);
-        for (const messageId of messageIds) if (!seen.has(messageId)) missing++;
+        for (const messageId of messageIds) if (!seen.has(messageId)) miss(`${id} ${messageId}`);
       }
       for (const [id, reports] of deviceAcked) {
         const seen = await causations(id);
@@ -437,11 +445,14 @@ export async function runOverload(options: OverloadOptions): Promise<OverloadFig
         for (const r of reports) {
           if (seen.has(r.messageId)) continue;
           if (r.k < newest) superseded++;
-          else missing++;
+          else miss(`${id} ${r.messageId}`);
         }
         const last = reports.reduce((a, b) => (b.k > a.k ? b : a));
         const view = await reader.getTwin({ type: "thermostat", id });
-        if (view.reported["temperature"] !== last.temperature) missing++;
+        if (view.reported["temperature"] !== last.temperature)
+          miss(
+            `${id} ends at ${String(view.reported["temperature"])}, last report ${last.messageId} said ${last.temperature}`,
+          );
       }
       if (missing === 0 || Date.now() > settleUntil) break;
       log(`${missing} acknowledged reports not applied yet`);
@@ -472,6 +483,7 @@ export async function runOverload(options: OverloadOptions): Promise<OverloadFig
         [...acked.values()].reduce((sum, set) => sum + set.size, 0) +
         [...deviceAcked.values()].reduce((sum, list) => sum + list.length, 0),
       superseded,
+      missingExamples,
       missing,
       settleMs,
     };
