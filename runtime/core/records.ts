@@ -108,6 +108,11 @@ export interface TelemetrySample {
   readonly ref: TwinRef;
   readonly at: number;
   readonly metrics: Readonly<Record<string, number>>;
+  /**
+   * Idempotency key (e.g. `<message id>/<index in the message>`): a sample appended again with the
+   * same key and time is stored once (a redelivered telemetry message makes no second row).
+   */
+  readonly key?: string;
 }
 
 /** A page of views. */

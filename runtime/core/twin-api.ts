@@ -97,7 +97,7 @@ export interface TwinApi {
   /** Records telemetry samples (kept apart from state events). */
   recordTelemetry(
     ref: TwinRef,
-    samples: readonly { at: number; metrics: Readonly<Record<string, number>> }[],
+    samples: readonly { at: number; metrics: Readonly<Record<string, number>>; key?: string }[],
   ): Promise<void>;
   /** Reads telemetry, raw or downsampled. */
   telemetry(ref: TwinRef, query: TelemetryQuery): Promise<TelemetrySample[]>;

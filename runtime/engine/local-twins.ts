@@ -232,7 +232,7 @@ export class LocalTwins implements TwinApi {
 
   async recordTelemetry(
     ref: TwinRef,
-    samples: readonly { at: number; metrics: Readonly<Record<string, number>> }[],
+    samples: readonly { at: number; metrics: Readonly<Record<string, number>>; key?: string }[],
   ): Promise<void> {
     const checked = this.#ref(ref);
     const checkedSamples: TelemetrySample[] = samples.map((sample, i) => {
@@ -245,7 +245,8 @@ export class LocalTwins implements TwinApi {
           throw new InvalidArgument(`telemetry sample ${i}: metric '${name}' must be a finite number`);
         }
       }
-      return { ref: checked, at: sample.at, metrics: metrics as Record<string, number> };
+      const base = { ref: checked, at: sample.at, metrics: metrics as Record<string, number> };
+      return typeof sample.key === "string" && sample.key.length > 0 ? { ...base, key: sample.key } : base;
     });
     if (checkedSamples.length > 0) await this.engine.store.appendTelemetry(checkedSamples);
   }

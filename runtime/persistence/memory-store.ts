@@ -164,6 +164,8 @@ export class MemoryEventStore implements EventStore {
     for (const sample of samples) {
       const key = refKey(sample.ref);
       const series = this.#telemetry.get(key) ?? [];
+      if (sample.key !== undefined && series.some((s) => s.key === sample.key && s.at === sample.at))
+        continue;
       series.push(sample);
       this.#telemetry.set(key, series);
     }

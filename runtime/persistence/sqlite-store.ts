@@ -15,6 +15,7 @@
  * else with `Internal`. Nothing untyped escapes.
  */
 
+import { createHash } from "node:crypto";
 import Database from "better-sqlite3";
 import { ConcurrencyConflict, DoppelError, Internal, InvalidArgument, Unavailable } from "../core/errors.ts";
 import { refKey, type TwinRef } from "../core/ids.ts";
@@ -208,6 +209,10 @@ function prepareStatements(db: Database.Database) {
         VALUES (?, ?, ?, (SELECT coalesce(max(sample_no) + 1, 0) FROM telemetry
                            WHERE twin_type = ? AND twin_id = ? AND at = ?), ?)`,
     ),
+    // A keyed sample's number is derived from its key (above 2^32, clear of counted ones): stored once.
+    insertKeyedTelemetry: db.prepare<[string, string, number, number, string], unknown>(
+      `INSERT OR IGNORE INTO telemetry (twin_type, twin_id, at, sample_no, metrics) VALUES (?, ?, ?, ?, ?)`,
+    ),
     telemetry: db.prepare<[string, string, number, number, number], TelemetryRow>(
       `SELECT at, metrics FROM telemetry WHERE twin_type = ? AND twin_id = ? AND at >= ? AND at < ?
         ORDER BY at, sample_no LIMIT ?`,
@@ -370,7 +375,20 @@ export class SqliteEventStore implements EventStore {
     this.#appendSamples = db.transaction((samples: readonly TelemetrySample[]) => {
       for (const sample of samples) {
         const { type, id } = sample.ref;
-        this.#s.insertTelemetry.run(type, id, sample.at, type, id, sample.at, JSON.stringify(sample.metrics));
+        if (sample.key !== undefined) {
+          const no = sampleNumberOf(sample.key);
+          this.#s.insertKeyedTelemetry.run(type, id, sample.at, no, JSON.stringify(sample.metrics));
+        } else {
+          this.#s.insertTelemetry.run(
+            type,
+            id,
+            sample.at,
+            type,
+            id,
+            sample.at,
+            JSON.stringify(sample.metrics),
+          );
+        }
       }
     }).immediate;
     // One read transaction, so the snapshot, events and quarantine mark are one consistent picture.
@@ -599,6 +617,12 @@ export class SqliteEventStore implements EventStore {
     const message = error instanceof Error ? error.message : String(error);
     return new Internal(`${this.#label}: ${operation} failed: ${message}`, { operation }, { cause: error });
   }
+}
+
+/** A sample number from an idempotency key: 2^32 + 48 bits of its SHA-256 (a safe integer). */
+function sampleNumberOf(key: string): number {
+  const digest = createHash("sha256").update(key).digest();
+  return 2 ** 32 + digest.readUIntBE(0, 6);
 }
 
 function decodeSnapshot(row: SnapshotRow): TwinSnapshot {

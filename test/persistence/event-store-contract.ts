@@ -826,6 +826,19 @@ export function describeEventStoreContract(
     });
 
     describe("telemetry", () => {
+      it("stores a keyed sample once however often it is appended; unkeyed samples at one ms are all kept", async () => {
+        const ref = twin();
+        const keyed: TelemetrySample = { ref, at: 500, metrics: { v: 1 }, key: "msg-1/0" };
+        await store.appendTelemetry([keyed]);
+        await store.appendTelemetry([keyed, { ...keyed, key: "msg-1/1", metrics: { v: 2 } }]);
+        await store.appendTelemetry([
+          { ref, at: 500, metrics: { v: 1 } },
+          { ref, at: 500, metrics: { v: 1 } },
+        ]);
+        const read = await store.readTelemetry(ref, { since: 0, until: 1000, limit: 100 });
+        expect(read.map((s) => s.metrics["v"]).sort()).toEqual([1, 1, 1, 2]);
+      });
+
       it("readTelemetry returns samples in [since, until), ascending, at most limit, of one twin only", async () => {
         const ref = twin();
         const other = twin(ref.id);

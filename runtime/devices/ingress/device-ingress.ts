@@ -84,6 +84,11 @@ export interface ProcessOptions {
   readonly headers?: Headers;
   /** Epoch ms after which the node stops waiting for the twin (the message is retried later). */
   readonly deadline?: number;
+  /**
+   * When the message was received for good (a JetStream message: when the stream stored it), the
+   * time of telemetry samples without `at`, so a redelivery gives them the same time.
+   */
+  readonly receivedAt?: number;
 }
 
 const QUEUE = "doppel-ingress";
@@ -228,7 +233,12 @@ export class DeviceIngress {
         }
         case DeviceChannel.Telemetry: {
           const body = decodeTelemetry(data, encoding, this.limits);
-          await this.api.recordTelemetry(ref, parseTelemetry(body, this.now()));
+          const samples = parseTelemetry(body, options.receivedAt ?? this.now());
+          // Keyed by message: a redelivered or re-sent telemetry message stores its samples once.
+          await this.api.recordTelemetry(
+            ref,
+            messageId === undefined ? samples : samples.map((s, i) => ({ ...s, key: `${messageId}/${i}` })),
+          );
           this.stats.applied++;
           return { reply: { ok: true }, rejected: false, retry: false, encoding, channel };
         }

@@ -422,7 +422,11 @@ export class JetStreamIngress {
     }
     // Give up waiting on the twin well before the server would redeliver anyway.
     const deadline = Date.now() + Math.max(1000, this.consumer.ackWaitMs - 5000);
-    const processed = await this.ingress.process(subject, msg.data, messageId, { headers, deadline });
+    const processed = await this.ingress.process(subject, msg.data, messageId, {
+      headers,
+      deadline,
+      receivedAt: msg.time.getTime(),
+    });
     try {
       if (processed.retry) {
         this.stats.retried++;

@@ -15,6 +15,7 @@
  * map per sample, and CQL can only aggregate columns grouped by clustering prefix, not map values
  * by time interval — pushing it down would mean a row per metric, multiplying every write.
  */
+import { createHash } from "node:crypto";
 import cassandra from "cassandra-driver";
 import { refKey, type TwinRef } from "../../core/ids.ts";
 import type { TelemetrySample } from "../../core/records.ts";
@@ -23,6 +24,11 @@ import { telemetryWindow } from "./buckets.ts";
 import { cqlLimit, decodeSample, toNumber } from "./rows.ts";
 import type { Bound, CassandraSession } from "./session.ts";
 import type { Statements } from "./statements.ts";
+
+/** The sample id of a keyed sample: its key's SHA-256, first 16 bytes (the same key, the same row). */
+function keyedUuid(key: string): InstanceType<typeof cassandra.types.Uuid> {
+  return new cassandra.types.Uuid(createHash("sha256").update(key).digest().subarray(0, 16));
+}
 
 /** Most samples in one batch (all of one partition). */
 const BATCH_ROWS = 200;
@@ -56,7 +62,7 @@ export class TelemetrySeries {
           sample.ref.id,
           window,
           sample.at,
-          cassandra.types.Uuid.random(),
+          sample.key === undefined ? cassandra.types.Uuid.random() : keyedUuid(sample.key),
           { ...sample.metrics },
         ],
       });
