@@ -183,7 +183,7 @@ describe("cassandra store: large commits", () => {
     const firstGroup = plan.eventGroups[0]!;
     await raw.batch(
       firstGroup.map((n) => ({
-        query: `INSERT INTO ${KS}.events (twin_type, twin_id, bucket, seq, commit_id, event_type, data, at, causation, writer_node, writer_epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        query: `INSERT INTO ${KS}.events (twin_type, twin_id, bucket, seq, commit_id, event_type, data, at, causation, writer_node, writer_epoch, principal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         params: n.params as unknown[],
       })),
       { prepare: true, logged: false },
