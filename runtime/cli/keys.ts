@@ -103,7 +103,10 @@ export function createKeyCommand(
     return;
   }
   out(key);
-  out(`(key ${record.id}: ${record.scopes.join(",")}; shown once — only its hash is kept in ${flags.file})`);
+  // On stderr, so that KEY=$(doppel keys create ...) captures the key alone.
+  process.stderr.write(
+    `(key ${record.id}: ${record.scopes.join(",")}; shown once — only its hash is kept in ${flags.file})\n`,
+  );
 }
 
 export function listKeysCommand(flags: KeysFlags, out: Out): void {
