@@ -60,6 +60,21 @@ export interface Accounting {
   wrongFinal: number;
 }
 
+/** Reads every device's twin log, and counts the twins that are quarantined. */
+export async function readLogs(
+  runs: readonly DeviceRun[],
+  history: (ref: TwinRef) => Promise<EventRecord[]>,
+  isQuarantined: (ref: TwinRef) => Promise<boolean>,
+): Promise<{ logs: Map<string, EventRecord[]>; quarantined: number }> {
+  const logs = new Map<string, EventRecord[]>();
+  let quarantined = 0;
+  for (const run of runs) {
+    logs.set(`${run.ref.type}/${run.ref.id}`, await history(run.ref));
+    if (await isQuarantined(run.ref)) quarantined++;
+  }
+  return { logs, quarantined };
+}
+
 /** Counts, for each device, its acknowledged values against its twin's `$reported` events. */
 export function account(
   runs: readonly DeviceRun[],

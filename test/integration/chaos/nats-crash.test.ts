@@ -1,7 +1,6 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { EventRecord } from "doppel";
 import { DeviceClient } from "doppel/device";
 import { DoppelNode, MemoryEventStore } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -10,7 +9,7 @@ import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { Pump } from "../../../twins/pump.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
 import { eventually } from "../nats/harness.ts";
-import { account, type DeviceRun, reportUntil } from "./exactly-once.ts";
+import { account, type DeviceRun, readLogs, reportUntil } from "./exactly-once.ts";
 import { type OwnNats, startOwnNats } from "./own-nats.ts";
 
 const DEVICES = 10;
@@ -96,12 +95,11 @@ describe("kill -9 of nats-server under load", () => {
         "every twin at its device's last report",
         90_000,
       );
-      const logs = new Map<string, EventRecord[]>();
-      let quarantined = 0;
-      for (const run of runs) {
-        logs.set(`${run.ref.type}/${run.ref.id}`, await node.twins.history(run.ref, { limit: 10_000 }));
-        if ((await store.loadTwin(run.ref)).quarantine !== undefined) quarantined++;
-      }
+      const { logs, quarantined } = await readLogs(
+        runs,
+        (ref) => node.twins.history(ref, { limit: 10_000 }),
+        async (ref) => (await store.loadTwin(ref)).quarantine !== undefined,
+      );
       const result = account(runs, logs, finals);
       const resent = runs.reduce((n, r) => n + r.resent, 0);
       const redelivered = node.devices.durable?.stats.redelivered ?? 0;

@@ -3,7 +3,6 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { EventRecord } from "doppel";
 import { DeviceClient } from "doppel/device";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SqliteEventStore } from "../../../runtime/persistence/sqlite-store.ts";
@@ -16,7 +15,7 @@ import {
   streamMessages,
   TEST_SHARDS,
 } from "../nats/harness.ts";
-import { account, type DeviceRun } from "./exactly-once.ts";
+import { account, type DeviceRun, readLogs } from "./exactly-once.ts";
 
 const FIXTURE = fileURLToPath(new URL("../nats/fixtures/crash-node.ts", import.meta.url));
 const DEVICES = 10;
@@ -102,9 +101,10 @@ describe("kill -9 of a node with a backlog in the stream", () => {
       const backlog = await streamMessages();
       expect(backlog).toBeGreaterThan(0);
 
-      store = new SqliteEventStore({ path: db });
+      const successorStore = new SqliteEventStore({ path: db });
+      store = successorStore;
       successor = await startNatsNode({
-        store,
+        store: successorStore,
         config: { nodeId: "successor", nats: { servers: natsUrl(), consumer: { ackWait: "1s" } } },
       });
       // One final report per device.
@@ -131,12 +131,11 @@ describe("kill -9 of a node with a backlog in the stream", () => {
         "the stream drained",
         60_000,
       );
-      const logs = new Map<string, EventRecord[]>();
-      let quarantined = 0;
-      for (const run of runs) {
-        logs.set(`${run.ref.type}/${run.ref.id}`, await node.twins.history(run.ref, { limit: 10_000 }));
-        if ((await store.loadTwin(run.ref)).quarantine !== undefined) quarantined++;
-      }
+      const { logs, quarantined } = await readLogs(
+        runs,
+        (ref) => node.twins.history(ref, { limit: 10_000 }),
+        async (ref) => (await successorStore.loadTwin(ref)).quarantine !== undefined,
+      );
       const result = account(runs, logs, finals);
       console.log(JSON.stringify({ scenario: "node-kill-9 with backlog", backlog, ...result, quarantined }));
       expect(result.acknowledged).toBe(DEVICES * (BURST + 1));
