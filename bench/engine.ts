@@ -2,18 +2,35 @@
  * Engine bench: turns per second through the engine on the in-memory store, beside a bare
  * baseline (the same twin handler and fold called directly, no engine), and heap bytes per
  * resident idle thermostat at 100k and 1M twins, split into the twin's own state and the
- * runtime's overhead.
+ * runtime's overhead. Engine and baseline run interleaved, round by round, in one process.
  *
  *   npm run bench:engine            (BENCH_QUICK=1 for a short run)
  */
 
 import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { toMillis } from "../runtime/core/duration.ts";
+import type { TwinRef } from "../runtime/core/ids.ts";
+import type { Json, JsonObject } from "../runtime/core/json.ts";
+import {
+  bindTwin,
+  type Reminder,
+  type Twin,
+  type TwinBinding,
+  type TwinEvent,
+  type When,
+} from "../runtime/core/twin.ts";
 import { DoppelNode } from "../runtime/node/node.ts";
 import { silentLogger } from "../runtime/observability/logger.ts";
 import type { EventStore } from "../runtime/persistence/event-store.ts";
 import { MemoryEventStore } from "../runtime/persistence/memory-store.ts";
-import { Thermostat } from "../twins/thermostat.ts";
+import { applyDesired, applyReported, computeDelta } from "../runtime/shadow/shadow.ts";
+import {
+  Thermostat,
+  type ThermostatEvent,
+  type ThermostatReported,
+  type ThermostatState,
+} from "../twins/thermostat.ts";
 import { histogram, note, percentiles, report, settledHeap } from "./lib.ts";
 
 const quick = process.env["BENCH_QUICK"] === "1";
@@ -63,9 +80,11 @@ async function startNode(store: EventStore, maxResident: number): Promise<Doppel
   );
 }
 
-/** Reports into `twins` thermostats with `concurrency` in flight, `total` turns. */
-async function turns(twins: number, total: number, concurrency: number) {
-  const node = await startNode(new MemoryEventStore(), twins * 2);
+/** What one side of the turns bench does per report: the engine's `twins.report`, or the same-work baseline's. */
+type Report = (id: string, patch: JsonObject) => Promise<unknown>;
+
+/** Drives `total` reports into `twins` thermostats with `concurrency` in flight; the same driver for both sides. */
+async function drive(report: Report, twins: number, total: number, concurrency: number) {
   const latency = histogram();
   let next = 0;
   const started = performance.now();
@@ -74,38 +93,164 @@ async function turns(twins: number, total: number, concurrency: number) {
       while (next < total) {
         const i = next++;
         const t0 = performance.now();
-        await node.twins.report({ type: "thermostat", id: `t${i % twins}` }, { temperature: 15 + (i % 20) });
+        // Each pass over the twins moves the temperature one step (15–34 °C): heating turns on and off,
+        // and above 30 °C the alarm is raised (a reminder set) and later cleared (cancelled).
+        await report(`t${i % twins}`, { temperature: 15 + (Math.floor(i / twins) % 20) });
         latency.recordValue(Math.max(1, Math.round((performance.now() - t0) * 1000)));
       }
     }),
   );
   const seconds = (performance.now() - started) / 1000;
-  await node.stop();
-  return {
-    turnsPerSecond: Math.round(total / seconds),
-    latencyMs: percentiles(latency),
+  return { turnsPerSecond: Math.round(total / seconds), latencyMs: percentiles(latency) };
+}
+
+/** One engine round: a fresh node on the in-memory store (so every twin is activated once, as on the baseline). */
+async function engineRound(twins: number, total: number, concurrency: number) {
+  const node = await startNode(new MemoryEventStore(), twins * 2);
+  const result = await drive(
+    (id, patch) => node.twins.report({ type: "thermostat", id }, patch),
     twins,
     total,
     concurrency,
+  );
+  await node.stop();
+  return result;
+}
+
+/**
+ * The same work written by hand, without the engine: per report the Thermostat class's reported
+ * schema validates the patch, the shadow merge folds it into reported (clearing met desired
+ * leaves), the twin's own `onReported` runs against a plain binding whose `emit` folds events with
+ * the class's `apply` and whose `setDesired` merges desired, and every event (the report's
+ * `$reported` and what the handler emits) is appended to the twin's in-memory log. What it leaves
+ * out is exactly the engine: mailboxes, activation through the store, turn isolation (a throwing
+ * handler's events are dropped), group commit, size bounds, duplicate/stale checks, spans, metrics.
+ */
+class HandWrittenTwin implements TwinBinding {
+  state: object;
+  reported: JsonObject = {};
+  desired: JsonObject = {};
+  readonly log: { seq: number; type: string; data: JsonObject; at: number }[] = [];
+  readonly twin = new Thermostat();
+  #reminders: { name: string; dueAt: number; payload: JsonObject }[] = [];
+
+  constructor(readonly ref: TwinRef) {
+    bindTwin(this.twin as unknown as Twin<object, TwinEvent, object>, this);
+    this.state = this.twin.initialState();
+  }
+
+  get delta(): JsonObject {
+    return computeDelta(this.desired, this.reported);
+  }
+  get version(): number {
+    return this.log.length;
+  }
+  now(): number {
+    return Date.now();
+  }
+  #append(type: string, data: JsonObject): void {
+    this.log.push({ seq: this.log.length + 1, type, data, at: Date.now() });
+  }
+  report(patch: JsonObject): void {
+    const parsed = Thermostat.reported.safeParse(patch);
+    if (!parsed.success) throw new Error(parsed.error.message);
+    const stored = parsed.data as JsonObject;
+    this.#append("$reported", { type: "$reported", patch: stored });
+    ({ reported: this.reported, desired: this.desired } = applyReported(this, stored));
+    this.twin.onReported(stored as ThermostatReported);
+  }
+  emit(event: TwinEvent): void {
+    this.#append(event.type, event as unknown as JsonObject);
+    this.state = this.twin.apply(this.state as ThermostatState, event as ThermostatEvent);
+  }
+  setDesired(patch: JsonObject): void {
+    this.#append("$desired", { type: "$desired", patch });
+    ({ reported: this.reported, desired: this.desired } = applyDesired(this, patch));
+  }
+  // Reports above 30 °C raise the alarm, which sets (and on cooling cancels) a reminder: kept in memory.
+  schedule(name: string, when: When, payload: JsonObject): void {
+    const dueAt = "at" in when ? Number(when.at) : Date.now() + toMillis(when.after);
+    this.#append("$reminder.set", { type: "$reminder.set", name, dueAt, payload });
+    this.#reminders = [...this.#reminders.filter((r) => r.name !== name), { name, dueAt, payload }];
+  }
+  cancel(name: string): void {
+    if (!this.#reminders.some((r) => r.name === name)) return;
+    this.#append("$reminder.cancelled", { type: "$reminder.cancelled", name });
+    this.#reminders = this.#reminders.filter((r) => r.name !== name);
+  }
+  reminders(): readonly Reminder[] {
+    return this.#reminders.map((r) => ({ ...r, dueAt: new Date(r.dueAt) }));
+  }
+  call(): Promise<unknown> {
+    return Promise.reject(new Error("not in the baseline"));
+  }
+  sendToDevice(): Promise<Json> {
+    return Promise.reject(new Error("not in the baseline"));
+  }
+}
+
+/** One baseline round: twins created on first report, the work done inline, each report answered by a settled promise. */
+async function baselineRound(twins: number, total: number, concurrency: number) {
+  const resident = new Map<string, HandWrittenTwin>();
+  const report: Report = async (id, patch) => {
+    let twin = resident.get(id);
+    if (!twin) {
+      twin = new HandWrittenTwin({ type: "thermostat", id });
+      resident.set(id, twin);
+    }
+    twin.report(patch);
+  };
+  const result = await drive(report, twins, total, concurrency);
+  const events = [...resident.values()].reduce((n, t) => n + t.log.length, 0);
+  return { ...result, events };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** Median, min, max and (max − min) / median of one side's per-round figures. */
+function summary(values: number[]) {
+  const m = median(values);
+  return {
+    median: Math.round(m * 1000) / 1000,
+    min: Math.min(...values),
+    max: Math.max(...values),
+    spread: Math.round(((Math.max(...values) - Math.min(...values)) / m) * 1000) / 1000,
   };
 }
 
-/** The same work with no engine: validate the patch, run the handler logic via fold, nothing else. */
-function bareBaseline(twins: number, total: number) {
-  const instances = Array.from({ length: twins }, () => new Thermostat());
-  const states = instances.map((t) => t.initialState());
-  const started = performance.now();
-  for (let i = 0; i < total; i++) {
-    const k = i % twins;
-    const temperature = 15 + (i % 20);
-    Thermostat.reported.parse({ temperature });
-    const heating = temperature < states[k]!.setPoint - 0.5;
-    if (heating !== states[k]!.heatingDemand) {
-      states[k] = instances[k]!.apply(states[k]!, { type: "heatingDecided", heating, temperature });
-    }
+/** Engine and baseline rounds interleaved (A B A B ...) in one process, after one warm-up round of each. */
+async function turns(twins: number, total: number, concurrency: number, rounds: number) {
+  await engineRound(twins, Math.min(total, 20_000), concurrency);
+  await baselineRound(twins, Math.min(total, 20_000), concurrency);
+  const engine: Awaited<ReturnType<typeof engineRound>>[] = [];
+  const baseline: Awaited<ReturnType<typeof baselineRound>>[] = [];
+  for (let r = 0; r < rounds; r++) {
+    engine.push(await engineRound(twins, total, concurrency));
+    baseline.push(await baselineRound(twins, total, concurrency));
+    note(
+      `  round ${r + 1}: engine ${engine.at(-1)!.turnsPerSecond} turns/s p99 ${engine.at(-1)!.latencyMs.p99} ms; baseline ${baseline.at(-1)!.turnsPerSecond} turns/s p99 ${baseline.at(-1)!.latencyMs.p99} ms`,
+    );
   }
-  const seconds = (performance.now() - started) / 1000;
-  return { turnsPerSecond: Math.round(total / seconds) };
+  const side = (runs: { turnsPerSecond: number; latencyMs: ReturnType<typeof percentiles> }[]) => ({
+    turnsPerSecond: summary(runs.map((r) => r.turnsPerSecond)),
+    p50Ms: summary(runs.map((r) => r.latencyMs.p50)),
+    p99Ms: summary(runs.map((r) => r.latencyMs.p99)),
+    rounds: runs,
+  });
+  const ratios = engine.map((e, i) => e.turnsPerSecond / baseline[i]!.turnsPerSecond);
+  return {
+    twins,
+    total,
+    concurrency,
+    rounds,
+    engine: side(engine),
+    baseline: { ...side(baseline), eventsPerRound: baseline[0]?.events },
+    engineVsBaseline: summary(ratios.map((x) => Math.round(x * 1000) / 1000)),
+  };
 }
 
 /** Heap per resident idle thermostat, with its own state measured apart. */
@@ -157,9 +302,8 @@ if (phase === "memory") {
 } else if (phase === "turns") {
   const twins = Number(process.argv[3]);
   const total = Number(process.argv[4]);
-  const engine = await turns(twins, total, 512);
-  const baseline = bareBaseline(twins, total);
-  process.stdout.write(`${JSON.stringify({ engine, baseline })}\n`);
+  const rounds = Number(process.argv[5]);
+  process.stdout.write(`${JSON.stringify(await turns(twins, total, 512, rounds))}\n`);
 } else {
   const run = (args: string[]): Record<string, unknown> => {
     const out = execFileSync(
@@ -185,22 +329,23 @@ if (phase === "memory") {
   }
   const turnTwins = quick ? 1000 : 10_000;
   const turnTotal = quick ? 50_000 : 400_000;
-  note(`turns: ${turnTotal} reports over ${turnTwins} twins...`);
-  const { engine, baseline } = run(["turns", String(turnTwins), String(turnTotal)]) as {
-    engine: Awaited<ReturnType<typeof turns>>;
-    baseline: ReturnType<typeof bareBaseline>;
-  };
+  const rounds = quick ? 3 : 5;
   note(
-    `  ${engine.turnsPerSecond} turns/s, p99 ${engine.latencyMs.p99} ms; bare ${baseline.turnsPerSecond} turns/s`,
+    `turns: ${turnTotal} reports over ${turnTwins} twins, ${rounds} rounds of engine and baseline interleaved...`,
+  );
+  const result = run(["turns", String(turnTwins), String(turnTotal), String(rounds)]) as Awaited<
+    ReturnType<typeof turns>
+  >;
+  note(
+    `  median engine ${result.engine.turnsPerSecond.median} turns/s, baseline ${result.baseline.turnsPerSecond.median} turns/s, ratio ${result.engineVsBaseline.median}`,
   );
   report("engine", {
-    command: "npm run bench:engine",
-    turns: { ...engine, store: "memory" },
-    bareBaseline: baseline,
-    engineVsBare: Math.round((engine.turnsPerSecond / baseline.turnsPerSecond) * 1000) / 1000,
+    command: quick ? "BENCH_QUICK=1 npm run bench:engine" : "npm run bench:engine",
+    turns: { ...result, store: "memory" },
+    engineVsBaseline: result.engineVsBaseline.median,
     residentMemory: memory,
     targetOverheadBytes: 1024,
     notes:
-      "bare baseline = the same schema validation and fold called directly, no engine; heap per twin = (heap with N resident idle thermostats − heap before) / N; own state = the same state, reported and desired objects held alone",
+      "baseline = the same Thermostat class's schema, onReported and apply, the same shadow merge, every event appended to an in-memory log, called directly (no mailboxes, activation, group commit); rounds interleaved engine, baseline, engine, ... after one warm-up round each; spread = (max - min) / median; heap per twin = (heap with N resident idle thermostats − heap before) / N; own state = the same state, reported and desired objects held alone",
   });
 }
