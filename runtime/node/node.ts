@@ -23,7 +23,7 @@ import type { DeviceIngress } from "../devices/ingress/device-ingress.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { LocalTwins } from "../engine/local-twins.ts";
 import { createLogger, type Logger } from "../observability/logger.ts";
-import { NodeMetrics } from "../observability/metrics.ts";
+import { type DeviceAuthCounts, NodeMetrics } from "../observability/metrics.ts";
 import { installTracing } from "../observability/tracing.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 import { relayChanges } from "../routing/change-relay.ts";
@@ -145,7 +145,14 @@ export class DoppelNode {
       if (parts.store === undefined) opened.push(() => store.close());
       let engineRef: Engine | undefined;
       const admission = new Admission(clock, config.admission);
-      const metrics = startMetrics(config, id, () => engineRef, admission);
+      let devicesRef: DeviceLink | undefined;
+      const metrics = startMetrics(
+        config,
+        id,
+        () => engineRef,
+        admission,
+        () => devicesRef?.auth?.stats,
+      );
       opened.push(() => metrics.stop());
       const cluster = await openClusterParts(config, parts.cluster, id, logger, (outcome) =>
         metrics.metrics.leaseRenewals.add(1, { outcome }),
@@ -194,6 +201,7 @@ export class DoppelNode {
       engine.start();
       opened.push(() => engine.stop());
       const devices = await startDevices(wiring, ownership);
+      devicesRef = devices;
       coordinator?.setConsumers(devices);
 
       node = new DoppelNode(
@@ -392,9 +400,11 @@ function startMetrics(
   id: string,
   engine: () => Engine | undefined,
   admission: Admission,
+  deviceAuth: () => DeviceAuthCounts | undefined,
 ): NodeMetrics {
   return new NodeMetrics(id, {
     admission: (workClass) => admission.stats(workClass),
+    deviceAuth,
     residentTwins: () => engine()?.catalog.size ?? 0,
     mailboxDepth: () => engine()?.catalog.mailboxDepth() ?? 0,
     shardsOwned: () => {

@@ -56,6 +56,16 @@ export interface GaugeSources {
   shardsOwned(): number;
   /** Admission control's counters of a class, when the node has admission control. */
   admission?(workClass: WorkClass): Readonly<ClassStats> | undefined;
+  /** The device auth callout's counters, when the node runs it (`nats.deviceAuth`). */
+  deviceAuth?(): Readonly<DeviceAuthCounts> | undefined;
+}
+
+/** What the device auth callout counts (the shape of its stats, read at scrape time). */
+export interface DeviceAuthCounts {
+  allowed: number;
+  refused: Readonly<Record<string, number>>;
+  invalid: number;
+  kicked: number;
 }
 
 const WORK_CLASSES: readonly WorkClass[] = ["grpc", "device", "node", "watch"];
@@ -161,6 +171,19 @@ export class NodeMetrics {
           const stats = gauges.admission?.(workClass);
           if (stats) result.observe(stats.inFlight, { class: workClass });
         }
+      });
+    meter
+      .createObservableCounter("doppel_device_auth_total", {
+        description: "device connections checked by the auth callout, by outcome (refused by reason)",
+      })
+      .addCallback((result) => {
+        const stats = gauges.deviceAuth?.();
+        if (!stats) return;
+        result.observe(stats.allowed, { outcome: "allowed" });
+        for (const [reason, n] of Object.entries(stats.refused))
+          result.observe(n, { outcome: "refused", reason });
+        result.observe(stats.invalid, { outcome: "invalid" });
+        result.observe(stats.kicked, { outcome: "kicked" });
       });
     const counts = this.counts;
     meter

@@ -73,6 +73,7 @@ describe("device credentials through the NATS auth callout", () => {
         dataDir: dir,
         store: { kind: "memory" },
         grpc: { listen: "127.0.0.1:0" },
+        metrics: { listen: "127.0.0.1:0" },
         shards: 4,
         log: { level: "silent" },
         // A bucket that does not refill within the test: 20 messages per device, then refused.
@@ -325,6 +326,12 @@ describe("device credentials through the NATS auth callout", () => {
     expect(stats?.refused.malformed).toBeGreaterThanOrEqual(1);
     expect(stats?.refused["no-credential"]).toBeGreaterThanOrEqual(1);
     expect(stats?.refused["unsupported-credential"]).toBeGreaterThanOrEqual(1);
+    // The operator sees the same counts on /metrics.
+    const scraped = await (await fetch(`http://${node.metricsAddress}/metrics`)).text();
+    expect(scraped).toMatch(
+      /doppel_device_auth_total\{[^}]*outcome="refused"[^}]*reason="wrong-secret"[^}]*\} [1-9]/,
+    );
+    expect(scraped).toMatch(/doppel_device_auth_total\{[^}]*outcome="allowed"[^}]*\} [1-9]/);
     // Still serving: a good device connects and its report is applied.
     const { nc } = await rawConnect({ user: "thermostat/b1", pass: secrets.get("thermostat/b1") });
     nc.publish(
