@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 /**
  * How a node reaches its devices, chosen once at start-up from the configuration:
  *
@@ -126,6 +127,7 @@ export async function startDeviceLink(options: {
       durable = new JetStreamIngress(natsTransport, ingress, options.shardCount, logger, {
         stream: nats.stream,
         consumer: nats.consumer,
+        consumerName: `ingress-${options.nodeId.replace(/[^A-Za-z0-9_-]/g, "_")}-${randomUUID().slice(0, 8)}`,
         maxInFlightPerTwin: nats.maxInFlightPerTwin,
         twins: options.twins,
         owns: (shard) => {

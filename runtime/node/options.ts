@@ -139,15 +139,15 @@ const natsSchema = z
       }),
     consumer: z
       .object({
-        /** Unacknowledged messages per shard before the server stops delivering (backpressure). */
-        maxAckPending: z.number().int().min(1).max(100_000).default(128),
+        /** Unacknowledged messages per node before the server stops delivering (backpressure). */
+        maxAckPending: z.number().int().min(1).max(100_000).default(1024),
         /** When the server redelivers a message its node neither acknowledged nor refused. */
         ackWait: duration.default(10_000),
         /** Messages of one twin in flight at once (at most 15: a twin remembers 16 message ids). */
         maxInFlightPerTwin: z.number().int().min(1).max(15).default(8),
       })
       .strict()
-      .default({ maxAckPending: 128, ackWait: 10_000, maxInFlightPerTwin: 8 }),
+      .default({ maxAckPending: 1024, ackWait: 10_000, maxInFlightPerTwin: 8 }),
   })
   .strict();
 

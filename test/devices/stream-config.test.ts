@@ -4,9 +4,10 @@ import {
   DEFAULT_STREAM,
   deviceSubjectOfStored,
   ingressStreamConfig,
+  nodeConsumerConfig,
   partitionDestination,
-  shardConsumerConfig,
   shardFilter,
+  shardOfFilter,
 } from "../../runtime/devices/ingress/stream-config.ts";
 
 describe("ingress stream and consumers", () => {
@@ -21,16 +22,20 @@ describe("ingress stream and consumers", () => {
     expect(partitionDestination(8)).toContain("{{partition(8,1,2)}}");
   });
 
-  it("gives each shard its own durable consumer with explicit acks", () => {
-    expect(shardConsumerConfig(5, { maxAckPending: 64, ackWaitMs: 30_000 })).toMatchObject({
-      durable_name: "shard-5",
-      filter_subject: "doppel.in.5.>",
+  it("gives each node one durable consumer filtered on the shards it owns, with explicit acks", () => {
+    expect(nodeConsumerConfig("ingress-n1", [3, 5], { maxAckPending: 64, ackWaitMs: 30_000 })).toMatchObject({
+      durable_name: "ingress-n1",
+      filter_subjects: ["doppel.in.3.>", "doppel.in.5.>"],
       ack_policy: "explicit",
+      deliver_policy: "all",
       max_ack_pending: 64,
       max_deliver: -1,
       ack_wait: 30_000_000_000,
     });
     expect(shardFilter(12)).toBe("doppel.in.12.>");
+    expect(shardOfFilter("doppel.in.12.>")).toBe(12);
+    expect(shardOfFilter("doppel.in.>")).toBeUndefined();
+    expect(shardOfFilter("doppel.in.1.thermostat.>")).toBeUndefined();
   });
 
   it("maps a stored subject back to the device subject and its shard", () => {

@@ -27,16 +27,24 @@
  * Order: messages of one shard arrive in stream order and messages of one twin enter its mailbox
  * in that order. A message that is retried (nak) can be overtaken by a later one of the same twin.
  *
- * Ownership: {@link ownShards} binds to the shards' durable consumers and starts consuming;
- * {@link releaseShards} stops pulling, naks what was delivered but not started (so the next owner
- * gets it at once) and waits for what is in flight to be persisted and acked. The cluster drives
- * these two as leases move; a single node owns every shard. A release may come while the same
- * shard's consumer is still being set up (a shard gained and handed on within milliseconds, as
- * when nodes start together or rejoin after a Redis restart): the shard counts as consumed from
- * the moment `ownShards` is called, and the release waits for the set-up to end and then closes it,
- * so no consumer outlives its release. A message is processed only while this node owns its shard
- * (`owns`, the lease's local deadline): otherwise it is nak'ed unprocessed for the owner.
+ * Ownership: the node consumes through one durable consumer whose filter subjects are the shards
+ * it owns (see `stream-config.ts`), so JetStream's work does not grow with the shard count.
+ * {@link ownShards} adds shards: the node stops pulling, lets what is in flight be persisted and
+ * acked, takes the shards out of any other consumer's filter (a crashed or paused previous
+ * owner's: this node holds their leases now) and replaces its consumer by one with the new
+ * filter, which delivers every message still in the stream for its shards in stream order (a
+ * report another consumer had delivered but not acked comes again at once, not after `ackWait`).
+ * Messages delivered but not started when the consumer is replaced are dropped: the new consumer
+ * delivers them again, in order. Changes run one after the other, and the shards of all calls
+ * made while one runs join the next. {@link releaseShards} stops processing the shards, naks what
+ * was delivered but not started, waits for what is in flight to be persisted and acked, and takes
+ * the shards out of the filter (an update in place: the other shards keep flowing). A message of a
+ * shard this node does not own (any more), or whose lease's local deadline has passed (`owns`), is
+ * nak'ed unprocessed. A report that may have been delivered before to another consumer (its stream
+ * sequence is at most what some consumer of the stream had delivered when this node took the
+ * shard) is checked like a redelivery.
  */
+import { randomUUID } from "node:crypto";
 import {
   type ConsumerMessages,
   type JetStreamManager,
@@ -57,15 +65,20 @@ import {
   DEFAULT_STREAM,
   deviceSubjectOfStored,
   ensureIngressStream,
-  ensureShardConsumer,
+  INGRESS_PREFIX,
   type IngressConsumerSettings,
   type IngressStreamSettings,
-  shardConsumerName,
+  isNotFound,
+  nodeConsumerConfig,
+  shardFilter,
+  shardOfFilter,
 } from "./stream-config.ts";
 
 export interface JetStreamIngressOptions {
   readonly stream?: IngressStreamSettings;
   readonly consumer?: IngressConsumerSettings;
+  /** The durable name of this node's consumer (letters, digits, `-`, `_`); default `ingress-<random>`. */
+  readonly consumerName?: string;
   /** Most messages of one twin in flight at once (below the twin's 16 remembered causations). */
   readonly maxInFlightPerTwin?: number;
   /** How many stream sequences this node remembers as persisted (lost-ack protection). */
@@ -141,18 +154,35 @@ export interface JetStreamIngressStats {
   inFlight: number;
 }
 
-interface ShardConsumer {
+/** What this node does with one shard it owns. */
+interface ShardState {
   readonly shard: number;
-  messages: ConsumerMessages | undefined;
-  /** The consumer's set-up while it runs (a release waits for it, then closes what it opened). */
-  setup: Promise<void> | undefined;
   closing: boolean;
+  /**
+   * Messages of this shard up to this stream sequence may have been delivered before, to this or
+   * another consumer (they are checked like redeliveries).
+   */
+  seenUpTo: number;
   /** Messages in flight per twin key, and those waiting behind them (in order). */
   readonly active: Map<string, number>;
   readonly waiting: Map<string, JsMsg[]>;
   readonly inflight: Set<Promise<void>>;
+  /**
+   * Per twin key, while a message of the twin is looked for in its log: resolves once that
+   * message entered processing, so that a later message of the twin does not overtake it.
+   */
+  readonly checks: Map<string, Promise<void>>;
 }
 
+/** The node's consumer while bound: its filter's shards and its messages. */
+interface Bound {
+  readonly shards: ReadonlySet<number>;
+  readonly messages: ConsumerMessages;
+  readonly generation: number;
+}
+
+/** Nak delay of a message of a shard this node does not own (its owner's consumer gets it anyway). */
+const NOT_OWNED_DELAY_MS = 1000;
 const MAX_NAK_DELAY_MS = 30_000;
 /** Longest nak delay of a message refused by admission control (1 s, 2 s, 4 s, 5 s, 5 s ...). */
 const MAX_THROTTLE_DELAY_MS = 5_000;
@@ -191,12 +221,20 @@ export class JetStreamIngress {
   };
   readonly stream: IngressStreamSettings;
   readonly consumer: IngressConsumerSettings;
+  /** The durable name of this node's consumer. */
+  readonly consumerName: string;
   readonly #perTwin: number;
   readonly #persisted: RecentSet;
   readonly #twins: Pick<TwinApi, "history"> | undefined;
   readonly #owns: (shard: number) => boolean;
-  readonly #shards = new Map<number, ShardConsumer>();
+  readonly #shards = new Map<number, ShardState>();
   #jsm: JetStreamManager | undefined;
+  #bound: Bound | undefined;
+  /** Bumped whenever the consumer is replaced: messages of an older one are dropped. */
+  #generation = 0;
+  /** The filter changes, one after the other (each brings the consumer to the owned shards). */
+  #changes: Promise<void> = Promise.resolve();
+  #retry: ReturnType<typeof setTimeout> | undefined;
   #stopped = false;
 
   constructor(
@@ -209,6 +247,7 @@ export class JetStreamIngress {
   ) {
     this.stream = options.stream ?? DEFAULT_STREAM;
     this.consumer = options.consumer ?? DEFAULT_CONSUMER;
+    this.consumerName = options.consumerName ?? `ingress-${randomUUID().slice(0, 13)}`;
     this.#perTwin = options.maxInFlightPerTwin ?? 8;
     this.#persisted = new RecentSet(options.rememberPersisted ?? 65_536);
     this.#twins = options.twins;
@@ -227,78 +266,199 @@ export class JetStreamIngress {
   }
 
   /**
-   * Starts consuming `shards` (creating their durable consumers if needed). Shards already owned
-   * are left as they are. Fails with the underlying error if a consumer cannot be set up; shards
-   * set up before the failure stay owned, the failed one is not (a later call retries it).
+   * Starts consuming `shards` (adding them to this node's consumer). Shards already owned are left
+   * as they are. Fails with the underlying error if the consumer cannot be set up; the shards of
+   * this call are then not owned (a later call retries them).
    */
   async ownShards(shards: readonly number[]): Promise<void> {
-    const jsm = this.#jsm;
-    if (!jsm) throw new Error("JetStreamIngress.start() must be called first");
+    if (!this.#jsm) throw new Error("JetStreamIngress.start() must be called first");
+    if (this.#stopped) return;
     const todo = [...new Set(shards)].filter((shard) => !this.#shards.has(shard));
     for (const shard of todo) {
       if (!Number.isInteger(shard) || shard < 0 || shard >= this.shardCount)
         throw new RangeError(`shard ${shard} is not in 0..${this.shardCount - 1}`);
     }
     // Owned from now on, so a release that comes during the set-up finds the shard and stops it.
-    const states = todo.map((shard): ShardConsumer => {
-      const state: ShardConsumer = {
+    const states = todo.map((shard): ShardState => {
+      const state: ShardState = {
         shard,
-        messages: undefined,
-        setup: undefined,
         closing: false,
+        seenUpTo: 0,
         active: new Map(),
         waiting: new Map(),
         inflight: new Set(),
+        checks: new Map(),
       };
       this.#shards.set(shard, state);
       return state;
     });
-    let next = 0;
-    let failure: { error: unknown } | undefined;
-    const worker = async () => {
-      while (next < states.length) {
-        const state = states[next++]!;
-        if (state.closing) continue; // released before its turn came
-        if (this.#stopped) {
-          if (this.#shards.get(state.shard) === state) this.#shards.delete(state.shard);
-          continue;
-        }
-        state.setup = this.#setUp(jsm, state);
-        try {
-          await state.setup;
-        } catch (error) {
-          failure ??= { error };
-        }
-      }
-    };
-    // Consumer set-up is one or two API round trips per shard: a few at a time.
-    await Promise.all(Array.from({ length: Math.min(16, states.length) }, worker));
-    if (failure) throw failure.error;
-  }
-
-  /** Binds `state` to its shard's durable consumer and starts consuming (unless released meanwhile). */
-  async #setUp(jsm: JetStreamManager, state: ShardConsumer): Promise<void> {
     try {
-      await ensureShardConsumer(jsm, this.stream.name, state.shard, this.consumer);
-      if (state.closing) return;
-      const consumer = await jetstream(this.nats.connection).consumers.get(
-        this.stream.name,
-        shardConsumerName(state.shard),
-      );
-      if (state.closing) return;
-      state.messages = await consumer.consume({
-        max_messages: Math.min(this.consumer.maxAckPending, 256),
-        callback: (msg) => this.#onMessage(state, msg),
-      });
-      // A release that came meanwhile closes these messages once this set-up has ended.
-      if (!state.closing) void this.#watch(state, state.messages);
+      await this.#change();
     } catch (error) {
-      if (this.#shards.get(state.shard) === state) this.#shards.delete(state.shard);
+      for (const state of states)
+        if (this.#shards.get(state.shard) === state) this.#shards.delete(state.shard);
       throw error;
     }
   }
 
-  async #watch(state: ShardConsumer, messages: ConsumerMessages): Promise<void> {
+  /**
+   * Stops consuming `shards`: no new deliveries, messages delivered but not started are nak'ed
+   * for the next owner, and messages in flight finish (persisted and acked, or nak'ed) before the
+   * shards leave this node's consumer filter and this resolves.
+   */
+  async releaseShards(shards: readonly number[]): Promise<void> {
+    const released = shards.flatMap((shard) => {
+      const state = this.#shards.get(shard);
+      if (!state) return [];
+      state.closing = true;
+      this.#shards.delete(shard);
+      for (const queue of state.waiting.values()) for (const msg of queue) this.#nakNotOwned(msg);
+      state.waiting.clear();
+      return [state];
+    });
+    if (released.length === 0) return;
+    await Promise.all(
+      released.map(async (state) => {
+        while (state.inflight.size > 0) await Promise.allSettled([...state.inflight]);
+      }),
+    );
+    await this.#change().catch((error: unknown) => {
+      // Its messages are nak'ed meanwhile; the next owner takes the shard out of the filter.
+      this.logger.warn({ err: error, shards }, "could not take released shards out of the ingress consumer");
+    });
+  }
+
+  /** Releases every shard and deletes this node's consumer. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#retry) clearTimeout(this.#retry);
+    await this.releaseShards(this.ownedShards());
+    await this.#changes.catch(() => undefined);
+  }
+
+  /** Queues a filter change; resolves when the consumer covers the owned shards (as of its run). */
+  #change(): Promise<void> {
+    const run = this.#changes.catch(() => undefined).then(() => this.#applyOwnership());
+    this.#changes = run;
+    return run;
+  }
+
+  /** Brings the consumer's filter to the owned shards (those whose lease this node holds). */
+  async #applyOwnership(): Promise<void> {
+    const jsm = this.#jsm!;
+    const wanted = [...this.#shards.values()]
+      .filter((state) => !state.closing && this.#owns(state.shard))
+      .map((state) => state.shard)
+      .sort((a, b) => a - b);
+    const bound = this.#bound;
+    const current = bound?.shards ?? new Set<number>();
+    if (wanted.length === current.size && wanted.every((shard) => current.has(shard))) return;
+    try {
+      if (wanted.length === 0 || wanted.every((shard) => current.has(shard))) {
+        // Only losses: change the filter in place (or drop the consumer), the rest keeps flowing.
+        if (wanted.length === 0) await this.#unbind();
+        else {
+          await jsm.consumers.update(this.stream.name, this.consumerName, {
+            filter_subjects: wanted.map(shardFilter),
+          });
+          this.#bound = { ...bound!, shards: new Set(wanted) };
+        }
+        return;
+      }
+      await this.#unbind();
+      const gained = wanted.filter((shard) => !current.has(shard));
+      const seenUpTo = await this.#takeFromOthers(jsm, new Set(gained));
+      for (const shard of gained) {
+        const state = this.#shards.get(shard);
+        if (state) state.seenUpTo = seenUpTo;
+      }
+      await jsm.consumers.add(this.stream.name, nodeConsumerConfig(this.consumerName, wanted, this.consumer));
+      const consumer = await jetstream(this.nats.connection).consumers.get(
+        this.stream.name,
+        this.consumerName,
+      );
+      const generation = ++this.#generation;
+      const messages = await consumer.consume({
+        max_messages: Math.min(this.consumer.maxAckPending, 512),
+        callback: (msg) => this.#onMessage(generation, msg),
+      });
+      this.#bound = { shards: new Set(wanted), messages, generation };
+      void this.#watch(messages);
+    } catch (error) {
+      this.#retryLater();
+      throw error;
+    }
+  }
+
+  /** After a failed change, tries again (with whatever is owned then) while not stopped. */
+  #retryLater(): void {
+    if (this.#stopped || this.#retry) return;
+    this.#retry = setTimeout(() => {
+      this.#retry = undefined;
+      this.#change().catch((error: unknown) =>
+        this.logger.warn({ err: error }, "could not bring the ingress consumer to the owned shards"),
+      );
+    }, 1000);
+    this.#retry.unref();
+  }
+
+  /**
+   * Stops this node's consumer: no more pulls, what is in flight is persisted and acked, what was
+   * delivered but not started is dropped (the next consumer delivers it again, in order), and the
+   * consumer is deleted. Shards whose messages it had delivered are marked as possibly seen.
+   */
+  async #unbind(): Promise<void> {
+    const bound = this.#bound;
+    this.#bound = undefined;
+    this.#generation++;
+    if (bound) await bound.messages.close().catch(() => undefined);
+    for (const state of this.#shards.values()) state.waiting.clear();
+    for (;;) {
+      const inflight = [...this.#shards.values()].flatMap((state) => [...state.inflight]);
+      if (inflight.length === 0) break;
+      await Promise.allSettled(inflight);
+    }
+    if (!bound) return;
+    try {
+      const info = await this.#jsm!.consumers.info(this.stream.name, this.consumerName);
+      for (const shard of bound.shards) {
+        const state = this.#shards.get(shard);
+        if (state) state.seenUpTo = Math.max(state.seenUpTo, info.delivered.stream_seq);
+      }
+      await this.#jsm!.consumers.delete(this.stream.name, this.consumerName);
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+    }
+  }
+
+  /**
+   * Takes `shards` out of every other consumer's filter (deleting a consumer left with none), and
+   * returns the highest stream sequence any other consumer had delivered: a message of `shards` up
+   * to it may have been delivered (and persisted) elsewhere.
+   */
+  async #takeFromOthers(jsm: JetStreamManager, shards: ReadonlySet<number>): Promise<number> {
+    let seenUpTo = 0;
+    for await (const info of jsm.consumers.list(this.stream.name)) {
+      if (info.name === this.consumerName) continue;
+      seenUpTo = Math.max(seenUpTo, info.delivered.stream_seq);
+      const filters =
+        info.config.filter_subjects ?? (info.config.filter_subject ? [info.config.filter_subject] : []);
+      const keep = filters.filter((filter) => {
+        const shard = shardOfFilter(filter);
+        return shard === undefined || !shards.has(shard);
+      });
+      if (keep.length === filters.length) continue;
+      try {
+        if (keep.length === 0) await jsm.consumers.delete(this.stream.name, info.name);
+        else await jsm.consumers.update(this.stream.name, info.name, { filter_subjects: keep });
+      } catch (error) {
+        if (!isNotFound(error)) throw error;
+      }
+    }
+    return seenUpTo;
+  }
+
+  async #watch(messages: ConsumerMessages): Promise<void> {
     try {
       for await (const status of messages.status()) {
         if (
@@ -306,7 +466,15 @@ export class JetStreamIngress {
           status.type === "consumer_deleted" ||
           status.type === "consumer_not_found"
         ) {
-          this.logger.warn({ shard: state.shard, status: status.type }, "ingress consumer status");
+          this.logger.warn({ consumer: this.consumerName, status: status.type }, "ingress consumer status");
+          // Deleted under this node (an operator; or by a node that took all its shards while this
+          // one was paused): set it up again for what it still owns.
+          if (status.type !== "heartbeats_missed" && this.#bound?.messages === messages) {
+            this.#bound = undefined;
+            this.#generation++;
+            void messages.close().catch(() => undefined);
+            this.#change().catch(() => undefined);
+          }
         }
       }
     } catch {
@@ -314,46 +482,23 @@ export class JetStreamIngress {
     }
   }
 
-  /**
-   * Stops consuming `shards`: no new deliveries, messages delivered but not started are nak'ed
-   * for immediate redelivery (to the next owner), and messages in flight finish (persisted and
-   * acked, or nak'ed) before this resolves.
-   */
-  async releaseShards(shards: readonly number[]): Promise<void> {
-    await Promise.all(
-      shards.map(async (shard) => {
-        const state = this.#shards.get(shard);
-        if (!state) return;
-        state.closing = true;
-        this.#shards.delete(shard);
-        // A consumer still being set up: let the set-up end, then close what it opened.
-        await state.setup?.catch(() => undefined);
-        await state.messages?.close().catch(() => undefined);
-        for (const queue of state.waiting.values()) for (const msg of queue) msg.nak();
-        state.waiting.clear();
-        while (state.inflight.size > 0) await Promise.allSettled([...state.inflight]);
-      }),
-    );
-  }
-
-  /** Releases every shard. */
-  async stop(): Promise<void> {
-    this.#stopped = true;
-    await this.releaseShards(this.ownedShards());
-  }
-
-  #onMessage(state: ShardConsumer, msg: JsMsg): void {
+  #onMessage(generation: number, msg: JsMsg): void {
+    // A replaced consumer's delivery: the next consumer delivers it again, in order.
+    if (generation !== this.#generation) return;
     this.stats.delivered++;
-    if (msg.redelivered) this.stats.redelivered++;
-    if (state.closing) {
-      msg.nak();
+    const shard = shardOfStored(msg.subject);
+    const state = this.#shards.get(shard);
+    if (!state || state.closing) {
+      this.#nakNotOwned(msg);
       return;
     }
-    if (msg.redelivered && this.#persisted.has(persistedKey(msg))) {
+    const maybeSeen = msg.redelivered || msg.seq <= state.seenUpTo;
+    if (maybeSeen) this.stats.redelivered++;
+    if (maybeSeen && this.#persisted.has(persistedKey(msg))) {
       // This node persisted it already and its ack was lost: ack again, apply nothing.
       this.stats.alreadyPersisted++;
       this.stats.acked++;
-      msg.ack();
+      this.#settle(msg.subject, () => msg.ack());
       return;
     }
     const key = twinKeyOf(msg.subject);
@@ -364,13 +509,13 @@ export class JetStreamIngress {
       else state.waiting.set(key, [msg]);
       return;
     }
-    this.#run(state, key, msg);
+    this.#run(state, key, msg, maybeSeen);
   }
 
-  #run(state: ShardConsumer, key: string, msg: JsMsg): void {
+  #run(state: ShardState, key: string, msg: JsMsg, maybeSeen: boolean): void {
     state.active.set(key, (state.active.get(key) ?? 0) + 1);
     this.stats.inFlight++;
-    const done = this.#handle(msg).finally(() => {
+    const done = this.#handle(state, key, msg, maybeSeen).finally(() => {
       this.stats.inFlight--;
       state.inflight.delete(done);
       const left = (state.active.get(key) ?? 1) - 1;
@@ -380,23 +525,52 @@ export class JetStreamIngress {
       const next = queue?.shift();
       if (queue && queue.length === 0) state.waiting.delete(key);
       if (next) {
-        if (state.closing) next.nak();
-        else this.#run(state, key, next);
+        if (state.closing) this.#nakNotOwned(next);
+        else this.#run(state, key, next, next.redelivered || next.seq <= state.seenUpTo);
       }
     });
     state.inflight.add(done);
   }
 
-  async #handle(msg: JsMsg): Promise<void> {
+  /**
+   * Processes one message. A message that may have been delivered before is first looked for in
+   * its twin's log; later messages of the same twin wait until it entered processing (messages of
+   * one twin enter the twin in stream order).
+   */
+  async #handle(state: ShardState, key: string, msg: JsMsg, maybeSeen: boolean): Promise<void> {
+    const before = state.checks.get(key);
+    let entered: (() => void) | undefined;
+    if (maybeSeen && this.#twins) {
+      const gate = new Promise<void>((resolve) => {
+        entered = resolve;
+      });
+      state.checks.set(key, gate);
+      void gate.then(() => {
+        if (state.checks.get(key) === gate) state.checks.delete(key);
+      });
+    }
+    try {
+      await this.#process(msg, maybeSeen, before, () => entered?.());
+    } finally {
+      entered?.();
+    }
+  }
+
+  async #process(
+    msg: JsMsg,
+    maybeSeen: boolean,
+    before: Promise<void> | undefined,
+    entered: () => void,
+  ): Promise<void> {
     const { subject, shard } = deviceSubjectOfStored(msg.subject);
     if (!this.#owns(shard)) {
       this.stats.notOwned++;
-      this.#settle(subject, () => msg.nak());
+      this.#settle(subject, () => msg.nak(NOT_OWNED_DELAY_MS));
       return;
     }
     const headers = fromNatsHeaders(msg.headers);
     const messageId = headers.get("Nats-Msg-Id") || `seq:${msg.seq}`;
-    if (msg.redelivered && this.#twins) {
+    if (maybeSeen && this.#twins) {
       let applied = false;
       try {
         applied = await reportInLog(this.#twins, subject, messageId, msg.time.getTime());
@@ -422,11 +596,14 @@ export class JetStreamIngress {
     }
     // Give up waiting on the twin well before the server would redeliver anyway.
     const deadline = Date.now() + Math.max(1000, this.consumer.ackWaitMs - 5000);
-    const processed = await this.ingress.process(subject, msg.data, messageId, {
+    if (before) await before; // an earlier message of this twin is still looked for in its log
+    const processing = this.ingress.process(subject, msg.data, messageId, {
       headers,
       deadline,
       receivedAt: msg.time.getTime(),
     });
+    entered();
+    const processed = await processing;
     try {
       if (processed.retry) {
         this.stats.retried++;
@@ -451,6 +628,12 @@ export class JetStreamIngress {
     }
   }
 
+  /** Naks a message of a shard this node does not consume (its owner's consumer delivers it). */
+  #nakNotOwned(msg: JsMsg): void {
+    this.stats.notOwned++;
+    this.#settle(msg.subject, () => msg.nak(NOT_OWNED_DELAY_MS));
+  }
+
   /** Acks or naks; a connection that is gone means the server redelivers after ackWait anyway. */
   #settle(subject: string, settle: () => void): void {
     try {
@@ -463,6 +646,12 @@ export class JetStreamIngress {
 
 function persistedKey(msg: JsMsg): string {
   return `${msg.seq}/${msg.headers?.get("Nats-Msg-Id") ?? ""}`;
+}
+
+/** The shard of a stored subject `doppel.in.<shard>.<type>.<id>.<channel>`. */
+function shardOfStored(stored: string): number {
+  const start = INGRESS_PREFIX.length + 1;
+  return Number(stored.slice(start, stored.indexOf(".", start)));
 }
 
 /** `type.id` of a stored subject `doppel.in.<shard>.<type>.<id>.<channel>` (whatever its validity). */

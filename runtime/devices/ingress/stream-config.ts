@@ -23,12 +23,17 @@
  *     drops a report whose message id is among its recent causations (`TwinData.recent`);
  *   - `replicas` (default 1; 3 on a NATS cluster), file storage.
  *
- * Consumers: one durable pull consumer per shard, `shard-<n>`, filtered on `doppel.in.<n>.>`, with
- * explicit acks. Its ack state is the shard's ingress position: whichever node owns the shard binds
- * to it and continues exactly where the previous owner stopped — that is how shards move between
- * nodes. `maxAckPending` (default 128 per shard) bounds unacknowledged messages (backpressure: the
- * server stops delivering to a shard whose node has that many in flight); `ackWait` (default 10 s)
- * is when the server redelivers a message its node neither acknowledged nor refused (node died).
+ * Consumers: one durable pull consumer per node, whose filter subjects are the shards the node
+ * owns (`doppel.in.<n>.>` for each shard n; NATS 2.10+ `filter_subjects`), with explicit acks. A
+ * workqueue stream refuses two consumers whose filters overlap, so a shard is consumed by exactly
+ * one consumer at a time, and a message leaves the stream once acknowledged: the stream itself is
+ * each shard's ingress position. A node that loses a shard takes it out of its filter; a node that
+ * gains one replaces its consumer by a new one (delivering every message still in the stream for
+ * its filter, in stream order) after taking the shard out of any other consumer's filter (a dead
+ * node's, or the old per-shard `shard-<n>` consumers). JetStream's work therefore grows with the
+ * number of nodes, not with the shard count. `maxAckPending` (default 1024 per node) bounds
+ * unacknowledged messages (backpressure); `ackWait` (default 10 s) is when the server redelivers
+ * a message its node neither acknowledged nor refused.
  */
 import {
   AckPolicy,
@@ -60,7 +65,7 @@ export interface IngressStreamSettings {
   readonly duplicateWindowMs: number;
 }
 
-/** Per-shard consumer settings. */
+/** The node consumer's settings. */
 export interface IngressConsumerSettings {
   readonly maxAckPending: number;
   readonly ackWaitMs: number;
@@ -76,7 +81,7 @@ export const DEFAULT_STREAM: IngressStreamSettings = {
   duplicateWindowMs: 2 * 60_000,
 };
 
-export const DEFAULT_CONSUMER: IngressConsumerSettings = { maxAckPending: 128, ackWaitMs: 10_000 };
+export const DEFAULT_CONSUMER: IngressConsumerSettings = { maxAckPending: 1024, ackWaitMs: 10_000 };
 
 /** The subject transform's destination for `shards` shards. */
 export function partitionDestination(shards: number): string {
@@ -109,32 +114,40 @@ export function ingressStreamConfig(
   };
 }
 
-/** The durable consumer name of `shard`. */
-export function shardConsumerName(shard: number): string {
-  return `shard-${shard}`;
-}
-
-/** The filter subject of `shard`'s consumer. */
+/** The filter subject of `shard`'s messages. */
 export function shardFilter(shard: number): string {
   return `${INGRESS_PREFIX}.${shard}.>`;
 }
 
-/** The consumer configuration of `shard`. */
-export function shardConsumerConfig(
-  shard: number,
+/** The shard a consumer filter subject `doppel.in.<n>.>` selects, or undefined for any other filter. */
+export function shardOfFilter(filter: string): number | undefined {
+  const match = /^doppel\.in\.(\d+)\.>$/.exec(filter);
+  return match ? Number(match[1]) : undefined;
+}
+
+/** The configuration of a node's consumer named `name`, consuming `shards`. */
+export function nodeConsumerConfig(
+  name: string,
+  shards: readonly number[],
   settings: IngressConsumerSettings,
 ): Partial<ConsumerConfig> {
   return {
-    durable_name: shardConsumerName(shard),
-    filter_subject: shardFilter(shard),
+    durable_name: name,
+    filter_subjects: shards.map(shardFilter),
     ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.All,
     replay_policy: ReplayPolicy.Instant,
     ack_wait: nanos(settings.ackWaitMs),
     max_deliver: -1,
     max_ack_pending: settings.maxAckPending,
+    // A crashed node's consumer goes away on its own once nobody pulls from it (its shards are
+    // taken out of its filter by their new owners at once).
+    inactive_threshold: nanos(NODE_CONSUMER_INACTIVE_MS),
   };
 }
+
+/** How long a node consumer nobody pulls from survives (a crashed node's). */
+export const NODE_CONSUMER_INACTIVE_MS = 3_600_000;
 
 /** Converts a stored subject (`doppel.in.<shard>.<type>.<id>.<channel>`) back to the device subject. */
 export function deviceSubjectOfStored(stored: string): { subject: string; shard: number } {
@@ -142,7 +155,7 @@ export function deviceSubjectOfStored(stored: string): { subject: string; shard:
   return { subject: `${DEVICE_PREFIX}.${tokens.slice(3).join(".")}`, shard: Number(tokens[2]) };
 }
 
-function isNotFound(error: unknown): boolean {
+export function isNotFound(error: unknown): boolean {
   return error instanceof JetStreamApiError && (error.code === 10059 || error.code === 10014);
 }
 
@@ -196,38 +209,5 @@ export async function ensureIngressStream(
       undefined,
       { cause: error },
     );
-  }
-}
-
-/** Creates `shard`'s durable consumer, or updates it to `settings`. */
-export async function ensureShardConsumer(
-  jsm: JetStreamManager,
-  stream: string,
-  shard: number,
-  settings: IngressConsumerSettings,
-): Promise<void> {
-  const wanted = shardConsumerConfig(shard, settings);
-  const name = shardConsumerName(shard);
-  let existing: Awaited<ReturnType<JetStreamManager["consumers"]["info"]>> | undefined;
-  try {
-    existing = await jsm.consumers.info(stream, name);
-  } catch (error) {
-    if (!isNotFound(error)) throw error;
-  }
-  if (!existing) {
-    await jsm.consumers.add(stream, wanted);
-    return;
-  }
-  const c = existing.config;
-  if (
-    c.filter_subject !== wanted.filter_subject ||
-    c.ack_wait !== wanted.ack_wait ||
-    c.max_ack_pending !== wanted.max_ack_pending
-  ) {
-    await jsm.consumers.update(stream, name, {
-      ack_wait: wanted.ack_wait,
-      max_ack_pending: wanted.max_ack_pending,
-      ...(c.filter_subject === wanted.filter_subject ? {} : { filter_subject: wanted.filter_subject }),
-    });
   }
 }

@@ -40,6 +40,7 @@ describe("kill -9 of nats-server under load", () => {
         store: { kind: "memory" },
         shards: 4,
         log: { level: "silent" },
+        grpc: { listen: "127.0.0.1:0" }, // a free port: never collide with another node on this machine
         nats: { servers: nats.url, consumer: { ackWait: "2s", maxAckPending: 256, maxInFlightPerTwin: 8 } },
       },
       { twins: [Thermostat, Pump], store, logger: silentLogger() },

@@ -53,12 +53,14 @@ function startNodeProcess(db: string): Promise<ChildProcess> {
  * device. Every acknowledged report must be applied exactly once and in order, each twin must end
  * at its device's final report, none quarantined.
  *
- * Known limit (measured, not hidden): the messages the dead node had in flight come back only after
- * `ackWait`, and the successor may get later messages of the same twin first. The twin never
- * applies a stamped report after a newer one, so such a report is skipped (`superseded`): nothing
- * is applied twice or out of order, and with whole-state reports (as here) nothing of value is
- * lost, but a patch of other fields would be. The figure is printed: 0, 1 and 6 of 510 in the
- * first runs on a loaded 2-core machine.
+ * Known limit (measured, not hidden): the successor takes the dead node's shards out of its
+ * consumer and gets what it had in flight again at once, in stream order; but with the successor's
+ * short `ackWait` (1 s) on a loaded machine, a report it is still working on is redelivered, nak'ed
+ * reports come back later, and a later message of the same twin may be applied first. The twin
+ * never applies a stamped report after a newer one, so such a report is skipped (`superseded`):
+ * nothing is applied twice or out of order, and with whole-state reports (as here) nothing of
+ * value is lost, but a patch of other fields would be. The figure is printed: 0, 1 and 6 of 510
+ * in the first runs on a loaded 2-core machine.
  */
 describe("kill -9 of a node with a backlog in the stream", () => {
   let dir: string;
