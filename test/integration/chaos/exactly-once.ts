@@ -17,8 +17,27 @@ export interface DeviceRun {
   resent: number;
 }
 
+/** The most values one device can report: the thermostat's schema allows -60..150 °C. */
+const MAX_VALUE = 15_000;
+
 /**
- * Reports `temperature: 1, 2, 3...` from `device` until `running()` is false; each report is
+ * The report carrying `value` (1, 2, 3...): its temperature in hundredths of a degree, so a device
+ * can send 15,000 distinct values that the thermostat's schema (at most 150 °C) accepts. A value
+ * beyond the schema would be acknowledged by JetStream, then refused by the twin, and counted lost.
+ */
+export function reportOf(value: number): { temperature: number } {
+  if (!Number.isInteger(value) || value < 1 || value > MAX_VALUE)
+    throw new Error(`value ${value} is outside 1..${MAX_VALUE}: the thermostat would refuse it`);
+  return { temperature: value / 100 };
+}
+
+/** The value a reported temperature carries (see `reportOf`), or undefined. */
+export function reportedValue(temperature: unknown): number | undefined {
+  return typeof temperature === "number" ? Math.round(temperature * 100) : undefined;
+}
+
+/**
+ * Reports the values 1, 2, 3... (see `reportOf`) from `device` until `running()` is false; each report is
  * re-sent (same message id, same seq) until acknowledged, so every value ends acknowledged.
  */
 export async function reportUntil(
@@ -31,7 +50,7 @@ export async function reportUntil(
     const messageId = `${run.ref.id}-${value}`;
     for (;;) {
       try {
-        await device.report({ temperature: value }, { messageId, ...(seq === undefined ? {} : { seq }) });
+        await device.report(reportOf(value), { messageId, ...(seq === undefined ? {} : { seq }) });
         run.acked.push(value);
         break;
       } catch {
@@ -93,7 +112,7 @@ export function account(
     const key = `${run.ref.type}/${run.ref.id}`;
     const applied = (logs.get(key) ?? [])
       .filter((e) => e.type === "$reported")
-      .map((e) => (e.data["patch"] as { temperature?: number }).temperature);
+      .map((e) => reportedValue((e.data["patch"] as { temperature?: unknown }).temperature));
     const seen = new Map<number, number>();
     for (const value of applied) if (typeof value === "number") seen.set(value, (seen.get(value) ?? 0) + 1);
     result.acknowledged += run.acked.length;

@@ -15,7 +15,7 @@ import {
   streamMessages,
   TEST_SHARDS,
 } from "../nats/harness.ts";
-import { account, type DeviceRun, readLogs } from "./exactly-once.ts";
+import { account, type DeviceRun, readLogs, reportedValue, reportOf } from "./exactly-once.ts";
 
 const FIXTURE = fileURLToPath(new URL("../nats/fixtures/crash-node.ts", import.meta.url));
 const DEVICES = 10;
@@ -89,7 +89,7 @@ describe("kill -9 of a node with a backlog in the stream", () => {
       await Promise.all(
         devices.map(async (d, i) => {
           const acks = Array.from({ length: BURST }, (_, k) =>
-            d.report({ temperature: k + 1 }, { messageId: `${d.ref.id}-${k + 1}` }),
+            d.report(reportOf(k + 1), { messageId: `${d.ref.id}-${k + 1}` }),
           );
           for (const [k, ack] of acks.entries()) {
             await ack;
@@ -111,7 +111,7 @@ describe("kill -9 of a node with a backlog in the stream", () => {
       });
       // One final report per device.
       for (const [i, d] of devices.entries()) {
-        await d.report({ temperature: BURST + 1 }, { messageId: `${d.ref.id}-final` });
+        await d.report(reportOf(BURST + 1), { messageId: `${d.ref.id}-final` });
         runs[i]!.acked.push(BURST + 1);
       }
       const node = successor.node;
@@ -120,7 +120,7 @@ describe("kill -9 of a node with a backlog in the stream", () => {
         async () => {
           for (const run of runs) {
             const view = await node.twins.get(run.ref).catch(() => undefined);
-            finals.set(`${run.ref.type}/${run.ref.id}`, view?.reported["temperature"]);
+            finals.set(`${run.ref.type}/${run.ref.id}`, reportedValue(view?.reported["temperature"]));
           }
           return runs.every((r) => finals.get(`${r.ref.type}/${r.ref.id}`) === BURST + 1) ? true : undefined;
         },
