@@ -9,29 +9,14 @@
 
 import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { toMillis } from "../runtime/core/duration.ts";
-import type { TwinRef } from "../runtime/core/ids.ts";
-import type { Json, JsonObject } from "../runtime/core/json.ts";
-import {
-  bindTwin,
-  type Reminder,
-  type Twin,
-  type TwinBinding,
-  type TwinEvent,
-  type When,
-} from "../runtime/core/twin.ts";
+import type { JsonObject } from "../runtime/core/json.ts";
 import { DoppelNode } from "../runtime/node/node.ts";
 import { silentLogger } from "../runtime/observability/logger.ts";
 import type { EventStore } from "../runtime/persistence/event-store.ts";
 import { MemoryEventStore } from "../runtime/persistence/memory-store.ts";
-import { applyDesired, applyReported, computeDelta } from "../runtime/shadow/shadow.ts";
-import {
-  Thermostat,
-  type ThermostatEvent,
-  type ThermostatReported,
-  type ThermostatState,
-} from "../twins/thermostat.ts";
-import { histogram, note, percentiles, report, settledHeap } from "./lib.ts";
+import { Thermostat } from "../twins/thermostat.ts";
+import { HandWrittenTwin } from "./hand-written-twin.ts";
+import { histogram, note, percentiles, report, settledHeap, summary } from "./lib.ts";
 
 const quick = process.env["BENCH_QUICK"] === "1";
 
@@ -117,78 +102,6 @@ async function engineRound(twins: number, total: number, concurrency: number) {
   return result;
 }
 
-/**
- * The same work written by hand, without the engine: per report the Thermostat class's reported
- * schema validates the patch, the shadow merge folds it into reported (clearing met desired
- * leaves), the twin's own `onReported` runs against a plain binding whose `emit` folds events with
- * the class's `apply` and whose `setDesired` merges desired, and every event (the report's
- * `$reported` and what the handler emits) is appended to the twin's in-memory log. What it leaves
- * out is exactly the engine: mailboxes, activation through the store, turn isolation (a throwing
- * handler's events are dropped), group commit, size bounds, duplicate/stale checks, spans, metrics.
- */
-class HandWrittenTwin implements TwinBinding {
-  state: object;
-  reported: JsonObject = {};
-  desired: JsonObject = {};
-  readonly log: { seq: number; type: string; data: JsonObject; at: number }[] = [];
-  readonly twin = new Thermostat();
-  #reminders: { name: string; dueAt: number; payload: JsonObject }[] = [];
-
-  constructor(readonly ref: TwinRef) {
-    bindTwin(this.twin as unknown as Twin<object, TwinEvent, object>, this);
-    this.state = this.twin.initialState();
-  }
-
-  get delta(): JsonObject {
-    return computeDelta(this.desired, this.reported);
-  }
-  get version(): number {
-    return this.log.length;
-  }
-  now(): number {
-    return Date.now();
-  }
-  #append(type: string, data: JsonObject): void {
-    this.log.push({ seq: this.log.length + 1, type, data, at: Date.now() });
-  }
-  report(patch: JsonObject): void {
-    const parsed = Thermostat.reported.safeParse(patch);
-    if (!parsed.success) throw new Error(parsed.error.message);
-    const stored = parsed.data as JsonObject;
-    this.#append("$reported", { type: "$reported", patch: stored });
-    ({ reported: this.reported, desired: this.desired } = applyReported(this, stored));
-    this.twin.onReported(stored as ThermostatReported);
-  }
-  emit(event: TwinEvent): void {
-    this.#append(event.type, event as unknown as JsonObject);
-    this.state = this.twin.apply(this.state as ThermostatState, event as ThermostatEvent);
-  }
-  setDesired(patch: JsonObject): void {
-    this.#append("$desired", { type: "$desired", patch });
-    ({ reported: this.reported, desired: this.desired } = applyDesired(this, patch));
-  }
-  // Reports above 30 °C raise the alarm, which sets (and on cooling cancels) a reminder: kept in memory.
-  schedule(name: string, when: When, payload: JsonObject): void {
-    const dueAt = "at" in when ? Number(when.at) : Date.now() + toMillis(when.after);
-    this.#append("$reminder.set", { type: "$reminder.set", name, dueAt, payload });
-    this.#reminders = [...this.#reminders.filter((r) => r.name !== name), { name, dueAt, payload }];
-  }
-  cancel(name: string): void {
-    if (!this.#reminders.some((r) => r.name === name)) return;
-    this.#append("$reminder.cancelled", { type: "$reminder.cancelled", name });
-    this.#reminders = this.#reminders.filter((r) => r.name !== name);
-  }
-  reminders(): readonly Reminder[] {
-    return this.#reminders.map((r) => ({ ...r, dueAt: new Date(r.dueAt) }));
-  }
-  call(): Promise<unknown> {
-    return Promise.reject(new Error("not in the baseline"));
-  }
-  sendToDevice(): Promise<Json> {
-    return Promise.reject(new Error("not in the baseline"));
-  }
-}
-
 /** One baseline round: twins created on first report, the work done inline, each report answered by a settled promise. */
 async function baselineRound(twins: number, total: number, concurrency: number) {
   const resident = new Map<string, HandWrittenTwin>();
@@ -203,23 +116,6 @@ async function baselineRound(twins: number, total: number, concurrency: number) 
   const result = await drive(report, twins, total, concurrency);
   const events = [...resident.values()].reduce((n, t) => n + t.log.length, 0);
   return { ...result, events };
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
-
-/** Median, min, max and (max − min) / median of one side's per-round figures. */
-function summary(values: number[]) {
-  const m = median(values);
-  return {
-    median: Math.round(m * 1000) / 1000,
-    min: Math.min(...values),
-    max: Math.max(...values),
-    spread: Math.round(((Math.max(...values) - Math.min(...values)) / m) * 1000) / 1000,
-  };
 }
 
 /** Engine and baseline rounds interleaved (A B A B ...) in one process, after one warm-up round of each. */

@@ -1,49 +1,60 @@
 /**
- * Ingest bench: device reports through NATS JetStream into twins, persisted.
+ * Ingest bench: device reports through NATS JetStream into persisted twins, beside a hand-written
+ * pipeline doing the same work, interleaved round by round (A B A B ...) in one run.
  *
- * - A node runs as its own process, started with the real CLI (`doppel start --nats URL`, the
- *   embedded SQLite store with fsync on every commit, 256 shards — so 256 shard consumers — unless
- *   `BENCH_SHARDS` says otherwise: JetStream's cost grows with the number of consumers).
- * - **Throughput**: simulated devices (the `DeviceClient` SDK, one NATS connection) send
- *   `REPORTS` reports over `DEVICES` twins, at most `WINDOW` unacknowledged at once; the clock stops
- *   when the ingress stream is empty again — every report acknowledged to JetStream, which Doppel
- *   does only after the twin's events are persisted.
- * - **Latency**: while devices keep a background load, probe reports are timed from the device's
- *   publish to the change being visible through gRPC `GetTwin` (polled).
- * - **Bare baseline**, same run, same server: the same messages JetStream-published (same window)
- *   into a scratch work-queue stream and consumed + acked by one pull consumer, no runtime; latency
- *   = publish → consumed.
+ * - A, Doppel: a node in its own process, started with the real CLI (`doppel start --nats URL`,
+ *   SQLite with fsync on every commit, or `BENCH_STORE=cassandra`; 256 shards unless
+ *   `BENCH_SHARDS`), consuming the ingress stream through its one per-node consumer.
+ * - B, the baseline (`bench/ingest-baseline.ts`), also its own process: the same stream settings
+ *   and consumer layout (one consumer filtered on the S shard subjects, the same maxAckPending,
+ *   ackWait and pull batch), the same Thermostat work (`HandWrittenTwin`), the same store class
+ *   and durability (`SqliteEventStore` synchronous=FULL, or `CassandraEventStore`), group-committed,
+ *   acked after the commit.
+ * - The same messages on both sides (JetStream-published with a message id, `WINDOW`
+ *   unacknowledged at once, over `DEVICES` twins). **Throughput**: the clock stops when the
+ *   stream is empty again (every report acknowledged, which both do only after the commit).
+ *   **Latency**, the same end point on both sides: a probe report published (JetStream publish
+ *   acknowledged) → its value visible in the store's view of the twin (`readView`, polled by this
+ *   process on a store of its own over the side's database), under a background load of half the
+ *   Doppel side's first-round throughput, offered to both.
  *
  *   npm run bench:ingest     (DOPPEL_NATS to use your server; else scripts/infra/nats.sh up;
  *                             BENCH_QUICK=1 for a short run; BENCH_STORE=cassandra for the
- *                             Cassandra store, with DOPPEL_CASSANDRA or scripts/infra/cassandra.sh up;
- *                             BENCH_SHARDS=N for a node with N shards, default 256)
+ *                             Cassandra store, with DOPPEL_CASSANDRA or scripts/infra/cassandra.sh up,
+ *                             keyspaces <DOPPEL_TEST_KEYSPACE_PREFIX>bench_ingest and ..._bare;
+ *                             BENCH_SHARDS=N for N shards, default 256; BENCH_ROUNDS, default 3)
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { AckPolicy, jetstream, jetstreamManager, RetentionPolicy } from "@nats-io/jetstream";
-import { DeviceClient } from "doppel/device";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { NatsTransport } from "../cluster/transport/nats.ts";
-import { DoppelClient } from "../runtime/grpc/client.ts";
+import type { TwinRef } from "../runtime/core/ids.ts";
+import { CassandraEventStore } from "../runtime/persistence/cassandra/store.ts";
+import type { EventStore } from "../runtime/persistence/event-store.ts";
+import { SqliteEventStore } from "../runtime/persistence/sqlite-store.ts";
 import { freePort } from "../runtime/testing/free-port.ts";
-import { histogram, note, percentiles, report } from "./lib.ts";
+import { BARE_PREFIX, BARE_STREAM, histogram, note, percentiles, report, summary } from "./lib.ts";
 
 const quick = process.env["BENCH_QUICK"] === "1";
 /** `BENCH_STORE=cassandra` runs the node on Cassandra (DOPPEL_CASSANDRA, else the script's server). */
 const STORE = process.env["BENCH_STORE"] === "cassandra" ? "cassandra" : "sqlite";
-const STORE_ARGS = (dataDir: string): string[] =>
-  STORE === "cassandra"
-    ? ["--cassandra", process.env["DOPPEL_CASSANDRA"] ?? "127.0.0.1:19042"]
-    : ["--store", "sqlite", "--data", dataDir];
+const CASSANDRA = process.env["DOPPEL_CASSANDRA"] ?? "127.0.0.1:19042";
+const KEYSPACE = `${process.env["DOPPEL_TEST_KEYSPACE_PREFIX"] ?? ""}bench_ingest`;
+const STORE_ARGS = (dataDir: string): string[] => {
+  if (STORE === "sqlite") return ["--store", "sqlite", "--data", dataDir];
+  const config = join(dataDir, "cassandra.json");
+  writeFileSync(config, JSON.stringify({ store: { kind: "cassandra", keyspace: KEYSPACE } }));
+  return ["--config", config, "--cassandra", CASSANDRA, "--data", dataDir];
+};
 const DEVICES = quick ? 200 : 1000;
-const REPORTS = quick ? 10_000 : 40_000;
+const REPORTS = quick ? 10_000 : 30_000;
 const WINDOW = 1000;
-const PROBES = quick ? 100 : 300;
-const BACKGROUND_PER_SECOND = 500;
-/** The node's shard count (`--shards`): one durable JetStream consumer per shard. */
+const PROBES = quick ? 100 : 200;
+const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? (quick ? 2 : 3));
+/** The shard count of the node (`--shards`) and of the baseline's stream. */
 const SHARDS = Number(process.env["BENCH_SHARDS"] ?? 256);
 if (!Number.isInteger(SHARDS) || SHARDS < 1) throw new Error(`BENCH_SHARDS must be a positive integer`);
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -118,191 +129,228 @@ async function windowed(total: number, window: number, send: (i: number) => Prom
   await Promise.all(Array.from({ length: window }, lane));
 }
 
+/** Starts the hand-written pipeline; resolves once it consumes. */
+async function startBaseline(nats: string, dataDir: string): Promise<ChildProcess> {
+  const storeArgs =
+    STORE === "sqlite" ? ["sqlite", join(dataDir, "bare.db")] : ["cassandra", CASSANDRA, `${KEYSPACE}_bare`];
+  const child = spawn(
+    process.execPath,
+    [
+      "--conditions=source",
+      "--import",
+      "tsx",
+      "bench/ingest-baseline.ts",
+      nats,
+      String(SHARDS),
+      ...storeArgs,
+    ],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] },
+  );
+  await new Promise<void>((resolve, reject) => {
+    child.stdout?.on("data", (chunk: Buffer) => {
+      if (chunk.toString().includes("READY")) resolve();
+    });
+    child.once("exit", (code) => reject(new Error(`baseline exited (${code}) before it was ready`)));
+  });
+  return child;
+}
+
+async function openReader(dataDir: string, side: "doppel" | "baseline"): Promise<EventStore> {
+  if (STORE === "sqlite")
+    return new SqliteEventStore({ path: join(dataDir, side === "doppel" ? "doppel.db" : "bare.db") });
+  return CassandraEventStore.open({
+    contactPoints: [CASSANDRA],
+    localDataCenter: process.env["DOPPEL_CASSANDRA_DC"] ?? "datacenter1",
+    keyspace: side === "doppel" ? KEYSPACE : `${KEYSPACE}_bare`,
+  });
+}
+
+interface Side {
+  readonly name: "doppel" | "baseline";
+  readonly stream: string;
+  readonly subject: (id: string) => string;
+  readonly reader: EventStore;
+}
+
 const { url, started } = natsServer();
 const dataDir = mkdtempSync(join(tmpdir(), "doppel-bench-ingest-"));
 const wire = await NatsTransport.connect({ servers: url, name: "bench-devices" });
 const jsm = await jetstreamManager(wire.connection);
 await jsm.streams.delete("DOPPEL_INGRESS").catch(() => false);
+if (STORE === "cassandra") {
+  const cassandra = (await import("cassandra-driver")).default;
+  const raw = new cassandra.Client({ contactPoints: [CASSANDRA], localDataCenter: "datacenter1" });
+  await raw.connect();
+  for (const ks of [KEYSPACE, `${KEYSPACE}_bare`]) await raw.execute(`DROP KEYSPACE IF EXISTS ${ks}`);
+  await raw.shutdown();
+}
 note(`node: doppel start --nats ${url} (${STORE}, ${SHARDS} shards)...`);
 const node = await startNode(url, dataDir);
-note(`  ready in ${node.startMs} ms`);
-const grpc = new DoppelClient(node.address, { timeoutMs: 30_000 });
+note(`  ready in ${node.startMs} ms; baseline: bench/ingest-baseline.ts...`);
+const baseline = await startBaseline(url, dataDir);
+const encoder = new TextEncoder();
 
 try {
-  // ---- throughput ----
-  const devices = Array.from(
-    { length: DEVICES },
-    (_, i) =>
-      new DeviceClient({ transport: wire, type: "thermostat", id: `bench-${i}`, ackTimeoutMs: 60_000 }),
-  );
-  note(`warm-up: one report per device (${DEVICES} twins activated)...`);
-  await windowed(DEVICES, WINDOW, (i) => devices[i]!.report({ temperature: 20, heating: false }));
-  await streamEmpty(jsm, "DOPPEL_INGRESS");
-  note(`throughput: ${REPORTS} reports over ${DEVICES} devices, ${WINDOW} in flight...`);
-  const t0 = performance.now();
-  await windowed(REPORTS, WINDOW, (i) =>
-    devices[i % DEVICES]!.report({ temperature: 15 + (i % 200) / 10, heating: i % 2 === 0 }),
-  );
-  const published = performance.now();
-  await streamEmpty(jsm, "DOPPEL_INGRESS");
-  const elapsed = (performance.now() - t0) / 1000;
-  const reportsPerSecond = Math.round(REPORTS / elapsed);
-  note(
-    `  ${reportsPerSecond} reports/s persisted (all published in ${Math.round(published - t0)} ms, persisted in ${Math.round(elapsed * 1000)} ms)`,
-  );
-
-  // ---- latency: publish → visible through GetTwin, under background load ----
-  note(`latency: ${PROBES} probes, ${BACKGROUND_PER_SECOND} background reports/s...`);
-  let stop = false;
-  const background = (async () => {
-    let i = 0;
-    while (!stop) {
-      const tick = performance.now();
-      const batch = Array.from({ length: BACKGROUND_PER_SECOND / 10 }, () =>
-        devices[i++ % DEVICES]!.report({ temperature: 20 + (i % 50) / 10 }),
-      );
-      await Promise.all(batch);
-      const wait = 100 - (performance.now() - tick);
-      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
-    }
-  })();
-  const probe = new DeviceClient({ transport: wire, type: "thermostat", id: "bench-probe" });
-  const latency = histogram();
-  for (let p = 0; p < PROBES; p++) {
-    const value = Math.round((10 + (p % 100) / 10) * 100) / 100 + (p % 2 ? 0.001 : 0.002);
-    const start = performance.now();
-    await probe.report({ temperature: value });
-    for (;;) {
-      const view = await grpc.getTwin({ type: "thermostat", id: "bench-probe" }).catch(() => undefined);
-      if (view?.reported["temperature"] === value) break;
-    }
-    latency.recordValue(Math.round((performance.now() - start) * 1000));
-  }
-  stop = true;
-  await background;
-  await streamEmpty(jsm, "DOPPEL_INGRESS");
-  const runtimeLatency = percentiles(latency);
-  note(`  publish → GetTwin: ${JSON.stringify(runtimeLatency)}`);
-
-  // ---- bare baseline: JetStream publish + consume + ack, no runtime ----
-  note(`bare baseline: ${REPORTS} messages through a scratch work-queue stream...`);
-  const BARE = "DOPPEL_BENCH_BARE";
-  await jsm.streams.delete(BARE).catch(() => false);
-  await jsm.streams.add({
-    name: BARE,
-    subjects: ["doppelbench.dev.*.*.reported"],
-    retention: RetentionPolicy.Workqueue,
-    subject_transform: {
-      src: "doppelbench.dev.*.*.*",
-      dest: `doppelbench.in.{{partition(${SHARDS},1,2)}}.{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}`,
+  const sides: Side[] = [
+    {
+      name: "doppel",
+      stream: "DOPPEL_INGRESS",
+      subject: (id) => `doppel.dev.thermostat.${id}.reported`,
+      reader: await openReader(dataDir, "doppel"),
     },
-  });
-  await jsm.consumers.add(BARE, {
-    durable_name: "bare",
-    ack_policy: AckPolicy.Explicit,
-    max_ack_pending: 10_000,
-  });
-  const js = jetstream(wire.connection);
-  const bareLatency = histogram();
-  let consumed = 0;
-  let allConsumed: () => void = () => {};
-  const done = new Promise<void>((resolve) => (allConsumed = resolve));
-  const probes = new Map<string, () => void>();
-  const consumer = await js.consumers.get(BARE, "bare");
-  const messages = await consumer.consume({
-    max_messages: 1000,
-    callback: (m) => {
-      m.ack();
-      const probe = m.headers?.get("Probe");
-      if (probe) probes.get(probe)?.();
-      if (++consumed === REPORTS) allConsumed();
+    {
+      name: "baseline",
+      stream: BARE_STREAM,
+      subject: (id) => `${BARE_PREFIX}.dev.thermostat.${id}.reported`,
+      reader: await openReader(dataDir, "baseline"),
     },
-  });
-  const body = new TextEncoder().encode(JSON.stringify({ temperature: 21.5, heating: false }));
-  const b0 = performance.now();
-  await windowed(REPORTS, WINDOW, (i) =>
-    wire.publishDurable(`doppelbench.dev.thermostat.bench-${i % DEVICES}.reported`, body, {
-      messageId: `bare-${i}`,
+  ];
+  let sent = 0;
+  const publish = (side: Side, id: string, patch: object) =>
+    wire.publishDurable(side.subject(id), encoder.encode(JSON.stringify(patch)), {
+      messageId: `m${sent++}`,
       timeoutMs: 60_000,
-    }),
-  );
-  await done;
-  await streamEmpty(jsm, BARE);
-  const bareSeconds = (performance.now() - b0) / 1000;
-  // Latency as for the runtime: probes (publish → consumed) under the same background rate.
-  let bareStop = false;
-  let bareSent = 0;
-  const bareBackground = (async () => {
-    while (!bareStop) {
-      const tick = performance.now();
-      await Promise.all(
-        Array.from({ length: BACKGROUND_PER_SECOND / 10 }, () =>
-          wire.publishDurable(`doppelbench.dev.thermostat.bench-${bareSent % DEVICES}.reported`, body, {
-            messageId: `bare-bg-${bareSent++}`,
-            timeoutMs: 60_000,
-          }),
-        ),
-      );
-      const wait = 100 - (performance.now() - tick);
-      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
-    }
-  })();
-  for (let p = 0; p < PROBES; p++) {
-    const id = `probe-${p}`;
-    const seen = new Promise<void>((resolve) => probes.set(id, resolve));
-    const start = performance.now();
-    await wire.publishDurable("doppelbench.dev.thermostat.bench-probe.reported", body, {
-      messageId: id,
-      timeoutMs: 60_000,
-      headers: new Map([["Probe", id]]),
     });
-    await seen;
-    bareLatency.recordValue(Math.max(1, Math.round((performance.now() - start) * 1000)));
+
+  const throughput = async (side: Side, total: number) => {
+    const t0 = performance.now();
+    await windowed(total, WINDOW, (i) =>
+      publish(side, `bench-${i % DEVICES}`, { temperature: 15 + (i % 200) / 10, heating: i % 2 === 0 }),
+    );
+    await streamEmpty(jsm, side.stream);
+    return Math.round(total / ((performance.now() - t0) / 1000));
+  };
+
+  /** Probe reports (publish → visible in the store) under `rate` background reports/s. */
+  const latency = async (side: Side, rate: number, into: ReturnType<typeof histogram>) => {
+    let stop = false;
+    let i = 0;
+    const background = (async () => {
+      while (!stop) {
+        const tick = performance.now();
+        await Promise.all(
+          Array.from({ length: Math.max(1, Math.round(rate / 10)) }, () =>
+            publish(side, `bench-${i++ % DEVICES}`, { temperature: 20 + (i % 50) / 10 }),
+          ),
+        );
+        const wait = 100 - (performance.now() - tick);
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+    })();
+    const round = histogram();
+    const probe: TwinRef = { type: "thermostat", id: "bench-probe" };
+    for (let p = 0; p < PROBES; p++) {
+      const value = Math.round((10 + (p % 100) / 10) * 100) / 100 + (p % 2 ? 0.001 : 0.002);
+      const start = performance.now();
+      await publish(side, probe.id, { temperature: value });
+      for (;;) {
+        const view = await side.reader.readView(probe);
+        if (view?.reported["temperature"] === value) break;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      const us = Math.max(1, Math.round((performance.now() - start) * 1000));
+      round.recordValue(us);
+      into.recordValue(us);
+    }
+    stop = true;
+    await background;
+    await streamEmpty(jsm, side.stream);
+    return percentiles(round);
+  };
+
+  note(`warm-up: one report per device on each side (${DEVICES} twins activated)...`);
+  for (const side of sides) await throughput(side, DEVICES);
+  const perSide = new Map(
+    sides.map((side) => [
+      side.name,
+      { rates: [] as number[], latencyRounds: [] as ReturnType<typeof percentiles>[], latency: histogram() },
+    ]),
+  );
+  let backgroundRate = 0;
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const side of sides) {
+      const figures = perSide.get(side.name)!;
+      const rate = await throughput(side, REPORTS);
+      figures.rates.push(rate);
+      if (backgroundRate === 0) backgroundRate = Math.max(10, Math.round(rate / 2));
+      const lat = await latency(side, backgroundRate, figures.latency);
+      figures.latencyRounds.push(lat);
+      note(
+        `round ${round + 1} ${side.name}: ${rate} reports/s; publish → in the store p50 ${lat.p50} ms, p99 ${lat.p99} ms (load ${loadAverage()})`,
+      );
+    }
   }
-  bareStop = true;
-  await bareBackground;
-  await messages.close();
-  await jsm.streams.delete(BARE);
-  const barePerSecond = Math.round(REPORTS / bareSeconds);
-  const bare = percentiles(bareLatency);
-  note(`  ${barePerSecond} messages/s; publish → consumed ${JSON.stringify(bare)}`);
+  const doppel = perSide.get("doppel")!;
+  const bare = perSide.get("baseline")!;
+  const ratios = doppel.rates.map((rate, i) => Math.round((rate / bare.rates[i]!) * 1000) / 1000);
+  const result = {
+    doppel: {
+      reportsPerSecond: summary(doppel.rates),
+      rounds: doppel.rates,
+      latencyMs: percentiles(doppel.latency),
+      latencyRounds: doppel.latencyRounds,
+    },
+    baseline: {
+      reportsPerSecond: summary(bare.rates),
+      rounds: bare.rates,
+      latencyMs: percentiles(bare.latency),
+      latencyRounds: bare.latencyRounds,
+    },
+    doppelVsBaseline: Math.round((summary(doppel.rates).median / summary(bare.rates).median) * 1000) / 1000,
+    ratioRounds: ratios,
+  };
+  note(
+    `  median doppel ${result.doppel.reportsPerSecond.median}/s, baseline ${result.baseline.reportsPerSecond.median}/s, ratio ${result.doppelVsBaseline} (rounds ${ratios.join(", ")})`,
+  );
 
   report("ingest", {
     command: [
+      ...(quick ? ["BENCH_QUICK=1"] : []),
       ...(STORE === "cassandra" ? ["BENCH_STORE=cassandra"] : []),
       ...(process.env["BENCH_SHARDS"] === undefined ? [] : [`BENCH_SHARDS=${SHARDS}`]),
+      ...(process.env["BENCH_ROUNDS"] === undefined ? [] : [`BENCH_ROUNDS=${ROUNDS}`]),
       "npm run bench:ingest",
     ].join(" "),
     store: STORE,
     setup: {
-      nats: "nats-server v2.15.3, JetStream file store, sync_interval always, loopback",
-      node:
+      nats: "nats-server v2.15.3, JetStream file store, loopback",
+      store:
         STORE === "cassandra"
-          ? `separate process: doppel start --nats --cassandra (Cassandra 5.0 single node, commitlog batch), ${SHARDS} shard consumers`
-          : `separate process: doppel start --nats (sqlite store, synchronous full), ${SHARDS} shard consumers`,
+          ? "Cassandra (shared server), CassandraEventStore on each side's own keyspace"
+          : "SqliteEventStore, WAL, synchronous=FULL, each side its own file",
+      shards: SHARDS,
+      consumers: "one per process, filtered on every shard subject (both sides)",
       devices: DEVICES,
-      reports: REPORTS,
+      reportsPerRound: REPORTS,
       window: WINDOW,
+      rounds: ROUNDS,
+      probesPerRound: PROBES,
+      backgroundReportsPerSecond: backgroundRate,
       nodeStartMs: node.startMs,
+      latency:
+        "probe publish (JetStream ack) → its value in the store's view (readView polled by the bench process), same on both sides",
+      baseline:
+        "bench/ingest-baseline.ts: same stream settings and consumer layout, HandWrittenTwin (the Thermostat's schema, shadow merge, onReported, apply), the same store class and durability, group commit, ack after commit",
+      load: loadAverage(),
     },
-    runtime: {
-      reportsPerSecond,
-      latencyMs: runtimeLatency,
-      latency: `device publish → visible through GetTwin (polled), ${PROBES} probes under ${BACKGROUND_PER_SECOND} reports/s`,
-    },
-    bareBaseline: {
-      messagesPerSecond: barePerSecond,
-      latencyMs: bare,
-      latency: `JetStream publish → consumed (and acked) by one pull consumer, ${PROBES} probes under ${BACKGROUND_PER_SECOND} messages/s`,
-    },
-    runtimeVsBare: Math.round((reportsPerSecond / barePerSecond) * 1000) / 1000,
+    ...result,
   });
 } finally {
-  grpc.close();
   node.child.kill("SIGTERM");
-  await new Promise((resolve) => node.child.once("exit", resolve));
+  baseline.kill("SIGTERM");
+  await Promise.all([
+    new Promise((resolve) => node.child.once("exit", resolve)),
+    new Promise((resolve) => baseline.once("exit", resolve)),
+  ]);
   await jsm.streams.delete("DOPPEL_INGRESS").catch(() => false);
   await wire.close();
   rmSync(dataDir, { recursive: true, force: true });
   if (started) spawnSync("bash", ["scripts/infra/nats.sh", "down"], { cwd: ROOT, stdio: "inherit" });
+  process.exit(0);
+}
+
+function loadAverage(): string {
+  return loadavg()
+    .map((l) => l.toFixed(1))
+    .join(" ");
 }

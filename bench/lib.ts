@@ -59,3 +59,25 @@ export function settledHeap(): number {
   for (let i = 0; i < 4; i++) gc();
   return process.memoryUsage().heapUsed;
 }
+
+/** The median of `values`. */
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** Median, min, max and (max − min) / median of one side's per-round figures. */
+export function summary(values: number[]) {
+  const m = median(values);
+  return {
+    median: Math.round(m * 1000) / 1000,
+    min: Math.min(...values),
+    max: Math.max(...values),
+    spread: Math.round(((Math.max(...values) - Math.min(...values)) / m) * 1000) / 1000,
+  };
+}
+
+/** `bench:ingest`'s baseline stream and its subject prefix (`<prefix>.dev.<type>.<id>.reported`). */
+export const BARE_STREAM = "DOPPEL_BENCH_BARE";
+export const BARE_PREFIX = "doppelbare";
