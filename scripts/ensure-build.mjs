@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const stamp = join(root, "dist", ".built");
-const sources = ["runtime", "cluster", "twins", "proto"];
+const sources = ["runtime", "cluster", "twins", "proto", "console"];
 const configs = ["package.json", "tsconfig.json", "tsconfig.build.json", "package-lock.json"];
 
 /** The newest modification time under `path`. */

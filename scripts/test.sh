@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 node scripts/ensure-deps.mjs
 echo "== types, lint, layers"
 npx tsc --noEmit -p .
+npx tsc --noEmit -p console
 npx biome ci .
 npx depcruise runtime cluster twins --config .dependency-cruiser.cjs
 
