@@ -3,8 +3,8 @@
  * with a CA and certificates the test makes (openssl): a node connects to a TLS-only nats-server
  * (client certificates verified) and creates its JetStream stream there; the Redis connection the
  * cluster layer uses runs commands over TLS with a client certificate. Plaintext clients are
- * refused by both, and NATS refuses a TLS client without a certificate. (Cassandra TLS is checked as driver options only,
- * in test/persistence/cassandra: a second Cassandra is too heavy for the test machines.)
+ * refused by both, and NATS refuses a TLS client without a certificate. (Cassandra TLS runs against
+ * the suite's own Cassandra: test/integration/cassandra/tls.test.ts.)
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
