@@ -69,7 +69,14 @@ function program({ out, err }: CliOutput): Command {
     .option("--tls-cert <file>", "serve gRPC over TLS with this certificate (PEM)")
     .option("--tls-key <file>", "the TLS certificate's private key (PEM)")
     .option("--tls-client-ca <file>", "require client certificates signed by this CA (mTLS)")
-    .option("--insecure", "allow a non-loopback --listen without API keys and TLS (warns)")
+    .option(
+      "--coap <host:port>",
+      "serve CoAP (UDP) for constrained devices, or 'off' (env DOPPEL_COAP; docs/devices.md)",
+    )
+    .option(
+      "--insecure",
+      "allow a non-loopback --listen without API keys and TLS, and plaintext --coap beyond loopback (warns)",
+    )
     .option("--nats-ca <file>", "connect to NATS over TLS, trusting this CA (PEM)")
     .option("--nats-cert <file>", "client certificate for NATS (PEM)")
     .option("--nats-key <file>", "its private key (PEM)")

@@ -19,8 +19,10 @@
  * | `DOPPEL_LOG_LEVEL` | `--log-level`   | `log.level`                      |
  * | `DOPPEL_TRACES`    | `--traces`      | `tracing` (`on`, `console`, `off`/`0`) |
  * | `DOPPEL_API_KEYS`  | `--api-keys`    | `grpc.apiKeys` (also `doppel keys --file`) |
+ * | `DOPPEL_COAP`      | `--coap`        | `coap.listen` (`off`: none)      |
  *
- * `--tls-cert`, `--tls-key`, `--tls-client-ca` set `grpc.tls`; `--insecure` sets `grpc.insecure`;
+ * `--tls-cert`, `--tls-key`, `--tls-client-ca` set `grpc.tls`; `--insecure` sets `grpc.insecure` (and
+ * `coap.insecure` when CoAP is served);
  * `--nats-ca|cert|key` set `nats.tls`, `--redis-ca|cert|key` set `cluster.redisTls`, and
  * `--cassandra-ca|cert|key` set `store.tls` (`caFile`, `certFile`, `keyFile`).
  *
@@ -55,6 +57,8 @@ export interface StartFlags {
   readonly traces?: string;
   /** API keys file. */
   readonly apiKeys?: string;
+  /** CoAP (UDP) listen address for constrained devices. */
+  readonly coap?: string;
   readonly tlsCert?: string;
   readonly tlsKey?: string;
   readonly tlsClientCa?: string;
@@ -97,6 +101,7 @@ export const START_ENV = {
   logLevel: "DOPPEL_LOG_LEVEL",
   traces: "DOPPEL_TRACES",
   apiKeys: "DOPPEL_API_KEYS",
+  coap: "DOPPEL_COAP",
 } as const satisfies Partial<Record<keyof StartFlags, string>>;
 
 type Sourced = keyof typeof START_ENV;
@@ -121,6 +126,7 @@ const FLAG_NAMES: Record<Sourced, string> = {
   logLevel: "--log-level",
   traces: "--traces",
   apiKeys: "--api-keys",
+  coap: "--coap",
 };
 
 /** The flag if given, else the environment variable if set and not empty. */
@@ -251,6 +257,14 @@ export function buildConfig(flags: StartFlags, env: NodeJS.ProcessEnv): NodeConf
   if (logLevel) config["log"] = { ...section(file, "log"), level: logLevel.value };
   const traces = get("traces");
   if (traces) config["tracing"] = tracing(traces);
+
+  const coap = get("coap");
+  if (coap) {
+    if (isOff(coap.value)) delete config["coap"];
+    else config["coap"] = { ...section(file, "coap"), listen: coap.value };
+  }
+  if (flags.insecure && config["coap"] !== undefined)
+    config["coap"] = { ...section(config, "coap"), insecure: true };
 
   const plain = { ca: "ca", cert: "cert", key: "key" };
   const natsTls = tlsFlags({ ca: flags.natsCa, cert: flags.natsCert, key: flags.natsKey }, plain);

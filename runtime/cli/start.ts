@@ -45,6 +45,8 @@ export async function startCommand(flags: StartFlags, out: (line: string) => voi
     );
   }
   if (node.metricsAddress) lines.push(`  metrics http://${node.metricsAddress}/metrics`);
+  const coap = node.coap;
+  if (coap) lines.push(`  CoAP    coap://${coap.address}/v1/<type>/<id>/reported|telemetry|desired`);
   const fleet = node.fleet;
   if (fleet)
     lines.push(

@@ -29,7 +29,14 @@
  * MQTT devices use the same subjects through NATS's MQTT listener: MQTT topic
  * `doppel/dev/<type>/<id>/reported` is NATS subject `doppel.dev.<type>.<id>.reported`.
  */
-import { DoppelError, InvalidArgument, type WireError } from "../core/errors.ts";
+import { TransportError } from "../../cluster/transport/transport.ts";
+import {
+  DeadlineExceeded,
+  DoppelError,
+  InvalidArgument,
+  Unavailable,
+  type WireError,
+} from "../core/errors.ts";
 import { type TwinRef, twinRef } from "../core/ids.ts";
 import { type JsonLimits, type JsonObject, parseJsonObject } from "../core/json.ts";
 
@@ -134,6 +141,25 @@ export type DeviceCommandReply = { readonly result: unknown } | { readonly error
 /** The wire form of an error reply. */
 export function errorReply(error: unknown): { error: WireError } {
   return { error: DoppelError.from(error).toWire() };
+}
+
+/**
+ * What a failed publish or request on a device subject means to the device: no acknowledgement in
+ * time (`DEADLINE_EXCEEDED`), nobody listening or no stream capturing the subject, or a server
+ * refusal (`UNAVAILABLE`; a refusal for size is `INVALID_ARGUMENT`). `what` names the operation.
+ */
+export function transportFailure(error: unknown, what: string): DoppelError {
+  if (error instanceof TransportError) {
+    if (error.failure === "timeout") return new DeadlineExceeded(`${what}: no acknowledgement in time`);
+    if (error.failure === "no-responders") return new Unavailable(`${what}: no Doppel node is listening`);
+    if (error.failure === "rejected") {
+      return /size|payload|too large/i.test(error.message)
+        ? new InvalidArgument(`${what}: refused by the server: ${error.message}`)
+        : new Unavailable(`${what}: refused by the server: ${error.message}`);
+    }
+    return new Unavailable(`${what}: ${error.message}`);
+  }
+  return DoppelError.from(error);
 }
 
 /** Header of a report's per-device sequence number (decimal, 1 to 2^53 - 1). */

@@ -18,6 +18,7 @@ import { present } from "../core/present.ts";
 import type { TwinClass } from "../core/twin.ts";
 import type { TwinApi } from "../core/twin-api.ts";
 import type { DeviceAuthService } from "../devices/auth/auth-callout.ts";
+import type { CoapIngress } from "../devices/coap/coap-ingress.ts";
 import { type DeviceLink, startDeviceLink } from "../devices/device-link.ts";
 import type { DeviceIngress } from "../devices/ingress/device-ingress.ts";
 import type { Engine } from "../engine/engine.ts";
@@ -84,6 +85,7 @@ export class DoppelNode {
   #stopped = false;
   #fleet: Fleet | undefined;
   #grpcAddress: string | undefined;
+  #coap: CoapIngress | undefined;
   #grpcSecurity: string | undefined;
   #devices!: DeviceLink;
   #coordinator: ClusterCoordinator | undefined;
@@ -248,6 +250,7 @@ export class DoppelNode {
     try {
       await this.#serveMetrics();
       await this.#serveGrpc();
+      await this.#serveCoap(wiring);
       await this.#runDemoFleet(parts, wiring);
     } catch (error) {
       await this.stop();
@@ -282,6 +285,28 @@ export class DoppelNode {
     });
     this.attach(gateway);
     this.#grpcAddress = gateway.address;
+  }
+
+  async #serveCoap(wiring: Wiring): Promise<void> {
+    if (!this.config.coap) return;
+    const { startCoapListener } = await import("./coap-listener.ts");
+    const coap = await startCoapListener({
+      config: this.config,
+      transport: this.#devices.transport,
+      registry: this.registry,
+      admission: this.#admission,
+      clock: wiring.clock,
+      logger: this.logger,
+    });
+    if (coap) {
+      this.attach(coap);
+      this.#coap = coap;
+    }
+  }
+
+  /** The CoAP listener (`coap` in the configuration): its address, counters and observers. */
+  get coap(): CoapIngress | undefined {
+    return this.#coap;
   }
 
   async #runDemoFleet(parts: NodeParts, wiring: Wiring): Promise<void> {

@@ -372,6 +372,29 @@ export const nodeConfigSchema = z
       .object({ enabled: z.boolean().default(false), exporter: z.enum(["none", "console"]).default("none") })
       .strict()
       .default({ enabled: false, exporter: "none" }),
+    /**
+     * CoAP (UDP) ingress for constrained devices (see docs/devices.md, *CoAP*). Plaintext: beyond
+     * loopback it needs `insecure: true` and every request a device credential.
+     */
+    coap: z
+      .object({
+        /** `host:port` to serve CoAP on (UDP; 5683 is CoAP's port). */
+        listen: listenAddress,
+        /** Allow plaintext CoAP on a non-loopback address (credentials are still required). */
+        insecure: z.boolean().default(false),
+        /**
+         * Refuse requests without a valid device credential. Default: true beyond loopback and on
+         * a node that checks device credentials (`nats.deviceAuth`); false on loopback otherwise.
+         */
+        requireCredentials: z.boolean().optional(),
+        /** Most desired-state observations on the node, and per twin (a new one ends the oldest). */
+        maxObservers: z.number().int().min(1).max(1_000_000).default(1024),
+        maxObserversPerDevice: z.number().int().min(1).max(64).default(2),
+        /** How long a report waits for its durable acknowledgement before 5.03. */
+        ackTimeout: duration.default(5_000),
+      })
+      .strict()
+      .optional(),
     /** Prometheus metrics endpoint `host:port` (`/metrics`), or false. */
     metrics: z
       .object({

@@ -37,7 +37,6 @@ import {
   type TransportMessage,
 } from "../../../cluster/transport/transport.ts";
 import {
-  DeadlineExceeded,
   DoppelError,
   InvalidArgument,
   ResourceExhausted,
@@ -66,6 +65,7 @@ import {
   type ReportReply,
   SEQ_HEADER,
   type SyncReply,
+  transportFailure,
 } from "../protocol.ts";
 
 /** What to do with a new message when the offline buffer is full. */
@@ -174,20 +174,6 @@ function readAck(ack: DurableAck): ReportAck {
   if (reply && "error" in reply) throw DoppelError.fromWire(reply.error);
   const ok = reply && "ok" in reply ? reply : undefined;
   return { version: ok?.version, duplicate: ack.duplicate || (ok?.duplicate ?? false) };
-}
-
-function fromTransport(error: unknown, what: string): DoppelError {
-  if (error instanceof TransportError) {
-    if (error.failure === "timeout") return new DeadlineExceeded(`${what}: no acknowledgement in time`);
-    if (error.failure === "no-responders") return new Unavailable(`${what}: no Doppel node is listening`);
-    if (error.failure === "rejected") {
-      return /size|payload|too large/i.test(error.message)
-        ? new InvalidArgument(`${what}: refused by the server: ${error.message}`)
-        : new Unavailable(`${what}: refused by the server: ${error.message}`);
-    }
-    return new Unavailable(`${what}: ${error.message}`);
-  }
-  return DoppelError.from(error);
 }
 
 export class DeviceClient {
@@ -431,7 +417,7 @@ export class DeviceClient {
             if (this.#online) this.#flush();
             return;
           }
-          out.reject(fromTransport(error, out.what));
+          out.reject(transportFailure(error, out.what));
         },
       );
   }
@@ -446,7 +432,7 @@ export class DeviceClient {
         ...(headers ? { headers } : {}),
       });
     } catch (error) {
-      throw fromTransport(error, `sync of ${this.ref.type}/${this.ref.id}`);
+      throw transportFailure(error, `sync of ${this.ref.type}/${this.ref.id}`);
     }
     if (encodingOf(message.headers) === "protobuf") {
       try {

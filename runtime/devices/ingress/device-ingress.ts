@@ -98,7 +98,11 @@ function devicePrincipal(device: string): string {
   return principalLabel({ kind: "device", id: device, scopes: ["write"] });
 }
 
-function parseTelemetry(body: JsonObject, now: number): { at: number; metrics: Record<string, number> }[] {
+/** Validates a telemetry body (one sample or `{ samples: [...] }`, 1 to 1000) into samples; `InvalidArgument` names the bad one. */
+export function parseTelemetry(
+  body: JsonObject,
+  now: number,
+): { at: number; metrics: Record<string, number> }[] {
   const items = Array.isArray(body["samples"]) ? body["samples"] : [body];
   if (items.length === 0 || items.length > 1000)
     throw new InvalidArgument("telemetry: 1 to 1000 samples per message");

@@ -1,0 +1,448 @@
+/**
+ * CoAP ingress (RFC 7252 over UDP, Observe RFC 7641) for constrained devices, on the node's device
+ * transport: a report or telemetry message goes the same durable way a NATS device's does
+ * (`Transport.publishDurable` on the device's subject: into the JetStream ingress stream on NATS,
+ * processed and persisted in-process), and a confirmable request is answered 2.04 Changed (reported)
+ * or 2.01 Created (telemetry) only once that publish is acknowledged. Until then the client sees
+ * at most the empty ACK of a separate response (RFC 7252 §5.2.2), never a success code.
+ *
+ * Before anything is published a request is checked as NATS ingress would check it, and refused
+ * with a CoAP code and a diagnostic payload (`CODE: message`): the path and twin id (4.04 / 4.00),
+ * the device's credential (4.01 / 4.03), the payload's size (4.13), Content-Format (4.15), JSON or
+ * CBOR decoding, the report stamp and the twin type's reported schema (4.00), admission control
+ * (5.03 with Max-Age). Raw datagrams are screened first (`screenDatagram`), so a malformed one is
+ * answered or dropped without reaching the CoAP library (node-coap).
+ *
+ * The CoAP library: node-coap (`coap`), the maintained CoAP implementation for Node.js (server,
+ * client, Observe, deduplication of retransmitted confirmable requests, separate responses); it
+ * has no DTLS, so the device's credential travels as the `token` query parameter (see
+ * docs/security.md for what that means).
+ */
+import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
+import { isIPv6 } from "node:net";
+import coap from "coap";
+import type { Headers, Transport } from "../../../cluster/transport/transport.ts";
+import type { Admission, Permit } from "../../core/admission.ts";
+import {
+  DoppelError,
+  FailedPrecondition,
+  InvalidArgument,
+  NotFound,
+  PermissionDenied,
+  ResourceExhausted,
+  Unauthenticated,
+  Unavailable,
+  type WireError,
+} from "../../core/errors.ts";
+import { refKey, type TwinRef } from "../../core/ids.ts";
+import type { JsonLimits, JsonObject } from "../../core/json.ts";
+import type { TwinRegistry } from "../../engine/twin-type.ts";
+import type { Logger } from "../../observability/logger.ts";
+import type { RateLimit, RateLimiter } from "../../security/rate-limiter.ts";
+import type { DeviceCredentials } from "../auth/device-credentials.ts";
+import { parseTelemetry } from "../ingress/device-ingress.ts";
+import {
+  AT_HEADER,
+  type DesiredPush,
+  DeviceChannel,
+  decodeJsonPayload,
+  deviceSubject,
+  encodeJson,
+  reportStamp,
+  SEQ_HEADER,
+  type SyncReply,
+  transportFailure,
+} from "../protocol.ts";
+import {
+  type CoapFailure,
+  type CoapTarget,
+  coapFailureOf,
+  decodePayload,
+  encodePayload,
+  formatOf,
+  MAX_RESPONSE_PAYLOAD,
+  type PayloadFormat,
+  parseTarget,
+  screenDatagram,
+} from "./coap-message.ts";
+import { DesiredObservers } from "./desired-observers.ts";
+
+type CoapRequest = InstanceType<typeof coap.IncomingMessage>;
+type CoapResponse = InstanceType<typeof coap.OutgoingMessage> | InstanceType<typeof coap.ObserveWriteStream>;
+
+/** Counters of the CoAP listener (exposed on the node). */
+export interface CoapStats {
+  /** Requests that reached a handler. */
+  requests: number;
+  /** Reports and telemetry messages acknowledged as durable. */
+  stored: number;
+  /** Requests refused with a 4.xx code (bad path, payload, credential...). */
+  refused: number;
+  /** Of those, refused for a missing, wrong or revoked credential. */
+  unauthorized: number;
+  /** Refused with 5.03: admission control, the device's rate, or the ingress not storing in time. */
+  unavailable: number;
+  /** Datagrams answered or dropped before the CoAP library (malformed, block-wise, bad options). */
+  screened: number;
+  /** Desired-state notifications sent. */
+  notifications: number;
+}
+
+export interface CoapIngressOptions {
+  readonly host: string;
+  readonly port: number;
+  /** The node's device transport (NATS or in-process). */
+  readonly transport: Transport;
+  readonly registry: TwinRegistry;
+  readonly limits: JsonLimits;
+  /** The device credentials file the NATS auth callout uses; absent: no credential is checked. */
+  readonly credentials: DeviceCredentials | undefined;
+  /** Refuse requests without a valid credential (always beyond loopback). */
+  readonly requireCredentials: boolean;
+  readonly admission?: Admission;
+  readonly deviceRate?: { readonly limiter: RateLimiter; readonly limit: RateLimit };
+  readonly logger: Logger;
+  readonly now: () => number;
+  /** How long a report may wait for its durable acknowledgement before 5.03. */
+  readonly ackTimeoutMs: number;
+  readonly maxObservers: number;
+  readonly maxObserversPerDevice: number;
+}
+
+/** The largest datagram looked at: the payload limit and room for header and options. */
+const HEADER_ROOM = 512;
+
+export class CoapIngress {
+  readonly stats: CoapStats = {
+    requests: 0,
+    stored: 0,
+    refused: 0,
+    unauthorized: 0,
+    unavailable: 0,
+    screened: 0,
+    notifications: 0,
+  };
+  readonly #server: InstanceType<typeof coap.Server>;
+  readonly #socket: Socket;
+  readonly #observers: DesiredObservers;
+  #address = "";
+
+  private constructor(
+    private readonly options: CoapIngressOptions,
+    socket: Socket,
+  ) {
+    this.#socket = socket;
+    this.#observers = new DesiredObservers(
+      options.transport,
+      options.maxObservers,
+      options.maxObserversPerDevice,
+      options.logger,
+    );
+    // Responses are cached for retransmissions (bounded by bytes); no proxying.
+    this.#server = coap.createServer({ piggybackReplyMs: 50, cacheSize: 4 * 1024 * 1024 });
+    this.#server.on("request", (req: CoapRequest, res: CoapResponse) => void this.#handle(req, res));
+    this.#server.on("error", (error: Error) => options.logger.warn({ err: error }, "CoAP server error"));
+  }
+
+  /** Binds the UDP socket and serves. Fails with `Unavailable` when the address cannot be bound. */
+  static async start(options: CoapIngressOptions): Promise<CoapIngress> {
+    const socket = createSocket({ type: isIPv6(options.host) ? "udp6" : "udp4" });
+    await new Promise<void>((resolve, reject) => {
+      socket.once("error", (error) =>
+        reject(new Unavailable(`cannot serve CoAP on ${options.host}:${options.port}: ${error.message}`)),
+      );
+      socket.bind(options.port, options.host, () => resolve());
+    });
+    const ingress = new CoapIngress(options, socket);
+    ingress.#listen();
+    return ingress;
+  }
+
+  #listen(): void {
+    const socket = this.#socket;
+    this.#server.listen(socket);
+    // Every datagram is screened before the library parses it (see screenDatagram).
+    socket.removeAllListeners("message");
+    const handle = this.#server.handleRequest();
+    const maxDatagram = this.options.limits.maxBytes + HEADER_ROOM;
+    socket.on("message", (datagram: Buffer, peer: RemoteInfo) => {
+      try {
+        const screened = screenDatagram(datagram, maxDatagram);
+        if (screened.pass) {
+          handle(datagram, peer);
+          return;
+        }
+        this.stats.screened++;
+        if (screened.reply) socket.send(screened.reply, peer.port, peer.address);
+      } catch (error) {
+        this.options.logger.warn({ err: error }, "CoAP datagram not handled");
+      }
+    });
+    socket.on("error", (error) => this.options.logger.warn({ err: error }, "CoAP socket error"));
+    const bound = socket.address();
+    this.#address =
+      bound.family === "IPv6" ? `[${bound.address}]:${bound.port}` : `${bound.address}:${bound.port}`;
+  }
+
+  /** The `host:port` the listener is bound to. */
+  get address(): string {
+    return this.#address;
+  }
+
+  /** Desired-state observations open now. */
+  get observers(): number {
+    return this.#observers.size;
+  }
+
+  async #handle(req: CoapRequest, res: CoapResponse): Promise<void> {
+    res.on("error", (error: Error) => this.options.logger.debug({ err: error }, "CoAP response not sent"));
+    this.stats.requests++;
+    try {
+      const options = req._packet.options ?? [];
+      const values = (name: string) => options.filter((o) => o.name === name).map((o) => String(o.value));
+      const target = parseTarget(values("Uri-Path"), values("Uri-Query"));
+      if (!this.options.registry.has(target.ref.type))
+        throw new NotFound(`no twin type '${target.ref.type}' on this node`);
+      this.#authenticate(target);
+      const method = req.method;
+      if (target.resource === "desired") {
+        if (method !== "GET")
+          throw new MethodNotAllowed(`${method} on desired: use GET (with Observe to watch)`);
+        await this.#desired(req, res, target);
+        return;
+      }
+      if (method !== "POST") throw new MethodNotAllowed(`${method} on ${target.resource}: use POST`);
+      await this.#store(req, target);
+      this.stats.stored++;
+      (res as InstanceType<typeof coap.OutgoingMessage>).code =
+        target.resource === "reported" ? "2.04" : "2.01";
+      res.end();
+    } catch (error) {
+      this.#fail(res, error);
+    }
+  }
+
+  /** Checks the `token` against the credentials file (required unless the listener is open). */
+  #authenticate(target: CoapTarget): void {
+    const { credentials, requireCredentials } = this.options;
+    if (target.token === undefined) {
+      if (!requireCredentials) return;
+      throw new Unauthenticated(
+        `missing credential: add ?token=<the device's password from 'doppel devices provision'>`,
+      );
+    }
+    if (!credentials) {
+      if (!requireCredentials) return;
+      throw new Unauthenticated("this node checks no device credentials");
+    }
+    const check = credentials.check(refKey(target.ref), target.token);
+    if (check.ok) return;
+    if (check.reason === "revoked")
+      throw new PermissionDenied(`the credential of device ${refKey(target.ref)} was revoked`);
+    throw new Unauthenticated(`device credential refused (${check.reason})`);
+  }
+
+  /** Validates a report or telemetry message as ingress would, and publishes it durably. */
+  async #store(req: CoapRequest, target: CoapTarget): Promise<void> {
+    const { ref } = target;
+    const device = refKey(ref);
+    const format = formatOf(req.headers["Content-Format"]);
+    const payload = req.payload ?? Buffer.alloc(0);
+    const headers = new Map<string, string>();
+    if (target.seq !== undefined) headers.set(SEQ_HEADER, target.seq);
+    if (target.at !== undefined) headers.set(AT_HEADER, target.at);
+    let body: JsonObject;
+    if (target.resource === "reported") {
+      body = decodePayload(payload, format, "reported patch", this.options.limits);
+      const stamped = reportStamp(headers, body);
+      this.options.registry.get(ref.type).parseReported(stamped.patch);
+    } else {
+      body = decodePayload(payload, format, "telemetry", this.options.limits);
+      if (target.seq !== undefined || target.at !== undefined)
+        throw new InvalidArgument("telemetry takes no seq or at: give each sample its own 'at'");
+      parseTelemetry(body, this.options.now());
+    }
+    const rate = this.options.deviceRate;
+    if (rate) {
+      const decision = rate.limiter.take(`coap:${device}`, rate.limit);
+      if (!decision.allowed)
+        throw new ResourceExhausted(
+          `device ${device} is over its rate of ${rate.limit.ratePerSecond} messages/s; retry in ${decision.retryAfterMs} ms`,
+          { retryAfterMs: decision.retryAfterMs, limit: "device-rate" },
+        );
+    }
+    let permit: Permit | undefined;
+    try {
+      // Admitted as device work of its own client, so a CoAP device and the same device's
+      // messages being applied do not count against each other's per-client bound.
+      permit = this.options.admission?.admit("device", `coap:${device}`);
+      await this.#publish(
+        ref,
+        target.resource === "reported" ? DeviceChannel.Reported : DeviceChannel.Telemetry,
+        body,
+        headers,
+        req,
+        target,
+      );
+    } finally {
+      permit?.release();
+    }
+  }
+
+  async #publish(
+    ref: TwinRef,
+    channel: DeviceChannel,
+    body: JsonObject,
+    headers: Headers,
+    req: CoapRequest,
+    target: CoapTarget,
+  ): Promise<void> {
+    // Without an id of its own, a message is named by its CoAP exchange: a retransmission that
+    // the library did not answer from its cache (it came while the first copy was in flight) is
+    // dropped by the stream's (or the twin's) deduplication.
+    const token = (req._packet.token ?? Buffer.alloc(0)).toString("hex");
+    const messageId =
+      target.messageId ?? `coap:${req.rsinfo.address}:${req.rsinfo.port}:${req._packet.messageId}:${token}`;
+    const what = `${channel} of ${refKey(ref)}`;
+    let ack: Awaited<ReturnType<Transport["publishDurable"]>>;
+    try {
+      ack = await this.options.transport.publishDurable(deviceSubject(ref, channel), encodeJson(body), {
+        messageId,
+        timeoutMs: this.options.ackTimeoutMs,
+        headers,
+      });
+    } catch (error) {
+      const failure = transportFailure(error, what);
+      if (failure.code !== "UNAVAILABLE" && failure.code !== "DEADLINE_EXCEEDED") throw failure;
+      throw new Unavailable(
+        `${what} was not stored: the ingress stream did not accept it (${failure.message})`,
+      );
+    }
+    // In-process the ack is the ingress's reply, which may carry its refusal.
+    if (ack.data && ack.data.byteLength > 0) {
+      let reply: { error?: WireError } | undefined;
+      try {
+        reply = decodeJsonPayload(ack.data, "ingress reply", this.options.limits) as typeof reply;
+      } catch {
+        reply = undefined;
+      }
+      if (reply?.error) throw DoppelError.fromWire(reply.error);
+    }
+  }
+
+  /** GET desired: the current state, and with Observe every later change. */
+  async #desired(req: CoapRequest, res: CoapResponse, target: CoapTarget): Promise<void> {
+    const format = formatOf(req.headers["Accept"]);
+    const peer = `${req.rsinfo.address}:${req.rsinfo.port}:${(req._packet.token ?? Buffer.alloc(0)).toString("hex")}`;
+    const observe = req.headers["Observe"];
+    if (observe === 1) this.#observers.remove(target.ref, peer);
+    if (observe !== 0) {
+      const state = await this.#sync(target.ref);
+      this.#send(res, format, state, true);
+      return;
+    }
+    const stream = res as InstanceType<typeof coap.ObserveWriteStream>;
+    const observation = {
+      key: peer,
+      notify: (push: DesiredPush) => {
+        this.stats.notifications++;
+        if (!this.#send(stream, format, push, false)) this.#observers.remove(target.ref, peer, observation);
+      },
+      end: () => stream.end(),
+    };
+    const registration = this.#observers.add(target.ref, observation);
+    // The client cancelled (RST) or stopped acknowledging confirmable notifications.
+    stream.on("finish", () => this.#observers.remove(target.ref, peer, observation));
+    try {
+      registration.deliver(await this.#sync(target.ref));
+    } catch (error) {
+      this.#observers.remove(target.ref, peer, observation);
+      throw error;
+    }
+  }
+
+  async #sync(ref: TwinRef): Promise<DesiredPush> {
+    type Reply = SyncReply | { error: WireError };
+    let reply: Reply;
+    try {
+      const message = await this.options.transport.request(
+        deviceSubject(ref, DeviceChannel.Sync),
+        new Uint8Array(),
+        {
+          timeoutMs: this.options.ackTimeoutMs,
+        },
+      );
+      reply = decodeJsonPayload(message.data, "sync reply", {
+        maxBytes: 16 * 1024 * 1024,
+        maxDepth: 256,
+      }) as unknown as Reply;
+    } catch (error) {
+      throw transportFailure(error, `desired state of ${refKey(ref)}`);
+    }
+    if ("error" in reply) throw DoppelError.fromWire(reply.error);
+    return { version: reply.version, desired: reply.desired, delta: reply.delta };
+  }
+
+  /**
+   * Sends desired state (a response, or a notification when `once` is false); false when it does
+   * not fit one datagram (the client gets 5.01 and, observing, its observation ends).
+   */
+  #send(res: CoapResponse, format: PayloadFormat, push: DesiredPush, once: boolean): boolean {
+    const payload = encodePayload(push, format);
+    if (payload.length > MAX_RESPONSE_PAYLOAD) {
+      this.#fail(
+        res,
+        new FailedPrecondition(
+          `desired state of ${payload.length} bytes does not fit one CoAP datagram (${MAX_RESPONSE_PAYLOAD}); block-wise transfer is not offered: read it over NATS sync or gRPC`,
+        ),
+        "5.01",
+      );
+      return false;
+    }
+    res.setOption("Content-Format", format === "cbor" ? "application/cbor" : "application/json");
+    if (once) {
+      (res as InstanceType<typeof coap.OutgoingMessage>).code = "2.05";
+      res.end(payload);
+    } else {
+      (res as InstanceType<typeof coap.ObserveWriteStream>).statusCode = "2.05";
+      res.write(payload);
+    }
+    return true;
+  }
+
+  #fail(res: CoapResponse, error: unknown, code?: string): void {
+    const failure: CoapFailure =
+      error instanceof MethodNotAllowed
+        ? { code: "4.05", diagnostic: `METHOD_NOT_ALLOWED: ${error.message}` }
+        : { ...coapFailureOf(error), ...(code ? { code } : {}) };
+    if (failure.code === "4.01" || failure.code === "4.03") this.stats.unauthorized++;
+    if (failure.code.startsWith("4.")) this.stats.refused++;
+    else this.stats.unavailable++;
+    this.options.logger.debug({ code: failure.code, err: failure.diagnostic }, "CoAP request refused");
+    try {
+      if (failure.maxAgeSeconds !== undefined) res.setOption("Max-Age", failure.maxAgeSeconds);
+      const diagnostic = Buffer.from(failure.diagnostic.slice(0, 400), "utf8");
+      if (res instanceof coap.ObserveWriteStream) {
+        // An error ends (or refuses) an observation: sent without an Observe option, which the
+        // stream's write would add (RFC 7641 §4.2). `_doSend` is the stream's own send of a packet.
+        res.statusCode = failure.code;
+        (res as unknown as { _doSend(data: Buffer): void })._doSend(diagnostic);
+        return;
+      }
+      res.code = failure.code;
+      res.end(diagnostic);
+    } catch (sendError) {
+      this.options.logger.debug({ err: sendError }, "CoAP error response not sent");
+    }
+  }
+
+  /** Ends every observation and closes the socket. */
+  async stop(): Promise<void> {
+    this.#observers.close();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    await new Promise<void>((resolve) => this.#socket.close(() => resolve()));
+  }
+}
+
+/** A method the resource does not offer (4.05). */
+class MethodNotAllowed extends Error {}
