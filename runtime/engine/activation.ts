@@ -44,7 +44,7 @@ import {
   type TwinEvent,
   type When,
 } from "../core/twin.ts";
-import { activeContext, type Context, inSpan, SpanKind } from "../observability/tracing.ts";
+import { activeContext, type Context, inSpan, SpanKind, tracingOn } from "../observability/tracing.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 import { lateLeavesDropped } from "../shadow/reported-times.ts";
 import { computeDelta } from "../shadow/shadow.ts";
@@ -160,6 +160,8 @@ export class Activation implements TwinBinding {
   readonly #twin: Twin<object, TwinEvent, object>;
   #committed!: TwinData;
   #data!: TwinData;
+  /** An upper bound of the JSON size of a reported object (see `#checkBounds`). */
+  #reportedBytes: { readonly of: JsonObject; readonly bytes: number } | undefined;
   #snapshotSeq = 0;
   #turn: Turn | null = null;
   #mailbox: Envelope[] | null = null;
@@ -368,16 +370,18 @@ export class Activation implements TwinBinding {
         this.#host.clock.now(),
       );
       this.#turn = turn;
-      const attributes: Record<string, string> = { "doppel.twin": this.key };
-      if (message.kind === "command") attributes["doppel.command"] = message.name;
       const current = turn;
-      result = await inSpan(
-        `turn ${message.kind}`,
-        SpanKind.INTERNAL,
-        attributes,
-        () => this.#handle(current),
-        envelope.context,
-      );
+      if (tracingOn()) {
+        const attributes: Record<string, string> = { "doppel.twin": this.key };
+        if (message.kind === "command") attributes["doppel.command"] = message.name;
+        result = await inSpan(
+          `turn ${message.kind}`,
+          SpanKind.INTERNAL,
+          attributes,
+          () => this.#handle(current),
+          envelope.context,
+        );
+      } else result = await this.#handle(current); // no tracing: no span wrapper on the hot path
       if (current.records.length > 0) this.#checkBounds(message, this.#data, current.data);
     } catch (error) {
       this.#turn = null;
@@ -420,7 +424,22 @@ export class Activation implements TwinBinding {
     ] as const;
     for (const [what, old, next, max, limit] of parts) {
       if (old === next) continue;
+      if (what === "reported") {
+        // A report merges its patch into reported: the result is at most the old size plus the
+        // patch's (JSON merge: replaced or deleted leaves only shrink it). Kept as an upper bound
+        // from report to report, so a report does not serialise all of reported; measured
+        // exactly only when the bound reaches the limit, or after anything else changed reported.
+        const known = this.#reportedBytes;
+        if (message.kind === "reported" && known?.of === old) {
+          const bound = known.bytes + Buffer.byteLength(JSON.stringify(message.patch)) + 2;
+          if (bound <= max) {
+            this.#reportedBytes = { of: next, bytes: bound };
+            continue;
+          }
+        }
+      }
       const size = Buffer.byteLength(JSON.stringify(next));
+      if (what === "reported") this.#reportedBytes = { of: next, bytes: size };
       if (size <= max) continue;
       const text = `${this.key}: ${what} would be ${size} bytes, over ${limit} (${max})`;
       const details = { limit, max, size };

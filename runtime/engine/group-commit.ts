@@ -9,7 +9,7 @@
  */
 import { DoppelError, Unavailable } from "../core/errors.ts";
 import type { TwinCommit } from "../core/records.ts";
-import { inSpan, SpanKind } from "../observability/tracing.ts";
+import { inSpan, SpanKind, tracingOn } from "../observability/tracing.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 
 export interface GroupCommitOptions {
@@ -86,13 +86,18 @@ export class GroupCommitter {
     }
     try {
       if (batch.length === 0) return;
-      const events = batch.reduce((n, p) => n + p.commit.events.length, 0);
-      const results = await inSpan(
-        "persist",
-        SpanKind.CLIENT,
-        { "doppel.commits": batch.length, "doppel.events": events },
-        () => this.store.commit(batch.map((p) => p.commit)),
-      );
+      const commits = batch.map((p) => p.commit);
+      const results = tracingOn()
+        ? await inSpan(
+            "persist",
+            SpanKind.CLIENT,
+            {
+              "doppel.commits": batch.length,
+              "doppel.events": batch.reduce((n, p) => n + p.commit.events.length, 0),
+            },
+            () => this.store.commit(commits),
+          )
+        : await this.store.commit(commits);
       batch.forEach((pending, i) => {
         const error = results[i];
         if (error) pending.reject(error);

@@ -28,6 +28,7 @@ import type {
 } from "../core/twin-api.ts";
 import { downsample } from "../persistence/downsample.ts";
 import { parseFilter } from "../query/filter.ts";
+import { Deadlines } from "./deadlines.ts";
 import type { Engine } from "./engine.ts";
 import type { TurnOutcome } from "./messages.ts";
 import { toView } from "./twin-data.ts";
@@ -60,10 +61,15 @@ function checkLimit(limit: number | undefined, fallback: number, max: number, wh
 }
 
 export class LocalTwins implements TwinApi {
+  /** The callers' deadlines, on one timer (not one per call). */
+  readonly #deadlines: Deadlines;
+
   constructor(
     private readonly engine: Engine,
     private readonly options: LocalTwinsOptions,
-  ) {}
+  ) {
+    this.#deadlines = new Deadlines(engine.clock);
+  }
 
   #ref(ref: TwinRef): TwinRef {
     const checked = twinRef(ref.type, ref.id);
@@ -85,9 +91,8 @@ export class LocalTwins implements TwinApi {
     if (remaining <= 0) return Promise.reject(new DeadlineExceeded(`${what}: deadline already passed`));
     const promise = dispatch();
     return new Promise((resolve, reject) => {
-      const timer = this.engine.clock.setTimeout(
-        () => reject(new DeadlineExceeded(`${what}: no answer within ${Math.round(remaining)} ms`)),
-        remaining,
+      const timer = this.#deadlines.add(deadline, () =>
+        reject(new DeadlineExceeded(`${what}: no answer within ${Math.round(remaining)} ms`)),
       );
       promise.then(
         (outcome) => {

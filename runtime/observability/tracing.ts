@@ -78,6 +78,11 @@ export function activeContext(): Context {
   return context.active();
 }
 
+/** Whether tracing is installed: when not, callers skip building span names and attributes. */
+export function tracingOn(): boolean {
+  return installed !== undefined;
+}
+
 /**
  * Runs `fn` in a new span named `name` (child of `parent`, or of the active context), ending it
  * when `fn` settles and recording a failure's code and message.

@@ -52,6 +52,22 @@ describe("bounded twins", () => {
     expect(after.reported).toEqual(before.reported);
   });
 
+  it("measures reported exactly once many small reports add up to the limit: refuses the first report that would cross it", async () => {
+    await start({ maxReportedBytes: 1024 });
+    // Each report replaces the label: reported stays small although the reports' sizes add up
+    // to far more than the limit (the kept upper bound is re-measured, never trusted past it).
+    for (let i = 0; i < 40; i++) await test.twins.report(box, { label: `${i}`.padEnd(100, "x") });
+    expect((await test.twins.get(box)).reported["label"]).toBe("39".padEnd(100, "x"));
+    // Growing it for real: refused exactly when the JSON of reported would be over 1024 bytes.
+    await test.twins.report(box, { label: "y".repeat(990) });
+    const size = Buffer.byteLength(JSON.stringify((await test.twins.get(box)).reported));
+    expect(size).toBeLessThanOrEqual(1024);
+    await expect(test.twins.report(box, { label: "y".repeat(990 + 1025 - size) })).rejects.toThrow(
+      /reported would be 1025 bytes, over limits.maxReportedBytes \(1024\)/,
+    );
+    await test.twins.report(box, { label: "y".repeat(990 + 1024 - size) });
+  });
+
   it("refuses a desired patch over limits.maxDesiredBytes", async () => {
     await start({ maxDesiredBytes: 512 });
     await expect(test.twins.updateDesired(box, { label: "z".repeat(600) })).rejects.toThrow(

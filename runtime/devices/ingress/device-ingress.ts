@@ -26,7 +26,7 @@ import { present } from "../../core/present.ts";
 import { principalLabel } from "../../core/principal.ts";
 import type { TwinApi } from "../../core/twin-api.ts";
 import type { Logger } from "../../observability/logger.ts";
-import { extractContext, inSpan, SpanKind } from "../../observability/tracing.ts";
+import { extractContext, inSpan, SpanKind, tracingOn } from "../../observability/tracing.ts";
 import type { RateLimit, RateLimiter } from "../../security/rate-limiter.ts";
 import {
   decodeReported,
@@ -173,14 +173,15 @@ export class DeviceIngress {
   ): Promise<Processed> {
     // Continue the device's trace when it sent a traceparent header.
     const headers = options.headers;
-    const parent = extractContext((key) => headers?.get(key));
-    const processed = await inSpan(
-      `ingress ${subject.split(".").at(-1) ?? "?"}`,
-      SpanKind.CONSUMER,
-      { "messaging.destination": subject },
-      () => this.#process(subject, data, messageId, options),
-      parent,
-    );
+    const processed = tracingOn()
+      ? await inSpan(
+          `ingress ${subject.split(".").at(-1) ?? "?"}`,
+          SpanKind.CONSUMER,
+          { "messaging.destination": subject },
+          () => this.#process(subject, data, messageId, options),
+          extractContext((key) => headers?.get(key)),
+        )
+      : await this.#process(subject, data, messageId, options);
     if (processed.rejected)
       this.onRejected?.(String((processed.reply as { error?: { code?: string } }).error?.code));
     return processed;

@@ -1,0 +1,112 @@
+/**
+ * Deadlines of many waits on one clock timer. A caller's wait on its turn (`LocalTwins`) has a
+ * deadline; a timer per wait costs an allocation and a timer-list insert and removal per report.
+ * Here waits are kept in buckets of `BUCKET_MS` by deadline, and one timer is armed for the
+ * earliest deadline: a wait that settles first just leaves its bucket. A wait expires exactly at
+ * its deadline (as the clock sees it; the timer fires for the earliest deadline and every wait due
+ * by then expires together).
+ */
+import type { Clock, TimerHandle } from "../core/clock.ts";
+
+const BUCKET_MS = 64;
+
+/** One wait: `expire` runs at its deadline unless `cancel` came first. */
+export interface Deadline {
+  cancel(): void;
+}
+
+interface Wait {
+  readonly at: number;
+  readonly expire: () => void;
+  bucket: Set<Wait> | undefined;
+}
+
+export class Deadlines {
+  /** Buckets by `floor(at / BUCKET_MS)`; their keys ascending in `#order`. */
+  readonly #buckets = new Map<number, Set<Wait>>();
+  #order: number[] = [];
+  #timer: TimerHandle | undefined;
+  /** When the armed timer fires. */
+  #armedAt = Number.POSITIVE_INFINITY;
+
+  constructor(private readonly clock: Clock) {}
+
+  /** Calls `expire` at `at` (clock time) unless the returned deadline is cancelled before. */
+  add(at: number, expire: () => void): Deadline {
+    const wait: Wait = { at, expire, bucket: undefined };
+    const key = Math.floor(at / BUCKET_MS);
+    let bucket = this.#buckets.get(key);
+    if (!bucket) {
+      bucket = new Set();
+      this.#buckets.set(key, bucket);
+      const order = this.#order;
+      // Deadlines mostly grow: the new key is usually the last one.
+      if (order.length === 0 || order[order.length - 1]! < key) order.push(key);
+      else order.splice(lowerBound(order, key), 0, key);
+    }
+    bucket.add(wait);
+    wait.bucket = bucket;
+    if (at < this.#armedAt) this.#arm(at);
+    return {
+      cancel: () => {
+        wait.bucket?.delete(wait);
+        wait.bucket = undefined;
+      },
+    };
+  }
+
+  #arm(at: number): void {
+    this.#timer?.cancel();
+    this.#armedAt = at;
+    this.#timer = this.clock.setTimeout(() => this.#fire(), Math.max(0, at - this.clock.now()));
+  }
+
+  #fire(): void {
+    this.#timer = undefined;
+    this.#armedAt = Number.POSITIVE_INFINITY;
+    const now = this.clock.now();
+    const due: Wait[] = [];
+    let next = Number.POSITIVE_INFINITY;
+    let done = 0;
+    for (const key of this.#order) {
+      if (key * BUCKET_MS > now) {
+        // Later buckets: the earliest non-empty one arms the next timer.
+        const bucket = this.#buckets.get(key)!;
+        if (bucket.size === 0) {
+          this.#buckets.delete(key);
+          done++;
+          continue;
+        }
+        for (const wait of bucket) next = Math.min(next, wait.at);
+        break;
+      }
+      const bucket = this.#buckets.get(key)!;
+      for (const wait of bucket) {
+        if (wait.at <= now) {
+          bucket.delete(wait);
+          wait.bucket = undefined;
+          due.push(wait);
+        } else next = Math.min(next, wait.at);
+      }
+      if (bucket.size > 0) break; // the current bucket still holds later waits
+      this.#buckets.delete(key);
+      done++;
+    }
+    // Drop the emptied keys (they are the first `done` in order, empty later ones left in place).
+    if (done > 0) this.#order = this.#order.filter((key) => this.#buckets.has(key));
+    if (next !== Number.POSITIVE_INFINITY) this.#arm(next);
+    for (const wait of due) wait.expire();
+  }
+}
+
+/** The first index of `sorted` whose value is at least `key`. */
+function lowerBound(sorted: readonly number[], key: number): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (sorted[mid]! < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
