@@ -187,3 +187,24 @@ describe("configuration refuses durations that make no sense", () => {
     );
   });
 });
+
+describe("doppel start --coap", () => {
+  it("serves CoAP from --coap or DOPPEL_COAP, keeps the file's other CoAP settings, and 'off' serves none", () => {
+    const file = configFile({ coap: { listen: "127.0.0.1:5683", maxObservers: 10 } });
+    expect(compiled({ config: file }).coap).toMatchObject({ listen: "127.0.0.1:5683", maxObservers: 10 });
+    expect(compiled({ config: file, coap: "localhost:5684" }).coap).toMatchObject({
+      listen: "localhost:5684",
+      maxObservers: 10,
+      insecure: false,
+    });
+    expect(compiled({}, { DOPPEL_COAP: "localhost:5685" }).coap?.listen).toBe("localhost:5685");
+    expect(compiled({ config: file }, { DOPPEL_COAP: "off" }).coap).toBeUndefined();
+    expect(compiled({}).coap).toBeUndefined();
+  });
+
+  it("--insecure also allows plaintext CoAP beyond loopback; a bad address names the field", () => {
+    expect(compiled({ coap: "0.0.0.0:5683", insecure: true }).coap?.insecure).toBe(true);
+    expect(compiled({ insecure: true }).coap).toBeUndefined();
+    expect(() => compiled({ coap: "5683" })).toThrow(/coap\.listen/);
+  });
+});

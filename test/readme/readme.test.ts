@@ -1,7 +1,13 @@
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DoppelNode, MemoryEventStore } from "doppel/node";
 import { describe, expect, it } from "vitest";
+import { DeviceCredentials } from "../../runtime/devices/auth/device-credentials.ts";
+import { silentLogger } from "../../runtime/observability/logger.ts";
+import { readmeCoapSnippet } from "./readme-coap-snippet.ts";
 import { readmeTestSnippet } from "./readme-test-snippet.ts";
+import { Thermostat } from "./readme-twin.ts";
 
 const root = join(import.meta.dirname, "../..");
 const readme = readFileSync(join(root, "README.md"), "utf8");
@@ -26,5 +32,44 @@ describe("README examples", () => {
 
   it("runs the README's twin test as written", async () => {
     await readmeTestSnippet();
+  });
+
+  /** A snippet function's body between `first` and `last` (excluded), unindented one level. */
+  const bodyOf = (file: string, first: string, last: string) => {
+    const source = readFileSync(join(import.meta.dirname, file), "utf8");
+    return source
+      .slice(source.indexOf(first), source.lastIndexOf(last))
+      .trimEnd()
+      .split("\n")
+      .map((line) => line.replace(/^ {2}/, ""))
+      .join("\n");
+  };
+
+  it("shows the CoAP device of test/readme/readme-coap-snippet.ts, verbatim", () => {
+    const body = bodyOf("readme-coap-snippet.ts", "  const request =", "  return response.code;");
+    expect(blocks).toContain(`import coap from "coap";\n\n${body}\n`);
+  });
+
+  it("runs the README's CoAP device against a node started with --coap and a provisioned credential", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "doppel-readme-coap-"));
+    const { password } = new DeviceCredentials(join(dataDir, "device-credentials.json")).provision({
+      type: "thermostat",
+      id: "t1",
+    });
+    const node = await DoppelNode.start(
+      { dataDir, grpc: { listen: false }, coap: { listen: "localhost:0", requireCredentials: true } },
+      { twins: [Thermostat], store: new MemoryEventStore(), logger: silentLogger() },
+    );
+    try {
+      const port = Number(node.coap?.address.split(":").at(-1));
+      expect(await readmeCoapSnippet(port, "dpd_not-the-password")).toBe("4.01");
+      expect(await readmeCoapSnippet(port, password)).toBe("2.04");
+      expect((await node.twins.get({ type: "thermostat", id: "t1" })).reported).toEqual({
+        temperature: 19.5,
+      });
+    } finally {
+      await node.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });
