@@ -26,7 +26,10 @@ export type {
   TelemetryQuery,
   TwinApi,
 } from "./core/twin-api.ts";
+export type { EdgeStatus } from "./devices/edge/edge-forwarder.ts";
+export { type LeafServerOptions, leafServerConfig } from "./devices/edge/leaf-config.ts";
 export { type Gateway, type GatewayOptions, startGateway } from "./grpc/server.ts";
+export { EdgeNode } from "./node/edge-node.ts";
 export { DoppelNode, type NodeParts, type NodeService } from "./node/node.ts";
 export { compileConfig, type NodeConfig, type NodeConfigInput } from "./node/options.ts";
 export type { Logger } from "./observability/logger.ts";

@@ -70,6 +70,14 @@ function program({ out, err }: CliOutput): Command {
     .option("--tls-key <file>", "the TLS certificate's private key (PEM)")
     .option("--tls-client-ca <file>", "require client certificates signed by this CA (mTLS)")
     .option(
+      "--edge <name>",
+      "run as an edge node: store and forward to the cloud (env DOPPEL_EDGE; docs/edge.md)",
+    )
+    .option(
+      "--upstream <url>",
+      "the cloud's leaf node URL; without --nats the edge runs its own leaf nats-server (env DOPPEL_UPSTREAM)",
+    )
+    .option(
       "--coap <host:port>",
       "serve CoAP (UDP) for constrained devices, or 'off' (env DOPPEL_COAP; docs/devices.md)",
     )
@@ -87,6 +95,27 @@ function program({ out, err }: CliOutput): Command {
     .option("--cassandra-cert <file>", "client certificate for Cassandra (PEM)")
     .option("--cassandra-key <file>", "its private key (PEM)")
     .action(async (flags) => (await import("./start.ts")).startCommand(flags, out));
+
+  const edge = doppel.command("edge").description("edge nodes: store-and-forward over NATS leaf nodes");
+  edge
+    .command("status")
+    .description("each edge registered with the cloud: leaf link up/down, backlog, last sync")
+    .option("--nats <url>", "the cloud's NATS (env DOPPEL_NATS)")
+    .option("--user <user>", "NATS user")
+    .option("--password <password>", "NATS password")
+    .option("--creds <file>", "NATS .creds file")
+    .option("--stream <name>", "the cloud's ingress stream", "DOPPEL_INGRESS")
+    .option("--json", "one JSON line per edge")
+    .action(async (flags) => (await import("./edge-commands.ts")).edgeStatusCommand(flags, out));
+  edge
+    .command("leaf-config")
+    .description("print the nats-server configuration of an edge's leaf server")
+    .requiredOption("--edge <name>", "the edge's name (its JetStream domain)")
+    .requiredOption("--upstream <url>", "the cloud's leaf node URL (nats://user:pass@cloud:7422)")
+    .option("--listen <host:port>", "where devices and the edge node connect", "127.0.0.1:4222")
+    .option("--store-dir <dir>", "JetStream storage", ".doppel/edge-nats")
+    .option("--creds <file>", "the edge's leaf .creds file (instead of user:pass in the URL)")
+    .action(async (flags) => (await import("./edge-commands.ts")).leafConfigCommand(flags, out));
 
   doppel
     .command("sim")

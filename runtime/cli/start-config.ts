@@ -20,6 +20,8 @@
  * | `DOPPEL_TRACES`    | `--traces`      | `tracing` (`on`, `console`, `off`/`0`) |
  * | `DOPPEL_API_KEYS`  | `--api-keys`    | `grpc.apiKeys` (also `doppel keys --file`) |
  * | `DOPPEL_COAP`      | `--coap`        | `coap.listen` (`off`: none)      |
+ * | `DOPPEL_EDGE`      | `--edge`        | `edge.name` (run as an edge node)         |
+ * | `DOPPEL_UPSTREAM`  | `--upstream`    | `edge.upstream` (the cloud's leaf node URL) |
  *
  * `--tls-cert`, `--tls-key`, `--tls-client-ca` set `grpc.tls`; `--insecure` sets `grpc.insecure` (and
  * `coap.insecure` when CoAP is served);
@@ -59,6 +61,10 @@ export interface StartFlags {
   readonly apiKeys?: string;
   /** CoAP (UDP) listen address for constrained devices. */
   readonly coap?: string;
+  /** Run as the edge node of this name (docs/edge.md). */
+  readonly edge?: string;
+  /** The cloud's leaf node URL (with --edge). */
+  readonly upstream?: string;
   readonly tlsCert?: string;
   readonly tlsKey?: string;
   readonly tlsClientCa?: string;
@@ -102,6 +108,8 @@ export const START_ENV = {
   traces: "DOPPEL_TRACES",
   apiKeys: "DOPPEL_API_KEYS",
   coap: "DOPPEL_COAP",
+  edge: "DOPPEL_EDGE",
+  upstream: "DOPPEL_UPSTREAM",
 } as const satisfies Partial<Record<keyof StartFlags, string>>;
 
 type Sourced = keyof typeof START_ENV;
@@ -127,6 +135,8 @@ const FLAG_NAMES: Record<Sourced, string> = {
   traces: "--traces",
   apiKeys: "--api-keys",
   coap: "--coap",
+  edge: "--edge",
+  upstream: "--upstream",
 };
 
 /** The flag if given, else the environment variable if set and not empty. */
@@ -265,6 +275,17 @@ export function buildConfig(flags: StartFlags, env: NodeJS.ProcessEnv): NodeConf
   }
   if (flags.insecure && config["coap"] !== undefined)
     config["coap"] = { ...section(config, "coap"), insecure: true };
+  const edge = get("edge");
+  const upstream = get("upstream");
+  if (upstream && !edge && !section(file, "edge")["name"])
+    throw new InvalidArgument(`${upstream.source} is for an edge node: give --edge NAME too`);
+  if (edge || upstream) {
+    config["edge"] = {
+      ...section(file, "edge"),
+      ...(edge ? { name: edge.value } : {}),
+      ...(upstream ? { upstream: upstream.value } : {}),
+    };
+  }
 
   const plain = { ca: "ca", cert: "cert", key: "key" };
   const natsTls = tlsFlags({ ca: flags.natsCa, cert: flags.natsCert, key: flags.natsKey }, plain);

@@ -3,8 +3,10 @@
  * variable, else the JSON config file (`--config`), else the default (see `start-config.ts`). The
  * node runs until SIGINT/SIGTERM, then stops gracefully (every pending write is persisted).
  */
+
+import { EdgeNode } from "../node/edge-node.ts";
 import { DoppelNode } from "../node/node.ts";
-import { compileConfig } from "../node/options.ts";
+import { compileConfig, type NodeConfig } from "../node/options.ts";
 import { buildConfig, configFileOf, type StartFlags } from "./start-config.ts";
 import { EXAMPLE_TWINS, loadTwinModules } from "./twin-modules.ts";
 
@@ -15,6 +17,7 @@ export async function startCommand(flags: StartFlags, out: (line: string) => voi
     buildConfig(flags, process.env),
     file ? `config ${file.value}` : "configuration",
   );
+  if (config.edge) return startEdge(config, out);
   const modules = await loadTwinModules(config.twins ?? [EXAMPLE_TWINS]);
   const node = await DoppelNode.start(config, { twins: modules.twins, devices: modules.devices });
   const types = node.registry.list().map((t) => t.name);
@@ -69,7 +72,27 @@ export async function startCommand(flags: StartFlags, out: (line: string) => voi
   }
   lines.push("", "Stop with Ctrl-C.");
   for (const line of lines) out(line);
+  await runUntilSignal(node, out);
+}
 
+/** A thin edge node (docs/edge.md): store-and-forward beside the edge's leaf nats-server. */
+async function startEdge(config: NodeConfig, out: (line: string) => void): Promise<void> {
+  const edge = config.edge!;
+  const node = await EdgeNode.start(config);
+  const lines = [
+    `Doppel edge node ${node.id} (edge ${edge.name}) is running`,
+    `  leaf    NATS ${[config.nats?.servers ?? []].flat().join(",")} (JetStream domain ${edge.name}; cloud domain ${edge.hubDomain})`,
+    `  buffer  stream ${edge.buffer.stream}: ${edge.buffer.maxBytes} bytes, ${edge.buffer.maxAge} ms; when full: discard ${edge.buffer.discard}`,
+    `  link    ${node.status.linkUp ? "up" : "down (buffering; registers once the cloud answers)"}`,
+  ];
+  if (node.metricsAddress) lines.push(`  metrics http://${node.metricsAddress}/metrics`);
+  lines.push("", "Check it from the cloud: npx doppel edge status --nats <cloud NATS>", "Stop with Ctrl-C.");
+  for (const line of lines) out(line);
+  await runUntilSignal(node, out);
+}
+
+/** Keeps the process up until SIGINT/SIGTERM, then stops `node` gracefully. */
+async function runUntilSignal(node: { stop(): Promise<void> }, out: (line: string) => void): Promise<void> {
   // A node with nothing listening (`--listen off`, in-process devices) holds no socket: this
   // keeps the process up until a signal stops it.
   const keepAlive = setInterval(() => {}, 2 ** 30);

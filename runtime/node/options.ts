@@ -239,6 +239,52 @@ const clusterSchema = z
   })
   .strict();
 
+/**
+ * An edge node (docs/edge.md): the node's NATS (`nats.servers`) is a leaf node of the cloud's, with
+ * the edge's name as its JetStream domain. Reports and telemetry are stored at the edge (stream
+ * `buffer.stream`) and forwarded to the cloud's ingress stream by JetStream sourcing.
+ */
+const edgeSchema = z
+  .object({
+    /** The edge's name: its JetStream domain and the token of its status subject. */
+    name: z
+      .string()
+      .regex(/^[A-Za-z][A-Za-z0-9_-]{0,62}$/, "must be a letter then up to 62 letters, digits, '_' or '-'"),
+    /** The cloud's leaf node URL (`nats://cloud:7422`), for the leaf server's configuration. */
+    upstream: z.string().min(1).optional(),
+    /** The cloud's JetStream domain. */
+    hubDomain: z
+      .string()
+      .regex(/^[A-Za-z][A-Za-z0-9_-]{0,62}$/, "must be a letter then up to 62 letters, digits, '_' or '-'")
+      .default("cloud"),
+    /** The cloud's ingress stream the edge forwards into. */
+    ingressStream: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, '_' or '-'")
+      .default("DOPPEL_INGRESS"),
+    /** The outage buffer: the edge stream's limits and what happens when it is full. */
+    buffer: z
+      .object({
+        stream: z
+          .string()
+          .regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, '_' or '-'")
+          .default("DOPPEL_EDGE"),
+        maxBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .default(1024 ** 3),
+        maxAge: duration.default(7 * 24 * 3_600_000),
+        /** Full: refuse new reports (`new`, the device's publish fails) or drop the oldest (`old`, counted). */
+        discard: z.enum(["new", "old"]).default("new"),
+      })
+      .strict()
+      .default({ stream: "DOPPEL_EDGE", maxBytes: 1024 ** 3, maxAge: 7 * 24 * 3_600_000, discard: "new" }),
+    /** How often the edge reads the cloud's forwarded position, trims what is forwarded and updates its status. */
+    tick: duration.default(1000),
+  })
+  .strict();
+
 /** The configuration a user writes (config file JSON, or built from flags). */
 export const nodeConfigSchema = z
   .object({
@@ -346,6 +392,8 @@ export const nodeConfigSchema = z
       }),
     admission: admissionSchema,
     nats: natsSchema.optional(),
+    /** Run as an edge node (needs `nats`: the edge's leaf server). */
+    edge: edgeSchema.optional(),
     /** Join a cluster (needs `nats`: nodes call each other over NATS). */
     cluster: clusterSchema.optional(),
     /** Simulated devices of the example twins, reporting through the node's transport. */
@@ -419,6 +467,16 @@ export const nodeConfigSchema = z
         path: ["cluster"],
         message: "a cluster needs nats: nodes call each other over NATS",
       });
+    }
+    if (config.edge && !config.nats) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["edge"],
+        message: "an edge node needs nats: the edge's leaf nats-server (--nats)",
+      });
+    }
+    if (config.edge && config.cluster) {
+      ctx.addIssue({ code: "custom", path: ["edge"], message: "an edge node runs alone: remove cluster" });
     }
     if (config.cluster && config.cluster.deadAfter <= 2 * config.cluster.heartbeat) {
       ctx.addIssue({ code: "custom", path: ["cluster", "deadAfter"], message: "must exceed two heartbeats" });

@@ -58,6 +58,17 @@ export interface GaugeSources {
   admission?(workClass: WorkClass): Readonly<ClassStats> | undefined;
   /** The device auth callout's counters, when the node runs it (`nats.deviceAuth`). */
   deviceAuth?(): Readonly<DeviceAuthCounts> | undefined;
+  /** The edge's store-and-forward state, when the node is an edge node. */
+  edge?(): Readonly<EdgeCounts> | undefined;
+}
+
+/** What an edge node's forwarder knows (the shape of its status, read at scrape time). */
+export interface EdgeCounts {
+  readonly linkUp: boolean;
+  readonly backlog: number;
+  readonly backlogBytes: number;
+  readonly dropped: number;
+  readonly lastSyncAt: number | undefined;
 }
 
 /** What the device auth callout counts (the shape of its stats, read at scrape time). */
@@ -184,6 +195,34 @@ export class NodeMetrics {
           result.observe(n, { outcome: "refused", reason });
         result.observe(stats.invalid, { outcome: "invalid" });
         result.observe(stats.kicked, { outcome: "kicked" });
+      });
+    const edge = () => gauges.edge?.();
+    const edgeGauge = (name: string, description: string, read: (counts: Readonly<EdgeCounts>) => number) =>
+      meter.createObservableGauge(name, { description }).addCallback((result) => {
+        const counts = edge();
+        if (counts) result.observe(read(counts));
+      });
+    edgeGauge("doppel_edge_link_up", "1 while the cloud's JetStream answers across the leaf link", (c) =>
+      c.linkUp ? 1 : 0,
+    );
+    edgeGauge(
+      "doppel_edge_backlog",
+      "reports stored at the edge, not yet stored by the cloud",
+      (c) => c.backlog,
+    );
+    edgeGauge("doppel_edge_backlog_bytes", "bytes the edge's buffer stream holds", (c) => c.backlogBytes);
+    edgeGauge(
+      "doppel_edge_last_sync_seconds",
+      "when the cloud last confirmed the forwarded position (epoch s)",
+      (c) => (c.lastSyncAt === undefined ? 0 : c.lastSyncAt / 1000),
+    );
+    meter
+      .createObservableCounter("doppel_edge_dropped_total", {
+        description: "reports the edge buffer dropped before they were forwarded (discard old, max age)",
+      })
+      .addCallback((result) => {
+        const counts = edge();
+        if (counts) result.observe(counts.dropped);
       });
     const counts = this.counts;
     meter

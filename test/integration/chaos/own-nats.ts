@@ -20,7 +20,8 @@ export interface OwnNats {
   stop(): Promise<void>;
 }
 
-function accepting(port: number): Promise<boolean> {
+/** Whether something accepts TCP connections on the loopback `port`. */
+export function accepting(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect(port, "127.0.0.1");
     socket.once("connect", () => {

@@ -1,0 +1,96 @@
+/**
+ * `doppel edge status`: each edge registered with the cloud, its leaf link, backlog and last sync.
+ * `doppel edge leaf-config`: the nats-server configuration of an edge's leaf server.
+ */
+
+import type { NatsCredentials } from "../../cluster/transport/nats.ts";
+import { NatsTransport } from "../../cluster/transport/nats.ts";
+import { edgeReports } from "../devices/edge/edge-status.ts";
+import { leafServerConfig } from "../devices/edge/leaf-config.ts";
+import { table } from "./format.ts";
+
+export interface EdgeStatusFlags {
+  readonly nats?: string;
+  readonly user?: string;
+  readonly password?: string;
+  readonly creds?: string;
+  readonly stream?: string;
+  readonly json?: boolean;
+}
+
+function credentialsOf(flags: EdgeStatusFlags): NatsCredentials | undefined {
+  if (flags.creds) return { credsFile: flags.creds };
+  if (flags.user) return { user: flags.user, pass: flags.password ?? "" };
+  return undefined;
+}
+
+const ago = (at: number | undefined, now: number) =>
+  at === undefined ? "never" : `${Math.max(0, Math.round((now - at) / 1000))} s ago`;
+
+/** Prints every edge's link, backlog and last sync. */
+export async function edgeStatusCommand(flags: EdgeStatusFlags, out: (line: string) => void): Promise<void> {
+  const servers = flags.nats ?? process.env["DOPPEL_NATS"] ?? "nats://127.0.0.1:4222";
+  const credentials = credentialsOf(flags);
+  const transport = await NatsTransport.connect({
+    servers,
+    name: "doppel-edge-status",
+    maxReconnectAttempts: 0,
+    ...(credentials ? { credentials } : {}),
+  });
+  try {
+    const now = Date.now();
+    const reports = await edgeReports(transport.connection, {
+      ingressStream: flags.stream ?? "DOPPEL_INGRESS",
+      timeoutMs: 2000,
+      now: () => now,
+    });
+    if (flags.json) {
+      for (const report of reports) out(JSON.stringify(report));
+      return;
+    }
+    if (reports.length === 0) {
+      out("no edges: none is registered as a source of the cloud's ingress stream");
+      return;
+    }
+    out(
+      table(
+        ["EDGE", "LINK", "BACKLOG", "LAST SYNC", "DROPPED", "BUFFER"],
+        reports.map((r) => [
+          r.edge,
+          r.linkUp ? "up" : "down",
+          String(r.backlog),
+          ago(r.lastSyncAt, now),
+          r.status ? String(r.status.dropped) : "?",
+          r.status
+            ? `${r.status.backlogBytes}/${r.status.maxBytes} B, full: discard ${r.status.discard}`
+            : "?",
+        ]),
+      ),
+    );
+  } finally {
+    await transport.close();
+  }
+}
+
+export interface LeafConfigFlags {
+  readonly edge: string;
+  readonly upstream: string;
+  readonly listen?: string;
+  readonly storeDir?: string;
+  readonly creds?: string;
+}
+
+/** Prints the edge's leaf nats-server configuration (credentials in the URL, or `--creds`). */
+export function leafConfigCommand(flags: LeafConfigFlags, out: (line: string) => void): void {
+  const [host, port] = (flags.listen ?? "127.0.0.1:4222").split(":");
+  out(
+    leafServerConfig({
+      edge: flags.edge,
+      host: host ?? "127.0.0.1",
+      port: Number(port ?? 4222),
+      storeDir: flags.storeDir ?? ".doppel/edge-nats",
+      upstream: flags.upstream,
+      ...(flags.creds ? { credentials: { credsFile: flags.creds } } : {}),
+    }),
+  );
+}

@@ -1,0 +1,216 @@
+/**
+ * The edge node's side of store-and-forward (see edge-stream.ts): it creates the edge stream in
+ * the edge's JetStream domain, registers it as a source of the cloud's ingress stream across the
+ * leaf link, and, on every tick, reads from the hub how far the source has stored, trims what is
+ * forwarded (so the edge stream holds only the backlog), counts what the edge stream dropped
+ * before it was forwarded (`discard: old`, `maxAge`), and answers status requests on
+ * `doppel.edge.<name>.status` (what `doppel edge status` shows).
+ *
+ * The link is "up" while the hub's JetStream answers through the leaf connection; a tick that
+ * cannot reach it marks the link down and keeps everything buffered.
+ */
+import {
+  type ExternalStream,
+  type JetStreamManager,
+  jetstreamManager,
+  type StreamInfo,
+  type StreamSourceInfo,
+} from "@nats-io/jetstream";
+import type { NatsConnection, Subscription } from "@nats-io/nats-core";
+import type { Logger } from "../../observability/logger.ts";
+import {
+  type EdgeStreamSettings,
+  edgeOfSource,
+  ensureEdgeStream,
+  isEdgeSource,
+  registerEdgeSource,
+} from "./edge-stream.ts";
+
+/** Subject on which an edge node answers status requests. */
+export function edgeStatusSubject(edge: string): string {
+  return `doppel.edge.${edge}.status`;
+}
+
+/** An edge's store-and-forward state, as its edge node sees it. */
+export interface EdgeStatus {
+  readonly edge: string;
+  /** Whether the hub's JetStream answered on the last tick (the leaf link is up). */
+  readonly linkUp: boolean;
+  /** Reports and telemetry stored at the edge and not yet confirmed stored by the cloud. */
+  readonly backlog: number;
+  /** Bytes the edge stream holds (the backlog, once trimmed). */
+  readonly backlogBytes: number;
+  /** The edge stream's limit (`maxBytes`) and what happens when it is reached. */
+  readonly maxBytes: number;
+  readonly discard: "new" | "old";
+  /** Highest edge stream sequence stored at the edge. */
+  readonly stored: number;
+  /** Highest edge stream sequence the cloud confirmed stored. */
+  readonly forwarded: number;
+  /** Messages the edge stream dropped before they were forwarded (`discard: old`, `maxAge`). */
+  readonly dropped: number;
+  /** When the hub last confirmed the forwarded position (epoch ms), if ever. */
+  readonly lastSyncAt: number | undefined;
+  /** The hub's error for this source, when it reports one. */
+  readonly sourceError: string | undefined;
+}
+
+export interface EdgeForwarderOptions {
+  /** The edge's name: its JetStream domain and the token of its status subject. */
+  readonly edge: string;
+  /** The cloud's JetStream domain. */
+  readonly hubDomain: string;
+  /** The cloud's ingress stream (`DOPPEL_INGRESS`). */
+  readonly ingressStream: string;
+  readonly stream: EdgeStreamSettings;
+  /** How often to read the hub's position and trim. */
+  readonly tickMs: number;
+  readonly now: () => number;
+  readonly logger: Logger;
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** The `seq` the hub reports for a source: the last origin sequence it stored (nats-server 2.11+). */
+function sourceSeq(info: StreamInfo, edge: string): { seq: number; error: string | undefined } | undefined {
+  // The info's sources carry `external` and `seq` on the wire, beyond nats.js's type.
+  const sources = (info.sources ?? []) as (StreamSourceInfo & { external?: ExternalStream; seq?: number })[];
+  const source = sources.find((s) => edgeOfSource(s) === edge);
+  if (!source) return undefined;
+  return { seq: source.seq ?? 0, error: source.error?.description };
+}
+
+export class EdgeForwarder {
+  readonly #nc: NatsConnection;
+  readonly #options: EdgeForwarderOptions;
+  #local!: JetStreamManager;
+  #hub!: JetStreamManager;
+  #timer: NodeJS.Timeout | undefined;
+  #ticking: Promise<void> | undefined;
+  #status: EdgeStatus;
+  /** Edge sequences up to here are gone from the edge stream (forwarded and trimmed, or dropped). */
+  #goneUpTo = 0;
+  #statusSub: Subscription | undefined;
+  #stopped = false;
+
+  constructor(nc: NatsConnection, options: EdgeForwarderOptions) {
+    this.#nc = nc;
+    this.#options = options;
+    this.#status = {
+      edge: options.edge,
+      linkUp: false,
+      backlog: 0,
+      backlogBytes: 0,
+      maxBytes: options.stream.maxBytes,
+      discard: options.stream.discard,
+      stored: 0,
+      forwarded: 0,
+      dropped: 0,
+      lastSyncAt: undefined,
+      sourceError: undefined,
+    };
+  }
+
+  /** The latest status (updated on every tick). */
+  get status(): EdgeStatus {
+    return this.#status;
+  }
+
+  /**
+   * Creates the edge stream and starts ticking. The link may be down: registration at the hub
+   * happens on the first tick that reaches it. Fails if the edge's own JetStream is unavailable.
+   */
+  async start(): Promise<void> {
+    const timeout = Math.max(1000, this.#options.tickMs);
+    this.#local = await jetstreamManager(this.#nc, { timeout });
+    this.#hub = await jetstreamManager(this.#nc, { domain: this.#options.hubDomain, timeout });
+    await ensureEdgeStream(this.#local, this.#options.stream);
+    this.#statusSub = this.#nc.subscribe(edgeStatusSubject(this.#options.edge), {
+      callback: (_error, message) => {
+        message.respond(new TextEncoder().encode(JSON.stringify(this.#status)));
+      },
+    });
+    await this.tick();
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#stopped) return;
+    this.#timer = setTimeout(() => {
+      this.#ticking = this.tick().finally(() => this.#schedule());
+    }, this.#options.tickMs);
+  }
+
+  /** One round: read the edge stream and the hub's position, register, trim, count drops. */
+  async tick(): Promise<void> {
+    const { edge, hubDomain, ingressStream, stream, logger, now } = this.#options;
+    let local: StreamInfo;
+    try {
+      local = await this.#local.streams.info(stream.name);
+    } catch (error) {
+      logger.warn({ err: errorMessage(error) }, "edge: cannot read the edge stream");
+      return;
+    }
+    let forwarded = this.#status.forwarded;
+    let linkUp = false;
+    let lastSyncAt = this.#status.lastSyncAt;
+    let sourceError: string | undefined;
+    try {
+      let hubInfo = await this.#hub.streams.info(ingressStream);
+      if (!(hubInfo.config.sources ?? []).some((s) => isEdgeSource(s, edge))) {
+        await registerEdgeSource(this.#hub, ingressStream, edge, stream.name);
+        logger.info({ edge, hubDomain }, "edge: registered as a source of the cloud's ingress stream");
+        hubInfo = await this.#hub.streams.info(ingressStream);
+      }
+      const position = sourceSeq(hubInfo, edge);
+      linkUp = true;
+      lastSyncAt = now();
+      sourceError = position?.error;
+      if (position) forwarded = Math.max(forwarded, position.seq);
+    } catch (error) {
+      if (this.#status.linkUp)
+        logger.warn({ edge, err: errorMessage(error) }, "edge: the cloud is unreachable");
+    }
+    // Trim what the cloud stored: the edge stream keeps only the backlog.
+    if (forwarded > this.#goneUpTo && local.state.messages > 0 && forwarded >= local.state.first_seq) {
+      try {
+        await this.#local.streams.purge(stream.name, { seq: forwarded + 1 });
+        local = await this.#local.streams.info(stream.name);
+      } catch (error) {
+        logger.warn({ err: errorMessage(error) }, "edge: cannot trim the edge stream");
+      }
+    }
+    // Sequences below first_seq are gone; those gone without being forwarded were dropped.
+    const gone = local.state.first_seq - 1;
+    let dropped = this.#status.dropped;
+    if (gone > this.#goneUpTo) {
+      const lost = gone - Math.max(this.#goneUpTo, forwarded);
+      if (lost > 0) {
+        dropped += lost;
+        logger.warn({ edge, lost }, "edge: reports dropped before they were forwarded");
+      }
+      this.#goneUpTo = gone;
+    }
+    const stored = local.state.last_seq;
+    this.#status = {
+      ...this.#status,
+      linkUp,
+      backlog: Math.max(0, stored - Math.max(forwarded, gone)),
+      backlogBytes: local.state.bytes,
+      stored,
+      forwarded,
+      dropped,
+      lastSyncAt,
+      sourceError,
+    };
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    await this.#ticking?.catch(() => undefined);
+    this.#statusSub?.unsubscribe();
+  }
+}

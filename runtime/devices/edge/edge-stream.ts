@@ -1,0 +1,164 @@
+/**
+ * The edge's store-and-forward stream, and the source that forwards it to the cloud.
+ *
+ * An edge runs a nats-server that is a leaf node of the cloud's, with a JetStream domain of its
+ * own (the edge's name). Devices publish reports and telemetry on the usual subjects to the edge;
+ * the stream `DOPPEL_EDGE` in the edge's domain stores them, so the device's PubAck means
+ * "durable at the edge". The cloud's ingress stream (`DOPPEL_INGRESS`, in the hub's domain) lists
+ * the edge stream among its `sources` (`external.api` = `$JS.<edge>.API`), with the same subject
+ * transform as its own, so forwarded messages are stored exactly as local ones
+ * (`doppel.in.<shard>.<type>.<id>.<channel>`) and the cloud's shard consumers take them in order.
+ * The source remembers the last edge sequence it stored, so after an outage it resumes there: no
+ * loss, no duplicate; the twins' per-device `Doppel-Seq` stays the last line of defence.
+ *
+ * The edge stream keeps *limits* retention (a source cannot acknowledge; a work-queue origin loses
+ * messages across a leaf outage, nats-server issues #3207, #4109). The edge node trims what the hub
+ * reports as stored (`EdgeForwarder`), so the stream holds only the backlog, and its limits bound
+ * the outage it survives: `maxBytes`, `maxAge`, and `discard` — `new` (default) refuses new reports
+ * when the backlog is full (the device's publish fails: "maximum bytes exceeded", it buffers or
+ * retries), `old` drops the oldest unforwarded reports (counted as dropped by the edge node).
+ */
+import {
+  DiscardPolicy,
+  JetStreamApiError,
+  type JetStreamManager,
+  RetentionPolicy,
+  StorageType,
+  type StreamConfig,
+  type StreamSource,
+} from "@nats-io/jetstream";
+import { nanos } from "@nats-io/nats-core";
+import { FailedPrecondition } from "../../core/errors.ts";
+import { DEVICE_PREFIX, DeviceChannel } from "../protocol.ts";
+
+/** The edge stream's settings. */
+export interface EdgeStreamSettings {
+  readonly name: string;
+  readonly maxBytes: number;
+  readonly maxAgeMs: number;
+  readonly maxMsgSize: number;
+  readonly duplicateWindowMs: number;
+  /** When the backlog is full: refuse new reports (`new`) or drop the oldest (`old`). */
+  readonly discard: "new" | "old";
+}
+
+export const DEFAULT_EDGE_STREAM: EdgeStreamSettings = {
+  name: "DOPPEL_EDGE",
+  maxBytes: 1024 ** 3,
+  maxAgeMs: 7 * 24 * 3_600_000,
+  maxMsgSize: 1024 * 1024,
+  duplicateWindowMs: 2 * 60_000,
+  discard: "new",
+};
+
+/** The device subjects an edge stores and forwards (reports and telemetry). */
+export const FORWARDED_SUBJECTS: readonly string[] = [
+  `${DEVICE_PREFIX}.*.*.${DeviceChannel.Reported}`,
+  `${DEVICE_PREFIX}.*.*.${DeviceChannel.Telemetry}`,
+];
+
+/** The JetStream API prefix of a domain (`$JS.<domain>.API`). */
+export function domainApi(domain: string): string {
+  return `$JS.${domain}.API`;
+}
+
+/** The edge stream's configuration. */
+export function edgeStreamConfig(settings: EdgeStreamSettings): Partial<StreamConfig> & { name: string } {
+  return {
+    name: settings.name,
+    subjects: [...FORWARDED_SUBJECTS],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    discard: settings.discard === "old" ? DiscardPolicy.Old : DiscardPolicy.New,
+    max_age: nanos(settings.maxAgeMs),
+    max_bytes: settings.maxBytes,
+    max_msg_size: settings.maxMsgSize,
+    max_msgs: -1,
+    duplicate_window: nanos(settings.duplicateWindowMs),
+    num_replicas: 1,
+  };
+}
+
+function isNotFound(error: unknown): boolean {
+  return error instanceof JetStreamApiError && (error.code === 10059 || error.code === 10014);
+}
+
+/** Creates the edge stream in the edge's own domain, or brings it to `settings`. */
+export async function ensureEdgeStream(jsm: JetStreamManager, settings: EdgeStreamSettings): Promise<void> {
+  const wanted = edgeStreamConfig(settings);
+  let existing: Awaited<ReturnType<JetStreamManager["streams"]["info"]>> | undefined;
+  try {
+    existing = await jsm.streams.info(settings.name);
+  } catch (error) {
+    if (!isNotFound(error)) throw error;
+  }
+  if (!existing) {
+    await jsm.streams.add(wanted);
+    return;
+  }
+  if (existing.config.retention !== RetentionPolicy.Limits) {
+    throw new FailedPrecondition(
+      `JetStream stream ${settings.name} at the edge has retention ${existing.config.retention}, not limits`,
+    );
+  }
+  const c = existing.config;
+  if (
+    c.max_age !== wanted.max_age ||
+    c.max_bytes !== wanted.max_bytes ||
+    c.max_msg_size !== wanted.max_msg_size ||
+    c.discard !== wanted.discard ||
+    c.duplicate_window !== wanted.duplicate_window
+  ) {
+    await jsm.streams.update(settings.name, { ...c, ...wanted });
+  }
+}
+
+/** Whether `source` is the edge stream of `edgeDomain`. */
+export function isEdgeSource(source: StreamSource, edgeDomain: string): boolean {
+  return source.external?.api === domainApi(edgeDomain);
+}
+
+/** The edge domain a source of the cloud's ingress stream forwards, if it is an edge's. */
+export function edgeOfSource(source: {
+  readonly external?: { readonly api: string } | undefined;
+}): string | undefined {
+  const api = source.external?.api;
+  const match = api ? /^\$JS\.([^.]+)\.API$/.exec(api) : null;
+  return match?.[1];
+}
+
+/**
+ * Adds the edge stream of `edgeDomain` to the sources of the cloud's ingress stream `ingress`
+ * (through `hub`, a manager of the hub's domain), with the ingress stream's own subject transform,
+ * so forwarded messages land on the shard subjects. Does nothing when the source is there already.
+ * Fails with `FailedPrecondition` when the ingress stream does not exist (no cloud node ran yet)
+ * or has no subject transform.
+ */
+export async function registerEdgeSource(
+  hub: JetStreamManager,
+  ingress: string,
+  edgeDomain: string,
+  edgeStream: string,
+): Promise<void> {
+  let info: Awaited<ReturnType<JetStreamManager["streams"]["info"]>>;
+  try {
+    info = await hub.streams.info(ingress);
+  } catch (error) {
+    if (isNotFound(error))
+      throw new FailedPrecondition(
+        `the cloud has no JetStream stream ${ingress} yet: start a cloud node first`,
+      );
+    throw error;
+  }
+  const config = info.config;
+  const transform = config.subject_transform;
+  if (!transform) throw new FailedPrecondition(`the cloud's stream ${ingress} has no subject transform`);
+  const sources = config.sources ?? [];
+  if (sources.some((source) => isEdgeSource(source, edgeDomain))) return;
+  const source: StreamSource = {
+    name: edgeStream,
+    external: { api: domainApi(edgeDomain), deliver: "" },
+    subject_transforms: [{ src: transform.src, dest: transform.dest }],
+  };
+  await hub.streams.update(ingress, { ...config, sources: [...sources, source] });
+}

@@ -1,0 +1,132 @@
+/**
+ * Two real nats-servers for the edge tests: a hub (the cloud's, JetStream domain `cloud`, a leaf
+ * node port that asks for the edge's credentials) and a leaf (the edge's, written by Doppel's
+ * `leafServerConfig`), each in a directory of its own on free loopback ports, and between them a
+ * TCP relay the test can cut and restore: a real leaf-link outage while both servers keep running.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
+import { join } from "node:path";
+import { leafServerConfig } from "doppel/node";
+import { freePort } from "../../../runtime/testing/free-port.ts";
+import { accepting } from "../chaos/own-nats.ts";
+
+const BINARY = join(process.cwd(), ".infra/bin/nats-server");
+export const HUB_DOMAIN = "cloud";
+export const LEAF_USER = { user: "edge-plant", pass: "leaf-secret-1" };
+
+/** A nats-server process started from a config file. */
+export interface NatsProcess {
+  readonly url: string;
+  readonly port: number;
+  stop(): Promise<void>;
+}
+
+async function runNats(dir: string, name: string, config: string, port: number): Promise<NatsProcess> {
+  const file = join(dir, `${name}.conf`);
+  writeFileSync(file, config);
+  const child: ChildProcess = spawn(BINARY, ["-c", file], { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr?.on("data", (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString()).slice(-2000);
+  });
+  let exited = false;
+  child.once("exit", () => {
+    exited = true;
+  });
+  const until = Date.now() + 60_000;
+  while (!(await accepting(port))) {
+    if (exited) throw new Error(`nats-server ${name} exited while starting: ${stderr}`);
+    if (Date.now() > until) throw new Error(`nats-server ${name} did not start within 60 s`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (exited) return resolve();
+        child.once("exit", () => resolve());
+        child.kill("SIGTERM");
+      }),
+  };
+}
+
+/** The cloud's server: JetStream domain `cloud`, leaf node port with the edge's credentials. */
+export async function startHub(dir: string): Promise<NatsProcess & { leafPort: number }> {
+  const [port, leafPort] = [await freePort(), await freePort()];
+  const config = [
+    "server_name: hub",
+    `listen: "127.0.0.1:${port}"`,
+    `jetstream { store_dir: ${JSON.stringify(join(dir, "hub-js"))}, domain: ${HUB_DOMAIN}, sync_interval: always }`,
+    `leafnodes { listen: "127.0.0.1:${leafPort}", authorization { user: ${JSON.stringify(LEAF_USER.user)}, password: ${JSON.stringify(LEAF_USER.pass)} } }`,
+    "",
+  ].join("\n");
+  return { ...(await runNats(dir, "hub", config, port)), leafPort };
+}
+
+/** The edge's server, a leaf of `upstream` (Doppel's leaf configuration). */
+export async function startLeaf(
+  dir: string,
+  edge: string,
+  upstream: string,
+  credentials: { user: string; pass: string } = LEAF_USER,
+): Promise<NatsProcess> {
+  const port = await freePort();
+  const config = leafServerConfig({
+    edge,
+    host: "127.0.0.1",
+    port,
+    storeDir: join(dir, `${edge}-js`),
+    upstream,
+    credentials,
+  });
+  return runNats(dir, edge, config, port);
+}
+
+/** A TCP relay in front of the hub's leaf port: `cut()` drops the link, `restore()` lets it reconnect. */
+export interface LinkRelay {
+  readonly url: string;
+  cut(): Promise<void>;
+  restore(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startRelay(targetPort: number): Promise<LinkRelay> {
+  const port = await freePort();
+  const sockets = new Set<Socket>();
+  let server: Server | undefined;
+  const listen = () =>
+    new Promise<void>((resolve, reject) => {
+      const s = createServer((client) => {
+        const upstream = tcpConnect(targetPort, "127.0.0.1");
+        sockets.add(client);
+        sockets.add(upstream);
+        const drop = () => {
+          client.destroy();
+          upstream.destroy();
+          sockets.delete(client);
+          sockets.delete(upstream);
+        };
+        client.on("error", drop).on("close", drop);
+        upstream.on("error", drop).on("close", drop);
+        client.pipe(upstream);
+        upstream.pipe(client);
+      });
+      s.once("error", reject);
+      s.listen(port, "127.0.0.1", () => resolve());
+      server = s;
+    });
+  const cut = () =>
+    new Promise<void>((resolve) => {
+      const s = server;
+      server = undefined;
+      for (const socket of sockets) socket.destroy();
+      sockets.clear();
+      if (!s) return resolve();
+      s.close(() => resolve());
+    });
+  await listen();
+  return { url: `nats://127.0.0.1:${port}`, cut, restore: listen, stop: cut };
+}

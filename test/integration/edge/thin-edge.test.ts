@@ -1,0 +1,176 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { DeviceClient } from "doppel/device";
+import { DoppelNode, EdgeNode, MemoryEventStore, NatsTransport } from "doppel/node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { silentLogger } from "../../../runtime/observability/logger.ts";
+import { Pump } from "../../../twins/pump.ts";
+import { Thermostat } from "../../../twins/thermostat.ts";
+import { account, type DeviceRun, readLogs, reportUntil } from "../chaos/exactly-once.ts";
+import { eventually } from "../nats/harness.ts";
+import {
+  HUB_DOMAIN,
+  type LinkRelay,
+  type NatsProcess,
+  startHub,
+  startLeaf,
+  startRelay,
+} from "./edge-servers.ts";
+
+/** Ten devices, each staying below the thermostat's 150 °C limit (values are 1, 2, 3...). */
+const DEVICES = 10;
+const EDGE = "plant-a";
+
+/**
+ * A thin edge: a hub and a leaf nats-server (the leaf link through a relay the test cuts), a cloud
+ * node on the hub running the twins, an edge node on the leaf. Devices at the edge report; the
+ * link is cut while they keep reporting and getting acks; the link returns; every acknowledged
+ * report reaches its cloud twin exactly once and in order.
+ */
+describe("thin edge: store-and-forward over a leaf link", () => {
+  let dir: string;
+  let hub: NatsProcess & { leafPort: number };
+  let relay: LinkRelay;
+  let leaf: NatsProcess;
+  let cloud: DoppelNode;
+  let edge: EdgeNode;
+  const store = new MemoryEventStore();
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "doppel-edge-thin-"));
+    hub = await startHub(dir);
+    relay = await startRelay(hub.leafPort);
+    leaf = await startLeaf(dir, EDGE, relay.url);
+    cloud = await DoppelNode.start(
+      {
+        nodeId: "cloud",
+        store: { kind: "memory" },
+        grpc: { listen: false },
+        shards: 4,
+        log: { level: "silent" },
+        nats: { servers: hub.url, consumer: { ackWait: "5s", maxAckPending: 256, maxInFlightPerTwin: 8 } },
+      },
+      { twins: [Thermostat, Pump], store, logger: silentLogger() },
+    );
+    edge = await EdgeNode.start(
+      {
+        nodeId: "edge",
+        store: { kind: "memory" },
+        grpc: { listen: false },
+        log: { level: "silent" },
+        nats: { servers: leaf.url },
+        edge: { name: EDGE, hubDomain: HUB_DOMAIN, tick: "200ms" },
+      },
+      { logger: silentLogger() },
+    );
+  });
+  afterAll(async () => {
+    await edge?.stop();
+    await cloud?.stop();
+    await leaf?.stop();
+    await relay?.stop();
+    await hub?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("acknowledges at the edge through an outage; the cloud applies every acked report once, in order", async () => {
+    await eventually(() => (edge.status.linkUp ? true : undefined), "the edge reaches the cloud", 60_000);
+    const wire = await NatsTransport.connect({
+      servers: leaf.url,
+      name: "edge-devices",
+      reconnectTimeWaitMs: 100,
+    });
+    const devices = Array.from(
+      { length: DEVICES },
+      (_, i) =>
+        new DeviceClient({ transport: wire, type: "thermostat", id: `edge-t${i}`, ackTimeoutMs: 5000 }),
+    );
+    const runs: DeviceRun[] = devices.map((d) => ({ ref: d.ref, acked: [], resent: 0 }));
+    let running = true;
+    const load = devices.map((d, i) => reportUntil(d, runs[i]!, () => running));
+    const acked = () => runs.reduce((n, r) => n + r.acked.length, 0);
+    try {
+      // Before the outage the cloud twin follows its edge device.
+      await eventually(
+        async () => {
+          const view = await cloud.twins.get(runs[0]!.ref).catch(() => undefined);
+          return typeof view?.reported["temperature"] === "number" ? true : undefined;
+        },
+        "a cloud twin fed from the edge",
+        60_000,
+      );
+      await relay.cut();
+      await eventually(() => (edge.status.linkUp ? undefined : true), "the edge sees the link down", 60_000);
+      const cutAt = acked();
+      // Devices keep getting acks from the edge while the cloud is unreachable.
+      await eventually(() => (acked() >= cutAt + 150 ? true : undefined), "acks during the outage", 90_000);
+      await eventually(
+        () => (edge.status.backlog >= 100 ? true : undefined),
+        "a backlog at the edge",
+        30_000,
+      );
+      const backlogDuringOutage = edge.status.backlog;
+      await relay.restore();
+      await eventually(() => (edge.status.linkUp ? true : undefined), "the link is back", 90_000);
+      running = false;
+      await Promise.all(load);
+      const finals = new Map<string, unknown>();
+      await eventually(
+        async () => {
+          for (const run of runs) {
+            const view = await cloud.twins.get(run.ref).catch(() => undefined);
+            finals.set(`${run.ref.type}/${run.ref.id}`, view?.reported["temperature"]);
+          }
+          return runs.every((r) => finals.get(`${r.ref.type}/${r.ref.id}`) === r.acked.at(-1))
+            ? true
+            : undefined;
+        },
+        "every cloud twin at its device's last acknowledged report",
+        120_000,
+      ).catch(async (error) => {
+        const hubWire = await NatsTransport.connect({ servers: hub.url });
+        const jsm = await jetstreamManager(hubWire.connection);
+        const info = await jsm.streams.info("DOPPEL_INGRESS");
+        console.log(
+          JSON.stringify({
+            edge: edge.status,
+            sources: info.sources,
+            state: info.state,
+            runs: runs.map((r) => [r.acked.length, r.acked.at(-1)]),
+            finals: [...finals],
+          }),
+        );
+        await hubWire.close();
+        throw error;
+      });
+      await eventually(() => (edge.status.backlog === 0 ? true : undefined), "the backlog drained", 30_000);
+      const { logs, quarantined } = await readLogs(
+        runs,
+        (ref) => cloud.twins.history(ref, { limit: 10_000 }),
+        async (ref) => (await store.loadTwin(ref)).quarantine !== undefined,
+      );
+      const result = account(runs, logs, finals);
+      console.log(
+        JSON.stringify({ scenario: "thin-edge outage", ...result, backlogDuringOutage, edge: edge.status }),
+      );
+      expect(result.acknowledged).toBeGreaterThanOrEqual(cutAt + 150);
+      expect({ ...result, quarantined }).toEqual({
+        acknowledged: result.acknowledged,
+        lost: 0,
+        superseded: 0,
+        duplicated: 0,
+        outOfOrder: 0,
+        wrongFinal: 0,
+        quarantined: 0,
+      });
+      expect(edge.status.dropped).toBe(0);
+    } finally {
+      running = false;
+      await Promise.allSettled(load);
+      for (const d of devices) await d.close();
+      await wire.close();
+    }
+  }, 400_000);
+});
