@@ -1,8 +1,8 @@
 /**
  * The layers of Doppel, checked by `npm run check` (dependency-cruiser). Imports go one way, down:
  *
- *   twins → entry points (runtime/*.ts) → cli, testing → node (wiring) → edges: grpc, devices, sim
- *   → routing → engine → persistence, shadow, query, security → observability → core → cluster/
+ *   twins → entry points (runtime/*.ts) → cli, testing → node (wiring) → edges: grpc, devices, sim, web
+ *   → api (the service operations and call pipeline both grpc and web serve) → routing → engine → persistence, shadow, query, security → observability → core → cluster/
  *
  * `cluster/` imports nothing from `runtime/`; twins import Doppel only by package name; the device
  * client (doppel/device) imports only the device protocol and codecs, not the device server side.
@@ -15,7 +15,8 @@ const layers = [
   ["persistence"],
   ["engine"],
   ["routing"],
-  ["grpc", "devices", "sim"],
+  ["api"],
+  ["grpc", "devices", "sim", "web"],
   ["node"],
   ["testing", "cli"],
 ];
@@ -39,10 +40,10 @@ module.exports = {
     {
       name: "edges-apart",
       comment:
-        "the edges (grpc, devices) do not import each other; sim drives devices only through the device client",
+        "the edges (grpc, devices, web) do not import each other; sim drives devices only through the device client",
       severity: "error",
-      from: { path: "^runtime/(grpc|devices)/" },
-      to: { path: "^runtime/(grpc|devices|sim)/", pathNot: "^runtime/$1/" },
+      from: { path: "^runtime/(grpc|devices|web)/" },
+      to: { path: "^runtime/(grpc|devices|web|sim)/", pathNot: "^runtime/$1/" },
     },
     {
       name: "sim-uses-device-client",

@@ -49,6 +49,10 @@ function program({ out, err }: CliOutput): Command {
     .option("-c, --config <file>", "JSON configuration file (env DOPPEL_CONFIG)")
     .option("-d, --data <dir>", "data folder for the embedded store (env DOPPEL_DATA_DIR)")
     .option("-l, --listen <host:port>", "gRPC address, or 'off' (env DOPPEL_LISTEN)")
+    .option(
+      "--http <host:port>",
+      "HTTP address: REST API, WebSocket watch, console (env DOPPEL_HTTP; default off)",
+    )
     .addOption(new Option("--store <kind>", "event store").choices(["sqlite", "memory"]))
     .option(
       "--cassandra <contact-points>",
@@ -83,7 +87,7 @@ function program({ out, err }: CliOutput): Command {
     )
     .option(
       "--insecure",
-      "allow a non-loopback --listen without API keys and TLS, and plaintext --coap beyond loopback (warns)",
+      "allow a non-loopback --listen or --http without API keys and TLS, and plaintext --coap beyond loopback (warns)",
     )
     .option("--nats-ca <file>", "connect to NATS over TLS, trusting this CA (PEM)")
     .option("--nats-cert <file>", "client certificate for NATS (PEM)")

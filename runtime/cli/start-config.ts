@@ -9,6 +9,7 @@
  * | `DOPPEL_CONFIG`    | `--config`      | (the file itself)                |
  * | `DOPPEL_DATA_DIR`  | `--data`        | `dataDir`                        |
  * | `DOPPEL_LISTEN`    | `--listen`      | `grpc.listen` (`off`: none)      |
+ * | `DOPPEL_HTTP`      | `--http`        | `http.listen` (`off`: none)      |
  * | `DOPPEL_NODE_ID`   | `--node-id`     | `nodeId`                         |
  * | `DOPPEL_NATS`      | `--nats`        | `nats.servers` (comma-separated) |
  * | `DOPPEL_REDIS`     | `--redis`       | `cluster.redis`                  |
@@ -40,6 +41,8 @@ export interface StartFlags {
   readonly config?: string;
   readonly data?: string;
   readonly listen?: string;
+  /** HTTP listener host:port (REST API, console). */
+  readonly http?: string;
   readonly store?: string;
   /** Cassandra contact points (`host:port,...`): use the Cassandra store. */
   readonly cassandra?: string;
@@ -97,6 +100,7 @@ export const START_ENV = {
   config: "DOPPEL_CONFIG",
   data: "DOPPEL_DATA_DIR",
   listen: "DOPPEL_LISTEN",
+  http: "DOPPEL_HTTP",
   nodeId: "DOPPEL_NODE_ID",
   nats: "DOPPEL_NATS",
   redis: "DOPPEL_REDIS",
@@ -124,6 +128,7 @@ const FLAG_NAMES: Record<Sourced, string> = {
   config: "--config",
   data: "--data",
   listen: "--listen",
+  http: "--http",
   nodeId: "--node-id",
   nats: "--nats",
   redis: "--redis",
@@ -217,6 +222,8 @@ export function buildConfig(flags: StartFlags, env: NodeJS.ProcessEnv): NodeConf
   }
   if (flags.insecure) grpc["insecure"] = true;
   if (Object.keys(grpc).length > 0) config["grpc"] = grpc;
+  const http = get("http");
+  if (http) config["http"] = { ...section(file, "http"), listen: isOff(http.value) ? false : http.value };
 
   if (flags.store) config["store"] = { kind: flags.store };
   const cassandra = get("cassandra");

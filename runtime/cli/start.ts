@@ -40,6 +40,7 @@ export async function startCommand(flags: StartFlags, out: (line: string) => voi
     `  gRPC    ${address ?? "off"}${
       address ? `   ${node.grpcSecurity}${config.grpc.tls ? "" : `; grpcurl -plaintext ${address} list`}` : ""
     }`,
+    `  HTTP    ${node.httpUrl ?? "off"}${node.httpUrl ? `   ${node.httpSecurity}; REST API ${node.httpUrl}/v1 (OpenAPI: ${node.httpUrl}/v1/openapi.json)` : ""}`,
   ];
   if (config.cluster) {
     const view = await node.cluster();

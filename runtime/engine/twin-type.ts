@@ -51,6 +51,22 @@ function withDeletions(patch: JsonObject, parsed: JsonObject): JsonObject {
   return out;
 }
 
+/** A twin type's schemas as JSON Schema (see {@link TwinType.describe}). */
+export interface TypeSchemas {
+  readonly commands: Readonly<Record<string, JsonObject>>;
+  readonly reported?: JsonObject;
+  readonly desired?: JsonObject;
+}
+
+function jsonSchemaOf(schema: Schema): JsonObject {
+  const { $schema: _, ...rest } = z.toJSONSchema(schema, {
+    io: "input",
+    target: "draft-2020-12",
+    unrepresentable: "any",
+  }) as Record<string, unknown>;
+  return rest as JsonObject;
+}
+
 export class TwinType {
   readonly name: string;
   readonly unknownReportedKeys: "refuse" | "strip";
@@ -59,6 +75,7 @@ export class TwinType {
   readonly snapshotEvery: number;
   readonly idleTimeoutMs: number;
   readonly #commands: ReadonlyMap<string, Schema>;
+  #schemas: TypeSchemas | undefined;
 
   constructor(cls: TwinClass, defaults: TypeDefaults) {
     if (typeof cls !== "function") throw new InvalidArgument("a twin type must be a class extending Twin");
@@ -128,6 +145,24 @@ export class TwinType {
       );
     }
     return parsed.data;
+  }
+
+  /**
+   * The JSON Schemas (draft 2020-12, input side) of the command arguments and of reported and
+   * desired patches, from the class's zod schemas: for forms and API documents. A part zod cannot
+   * express in JSON Schema (a transform's output, a custom check) is left open (`{}`).
+   */
+  describe(): TypeSchemas {
+    this.#schemas ??= {
+      commands: Object.fromEntries(
+        [...this.#commands].map(([command, schema]) => [command, jsonSchemaOf(schema)]),
+      ),
+      ...(this.cls.reported ? { reported: jsonSchemaOf(this.cls.reported) } : {}),
+      ...((this.cls.desired ?? this.cls.reported)
+        ? { desired: jsonSchemaOf((this.cls.desired ?? this.cls.reported) as Schema) }
+        : {}),
+    };
+    return this.#schemas;
   }
 
   /** Validates the values a reported patch sets (nulls delete and are not validated). */

@@ -5,11 +5,11 @@
  * drain before writing more, and stop reading as soon as the client cancels.
  */
 
+import { historyPages, OPERATIONS } from "../api/operations.ts";
 import type { Permit } from "../core/admission.ts";
 import type { TwinRef } from "../core/ids.ts";
 import { present } from "../core/present.ts";
-import type { HistoryRange } from "../core/records.ts";
-import { admitCall, admitCaller, type HandlerContext } from "./calls.ts";
+import { admitCall, admitStreamCaller, type HandlerContext } from "./calls.ts";
 import type { TwinServiceHandlers } from "./generated/doppel/v1/TwinService.ts";
 import { eventToMessage, sampleToMessage } from "./messages.ts";
 import { OutboundStream } from "./streams.ts";
@@ -37,29 +37,21 @@ export async function streamHistory(ctx: HandlerContext, call: HistoryCall): Pro
   try {
     const request = call.request;
     const ref: TwinRef = { type: request.type, id: request.id };
-    const caller = admitCaller(ctx, call, { scope: "read", target: () => ref }, request);
+    const caller = admitStreamCaller(ctx, call, { scope: "read", target: () => ref }, request);
     permit = admitCall(ctx, call, caller);
-    const since = timestampToMs(request.since, "since");
-    const until = timestampToMs(request.until, "until");
-    const toVersion = request.toVersion === 0 ? undefined : request.toVersion;
-    const bounds: Omit<HistoryRange, "limit" | "fromVersion"> = {
-      ...present({ toVersion, since, until }),
-    };
-    let fromVersion = request.fromVersion === 0 ? undefined : request.fromVersion;
-    let remaining = request.limit === 0 ? Number.POSITIVE_INFINITY : request.limit;
-    while (stream.open) {
-      const limit = Math.min(ctx.historyPageSize, remaining);
-      const page = await ctx.api.history(ref, {
-        ...bounds,
-        ...present({ fromVersion }),
-        limit,
-      });
+    const pages = historyPages(ctx, {
+      ref,
+      ...present({
+        fromVersion: positive(request.fromVersion),
+        toVersion: positive(request.toVersion),
+        since: timestampToMs(request.since, "since"),
+        until: timestampToMs(request.until, "until"),
+        limit: positive(request.limit),
+      }),
+    });
+    for await (const page of pages) {
       for (const event of page) if (!(await send(stream, eventToMessage(event)))) return;
-      remaining -= page.length;
-      const last = page.at(-1);
-      if (last === undefined || page.length < limit || remaining <= 0) break;
-      fromVersion = last.seq + 1;
-      if (toVersion !== undefined && fromVersion > toVersion) break;
+      if (!stream.open) return;
     }
     stream.end();
   } catch (error) {
@@ -75,25 +67,23 @@ export async function streamTelemetry(ctx: HandlerContext, call: TelemetryCall):
   let permit: Permit | undefined;
   try {
     const request = call.request;
-    const caller = admitCaller(
+    const caller = admitStreamCaller(
       ctx,
       call,
       { scope: "read", target: () => ({ type: request.type, id: request.id }) },
       request,
     );
     permit = admitCall(ctx, call, caller);
-    const since = timestampToMs(request.since, "since") ?? 0;
-    // "Unset: now", inclusive of a sample stamped this very millisecond (stores treat `until` as exclusive).
-    const until = timestampToMs(request.until, "until") ?? ctx.clock.now() + 1;
-    const intervalMs = durationToMs(request.interval, "interval");
-    const samples = await ctx.api.telemetry(
-      { type: request.type, id: request.id },
+    const samples = await OPERATIONS.getTelemetry.run(
+      ctx,
       {
-        since,
-        until,
-        ...(request.limit === 0 ? {} : { limit: request.limit }),
-        ...present({ intervalMs }),
+        ref: { type: request.type, id: request.id },
+        since: timestampToMs(request.since, "since"),
+        until: timestampToMs(request.until, "until"),
+        limit: positive(request.limit),
+        intervalMs: durationToMs(request.interval, "interval"),
       },
+      { caller },
     );
     for (const sample of samples) if (!(await send(stream, sampleToMessage(sample)))) return;
     stream.end();
@@ -102,6 +92,11 @@ export async function streamTelemetry(ctx: HandlerContext, call: TelemetryCall):
   } finally {
     permit?.release();
   }
+}
+
+/** A proto3 number where 0 means "not set". */
+function positive(value: number): number | undefined {
+  return value === 0 ? undefined : value;
 }
 
 /** The history-streaming handler and the telemetry-streaming handler. */

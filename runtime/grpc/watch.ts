@@ -18,10 +18,11 @@
  */
 
 import * as grpc from "@grpc/grpc-js";
+import { clientOf } from "../api/callers.ts";
 import { NotFound, ResourceExhausted } from "../core/errors.ts";
 import type { TwinRef } from "../core/ids.ts";
 import type { TwinChange as FeedChange, TwinView } from "../core/records.ts";
-import { admitCaller, clientOf, type HandlerContext } from "./calls.ts";
+import { admitStreamCaller, type HandlerContext } from "./calls.ts";
 import type { TwinChange } from "./generated/doppel/v1/TwinChange.ts";
 import type { TwinServiceHandlers } from "./generated/doppel/v1/TwinService.ts";
 import type { WatchTwinRequest__Output } from "./generated/doppel/v1/WatchTwinRequest.ts";
@@ -174,9 +175,14 @@ export function watchHandler(ctx: HandlerContext): TwinServiceHandlers["WatchTwi
     const stream = new OutboundStream<TwinChange>(call, ctx.streams, ctx.logger, "WatchTwin");
     try {
       const { type, id } = call.request;
-      const caller = admitCaller(ctx, call, { scope: "read", target: () => ({ type, id }) }, call.request);
+      const caller = admitStreamCaller(
+        ctx,
+        call,
+        { scope: "read", target: () => ({ type, id }) },
+        call.request,
+      );
       // A watch holds its permit (class `watch`) until the stream ends, however it ends.
-      const permit = ctx.admission?.admit("watch", clientOf(call, caller));
+      const permit = ctx.admission?.admit("watch", clientOf(call.getPeer(), caller));
       if (permit) stream.onClose(() => permit.release());
     } catch (error) {
       stream.fail(error);

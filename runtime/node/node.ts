@@ -35,9 +35,11 @@ import { serveNodeRpc } from "../routing/node-rpc.ts";
 import { Router } from "../routing/router.ts";
 import type { DeviceModel } from "../sim/device-model.ts";
 import type { Fleet } from "../sim/fleet.ts";
+import type { WebExtension, WebServer } from "../web/server.ts";
 import { type ClusterParts, type InProcessCluster, openClusterParts } from "./cluster-parts.ts";
 import { jsonLimits, natsConnection, natsDeviceSettings } from "./device-settings.ts";
 import { createEngine, localTwins, registerTwins } from "./engine-setup.ts";
+import type { GatewaySecurityParts } from "./grpc-security.ts";
 import { compileConfig, type NodeConfig, type NodeConfigInput } from "./options.ts";
 import { openStore } from "./stores.ts";
 
@@ -55,6 +57,8 @@ export interface NodeParts {
   readonly cluster?: InProcessCluster;
   /** The in-process bus to use (shared by the nodes of an in-process cluster). */
   readonly bus?: InProcessBus;
+  /** What else the HTTP listener serves (the operator console), registered after the API routes. */
+  readonly httpExtensions?: readonly WebExtension[];
 }
 
 /** Something that runs beside the engine and stops with the node (gateway, ingress, demo fleet). */
@@ -87,6 +91,10 @@ export class DoppelNode {
   #grpcAddress: string | undefined;
   #coap: CoapIngress | undefined;
   #grpcSecurity: string | undefined;
+  #securityParts: GatewaySecurityParts | undefined;
+  #httpSecurity: string | undefined;
+  #http: WebServer | undefined;
+  #httpExtensions: readonly WebExtension[] = [];
   #devices!: DeviceLink;
   #coordinator: ClusterCoordinator | undefined;
   #metrics: NodeMetrics | undefined;
@@ -218,6 +226,7 @@ export class DoppelNode {
         clock.now(),
       );
       node.#devices = devices;
+      node.#httpExtensions = parts.httpExtensions ?? [];
       node.#coordinator = wiring.coordinator;
       node.#metrics = metrics;
       node.#admission = admission;
@@ -251,6 +260,7 @@ export class DoppelNode {
       await this.#serveMetrics();
       await this.#serveGrpc();
       await this.#serveCoap(wiring);
+      await this.#serveHttp();
       await this.#runDemoFleet(parts, wiring);
     } catch (error) {
       await this.stop();
@@ -263,18 +273,31 @@ export class DoppelNode {
     if (this.#metrics && listen !== false) await this.#metrics.listen(listen);
   }
 
+  /** The security of both service listeners, built once (one set of keys and rate buckets). */
+  async #security(): Promise<GatewaySecurityParts> {
+    if (this.#securityParts === undefined) {
+      const { gatewaySecurity } = await import("./grpc-security.ts");
+      this.#securityParts = gatewaySecurity(this.config, this.engine.clock, this.logger, this.#metrics);
+    }
+    return this.#securityParts;
+  }
+
+  /** The twin types as the service listeners list them. */
+  #typeInfos() {
+    return this.registry.list().map((type) => ({ name: type.name, commands: type.commandNames }));
+  }
+
   async #serveGrpc(): Promise<void> {
     const { config, logger } = this;
     if (config.grpc.listen === false) return;
     const { startGateway } = await import("../grpc/server.ts");
-    const { gatewaySecurity } = await import("./grpc-security.ts");
-    const secured = gatewaySecurity(config, this.engine.clock, logger, this.#metrics);
+    const secured = await this.#security();
     this.#grpcSecurity = secured.summary;
     const gateway = await startGateway({
       ...(secured.security ? { security: secured.security } : {}),
       ...(secured.tls ? { tls: secured.tls } : {}),
       api: this.twins,
-      types: () => this.registry.list().map((type) => ({ name: type.name, commands: type.commandNames })),
+      types: () => this.#typeInfos(),
       cluster: () => this.cluster(),
       rejected: (code) => this.#metrics?.metrics.rejectedInputs.add(1, { source: "grpc", code }),
       listen: config.grpc.listen,
@@ -307,6 +330,44 @@ export class DoppelNode {
   /** The CoAP listener (`coap` in the configuration): its address, counters and observers. */
   get coap(): CoapIngress | undefined {
     return this.#coap;
+  }
+
+  async #serveHttp(): Promise<void> {
+    const { config, logger } = this;
+    if (config.http.listen === false) return;
+    const { startWebServer } = await import("../web/server.ts");
+    const secured = await this.#security();
+    this.#httpSecurity = secured.http.summary;
+    const server = await startWebServer(
+      {
+        ...(secured.http.security ? { security: secured.http.security } : {}),
+        ...(secured.tls ? { tls: secured.tls } : {}),
+        api: this.twins,
+        types: () => this.#typeInfos(),
+        describeType: (name) => {
+          if (!this.registry.has(name)) return undefined;
+          const type = this.registry.get(name);
+          const schemas = type.describe();
+          return {
+            name: type.name,
+            commands: type.commandNames,
+            commandSchemas: schemas.commands,
+            ...present({ reportedSchema: schemas.reported, desiredSchema: schemas.desired }),
+          };
+        },
+        cluster: () => this.cluster(),
+        rejected: (code) => this.#metrics?.metrics.rejectedInputs.add(1, { source: "http", code }),
+        listen: config.http.listen,
+        maxBodyBytes: config.http.maxBodyBytes,
+        logger,
+        clock: this.engine.clock,
+        admission: this.#admission,
+        extensions: this.#httpExtensions,
+      },
+      [],
+    );
+    this.attach(server);
+    this.#http = server;
   }
 
   async #runDemoFleet(parts: NodeParts, wiring: Wiring): Promise<void> {
@@ -358,6 +419,21 @@ export class DoppelNode {
   /** How the gRPC gateway is protected ("TLS, API keys from keys.json (2 active)"), when it runs. */
   get grpcSecurity(): string | undefined {
     return this.#grpcSecurity;
+  }
+
+  /** How the HTTP listener is protected, when it runs. */
+  get httpSecurity(): string | undefined {
+    return this.#httpSecurity;
+  }
+
+  /** The HTTP listener's `host:port`, when it runs. */
+  get httpAddress(): string | undefined {
+    return this.#http?.address;
+  }
+
+  /** The HTTP listener's base URL (`http://127.0.0.1:8080`), when it runs. */
+  get httpUrl(): string | undefined {
+    return this.#http?.url;
   }
 
   /** The `host:port` the gRPC gateway listens on, when it runs. */

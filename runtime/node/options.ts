@@ -320,6 +320,25 @@ export const nodeConfigSchema = z
       })
       .strict()
       .default({ listen: "localhost:50051", maxMessageBytes: 4 * 1024 * 1024, insecure: false }),
+    /**
+     * The HTTP listener: the REST API (`/v1`, OpenAPI at `/v1/openapi.json`), WebSocket watch and
+     * HTTP device ingress. It uses the gRPC gateway's security: `grpc.apiKeys`, `grpc.tls`,
+     * `grpc.rateLimit` and `grpc.insecure` (docs/rest.md).
+     */
+    http: z
+      .object({
+        /** `host:port` to serve HTTP on; `false` (the default) to serve none. */
+        listen: z.union([listenAddress, z.literal(false)]).default(false),
+        /** Largest request body, bytes; larger ones are answered 413. */
+        maxBodyBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(64 * 1024 * 1024)
+          .default(1024 * 1024),
+      })
+      .strict()
+      .default({ listen: false, maxBodyBytes: 1024 * 1024 }),
     /** Modules whose exported twin classes this node runs; default: the example twins. */
     twins: z.array(z.string().min(1)).optional(),
     /** Number of shards of the cluster (fixed for a cluster's lifetime). */
