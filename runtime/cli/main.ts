@@ -79,7 +79,7 @@ function program({ out, err }: CliOutput): Command {
     )
     .option(
       "--upstream <url>",
-      "the cloud's leaf node URL; without --nats the edge runs its own leaf nats-server (env DOPPEL_UPSTREAM)",
+      "the cloud's leaf node URL the edge's leaf server links to (env DOPPEL_UPSTREAM; doppel edge leaf-config)",
     )
     .option(
       "--coap <host:port>",

@@ -83,6 +83,7 @@ async function startEdge(config: NodeConfig, out: (line: string) => void): Promi
   const lines = [
     `Doppel edge node ${node.id} (edge ${edge.name}) is running`,
     `  leaf    NATS ${[config.nats?.servers ?? []].flat().join(",")} (JetStream domain ${edge.name}; cloud domain ${edge.hubDomain})`,
+    `  cloud   ${edge.upstream ?? "(the leaf server's remote)"}`,
     `  buffer  stream ${edge.buffer.stream}: ${edge.buffer.maxBytes} bytes, ${edge.buffer.maxAge} ms; when full: discard ${edge.buffer.discard}`,
     `  link    ${node.status.linkUp ? "up" : "down (buffering; registers once the cloud answers)"}`,
   ];

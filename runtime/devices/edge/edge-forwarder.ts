@@ -17,6 +17,7 @@ import {
   type StreamSourceInfo,
 } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
+import { FailedPrecondition } from "../../core/errors.ts";
 import type { Logger } from "../../observability/logger.ts";
 import {
   type EdgeStreamSettings,
@@ -119,13 +120,21 @@ export class EdgeForwarder {
   }
 
   /**
-   * Creates the edge stream and starts ticking. The link may be down: registration at the hub
+   * Checks that the server is the edge's leaf (JetStream domain = the edge's name; otherwise
+   * `FailedPrecondition`), creates the edge stream and starts ticking. The link may be down: registration at the hub
    * happens on the first tick that reaches it. Fails if the edge's own JetStream is unavailable.
    */
   async start(): Promise<void> {
     const timeout = Math.max(1000, this.#options.tickMs);
     this.#local = await jetstreamManager(this.#nc, { timeout });
     this.#hub = await jetstreamManager(this.#nc, { domain: this.#options.hubDomain, timeout });
+    const { domain } = await this.#local.getAccountInfo();
+    if (domain !== this.#options.edge) {
+      throw new FailedPrecondition(
+        `the NATS server is not the leaf server of edge ${this.#options.edge}: its JetStream domain is ` +
+          `${domain ?? "(none)"}, not ${this.#options.edge} (write its configuration with doppel edge leaf-config)`,
+      );
+    }
     await ensureEdgeStream(this.#local, this.#options.stream);
     this.#statusSub = this.#nc.subscribe(edgeStatusSubject(this.#options.edge), {
       callback: (_error, message) => {

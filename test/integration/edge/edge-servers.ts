@@ -60,7 +60,8 @@ export async function startHub(dir: string): Promise<NatsProcess & { leafPort: n
     "server_name: hub",
     `listen: "127.0.0.1:${port}"`,
     `jetstream { store_dir: ${JSON.stringify(join(dir, "hub-js"))}, domain: ${HUB_DOMAIN}, sync_interval: always }`,
-    `leafnodes { listen: "127.0.0.1:${leafPort}", authorization { user: ${JSON.stringify(LEAF_USER.user)}, password: ${JSON.stringify(LEAF_USER.pass)} } }`,
+    // no_advertise: the leaf must not learn the hub's own leaf URL and reconnect around the relay.
+    `leafnodes { listen: "127.0.0.1:${leafPort}", no_advertise: true, authorization { user: ${JSON.stringify(LEAF_USER.user)}, password: ${JSON.stringify(LEAF_USER.pass)} } }`,
     "",
   ].join("\n");
   return { ...(await runNats(dir, "hub", config, port)), leafPort };

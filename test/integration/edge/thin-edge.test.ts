@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { DeviceClient } from "doppel/device";
 import { DoppelNode, EdgeNode, MemoryEventStore, NatsTransport } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { edgeReports } from "../../../runtime/devices/edge/edge-status.ts";
 import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { Pump } from "../../../twins/pump.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
@@ -156,4 +157,75 @@ describe("thin edge: store-and-forward over a leaf link", () => {
       await wire.close();
     }
   }, 400_000);
+
+  it("brings desired state and commands down to edge devices; a command during an outage fails fast with UNAVAILABLE; edge status shows the link", async () => {
+    await eventually(() => (edge.status.linkUp ? true : undefined), "the edge reaches the cloud", 60_000);
+    const wire = await NatsTransport.connect({
+      servers: leaf.url,
+      name: "edge-pump",
+      reconnectTimeWaitMs: 100,
+    });
+    const pump = new DeviceClient({ transport: wire, type: "pump", id: "edge-p1", ackTimeoutMs: 5000 });
+    const desired: unknown[] = [];
+    pump.onDesired((push) => desired.push(push.desired));
+    pump.onCommand((command, args) => ({ command, blinking: true, ...args }));
+    const cloudWire = await NatsTransport.connect({ servers: hub.url, name: "edge-status" });
+    const statusOf = async () =>
+      (
+        await edgeReports(cloudWire.connection, {
+          ingressStream: "DOPPEL_INGRESS",
+          timeoutMs: 1000,
+          now: Date.now,
+        })
+      ).find((r) => r.edge === EDGE);
+    try {
+      await pump.report({ rpm: 1200 });
+      // The command's request crosses the leaf link to the device at the edge, its answer comes back.
+      const answered = await eventually(
+        () => cloud.twins.invoke(pump.ref, "identify", { seconds: 2 }).then((r) => r.result),
+        "a command answered by the edge device",
+        30_000,
+      );
+      expect(answered).toEqual({ command: "identify", blinking: true, seconds: 2 });
+      await cloud.twins.updateDesired(pump.ref, { rpm: 900 });
+      await eventually(
+        () => (desired.some((d) => (d as { rpm?: number }).rpm === 900) ? true : undefined),
+        "the desired push at the edge device",
+        30_000,
+      );
+      const up = await statusOf();
+      expect(up).toMatchObject({ edge: EDGE, linkUp: true });
+
+      await relay.cut();
+      await eventually(() => (edge.status.linkUp ? undefined : true), "the edge sees the link down", 60_000);
+      // The device is still connected to its edge server, but the cloud cannot reach it.
+      const failure = await eventually(
+        () =>
+          cloud.twins.invoke(pump.ref, "identify", { seconds: 2 }).then(
+            () => undefined,
+            (error: unknown) => error as { code?: string },
+          ),
+        "a command refused during the outage",
+        30_000,
+      );
+      expect(failure.code).toBe("UNAVAILABLE");
+      const down = await statusOf();
+      expect(down).toMatchObject({ edge: EDGE, linkUp: false });
+      // Reports keep being acknowledged at the edge.
+      await pump.report({ rpm: 1300 });
+      expect(edge.status.linkUp).toBe(false);
+
+      await relay.restore();
+      await eventually(() => (edge.status.linkUp ? true : undefined), "the link is back", 90_000);
+      await eventually(
+        async () => ((await cloud.twins.get(pump.ref)).reported["rpm"] === 1300 ? true : undefined),
+        "the report from the outage in the cloud",
+        60_000,
+      );
+    } finally {
+      await pump.close();
+      await wire.close();
+      await cloudWire.close();
+    }
+  }, 300_000);
 });
