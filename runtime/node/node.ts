@@ -336,6 +336,7 @@ export class DoppelNode {
     const { config, logger } = this;
     if (config.http.listen === false) return;
     const { startWebServer } = await import("../web/server.ts");
+    const { watchModule } = await import("../web/watch.ts");
     const secured = await this.#security();
     this.#httpSecurity = secured.http.summary;
     const server = await startWebServer(
@@ -359,12 +360,13 @@ export class DoppelNode {
         rejected: (code) => this.#metrics?.metrics.rejectedInputs.add(1, { source: "http", code }),
         listen: config.http.listen,
         maxBodyBytes: config.http.maxBodyBytes,
+        watchBufferLimit: config.http.watchBufferLimit,
         logger,
         clock: this.engine.clock,
         admission: this.#admission,
         extensions: this.#httpExtensions,
       },
-      [],
+      [watchModule()],
     );
     this.attach(server);
     this.#http = server;

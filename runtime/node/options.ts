@@ -336,9 +336,11 @@ export const nodeConfigSchema = z
           .min(1024)
           .max(64 * 1024 * 1024)
           .default(1024 * 1024),
+        /** Changes a WebSocket watch may hold for a slow client before it is closed (1013). */
+        watchBufferLimit: z.number().int().min(1).max(100_000).default(1000),
       })
       .strict()
-      .default({ listen: false, maxBodyBytes: 1024 * 1024 }),
+      .default({ listen: false, maxBodyBytes: 1024 * 1024, watchBufferLimit: 1000 }),
     /** Modules whose exported twin classes this node runs; default: the example twins. */
     twins: z.array(z.string().min(1)).optional(),
     /** Number of shards of the cluster (fixed for a cluster's lifetime). */

@@ -12,6 +12,7 @@ import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { createKey, type KeySpec } from "../../../runtime/security/api-keys.ts";
 import { Pump } from "../../../twins/pump.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
+import { Note } from "./fixtures/note.ts";
 
 export interface Answer {
   readonly status: number;
@@ -52,7 +53,7 @@ export async function startRestNode(
     },
     http: { listen: "127.0.0.1:0", ...options.config?.http },
   };
-  const node = await DoppelNode.start(config, { twins: [Thermostat, Pump], logger: silentLogger() });
+  const node = await DoppelNode.start(config, { twins: [Thermostat, Pump, Note], logger: silentLogger() });
   const url = node.httpUrl ?? "";
   return {
     node,
