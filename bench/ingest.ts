@@ -22,7 +22,8 @@
  *                             BENCH_QUICK=1 for a short run; BENCH_STORE=cassandra for the
  *                             Cassandra store, with DOPPEL_CASSANDRA or scripts/infra/cassandra.sh up,
  *                             keyspaces <DOPPEL_TEST_KEYSPACE_PREFIX>bench_ingest and ..._bare;
- *                             BENCH_SHARDS=N for N shards, default 256; BENCH_ROUNDS, default 3)
+ *                             BENCH_SHARDS=N for N shards, default 256; BENCH_ROUNDS, default 3;
+ *                             BENCH_CPU_PROF=DIR for a CPU profile of the node)
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -81,6 +82,10 @@ async function startNode(
   const child = spawn(
     process.execPath,
     [
+      // BENCH_CPU_PROF=DIR: the node writes a CPU profile there when it stops (node --cpu-prof).
+      ...(process.env["BENCH_CPU_PROF"]
+        ? ["--cpu-prof", "--cpu-prof-dir", process.env["BENCH_CPU_PROF"]]
+        : []),
       "bin/doppel.js",
       "start",
       "--nats",

@@ -160,8 +160,9 @@ export class Activation implements TwinBinding {
   readonly #twin: Twin<object, TwinEvent, object>;
   #committed!: TwinData;
   #data!: TwinData;
-  /** An upper bound of the JSON size of a reported object (see `#checkBounds`). */
-  #reportedBytes: { readonly of: JsonObject; readonly bytes: number } | undefined;
+  /** An upper bound of the JSON size of the reported object `#reportedBytesOf` (see `#checkBounds`). */
+  #reportedBytes = 0;
+  #reportedBytesOf: JsonObject | undefined;
   #snapshotSeq = 0;
   #turn: Turn | null = null;
   #mailbox: Envelope[] | null = null;
@@ -429,17 +430,20 @@ export class Activation implements TwinBinding {
         // patch's (JSON merge: replaced or deleted leaves only shrink it). Kept as an upper bound
         // from report to report, so a report does not serialise all of reported; measured
         // exactly only when the bound reaches the limit, or after anything else changed reported.
-        const known = this.#reportedBytes;
-        if (message.kind === "reported" && known?.of === old) {
-          const bound = known.bytes + Buffer.byteLength(JSON.stringify(message.patch)) + 2;
+        if (message.kind === "reported" && this.#reportedBytesOf === old) {
+          const bound = this.#reportedBytes + Buffer.byteLength(JSON.stringify(message.patch)) + 2;
           if (bound <= max) {
-            this.#reportedBytes = { of: next, bytes: bound };
+            this.#reportedBytesOf = next;
+            this.#reportedBytes = bound;
             continue;
           }
         }
       }
       const size = Buffer.byteLength(JSON.stringify(next));
-      if (what === "reported") this.#reportedBytes = { of: next, bytes: size };
+      if (what === "reported") {
+        this.#reportedBytesOf = next;
+        this.#reportedBytes = size;
+      }
       if (size <= max) continue;
       const text = `${this.key}: ${what} would be ${size} bytes, over ${limit} (${max})`;
       const details = { limit, max, size };

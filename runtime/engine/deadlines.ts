@@ -15,10 +15,17 @@ export interface Deadline {
   cancel(): void;
 }
 
-interface Wait {
-  readonly at: number;
-  readonly expire: () => void;
+/** A wait: its own cancel (a class, so a wait allocates no closure). */
+class Wait implements Deadline {
   bucket: Set<Wait> | undefined;
+  constructor(
+    readonly at: number,
+    readonly expire: () => void,
+  ) {}
+  cancel(): void {
+    this.bucket?.delete(this);
+    this.bucket = undefined;
+  }
 }
 
 export class Deadlines {
@@ -33,7 +40,7 @@ export class Deadlines {
 
   /** Calls `expire` at `at` (clock time) unless the returned deadline is cancelled before. */
   add(at: number, expire: () => void): Deadline {
-    const wait: Wait = { at, expire, bucket: undefined };
+    const wait = new Wait(at, expire);
     const key = Math.floor(at / BUCKET_MS);
     let bucket = this.#buckets.get(key);
     if (!bucket) {
@@ -47,12 +54,7 @@ export class Deadlines {
     bucket.add(wait);
     wait.bucket = bucket;
     if (at < this.#armedAt) this.#arm(at);
-    return {
-      cancel: () => {
-        wait.bucket?.delete(wait);
-        wait.bucket = undefined;
-      },
-    };
+    return wait;
   }
 
   #arm(at: number): void {
