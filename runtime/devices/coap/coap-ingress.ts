@@ -21,35 +21,21 @@
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import { isIPv6 } from "node:net";
 import coap from "coap";
-import type { Headers, Transport } from "../../../cluster/transport/transport.ts";
-import type { Admission, Permit } from "../../core/admission.ts";
-import {
-  DoppelError,
-  FailedPrecondition,
-  InvalidArgument,
-  NotFound,
-  PermissionDenied,
-  ResourceExhausted,
-  Unauthenticated,
-  Unavailable,
-  type WireError,
-} from "../../core/errors.ts";
+import type { Transport } from "../../../cluster/transport/transport.ts";
+import type { Admission } from "../../core/admission.ts";
+import { DoppelError, FailedPrecondition, NotFound, Unavailable, type WireError } from "../../core/errors.ts";
 import { refKey, type TwinRef } from "../../core/ids.ts";
-import type { JsonLimits, JsonObject } from "../../core/json.ts";
+import type { JsonLimits } from "../../core/json.ts";
 import type { TwinRegistry } from "../../engine/twin-type.ts";
 import type { Logger } from "../../observability/logger.ts";
 import type { RateLimit, RateLimiter } from "../../security/rate-limiter.ts";
 import type { DeviceCredentials } from "../auth/device-credentials.ts";
-import { parseTelemetry } from "../ingress/device-ingress.ts";
+import { DurableReports } from "../ingress/durable-reports.ts";
 import {
-  AT_HEADER,
   type DesiredPush,
   DeviceChannel,
   decodeJsonPayload,
   deviceSubject,
-  encodeJson,
-  reportStamp,
-  SEQ_HEADER,
   type SyncReply,
   transportFailure,
 } from "../protocol.ts";
@@ -125,6 +111,7 @@ export class CoapIngress {
   readonly #server: InstanceType<typeof coap.Server>;
   readonly #socket: Socket;
   readonly #observers: DesiredObservers;
+  readonly #reports: DurableReports;
   #address = "";
 
   private constructor(
@@ -132,6 +119,11 @@ export class CoapIngress {
     socket: Socket,
   ) {
     this.#socket = socket;
+    this.#reports = new DurableReports({
+      ...options,
+      source: "coap",
+      credentialHint: "add ?token=<the device's password from 'doppel devices provision'>",
+    });
     this.#observers = new DesiredObservers(
       options.transport,
       options.maxObservers,
@@ -224,110 +216,26 @@ export class CoapIngress {
 
   /** Checks the `token` against the credentials file (required unless the listener is open). */
   #authenticate(target: CoapTarget): void {
-    const { credentials, requireCredentials } = this.options;
-    if (target.token === undefined) {
-      if (!requireCredentials) return;
-      throw new Unauthenticated(
-        `missing credential: add ?token=<the device's password from 'doppel devices provision'>`,
-      );
-    }
-    if (!credentials) {
-      if (!requireCredentials) return;
-      throw new Unauthenticated("this node checks no device credentials");
-    }
-    const check = credentials.check(refKey(target.ref), target.token);
-    if (check.ok) return;
-    if (check.reason === "revoked")
-      throw new PermissionDenied(`the credential of device ${refKey(target.ref)} was revoked`);
-    throw new Unauthenticated(`device credential refused (${check.reason})`);
+    this.#reports.authenticate(target.ref, target.token);
   }
 
-  /** Validates a report or telemetry message as ingress would, and publishes it durably. */
+  /** Decodes a report or telemetry message (JSON or CBOR) and stores it durably (see {@link DurableReports}). */
   async #store(req: CoapRequest, target: CoapTarget): Promise<void> {
-    const { ref } = target;
-    const device = refKey(ref);
     const format = formatOf(req.headers["Content-Format"]);
     const payload = req.payload ?? Buffer.alloc(0);
-    const headers = new Map<string, string>();
-    if (target.seq !== undefined) headers.set(SEQ_HEADER, target.seq);
-    if (target.at !== undefined) headers.set(AT_HEADER, target.at);
-    let body: JsonObject;
-    if (target.resource === "reported") {
-      body = decodePayload(payload, format, "reported patch", this.options.limits);
-      const stamped = reportStamp(headers, body);
-      this.options.registry.get(ref.type).parseReported(stamped.patch);
-    } else {
-      body = decodePayload(payload, format, "telemetry", this.options.limits);
-      if (target.seq !== undefined || target.at !== undefined)
-        throw new InvalidArgument("telemetry takes no seq or at: give each sample its own 'at'");
-      parseTelemetry(body, this.options.now());
-    }
-    const rate = this.options.deviceRate;
-    if (rate) {
-      const decision = rate.limiter.take(`coap:${device}`, rate.limit);
-      if (!decision.allowed)
-        throw new ResourceExhausted(
-          `device ${device} is over its rate of ${rate.limit.ratePerSecond} messages/s; retry in ${decision.retryAfterMs} ms`,
-          { retryAfterMs: decision.retryAfterMs, limit: "device-rate" },
-        );
-    }
-    let permit: Permit | undefined;
-    try {
-      // Admitted as device work of its own client, so a CoAP device and the same device's
-      // messages being applied do not count against each other's per-client bound.
-      permit = this.options.admission?.admit("device", `coap:${device}`);
-      await this.#publish(
-        ref,
-        target.resource === "reported" ? DeviceChannel.Reported : DeviceChannel.Telemetry,
-        body,
-        headers,
-        req,
-        target,
-      );
-    } finally {
-      permit?.release();
-    }
-  }
-
-  async #publish(
-    ref: TwinRef,
-    channel: DeviceChannel,
-    body: JsonObject,
-    headers: Headers,
-    req: CoapRequest,
-    target: CoapTarget,
-  ): Promise<void> {
+    const what = target.resource === "reported" ? "reported patch" : "telemetry";
+    const body = decodePayload(payload, format, what, this.options.limits);
     // Without an id of its own, a message is named by its CoAP exchange: a retransmission that
     // the library did not answer from its cache (it came while the first copy was in flight) is
     // dropped by the stream's (or the twin's) deduplication.
     const token = (req._packet.token ?? Buffer.alloc(0)).toString("hex");
     const messageId =
       target.messageId ?? `coap:${req.rsinfo.address}:${req.rsinfo.port}:${req._packet.messageId}:${token}`;
-    const what = `${channel} of ${refKey(ref)}`;
-    let ack: Awaited<ReturnType<Transport["publishDurable"]>>;
-    try {
-      ack = await this.options.transport.publishDurable(deviceSubject(ref, channel), encodeJson(body), {
-        messageId,
-        timeoutMs: this.options.ackTimeoutMs,
-        headers,
-      });
-    } catch (error) {
-      const failure = transportFailure(error, what);
-      if (failure.code !== "UNAVAILABLE" && failure.code !== "DEADLINE_EXCEEDED") throw failure;
-      throw new Unavailable(
-        `${what} was not stored: the ingress stream did not accept it (${failure.message})`,
-      );
-    }
-    // In-process the ack is the ingress's reply, which may carry its refusal.
-    if (ack.data && ack.data.byteLength > 0) {
-      let reply: { error?: WireError } | undefined;
-      try {
-        reply = decodeJsonPayload(ack.data, "ingress reply", this.options.limits) as typeof reply;
-      } catch {
-        reply = undefined;
-      }
-      if (reply?.error) throw DoppelError.fromWire(reply.error);
-    }
+    await this.#reports.store(target.ref, target.resource === "reported" ? "reported" : "telemetry", body, {
+      seq: target.seq,
+      at: target.at,
+      messageId,
+    });
   }
 
   /** GET desired: the current state, and with Observe every later change. */

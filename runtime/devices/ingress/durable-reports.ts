@@ -1,0 +1,170 @@
+/**
+ * Device reports that arrive over request/response protocols (CoAP, HTTPS) rather than as NATS
+ * messages: checked as NATS ingress would check them, then published the durable way a NATS
+ * device's report goes (`Transport.publishDurable` on the device's subject: into the JetStream
+ * ingress stream on NATS; processed and persisted in-process), so they are applied by the same
+ * ingress, in the same order, with the same deduplication. The caller acknowledges its client only
+ * once {@link DurableReports.store} resolves.
+ *
+ * Checked before anything is published: the device's credential (against the credentials file of
+ * `doppel devices provision`), the report stamp and the type's reported schema (or the telemetry
+ * samples), the device's rate (`limits.deviceRate`) and admission control (class `device`).
+ */
+import type { Transport } from "../../../cluster/transport/transport.ts";
+import type { Admission, Permit } from "../../core/admission.ts";
+import {
+  DoppelError,
+  InvalidArgument,
+  PermissionDenied,
+  ResourceExhausted,
+  Unauthenticated,
+  Unavailable,
+  type WireError,
+} from "../../core/errors.ts";
+import { refKey, type TwinRef } from "../../core/ids.ts";
+import type { JsonLimits, JsonObject } from "../../core/json.ts";
+import type { TwinRegistry } from "../../engine/twin-type.ts";
+import type { RateLimit, RateLimiter } from "../../security/rate-limiter.ts";
+import type { DeviceCredentials } from "../auth/device-credentials.ts";
+import {
+  AT_HEADER,
+  DeviceChannel,
+  decodeJsonPayload,
+  deviceSubject,
+  encodeJson,
+  reportStamp,
+  SEQ_HEADER,
+  transportFailure,
+} from "../protocol.ts";
+import { parseTelemetry } from "./device-ingress.ts";
+
+export interface DurableReportsOptions {
+  /** The node's device transport (NATS or in-process). */
+  readonly transport: Transport;
+  readonly registry: TwinRegistry;
+  readonly limits: JsonLimits;
+  /** The device credentials file; absent: no credential is checked. */
+  readonly credentials: DeviceCredentials | undefined;
+  /** Refuse a report without a valid credential. */
+  readonly requireCredentials: boolean;
+  readonly admission?: Admission;
+  readonly deviceRate?: { readonly limiter: RateLimiter; readonly limit: RateLimit };
+  readonly now: () => number;
+  /** How long a report may wait for its durable acknowledgement (then `Unavailable`). */
+  readonly ackTimeoutMs: number;
+  /** The protocol's name, keeping its devices' rate buckets and admission apart (`coap`, `http`). */
+  readonly source: string;
+  /** How the protocol's devices send their credential, for the error of a missing one. */
+  readonly credentialHint: string;
+}
+
+/** What a device sends besides its body. */
+export interface ReportMeta {
+  /** `Doppel-Seq` (reports only): the device's sequence number, as text. */
+  readonly seq?: string | undefined;
+  /** `Doppel-At` (reports only): the device's time of the report, epoch ms, as text. */
+  readonly at?: string | undefined;
+  /** The message's deduplication id. */
+  readonly messageId: string;
+}
+
+export class DurableReports {
+  constructor(private readonly options: DurableReportsOptions) {}
+
+  /** Checks a device's secret (required unless the listener is open); throws 401/403-class errors. */
+  authenticate(ref: TwinRef, secret: string | undefined): void {
+    const { credentials, requireCredentials } = this.options;
+    if (secret === undefined) {
+      if (!requireCredentials) return;
+      throw new Unauthenticated(`missing credential: ${this.options.credentialHint}`);
+    }
+    if (!credentials) {
+      if (!requireCredentials) return;
+      throw new Unauthenticated("this node checks no device credentials");
+    }
+    const check = credentials.check(refKey(ref), secret);
+    if (check.ok) return;
+    if (check.reason === "revoked")
+      throw new PermissionDenied(`the credential of device ${refKey(ref)} was revoked`);
+    throw new Unauthenticated(`device credential refused (${check.reason})`);
+  }
+
+  /** Validates a report or telemetry message as ingress would, and publishes it durably. */
+  async store(
+    ref: TwinRef,
+    channel: "reported" | "telemetry",
+    body: JsonObject,
+    meta: ReportMeta,
+  ): Promise<void> {
+    const device = refKey(ref);
+    const headers = new Map<string, string>();
+    if (meta.seq !== undefined) headers.set(SEQ_HEADER, meta.seq);
+    if (meta.at !== undefined) headers.set(AT_HEADER, meta.at);
+    if (channel === "reported") {
+      const stamped = reportStamp(headers, body);
+      this.options.registry.get(ref.type).parseReported(stamped.patch);
+    } else {
+      if (meta.seq !== undefined || meta.at !== undefined)
+        throw new InvalidArgument("telemetry takes no seq or at: give each sample its own 'at'");
+      parseTelemetry(body, this.options.now());
+    }
+    const rate = this.options.deviceRate;
+    if (rate) {
+      const decision = rate.limiter.take(`${this.options.source}:${device}`, rate.limit);
+      if (!decision.allowed)
+        throw new ResourceExhausted(
+          `device ${device} is over its rate of ${rate.limit.ratePerSecond} messages/s; retry in ${decision.retryAfterMs} ms`,
+          { retryAfterMs: decision.retryAfterMs, limit: "device-rate" },
+        );
+    }
+    let permit: Permit | undefined;
+    try {
+      // Admitted as device work of its own client, so these messages and the same device's
+      // messages being applied do not count against each other's per-client bound.
+      permit = this.options.admission?.admit("device", `${this.options.source}:${device}`);
+      await this.#publish(
+        ref,
+        channel === "reported" ? DeviceChannel.Reported : DeviceChannel.Telemetry,
+        body,
+        headers,
+        meta.messageId,
+      );
+    } finally {
+      permit?.release();
+    }
+  }
+
+  async #publish(
+    ref: TwinRef,
+    channel: DeviceChannel,
+    body: JsonObject,
+    headers: Map<string, string>,
+    messageId: string,
+  ): Promise<void> {
+    const what = `${channel} of ${refKey(ref)}`;
+    let ack: Awaited<ReturnType<Transport["publishDurable"]>>;
+    try {
+      ack = await this.options.transport.publishDurable(deviceSubject(ref, channel), encodeJson(body), {
+        messageId,
+        timeoutMs: this.options.ackTimeoutMs,
+        headers,
+      });
+    } catch (error) {
+      const failure = transportFailure(error, what);
+      if (failure.code !== "UNAVAILABLE" && failure.code !== "DEADLINE_EXCEEDED") throw failure;
+      throw new Unavailable(
+        `${what} was not stored: the ingress stream did not accept it (${failure.message})`,
+      );
+    }
+    // In-process the ack is the ingress's reply, which may carry its refusal.
+    if (ack.data && ack.data.byteLength > 0) {
+      let reply: { error?: WireError } | undefined;
+      try {
+        reply = decodeJsonPayload(ack.data, "ingress reply", this.options.limits) as typeof reply;
+      } catch {
+        reply = undefined;
+      }
+      if (reply?.error) throw DoppelError.fromWire(reply.error);
+    }
+  }
+}
