@@ -44,13 +44,14 @@ export function useWatchedTwin(type: string, id: string): WatchedTwin {
     request<Twin>(twinPath(type, id)).then(offer, (caught: ApiError) => setError(caught));
     const connect = () => {
       socket = new WebSocket(watchUrl(type, id));
-      socket.onopen = () => setStatus("live");
+      // Live from the first message (the current state): every change after it is delivered.
       socket.onmessage = (message) => {
         const change = JSON.parse(String(message.data)) as TwinChange;
         if (change.twin) {
           offer(change.twin);
           setError(null);
         }
+        setStatus("live");
       };
       socket.onclose = () => {
         if (stopped) return;

@@ -42,6 +42,7 @@ export async function startCommand(flags: StartFlags, out: (line: string) => voi
     }`,
     `  HTTP    ${node.httpUrl ?? "off"}${node.httpUrl ? `   ${node.httpSecurity}; REST API ${node.httpUrl}/v1 (OpenAPI: ${node.httpUrl}/v1/openapi.json)` : ""}`,
   ];
+  if (node.httpUrl) lines.push(`  console ${node.httpUrl}/   (open it in a browser)`);
   if (config.cluster) {
     const view = await node.cluster();
     lines.push(

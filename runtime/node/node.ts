@@ -337,6 +337,7 @@ export class DoppelNode {
     if (config.http.listen === false) return;
     const { startWebServer } = await import("../web/server.ts");
     const { watchModule } = await import("../web/watch.ts");
+    const { consoleExtension } = await import("../web/console.ts");
     const secured = await this.#security();
     this.#httpSecurity = secured.http.summary;
     const server = await startWebServer(
@@ -364,7 +365,8 @@ export class DoppelNode {
         logger,
         clock: this.engine.clock,
         admission: this.#admission,
-        extensions: this.#httpExtensions,
+        // The operator console at `/`, then what the embedder adds.
+        extensions: [consoleExtension(), ...this.#httpExtensions],
       },
       [watchModule()],
     );

@@ -10,7 +10,7 @@ export function HistoryTimeline({ type, id, version }: { type: string; id: strin
   const { data, error } = useResource(
     () =>
       request(
-        `${twinPath(type, id)}/history${query({ fromVersion: Math.max(1, version - SHOWN + 1), limit: SHOWN })}`,
+        `${twinPath(type, id)}/history${query({ from: Math.max(1, version - SHOWN + 1), limit: SHOWN })}`,
       ),
     [type, id, version],
   );

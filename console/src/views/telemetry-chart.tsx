@@ -47,6 +47,17 @@ function seriesOf(samples: readonly TelemetrySample[], metric: string): Series {
   };
 }
 
+/** The metric with the most distinct values (a temperature rather than an on/off flag), shown first. */
+function liveliest(samples: readonly TelemetrySample[], names: readonly string[]): string {
+  let best = names[0] ?? "";
+  let most = -1;
+  for (const name of names) {
+    const distinct = new Set(seriesOf(samples, name).avg).size;
+    if (distinct > most) [best, most] = [name, distinct];
+  }
+  return best;
+}
+
 const round = (value: number | null | undefined) =>
   value == null ? "—" : String(Math.round(value * 100) / 100);
 
@@ -69,7 +80,7 @@ export function TelemetryChart({ type, id }: { type: string; id: string }) {
   const samples = listOf<TelemetrySample>(data, "samples");
 
   const names = metricNames(samples);
-  const chosen = names.includes(metric) ? metric : (names[0] ?? "");
+  const chosen = names.includes(metric) ? metric : liveliest(samples, names);
   const series = seriesOf(samples, chosen);
 
   useEffect(() => {
