@@ -24,7 +24,7 @@ import type { DeviceIngress } from "../devices/ingress/device-ingress.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { LocalTwins } from "../engine/local-twins.ts";
 import { createLogger, type Logger } from "../observability/logger.ts";
-import { type DeviceAuthCounts, NodeMetrics } from "../observability/metrics.ts";
+import { type DeviceAuthCounts, type GaugeSources, NodeMetrics } from "../observability/metrics.ts";
 import { installTracing } from "../observability/tracing.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 import { relayChanges } from "../routing/change-relay.ts";
@@ -162,6 +162,10 @@ export class DoppelNode {
         () => engineRef,
         admission,
         () => devicesRef?.auth?.stats,
+        () => {
+          const coap = node?.coap;
+          return coap && { counts: coap.stats, observers: coap.observers };
+        },
       );
       opened.push(() => metrics.stop());
       const cluster = await openClusterParts(config, parts.cluster, id, logger, (outcome) =>
@@ -506,10 +510,12 @@ function startMetrics(
   engine: () => Engine | undefined,
   admission: Admission,
   deviceAuth: () => DeviceAuthCounts | undefined,
+  coap: NonNullable<GaugeSources["coap"]>,
 ): NodeMetrics {
   return new NodeMetrics(id, {
     admission: (workClass) => admission.stats(workClass),
     deviceAuth,
+    coap,
     residentTwins: () => engine()?.catalog.size ?? 0,
     mailboxDepth: () => engine()?.catalog.mailboxDepth() ?? 0,
     shardsOwned: () => {

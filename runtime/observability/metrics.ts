@@ -60,6 +60,8 @@ export interface GaugeSources {
   deviceAuth?(): Readonly<DeviceAuthCounts> | undefined;
   /** The edge's store-and-forward state, when the node is an edge node. */
   edge?(): Readonly<EdgeCounts> | undefined;
+  /** The CoAP listener's counters and open observations, when the node serves CoAP. */
+  coap?(): { readonly counts: Readonly<CoapCounts>; readonly observers: number } | undefined;
 }
 
 /** What an edge node's forwarder knows (the shape of its status, read at scrape time). */
@@ -69,6 +71,17 @@ export interface EdgeCounts {
   readonly backlogBytes: number;
   readonly dropped: number;
   readonly lastSyncAt: number | undefined;
+}
+
+/** What the CoAP listener counts (the shape of its stats, read at scrape time). */
+export interface CoapCounts {
+  requests: number;
+  stored: number;
+  refused: number;
+  unauthorized: number;
+  unavailable: number;
+  screened: number;
+  notifications: number;
 }
 
 /** What the device auth callout counts (the shape of its stats, read at scrape time). */
@@ -223,6 +236,34 @@ export class NodeMetrics {
       .addCallback((result) => {
         const counts = edge();
         if (counts) result.observe(counts.dropped);
+      });
+    meter
+      .createObservableCounter("doppel_coap_total", {
+        description:
+          "CoAP requests by outcome (stored, refused 4.xx of which unauthorized, unavailable 5.xx), datagrams screened out, notifications sent",
+      })
+      .addCallback((result) => {
+        const coap = gauges.coap?.();
+        if (!coap) return;
+        const { counts } = coap;
+        for (const outcome of [
+          "requests",
+          "stored",
+          "refused",
+          "unauthorized",
+          "unavailable",
+          "screened",
+          "notifications",
+        ] as const)
+          result.observe(counts[outcome], { outcome });
+      });
+    meter
+      .createObservableGauge("doppel_coap_observers", {
+        description: "open CoAP observations of desired state",
+      })
+      .addCallback((result) => {
+        const coap = gauges.coap?.();
+        if (coap) result.observe(coap.observers);
       });
     const counts = this.counts;
     meter

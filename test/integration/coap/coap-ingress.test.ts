@@ -36,6 +36,7 @@ describe("CoAP ingress (RFC 7252) on the JetStream ingress path", () => {
       config: {
         dataDir,
         limits: { maxPayloadBytes: 512 },
+        metrics: { listen: "127.0.0.1:0" },
         coap: { listen: "127.0.0.1:0", requireCredentials: true, maxObservers: 4, maxObserversPerDevice: 2 },
       },
     });
@@ -160,6 +161,9 @@ describe("CoAP ingress (RFC 7252) on the JetStream ingress path", () => {
     );
     await expect(twin("c3")).rejects.toThrow();
     expect(n.node.coap!.stats.unauthorized).toBeGreaterThanOrEqual(5);
+    const scraped = await (await fetch(`http://${n.node.metricsAddress}/metrics`)).text();
+    expect(scraped).toMatch(/doppel_coap_total\{[^}]*outcome="unauthorized"[^}]*\} ([5-9]|\d\d)/);
+    expect(scraped).toMatch(/doppel_coap_total\{[^}]*outcome="stored"[^}]*\} [1-9]/);
   });
 
   it("answers bad requests with CoAP codes and a diagnostic", async () => {
