@@ -15,8 +15,10 @@
  *    - `CONCURRENCY` callers round-robin over the twins: one turn per commit, nothing to group.
  *    Append latency is turn submitted -> acknowledged; under saturation it is mostly queueing
  *    (Little's law: callers in flight / throughput).
- * 2. Cold activation: twins with a snapshot at seq 200 and 0-100 later events; `loadTwin` alone,
- *    and a whole activation through a node (load, replay, one read-only turn), p50/p99.
+ * 2. Cold activation: twins with a snapshot at seq 200 and 0-100 later events; `loadTwin` alone
+ *    and with the claim at activation (`claimEpoch`: one lightweight transaction raising the
+ *    head's epoch), interleaved, and a whole activation through a node (load and claim, replay,
+ *    one read-only turn), p50/p99. `BENCH_COLD_ONLY=1` runs only this part.
  *
  * 3. The cost of the fence: each store scenario runs twice per round, interleaved (order
  *    alternating by round), on two stores over the same keyspace: fenced (the default: the
@@ -350,12 +352,21 @@ async function coldActivation(store: CassandraEventStore) {
   }
   // Let the server settle after the writes (memtable flushes, compactions) before timing reads.
   await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+  // loadTwin alone and loadTwin with the claim at activation (a new epoch each time, so every
+  // claim writes: the lightweight transaction on the head), A/B interleaved, the order
+  // alternating by twin. Each twin is loaded once before (untimed) so both sides read warm rows.
   const load = histogram();
-  for (const id of ids) {
-    const t0 = performance.now();
-    const loaded = await store.loadTwin({ type, id });
-    record(load, t0);
-    if (!loaded.snapshot) throw new Error("snapshot missing");
+  const claimed = histogram();
+  let epoch = Date.now() * 1000;
+  for (const [i, id] of ids.entries()) {
+    await store.loadTwin({ type, id });
+    const sides = i % 2 === 0 ? [false, true] : [true, false];
+    for (const claim of sides) {
+      const t0 = performance.now();
+      const loaded = await store.loadTwin({ type, id }, claim ? { claimEpoch: ++epoch } : {});
+      record(claim ? claimed : load, t0);
+      if (!loaded.snapshot) throw new Error("snapshot missing");
+    }
   }
   // Whole activations through a node: load + replay + one read-only turn, twins not resident.
   const node = await DoppelNode.start(
@@ -378,6 +389,7 @@ async function coldActivation(store: CassandraEventStore) {
     snapshotAt: 200,
     eventsAfterSnapshot: "0-100",
     loadTwinMs: percentiles(load),
+    loadTwinWithClaimMs: percentiles(claimed),
     activationMs: percentiles(activation),
   };
 }
@@ -422,112 +434,117 @@ try {
   // Cold activation first, on the fresh keyspace, before the append rounds load the server.
   const cold = await coldActivation(store);
   note(
-    `  loadTwin p50 ${cold.loadTwinMs.p50} ms p99 ${cold.loadTwinMs.p99} ms; activation p50 ${cold.activationMs.p50} ms p99 ${cold.activationMs.p99} ms`,
+    `  loadTwin p50 ${cold.loadTwinMs.p50} ms p99 ${cold.loadTwinMs.p99} ms; with the claim p50 ${cold.loadTwinWithClaimMs.p50} ms p99 ${cold.loadTwinWithClaimMs.p99} ms; activation (claims) p50 ${cold.activationMs.p50} ms p99 ${cold.activationMs.p99} ms`,
   );
-  note("warm-up...");
-  await bareLoop(raw, `warm_bare_${tag}`, 3000);
-  await storeAppends(store, `warm_store_${tag}`, 3000, PER_TWIN);
-  await storeAppends(unfenced, `warm_unfenced_${tag}`, 3000, PER_TWIN);
-  const rounds: {
-    bare: BareResult;
-    store: Record<string, StoreResult>;
-    unfenced: Record<string, StoreResult>;
-  }[] = [];
-  for (let r = 1; r <= ROUNDS; r++) {
-    note(`round ${r}: bare loop, ${EVENTS} rows, concurrency ${CONCURRENCY}...`);
-    const bare = await bareLoop(raw, `bare_${tag}_${r}`, EVENTS);
-    note(`  ${bare.rowsPerSecond} rows/s, p50 ${bare.latencyMs.p50} ms, p99 ${bare.latencyMs.p99} ms`);
-    const results: Record<string, StoreResult> = {};
-    const plain: Record<string, StoreResult> = {};
-    for (const perTwin of SCENARIOS) {
-      // A/B interleaved: fenced and unfenced back to back, the order alternating by round.
-      const order = r % 2 === 1 ? (["fenced", "unfenced"] as const) : (["unfenced", "fenced"] as const);
-      for (const variant of order) {
-        note(`round ${r}: store (${variant}), ${EVENTS} events, ${describe(perTwin)}...`);
-        const target = variant === "fenced" ? store : unfenced;
-        const result = await storeAppends(target, `${variant[0]}${perTwin}_${tag}_${r}`, EVENTS, perTwin);
-        note(
-          `  ${result.eventsPerSecond} events/s (${result.eventsPerCommit} events/commit), p50 ${result.latencyMs.p50} ms, p99 ${result.latencyMs.p99} ms`,
-        );
-        (variant === "fenced" ? results : plain)[String(perTwin)] = result;
+  if (process.env["BENCH_COLD_ONLY"] === "1") {
+    report("store-cold", { command: "BENCH_COLD_ONLY=1 npm run bench:store", coldActivation: cold });
+    process.exitCode = 0;
+  } else {
+    note("warm-up...");
+    await bareLoop(raw, `warm_bare_${tag}`, 3000);
+    await storeAppends(store, `warm_store_${tag}`, 3000, PER_TWIN);
+    await storeAppends(unfenced, `warm_unfenced_${tag}`, 3000, PER_TWIN);
+    const rounds: {
+      bare: BareResult;
+      store: Record<string, StoreResult>;
+      unfenced: Record<string, StoreResult>;
+    }[] = [];
+    for (let r = 1; r <= ROUNDS; r++) {
+      note(`round ${r}: bare loop, ${EVENTS} rows, concurrency ${CONCURRENCY}...`);
+      const bare = await bareLoop(raw, `bare_${tag}_${r}`, EVENTS);
+      note(`  ${bare.rowsPerSecond} rows/s, p50 ${bare.latencyMs.p50} ms, p99 ${bare.latencyMs.p99} ms`);
+      const results: Record<string, StoreResult> = {};
+      const plain: Record<string, StoreResult> = {};
+      for (const perTwin of SCENARIOS) {
+        // A/B interleaved: fenced and unfenced back to back, the order alternating by round.
+        const order = r % 2 === 1 ? (["fenced", "unfenced"] as const) : (["unfenced", "fenced"] as const);
+        for (const variant of order) {
+          note(`round ${r}: store (${variant}), ${EVENTS} events, ${describe(perTwin)}...`);
+          const target = variant === "fenced" ? store : unfenced;
+          const result = await storeAppends(target, `${variant[0]}${perTwin}_${tag}_${r}`, EVENTS, perTwin);
+          note(
+            `  ${result.eventsPerSecond} events/s (${result.eventsPerCommit} events/commit), p50 ${result.latencyMs.p50} ms, p99 ${result.latencyMs.p99} ms`,
+          );
+          (variant === "fenced" ? results : plain)[String(perTwin)] = result;
+        }
       }
+      rounds.push({ bare, store: results, unfenced: plain });
     }
-    rounds.push({ bare, store: results, unfenced: plain });
+    const fence = SCENARIOS.map((perTwin) => {
+      const key = String(perTwin);
+      const fencedBest = Math.max(...rounds.map((r) => r.store[key]!.eventsPerSecond));
+      const unfencedBest = Math.max(...rounds.map((r) => r.unfenced[key]!.eventsPerSecond));
+      return {
+        scenario: describe(perTwin),
+        fencedEventsPerSecond: fencedBest,
+        unfencedEventsPerSecond: unfencedBest,
+        fencedVsUnfenced: round(fencedBest / unfencedBest),
+        perRound: rounds.map((r) => ({
+          fenced: r.store[key]!.eventsPerSecond,
+          unfenced: r.unfenced[key]!.eventsPerSecond,
+          fencedP99Ms: r.store[key]!.latencyMs.p99,
+          unfencedP99Ms: r.unfenced[key]!.latencyMs.p99,
+        })),
+      };
+    });
+    for (const f of fence) {
+      note(
+        `fence cost, ${f.scenario}: fenced ${f.fencedEventsPerSecond} events/s vs unfenced ${f.unfencedEventsPerSecond} events/s (${f.fencedVsUnfenced}x)`,
+      );
+    }
+    const bareBest = Math.max(...rounds.map((r) => r.bare.rowsPerSecond));
+    const last = rounds.at(-1)!;
+    const scenarios = SCENARIOS.map((perTwin) => {
+      const best = Math.max(...rounds.map((r) => r.store[String(perTwin)]!.eventsPerSecond));
+      const final = last.store[String(perTwin)]!;
+      return {
+        scenario: describe(perTwin),
+        reportsInFlightPerTwin: perTwin > 0 ? perTwin : "~0 (round-robin)",
+        eventsPerSecond: best,
+        storeVsBare: round(best / bareBest),
+        storeVsBarePerRound: rounds.map((r) =>
+          round(r.store[String(perTwin)]!.eventsPerSecond / r.bare.rowsPerSecond),
+        ),
+        eventsPerCommit: final.eventsPerCommit,
+        latencyMs: final.latencyMs,
+      };
+    });
+    const headline = scenarios[0]!;
+    report("store", {
+      command: "npm run bench:store",
+      cassandra: { contactPoints, keyspace: KEYSPACE, startedByBench: startedServer },
+      config: {
+        twins: TWINS,
+        concurrency: CONCURRENCY,
+        events: EVENTS,
+        rounds: ROUNDS,
+        turnEvents: "1-3 (avg 2), ~300 B each",
+        figures: "best round of each; ratios against the best bare round",
+      },
+      append: {
+        scenario: headline.scenario,
+        storeEventsPerSecond: headline.eventsPerSecond,
+        bareLoopRowsPerSecond: bareBest,
+        storeVsBare: headline.storeVsBare,
+        storeLatencyMs: headline.latencyMs,
+        bareLatencyMs: last.bare.latencyMs,
+        eventsPerCommit: headline.eventsPerCommit,
+        target: "store >= 0.9x bare",
+        met: headline.storeVsBare >= 0.9,
+        scenarios,
+        rounds,
+      },
+      fence: {
+        what: "events/s with the head's lightweight transaction (fenced, default) and with the schema-1 read-then-write commit (unfenced), interleaved in each round",
+        scenarios: fence,
+      },
+      coldActivation: {
+        ...cold,
+        target: "p99 < 10 ms",
+        met: cold.activationMs.p99 < 10 && cold.loadTwinMs.p99 < 10,
+      },
+    });
   }
-  const fence = SCENARIOS.map((perTwin) => {
-    const key = String(perTwin);
-    const fencedBest = Math.max(...rounds.map((r) => r.store[key]!.eventsPerSecond));
-    const unfencedBest = Math.max(...rounds.map((r) => r.unfenced[key]!.eventsPerSecond));
-    return {
-      scenario: describe(perTwin),
-      fencedEventsPerSecond: fencedBest,
-      unfencedEventsPerSecond: unfencedBest,
-      fencedVsUnfenced: round(fencedBest / unfencedBest),
-      perRound: rounds.map((r) => ({
-        fenced: r.store[key]!.eventsPerSecond,
-        unfenced: r.unfenced[key]!.eventsPerSecond,
-        fencedP99Ms: r.store[key]!.latencyMs.p99,
-        unfencedP99Ms: r.unfenced[key]!.latencyMs.p99,
-      })),
-    };
-  });
-  for (const f of fence) {
-    note(
-      `fence cost, ${f.scenario}: fenced ${f.fencedEventsPerSecond} events/s vs unfenced ${f.unfencedEventsPerSecond} events/s (${f.fencedVsUnfenced}x)`,
-    );
-  }
-  const bareBest = Math.max(...rounds.map((r) => r.bare.rowsPerSecond));
-  const last = rounds.at(-1)!;
-  const scenarios = SCENARIOS.map((perTwin) => {
-    const best = Math.max(...rounds.map((r) => r.store[String(perTwin)]!.eventsPerSecond));
-    const final = last.store[String(perTwin)]!;
-    return {
-      scenario: describe(perTwin),
-      reportsInFlightPerTwin: perTwin > 0 ? perTwin : "~0 (round-robin)",
-      eventsPerSecond: best,
-      storeVsBare: round(best / bareBest),
-      storeVsBarePerRound: rounds.map((r) =>
-        round(r.store[String(perTwin)]!.eventsPerSecond / r.bare.rowsPerSecond),
-      ),
-      eventsPerCommit: final.eventsPerCommit,
-      latencyMs: final.latencyMs,
-    };
-  });
-  const headline = scenarios[0]!;
-  report("store", {
-    command: "npm run bench:store",
-    cassandra: { contactPoints, keyspace: KEYSPACE, startedByBench: startedServer },
-    config: {
-      twins: TWINS,
-      concurrency: CONCURRENCY,
-      events: EVENTS,
-      rounds: ROUNDS,
-      turnEvents: "1-3 (avg 2), ~300 B each",
-      figures: "best round of each; ratios against the best bare round",
-    },
-    append: {
-      scenario: headline.scenario,
-      storeEventsPerSecond: headline.eventsPerSecond,
-      bareLoopRowsPerSecond: bareBest,
-      storeVsBare: headline.storeVsBare,
-      storeLatencyMs: headline.latencyMs,
-      bareLatencyMs: last.bare.latencyMs,
-      eventsPerCommit: headline.eventsPerCommit,
-      target: "store >= 0.9x bare",
-      met: headline.storeVsBare >= 0.9,
-      scenarios,
-      rounds,
-    },
-    fence: {
-      what: "events/s with the head's lightweight transaction (fenced, default) and with the schema-1 read-then-write commit (unfenced), interleaved in each round",
-      scenarios: fence,
-    },
-    coldActivation: {
-      ...cold,
-      target: "p99 < 10 ms",
-      met: cold.activationMs.p99 < 10 && cold.loadTwinMs.p99 < 10,
-    },
-  });
 } finally {
   await store.close();
   await unfenced.close();

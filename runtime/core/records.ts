@@ -60,6 +60,12 @@ export interface TwinSnapshot {
   readonly deviceSeq?: number;
   /** When each reported leaf was last set (epoch ms), in the shape of `reported`; see {@link TwinView}. */
   readonly reportedAt?: JsonObject;
+  /** The device sequence numbers of the latest stamped reports applied, ascending (a bounded window). */
+  readonly deviceSeqs?: readonly number[];
+  /** Stamps at or below this one are not in `deviceSeqs` any more (absent: `deviceSeq`, when `deviceSeqs` is absent too). */
+  readonly deviceSeqFloor?: number;
+  /** The device sequence number of the report that last set each reported leaf, in the shape of `reported`. */
+  readonly reportedSeq?: JsonObject;
 }
 
 /** The latest state of a twin as queries see it (the projection). Reading it never activates a twin. */

@@ -51,7 +51,16 @@ import { computeDelta } from "../shadow/shadow.ts";
 import type { GroupCommitter } from "./group-commit.ts";
 import type { TurnOutcome, TwinMessage } from "./messages.ts";
 import { Turn } from "./turn.ts";
-import { BuiltIn, fold, fromSnapshot, initialData, type TwinData, toSnapshot, toView } from "./twin-data.ts";
+import {
+  BuiltIn,
+  fold,
+  fromSnapshot,
+  initialData,
+  judgeStamp,
+  type TwinData,
+  toSnapshot,
+  toView,
+} from "./twin-data.ts";
 import type { TwinType } from "./twin-type.ts";
 
 /** What an activation needs from its node. One instance is shared by all activations. */
@@ -217,7 +226,10 @@ export class Activation implements TwinBinding {
     try {
       // Refuses at once (safe to retry elsewhere) when this node does not own the shard.
       const writer = this.#host.writerFor(this.shard);
-      const loaded = await this.#host.store.loadTwin(this.ref);
+      // Claims the twin at this node's lease epoch before serving it: from here on the store
+      // refuses every commit of an older epoch (a paused old owner's late write), even before
+      // this activation's first commit. Refused (not-owner) if a newer epoch claimed it.
+      const loaded = await this.#host.store.loadTwin(this.ref, { claimEpoch: writer.epoch });
       if (loaded.quarantine !== undefined) {
         throw new Quarantined(`${this.key} is quarantined: ${loaded.quarantine}`, {
           reason: loaded.quarantine,
@@ -476,13 +488,15 @@ export class Activation implements TwinBinding {
       case "reported": {
         if (message.causation !== undefined && this.#data.recent.includes(message.causation))
           return DUPLICATE;
-        // Checked on every delivery: a stamp at or below the high-water mark was applied already
-        // (or is older than what was), whatever its message id and however it came back.
-        if (message.seq !== undefined && message.seq <= this.#data.deviceSeq) return STALE;
-        const patch =
-          message.at === undefined
-            ? message.patch
-            : lateLeavesDropped(message.patch, this.#data.reportedAt, message.at);
+        // Checked on every delivery, whatever its message id and however it came back: a stamp
+        // applied already is dropped; one below the high-water mark that was never applied (it
+        // was overtaken: a redelivery after a crash) is applied late, but only for the fields
+        // no newer report has set.
+        const verdict = message.seq === undefined ? "new" : judgeStamp(this.#data, message.seq);
+        if (verdict === "applied") return STALE;
+        let patch = message.patch;
+        if (verdict === "late") patch = lateLeavesDropped(patch, this.#data.reportedSeq, message.seq!);
+        if (message.at !== undefined) patch = lateLeavesDropped(patch, this.#data.reportedAt, message.at);
         if (Object.keys(patch).length === 0) return Object.keys(message.patch).length === 0 ? null : STALE;
         turn.record(BuiltIn.Reported, {
           type: BuiltIn.Reported,

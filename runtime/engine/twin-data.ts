@@ -15,6 +15,36 @@ import { applyDesired, applyReported, computeDelta } from "../shadow/shadow.ts";
 /** How many causing message ids a twin remembers to drop redelivered duplicates. */
 export const RECENT_CAUSATIONS = 16;
 
+/**
+ * How many of the latest stamped reports a twin remembers by their device sequence number, so a
+ * stamped report below the high-water mark can be told apart: applied already (dropped), or
+ * overtaken by newer ones before it arrived (applied late, for the fields no newer report set).
+ * A report overtaken by more than this many is dropped as superseded.
+ */
+export const DEVICE_SEQ_WINDOW = 64;
+
+/** What a stamped report's sequence number is to a twin (see {@link DEVICE_SEQ_WINDOW}). */
+export type StampVerdict = "new" | "late" | "applied";
+
+/** Judges a report stamped `seq` against the stamps `data` has applied. */
+export function judgeStamp(data: TwinData, seq: number): StampVerdict {
+  if (seq > data.deviceSeq) return "new";
+  if (seq <= data.deviceSeqFloor || data.deviceSeqs.includes(seq)) return "applied";
+  return "late";
+}
+
+/** The window after applying a report stamped `seq`: ascending, at most {@link DEVICE_SEQ_WINDOW}. */
+function windowWith(
+  seqs: readonly number[],
+  floor: number,
+  seq: number,
+): { deviceSeqs: readonly number[]; deviceSeqFloor: number } {
+  const next = [...seqs, seq].sort((a, b) => a - b);
+  if (next.length <= DEVICE_SEQ_WINDOW) return { deviceSeqs: next, deviceSeqFloor: floor };
+  const evicted = next.splice(0, next.length - DEVICE_SEQ_WINDOW);
+  return { deviceSeqs: next, deviceSeqFloor: Math.max(floor, evicted.at(-1)!) };
+}
+
 const NONE: readonly never[] = Object.freeze([]);
 
 export interface TwinData {
@@ -31,6 +61,12 @@ export interface TwinData {
   readonly deviceSeq: number;
   /** When each reported leaf was last set (see `shadow/reported-times.ts`). */
   readonly reportedAt: JsonObject;
+  /** The stamps of the latest stamped reports applied, ascending (see {@link DEVICE_SEQ_WINDOW}). */
+  readonly deviceSeqs: readonly number[];
+  /** Stamps at or below this are not remembered one by one: treated as applied. */
+  readonly deviceSeqFloor: number;
+  /** The stamp of the report that last set each reported leaf, in the shape of `reported`. */
+  readonly reportedSeq: JsonObject;
 }
 
 /** Built-in event types (reserved: developer events may not start with `$`). */
@@ -57,6 +93,9 @@ export function initialData(twin: Twin<object, TwinEvent, object>): TwinData {
     recent: NONE,
     deviceSeq: 0,
     reportedAt: EMPTY,
+    deviceSeqs: NONE,
+    deviceSeqFloor: 0,
+    reportedSeq: EMPTY,
   };
 }
 
@@ -73,6 +112,10 @@ export function fromSnapshot(snapshot: TwinSnapshot): TwinData {
     recent: snapshot.recent.length ? snapshot.recent : NONE,
     deviceSeq: snapshot.deviceSeq ?? 0,
     reportedAt: snapshot.reportedAt ?? EMPTY,
+    deviceSeqs: snapshot.deviceSeqs ?? NONE,
+    // A snapshot from before the window: every stamp up to the high-water mark counts as applied.
+    deviceSeqFloor: snapshot.deviceSeqFloor ?? (snapshot.deviceSeqs ? 0 : (snapshot.deviceSeq ?? 0)),
+    reportedSeq: snapshot.reportedSeq ?? EMPTY,
   };
 }
 
@@ -89,6 +132,9 @@ export function toSnapshot(data: TwinData): TwinSnapshot {
     recent: data.recent,
     deviceSeq: data.deviceSeq,
     reportedAt: data.reportedAt,
+    deviceSeqs: data.deviceSeqs,
+    deviceSeqFloor: data.deviceSeqFloor,
+    reportedSeq: data.reportedSeq,
   };
 }
 
@@ -152,7 +198,17 @@ export function fold(twin: Twin<object, TwinEvent, object>, data: TwinData, reco
       `event ${record.seq} cannot follow version ${data.seq} of ${twin.ref.type}/${twin.ref.id}`,
     );
   }
-  let { state, reported, desired, reminders, deviceSeq, reportedAt } = data;
+  let {
+    state,
+    reported,
+    desired,
+    reminders,
+    deviceSeq,
+    reportedAt,
+    deviceSeqs,
+    deviceSeqFloor,
+    reportedSeq,
+  } = data;
   const patch = record.data["patch"];
   switch (record.type) {
     case BuiltIn.Reported: {
@@ -162,8 +218,12 @@ export function fold(twin: Twin<object, TwinEvent, object>, data: TwinData, reco
       if (isJsonObject(patch)) {
         ({ reported, desired } = applyReported({ reported, desired }, patch));
         reportedAt = stampReported(reportedAt, patch, typeof at === "number" ? at : record.at);
+        if (typeof seq === "number") reportedSeq = stampReported(reportedSeq, patch, seq);
       }
-      if (typeof seq === "number" && seq > deviceSeq) deviceSeq = seq;
+      if (typeof seq === "number") {
+        if (seq > deviceSeq) deviceSeq = seq;
+        ({ deviceSeqs, deviceSeqFloor } = windowWith(deviceSeqs, deviceSeqFloor, seq));
+      }
       break;
     }
     case BuiltIn.Desired:
@@ -188,5 +248,8 @@ export function fold(twin: Twin<object, TwinEvent, object>, data: TwinData, reco
     recent: foldRecent(data.recent, record.causation),
     deviceSeq,
     reportedAt,
+    deviceSeqs,
+    deviceSeqFloor,
+    reportedSeq,
   };
 }

@@ -6,7 +6,7 @@
  * refusal every store gives a writer whose lease epoch is older than the twin's newest.
  */
 import { InvalidArgument, Unavailable } from "../core/errors.ts";
-import { refKey } from "../core/ids.ts";
+import { refKey, type TwinRef } from "../core/ids.ts";
 import type { TwinCommit } from "../core/records.ts";
 
 /** What is wrong with `commit`'s shape, or `undefined` when nothing is. */
@@ -40,7 +40,18 @@ export function commitEpoch(commit: TwinCommit): number {
 export function staleEpochError(commit: TwinCommit, twinEpoch: number): Unavailable {
   const epoch = commitEpoch(commit);
   return new Unavailable(
-    `${refKey(commit.ref)}: refused a commit at lease epoch ${epoch}: the twin was written at lease epoch ${twinEpoch}; this writer lost shard ${commit.shard}; retry on its owner`,
+    `${refKey(commit.ref)}: refused a commit at lease epoch ${epoch}: the twin was claimed or written at lease epoch ${twinEpoch}; this writer lost shard ${commit.shard}; retry on its owner`,
     { retry: "not-owner", reason: "stale-epoch", shard: commit.shard, epoch, twinEpoch },
+  );
+}
+
+/**
+ * The refusal of a claim (see `LoadOptions.claimEpoch`) at an epoch older than one that has
+ * claimed or written the twin already: the claiming node's lease is stale. Nothing was written.
+ */
+export function staleClaimError(ref: TwinRef, epoch: number, twinEpoch: number): Unavailable {
+  return new Unavailable(
+    `${refKey(ref)}: refused to claim the twin at lease epoch ${epoch}: it was claimed or written at lease epoch ${twinEpoch}; this writer's lease is stale; retry on the owner`,
+    { retry: "not-owner", reason: "stale-epoch", epoch, twinEpoch },
   );
 }

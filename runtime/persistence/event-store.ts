@@ -42,6 +42,20 @@ export interface TelemetryRange {
   readonly limit: number;
 }
 
+/** Options of {@link EventStore.loadTwin}. */
+export interface LoadOptions {
+  /**
+   * Claims the twin for a writer at this lease epoch before returning (fencing at activation):
+   * atomically with a check that no newer epoch has claimed or written the twin, the twin's
+   * fence epoch is raised to `claimEpoch`, so from then on every commit of an older epoch is
+   * refused (`stale-epoch`) even before this writer's first commit. The state returned is the
+   * twin's state at the claim (a commit that landed before it is included). Rejects with
+   * `Unavailable` (`retry: "not-owner"`, `reason: "stale-epoch"`) when a newer epoch has claimed
+   * or written the twin. Writes nothing when the twin is already claimed at `claimEpoch`.
+   */
+  readonly claimEpoch?: number;
+}
+
 /** Options of {@link EventStore.commit}. */
 export interface CommitOptions {
   /**
@@ -62,7 +76,7 @@ export interface EventStore {
    * different twins are independent: the result has one entry per commit, `undefined` when it
    * was written, or the error: `Unavailable` with `retry: "not-owner"` and `reason:
    * "stale-epoch"` when the commit's writer epoch is older than the epoch of the twin's newest
-   * event (fencing: checked atomically with the append, so a write that arrives late, after a
+   * event or of its claim (see {@link LoadOptions.claimEpoch}) (fencing: checked atomically with the append, so a write that arrives late, after a
    * newer owner wrote, is refused whatever the timing), `ConcurrencyConflict` when the twin's log does not end at
    * `expectedSeq` (another writer got there first), `InvalidArgument` when the commit is malformed
    * (its events do not continue from `expectedSeq`), the `fence`'s error when it refused the
@@ -73,8 +87,8 @@ export interface EventStore {
    */
   commit(commits: readonly TwinCommit[], options?: CommitOptions): Promise<(DoppelError | undefined)[]>;
 
-  /** Loads a twin for activation: latest snapshot, later events, quarantine mark. */
-  loadTwin(ref: TwinRef): Promise<LoadedTwin>;
+  /** Loads a twin for activation: latest snapshot, later events, quarantine mark; claims it when asked. */
+  loadTwin(ref: TwinRef, options?: LoadOptions): Promise<LoadedTwin>;
 
   /** Events with `seq > afterSeq`, ascending, at most `limit`. */
   readEvents(ref: TwinRef, afterSeq: number, limit?: number): Promise<EventRecord[]>;

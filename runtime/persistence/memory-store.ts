@@ -15,8 +15,8 @@ import type {
   TwinView,
   ViewPage,
 } from "../core/records.ts";
-import { commitEpoch, commitShapeError, staleEpochError } from "./commit-check.ts";
-import type { EventStore, LoadedTwin, TelemetryRange, ViewQuery } from "./event-store.ts";
+import { commitEpoch, commitShapeError, staleClaimError, staleEpochError } from "./commit-check.ts";
+import type { EventStore, LoadedTwin, LoadOptions, TelemetryRange, ViewQuery } from "./event-store.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
 
 export class MemoryEventStore implements EventStore {
@@ -26,6 +26,8 @@ export class MemoryEventStore implements EventStore {
   readonly #reminders = new Map<string, ReminderIndexEntry>();
   readonly #quarantine = new Map<string, string>();
   readonly #telemetry = new Map<string, TelemetrySample[]>();
+  /** The epoch each claimed twin was claimed at (see `LoadOptions.claimEpoch`). */
+  readonly #claims = new Map<string, number>();
   #failures = 0;
   #closed = false;
 
@@ -55,8 +57,8 @@ export class MemoryEventStore implements EventStore {
     const key = refKey(commit.ref);
     const log = this.#events.get(key) ?? [];
     const first = commit.events[0];
-    // Fencing: a writer whose lease epoch is older than the twin's newest must not append.
-    const twinEpoch = log.at(-1)?.writer.epoch ?? 0;
+    // Fencing: a writer whose lease epoch is older than the twin's newest or its claim must not append.
+    const twinEpoch = Math.max(log.at(-1)?.writer.epoch ?? 0, this.#claims.get(key) ?? 0);
     if (first && twinEpoch > commitEpoch(commit)) return staleEpochError(commit, twinEpoch);
     if (log.length !== commit.expectedSeq) {
       const existing = log[commit.expectedSeq];
@@ -79,11 +81,17 @@ export class MemoryEventStore implements EventStore {
     return undefined;
   }
 
-  async loadTwin(ref: TwinRef): Promise<LoadedTwin> {
+  async loadTwin(ref: TwinRef, options: LoadOptions = {}): Promise<LoadedTwin> {
     this.#gate();
     const key = refKey(ref);
     const snapshot = this.#snapshots.get(key);
     const log = this.#events.get(key) ?? [];
+    const { claimEpoch } = options;
+    if (claimEpoch !== undefined) {
+      const twinEpoch = Math.max(log.at(-1)?.writer.epoch ?? 0, this.#claims.get(key) ?? 0);
+      if (twinEpoch > claimEpoch) throw staleClaimError(ref, claimEpoch, twinEpoch);
+      this.#claims.set(key, claimEpoch);
+    }
     return { snapshot, events: log.slice(snapshot?.seq ?? 0), quarantine: this.#quarantine.get(key) };
   }
 

@@ -30,6 +30,8 @@ export interface Migration {
  * - (2) `snapshots.shadow_meta`: the device's high-water mark and the reported field times;
  *   `views.reported_at`: the reported field times.
  * - (3) `events.principal`: who asked for the event (audit trail); NULL when nobody did.
+ * - (4) `claims`: the lease epoch each twin was last claimed at by an activating writer (fencing
+ *   at activation: a commit of an older epoch is refused).
  */
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -121,6 +123,18 @@ export const MIGRATIONS: readonly Migration[] = [
     description: "events.principal (who asked for the event: the audit trail)",
     sql: `
       ALTER TABLE events ADD COLUMN principal TEXT; -- principalLabel; NULL: none recorded
+    `,
+  },
+  {
+    version: 4,
+    description: "claims (the lease epoch each twin was claimed at by the writer that activated it)",
+    sql: `
+      CREATE TABLE claims (
+        twin_type TEXT    NOT NULL,
+        twin_id   TEXT    NOT NULL,
+        epoch     INTEGER NOT NULL,
+        PRIMARY KEY (twin_type, twin_id)
+      ) WITHOUT ROWID;
     `,
   },
 ];

@@ -31,9 +31,10 @@ import type {
   TwinView,
   ViewPage,
 } from "../core/records.ts";
-import { commitEpoch, commitShapeError, staleEpochError } from "./commit-check.ts";
-import type { EventStore, LoadedTwin, TelemetryRange, ViewQuery } from "./event-store.ts";
+import { commitEpoch, commitShapeError, staleClaimError, staleEpochError } from "./commit-check.ts";
+import type { EventStore, LoadedTwin, LoadOptions, TelemetryRange, ViewQuery } from "./event-store.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
+import { decodeShadowMeta, encodeShadowMeta } from "./shadow-meta.ts";
 import { migrate } from "./sqlite-schema.ts";
 
 /** How to open a {@link SqliteEventStore}. */
@@ -127,6 +128,12 @@ function prepareStatements(db: Database.Database) {
     ),
     lastEpoch: db.prepare<[string, string], { epoch: number }>(
       "SELECT writer_epoch AS epoch FROM events WHERE twin_type = ? AND twin_id = ? ORDER BY seq DESC LIMIT 1",
+    ),
+    claimEpoch: db.prepare<[string, string], { epoch: number }>(
+      "SELECT epoch FROM claims WHERE twin_type = ? AND twin_id = ?",
+    ),
+    setClaim: db.prepare<[string, string, number], unknown>(
+      "INSERT INTO claims (twin_type, twin_id, epoch) VALUES (?, ?, ?) ON CONFLICT (twin_type, twin_id) DO UPDATE SET epoch = excluded.epoch",
     ),
     commitIdAt: db.prepare<[string, string, number], { commit_id: string }>(
       "SELECT commit_id FROM events WHERE twin_type = ? AND twin_id = ? AND seq = ?",
@@ -336,6 +343,7 @@ export class SqliteEventStore implements EventStore {
   ) => (DoppelError | undefined)[];
   readonly #appendSamples: (samples: readonly TelemetrySample[]) => void;
   readonly #load: (ref: TwinRef) => LoadedTwin;
+  readonly #claimAndLoad: (ref: TwinRef, epoch: number) => LoadedTwin;
   readonly #scanSliceMs: number;
   #closed = false;
 
@@ -391,14 +399,22 @@ export class SqliteEventStore implements EventStore {
         }
       }
     }).immediate;
+    this.#claimAndLoad = db.transaction((ref: TwinRef, epoch: number): LoadedTwin => {
+      const twinEpoch = this.#twinEpoch(ref.type, ref.id);
+      if (twinEpoch > epoch) throw staleClaimError(ref, epoch, twinEpoch);
+      this.#s.setClaim.run(ref.type, ref.id, epoch);
+      return this.#loadNow(ref);
+    }).immediate;
     // One read transaction, so the snapshot, events and quarantine mark are one consistent picture.
-    this.#load = db.transaction((ref: TwinRef): LoadedTwin => {
-      const row = this.#s.snapshot.get(ref.type, ref.id);
-      const snapshot = row && decodeSnapshot(row);
-      const events = this.#s.eventsAfter.all(ref.type, ref.id, snapshot?.seq ?? 0, -1).map(decodeEvent);
-      const quarantine = this.#s.quarantineReason.get(ref.type, ref.id)?.reason;
-      return { snapshot, events, quarantine };
-    }).deferred;
+    this.#load = db.transaction((ref: TwinRef): LoadedTwin => this.#loadNow(ref)).deferred;
+  }
+
+  #loadNow(ref: TwinRef): LoadedTwin {
+    const row = this.#s.snapshot.get(ref.type, ref.id);
+    const snapshot = row && decodeSnapshot(row);
+    const events = this.#s.eventsAfter.all(ref.type, ref.id, snapshot?.seq ?? 0, -1).map(decodeEvent);
+    const quarantine = this.#s.quarantineReason.get(ref.type, ref.id)?.reason;
+    return { snapshot, events, quarantine };
   }
 
   /**
@@ -419,8 +435,8 @@ export class SqliteEventStore implements EventStore {
   #commitOne({ commit, events, view }: EncodedCommit): DoppelError | undefined {
     const { type, id } = commit.ref;
     // Fencing, inside the write transaction: a writer whose lease epoch is older than the
-    // epoch of the twin's newest event must not append, however late its commit arrives.
-    const twinEpoch = this.#s.lastEpoch.get(type, id)?.epoch ?? 0;
+    // epoch of the twin's newest event or of its claim must not append, however late its commit arrives.
+    const twinEpoch = this.#twinEpoch(type, id);
     if (commit.events.length > 0 && twinEpoch > commitEpoch(commit))
       return staleEpochError(commit, twinEpoch);
     const last = this.#s.lastSeq.get(type, id)?.last ?? 0;
@@ -440,8 +456,26 @@ export class SqliteEventStore implements EventStore {
     return undefined;
   }
 
-  async loadTwin(ref: TwinRef): Promise<LoadedTwin> {
-    return this.#guard("loadTwin", () => this.#load(ref));
+  /** The newest lease epoch that claimed or wrote the twin (0: none). */
+  #twinEpoch(type: string, id: string): number {
+    return Math.max(
+      this.#s.lastEpoch.get(type, id)?.epoch ?? 0,
+      this.#s.claimEpoch.get(type, id)?.epoch ?? 0,
+    );
+  }
+
+  /**
+   * Loads in one read transaction; with `claimEpoch`, claims first in the same immediate
+   * transaction (the check and the claim are atomic with every commit), unless the twin is
+   * claimed or written at that epoch already (then nothing is written).
+   */
+  async loadTwin(ref: TwinRef, options: LoadOptions = {}): Promise<LoadedTwin> {
+    const { claimEpoch } = options;
+    return this.#guard("loadTwin", () =>
+      claimEpoch === undefined || this.#twinEpoch(ref.type, ref.id) === claimEpoch
+        ? this.#load(ref)
+        : this.#claimAndLoad(ref, claimEpoch),
+    );
   }
 
   async readEvents(ref: TwinRef, afterSeq: number, limit?: number): Promise<EventRecord[]> {
@@ -463,7 +497,7 @@ export class SqliteEventStore implements EventStore {
         JSON.stringify(snapshot.desired),
         JSON.stringify(snapshot.reminders),
         JSON.stringify(snapshot.recent),
-        JSON.stringify({ deviceSeq: snapshot.deviceSeq, reportedAt: snapshot.reportedAt }),
+        encodeShadowMeta(snapshot),
       );
     });
   }
@@ -635,15 +669,6 @@ function decodeSnapshot(row: SnapshotRow): TwinSnapshot {
     desired: parseObject(row.desired),
     reminders: JSON.parse(row.reminders) as ReminderState[],
     recent: JSON.parse(row.recent) as string[],
-    ...shadowMeta(parseObject(row.shadow_meta)),
-  };
-}
-
-/** The `shadow_meta` column: the device's high-water mark and the reported field times. */
-function shadowMeta(meta: JsonObject): Pick<TwinSnapshot, "deviceSeq" | "reportedAt"> {
-  const { deviceSeq, reportedAt } = meta;
-  return {
-    ...(typeof deviceSeq === "number" ? { deviceSeq } : {}),
-    ...(isJsonObject(reportedAt) ? { reportedAt } : {}),
+    ...decodeShadowMeta(parseObject(row.shadow_meta)),
   };
 }

@@ -406,6 +406,63 @@ export function describeEventStoreContract(
         expect((await store.loadTwin(ref)).quarantine).toBeUndefined();
       });
 
+      describe("claim at activation (LoadOptions.claimEpoch)", () => {
+        it("refuses the old owner's late commit once the new owner claimed the twin, before the new owner wrote anything", async () => {
+          const ref = twin();
+          await commitAll(store, [makeCommit(ref, 0, 2, { writer: at(1) })]);
+          const claimed = await store.loadTwin(ref, { claimEpoch: 2 });
+          expect(claimed.events.map((e) => e.seq)).toEqual([1, 2]);
+          // The old owner's commit at the head, computed before its lease expired, lands now.
+          const [late] = await store.commit([makeCommit(ref, 2, 1, { writer: at(1), state: { owner: 1 } })]);
+          expectStaleEpoch(late, 1, 2);
+          expect((await store.readEvents(ref, 0)).map((e) => e.writer.epoch)).toEqual([1, 1]);
+          // The new owner's first commit continues the log it loaded.
+          await commitAll(store, [makeCommit(ref, 2, 1, { writer: at(2), state: { owner: 2 } })]);
+          expect((await store.readEvents(ref, 0)).map((e) => e.writer.epoch)).toEqual([1, 1, 2]);
+          expect(await store.readView(ref)).toEqual(makeView(ref, 3, { owner: 2 }));
+        });
+
+        it("claims a twin that has never been written: the old owner's first commit is refused, the new owner's lands", async () => {
+          const ref = twin();
+          const claimed = await store.loadTwin(ref, { claimEpoch: 7 });
+          expect(claimed).toEqual({ snapshot: undefined, events: [], quarantine: undefined });
+          const [late] = await store.commit([makeCommit(ref, 0, 1, { writer: at(6) })]);
+          expectStaleEpoch(late, 6, 7);
+          await commitAll(store, [makeCommit(ref, 0, 2, { writer: at(7) })]);
+          expect((await store.readEvents(ref, 0)).map((e) => [e.seq, e.writer.epoch])).toEqual([
+            [1, 7],
+            [2, 7],
+          ]);
+        });
+
+        it("refuses a claim older than the twin's newest claim or write, and accepts claiming again at the same or a newer epoch", async () => {
+          const ref = twin();
+          await commitAll(store, [makeCommit(ref, 0, 1, { writer: at(3) })]);
+          await expect(store.loadTwin(ref, { claimEpoch: 2 })).rejects.toMatchObject({
+            code: ErrorCode.Unavailable,
+            details: { retry: "not-owner", reason: "stale-epoch", epoch: 2, twinEpoch: 3 },
+          });
+          await store.loadTwin(ref, { claimEpoch: 5 });
+          await expect(store.loadTwin(ref, { claimEpoch: 4 })).rejects.toMatchObject({
+            details: { reason: "stale-epoch", epoch: 4, twinEpoch: 5 },
+          });
+          expect((await store.loadTwin(ref, { claimEpoch: 5 })).events.map((e) => e.seq)).toEqual([1]);
+          // A writer at the claimed epoch, and one newer than it, may still commit.
+          await commitAll(store, [makeCommit(ref, 1, 1, { writer: at(5) })]);
+          await commitAll(store, [makeCommit(ref, 2, 1, { writer: at(6) })]);
+          const [late] = await store.commit([makeCommit(ref, 3, 1, { writer: at(5) })]);
+          expectStaleEpoch(late, 5, 6);
+        });
+
+        it("a load without a claim changes nothing: the old owner may still commit", async () => {
+          const ref = twin();
+          await commitAll(store, [makeCommit(ref, 0, 1, { writer: at(1) })]);
+          await store.loadTwin(ref);
+          await commitAll(store, [makeCommit(ref, 1, 1, { writer: at(1) })]);
+          expect((await store.readEvents(ref, 0)).map((e) => e.seq)).toEqual([1, 2]);
+        });
+      });
+
       it("refuses an older epoch whatever its expectedSeq: behind, at or ahead of the head", async () => {
         const ref = twin();
         await commitAll(store, [makeCommit(ref, 0, 1, { writer: at(3) }), makeCommit(twin(), 0, 1)]);

@@ -25,7 +25,7 @@ import { bind, type CommitPlan, decodeStaged, encodeStaged, type NamedBound } fr
 import { judgeAppend, type RowIdentity } from "./conflicts.ts";
 import { isBatchTooLarge } from "./failures.ts";
 import { toNumber } from "./rows.ts";
-import type { CassandraSession, SendGuard } from "./session.ts";
+import type { CassandraSession, Row, SendGuard } from "./session.ts";
 import type { Statements } from "./statements.ts";
 
 /** Reads the rows that judge an append at `expectedSeq` (see `conflicts.ts`). */
@@ -36,6 +36,16 @@ export interface HeadSeen {
   /** The head's seq; `undefined` when the twin has no recorded head (no commit, or schema 1 data). */
   readonly seq: number | undefined;
   readonly epoch: number | undefined;
+}
+
+/** The head in a `twins` row (or in the answer to a refused transaction, which names its condition's columns). */
+export function headSeen(row: Row | undefined): HeadSeen {
+  const seq = row?.["head_seq"];
+  const epoch = row?.["head_epoch"];
+  return {
+    seq: seq === null || seq === undefined ? undefined : toNumber(seq, "head_seq"),
+    epoch: epoch === null || epoch === undefined ? undefined : toNumber(epoch, "head_epoch"),
+  };
 }
 
 /** Outcome of a commit point. */
@@ -79,16 +89,27 @@ export class CommitWriter {
         : { query: this.s.advanceHead, params: [...set, expectedSeq, epoch] },
       beforeSend,
     );
-    if (applied) return { applied: true };
-    const seq = row?.["head_seq"];
-    const headEpoch = row?.["head_epoch"];
-    return {
-      applied: false,
-      head: {
-        seq: seq === null || seq === undefined ? undefined : toNumber(seq, "head_seq"),
-        epoch: headEpoch === null || headEpoch === undefined ? undefined : toNumber(headEpoch, "head_epoch"),
-      },
-    };
+    return applied ? { applied: true } : { applied: false, head: headSeen(row) };
+  }
+
+  /**
+   * The claim at activation: raises the head of `ref` to `epoch` where the activation found it
+   * (`headSeq`; `undefined`: no head recorded, then one is set at `lastSeq`, the log's end). A
+   * refusal says where the head is now. Rejects with `Unavailable` when the cluster fails.
+   */
+  async claimTwin(
+    ref: TwinRef,
+    headSeq: number | undefined,
+    lastSeq: number,
+    epoch: number,
+  ): Promise<ClaimOutcome> {
+    const { applied, row } = await this.session.conditional(
+      "claim twin head",
+      headSeq === undefined
+        ? { query: this.s.claimOpenHead, params: [lastSeq, epoch, ref.type, ref.id] }
+        : { query: this.s.claimHead, params: [epoch, ref.type, ref.id, headSeq, epoch] },
+    );
+    return applied ? { applied: true } : { applied: false, head: headSeen(row) };
   }
 
   /**

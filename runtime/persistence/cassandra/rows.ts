@@ -19,6 +19,7 @@ import type {
   TwinSnapshot,
   TwinView,
 } from "../../core/records.ts";
+import { decodeShadowMeta, encodeShadowMeta } from "../shadow-meta.ts";
 
 /** A row as the driver hands it over: column name -> value. */
 export type RowLike = Readonly<Record<string, unknown>>;
@@ -146,20 +147,7 @@ export function decodeSnapshot(row: RowLike): TwinSnapshot | undefined {
     desired: json<JsonObject>(row, "desired"),
     reminders: json<ReminderState[]>(row, "reminders"),
     recent: json<string[]>(row, "recent"),
-    ...shadowMeta(row["shadow_meta"] == null ? {} : json<ShadowMeta>(row, "shadow_meta")),
-  };
-}
-
-/** The `shadow_meta` column of a snapshot: the device's high-water mark and the reported times. */
-interface ShadowMeta {
-  readonly deviceSeq?: number;
-  readonly reportedAt?: JsonObject;
-}
-
-function shadowMeta(meta: ShadowMeta): ShadowMeta {
-  return {
-    ...(typeof meta.deviceSeq === "number" ? { deviceSeq: meta.deviceSeq } : {}),
-    ...(meta.reportedAt ? { reportedAt: meta.reportedAt } : {}),
+    ...decodeShadowMeta(row["shadow_meta"] == null ? {} : json<JsonObject>(row, "shadow_meta")),
   };
 }
 
@@ -175,7 +163,7 @@ export function snapshotParams(ref: TwinRef, snapshot: TwinSnapshot): unknown[] 
     JSON.stringify(snapshot.desired),
     JSON.stringify(snapshot.reminders),
     JSON.stringify(snapshot.recent),
-    JSON.stringify({ deviceSeq: snapshot.deviceSeq, reportedAt: snapshot.reportedAt }),
+    encodeShadowMeta(snapshot),
     ref.type,
     ref.id,
   ];

@@ -49,6 +49,16 @@ export function statementsFor(ks: string) {
     /** The commit point of a twin without a recorded head (its first commit, or a log from schema 1). */
     openHead: `UPDATE ${ks}.twins SET head_seq = ?, head_epoch = ?, staged_seq = ?, staged_commit = ?
       WHERE twin_type = ? AND twin_id = ? IF head_seq = null`,
+    /**
+     * The claim at activation (a lightweight transaction): raises the head's epoch to the
+     * activating writer's, only if the head is still where the activation loaded it and no newer
+     * epoch has claimed or written. From then on every commit point of an older epoch fails.
+     */
+    claimHead: `UPDATE ${ks}.twins SET head_epoch = ?
+      WHERE twin_type = ? AND twin_id = ? IF head_seq = ? AND head_epoch <= ?`,
+    /** The claim of a twin without a recorded head (never committed, or a log from schema 1): sets one. */
+    claimOpenHead: `UPDATE ${ks}.twins SET head_seq = ?, head_epoch = ?
+      WHERE twin_type = ? AND twin_id = ? IF head_seq = null`,
     twinReminders: `SELECT reminder, shard, due_at FROM ${ks}.twins WHERE twin_type = ? AND twin_id = ?`,
     writeSnapshot: `UPDATE ${ks}.twins USING TIMESTAMP ?
       SET snapshot_seq = ?, snapshot_at = ?, created_at = ?, state = ?, reported = ?, desired = ?,

@@ -26,7 +26,7 @@
  * layout does not match, `Internal` for a bug. Nothing untyped escapes.
  */
 
-import { ConcurrencyConflict, type DoppelError, InvalidArgument } from "../../core/errors.ts";
+import { ConcurrencyConflict, type DoppelError, InvalidArgument, Unavailable } from "../../core/errors.ts";
 import { refKey, type TwinRef } from "../../core/ids.ts";
 import { present } from "../../core/present.ts";
 import type {
@@ -39,11 +39,18 @@ import type {
   TwinView,
   ViewPage,
 } from "../../core/records.ts";
-import { commitEpoch, commitShapeError, staleEpochError } from "../commit-check.ts";
-import type { CommitOptions, EventStore, LoadedTwin, TelemetryRange, ViewQuery } from "../event-store.ts";
+import { commitEpoch, commitShapeError, staleClaimError, staleEpochError } from "../commit-check.ts";
+import type {
+  CommitOptions,
+  EventStore,
+  LoadedTwin,
+  LoadOptions,
+  TelemetryRange,
+  ViewQuery,
+} from "../event-store.ts";
 import { eventBucket, viewBucket } from "./buckets.ts";
 import { type CommitPlan, decodeStaged, planCommit, type ReminderRow } from "./commit-plan.ts";
-import { CommitWriter, type HeadSeen } from "./commit-writer.ts";
+import { CommitWriter, headSeen } from "./commit-writer.ts";
 import { describeFork, type Fork, forkConflict, judgeAppend, type RowIdentity } from "./conflicts.ts";
 import { toDoppelError } from "./failures.ts";
 import { LogReader, type LogSlice } from "./log-reader.ts";
@@ -65,15 +72,10 @@ export type CassandraStoreHooks = SessionHooks;
 
 const OPEN_END = Number.MAX_SAFE_INTEGER;
 
-/** The head recorded in a `twins` row. */
-function headOf(row: Row): HeadSeen {
-  const seq = row["head_seq"];
-  const epoch = row["head_epoch"];
-  return {
-    seq: seq === null || seq === undefined ? undefined : toNumber(seq, "head_seq"),
-    epoch: epoch === null || epoch === undefined ? undefined : toNumber(epoch, "head_epoch"),
-  };
-}
+/** Attempts of a claim at activation whose head moved between the load and the claim (each reloads). */
+const CLAIM_ATTEMPTS = 8;
+/** Bound of the hint set of twins claimed with an empty head (see `#claimedEmpty`). */
+const CLAIMED_EMPTY_HINTS = 65_536;
 
 export class CassandraEventStore implements EventStore {
   readonly #session: CassandraSession;
@@ -85,6 +87,12 @@ export class CassandraEventStore implements EventStore {
   readonly #telemetry: TelemetrySeries;
   /** The last commit queued per twin: commits of one twin run one after another. */
   readonly #chains = new Map<string, Promise<void>>();
+  /**
+   * Twins this store claimed at activation without a recorded head (a new twin: the claim set the
+   * head at 0), so their first commit advances that head instead of opening one. Only a hint
+   * (bounded; a wrong guess costs one more round trip, never correctness).
+   */
+  readonly #claimedEmpty = new Set<string>();
 
   private constructor(
     session: CassandraSession,
@@ -233,8 +241,11 @@ export class CassandraEventStore implements EventStore {
     const epoch = commitEpoch(commit);
     const claim = (open: boolean) =>
       this.#writer.claimHead(ref, plan, expectedSeq, last, epoch, first, open, beforeSend);
-    let outcome = await claim(expectedSeq === 0);
-    if (!outcome.applied && outcome.head.seq === undefined && expectedSeq > 0) {
+    // A twin's first commit opens its head, unless the activation's claim set one at 0.
+    const open = expectedSeq === 0 && !this.#claimedEmpty.delete(refKey(ref));
+    let outcome = await claim(open);
+    if (!outcome.applied && open && outcome.head.seq === 0) outcome = await claim(false);
+    if (!outcome.applied && outcome.head.seq === undefined && !open) {
       // No head recorded: a log written by schema 1 (or a commit at a seq the twin never reached).
       // Judge by the log's tail, then set the head where none is (one writer wins that, too).
       const verdict = judgeAppend(refKey(ref), await this.#readHead(ref, expectedSeq), expectedSeq, first);
@@ -249,7 +260,7 @@ export class CassandraEventStore implements EventStore {
     // The server answers a refused transaction with the columns of its condition; the head's
     // epoch is read when the condition did not name it.
     const row = outcome.head.epoch === undefined ? await this.#twinRow(ref, this.#s.twinStatus) : undefined;
-    const head = row ? headOf(row) : outcome.head;
+    const head = row ? headSeen(row) : outcome.head;
     if (head.epoch !== undefined && head.epoch > epoch) return staleEpochError(commit, head.epoch);
     // Refused at an epoch this writer may use: the head moved on. Either this commit already
     // passed its commit point (a retry; make sure it is applied) or another writer got there first.
@@ -308,8 +319,47 @@ export class CassandraEventStore implements EventStore {
    * fork in the log makes the twin quarantined (recorded, if it was not already): the events
    * returned stop before the fork.
    */
-  async loadTwin(ref: TwinRef): Promise<LoadedTwin> {
+  async loadTwin(ref: TwinRef, options: LoadOptions = {}): Promise<LoadedTwin> {
+    const { claimEpoch } = options;
     return this.#guard("loadTwin", async () => {
+      for (let attempt = 1; ; attempt++) {
+        const { loaded, row } = await this.#loadOnce(ref);
+        if (claimEpoch === undefined) return loaded;
+        const head = headSeen(row);
+        if (head.epoch !== undefined && head.epoch > claimEpoch)
+          throw staleClaimError(ref, claimEpoch, head.epoch);
+        if (head.epoch === claimEpoch) return loaded; // claimed at this epoch already
+        const lastSeq = loaded.events.at(-1)?.seq ?? loaded.snapshot?.seq ?? 0;
+        const outcome = await this.#writer.claimTwin(ref, head.seq, lastSeq, claimEpoch);
+        if (outcome.applied) {
+          if (head.seq === undefined && lastSeq === 0) this.#hintClaimedEmpty(refKey(ref));
+          return loaded;
+        }
+        // Refused: a newer epoch claimed or wrote (stale), or a commit moved the head since the load.
+        const now =
+          outcome.head.epoch === undefined
+            ? headSeen(await this.#twinRow(ref, this.#s.twinStatus))
+            : outcome.head;
+        if (now.epoch !== undefined && now.epoch > claimEpoch)
+          throw staleClaimError(ref, claimEpoch, now.epoch);
+        if (attempt >= CLAIM_ATTEMPTS) {
+          throw new Unavailable(
+            `${refKey(ref)}: could not claim the twin at lease epoch ${claimEpoch}: its head kept moving (${attempt} attempts); retry`,
+            { epoch: claimEpoch },
+          );
+        }
+      }
+    });
+  }
+
+  #hintClaimedEmpty(key: string): void {
+    if (this.#claimedEmpty.size >= CLAIMED_EMPTY_HINTS) this.#claimedEmpty.clear();
+    this.#claimedEmpty.add(key);
+  }
+
+  /** One load (see {@link loadTwin}), with the `twins` row it started from. */
+  async #loadOnce(ref: TwinRef): Promise<{ loaded: LoadedTwin; row: Row | undefined }> {
+    {
       let row = await this.#twinRow(ref, this.#s.twinHead);
       if (await this.#rollForwardLegacy(ref, row)) row = await this.#twinRow(ref, this.#s.twinHead);
       const snapshot = row ? decodeSnapshot(row) : undefined;
@@ -321,8 +371,8 @@ export class CassandraEventStore implements EventStore {
       }
       let quarantine = typeof marked === "string" ? marked : undefined;
       if (slice.fork && quarantine === undefined) quarantine = await this.#quarantineFork(ref, slice.fork);
-      return { snapshot, events: slice.events, quarantine };
-    });
+      return { loaded: { snapshot, events: slice.events, quarantine }, row };
+    }
   }
 
   /** Events after `afterSeq`. Completes a staged large commit first; a fork fails with `ConcurrencyConflict`. */

@@ -8,12 +8,13 @@
  * fixtures/node.ts), past every check the node makes, when SIGSTOP comes — as if the request sat
  * in a socket buffer. It lands after SIGCONT, after the new owner wrote that twin: only the store
  * can refuse it, and must (stale epoch), so the call is retried on the owner and applied once.
+ * A second held write, to a twin the new owner only activates (a call that writes nothing), lands
+ * before the new owner's first write: the new owner's claim at activation must refuse it too.
  *
  * Counted for every report a device saw acknowledged: in its twin's log exactly once, in the
  * order the device sent them; no twin quarantined; no gap in any log; every twin's reported state
  * equal to its device's last report; no event of an older epoch after one of a newer epoch in any
- * log (a sleeper's request that lands after it woke is accepted only while no newer epoch has
- * written its twin).
+ * log; no event of a sleeper's old epoch in a log that a newer epoch claimed first.
  */
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
 import type { CassandraEventStore } from "../../../runtime/persistence/cassandra/store.ts";
@@ -41,20 +42,21 @@ describe("nodes paused past their leases (SIGSTOP, SIGCONT), three times, under 
   const members = ["p1", "p2", "p3"];
   const assignment = ringAssignment(members);
   const shardsOf = (node: string) => assignment.flatMap((owner, shard) => (owner === node ? [shard] : []));
-  // Per node, a twin of one of its shards whose first commit point it holds in the driver.
-  const stallTwin = new Map(
-    members.map((node) => [
-      node,
-      [...idsInShards(`${tag}-stall-${node}`, shardsOf(node).slice(0, 1)).values()][0]![0]!,
-    ]),
-  );
+  // Per node, two twins of one of its shards whose first commit points it holds in the driver:
+  // the new owner writes the first before the sleeper wakes, and only activates the second.
+  const heldPair = (node: string) =>
+    [...idsInShards(`${tag}-stall-${node}`, shardsOf(node).slice(0, 1), 2).values()][0]!;
+  const stallTwin = new Map(members.map((node) => [node, heldPair(node)[0]!]));
+  const claimTwin = new Map(members.map((node) => [node, heldPair(node)[1]!]));
 
   beforeAll(async () => {
     // The default timings (lease 8 s): short leases flap on a loaded machine, and the test waits
     // for the others to hold the sleeper's shards anyway, so the pause always outlasts its leases.
     ({ cluster, store } = await TestCluster.create("pause"));
     await Promise.all(
-      members.map((id) => cluster.spawn(id, { DOPPEL_IT_STALL_IN_DRIVER: stallTwin.get(id)! })),
+      members.map((id) =>
+        cluster.spawn(id, { DOPPEL_IT_STALL_IN_DRIVER: `${stallTwin.get(id)!},${claimTwin.get(id)!}` }),
+      ),
     );
   });
   afterAll(async () => {
@@ -87,27 +89,33 @@ describe("nodes paused past their leases (SIGSTOP, SIGCONT), three times, under 
         const oldEpoch = new Map(moved.map((shard) => [shard, epochs(before)[shard]!]));
         const node = cluster.node(victim);
         const stalled = stallTwin.get(victim)!;
-        // Through the victim, which owns the twin's shard: its commit point leaves every check
-        // behind and is held in the driver...
-        const call = node.client.invoke({ type: TYPE, id: stalled }, "setTarget", { celsius: 25 }).then(
-          (result) => `ok at version ${result.version}`,
-          (error: Error & { code?: string }) => `${error.code}: ${error.message}`,
-        );
+        const claimed = claimTwin.get(victim)!;
+        // Through the victim, which owns the twins' shard: their commit points leave every check
+        // behind and are held in the driver...
+        const hold = (id: string) =>
+          node.client.invoke({ type: TYPE, id }, "setTarget", { celsius: 25 }).then(
+            (result) => `${id} ok at version ${result.version}`,
+            (error: Error & { code?: string }) => `${id} ${error.code}: ${error.message}`,
+          );
+        const calls = [hold(stalled), hold(claimed)];
         await node.saw(`STALLED in-driver ${stalled}`);
+        await node.saw(`STALLED in-driver ${claimed}`);
         // ...when the process is stopped.
         const pausedAt = Date.now();
         node.pause();
         // The others take its shards with newer epochs and write the held twin.
         const during = await cluster.settled(others, 60_000);
         for (const shard of moved) expect(during.shards[shard]!.epoch).toBeGreaterThan(oldEpoch.get(shard)!);
-        await cluster
-          .node(others[0]!)
-          .client.invoke({ type: TYPE, id: stalled }, "setTarget", { celsius: 23 });
+        const successor = cluster.node(others[0]!).client;
+        await successor.invoke({ type: TYPE, id: stalled }, "setTarget", { celsius: 23 });
+        // The other held twin is only activated on its new owner (no alarm: nothing to write).
+        const untouched = await successor.invoke({ type: TYPE, id: claimed }, "acknowledgeAlarm", {});
+        expect(untouched.version).toBe(0);
         // Asleep past ackWait: the reports it had taken are redelivered to the others.
         await sleep(Math.max(0, pausedAt + cluster.timings.ackWait + 1000 - Date.now()));
         const resumedAt = Date.now();
         node.resume();
-        held.push(`${victim}: ${await call}`);
+        for (const outcome of await Promise.all(calls)) held.push(`${victim}: ${outcome}`);
         const after = await cluster.settled(members, 60_000);
         for (const shard of moved)
           expect(after.shards[shard]!.epoch).toBeGreaterThan(during.shards[shard]!.epoch);
@@ -124,20 +132,27 @@ describe("nodes paused past their leases (SIGSTOP, SIGCONT), three times, under 
 
     // The held writes: refused by the store when they landed, retried by the router on the
     // owner, applied exactly once — never by the sleeper's old epoch.
-    expect(held.filter((outcome) => !outcome.includes(": ok"))).toEqual([]);
+    // The one held before the new owner's first write was refused by the new owner's claim.
+    expect(held.filter((outcome) => !outcome.includes(" ok at version"))).toEqual([]);
     for (const { victim, oldEpoch } of pauses) {
-      const id = stallTwin.get(victim)!;
-      const log = await store.readHistory({ type: TYPE, id }, { limit: 1000 });
-      const applied = log.filter((e) => e.type === "setPointChanged" && e.data["setPoint"] === 25);
-      expect(applied).toHaveLength(1);
-      expect(applied[0]!.writer.epoch).toBeGreaterThan(oldEpoch.get(shardOfTwin(id))!);
+      for (const id of [stallTwin.get(victim)!, claimTwin.get(victim)!]) {
+        const log = await store.readHistory({ type: TYPE, id }, { limit: 1000 });
+        const applied = log.filter((e) => e.type === "setPointChanged" && e.data["setPoint"] === 25);
+        expect(applied).toHaveLength(1);
+        expect(applied[0]!.writer.epoch).toBeGreaterThan(oldEpoch.get(shardOfTwin(id))!);
+      }
+      // No event of the sleeper's old epoch at all in the twin its successor only activated (the
+      // sleeper itself may write it later, under the newer epoch it takes its shards back with).
+      const claimedId = claimTwin.get(victim)!;
+      const claimedLog = await store.readHistory({ type: TYPE, id: claimedId }, { limit: 1000 });
+      expect(claimedLog.filter((e) => e.writer.epoch <= oldEpoch.get(shardOfTwin(claimedId))!)).toEqual([]);
     }
 
     const log = await checkReports(store, devices.acked);
     const dropped = await staleDrops(cluster);
     const wrongState: string[] = [];
     const quarantined: string[] = [];
-    for (const id of [...twins, ...stallTwin.values()]) {
+    for (const id of [...twins, ...stallTwin.values(), ...claimTwin.values()]) {
       const ref = { type: TYPE, id };
       const loaded = await store.loadTwin(ref);
       if (loaded.quarantine !== undefined) quarantined.push(`${id}: ${loaded.quarantine}`);
@@ -151,14 +166,15 @@ describe("nodes paused past their leases (SIGSTOP, SIGCONT), three times, under 
 
     // Writes of a sleeper's old epoch that reached Cassandra after it woke (the row's write time:
     // the commit point's Paxos ballot, taken when the server ran it) were requests already on
-    // their way. The store accepts such a write only while no newer epoch has written the twin
-    // (it is then ordered before all of the new owner's writes: see docs/cluster.md); after a
-    // newer epoch, never. So: no event of an old epoch after an event of a newer one, in any log.
+    // their way. The store accepts such a write only while no newer epoch has claimed the twin
+    // (a twin the new owner never activated; it is then ordered before all of the new owner's
+    // writes: see docs/cluster.md); after a newer claim, never. So: no event of an old epoch
+    // after an event of a newer one, in any log.
     const raw = await rawClient();
     const lateAccepted: string[] = [];
     const afterNewer: string[] = [];
     try {
-      for (const id of [...twins, ...stallTwin.values()]) {
+      for (const id of [...twins, ...stallTwin.values(), ...claimTwin.values()]) {
         const rows = await raw.execute(
           `SELECT seq, writer_node, writer_epoch, writetime(event_type) AS written FROM ${testKeyspace(KEYSPACE)}.events WHERE twin_type = ? AND twin_id = ? AND bucket IN (0, 1, 2, 3)`,
           [TYPE, id],
@@ -191,7 +207,7 @@ describe("nodes paused past their leases (SIGSTOP, SIGCONT), three times, under 
         `${log.reports} reports of ${devices.count} acknowledged in ${log.twins} twins; lost ${log.missing.length}, ` +
         `duplicated ${log.duplicated.length}, out of order ${log.outOfOrder.length}, ` +
         `superseded ${log.superseded.length} (stale drops counted by the nodes: ${dropped}), quarantined ${quarantined.length}; ` +
-        `held writes: ${held.join("; ")}; old-epoch writes landing after the wake-up, accepted before any newer epoch wrote their twin: ${lateAccepted.length}\n`,
+        `held writes: ${held.join("; ")}; old-epoch writes landing after the wake-up, accepted before any newer epoch claimed their twin: ${lateAccepted.length}\n`,
     );
     expect(log.missing).toEqual([]);
     expect(log.duplicated).toEqual([]);
