@@ -10,6 +10,7 @@
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
 import type { CassandraEventStore } from "../../../runtime/persistence/cassandra/store.ts";
 import {
+  CLIENT_TIMEOUT_MS,
   DeviceLoad,
   epochs,
   expectEveryReportOnce,
@@ -99,6 +100,9 @@ describe("a node is killed (kill -9) while devices report", () => {
     }
     const stuckOutcome = await stuckCall;
     expect(stuckOutcome).toMatch(/^UNAVAILABLE: node f2 went away .* the outcome is unknown/);
+    // Long before its own deadline (the test clients' timeout): the caller learns the node is gone,
+    // it does not wait the deadline out (which would answer DEADLINE_EXCEEDED, not UNAVAILABLE).
+    expect(stuckEndedAt - killedAtMs).toBeLessThan(CLIENT_TIMEOUT_MS / 2);
     process.stdout.write(
       `[cluster] kill -9: a command the victim was running failed (outcome unknown) ${Math.round(stuckEndedAt - killedAtMs)} ms after the kill\n`,
     );

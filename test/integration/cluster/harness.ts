@@ -65,6 +65,9 @@ export interface Timings {
 export const TIMINGS: Timings = { heartbeat: 500, deadAfter: 5000, leaseTtl: 8000, ackWait: 6000 };
 /** For scenarios about leases running out (a paused node): short, so a pause outlasts them. */
 export const FAST_TIMINGS: Timings = { heartbeat: 200, deadAfter: 1000, leaseTtl: 1500, ackWait: 3000 };
+/** The deadline of the test clients' unary calls. */
+export const CLIENT_TIMEOUT_MS = 30_000;
+
 export const TYPE = "thermostat";
 
 export const NATS_URL = (() => {
@@ -199,7 +202,7 @@ export class NodeProcess {
     readonly logFile: string,
     private readonly cluster: TestCluster,
   ) {
-    this.client = new DoppelClient(address, { timeoutMs: 30_000 });
+    this.client = new DoppelClient(address, { timeoutMs: CLIENT_TIMEOUT_MS });
     this.exited = new Promise((resolve) => {
       child.once("exit", (code, signal) => {
         this.#exitedNow = true;

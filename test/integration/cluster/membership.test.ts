@@ -16,6 +16,7 @@ import {
   DeviceLoad,
   epochs,
   expectEveryReportOnce,
+  idsInShards,
   ownershipSettled,
   residency,
   ringAssignment,
@@ -144,6 +145,52 @@ describe("cluster membership (node processes)", () => {
         return [id, shards, shards, expectedResident.get(id) ?? 0];
       }),
     );
+  });
+
+  it("WatchTwin through one node streams every change of a twin another node owns, in order", async () => {
+    onTestFailed(() => cluster.dumpLogs());
+    await cluster.settled(["m1", "m2", "m3"]);
+    const assignment = ringAssignment(["m1", "m2", "m3"]);
+    // A twin m2 owns, watched through m1, changed through m3.
+    const id = [
+      ...idsInShards(
+        `${runId()}-watched`,
+        assignment.flatMap((o, s) => (o === "m2" ? [s] : [])),
+      ).values(),
+    ][0]![0]!;
+    const ref = { type: TYPE, id };
+    const changes: { version: number; setPoint: unknown; events: string[] }[] = [];
+    const setPoints = Array.from({ length: 10 }, (_, i) => 10 + i);
+    let ready: () => void = () => {};
+    const subscribed = new Promise<void>((resolve) => {
+      ready = resolve;
+    });
+    const watching = (async () => {
+      for await (const change of cluster
+        .node("m1")
+        .client.watch(ref, { skipCurrent: true, onReady: () => ready() })) {
+        changes.push({
+          version: change.twin.version,
+          setPoint: change.twin.state["setPoint"],
+          events: change.events.map((e) => e.type),
+        });
+        if (change.twin.state["setPoint"] === setPoints.at(-1)) return;
+      }
+    })();
+    await subscribed;
+    const versions: number[] = [];
+    for (const celsius of setPoints) {
+      const { version } = await cluster.node("m3").client.invoke(ref, "setTarget", { celsius });
+      versions.push(version);
+    }
+    await watching;
+    // Every persisted change, once, in order: versions strictly increasing, each command's own.
+    expect(changes.map((c) => c.setPoint)).toEqual(setPoints);
+    expect(changes.map((c) => c.version)).toEqual(versions);
+    for (const c of changes) expect(c.events).toContain("setPointChanged");
+    // The twin is active on its owner only, not on the node that served the watch.
+    const on = residency(await cluster.probes(["m1", "m2", "m3"].map((n) => cluster.node(n))));
+    expect(on.get(`${TYPE}/${id}`)).toEqual(["m2"]);
   });
 
   it("a fourth node joins under load: only its shards move, clients see no error, every report is kept once", async () => {

@@ -17,6 +17,7 @@
  * log; no event of a sleeper's old epoch in a log that a newer epoch claimed first.
  */
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
+import { DoppelClient } from "../../../runtime/grpc/client.ts";
 import type { CassandraEventStore } from "../../../runtime/persistence/cassandra/store.ts";
 import { rawClient, testKeyspace } from "../cassandra/harness.ts";
 import {
@@ -92,8 +93,11 @@ describe("nodes paused past their leases (SIGSTOP, SIGCONT), three times, under 
         const claimed = claimTwin.get(victim)!;
         // Through the victim, which owns the twins' shard: their commit points leave every check
         // behind and are held in the driver...
+        // Held across the whole pause (the others settling may take a while on a loaded machine):
+        // a deadline longer than any pause, so the outcome is the store's, not the client's.
+        const patient = new DoppelClient(node.address, { timeoutMs: 300_000 });
         const hold = (id: string) =>
-          node.client.invoke({ type: TYPE, id }, "setTarget", { celsius: 25 }).then(
+          patient.invoke({ type: TYPE, id }, "setTarget", { celsius: 25 }).then(
             (result) => `${id} ok at version ${result.version}`,
             (error: Error & { code?: string }) => `${id} ${error.code}: ${error.message}`,
           );
@@ -116,6 +120,7 @@ describe("nodes paused past their leases (SIGSTOP, SIGCONT), three times, under 
         const resumedAt = Date.now();
         node.resume();
         for (const outcome of await Promise.all(calls)) held.push(`${victim}: ${outcome}`);
+        patient.close();
         const after = await cluster.settled(members, 60_000);
         for (const shard of moved)
           expect(after.shards[shard]!.epoch).toBeGreaterThan(during.shards[shard]!.epoch);
