@@ -30,7 +30,7 @@ import type { TwinRegistry } from "../../engine/twin-type.ts";
 import type { Logger } from "../../observability/logger.ts";
 import type { RateLimit, RateLimiter } from "../../security/rate-limiter.ts";
 import type { DeviceCredentials } from "../auth/device-credentials.ts";
-import { DurableReports } from "../ingress/durable-reports.ts";
+import { DurableReports, type DurableReportsOptions } from "../ingress/durable-reports.ts";
 import {
   type DesiredPush,
   DeviceChannel,
@@ -74,23 +74,11 @@ export interface CoapStats {
   notifications: number;
 }
 
-export interface CoapIngressOptions {
+/** What the listener needs: the shared durable report path's settings, minus what CoAP fixes itself. */
+export interface CoapIngressOptions extends Omit<DurableReportsOptions, "source" | "credentialHint"> {
   readonly host: string;
   readonly port: number;
-  /** The node's device transport (NATS or in-process). */
-  readonly transport: Transport;
-  readonly registry: TwinRegistry;
-  readonly limits: JsonLimits;
-  /** The device credentials file the NATS auth callout uses; absent: no credential is checked. */
-  readonly credentials: DeviceCredentials | undefined;
-  /** Refuse requests without a valid credential (always beyond loopback). */
-  readonly requireCredentials: boolean;
-  readonly admission?: Admission;
-  readonly deviceRate?: { readonly limiter: RateLimiter; readonly limit: RateLimit };
   readonly logger: Logger;
-  readonly now: () => number;
-  /** How long a report may wait for its durable acknowledgement before 5.03. */
-  readonly ackTimeoutMs: number;
   readonly maxObservers: number;
   readonly maxObserversPerDevice: number;
 }
