@@ -19,7 +19,7 @@ import { createHash } from "node:crypto";
 import Database from "better-sqlite3";
 import { ConcurrencyConflict, DoppelError, Internal, InvalidArgument, Unavailable } from "../core/errors.ts";
 import { refKey, type TwinRef } from "../core/ids.ts";
-import { isJsonObject, type JsonObject } from "../core/json.ts";
+import type { JsonObject } from "../core/json.ts";
 import type {
   EventRecord,
   HistoryRange,

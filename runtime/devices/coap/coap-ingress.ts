@@ -21,15 +21,9 @@
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import { isIPv6 } from "node:net";
 import coap from "coap";
-import type { Transport } from "../../../cluster/transport/transport.ts";
-import type { Admission } from "../../core/admission.ts";
 import { DoppelError, FailedPrecondition, NotFound, Unavailable, type WireError } from "../../core/errors.ts";
 import { refKey, type TwinRef } from "../../core/ids.ts";
-import type { JsonLimits } from "../../core/json.ts";
-import type { TwinRegistry } from "../../engine/twin-type.ts";
 import type { Logger } from "../../observability/logger.ts";
-import type { RateLimit, RateLimiter } from "../../security/rate-limiter.ts";
-import type { DeviceCredentials } from "../auth/device-credentials.ts";
 import { DurableReports, type DurableReportsOptions } from "../ingress/durable-reports.ts";
 import {
   type DesiredPush,

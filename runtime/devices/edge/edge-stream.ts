@@ -20,7 +20,6 @@
  */
 import {
   DiscardPolicy,
-  JetStreamApiError,
   type JetStreamManager,
   RetentionPolicy,
   StorageType,
@@ -29,6 +28,7 @@ import {
 } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/nats-core";
 import { FailedPrecondition } from "../../core/errors.ts";
+import { streamInfoIfAny } from "../ingress/stream-config.ts";
 import { DEVICE_PREFIX, DeviceChannel } from "../protocol.ts";
 
 /** The edge stream's settings. */
@@ -79,19 +79,10 @@ export function edgeStreamConfig(settings: EdgeStreamSettings): Partial<StreamCo
   };
 }
 
-function isNotFound(error: unknown): boolean {
-  return error instanceof JetStreamApiError && (error.code === 10059 || error.code === 10014);
-}
-
 /** Creates the edge stream in the edge's own domain, or brings it to `settings`. */
 export async function ensureEdgeStream(jsm: JetStreamManager, settings: EdgeStreamSettings): Promise<void> {
   const wanted = edgeStreamConfig(settings);
-  let existing: Awaited<ReturnType<JetStreamManager["streams"]["info"]>> | undefined;
-  try {
-    existing = await jsm.streams.info(settings.name);
-  } catch (error) {
-    if (!isNotFound(error)) throw error;
-  }
+  const existing = await streamInfoIfAny(jsm, settings.name);
   if (!existing) {
     await jsm.streams.add(wanted);
     return;
@@ -140,16 +131,11 @@ export async function registerEdgeSource(
   edgeDomain: string,
   edgeStream: string,
 ): Promise<void> {
-  let info: Awaited<ReturnType<JetStreamManager["streams"]["info"]>>;
-  try {
-    info = await hub.streams.info(ingress);
-  } catch (error) {
-    if (isNotFound(error))
-      throw new FailedPrecondition(
-        `the cloud has no JetStream stream ${ingress} yet: start a cloud node first`,
-      );
-    throw error;
-  }
+  const info = await streamInfoIfAny(hub, ingress);
+  if (!info)
+    throw new FailedPrecondition(
+      `the cloud has no JetStream stream ${ingress} yet: start a cloud node first`,
+    );
   const config = info.config;
   const transform = config.subject_transform;
   if (!transform) throw new FailedPrecondition(`the cloud's stream ${ingress} has no subject transform`);

@@ -159,6 +159,19 @@ export function isNotFound(error: unknown): boolean {
   return error instanceof JetStreamApiError && (error.code === 10059 || error.code === 10014);
 }
 
+/** A stream's info, or undefined when there is no such stream (other failures are thrown). */
+export async function streamInfoIfAny(
+  jsm: JetStreamManager,
+  name: string,
+): Promise<Awaited<ReturnType<JetStreamManager["streams"]["info"]>> | undefined> {
+  try {
+    return await jsm.streams.info(name);
+  } catch (error) {
+    if (isNotFound(error)) return undefined;
+    throw error;
+  }
+}
+
 /**
  * Creates the stream, or brings an existing one to `settings`. Refuses (`FailedPrecondition`)
  * a stream partitioned for another shard count (the shard count is fixed for a cluster's
@@ -171,12 +184,7 @@ export async function ensureIngressStream(
 ): Promise<void> {
   const wanted = ingressStreamConfig(settings, shards);
   try {
-    let existing: Awaited<ReturnType<JetStreamManager["streams"]["info"]>> | undefined;
-    try {
-      existing = await jsm.streams.info(settings.name);
-    } catch (error) {
-      if (!isNotFound(error)) throw error;
-    }
+    const existing = await streamInfoIfAny(jsm, settings.name);
     if (!existing) {
       await jsm.streams.add(wanted);
       return;

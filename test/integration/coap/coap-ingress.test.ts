@@ -304,7 +304,7 @@ describe("CoAP ingress (RFC 7252) on the JetStream ingress path", () => {
     // A confirmable message whose token length is over 8: a Reset.
     add(Buffer.from([0x49, 0x02, (id >> 8) & 0xff, id & 0xff, 1, 2]), "0.00");
     id++;
-    for (const [messageId, datagram] of expectations) raw.send(coap, datagram);
+    for (const [, datagram] of expectations) raw.send(coap, datagram);
     for (const [messageId, , code] of expectations)
       expect({ messageId, code: (await reply(messageId)).code }).toEqual({ messageId, code });
 
