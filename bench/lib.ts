@@ -1,6 +1,6 @@
 /** Shared by the benches: latency histograms, machine facts, and the one-JSON-line result. */
 import { mkdirSync, writeFileSync } from "node:fs";
-import { cpus, totalmem } from "node:os";
+import { cpus, loadavg, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as hdr from "hdr-histogram-js";
@@ -33,6 +33,13 @@ export function machine(): Record<string, string | number> {
     cpu: cpus()[0]?.model ?? "?",
     memoryGiB: Math.round(totalmem() / 2 ** 30),
   };
+}
+
+/** The machine's 1/5/15-minute load averages now (as `uptime` shows them; the machine is shared). */
+export function loadAverage(): string {
+  return loadavg()
+    .map((x) => x.toFixed(2))
+    .join(" ");
 }
 
 /** Prints progress on stderr (stdout's last line is the result). */

@@ -114,7 +114,7 @@ export class CommitWriter {
 
   /**
    * Applies `plan`'s rows (see the module comment). Rejects with `Unavailable` when the cluster
-   * fails. `beforeSend` (only for the unfenced commit of `fencedCommits: false`) runs before the
+   * fails. `beforeSend` (only for the unfenced commit `bench:store` measures) runs before the
    * first write is sent and may refuse it.
    */
   async apply(plan: CommitPlan, beforeSend?: SendGuard): Promise<void> {

@@ -159,14 +159,6 @@ export const cassandraSettingsShape = {
     .min(1024)
     .max(16 * 1024 * 1024)
     .default(40 * 1024),
-  /**
-   * `true` (default): every commit goes through the twin head's lightweight transaction, which
-   * refuses a writer with a stale expected seq or an older lease epoch, whatever the timing (see
-   * `commit-writer.ts`). `false`: the schema-1 commit (a read of the log's tail, then a plain
-   * logged batch), which a paused writer can fork. It exists only so `bench:store` can measure
-   * what the fence costs; never run a cluster with it.
-   */
-  fencedCommits: z.boolean().default(true),
   /** Client-side timeout of one request. */
   requestTimeout: duration.default(12_000),
   /** Timeout of one connection attempt. */

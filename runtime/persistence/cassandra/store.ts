@@ -67,8 +67,16 @@ import { type Statements, statementsFor } from "./statements.ts";
 import { TelemetrySeries } from "./telemetry.ts";
 import { queryViews } from "./view-query.ts";
 
-/** Start-up callbacks (e.g. to log retries of an unreachable cluster). */
-export type CassandraStoreHooks = SessionHooks;
+/** Start-up callbacks (e.g. to log retries of an unreachable cluster), and one measuring switch. */
+export interface CassandraStoreHooks extends SessionHooks {
+  /**
+   * Only for `bench:store`, which measures what the fence costs (not a store setting: the node's
+   * configuration cannot reach it). `true`: the schema-1 commit (a read of the log's tail, then the
+   * plain apply), which a paused writer can fork; never run a cluster with it. Default: every commit
+   * goes through the twin head's lightweight transaction (see `commit-writer.ts`).
+   */
+  readonly unfencedCommitsToMeasureTheFence?: boolean;
+}
 
 const OPEN_END = Number.MAX_SAFE_INTEGER;
 
@@ -93,13 +101,17 @@ export class CassandraEventStore implements EventStore {
    * (bounded; a wrong guess costs one more round trip, never correctness).
    */
   readonly #claimedEmpty = new Set<string>();
+  /** See {@link CassandraStoreHooks.unfencedCommitsToMeasureTheFence}. */
+  readonly #unfenced: boolean;
 
   private constructor(
     session: CassandraSession,
     config: CassandraStoreConfig,
     s: Statements,
     layout: Layout,
+    unfenced: boolean,
   ) {
+    this.#unfenced = unfenced;
     this.#session = session;
     this.#config = config;
     this.#s = s;
@@ -132,7 +144,13 @@ export class CassandraEventStore implements EventStore {
       const s = statementsFor(config.keyspace);
       await migrate(session, config, s);
       const layout = await settleLayout(session, config, s);
-      return new CassandraEventStore(session, config, s, layout);
+      return new CassandraEventStore(
+        session,
+        config,
+        s,
+        layout,
+        hooks.unfencedCommitsToMeasureTheFence === true,
+      );
     } catch (error) {
       await session.close().catch(() => {});
       throw toDoppelError(error, session.label, "open");
@@ -188,7 +206,7 @@ export class CassandraEventStore implements EventStore {
     const first = commit.events[0]?.commitId;
     const touchesReminders = commit.reminders.set.length + commit.reminders.clear.length > 0;
     // The fenced path has no read before its commit point; the other one reads the log's tail.
-    const fenced = this.#config.fencedCommits && commit.events.length > 0;
+    const fenced = !this.#unfenced && commit.events.length > 0;
     const [head, reminderRows] = await Promise.all([
       fenced ? undefined : this.#readHead(ref, expectedSeq),
       touchesReminders ? this.#reminderRows(ref) : new Map<string, ReminderRow>(),
