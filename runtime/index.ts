@@ -8,6 +8,7 @@
  */
 export { z } from "zod";
 export { type Duration, toMillis } from "./core/duration.ts";
+export type { Aggregate, EdgeOptions, MetricReduction } from "./core/edge-telemetry.ts";
 export {
   CallCycle,
   ConcurrencyConflict,

@@ -7,7 +7,7 @@
  * hot when the reminder fires, the alarm escalates. Services change the set point, the mode, or
  * start a timed boost (a reminder ends it).
  */
-import { FailedPrecondition, type Reminder, Twin, z } from "doppel";
+import { type EdgeOptions, FailedPrecondition, type Reminder, Twin, z } from "doppel";
 
 /** What the device reports. */
 export const ThermostatReported = z
@@ -59,6 +59,17 @@ export class Thermostat extends Twin<ThermostatState, ThermostatEvent, Thermosta
     boost: z.object({ minutes: z.number().int().min(1).max(240) }),
     /** Acknowledges an alarm; refused while the room is still too hot. */
     acknowledgeAlarm: z.object({}),
+  };
+  /**
+   * At an edge (docs/edge.md), the cloud gets one minute's min/max/avg of the room temperature
+   * instead of every sample, and the heater's on/off (0/1) only when it changes; raw samples stay
+   * at the edge.
+   */
+  static readonly edge: EdgeOptions = {
+    telemetry: {
+      temperature: { every: "1m", reduce: ["min", "max", "avg"] },
+      heating: { deadband: 1 },
+    },
   };
 
   initialState(): ThermostatState {

@@ -80,7 +80,9 @@ export async function startCommand(flags: StartFlags, out: (line: string) => voi
 /** A thin edge node (docs/edge.md): store-and-forward beside the edge's leaf nats-server. */
 async function startEdge(config: NodeConfig, out: (line: string) => void): Promise<void> {
   const edge = config.edge!;
-  const node = await EdgeNode.start(config);
+  // The twin modules' `edge` declarations say how their telemetry is reduced before forwarding.
+  const modules = await loadTwinModules(config.twins ?? [EXAMPLE_TWINS]);
+  const node = await EdgeNode.start(config, { twins: modules.twins });
   const lines = [
     `Doppel edge node ${node.id} (edge ${edge.name}) is running`,
     `  leaf    NATS ${[config.nats?.servers ?? []].flat().join(",")} (JetStream domain ${edge.name}; cloud domain ${edge.hubDomain})`,

@@ -18,6 +18,7 @@
  */
 import type { z } from "zod";
 import type { Duration } from "./duration.ts";
+import type { EdgeOptions } from "./edge-telemetry.ts";
 import type { TwinRef } from "./ids.ts";
 import type { Json, JsonObject } from "./json.ts";
 
@@ -263,6 +264,8 @@ export interface TwinClass<T extends Twin<object, TwinEvent, object> = Twin<obje
   readonly desired?: Schema;
   /** Per-type tuning. */
   readonly options?: TwinOptions;
+  /** What an edge node forwards of this type's telemetry (reduction; docs/edge.md). */
+  readonly edge?: EdgeOptions;
 }
 
 /** The command names of a twin class. */

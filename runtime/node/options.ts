@@ -280,7 +280,25 @@ const edgeSchema = z
       })
       .strict()
       .default({ stream: "DOPPEL_EDGE", maxBytes: 1024 ** 3, maxAge: 7 * 24 * 3_600_000, discard: "new" }),
-    /** How often the edge reads the cloud's forwarded position, trims what is forwarded and updates its status. */
+    /** Raw telemetry at the edge: kept for `maxAge` (the oldest dropped beyond `maxBytes`), whatever is forwarded. */
+    raw: z
+      .object({
+        stream: z
+          .string()
+          .regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, '_' or '-'")
+          .default("DOPPEL_EDGE_RAW"),
+        maxBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .default(1024 ** 3),
+        maxAge: duration.default(24 * 3_600_000),
+      })
+      .strict()
+      .default({ stream: "DOPPEL_EDGE_RAW", maxBytes: 1024 ** 3, maxAge: 24 * 3_600_000 }),
+    /** How long after a telemetry window's end its samples are still awaited before its aggregates are forwarded. */
+    windowGrace: duration.default(5000),
+    /** How often the edge reads the cloud's forwarded position, trims what is forwarded, forwards closed telemetry windows and updates its status. */
     tick: duration.default(1000),
   })
   .strict();

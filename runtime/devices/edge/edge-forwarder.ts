@@ -22,8 +22,8 @@ import type { Logger } from "../../observability/logger.ts";
 import {
   type EdgeStreamSettings,
   edgeOfSource,
+  edgeSourceRegistered,
   ensureEdgeStream,
-  isEdgeSource,
   registerEdgeSource,
 } from "./edge-stream.ts";
 
@@ -168,7 +168,7 @@ export class EdgeForwarder {
     let sourceError: string | undefined;
     try {
       let hubInfo = await this.#hub.streams.info(ingressStream);
-      if (!(hubInfo.config.sources ?? []).some((s) => isEdgeSource(s, edge))) {
+      if (!edgeSourceRegistered(hubInfo.config, edge)) {
         await registerEdgeSource(this.#hub, ingressStream, edge, stream.name);
         logger.info({ edge, hubDomain }, "edge: registered as a source of the cloud's ingress stream");
         hubInfo = await this.#hub.streams.info(ingressStream);

@@ -57,6 +57,41 @@ export const FORWARDED_SUBJECTS: readonly string[] = [
   `${DEVICE_PREFIX}.*.*.${DeviceChannel.Telemetry}`,
 ];
 
+/**
+ * Where the edge node publishes the telemetry it forwards (raw or reduced) into the edge stream:
+ * `doppel.fwd.<type>.<id>.telemetry`. Devices publish telemetry to the raw stream instead.
+ */
+export const FORWARD_PREFIX = "doppel.fwd";
+
+/** The subject the edge node forwards `ref`'s telemetry on. */
+export function forwardSubject(ref: { readonly type: string; readonly id: string }): string {
+  return `${FORWARD_PREFIX}.${ref.type}.${ref.id}.${DeviceChannel.Telemetry}`;
+}
+
+/** What the edge stream stores: device reports, and the telemetry the edge node forwards. */
+export const EDGE_STREAM_SUBJECTS: readonly string[] = [
+  `${DEVICE_PREFIX}.*.*.${DeviceChannel.Reported}`,
+  `${FORWARD_PREFIX}.*.*.${DeviceChannel.Telemetry}`,
+];
+
+/** What the raw telemetry stream stores: device telemetry as it came. */
+export const RAW_TELEMETRY_SUBJECTS: readonly string[] = [`${DEVICE_PREFIX}.*.*.${DeviceChannel.Telemetry}`];
+
+/** The raw telemetry stream's settings: kept at the edge for `maxAge`, the oldest dropped beyond `maxBytes`. */
+export interface RawStreamSettings {
+  readonly name: string;
+  readonly maxBytes: number;
+  readonly maxAgeMs: number;
+  readonly maxMsgSize: number;
+  readonly duplicateWindowMs: number;
+}
+
+export const DEFAULT_RAW_STREAM: Omit<RawStreamSettings, "maxMsgSize" | "duplicateWindowMs"> = {
+  name: "DOPPEL_EDGE_RAW",
+  maxBytes: 1024 ** 3,
+  maxAgeMs: 24 * 3_600_000,
+};
+
 /** The JetStream API prefix of a domain (`$JS.<domain>.API`). */
 export function domainApi(domain: string): string {
   return `$JS.${domain}.API`;
@@ -66,7 +101,7 @@ export function domainApi(domain: string): string {
 export function edgeStreamConfig(settings: EdgeStreamSettings): Partial<StreamConfig> & { name: string } {
   return {
     name: settings.name,
-    subjects: [...FORWARDED_SUBJECTS],
+    subjects: [...EDGE_STREAM_SUBJECTS],
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
     discard: settings.discard === "old" ? DiscardPolicy.Old : DiscardPolicy.New,
@@ -98,10 +133,81 @@ export async function ensureEdgeStream(jsm: JetStreamManager, settings: EdgeStre
     c.max_bytes !== wanted.max_bytes ||
     c.max_msg_size !== wanted.max_msg_size ||
     c.discard !== wanted.discard ||
-    c.duplicate_window !== wanted.duplicate_window
+    c.duplicate_window !== wanted.duplicate_window ||
+    !sameSubjects(c.subjects, wanted.subjects)
   ) {
     await jsm.streams.update(settings.name, { ...c, ...wanted });
   }
+}
+
+function sameSubjects(a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {
+  return JSON.stringify([...(a ?? [])].sort()) === JSON.stringify([...(b ?? [])].sort());
+}
+
+/** The raw telemetry stream's configuration (limits retention, the oldest dropped when full). */
+export function rawStreamConfig(settings: RawStreamSettings): Partial<StreamConfig> & { name: string } {
+  return {
+    name: settings.name,
+    subjects: [...RAW_TELEMETRY_SUBJECTS],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    discard: DiscardPolicy.Old,
+    max_age: nanos(settings.maxAgeMs),
+    max_bytes: settings.maxBytes,
+    max_msg_size: settings.maxMsgSize,
+    max_msgs: -1,
+    duplicate_window: nanos(settings.duplicateWindowMs),
+    num_replicas: 1,
+  };
+}
+
+/** Creates the raw telemetry stream (after {@link ensureEdgeStream}, which gives up its telemetry subjects), or brings it to `settings`. */
+export async function ensureRawStream(jsm: JetStreamManager, settings: RawStreamSettings): Promise<void> {
+  const wanted = rawStreamConfig(settings);
+  const existing = await streamInfoIfAny(jsm, settings.name);
+  if (!existing) {
+    await jsm.streams.add(wanted);
+    return;
+  }
+  const c = existing.config;
+  if (
+    c.max_age !== wanted.max_age ||
+    c.max_bytes !== wanted.max_bytes ||
+    c.max_msg_size !== wanted.max_msg_size ||
+    c.duplicate_window !== wanted.duplicate_window ||
+    !sameSubjects(c.subjects, wanted.subjects)
+  ) {
+    await jsm.streams.update(settings.name, { ...c, ...wanted });
+  }
+}
+
+/**
+ * The subject transforms of an edge's source: reports and forwarded telemetry onto the shard
+ * subjects of the ingress stream's own transform (`dest`, whose `{{wildcard(3)}}` is the channel).
+ */
+export function edgeSourceTransforms(dest: string): { src: string; dest: string }[] {
+  if (!dest.includes("{{wildcard(3)}}"))
+    throw new FailedPrecondition(`the cloud's ingress transform ${dest} does not keep the channel token`);
+  return [
+    {
+      src: `${DEVICE_PREFIX}.*.*.${DeviceChannel.Reported}`,
+      dest: dest.replace("{{wildcard(3)}}", DeviceChannel.Reported),
+    },
+    {
+      src: `${FORWARD_PREFIX}.*.*.${DeviceChannel.Telemetry}`,
+      dest: dest.replace("{{wildcard(3)}}", DeviceChannel.Telemetry),
+    },
+  ];
+}
+
+/** Whether the ingress stream's `config` sources the edge stream of `edgeDomain` with the current transforms. */
+export function edgeSourceRegistered(config: StreamConfig, edgeDomain: string): boolean {
+  const dest = config.subject_transform?.dest;
+  const source = (config.sources ?? []).find((s) => isEdgeSource(s, edgeDomain));
+  if (!source || !dest) return false;
+  const wanted = edgeSourceTransforms(dest);
+  const have = (source.subject_transforms ?? []).map((t) => ({ src: t.src, dest: t.dest }));
+  return JSON.stringify(have) === JSON.stringify(wanted);
 }
 
 /** Whether `source` is the edge stream of `edgeDomain`. */
@@ -123,7 +229,8 @@ export function edgeOfSource(source: {
  * (through `hub`, a manager of the hub's domain), with the ingress stream's own subject transform,
  * so forwarded messages land on the shard subjects. Does nothing when the source is there already.
  * Fails with `FailedPrecondition` when the ingress stream does not exist (no cloud node ran yet)
- * or has no subject transform.
+ * or has no subject transform. A source registered with other transforms (an older edge node's)
+ * is brought to the current ones.
  */
 export async function registerEdgeSource(
   hub: JetStreamManager,
@@ -140,11 +247,13 @@ export async function registerEdgeSource(
   const transform = config.subject_transform;
   if (!transform) throw new FailedPrecondition(`the cloud's stream ${ingress} has no subject transform`);
   const sources = config.sources ?? [];
-  if (sources.some((source) => isEdgeSource(source, edgeDomain))) return;
+  const transforms = edgeSourceTransforms(transform.dest);
+  if (edgeSourceRegistered(config, edgeDomain)) return;
   const source: StreamSource = {
     name: edgeStream,
     external: { api: domainApi(edgeDomain), deliver: "" },
-    subject_transforms: [{ src: transform.src, dest: transform.dest }],
+    subject_transforms: transforms,
   };
-  await hub.streams.update(ingress, { ...config, sources: [...sources, source] });
+  const others = sources.filter((s) => !isEdgeSource(s, edgeDomain));
+  await hub.streams.update(ingress, { ...config, sources: [...others, source] });
 }
