@@ -10,6 +10,7 @@ import type { NatsTransport } from "../../cluster/transport/nats.ts";
 import { type Clock, SystemClock } from "../core/clock.ts";
 import { type CompiledReduction, compileEdgeOptions } from "../core/edge-telemetry.ts";
 import type { TwinClass } from "../core/twin.ts";
+import { DesiredResync } from "../devices/edge/desired-resync.ts";
 import { EdgeForwarder, type EdgeStatus } from "../devices/edge/edge-forwarder.ts";
 import { TelemetryForwarder } from "../devices/edge/telemetry-forwarder.ts";
 import { TelemetryReducer } from "../devices/edge/telemetry-reducer.ts";
@@ -30,6 +31,8 @@ export class EdgeNode {
     readonly forwarder: EdgeForwarder,
     /** The telemetry path: raw stream, reduction, forwarding into the edge stream. */
     readonly telemetry: TelemetryForwarder,
+    /** Pushes desired state changed in the cloud during an outage once the link is back. */
+    readonly desired: DesiredResync,
     transport: NatsTransport,
     metrics: NodeMetrics,
   ) {
@@ -64,6 +67,8 @@ export class EdgeNode {
     const transport = await NatsTransport.connect({ ...natsConnection(nats), name: `doppel-edge-${id}` });
     let forwarder: EdgeForwarder | undefined;
     let telemetry: TelemetryForwarder | undefined;
+    const desired = new DesiredResync(transport.connection, { logger, timeoutMs: Math.max(2000, edge.tick) });
+    desired.start();
     const metrics = new NodeMetrics(id, {
       residentTwins: () => 0,
       mailboxDepth: () => 0,
@@ -86,6 +91,7 @@ export class EdgeNode {
         tickMs: edge.tick,
         now: () => SystemClock.now(),
         logger,
+        onStatus: (status) => desired.linkIs(status.linkUp),
       });
       // The edge stream first: it gives up device telemetry to the raw stream.
       await forwarder.start();
@@ -106,13 +112,14 @@ export class EdgeNode {
       if (config.metrics.listen !== false) await metrics.listen(config.metrics.listen);
     } catch (error) {
       await telemetry?.stop().catch(() => undefined);
+      await desired.stop().catch(() => undefined);
       await forwarder?.stop().catch(() => undefined);
       await metrics.stop().catch(() => undefined);
       await transport.close();
       throw error;
     }
     logger.info({ edge: edge.name, hubDomain: edge.hubDomain }, "edge node started");
-    return new EdgeNode(id, config, logger, forwarder, telemetry, transport, metrics);
+    return new EdgeNode(id, config, logger, forwarder, telemetry, desired, transport, metrics);
   }
 
   /** The edge's store-and-forward state (refreshed every `edge.tick`). */
@@ -128,6 +135,7 @@ export class EdgeNode {
   async stop(): Promise<void> {
     clearInterval(this.#windowTimer);
     await this.telemetry.stop();
+    await this.desired.stop();
     await this.forwarder.stop();
     await this.#metrics.stop();
     await this.#transport.close();

@@ -68,6 +68,8 @@ export interface EdgeForwarderOptions {
   readonly tickMs: number;
   readonly now: () => number;
   readonly logger: Logger;
+  /** Called with the new status after every tick (the edge node resyncs desired state when the link returns). */
+  readonly onStatus?: (status: EdgeStatus) => void;
 }
 
 function errorMessage(error: unknown): string {
@@ -214,6 +216,7 @@ export class EdgeForwarder {
       lastSyncAt,
       sourceError,
     };
+    this.#options.onStatus?.(this.#status);
   }
 
   async stop(): Promise<void> {

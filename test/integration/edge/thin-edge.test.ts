@@ -158,7 +158,7 @@ describe("thin edge: store-and-forward over a leaf link", () => {
     }
   }, 400_000);
 
-  it("brings desired state and commands down to edge devices; a command during an outage fails fast with UNAVAILABLE; edge status shows the link", async () => {
+  it("brings desired state and commands down to edge devices; a command during an outage fails fast with UNAVAILABLE; desired set during the outage arrives after it; edge status shows the link", async () => {
     await eventually(() => (edge.status.linkUp ? true : undefined), "the edge reaches the cloud", 60_000);
     const wire = await NatsTransport.connect({
       servers: leaf.url,
@@ -214,6 +214,9 @@ describe("thin edge: store-and-forward over a leaf link", () => {
       // Reports keep being acknowledged at the edge.
       await pump.report({ rpm: 1300 });
       expect(edge.status.linkUp).toBe(false);
+      // A desired change in the cloud during the outage cannot be pushed now...
+      await cloud.twins.updateDesired(pump.ref, { rpm: 700 });
+      const repushedBefore = edge.desired.repushed;
 
       await relay.restore();
       await eventually(() => (edge.status.linkUp ? true : undefined), "the link is back", 90_000);
@@ -222,6 +225,13 @@ describe("thin edge: store-and-forward over a leaf link", () => {
         "the report from the outage in the cloud",
         60_000,
       );
+      // ...and reaches the device once the link is back, pushed by the edge node.
+      await eventually(
+        () => (desired.some((d) => (d as { rpm?: number }).rpm === 700) ? true : undefined),
+        "the desired change from the outage at the edge device",
+        60_000,
+      );
+      expect(edge.desired.repushed).toBeGreaterThan(repushedBefore);
     } finally {
       await pump.close();
       await wire.close();
