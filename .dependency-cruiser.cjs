@@ -1,7 +1,7 @@
 /**
  * The layers of Doppel, checked by `npm run check` (dependency-cruiser). Imports go one way, down:
  *
- *   twins → entry points (runtime/*.ts) → cli, testing → node (wiring) → edges: grpc, devices, sim, web
+ *   twins → entry points (runtime/*.ts) → cli, testing → node (wiring) → edges: grpc, devices, sim, web, replication
  *   → api (the service operations and call pipeline both grpc and web serve) → routing → engine → persistence, shadow, query, security → observability → core → cluster/
  *
  * `cluster/` imports nothing from `runtime/`; twins import Doppel only by package name; the device
@@ -16,7 +16,7 @@ const layers = [
   ["engine"],
   ["routing"],
   ["api"],
-  ["grpc", "devices", "sim", "web"],
+  ["grpc", "devices", "sim", "web", "replication"],
   ["node"],
   ["testing", "cli"],
 ];

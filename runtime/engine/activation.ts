@@ -16,6 +16,7 @@
 
 import type { Clock } from "../core/clock.ts";
 import { toMillis } from "../core/duration.ts";
+import { EDGE_OWNED_EPOCH, edgeOwnedError, edgeOwnerOf } from "../core/edge-owner.ts";
 import {
   CallCycle,
   DeadlineExceeded,
@@ -229,7 +230,9 @@ export class Activation implements TwinBinding {
       // Claims the twin at this node's lease epoch before serving it: from here on the store
       // refuses every commit of an older epoch (a paused old owner's late write), even before
       // this activation's first commit. Refused (not-owner) if a newer epoch claimed it.
-      const loaded = await this.#host.store.loadTwin(this.ref, { claimEpoch: writer.epoch });
+      const loaded = await this.#host.store
+        .loadTwin(this.ref, { claimEpoch: writer.epoch })
+        .catch((error: unknown) => this.#edgeOwned(error));
       if (loaded.quarantine !== undefined) {
         throw new Quarantined(`${this.key} is quarantined: ${loaded.quarantine}`, {
           reason: loaded.quarantine,
@@ -279,6 +282,19 @@ export class Activation implements TwinBinding {
       });
     }
     this.#kick();
+  }
+
+  /**
+   * Rethrows a refused claim; when the twin's epoch is {@link EDGE_OWNED_EPOCH} (a thick-edge twin
+   * replicated into this store), as the precise `edge-owned` error naming its edge instead of a
+   * not-owner refusal the router would retry.
+   */
+  async #edgeOwned(error: unknown): Promise<never> {
+    if (error instanceof DoppelError && error.details?.["twinEpoch"] === EDGE_OWNED_EPOCH) {
+      const [last] = await this.#host.store.readEvents(this.ref, 0, 1).catch(() => []);
+      throw edgeOwnedError(this.ref, edgeOwnerOf(last?.writer) ?? "(unknown)");
+    }
+    throw error;
   }
 
   /** Queues a message; the promise settles when its turn's effects are persisted (or it failed). */
