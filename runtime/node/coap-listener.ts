@@ -6,28 +6,17 @@
  * when given, and required when `coap.requireCredentials` or the node checks device credentials
  * for NATS (`nats.deviceAuth`).
  */
-import type { Transport } from "../../cluster/transport/transport.ts";
-import type { Admission } from "../core/admission.ts";
-import type { Clock } from "../core/clock.ts";
 import { InvalidArgument } from "../core/errors.ts";
 import { parseHostPort } from "../core/host-port.ts";
-import { present } from "../core/present.ts";
 import type { CoapIngress } from "../devices/coap/coap-ingress.ts";
-import type { TwinRegistry } from "../engine/twin-type.ts";
 import type { Logger } from "../observability/logger.ts";
-import { deviceCredentialsPath, jsonLimits } from "./device-settings.ts";
+import { type DeviceListenerParts, durableReportOptions } from "./durable-report-options.ts";
 import { isLoopbackHost } from "./grpc-security.ts";
-import type { NodeConfig } from "./options.ts";
 
 /** Starts the CoAP listener when the configuration has `coap`; refuses an insecure setup. */
-export async function startCoapListener(parts: {
-  readonly config: NodeConfig;
-  readonly transport: Transport;
-  readonly registry: TwinRegistry;
-  readonly admission: Admission;
-  readonly clock: Clock;
-  readonly logger: Logger;
-}): Promise<CoapIngress | undefined> {
+export async function startCoapListener(
+  parts: DeviceListenerParts & { readonly logger: Logger },
+): Promise<CoapIngress | undefined> {
   const { config, logger } = parts;
   const coap = config.coap;
   if (!coap) return undefined;
@@ -43,27 +32,12 @@ export async function startCoapListener(parts: {
     throw new InvalidArgument(`coap.requireCredentials cannot be false on ${coap.listen} (not loopback)`);
   }
   const requireCredentials = !loopback || (coap.requireCredentials ?? config.nats?.deviceAuth !== undefined);
-  const [{ CoapIngress }, { DeviceCredentials }, { RateLimiter }] = await Promise.all([
-    import("../devices/coap/coap-ingress.ts"),
-    import("../devices/auth/device-credentials.ts"),
-    import("../security/rate-limiter.ts"),
-  ]);
-  const deviceRate = config.limits.deviceRate;
+  const { CoapIngress } = await import("../devices/coap/coap-ingress.ts");
   const ingress = await CoapIngress.start({
+    ...(await durableReportOptions(parts, { requireCredentials, ackTimeoutMs: coap.ackTimeout })),
     host,
     port,
-    transport: parts.transport,
-    registry: parts.registry,
-    limits: jsonLimits(config),
-    credentials: new DeviceCredentials(deviceCredentialsPath(config)),
-    requireCredentials,
-    admission: parts.admission,
-    ...present({
-      deviceRate: deviceRate ? { limiter: new RateLimiter(parts.clock), limit: deviceRate } : undefined,
-    }),
     logger,
-    now: () => parts.clock.now(),
-    ackTimeoutMs: coap.ackTimeout,
     maxObservers: coap.maxObservers,
     maxObserversPerDevice: coap.maxObserversPerDevice,
   });

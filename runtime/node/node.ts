@@ -35,6 +35,7 @@ import { serveNodeRpc } from "../routing/node-rpc.ts";
 import { Router } from "../routing/router.ts";
 import type { DeviceModel } from "../sim/device-model.ts";
 import type { Fleet } from "../sim/fleet.ts";
+import type { HttpDeviceStats } from "../web/device-routes.ts";
 import type { WebExtension, WebServer } from "../web/server.ts";
 import { type ClusterParts, type InProcessCluster, openClusterParts } from "./cluster-parts.ts";
 import { jsonLimits, natsConnection, natsDeviceSettings } from "./device-settings.ts";
@@ -94,6 +95,7 @@ export class DoppelNode {
   #securityParts: GatewaySecurityParts | undefined;
   #httpSecurity: string | undefined;
   #http: WebServer | undefined;
+  #httpDevices: HttpDeviceStats | undefined;
   #httpExtensions: readonly WebExtension[] = [];
   #devices!: DeviceLink;
   #coordinator: ClusterCoordinator | undefined;
@@ -166,6 +168,7 @@ export class DoppelNode {
           const coap = node?.coap;
           return coap && { counts: coap.stats, observers: coap.observers };
         },
+        () => node?.httpDevices && { ...node.httpDevices },
       );
       opened.push(() => metrics.stop());
       const cluster = await openClusterParts(config, parts.cluster, id, logger, (outcome) =>
@@ -264,7 +267,7 @@ export class DoppelNode {
       await this.#serveMetrics();
       await this.#serveGrpc();
       await this.#serveCoap(wiring);
-      await this.#serveHttp();
+      await this.#serveHttp(wiring);
       await this.#runDemoFleet(parts, wiring);
     } catch (error) {
       await this.stop();
@@ -336,14 +339,25 @@ export class DoppelNode {
     return this.#coap;
   }
 
-  async #serveHttp(): Promise<void> {
+  async #serveHttp(wiring: Wiring): Promise<void> {
     const { config, logger } = this;
     if (config.http.listen === false) return;
     const { startWebServer } = await import("../web/server.ts");
     const { watchModule } = await import("../web/watch.ts");
     const { consoleExtension } = await import("../web/console.ts");
+    const { httpDevices } = await import("./http-devices.ts");
     const secured = await this.#security();
     this.#httpSecurity = secured.http.summary;
+    const devices = await httpDevices({
+      config,
+      transport: this.#devices.transport,
+      registry: this.registry,
+      admission: this.#admission,
+      clock: wiring.clock,
+      listen: config.http.listen,
+      servicesAuthenticated: secured.http.security !== undefined,
+    });
+    this.#httpDevices = devices.stats;
     const server = await startWebServer(
       {
         ...(secured.http.security ? { security: secured.http.security } : {}),
@@ -372,7 +386,7 @@ export class DoppelNode {
         // The operator console at `/`, then what the embedder adds.
         extensions: [consoleExtension(), ...this.#httpExtensions],
       },
-      [watchModule()],
+      [watchModule(), devices.module],
     );
     this.attach(server);
     this.#http = server;
@@ -440,6 +454,11 @@ export class DoppelNode {
   }
 
   /** The HTTP listener's base URL (`http://127.0.0.1:8080`), when it runs. */
+  /** The HTTP device routes' counters (`doppel_http_devices_total`), when the node serves HTTP. */
+  get httpDevices(): HttpDeviceStats | undefined {
+    return this.#httpDevices;
+  }
+
   get httpUrl(): string | undefined {
     return this.#http?.url;
   }
@@ -511,11 +530,13 @@ function startMetrics(
   admission: Admission,
   deviceAuth: () => DeviceAuthCounts | undefined,
   coap: NonNullable<GaugeSources["coap"]>,
+  httpDevices: NonNullable<GaugeSources["httpDevices"]>,
 ): NodeMetrics {
   return new NodeMetrics(id, {
     admission: (workClass) => admission.stats(workClass),
     deviceAuth,
     coap,
+    httpDevices,
     residentTwins: () => engine()?.catalog.size ?? 0,
     mailboxDepth: () => engine()?.catalog.mailboxDepth() ?? 0,
     shardsOwned: () => {

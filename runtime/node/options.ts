@@ -356,9 +356,11 @@ export const nodeConfigSchema = z
           .default(1024 * 1024),
         /** Changes a WebSocket watch may hold for a slow client before it is closed (1013). */
         watchBufferLimit: z.number().int().min(1).max(100_000).default(1000),
+        /** How long a device's report waits for its durable acknowledgement before 503. */
+        deviceAckTimeout: duration.default(5_000),
       })
       .strict()
-      .default({ listen: false, maxBodyBytes: 1024 * 1024, watchBufferLimit: 1000 }),
+      .default({ listen: false, maxBodyBytes: 1024 * 1024, watchBufferLimit: 1000, deviceAckTimeout: 5_000 }),
     /** Modules whose exported twin classes this node runs; default: the example twins. */
     twins: z.array(z.string().min(1)).optional(),
     /** Number of shards of the cluster (fixed for a cluster's lifetime). */

@@ -62,6 +62,8 @@ export interface GaugeSources {
   edge?(): Readonly<EdgeCounts> | undefined;
   /** The CoAP listener's counters and open observations, when the node serves CoAP. */
   coap?(): { readonly counts: Readonly<CoapCounts>; readonly observers: number } | undefined;
+  /** The HTTP device routes' counters, when the node serves HTTP. */
+  httpDevices?(): Readonly<Record<string, number>> | undefined;
 }
 
 /** What an edge node's forwarder knows (the shape of its status, read at scrape time). */
@@ -256,6 +258,16 @@ export class NodeMetrics {
           "notifications",
         ] as const)
           result.observe(counts[outcome], { outcome });
+      });
+    meter
+      .createObservableCounter("doppel_http_devices_total", {
+        description:
+          "HTTP device requests by outcome (requests, stored, reads, refused 4xx of which unauthorized, unavailable 5xx)",
+      })
+      .addCallback((result) => {
+        const counts = gauges.httpDevices?.();
+        if (!counts) return;
+        for (const [outcome, count] of Object.entries(counts)) result.observe(count, { outcome });
       });
     meter
       .createObservableGauge("doppel_coap_observers", {

@@ -88,6 +88,7 @@ function operationOf(route: Route): JsonObject {
     summary: route.summary,
     tags: [route.tag],
     ...(route.authenticated === false ? { security: [] } : {}),
+    ...(route.credential === "device" ? { security: [{ deviceCredential: [] }] } : {}),
     parameters: [
       ...parameters(route.params, "path"),
       ...parameters(route.query, "query"),
@@ -143,6 +144,12 @@ export function openApiDocument(
           type: "http",
           scheme: "bearer",
           description: "an API key `dpk_...` (doppel keys create); nodes without keys need none",
+        },
+        deviceCredential: {
+          type: "http",
+          scheme: "basic",
+          description:
+            "a device's own credential (doppel devices provision): user `type/id`, its password; the device routes only",
         },
       },
     },

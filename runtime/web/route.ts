@@ -121,6 +121,8 @@ export interface Route<P = unknown, Q = unknown, H = unknown, B = unknown> exten
   readonly tag: string;
   /** False for the few routes anyone may read (the OpenAPI document). */
   readonly authenticated?: boolean;
+  /** `device`: the caller is a device with its own credential (HTTP Basic), not a service with an API key. */
+  readonly credential?: "device";
   /** The body's media types (default `application/json`). */
   readonly bodyTypes?: readonly string[];
   readonly response: {

@@ -21,18 +21,11 @@
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import { isIPv6 } from "node:net";
 import coap from "coap";
-import { DoppelError, FailedPrecondition, NotFound, Unavailable, type WireError } from "../../core/errors.ts";
-import { refKey, type TwinRef } from "../../core/ids.ts";
+import { FailedPrecondition, NotFound, Unavailable } from "../../core/errors.ts";
+import type { TwinRef } from "../../core/ids.ts";
 import type { Logger } from "../../observability/logger.ts";
 import { DurableReports, type DurableReportsOptions } from "../ingress/durable-reports.ts";
-import {
-  type DesiredPush,
-  DeviceChannel,
-  decodeJsonPayload,
-  deviceSubject,
-  type SyncReply,
-  transportFailure,
-} from "../protocol.ts";
+import type { DesiredPush } from "../protocol.ts";
 import {
   type CoapFailure,
   type CoapTarget,
@@ -252,24 +245,7 @@ export class CoapIngress {
   }
 
   async #sync(ref: TwinRef): Promise<DesiredPush> {
-    type Reply = SyncReply | { error: WireError };
-    let reply: Reply;
-    try {
-      const message = await this.options.transport.request(
-        deviceSubject(ref, DeviceChannel.Sync),
-        new Uint8Array(),
-        {
-          timeoutMs: this.options.ackTimeoutMs,
-        },
-      );
-      reply = decodeJsonPayload(message.data, "sync reply", {
-        maxBytes: 16 * 1024 * 1024,
-        maxDepth: 256,
-      }) as unknown as Reply;
-    } catch (error) {
-      throw transportFailure(error, `desired state of ${refKey(ref)}`);
-    }
-    if ("error" in reply) throw DoppelError.fromWire(reply.error);
+    const reply = await this.#reports.state(ref);
     return { version: reply.version, desired: reply.desired, delta: reply.delta };
   }
 

@@ -122,7 +122,14 @@ export function parseTelemetry(
     if (!Number.isSafeInteger(when) || when < 0) {
       throw new InvalidArgument(`telemetry sample ${i}: 'at' must be epoch milliseconds or an ISO date`);
     }
-    return { at: when, metrics: item["metrics"] as Record<string, number> };
+    const metrics = item["metrics"];
+    for (const [name, value] of Object.entries(metrics)) {
+      if (typeof value !== "number" || !Number.isFinite(value))
+        throw new InvalidArgument(
+          `telemetry sample ${i}: metric ${JSON.stringify(name.slice(0, 64))} must be a finite number`,
+        );
+    }
+    return { at: when, metrics: metrics as Record<string, number> };
   });
 }
 

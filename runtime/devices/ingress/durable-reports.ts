@@ -34,9 +34,13 @@ import {
   encodeJson,
   reportStamp,
   SEQ_HEADER,
+  type SyncReply,
   transportFailure,
 } from "../protocol.ts";
 import { parseTelemetry } from "./device-ingress.ts";
+
+/** Bounds of a sync reply (the node's own answer: the twin's whole shadow). */
+const SYNC_REPLY_LIMITS: JsonLimits = { maxBytes: 16 * 1024 * 1024, maxDepth: 256 };
 
 export interface DurableReportsOptions {
   /** The node's device transport (NATS or in-process). */
@@ -71,8 +75,13 @@ export interface ReportMeta {
 export class DurableReports {
   constructor(private readonly options: DurableReportsOptions) {}
 
-  /** Checks a device's secret (required unless the listener is open); throws 401/403-class errors. */
-  authenticate(ref: TwinRef, secret: string | undefined): void {
+  /**
+   * Checks a device's secret (required unless the listener is open); throws 401/403-class errors.
+   * `user` is the device the credential names (`type/id`, HTTP Basic's user name), default `ref`:
+   * a valid credential of another device than `ref` is `PermissionDenied` (a device reports only
+   * for itself).
+   */
+  authenticate(ref: TwinRef, secret: string | undefined, user: string = refKey(ref)): void {
     const { credentials, requireCredentials } = this.options;
     if (secret === undefined) {
       if (!requireCredentials) return;
@@ -82,8 +91,13 @@ export class DurableReports {
       if (!requireCredentials) return;
       throw new Unauthenticated("this node checks no device credentials");
     }
-    const check = credentials.check(refKey(ref), secret);
-    if (check.ok) return;
+    const check = credentials.check(user, secret);
+    if (check.ok) {
+      if (refKey(check.ref) === refKey(ref)) return;
+      throw new PermissionDenied(
+        `the credential of device ${refKey(check.ref)} may not act for device ${refKey(ref)}`,
+      );
+    }
     if (check.reason === "revoked")
       throw new PermissionDenied(`the credential of device ${refKey(ref)} was revoked`);
     throw new Unauthenticated(`device credential refused (${check.reason})`);
@@ -97,6 +111,10 @@ export class DurableReports {
     meta: ReportMeta,
   ): Promise<void> {
     const device = refKey(ref);
+    // Bounded exactly as ingress will bound the published bytes (size, depth), so nothing
+    // acknowledged here is refused there.
+    const data = encodeJson(body);
+    decodeJsonPayload(data, channel === "reported" ? "reported patch" : "telemetry", this.options.limits);
     const headers = new Map<string, string>();
     if (meta.seq !== undefined) headers.set(SEQ_HEADER, meta.seq);
     if (meta.at !== undefined) headers.set(AT_HEADER, meta.at);
@@ -125,7 +143,7 @@ export class DurableReports {
       await this.#publish(
         ref,
         channel === "reported" ? DeviceChannel.Reported : DeviceChannel.Telemetry,
-        body,
+        data,
         headers,
         meta.messageId,
       );
@@ -134,17 +152,35 @@ export class DurableReports {
     }
   }
 
+  /** The device's desired state and version (what a NATS device's `sync` request answers). */
+  async state(ref: TwinRef): Promise<SyncReply> {
+    type Reply = SyncReply | { error: WireError };
+    let reply: Reply;
+    try {
+      const message = await this.options.transport.request(
+        deviceSubject(ref, DeviceChannel.Sync),
+        new Uint8Array(),
+        { timeoutMs: this.options.ackTimeoutMs },
+      );
+      reply = decodeJsonPayload(message.data, "sync reply", SYNC_REPLY_LIMITS) as unknown as Reply;
+    } catch (error) {
+      throw transportFailure(error, `desired state of ${refKey(ref)}`);
+    }
+    if ("error" in reply) throw DoppelError.fromWire(reply.error);
+    return reply;
+  }
+
   async #publish(
     ref: TwinRef,
     channel: DeviceChannel,
-    body: JsonObject,
+    data: Uint8Array,
     headers: Map<string, string>,
     messageId: string,
   ): Promise<void> {
     const what = `${channel} of ${refKey(ref)}`;
     let ack: Awaited<ReturnType<Transport["publishDurable"]>>;
     try {
-      ack = await this.options.transport.publishDurable(deviceSubject(ref, channel), encodeJson(body), {
+      ack = await this.options.transport.publishDurable(deviceSubject(ref, channel), data, {
         messageId,
         timeoutMs: this.options.ackTimeoutMs,
         headers,

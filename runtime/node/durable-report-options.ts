@@ -1,0 +1,48 @@
+/**
+ * The settings of the shared durable report path (`DurableReports`) of the node's request/response
+ * device listeners (CoAP, the HTTP device routes), built once from the configuration: payload
+ * limits, the device credentials file, the node's admission control and the device rate.
+ */
+import type { Transport } from "../../cluster/transport/transport.ts";
+import type { Admission } from "../core/admission.ts";
+import type { Clock } from "../core/clock.ts";
+import { present } from "../core/present.ts";
+import type { DurableReportsOptions } from "../devices/ingress/durable-reports.ts";
+import type { TwinRegistry } from "../engine/twin-type.ts";
+import { deviceCredentialsPath, jsonLimits } from "./device-settings.ts";
+import type { NodeConfig } from "./options.ts";
+
+/** What the node gives a device listener. */
+export interface DeviceListenerParts {
+  readonly config: NodeConfig;
+  readonly transport: Transport;
+  readonly registry: TwinRegistry;
+  readonly admission: Admission;
+  readonly clock: Clock;
+}
+
+/** The durable report path's options, without what each protocol fixes (its name, its credential hint). */
+export async function durableReportOptions(
+  parts: DeviceListenerParts,
+  listener: { readonly requireCredentials: boolean; readonly ackTimeoutMs: number },
+): Promise<Omit<DurableReportsOptions, "source" | "credentialHint">> {
+  const { config } = parts;
+  const [{ DeviceCredentials }, { RateLimiter }] = await Promise.all([
+    import("../devices/auth/device-credentials.ts"),
+    import("../security/rate-limiter.ts"),
+  ]);
+  const deviceRate = config.limits.deviceRate;
+  return {
+    transport: parts.transport,
+    registry: parts.registry,
+    limits: jsonLimits(config),
+    credentials: new DeviceCredentials(deviceCredentialsPath(config)),
+    requireCredentials: listener.requireCredentials,
+    admission: parts.admission,
+    ...present({
+      deviceRate: deviceRate ? { limiter: new RateLimiter(parts.clock), limit: deviceRate } : undefined,
+    }),
+    now: () => parts.clock.now(),
+    ackTimeoutMs: listener.ackTimeoutMs,
+  };
+}
