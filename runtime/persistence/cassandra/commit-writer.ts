@@ -9,13 +9,18 @@
  *    late its request reaches the server (a paused process that resumes, a request queued in the
  *    driver or a socket). The head lives in one partition per twin, so a commit's events may
  *    span event buckets freely: bucket boundaries play no part in the check.
- * 2. **Apply** ({@link CommitWriter.apply}): the plan's rows (events, view, reminder index, bucket
- *    index) in ONE logged batch (Cassandra's batch log makes it atomic across partitions), or, for
- *    a plan over `maxBatchBytes` (or one the server refuses as "Batch too large"), partition by
- *    partition. Until the apply is done the log lags the head; the plan recorded with the head
- *    lets whoever loads the twin next complete it ({@link CommitWriter.rollForward}), so a writer
- *    that dies between the two steps never leaves a hole in the log. The plan is not cleared after
- *    the apply (a clearing write could race with the next commit's); the next commit replaces it.
+ * 2. **Apply** ({@link CommitWriter.applyCommitted}): the events as one single-partition write (a
+ *    plain INSERT for one event, an unlogged batch, atomic within its partition, for several; one
+ *    per bucket in the rare commit that crosses a bucket), and beside them the derived rows (view,
+ *    reminder index and rows, bucket index) as plain writes, all sent at once. No logged batch:
+ *    the plan recorded with the head already makes the commit recoverable as a whole, so the batch
+ *    log's extra writes would buy nothing. Until the apply is done the log may lag the head, or the
+ *    derived rows the log; whoever loads the twin next completes the plan
+ *    ({@link CommitWriter.rollForward} when the log lags, {@link CommitWriter.repairDerived}
+ *    otherwise), so a writer that dies between or during the two steps never leaves a hole in the
+ *    log nor a stale view or reminder index past the next activation. The plan is not cleared
+ *    after the apply (a clearing write could race with the next commit's); the next commit
+ *    replaces it.
  *
  * Every statement of the apply is idempotent (fixed keys and values; derived rows with version
  * timestamps), so applying a plan twice, or late, is harmless.
@@ -113,7 +118,28 @@ export class CommitWriter {
   }
 
   /**
-   * Applies `plan`'s rows (see the module comment). Rejects with `Unavailable` when the cluster
+   * Applies the rows of a plan that passed its commit point (see the module comment): events and
+   * derived rows at once, without a logged batch. Rejects with `Unavailable` when the cluster fails
+   * (the next load completes the plan).
+   */
+  async applyCommitted(plan: CommitPlan): Promise<void> {
+    await Promise.all([this.#applyEvents(plan.eventGroups), this.#applyDerived(plan.derived)]);
+  }
+
+  /**
+   * Writes the derived rows of the plan recorded with `ref`'s head again (the log holds its
+   * events: a writer may have stopped before its derived rows landed). Idempotent: the rows carry
+   * the plan's version as their timestamp, so a newer commit's rows always win. Rejects with
+   * `Unavailable` when the cluster fails.
+   */
+  async repairDerived(stagedText: string): Promise<void> {
+    await this.#applyDerived(decodeStaged(stagedText, this.s).derived);
+  }
+
+  /**
+   * Applies `plan`'s rows as ONE logged batch (atomic across partitions: for commits that have no
+   * plan recorded with a head, i.e. without events, or the unfenced commit the bench measures),
+   * or partition by partition when it is too large. Rejects with `Unavailable` when the cluster
    * fails. `beforeSend` (only for the unfenced commit `bench:store` measures) runs before the
    * first write is sent and may refuse it.
    */
@@ -159,8 +185,20 @@ export class CommitWriter {
     eventGroups: readonly (readonly NamedBound[])[],
     derived: readonly NamedBound[],
   ): Promise<void> {
-    // Each group is one partition: a single-partition batch is atomic and exempt from the size limit.
-    for (const group of eventGroups) await this.session.batch("apply commit", bind(this.s, group), false);
+    await this.#applyEvents(eventGroups);
+    await this.#applyDerived(derived);
+  }
+
+  /** Each group is one partition: a single-partition batch is atomic and exempt from the size limit. */
+  async #applyEvents(eventGroups: readonly (readonly NamedBound[])[]): Promise<void> {
+    for (const group of eventGroups) {
+      const [only] = group;
+      if (group.length === 1 && only) await this.session.execute("apply commit", bind(this.s, [only])[0]!);
+      else await this.session.batch("apply commit", bind(this.s, group), false);
+    }
+  }
+
+  async #applyDerived(derived: readonly NamedBound[]): Promise<void> {
     await Promise.all(bind(this.s, derived).map((b) => this.session.execute("apply commit", b)));
   }
 }

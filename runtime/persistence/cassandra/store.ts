@@ -272,7 +272,7 @@ export class CassandraEventStore implements EventStore {
       outcome = await claim(true);
     }
     if (outcome.applied) {
-      await this.#writer.apply(plan);
+      await this.#writer.applyCommitted(plan);
       return undefined;
     }
     // The server answers a refused transaction with the columns of its condition; the head's
@@ -286,7 +286,7 @@ export class CassandraEventStore implements EventStore {
     if (head.seq === last && typeof staged === "string") {
       const recorded = decodeStaged(staged, this.#s);
       if (recorded.expectedSeq === expectedSeq && recorded.firstCommitId === first) {
-        await this.#writer.apply(plan);
+        await this.#writer.applyCommitted(plan);
         return undefined;
       }
     }
@@ -341,14 +341,26 @@ export class CassandraEventStore implements EventStore {
     const { claimEpoch } = options;
     return this.#guard("loadTwin", async () => {
       for (let attempt = 1; ; attempt++) {
-        const { loaded, row } = await this.#loadOnce(ref);
-        if (claimEpoch === undefined) return loaded;
+        const { loaded, row, repair } = await this.#loadOnce(ref);
+        if (claimEpoch === undefined) {
+          await repair;
+          return loaded;
+        }
         const head = headSeen(row);
-        if (head.epoch !== undefined && head.epoch > claimEpoch)
+        if (head.epoch !== undefined && head.epoch > claimEpoch) {
+          await repair;
           throw staleClaimError(ref, claimEpoch, head.epoch);
-        if (head.epoch === claimEpoch) return loaded; // claimed at this epoch already
+        }
+        if (head.epoch === claimEpoch) {
+          await repair;
+          return loaded; // claimed at this epoch already
+        }
         const lastSeq = loaded.events.at(-1)?.seq ?? loaded.snapshot?.seq ?? 0;
-        const outcome = await this.#writer.claimTwin(ref, head.seq, lastSeq, claimEpoch);
+        // The claim and the repair of the derived rows go out together (neither needs the other).
+        const [outcome] = await Promise.all([
+          this.#writer.claimTwin(ref, head.seq, lastSeq, claimEpoch),
+          repair,
+        ]);
         if (outcome.applied) {
           if (head.seq === undefined && lastSeq === 0) this.#hintClaimedEmpty(refKey(ref));
           return loaded;
@@ -375,8 +387,14 @@ export class CassandraEventStore implements EventStore {
     this.#claimedEmpty.add(key);
   }
 
-  /** One load (see {@link loadTwin}), with the `twins` row it started from. */
-  async #loadOnce(ref: TwinRef): Promise<{ loaded: LoadedTwin; row: Row | undefined }> {
+  /**
+   * One load (see {@link loadTwin}), with the `twins` row it started from, and the repair of the
+   * derived rows of the head's plan when the log holds its events (see `commit-writer.ts`), under
+   * way: the caller awaits it.
+   */
+  async #loadOnce(
+    ref: TwinRef,
+  ): Promise<{ loaded: LoadedTwin; row: Row | undefined; repair: Promise<void> }> {
     {
       let row = await this.#twinRow(ref, this.#s.twinHead);
       if (await this.#rollForwardLegacy(ref, row)) row = await this.#twinRow(ref, this.#s.twinHead);
@@ -384,12 +402,18 @@ export class CassandraEventStore implements EventStore {
       const marked = row?.["quarantine_reason"];
       const query = { from: (snapshot?.seq ?? 0) + 1, to: OPEN_END, limit: OPEN_END };
       let slice = await this.#log.read(ref, query);
-      if (await this.#rollForwardBehind(ref, row, slice.events.at(-1)?.seq ?? snapshot?.seq ?? 0)) {
-        slice = await this.#log.read(ref, query);
-      }
+      const lastSeq = slice.events.at(-1)?.seq ?? snapshot?.seq ?? 0;
+      let repair = Promise.resolve();
+      if (await this.#rollForwardBehind(ref, row, lastSeq)) slice = await this.#log.read(ref, query);
+      else repair = this.#repairDerived(ref, row, lastSeq);
       let quarantine = typeof marked === "string" ? marked : undefined;
-      if (slice.fork && quarantine === undefined) quarantine = await this.#quarantineFork(ref, slice.fork);
-      return { loaded: { snapshot, events: slice.events, quarantine }, row };
+      try {
+        if (slice.fork && quarantine === undefined) quarantine = await this.#quarantineFork(ref, slice.fork);
+      } catch (error) {
+        await repair.catch(() => {});
+        throw error;
+      }
+      return { loaded: { snapshot, events: slice.events, quarantine }, row, repair };
     }
   }
 
@@ -508,6 +532,18 @@ export class CassandraEventStore implements EventStore {
     if (toNumber(head, "head_seq") <= lastSeq) return false;
     await this.#serial(refKey(ref), () => this.#writer.rollForward(ref, staged, this.#readHead, false));
     return true;
+  }
+
+  /**
+   * Writes the derived rows of the plan recorded with the head again when the log ends at the
+   * head (`lastSeq`): its writer may have stopped after the events and before the derived rows.
+   */
+  async #repairDerived(ref: TwinRef, row: Row | undefined, lastSeq: number): Promise<void> {
+    const staged = row?.["staged_commit"];
+    const head = row?.["head_seq"];
+    if (typeof staged !== "string" || head === null || head === undefined) return;
+    if (toNumber(head, "head_seq") !== lastSeq) return;
+    await this.#serial(refKey(ref), () => this.#writer.repairDerived(staged));
   }
 
   /** Rolls forward a large commit staged by schema 1 (no head recorded); true if it did. */

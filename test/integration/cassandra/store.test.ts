@@ -199,6 +199,48 @@ describe("cassandra store: large commits", () => {
     await commitOk(store, [clear]);
     expect(await store.dueReminders([424_242], 100, 10)).toEqual([]);
   });
+
+  it("repairs the view and reminder index of a commit whose writer died after its events, before its derived rows", async () => {
+    const ref = twin();
+    await commitOk(store, [commit(ref, 0, 2)]);
+    const wake = { shard: 424_243, type: ref.type, id: ref.id, name: "wake", dueAt: 78 };
+    const interrupted = {
+      ...commit(ref, 2, 1, { node: "dead", epoch: 1 }),
+      reminders: { set: [wake], clear: [] },
+    };
+    const plan = planCommit(interrupted, store.layout, new Map());
+    // The dead writer passed its commit point and wrote its event (the apply sends events and
+    // derived rows without a logged batch), but none of its derived rows landed.
+    await raw.execute(
+      `UPDATE ${KS}.twins SET head_seq = 3, head_epoch = 1, staged_seq = ?, staged_commit = ? WHERE twin_type = ? AND twin_id = ?`,
+      [
+        2,
+        encodeStaged({ expectedSeq: 2, firstCommitId: interrupted.events[0]!.commitId, ...plan }),
+        ref.type,
+        ref.id,
+      ],
+      { prepare: true },
+    );
+    const [event] = plan.eventGroups.flat();
+    await raw.execute(
+      `INSERT INTO ${KS}.events (twin_type, twin_id, bucket, seq, commit_id, event_type, data, at, causation, writer_node, writer_epoch, principal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      event!.params as unknown[],
+      { prepare: true },
+    );
+    expect((await store.readView(ref))?.version).toBe(2);
+    expect(await store.dueReminders([424_243], 100, 10)).toEqual([]);
+    const loaded = await store.loadTwin(ref, { claimEpoch: 2 });
+    expect(loaded.events.map((e) => e.seq)).toEqual([1, 2, 3]);
+    expect(await store.readView(ref)).toEqual(interrupted.view);
+    expect(await store.dueReminders([424_243], 100, 10)).toEqual([wake]);
+    // A later commit's derived rows win over the repaired ones, and a second load changes nothing.
+    await commitOk(store, [
+      { ...commit(ref, 3, 1, { node: "a", epoch: 2 }), reminders: { set: [], clear: ["wake"] } },
+    ]);
+    await store.loadTwin(ref);
+    expect((await store.readView(ref))?.version).toBe(4);
+    expect(await store.dueReminders([424_243], 100, 10)).toEqual([]);
+  });
 });
 
 describe("cassandra store: concurrent writers", () => {
