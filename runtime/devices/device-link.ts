@@ -21,11 +21,12 @@ import type { JsonLimits } from "../core/json.ts";
 import type { TwinApi } from "../core/twin-api.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { Logger } from "../observability/logger.ts";
-import { type RateLimit, RateLimiter } from "../security/rate-limiter.ts";
+import type { RateLimit } from "../security/rate-limiter.ts";
 import type { DeviceAuthService, DeviceAuthSettings } from "./auth/auth-callout.ts";
 import { pushDesiredToDevices } from "./egress/desired-push.ts";
 import { type DeviceCommandStats, DeviceCommands } from "./egress/device-commands.ts";
 import { DeviceIngress } from "./ingress/device-ingress.ts";
+import { DeviceRate } from "./ingress/device-rate.ts";
 import type { JetStreamIngress } from "./ingress/jetstream-ingress.ts";
 import type { IngressConsumerSettings, IngressStreamSettings } from "./ingress/stream-config.ts";
 
@@ -43,6 +44,8 @@ export interface DeviceLink {
   readonly commands: DeviceCommandStats;
   /** The auth callout service, when this node checks device credentials. */
   readonly auth: DeviceAuthService | undefined;
+  /** Each device's token bucket (`limits.deviceRate`), shared with the CoAP and HTTP listeners; absent: none. */
+  readonly deviceRate: DeviceRate | undefined;
   /** A new device-side connection to the same bus or server (demo fleet, tests). */
   connectDevice(name?: string): Promise<Transport>;
   stop(): Promise<void>;
@@ -106,6 +109,7 @@ export async function startDeviceLink(options: {
   } else {
     transport = options.bus.connect();
   }
+  const deviceRate = options.deviceRate ? new DeviceRate(engine.clock, options.deviceRate) : undefined;
   const ingress = new DeviceIngress(
     transport,
     options.twins,
@@ -113,7 +117,7 @@ export async function startDeviceLink(options: {
     logger,
     () => engine.clock.now(),
     options.admission,
-    options.deviceRate ? { limiter: new RateLimiter(engine.clock), limit: options.deviceRate } : undefined,
+    deviceRate,
   );
   let durable: JetStreamIngress | undefined;
   let auth: { service: DeviceAuthService; stop: () => Promise<void> } | undefined;
@@ -162,6 +166,7 @@ export async function startDeviceLink(options: {
     durable,
     commands,
     auth: auth?.service,
+    deviceRate,
     async connectDevice(name?: string): Promise<Transport> {
       if (!nats || !NatsTransport) return options.bus.connect();
       return NatsTransport.connect({ ...nats.connection, name: name ?? `doppel-device-${options.nodeId}` });

@@ -1,12 +1,13 @@
 /**
  * The settings of the shared durable report path (`DurableReports`) of the node's request/response
  * device listeners (CoAP, the HTTP device routes), built once from the configuration: payload
- * limits, the device credentials file, the node's admission control and the device rate.
+ * limits, the device credentials file, the node's admission control and its device rate.
  */
 import type { Transport } from "../../cluster/transport/transport.ts";
 import type { Admission } from "../core/admission.ts";
 import type { Clock } from "../core/clock.ts";
 import { present } from "../core/present.ts";
+import type { DeviceRate } from "../devices/ingress/device-rate.ts";
 import type { DurableReportsOptions } from "../devices/ingress/durable-reports.ts";
 import type { TwinRegistry } from "../engine/twin-type.ts";
 import { deviceCredentialsPath, jsonLimits } from "./device-settings.ts";
@@ -19,6 +20,8 @@ export interface DeviceListenerParts {
   readonly registry: TwinRegistry;
   readonly admission: Admission;
   readonly clock: Clock;
+  /** The node's device rate (the device link's), so every protocol charges one bucket per device. */
+  readonly deviceRate: DeviceRate | undefined;
 }
 
 /** The durable report path's options, without what each protocol fixes (its name, its credential hint). */
@@ -27,11 +30,7 @@ export async function durableReportOptions(
   listener: { readonly requireCredentials: boolean; readonly ackTimeoutMs: number },
 ): Promise<Omit<DurableReportsOptions, "source" | "credentialHint">> {
   const { config } = parts;
-  const [{ DeviceCredentials }, { RateLimiter }] = await Promise.all([
-    import("../devices/auth/device-credentials.ts"),
-    import("../security/rate-limiter.ts"),
-  ]);
-  const deviceRate = config.limits.deviceRate;
+  const { DeviceCredentials } = await import("../devices/auth/device-credentials.ts");
   return {
     transport: parts.transport,
     registry: parts.registry,
@@ -39,9 +38,7 @@ export async function durableReportOptions(
     credentials: new DeviceCredentials(deviceCredentialsPath(config)),
     requireCredentials: listener.requireCredentials,
     admission: parts.admission,
-    ...present({
-      deviceRate: deviceRate ? { limiter: new RateLimiter(parts.clock), limit: deviceRate } : undefined,
-    }),
+    ...present({ deviceRate: parts.deviceRate }),
     now: () => parts.clock.now(),
     ackTimeoutMs: listener.ackTimeoutMs,
   };

@@ -326,6 +326,7 @@ export class DoppelNode {
       registry: this.registry,
       admission: this.#admission,
       clock: wiring.clock,
+      deviceRate: this.#devices.deviceRate,
       logger: this.logger,
     });
     if (coap) {
@@ -354,6 +355,7 @@ export class DoppelNode {
       registry: this.registry,
       admission: this.#admission,
       clock: wiring.clock,
+      deviceRate: this.#devices.deviceRate,
       listen: config.http.listen,
       servicesAuthenticated: secured.http.security !== undefined,
     });

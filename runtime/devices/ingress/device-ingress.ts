@@ -20,14 +20,13 @@ import type {
   TransportMessage,
 } from "../../../cluster/transport/transport.ts";
 import { type Admission, type Permit, Throttled } from "../../core/admission.ts";
-import { DoppelError, InvalidArgument, NotFound, ResourceExhausted } from "../../core/errors.ts";
+import { DoppelError, InvalidArgument, NotFound } from "../../core/errors.ts";
 import { isJsonObject, type JsonLimits, type JsonObject } from "../../core/json.ts";
 import { present } from "../../core/present.ts";
 import { principalLabel } from "../../core/principal.ts";
 import type { TwinApi } from "../../core/twin-api.ts";
 import type { Logger } from "../../observability/logger.ts";
 import { extractContext, inSpan, SpanKind, tracingOn } from "../../observability/tracing.ts";
-import type { RateLimit, RateLimiter } from "../../security/rate-limiter.ts";
 import {
   decodeReported,
   decodeTelemetry,
@@ -47,6 +46,7 @@ import {
   reportStamp,
   type SyncReply,
 } from "../protocol.ts";
+import type { DeviceRate } from "./device-rate.ts";
 
 /** Counters of what ingress saw (exposed as metrics). */
 export interface IngressStats {
@@ -155,7 +155,7 @@ export class DeviceIngress {
     /** Bounds the device work in flight (class `device`, per twin); absent: no bound. */
     private readonly admission?: Admission,
     /** Each device's token bucket of reports and telemetry messages; absent: no rate limit. */
-    private readonly deviceRate?: { readonly limiter: RateLimiter; readonly limit: RateLimit },
+    private readonly deviceRate?: DeviceRate,
   ) {}
 
   /**
@@ -218,7 +218,8 @@ export class DeviceIngress {
       // Over its own rate, a device's report or telemetry is refused for good (not redelivered):
       // the device hears it on `.errors`, other devices' buckets are untouched.
       if (this.deviceRate && (channel === DeviceChannel.Reported || channel === DeviceChannel.Telemetry)) {
-        const decision = this.deviceRate.limiter.take(device, this.deviceRate.limit);
+        // A message a CoAP or HTTP listener charged as it arrived is not charged again.
+        const decision = this.deviceRate.take(device, messageId);
         if (!decision.allowed) return this.#rateLimited(device, decision.retryAfterMs, encoding, channel);
       }
       // Admitted before anything is decoded or queued for the twin; over the bound: throttled.
@@ -298,11 +299,7 @@ export class DeviceIngress {
   #rateLimited(device: string, retryAfterMs: number, encoding: Encoding, channel: DeviceChannel): Processed {
     this.stats.rateLimited++;
     this.onRateLimited?.(device);
-    const limit = this.deviceRate?.limit;
-    const error = new ResourceExhausted(
-      `device ${device} is over its rate of ${limit?.ratePerSecond} messages/s (burst ${limit?.burst ?? "1 s"}); this message was dropped, retry in ${retryAfterMs} ms`,
-      { retryAfterMs, limit: "device-rate" },
-    );
+    const error = (this.deviceRate as DeviceRate).exhausted(device, retryAfterMs, true);
     return { reply: errorReply(error), rejected: true, retry: false, encoding, channel };
   }
 

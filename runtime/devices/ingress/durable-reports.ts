@@ -16,7 +16,6 @@ import {
   DoppelError,
   InvalidArgument,
   PermissionDenied,
-  ResourceExhausted,
   Unauthenticated,
   Unavailable,
   type WireError,
@@ -24,7 +23,6 @@ import {
 import { refKey, type TwinRef } from "../../core/ids.ts";
 import type { JsonLimits, JsonObject } from "../../core/json.ts";
 import type { TwinRegistry } from "../../engine/twin-type.ts";
-import type { RateLimit, RateLimiter } from "../../security/rate-limiter.ts";
 import type { DeviceCredentials } from "../auth/device-credentials.ts";
 import {
   AT_HEADER,
@@ -38,6 +36,7 @@ import {
   transportFailure,
 } from "../protocol.ts";
 import { parseTelemetry } from "./device-ingress.ts";
+import type { DeviceRate } from "./device-rate.ts";
 
 /** Bounds of a sync reply (the node's own answer: the twin's whole shadow). */
 const SYNC_REPLY_LIMITS: JsonLimits = { maxBytes: 16 * 1024 * 1024, maxDepth: 256 };
@@ -52,11 +51,12 @@ export interface DurableReportsOptions {
   /** Refuse a report without a valid credential. */
   readonly requireCredentials: boolean;
   readonly admission?: Admission;
-  readonly deviceRate?: { readonly limiter: RateLimiter; readonly limit: RateLimit };
+  /** The node's device rate (shared with ingress, which then does not charge these messages again). */
+  readonly deviceRate?: DeviceRate;
   readonly now: () => number;
   /** How long a report may wait for its durable acknowledgement (then `Unavailable`). */
   readonly ackTimeoutMs: number;
-  /** The protocol's name, keeping its devices' rate buckets and admission apart (`coap`, `http`). */
+  /** The protocol's name, keeping its devices' admission apart (`coap`, `http`). */
   readonly source: string;
   /** How the protocol's devices send their credential, for the error of a missing one. */
   readonly credentialHint: string;
@@ -127,14 +127,7 @@ export class DurableReports {
       parseTelemetry(body, this.options.now());
     }
     const rate = this.options.deviceRate;
-    if (rate) {
-      const decision = rate.limiter.take(`${this.options.source}:${device}`, rate.limit);
-      if (!decision.allowed)
-        throw new ResourceExhausted(
-          `device ${device} is over its rate of ${rate.limit.ratePerSecond} messages/s; retry in ${decision.retryAfterMs} ms`,
-          { retryAfterMs: decision.retryAfterMs, limit: "device-rate" },
-        );
-    }
+    rate?.prepay(device, meta.messageId);
     let permit: Permit | undefined;
     try {
       // Admitted as device work of its own client, so these messages and the same device's
@@ -147,6 +140,9 @@ export class DurableReports {
         headers,
         meta.messageId,
       );
+    } catch (error) {
+      rate?.forget(device, meta.messageId);
+      throw error;
     } finally {
       permit?.release();
     }

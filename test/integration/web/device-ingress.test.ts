@@ -6,7 +6,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NatsTransport } from "../../../cluster/transport/nats.ts";
 import { DeviceCredentials } from "../../../runtime/devices/auth/device-credentials.ts";
 import { createKey } from "../../../runtime/security/api-keys.ts";
-import { eventually, type NatsNode, natsUrl, resetStream, STREAM, startNatsNode } from "../nats/harness.ts";
+import {
+  deviceTransport,
+  eventually,
+  type NatsNode,
+  natsUrl,
+  resetStream,
+  STREAM,
+  startNatsNode,
+} from "../nats/harness.ts";
 
 /**
  * HTTP device ingress against a real node on a real nats-server: a device's report goes over HTTP
@@ -290,5 +298,88 @@ describe("HTTP device ingress on the JetStream ingress path", () => {
     expect(count("stored")).toBeGreaterThanOrEqual(6);
     expect(count("unauthorized")).toBeGreaterThanOrEqual(6);
     expect(count("unavailable")).toBeGreaterThanOrEqual(1);
+  });
+});
+
+/** The device rate (`limits.deviceRate`) over HTTP: one bucket per device, whatever it speaks. */
+describe("HTTP device ingress under a device rate", () => {
+  let n: NatsNode;
+  let url: string;
+  let dataDir: string;
+
+  beforeAll(async () => {
+    await resetStream();
+    dataDir = mkdtempSync(join(tmpdir(), "doppel-http-rate-"));
+    n = await startNatsNode({
+      config: {
+        dataDir,
+        limits: { deviceRate: { ratePerSecond: 0.001, burst: 3 } },
+        http: { listen: "127.0.0.1:0" },
+      },
+    });
+    url = n.node.httpUrl ?? "";
+  });
+  afterAll(async () => {
+    await n?.stop();
+    await resetStream();
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  /** Report `seq` sets a field of its own, so the reported state shows which reports were applied. */
+  const FIELDS: Record<number, object> = {
+    1: { temperature: 20 },
+    2: { heating: true },
+    3: { firmware: "1.0.3" },
+    4: { temperature: 21 },
+  };
+  const report = (id: string, seq: number) =>
+    fetch(`${url}/v1/devices/thermostat/${id}/reported`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "doppel-seq": String(seq) },
+      body: JSON.stringify(FIELDS[seq]),
+    });
+  const reported = async (id: string) => {
+    try {
+      return (await n.node.twins.get({ type: "thermostat", id })).reported;
+    } catch {
+      return {};
+    }
+  };
+
+  it("charges an acknowledged report once: the burst is accepted and applied, the next is 429 with Retry-After", async () => {
+    for (const seq of [1, 2, 3]) expect((await report("r1", seq)).status).toBe(202);
+    // Every acknowledged report is applied (ingress does not charge it a second time and drop it).
+    await eventually(
+      async () => (Object.keys(await reported("r1")).length === 3 ? true : undefined),
+      "r1's three reports applied",
+    );
+    const over = await report("r1", 4);
+    expect(over.status).toBe(429);
+    expect(over.headers.get("retry-after")).toMatch(/^\d+$/);
+    const problem = (await over.json()) as { code: string; details: { limit: string } };
+    expect(problem).toMatchObject({ code: "RESOURCE_EXHAUSTED", details: { limit: "device-rate" } });
+    expect(n.node.httpDevices?.stored).toBe(3);
+  });
+
+  it("shares one bucket between a device's NATS and HTTP messages", async () => {
+    const device = await deviceTransport();
+    try {
+      for (const seq of [1, 2]) {
+        await device.publishDurable(
+          "doppel.dev.thermostat.r2.reported",
+          new TextEncoder().encode(JSON.stringify(FIELDS[seq])),
+          { messageId: `nats-r2-${seq}`, timeoutMs: 5_000, headers: new Map([["Doppel-Seq", String(seq)]]) },
+        );
+      }
+    } finally {
+      await device.close();
+    }
+    await eventually(
+      async () => (Object.keys(await reported("r2")).length === 2 ? true : undefined),
+      "r2 over NATS",
+    );
+    expect((await report("r2", 3)).status).toBe(202);
+    expect((await report("r2", 4)).status).toBe(429);
+    await eventually(async () => ((await reported("r2"))["firmware"] === "1.0.3" ? true : undefined), "r2's HTTP report");
   });
 });
