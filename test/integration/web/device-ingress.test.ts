@@ -380,6 +380,9 @@ describe("HTTP device ingress under a device rate", () => {
     );
     expect((await report("r2", 3)).status).toBe(202);
     expect((await report("r2", 4)).status).toBe(429);
-    await eventually(async () => ((await reported("r2"))["firmware"] === "1.0.3" ? true : undefined), "r2's HTTP report");
+    await eventually(
+      async () => ((await reported("r2"))["firmware"] === "1.0.3" ? true : undefined),
+      "r2's HTTP report",
+    );
   });
 });
