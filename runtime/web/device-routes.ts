@@ -66,12 +66,12 @@ const deviceParams = z.object({ type: typeName, id: twinId });
 const reportHeaders = z.object({
   "doppel-seq": z
     .string()
-    .regex(/^\d{1,16}$/, "Doppel-Seq is a decimal integer")
+    .regex(/^[0-9]{1,16}$/, "Doppel-Seq is a decimal integer")
     .optional()
     .describe("the device's sequence number: the twin applies each at most once, never after a later one"),
   "doppel-at": z
     .string()
-    .regex(/^\d{1,16}$/, "Doppel-At is epoch milliseconds")
+    .regex(/^[0-9]{1,16}$/, "Doppel-At is epoch milliseconds")
     .optional()
     .describe("the device's time of the report, epoch ms: a late field never overwrites a newer one"),
   "idempotency-key": z
@@ -232,7 +232,7 @@ export function deviceRoutesModule(
         description: "the device's desired state",
         schema: desiredSchema,
         headers: {
-          etag: { description: 'the twin\'s version: "<version>"', schema: z.string().regex(/^"\d+"$/) },
+          etag: { description: 'the twin\'s version: "<version>"', schema: z.string().regex(/^"[0-9]+"$/) },
         },
       },
       problems: [403, 404],

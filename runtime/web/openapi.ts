@@ -11,7 +11,7 @@ import { problemSchema } from "./resources.ts";
 import type { Route } from "./route.ts";
 
 /** What every authenticated route may answer besides its own problems. */
-const COMMON_PROBLEMS = [400, 401, 429, 500, 503];
+const COMMON_PROBLEMS = [400, 401, 429, 431, 500, 503];
 const REASONS: Record<number, string> = {
   400: "invalid input (INVALID_ARGUMENT)",
   401: "no credential, or an unknown or revoked one (UNAUTHENTICATED)",
@@ -21,6 +21,7 @@ const REASONS: Record<number, string> = {
   412: "If-Match named another version than the twin's (VERSION_CONFLICT)",
   413: "the body is larger than the node accepts (INVALID_ARGUMENT)",
   415: "the body is not JSON (INVALID_ARGUMENT)",
+  431: "the request line or headers are larger than the node accepts (INVALID_ARGUMENT)",
   429: "over the key's rate limit or the node's admission bound (RESOURCE_EXHAUSTED); see Retry-After",
   500: "a twin's handler failed or an internal error (HANDLER_FAILED, INTERNAL)",
   503: "a dependency is unavailable; see Retry-After (UNAVAILABLE)",
@@ -58,7 +59,7 @@ function parameters(schema: z.ZodType | undefined, where: "path" | "query" | "he
 
 function operationOf(route: Route): JsonObject {
   const problemStatuses = [
-    ...new Set([...(route.authenticated === false ? [500] : COMMON_PROBLEMS), ...route.problems]),
+    ...new Set([...(route.authenticated === false ? [431, 500] : COMMON_PROBLEMS), ...route.problems]),
   ].sort();
   const responses: Record<string, JsonObject> = {
     [String(route.response.status)]: {

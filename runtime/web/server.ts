@@ -6,6 +6,8 @@
  * for what else the node serves on it (the operator console). Stopping it closes open
  * connections and WebSockets.
  */
+import { STATUS_CODES } from "node:http";
+import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { CallCredentials, CallSecurity } from "../api/callers.ts";
@@ -137,6 +139,50 @@ function registerRoute(app: FastifyInstance, ctx: WebContext, route: Route): voi
   });
 }
 
+/**
+ * A request the HTTP parser refused before any route saw it (headers or request line too large,
+ * malformed request, timeout) answered with problem details on the raw socket, as Fastify's own
+ * handler does with its JSON; then the socket is closed.
+ */
+function clientError(ctx: Pick<ServiceContext, "logger">) {
+  return (error: Error & { code?: string }, socket: Socket): void => {
+    if (error.code === "ECONNRESET" || socket.destroyed) return;
+    const status =
+      error.code === "HPE_HEADER_OVERFLOW" ? 431 : error.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
+    const detail =
+      status === 431
+        ? "the request line or headers are larger than the node accepts"
+        : status === 408
+          ? "the request did not arrive in time"
+          : "malformed HTTP request";
+    const problem = failedRequest(ctx.logger, "client error", new InvalidArgument(detail), status);
+    const body = JSON.stringify(problem.body);
+    if (socket.writable) {
+      socket.write(
+        `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\nConnection: close\r\n` +
+          `Content-Type: ${PROBLEM_JSON}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
+    }
+    socket.destroy();
+  };
+}
+
+/** Whether `path` is an instance of the OpenAPI path template (`/v1/twins/{type}`). */
+function matchesTemplate(template: string, path: string): boolean {
+  const want = template.split("/");
+  const got = path.split("/");
+  return (
+    want.length === got.length &&
+    want.every((segment, i) => (/^\{\w+\}$/.test(segment) ? got[i] !== "" : segment === got[i]))
+  );
+}
+
+/** The methods the node serves on `path` (none: the path is unknown). */
+function methodsOn(operations: readonly { path: string; method: string }[], path: string): string[] {
+  const methods = operations.filter((op) => matchesTemplate(op.path, path)).map((op) => op.method);
+  return [...new Set(methods)].sort();
+}
+
 /** Fastify's own 4xx errors (body not JSON, too large, media type) as Doppel errors. */
 function frameworkError(error: { statusCode?: number; code?: string; message: string }): {
   error: unknown;
@@ -179,6 +225,7 @@ export async function startWebServer(
     logger: false,
     bodyLimit: options.maxBodyBytes,
     forceCloseConnections: true,
+    clientErrorHandler: clientError(ctx),
     return503OnClosing: true,
     ...(tls
       ? {
@@ -197,20 +244,46 @@ export async function startWebServer(
     { parseAs: "string" },
     app.getDefaultJsonParser("error", "error"),
   );
+  const routes = [...TWIN_ROUTES, ...modules.flatMap((module) => module.routes ?? [])];
+  const operations = [
+    ...routes,
+    ...modules.flatMap((module) =>
+      Object.entries(module.paths ?? {}).flatMap(([path, item]) =>
+        Object.keys(item).map((method) => ({ path, method: method.toUpperCase() })),
+      ),
+    ),
+    { path: "/v1/openapi.json", method: "GET" },
+  ];
+  /** No route for this request: 405 with `Allow` when the path has routes for other methods, else 404. */
+  const unmatched = (request: FastifyRequest, reply: FastifyReply) => {
+    const path = request.url.split("?")[0] ?? "";
+    const methods = methodsOn(operations, path);
+    if (methods.length === 0 || methods.includes(request.method))
+      return sendProblem(
+        reply,
+        ctx,
+        "not found",
+        new NotFound(`no route ${request.method} ${path} (see /v1/openapi.json)`),
+      );
+    reply.header("allow", methods.join(", "));
+    return sendProblem(
+      reply,
+      ctx,
+      "method not allowed",
+      new InvalidArgument(`${request.method} is not allowed on ${path}; allowed: ${methods.join(", ")}`, {
+        allow: methods,
+      }),
+      405,
+    );
+  };
   app.setErrorHandler((error, request, reply) => {
+    // A method Fastify parses a body for (QUERY...) but no route declares: not a body problem.
+    if (request.routeOptions.url === undefined) return unmatched(request, reply);
     const mapped = frameworkError(error as { statusCode?: number; code?: string; message: string });
     return sendProblem(reply, ctx, `${request.method} ${request.url}`, mapped.error, mapped.status);
   });
-  app.setNotFoundHandler((request, reply) =>
-    sendProblem(
-      reply,
-      ctx,
-      "not found",
-      new NotFound(`no route ${request.method} ${request.url.split("?")[0]} (see /v1/openapi.json)`),
-    ),
-  );
+  app.setNotFoundHandler(unmatched);
 
-  const routes = [...TWIN_ROUTES, ...modules.flatMap((module) => module.routes ?? [])];
   const document = openApiDocument(
     routes,
     options.version ?? "0.0.0",

@@ -37,17 +37,26 @@ const typeParams = z.object({ type: typeName });
 const twinParams = z.object({ type: typeName, id: twinId });
 const commandParams = twinParams.extend({ command: commandName });
 
+// Patterns use [0-9], not \d: the OpenAPI document carries them to clients whose regex \d also
+// matches other scripts' digits (Python's), which the server (JavaScript's \d) would refuse.
 const etagHeader = {
   description: 'the twin\'s version as an entity tag: "<version>"',
-  schema: z.string().regex(/^"\d+"$/),
+  schema: z.string().regex(/^"[0-9]+"$/),
 };
 const etag = (version: number) => `"${version}"`;
 
 /** `If-Match: "<version>"` (or `*`: any version). */
 const ifMatch = z.object({
   "if-match": z
-    .string()
-    .regex(/^(\*|"\d{1,15}")$/, 'If-Match must be "<version>" (a twin version in double quotes) or *')
+    .union(
+      [
+        z.literal("*"),
+        z
+          .string()
+          .regex(/^"[0-9]{1,15}"$/, 'If-Match must be "<version>" (a twin version in double quotes) or *'),
+      ],
+      { error: 'If-Match must be "<version>" (a twin version in double quotes) or *' },
+    )
     .optional()
     .describe('only if the twin is at this version: "<version>" (from its ETag); otherwise 412'),
 });
@@ -67,14 +76,18 @@ const count = (max: number) => z.coerce.number().int().min(1).max(max);
 
 /** A time in a query: RFC 3339, or epoch milliseconds. */
 const queryTime = z
-  .union([z.iso.datetime({ offset: true }), z.string().regex(/^\d{1,15}$/, "epoch milliseconds")])
+  .union([z.iso.datetime({ offset: true }), z.string().regex(/^[0-9]{1,15}$/, "epoch milliseconds")])
   .describe("RFC 3339 time or epoch milliseconds")
   .transform((text) => (/^\d+$/.test(text) ? Number(text) : Date.parse(text)));
 
 /** A duration in a query: `5m`, `30s`, `1h`, or milliseconds. */
 const queryDuration = z
   .string()
-  .regex(/^(\d{1,12}|\d{1,9}(\.\d{1,3})?(ms|s|m|h|d))$/, "a duration like 30s, 5m, 1h, or milliseconds")
+  // Above zero by its pattern (no 0, 0s, 0.0m), so a client generating from the document sends none.
+  .regex(
+    /^([1-9][0-9]{0,11}|[1-9][0-9]{0,8}(\.[0-9]{1,3})?(ms|s|m|h|d)|0\.[0-9]{0,2}[1-9](ms|s|m|h|d))$/,
+    "a duration above zero like 30s, 5m, 1h, or milliseconds",
+  )
   .describe("a duration like 30s, 5m, 1h, or milliseconds")
   .transform((text) => (/^\d+$/.test(text) ? Number(text) : toMillis(text)))
   .refine((ms) => ms > 0, "must be above zero");
@@ -144,7 +157,7 @@ export const TWIN_ROUTES: readonly Route[] = [
       pageToken: z.string().max(4096).optional().describe("nextPageToken of the previous page"),
     }),
     response: { status: 200, description: "one page of twins", schema: twinPageSchema },
-    problems: [403],
+    problems: [403, 404],
     handle: async (call) => {
       const page = await call.perform(
         OPERATIONS.queryTwins,
@@ -264,7 +277,7 @@ export const TWIN_ROUTES: readonly Route[] = [
       limit: count(MAX_PAGE).optional().describe(`page size, 1..${MAX_PAGE} (default 100)`),
     }),
     response: { status: 200, description: "one page of events", schema: historyPageSchema },
-    problems: [403],
+    problems: [403, 404],
     handle: async (call) => {
       let limit = 100;
       const events = await call.perform(OPERATIONS.getHistory, call.twin(), ({ params, query }) => {
@@ -308,7 +321,7 @@ export const TWIN_ROUTES: readonly Route[] = [
       limit: count(100_000).optional().describe("most samples (or buckets)"),
     }),
     response: { status: 200, description: "the samples, oldest first", schema: telemetrySchema },
-    problems: [403],
+    problems: [403, 404],
     handle: async (call) => {
       let metrics: ReadonlySet<string> | undefined;
       const samples = await call.perform(OPERATIONS.getTelemetry, call.twin(), ({ params, query }) => {

@@ -21,8 +21,9 @@ import { TwinWatch, type WatchSink } from "../api/twin-watch.ts";
 import type { Permit } from "../core/admission.ts";
 import { DoppelError, ErrorCode, InvalidArgument } from "../core/errors.ts";
 import { twinRef } from "../core/ids.ts";
+import { jsonSchemaOf } from "./openapi.ts";
 import { PROBLEM_JSON } from "./problems.ts";
-import { eventJson, twinJson } from "./resources.ts";
+import { eventJson, twinId, twinJson, typeName } from "./resources.ts";
 import type { WebContext } from "./route.ts";
 import { requestCredentials, sendProblem, type WebModule } from "./server.ts";
 
@@ -160,8 +161,8 @@ export function watchModule(options: { maxBufferedBytes?: number } = {}): WebMod
             "Upgrade to a WebSocket. Credential: Authorization: Bearer <key>, or ?access_token=<key>. " +
             "A client too slow to read is closed with 1013 (RESOURCE_EXHAUSTED); the server stopping closes with 1001.",
           parameters: [
-            { name: "type", in: "path", required: true, schema: { type: "string" } },
-            { name: "id", in: "path", required: true, schema: { type: "string" } },
+            { name: "type", in: "path", required: true, schema: jsonSchemaOf(typeName, "input") },
+            { name: "id", in: "path", required: true, schema: jsonSchemaOf(twinId, "input") },
             { name: "access_token", in: "query", required: false, schema: { type: "string" } },
           ],
           responses: {
@@ -199,12 +200,13 @@ export function watchModule(options: { maxBufferedBytes?: number } = {}): WebMod
         preValidation: async (request, reply) => {
           try {
             const params = request.params as { type: string; id: string };
-            const ref = twinRef(params.type, params.id);
             const credentials = watchCredentials(request);
+            // The twin is parsed while authorizing, after authentication: a stranger learns
+            // nothing of what it sent (as for every route).
             const caller = admitCaller(
               ctx.security,
               credentials,
-              { scope: "read", target: () => ref },
+              { scope: "read", target: () => twinRef(params.type, params.id) },
               undefined,
             );
             const permit = admitWork(ctx.admission, "watch", credentials, caller);

@@ -197,7 +197,15 @@ describe("REST API on a real node", () => {
     problem(await rest.call("GET", "/v1/twins/1bad/x", t), 400, "INVALID_ARGUMENT");
     problem(await rest.call("GET", "/v1/twins/thermostat?limit=abc", t), 400, "INVALID_ARGUMENT");
     problem(await rest.call("GET", "/v1/nowhere", t), 404, "NOT_FOUND");
-    problem(await rest.call("DELETE", "/v1/twins/thermostat/rest-1", t), 404, "NOT_FOUND");
+    const wrongMethod = await rest.call("DELETE", "/v1/twins/thermostat/rest-1", t);
+    problem(wrongMethod, 405, "INVALID_ARGUMENT");
+    expect(wrongMethod.headers.get("allow")).toBe("GET");
+    // Larger than the HTTP parser takes (16 KiB of request line): refused before any route.
+    problem(
+      await rest.call("GET", `/v1/twins/thermostat?where=${"x".repeat(20_000)}`, t),
+      431,
+      "INVALID_ARGUMENT",
+    );
     problem(
       await rest.call("PUT", "/v1/twins/thermostat/rest-1/desired", { ...t, raw: "{not json" }),
       400,
