@@ -41,6 +41,10 @@ export { noRestartReason, redisDown, redisUp } from "../redis/redis-env.ts";
 
 const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
 const FIXTURE = fileURLToPath(new URL("./fixtures/node.ts", import.meta.url));
+/** The example twins every test node runs (listed first when a test adds twin modules). */
+const EXAMPLE_TWINS = fileURLToPath(new URL("../../../twins/index.ts", import.meta.url));
+/** The twin module of the reminder tests (`alarmclock`). */
+export const ALARM_CLOCK_TWINS = fileURLToPath(new URL("./fixtures/alarm-clock.ts", import.meta.url));
 
 /** Shards of the test clusters. */
 export const SHARDS = 16;
@@ -281,6 +285,15 @@ export class NodeProcess {
     return JSON.parse(new TextDecoder().decode(reply.data)) as Probe;
   }
 
+  /** Starts or stops the node's reminder service (the fixture's switch, see fixtures/node.ts). */
+  async reminders(on: boolean): Promise<void> {
+    await this.cluster.wire.transport.request(
+      `doppeltest.reminders.${this.cluster.name}.${this.id}`,
+      new TextEncoder().encode(on ? "on" : "off"),
+      { timeoutMs: 10_000 },
+    );
+  }
+
   close(): void {
     this.client.close();
   }
@@ -303,6 +316,7 @@ export class TestCluster {
     prefix: string,
     readonly wire: Wire,
     readonly timings: Timings,
+    twins: readonly string[],
   ) {
     // If the test process dies without closing the cluster, its nodes die with it.
     process.once("exit", () => {
@@ -332,22 +346,24 @@ export class TestCluster {
         leaseTtl: timings.leaseTtl,
       },
       log: { level: "info" },
+      ...(twins.length > 0 ? { twins: [EXAMPLE_TWINS, ...twins] } : {}),
     };
     writeFileSync(this.configPath, `${JSON.stringify(config, null, 2)}\n`);
   }
 
   /**
-   * A cluster for one test file: creates the keyspace (so nodes starting together do not race
+   * A cluster for one test file (nodes run the example twins, plus the twin modules `twins`): creates the keyspace (so nodes starting together do not race
    * for the schema) and a fresh ingress stream. Close it in `afterAll`.
    */
   static async create(
     prefix: string,
     timings: Timings = TIMINGS,
+    twins: readonly string[] = [],
   ): Promise<{ cluster: TestCluster; store: CassandraEventStore }> {
     const store = await openStore(KEYSPACE);
     const wire = await Wire.connect();
     await wire.resetStream();
-    return { cluster: new TestCluster(prefix, wire, timings), store };
+    return { cluster: new TestCluster(prefix, wire, timings, twins), store };
   }
 
   /** Starts nodes `ids` (in parallel); resolves once each says it is running. */
