@@ -34,6 +34,7 @@ import {
   DeadlineExceeded,
   DoppelError,
   InvalidArgument,
+  ResourceExhausted,
   Unavailable,
   type WireError,
 } from "../core/errors.ts";
@@ -153,6 +154,9 @@ export function transportFailure(error: unknown, what: string): DoppelError {
     if (error.failure === "timeout") return new DeadlineExceeded(`${what}: no acknowledgement in time`);
     if (error.failure === "no-responders") return new Unavailable(`${what}: no Doppel node is listening`);
     if (error.failure === "rejected") {
+      // A stream at its limits with `discard: new` (an edge's full outage buffer): retry later.
+      if (/maximum (bytes|messages) exceeded|resource limits exceeded/i.test(error.message))
+        return new ResourceExhausted(`${what}: the stream is full: ${error.message}`);
       return /size|payload|too large/i.test(error.message)
         ? new InvalidArgument(`${what}: refused by the server: ${error.message}`)
         : new Unavailable(`${what}: refused by the server: ${error.message}`);
