@@ -1,0 +1,123 @@
+/**
+ * The cloud's side of thick-edge replication over JetStream (docs/edge.md): the stream
+ * `DOPPEL_EDGE_LOGS` in the cloud's domain holds no subjects of its own; every thick edge adds its
+ * `DOPPEL_EDGE_LOG` as a source (edge-log.ts), so JetStream copies each edge's batches across the
+ * leaf link in order and resumes after an outage where it stopped. A durable consumer feeds them,
+ * one at a time, to the {@link Replicator}, the only writer of edge twins in the cloud's store:
+ * applied and duplicate batches are acknowledged, a gap is redelivered later, a malformed batch or
+ * a conflicting twin is terminated and counted (never merged).
+ */
+import { AckPolicy, DeliverPolicy, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { InvalidArgument } from "../core/errors.ts";
+import type { TwinRef } from "../core/ids.ts";
+import type { TwinChange } from "../core/records.ts";
+import { streamInfoIfAny } from "../devices/ingress/stream-config.ts";
+import type { Logger } from "../observability/logger.ts";
+import type { EventStore } from "../persistence/event-store.ts";
+import { CLOUD_LOGS_STREAM } from "./edge-log.ts";
+import { decodeBatch } from "./replicated-batch.ts";
+import { type ApplyOutcome, Replicator } from "./replicator.ts";
+
+export const REPLICATOR_CONSUMER = "doppel-edge-replicator";
+
+export interface CloudReplicationOptions {
+  readonly shardOf: (ref: TwinRef) => number;
+  readonly onApplied?: (change: TwinChange) => void;
+  readonly logger: Logger;
+  /** Delay before a gap or a failed apply is redelivered. */
+  readonly retryMs?: number;
+}
+
+/** Counts of what the replicator did with the batches it took. */
+export interface ReplicationCounts {
+  applied: number;
+  duplicate: number;
+  gap: number;
+  conflict: number;
+  malformed: number;
+  failed: number;
+}
+
+export class CloudReplication {
+  readonly counts: ReplicationCounts = {
+    applied: 0,
+    duplicate: 0,
+    gap: 0,
+    conflict: 0,
+    malformed: 0,
+    failed: 0,
+  };
+  readonly #nc: NatsConnection;
+  readonly #replicator: Replicator;
+  readonly #options: CloudReplicationOptions;
+  #running: Promise<void> | undefined;
+  #close: (() => void) | undefined;
+
+  constructor(nc: NatsConnection, store: EventStore, options: CloudReplicationOptions) {
+    this.#nc = nc;
+    this.#options = options;
+    this.#replicator = new Replicator(store, {
+      shardOf: options.shardOf,
+      ...(options.onApplied ? { onApplied: options.onApplied } : {}),
+    });
+  }
+
+  /** Creates the stream and the consumer (if missing) and starts applying. */
+  async start(): Promise<void> {
+    const jsm = await jetstreamManager(this.#nc);
+    if (!(await streamInfoIfAny(jsm, CLOUD_LOGS_STREAM))) {
+      // Sources only: a stream needs a subject, so it takes its own name (nothing publishes there).
+      await jsm.streams.add({ name: CLOUD_LOGS_STREAM, subjects: [`doppel.edge-logs.${CLOUD_LOGS_STREAM}`] });
+    }
+    await jsm.consumers.add(CLOUD_LOGS_STREAM, {
+      durable_name: REPLICATOR_CONSUMER,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      max_ack_pending: 256,
+    });
+    const consumer = await jetstream(this.#nc).consumers.get(CLOUD_LOGS_STREAM, REPLICATOR_CONSUMER);
+    const messages = await consumer.consume({ max_messages: 64 });
+    this.#close = () => void messages.close();
+    this.#running = (async () => {
+      for await (const message of messages) await this.#handle(message);
+    })().catch((error: unknown) =>
+      this.#options.logger.warn({ err: String(error) }, "edge replication stopped"),
+    );
+  }
+
+  async #handle(message: JsMsg): Promise<void> {
+    const retryMs = this.#options.retryMs ?? 1000;
+    let outcome: ApplyOutcome;
+    try {
+      outcome = await this.#replicator.apply(decodeBatch(message.data));
+    } catch (error) {
+      const malformed = error instanceof InvalidArgument;
+      this.counts[malformed ? "malformed" : "failed"]++;
+      this.#options.logger.warn(
+        { subject: message.subject, err: String(error) },
+        "edge replication: batch not applied",
+      );
+      if (malformed) message.term();
+      else message.nak(retryMs);
+      return;
+    }
+    this.counts[outcome.kind]++;
+    if (outcome.kind === "gap") {
+      message.nak(retryMs);
+    } else if (outcome.kind === "conflict") {
+      this.#options.logger.warn(
+        { subject: message.subject, reason: outcome.reason },
+        "edge replication: conflict",
+      );
+      message.term();
+    } else {
+      message.ack();
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.#close?.();
+    await this.#running;
+  }
+}

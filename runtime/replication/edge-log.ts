@@ -1,0 +1,213 @@
+/**
+ * The edge's side of thick-edge replication (docs/edge.md). The edge's node runs the edge twins
+ * on its own store; this publishes each of their committed batches (replicated-batch.ts) into the
+ * stream `DOPPEL_EDGE_LOG` of the edge's JetStream domain, in log order per twin, with the message
+ * id `type/id/<last seq>` (a republished batch is stored once), and registers that stream as a
+ * source of the cloud's `DOPPEL_EDGE_LOGS` (across the leaf link, `$JS.<edge>.API`) once the cloud
+ * answers. During an outage batches pile up at the edge; the source resumes after it.
+ *
+ * The store is the truth, not the change feed: a change only marks its twin dirty, and the
+ * publisher sends what the store holds after the last seq it published. At start it learns that
+ * seq per twin from the stream's last message on the twin's subject, so a batch committed but not
+ * published before a crash is published after the restart (no gap).
+ */
+import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { nanos } from "@nats-io/nats-core";
+import { refKey, type TwinRef } from "../core/ids.ts";
+import type { TwinChange } from "../core/records.ts";
+import { domainApi, isEdgeSource } from "../devices/edge/edge-stream.ts";
+import { isNotFound, streamInfoIfAny } from "../devices/ingress/stream-config.ts";
+import type { Logger } from "../observability/logger.ts";
+import type { EventStore } from "../persistence/event-store.ts";
+import {
+  batchMessageId,
+  decodeBatch,
+  edgeLogSubject,
+  encodeBatch,
+  type ReplicatedBatch,
+} from "./replicated-batch.ts";
+
+/** The edge's log stream (edge domain) and the cloud's stream that sources every edge's. */
+export const EDGE_LOG_STREAM = "DOPPEL_EDGE_LOG";
+export const CLOUD_LOGS_STREAM = "DOPPEL_EDGE_LOGS";
+
+export interface EdgeLogOptions {
+  readonly edge: string;
+  readonly hubDomain: string;
+  /** The twin types that run at this edge. */
+  readonly types: readonly string[];
+  /** How often to retry registration and failed publishes. */
+  readonly tickMs: number;
+  /** Bounds of the edge's log stream (the outage it survives). */
+  readonly maxAgeMs: number;
+  readonly maxBytes: number;
+  readonly logger: Logger;
+}
+
+/** What `subscribe(listener)` of the node's change feed returns: the unsubscribe. */
+export type ChangeSubscription = (listener: (change: TwinChange) => void) => () => void;
+
+export class EdgeLogPublisher {
+  readonly #nc: NatsConnection;
+  readonly #store: EventStore;
+  readonly #options: EdgeLogOptions;
+  readonly #types: ReadonlySet<string>;
+  /** Per twin: the last seq published into the edge's log stream. */
+  readonly #published = new Map<string, number>();
+  readonly #dirty = new Map<string, TwinRef>();
+  #js!: JetStreamClient;
+  #local!: JetStreamManager;
+  #hub!: JetStreamManager;
+  #registered = false;
+  #unsubscribe: (() => void) | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #pumping: Promise<void> | undefined;
+  #stopped = false;
+
+  constructor(nc: NatsConnection, store: EventStore, options: EdgeLogOptions) {
+    this.#nc = nc;
+    this.#store = store;
+    this.#options = options;
+    this.#types = new Set(options.types);
+  }
+
+  /** Whether the edge's log is registered as a source of the cloud's (the link was up once). */
+  get registered(): boolean {
+    return this.#registered;
+  }
+
+  /** Twins with batches not yet in the edge's log stream. */
+  get pending(): number {
+    return this.#dirty.size;
+  }
+
+  /**
+   * Creates the edge's log stream, learns what it holds of every edge twin in the store, starts
+   * following `subscribe` (the node's change feed) and publishing. Fails when the edge's own
+   * JetStream cannot be reached.
+   */
+  async start(subscribe: ChangeSubscription): Promise<void> {
+    const { edge, hubDomain, tickMs, maxAgeMs, maxBytes } = this.#options;
+    const timeout = Math.max(1000, tickMs);
+    this.#js = jetstream(this.#nc, { timeout });
+    this.#local = await jetstreamManager(this.#nc, { timeout });
+    this.#hub = await jetstreamManager(this.#nc, { domain: hubDomain, timeout });
+    if (!(await streamInfoIfAny(this.#local, EDGE_LOG_STREAM))) {
+      await this.#local.streams.add({
+        name: EDGE_LOG_STREAM,
+        subjects: [`doppel.edge-log.${edge}.>`],
+        max_age: nanos(maxAgeMs),
+        max_bytes: maxBytes,
+        duplicate_window: nanos(120_000),
+      });
+    }
+    this.#unsubscribe = subscribe((change) => {
+      if (this.#types.has(change.ref.type)) this.#dirty.set(refKey(change.ref), change.ref);
+      this.#kick();
+    });
+    for (const type of this.#types) {
+      let pageToken: string | undefined;
+      do {
+        const page = await this.#store.queryViews(type, { limit: 500, ...(pageToken ? { pageToken } : {}) });
+        for (const view of page.views) {
+          const ref = { type: view.type, id: view.id };
+          const published = await this.#lastPublished(ref);
+          this.#published.set(refKey(ref), published);
+          if (view.version > published) this.#dirty.set(refKey(ref), ref);
+        }
+        pageToken = page.nextPageToken;
+      } while (pageToken);
+    }
+    this.#kick();
+    this.#schedule();
+  }
+
+  async #lastPublished(ref: TwinRef): Promise<number> {
+    try {
+      const message = await this.#local.streams.getMessage(EDGE_LOG_STREAM, {
+        last_by_subj: edgeLogSubject(this.#options.edge, ref),
+      });
+      return message ? decodeBatch(message.data).view.version : 0;
+    } catch (error) {
+      if (isNotFound(error)) return 0;
+      throw error;
+    }
+  }
+
+  #schedule(): void {
+    if (this.#stopped) return;
+    this.#timer = setTimeout(async () => {
+      await this.#register();
+      this.#kick();
+      this.#schedule();
+    }, this.#options.tickMs);
+  }
+
+  async #register(): Promise<void> {
+    if (this.#registered) return;
+    const { edge, logger } = this.#options;
+    try {
+      const info = await streamInfoIfAny(this.#hub, CLOUD_LOGS_STREAM);
+      if (!info) return; // no cloud node replicates yet
+      const sources = info.config.sources ?? [];
+      if (!sources.some((s) => isEdgeSource(s, edge))) {
+        const source = { name: EDGE_LOG_STREAM, external: { api: domainApi(edge), deliver: "" } };
+        await this.#hub.streams.update(CLOUD_LOGS_STREAM, { ...info.config, sources: [...sources, source] });
+        logger.info({ edge }, "edge log: registered as a source of the cloud's edge logs");
+      }
+      this.#registered = true;
+    } catch {
+      // The link is down: retried on the next tick.
+    }
+  }
+
+  #kick(): void {
+    if (this.#pumping || this.#stopped) return;
+    this.#pumping = this.#pump().finally(() => {
+      this.#pumping = undefined;
+    });
+  }
+
+  /** Publishes every dirty twin's unpublished events, one twin at a time (order per twin). */
+  async #pump(): Promise<void> {
+    while (!this.#stopped) {
+      const next = this.#dirty.entries().next();
+      if (next.done) return;
+      const [key, ref] = next.value;
+      this.#dirty.delete(key);
+      try {
+        await this.#publish(key, ref);
+      } catch (error) {
+        // Kept dirty; retried on the next tick (the edge's stream full or unreachable).
+        this.#dirty.set(key, ref);
+        this.#options.logger.warn({ twin: key, err: String(error) }, "edge log: publish failed");
+        return;
+      }
+    }
+  }
+
+  async #publish(key: string, ref: TwinRef): Promise<void> {
+    const after = this.#published.get(key) ?? 0;
+    // The view first, then the events up to it: a commit landing in between is left for the next round.
+    const view = await this.#store.readView(ref);
+    if (!view || view.version <= after) return;
+    const events = (await this.#store.readEvents(ref, after)).filter((e) => e.seq <= view.version);
+    if (events.length === 0 || events.at(-1)!.seq !== view.version) {
+      this.#dirty.set(key, ref);
+      return;
+    }
+    const batch: ReplicatedBatch = { edge: this.#options.edge, ref, events, view };
+    await this.#js.publish(edgeLogSubject(this.#options.edge, ref), encodeBatch(batch), {
+      msgID: batchMessageId(batch),
+    });
+    this.#published.set(key, view.version);
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#unsubscribe?.();
+    await this.#pumping?.catch(() => undefined);
+  }
+}
