@@ -22,13 +22,20 @@ import { type RestNode, startRestNode } from "./harness.ts";
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "../../..");
 const REPORTS = join(ROOT, "test-results", "rest-contract");
 
-/** Runs Schemathesis against the node's served document; resolves with its exit code and output. */
-async function schemathesis(url: string, args: readonly string[]): Promise<{ code: number; output: string }> {
-  mkdirSync(REPORTS, { recursive: true });
-  const st = execFileSync("bash", [join(ROOT, "scripts/infra/schemathesis.sh")], {
+let st: string | undefined;
+/** The `st` command, installed on first use (a minute or less from PyPI): called in beforeAll. */
+function installedSchemathesis(): string {
+  st ??= execFileSync("bash", [join(ROOT, "scripts/infra/schemathesis.sh")], {
     encoding: "utf8",
     stdio: ["ignore", "pipe", "inherit"],
   }).trim();
+  return st;
+}
+
+/** Runs Schemathesis against the node's served document; resolves with its exit code and output. */
+async function schemathesis(url: string, args: readonly string[]): Promise<{ code: number; output: string }> {
+  mkdirSync(REPORTS, { recursive: true });
+  const st = installedSchemathesis();
   try {
     const { stdout, stderr } = await promisify(execFile)(
       st,
@@ -74,6 +81,7 @@ describe("REST contract (OpenAPI document, Schemathesis against a real node)", (
   let rest: RestNode;
 
   beforeAll(async () => {
+    installedSchemathesis(); // under the hook's longer timeout, not a test's
     rest = await startRestNode({
       keys: {
         admin: { scopes: ["read", "write", "command", "admin"] },
