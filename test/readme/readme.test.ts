@@ -1,6 +1,8 @@
+import { execFile, execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { DoppelNode, MemoryEventStore } from "doppel/node";
 import { describe, expect, it } from "vitest";
 import { DeviceCredentials } from "../../runtime/devices/auth/device-credentials.ts";
@@ -66,6 +68,50 @@ describe("README examples", () => {
       expect(await readmeCoapSnippet(port, password)).toBe("2.04");
       expect((await node.twins.get({ type: "thermostat", id: "t1" })).reported).toEqual({
         temperature: 19.5,
+      });
+    } finally {
+      await node.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it("runs the README's curl device report as written, against a node with --http and a provisioned credential", async () => {
+    // The command of the README's device example: the `$ curl ... /v1/devices/...` line and its continuation.
+    const example = /\$ (curl [^\n]*\\\n[^\n]*\/v1\/devices\/[^\n]*)\n\s*(\{[^\n]*\})/.exec(readme);
+    expect(example, "the README's curl device example").not.toBeNull();
+    const [, command = "", shownReply = ""] = example ?? [];
+    const curl = execFileSync("bash", [join(root, "scripts/infra/curl.sh")], { encoding: "utf8" }).trim();
+    const dataDir = mkdtempSync(join(tmpdir(), "doppel-readme-http-"));
+    const { password } = new DeviceCredentials(join(dataDir, "device-credentials.json")).provision({
+      type: "thermostat",
+      id: "t1",
+    });
+    const node = await DoppelNode.start(
+      { dataDir, grpc: { listen: false }, http: { listen: "localhost:0" } },
+      { twins: [Thermostat], store: new MemoryEventStore(), logger: silentLogger() },
+    );
+    try {
+      const run = async (secret: string) =>
+        (
+          await promisify(execFile)(
+            "bash",
+            [
+              "-c",
+              command
+                .replace("dpd_PASSWORD", secret)
+                .replace("localhost:8080", node.httpAddress ?? "")
+                .replace(/^curl /, `${curl} `),
+            ],
+            { encoding: "utf8" },
+          )
+        ).stdout;
+      const refused = JSON.parse(await run("dpd_not-the-password")) as { status: number; code: string };
+      expect(refused).toMatchObject({ status: 401, code: "UNAUTHENTICATED" });
+      const reply = JSON.parse(await run(password)) as { messageId: string };
+      expect(reply.messageId).toMatch(/^http:thermostat\/t1:/);
+      expect(shownReply).toMatch(/^\{"messageId":"http:thermostat\/t1:/);
+      expect((await node.twins.get({ type: "thermostat", id: "t1" })).reported).toEqual({
+        temperature: 21.5,
       });
     } finally {
       await node.stop();
