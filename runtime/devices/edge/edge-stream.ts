@@ -97,14 +97,24 @@ export function domainApi(domain: string): string {
   return `$JS.${domain}.API`;
 }
 
-/** The edge stream's configuration. */
-export function edgeStreamConfig(settings: EdgeStreamSettings): Partial<StreamConfig> & { name: string } {
+/** The limits of an edge-local stream (the edge stream, the raw telemetry stream). */
+type LimitsStreamSettings = Pick<
+  RawStreamSettings,
+  "name" | "maxBytes" | "maxAgeMs" | "maxMsgSize" | "duplicateWindowMs"
+>;
+
+/** A file-stored stream with limits retention on `subjects`, discarding by `discard` when full. */
+function limitsStreamConfig(
+  settings: LimitsStreamSettings,
+  subjects: readonly string[],
+  discard: DiscardPolicy,
+): Partial<StreamConfig> & { name: string } {
   return {
     name: settings.name,
-    subjects: [...EDGE_STREAM_SUBJECTS],
+    subjects: [...subjects],
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
-    discard: settings.discard === "old" ? DiscardPolicy.Old : DiscardPolicy.New,
+    discard,
     max_age: nanos(settings.maxAgeMs),
     max_bytes: settings.maxBytes,
     max_msg_size: settings.maxMsgSize,
@@ -114,17 +124,19 @@ export function edgeStreamConfig(settings: EdgeStreamSettings): Partial<StreamCo
   };
 }
 
-/** Creates the edge stream in the edge's own domain, or brings it to `settings`. */
-export async function ensureEdgeStream(jsm: JetStreamManager, settings: EdgeStreamSettings): Promise<void> {
-  const wanted = edgeStreamConfig(settings);
-  const existing = await streamInfoIfAny(jsm, settings.name);
+/** Creates the stream `wanted` describes, or brings an existing one (limits retention) to it. */
+async function ensureLimitsStream(
+  jsm: JetStreamManager,
+  wanted: Partial<StreamConfig> & { name: string },
+): Promise<void> {
+  const existing = await streamInfoIfAny(jsm, wanted.name);
   if (!existing) {
     await jsm.streams.add(wanted);
     return;
   }
   if (existing.config.retention !== RetentionPolicy.Limits) {
     throw new FailedPrecondition(
-      `JetStream stream ${settings.name} at the edge has retention ${existing.config.retention}, not limits`,
+      `JetStream stream ${wanted.name} at the edge has retention ${existing.config.retention}, not limits`,
     );
   }
   const c = existing.config;
@@ -136,7 +148,7 @@ export async function ensureEdgeStream(jsm: JetStreamManager, settings: EdgeStre
     c.duplicate_window !== wanted.duplicate_window ||
     !sameSubjects(c.subjects, wanted.subjects)
   ) {
-    await jsm.streams.update(settings.name, { ...c, ...wanted });
+    await jsm.streams.update(wanted.name, { ...c, ...wanted });
   }
 }
 
@@ -144,41 +156,28 @@ function sameSubjects(a: readonly string[] | undefined, b: readonly string[] | u
   return JSON.stringify([...(a ?? [])].sort()) === JSON.stringify([...(b ?? [])].sort());
 }
 
+/** The edge stream's configuration. */
+export function edgeStreamConfig(settings: EdgeStreamSettings): Partial<StreamConfig> & { name: string } {
+  return limitsStreamConfig(
+    settings,
+    EDGE_STREAM_SUBJECTS,
+    settings.discard === "old" ? DiscardPolicy.Old : DiscardPolicy.New,
+  );
+}
+
+/** Creates the edge stream in the edge's own domain, or brings it to `settings`. */
+export async function ensureEdgeStream(jsm: JetStreamManager, settings: EdgeStreamSettings): Promise<void> {
+  await ensureLimitsStream(jsm, edgeStreamConfig(settings));
+}
+
 /** The raw telemetry stream's configuration (limits retention, the oldest dropped when full). */
 export function rawStreamConfig(settings: RawStreamSettings): Partial<StreamConfig> & { name: string } {
-  return {
-    name: settings.name,
-    subjects: [...RAW_TELEMETRY_SUBJECTS],
-    retention: RetentionPolicy.Limits,
-    storage: StorageType.File,
-    discard: DiscardPolicy.Old,
-    max_age: nanos(settings.maxAgeMs),
-    max_bytes: settings.maxBytes,
-    max_msg_size: settings.maxMsgSize,
-    max_msgs: -1,
-    duplicate_window: nanos(settings.duplicateWindowMs),
-    num_replicas: 1,
-  };
+  return limitsStreamConfig(settings, RAW_TELEMETRY_SUBJECTS, DiscardPolicy.Old);
 }
 
 /** Creates the raw telemetry stream (after {@link ensureEdgeStream}, which gives up its telemetry subjects), or brings it to `settings`. */
 export async function ensureRawStream(jsm: JetStreamManager, settings: RawStreamSettings): Promise<void> {
-  const wanted = rawStreamConfig(settings);
-  const existing = await streamInfoIfAny(jsm, settings.name);
-  if (!existing) {
-    await jsm.streams.add(wanted);
-    return;
-  }
-  const c = existing.config;
-  if (
-    c.max_age !== wanted.max_age ||
-    c.max_bytes !== wanted.max_bytes ||
-    c.max_msg_size !== wanted.max_msg_size ||
-    c.duplicate_window !== wanted.duplicate_window ||
-    !sameSubjects(c.subjects, wanted.subjects)
-  ) {
-    await jsm.streams.update(settings.name, { ...c, ...wanted });
-  }
+  await ensureLimitsStream(jsm, rawStreamConfig(settings));
 }
 
 /**

@@ -1,6 +1,3 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { DeviceClient } from "doppel/device";
 import { DoppelNode, EdgeNode, NatsTransport } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -10,12 +7,12 @@ import { Thermostat } from "../../../twins/thermostat.ts";
 import { reportedValue, reportOf } from "../chaos/exactly-once.ts";
 import { eventually } from "../nats/harness.ts";
 import {
+  cloudNodeConfig,
   HUB_DOMAIN,
   type LinkRelay,
   type NatsProcess,
-  startHub,
-  startLeaf,
-  startRelay,
+  startEdgeServers,
+  stopEdgeServers,
 } from "./edge-servers.ts";
 
 const EDGE = "plant-b";
@@ -51,30 +48,17 @@ describe("thin edge: a full outage buffer", () => {
     );
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "doppel-edge-buffer-"));
-    hub = await startHub(dir);
-    relay = await startRelay(hub.leafPort);
-    leaf = await startLeaf(dir, EDGE, relay.url);
-    cloud = await DoppelNode.start(
-      {
-        nodeId: "cloud-b",
-        store: { kind: "memory" },
-        grpc: { listen: false },
-        shards: 4,
-        log: { level: "silent" },
-        nats: { servers: hub.url },
-      },
-      { twins: [Thermostat, Pump], logger: silentLogger() },
-    );
+    ({ dir, hub, relay, leaf } = await startEdgeServers("buffer", EDGE));
+    cloud = await DoppelNode.start(cloudNodeConfig("cloud-b", hub), {
+      twins: [Thermostat, Pump],
+      logger: silentLogger(),
+    });
     wire = await NatsTransport.connect({ servers: leaf.url, name: "edge-buffer-devices" });
   });
   afterAll(async () => {
     await wire?.close();
     await cloud?.stop();
-    await leaf?.stop();
-    await relay?.stop();
-    await hub?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    await stopEdgeServers({ dir, hub, relay, leaf });
   });
 
   /** The values of the reports the cloud twin applied, in order. */

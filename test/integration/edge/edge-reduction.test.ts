@@ -1,6 +1,3 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { DeviceClient } from "doppel/device";
 import { DoppelNode, EdgeNode, NatsTransport } from "doppel/node";
@@ -11,12 +8,12 @@ import { Pump } from "../../../twins/pump.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
 import { eventually } from "../nats/harness.ts";
 import {
+  cloudNodeConfig,
   HUB_DOMAIN,
   type LinkRelay,
   type NatsProcess,
-  startHub,
-  startLeaf,
-  startRelay,
+  startEdgeServers,
+  stopEdgeServers,
 } from "./edge-servers.ts";
 
 const EDGE = "plant-r";
@@ -39,21 +36,11 @@ describe("edge reduction: telemetry aggregated at the edge, raw kept there", () 
   const clock = new ManualClock(T0);
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "doppel-edge-reduce-"));
-    hub = await startHub(dir);
-    relay = await startRelay(hub.leafPort);
-    leaf = await startLeaf(dir, EDGE, relay.url);
-    cloud = await DoppelNode.start(
-      {
-        nodeId: "cloud-r",
-        store: { kind: "memory" },
-        grpc: { listen: false },
-        shards: 4,
-        log: { level: "silent" },
-        nats: { servers: hub.url },
-      },
-      { twins: [Thermostat, Pump], logger: silentLogger() },
-    );
+    ({ dir, hub, relay, leaf } = await startEdgeServers("reduce", EDGE));
+    cloud = await DoppelNode.start(cloudNodeConfig("cloud-r", hub), {
+      twins: [Thermostat, Pump],
+      logger: silentLogger(),
+    });
     edge = await EdgeNode.start(
       {
         nodeId: "edge-r",
@@ -69,10 +56,7 @@ describe("edge reduction: telemetry aggregated at the edge, raw kept there", () 
   afterAll(async () => {
     await edge?.stop();
     await cloud?.stop();
-    await leaf?.stop();
-    await relay?.stop();
-    await hub?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    await stopEdgeServers({ dir, hub, relay, leaf });
   });
 
   it("forwards one minute's min/max/avg and only changes of heating; the raw samples stay at the edge", async () => {

@@ -5,10 +5,11 @@
  * TCP relay the test can cut and restore: a real leaf-link outage while both servers keep running.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { leafServerConfig } from "doppel/node";
+import { leafServerConfig, type NodeConfigInput } from "doppel/node";
 import { freePort } from "../../../runtime/testing/free-port.ts";
 import { accepting } from "../chaos/own-nats.ts";
 
@@ -130,4 +131,46 @@ export async function startRelay(targetPort: number): Promise<LinkRelay> {
     });
   await listen();
   return { url: `nats://127.0.0.1:${port}`, cut, restore: listen, stop: cut };
+}
+
+/** The servers every edge test runs on: a hub, a relay the test can cut, and the edge's leaf. */
+export interface EdgeServers {
+  /** A fresh directory for the servers' JetStream stores and the test's own files. */
+  readonly dir: string;
+  readonly hub: NatsProcess & { leafPort: number };
+  readonly relay: LinkRelay;
+  readonly leaf: NatsProcess;
+}
+
+/** Starts the hub, the relay in front of its leaf port and the leaf of `edge`, in a new directory. */
+export async function startEdgeServers(name: string, edge: string): Promise<EdgeServers> {
+  const dir = mkdtempSync(join(tmpdir(), `doppel-edge-${name}-`));
+  const hub = await startHub(dir);
+  const relay = await startRelay(hub.leafPort);
+  const leaf = await startLeaf(dir, edge, relay.url);
+  return { dir, hub, relay, leaf };
+}
+
+/** Stops what {@link startEdgeServers} started (as much of it as did start) and removes its directory. */
+export async function stopEdgeServers(servers: Partial<EdgeServers>): Promise<void> {
+  await servers.leaf?.stop();
+  await servers.relay?.stop();
+  await servers.hub?.stop();
+  if (servers.dir !== undefined) rmSync(servers.dir, { recursive: true, force: true });
+}
+
+/** The cloud node of the edge tests: memory store, no gRPC listener, 4 shards, on the hub. */
+export function cloudNodeConfig(
+  nodeId: string,
+  hub: NatsProcess,
+  nats: Omit<NonNullable<NodeConfigInput["nats"]>, "servers"> = {},
+): NodeConfigInput {
+  return {
+    nodeId,
+    store: { kind: "memory" },
+    grpc: { listen: false },
+    shards: 4,
+    log: { level: "silent" },
+    nats: { servers: hub.url, ...nats },
+  };
 }

@@ -1,5 +1,3 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DeviceClient } from "doppel/device";
 import { DoppelNode, MemoryEventStore, NatsTransport, SqliteEventStore } from "doppel/node";
@@ -13,12 +11,12 @@ import { EdgeLogPublisher } from "../../../runtime/replication/edge-log.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
 import { eventually } from "../nats/harness.ts";
 import {
+  cloudNodeConfig,
   HUB_DOMAIN,
   type LinkRelay,
   type NatsProcess,
-  startHub,
-  startLeaf,
-  startRelay,
+  startEdgeServers,
+  stopEdgeServers,
 } from "./edge-servers.ts";
 
 const EDGE = "plant-t";
@@ -67,21 +65,12 @@ describe("thick edge: twins at the edge, their log replicated to the cloud", () 
   let edgeStore: SqliteEventStore;
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "doppel-edge-thick-"));
-    hub = await startHub(dir);
-    relay = await startRelay(hub.leafPort);
-    leaf = await startLeaf(dir, EDGE, relay.url);
-    cloud = await DoppelNode.start(
-      {
-        nodeId: "cloud",
-        store: { kind: "memory" },
-        grpc: { listen: false },
-        shards: 4,
-        log: { level: "silent" },
-        nats: { servers: hub.url },
-      },
-      { twins: [Thermostat], store: cloudStore, logger: silentLogger() },
-    );
+    ({ dir, hub, relay, leaf } = await startEdgeServers("thick", EDGE));
+    cloud = await DoppelNode.start(cloudNodeConfig("cloud", hub), {
+      twins: [Thermostat],
+      store: cloudStore,
+      logger: silentLogger(),
+    });
     cloudWire = await NatsTransport.connect({ servers: hub.url, name: "cloud-replication" });
     replication = new CloudReplication(cloudWire.connection, cloudStore, {
       shardOf: (r) => shardOf(r.type, r.id, 4),
@@ -122,10 +111,7 @@ describe("thick edge: twins at the edge, their log replicated to the cloud", () 
     await edge?.stop();
     await edgeStore?.close().catch(() => undefined);
     await cloud?.stop();
-    await leaf?.stop();
-    await relay?.stop();
-    await hub?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    await stopEdgeServers({ dir, hub, relay, leaf });
   });
 
   it("serves local commands through an outage; afterwards the cloud's history and twin equal the edge's", async () => {

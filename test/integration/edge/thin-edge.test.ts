@@ -1,6 +1,3 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { DeviceClient } from "doppel/device";
 import { DoppelNode, EdgeNode, MemoryEventStore, NatsTransport } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -11,12 +8,12 @@ import { Thermostat } from "../../../twins/thermostat.ts";
 import { account, type DeviceRun, readLogs, reportedValue, reportUntil } from "../chaos/exactly-once.ts";
 import { eventually } from "../nats/harness.ts";
 import {
+  cloudNodeConfig,
   HUB_DOMAIN,
   type LinkRelay,
   type NatsProcess,
-  startHub,
-  startLeaf,
-  startRelay,
+  startEdgeServers,
+  stopEdgeServers,
 } from "./edge-servers.ts";
 
 const DEVICES = 10;
@@ -38,19 +35,11 @@ describe("thin edge: store-and-forward over a leaf link", () => {
   const store = new MemoryEventStore();
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "doppel-edge-thin-"));
-    hub = await startHub(dir);
-    relay = await startRelay(hub.leafPort);
-    leaf = await startLeaf(dir, EDGE, relay.url);
+    ({ dir, hub, relay, leaf } = await startEdgeServers("thin", EDGE));
     cloud = await DoppelNode.start(
-      {
-        nodeId: "cloud",
-        store: { kind: "memory" },
-        grpc: { listen: false },
-        shards: 4,
-        log: { level: "silent" },
-        nats: { servers: hub.url, consumer: { ackWait: "5s", maxAckPending: 256, maxInFlightPerTwin: 8 } },
-      },
+      cloudNodeConfig("cloud", hub, {
+        consumer: { ackWait: "5s", maxAckPending: 256, maxInFlightPerTwin: 8 },
+      }),
       { twins: [Thermostat, Pump], store, logger: silentLogger() },
     );
     edge = await EdgeNode.start(
@@ -68,10 +57,7 @@ describe("thin edge: store-and-forward over a leaf link", () => {
   afterAll(async () => {
     await edge?.stop();
     await cloud?.stop();
-    await leaf?.stop();
-    await relay?.stop();
-    await hub?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    await stopEdgeServers({ dir, hub, relay, leaf });
   });
 
   it("acknowledges at the edge through an outage; the cloud applies every acked report once, in order", async () => {
