@@ -10,12 +10,11 @@
  *
  *   npm run bench:grpc-read        (BENCH_QUICK=1 for a short run)
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import type { TwinServiceClient } from "../runtime/grpc/generated/doppel/v1/TwinService.ts";
 import { loadContract } from "../runtime/grpc/proto.ts";
-import { histogram, note, percentiles, report } from "./lib.ts";
+import { histogram, note, percentiles, report, startServerProcess } from "./lib.ts";
 
 const quick = process.env["BENCH_QUICK"] === "1";
 const ROUNDS = quick ? 2 : 6;
@@ -76,21 +75,8 @@ async function serve(): Promise<void> {
 
 // ---- the client (this process) ----
 
-function startServers(): Promise<{ child: ChildProcess; doppel: string; bare: string }> {
-  const child = spawn(
-    process.execPath,
-    ["--conditions=source", "--import", "tsx", fileURLToPath(import.meta.url), "serve"],
-    { stdio: ["ignore", "pipe", "inherit"] },
-  );
-  return new Promise((resolve, reject) => {
-    let out = "";
-    child.stdout?.on("data", (chunk: Buffer) => {
-      out += chunk.toString();
-      const line = out.split("\n").find((l) => l.startsWith("READY "));
-      if (line) resolve({ child, ...JSON.parse(line.slice(6)) });
-    });
-    child.once("exit", (code) => reject(new Error(`server process exited (${code})`)));
-  });
+function startServers() {
+  return startServerProcess<{ doppel: string; bare: string }>(fileURLToPath(import.meta.url));
 }
 
 interface Round {

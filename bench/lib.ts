@@ -1,4 +1,5 @@
 /** Shared by the benches: latency histograms, machine facts, and the one-JSON-line result. */
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
 import { dirname, join } from "node:path";
@@ -88,3 +89,22 @@ export function summary(values: number[]) {
 /** `bench:ingest`'s baseline stream and its subject prefix (`<prefix>.dev.<type>.<id>.reported`). */
 export const BARE_STREAM = "DOPPEL_BENCH_BARE";
 export const BARE_PREFIX = "doppelbare";
+
+/**
+ * Runs `script` again as a child process with the argument `serve` (a bench's servers, apart from
+ * its client loop) and resolves once the child prints `READY <json>`, with that JSON.
+ */
+export function startServerProcess<T extends object>(script: string): Promise<{ child: ChildProcess } & T> {
+  const child = spawn(process.execPath, ["--conditions=source", "--import", "tsx", script, "serve"], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  return new Promise((resolve, reject) => {
+    let out = "";
+    child.stdout?.on("data", (chunk: Buffer) => {
+      out += chunk.toString();
+      const line = out.split("\n").find((l) => l.startsWith("READY "));
+      if (line) resolve({ child, ...(JSON.parse(line.slice(6)) as T) });
+    });
+    child.once("exit", (code) => reject(new Error(`server process exited (${code})`)));
+  });
+}

@@ -11,11 +11,10 @@
  *
  *   npm run bench:rest        (BENCH_QUICK=1 for a short run)
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { Pool } from "undici";
 import { DoppelClient } from "../runtime/grpc/client.ts";
-import { histogram, note, percentiles, report, summary } from "./lib.ts";
+import { histogram, note, percentiles, report, startServerProcess, summary } from "./lib.ts";
 
 const quick = process.env["BENCH_QUICK"] === "1";
 const ROUNDS = quick ? 2 : 5;
@@ -74,21 +73,8 @@ async function serve(): Promise<void> {
 
 // ---- the client (this process) ----
 
-function startServers(): Promise<{ child: ChildProcess; rest: string; grpc: string; bare: string }> {
-  const child = spawn(
-    process.execPath,
-    ["--conditions=source", "--import", "tsx", fileURLToPath(import.meta.url), "serve"],
-    { stdio: ["ignore", "pipe", "inherit"] },
-  );
-  return new Promise((resolve, reject) => {
-    let out = "";
-    child.stdout?.on("data", (chunk: Buffer) => {
-      out += chunk.toString();
-      const line = out.split("\n").find((l) => l.startsWith("READY "));
-      if (line) resolve({ child, ...JSON.parse(line.slice(6)) });
-    });
-    child.once("exit", (code) => reject(new Error(`server process exited (${code})`)));
-  });
+function startServers() {
+  return startServerProcess<{ rest: string; grpc: string; bare: string }>(fileURLToPath(import.meta.url));
 }
 
 /** One call of the n-th iteration; resolves with the parsed answer. */
