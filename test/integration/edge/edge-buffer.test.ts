@@ -8,8 +8,10 @@ import { reportedValue, reportOf } from "../chaos/exactly-once.ts";
 import { eventually } from "../nats/harness.ts";
 import {
   cloudNodeConfig,
+  cutLink,
   HUB_DOMAIN,
   type LinkRelay,
+  linkUp,
   type NatsProcess,
   startEdgeServers,
   stopEdgeServers,
@@ -76,9 +78,8 @@ describe("thin edge: a full outage buffer", () => {
       ackTimeoutMs: 5000,
     });
     try {
-      await eventually(() => (edge.status.linkUp ? true : undefined), "the edge reaches the cloud", 60_000);
-      await relay.cut();
-      await eventually(() => (edge.status.linkUp ? undefined : true), "the edge sees the link down", 60_000);
+      await linkUp(edge);
+      await cutLink(relay, edge);
       const acked: number[] = [];
       let refusal: { code?: string; message?: string } | undefined;
       for (let value = 1; value <= 1000 && !refusal; value++) {
@@ -125,9 +126,8 @@ describe("thin edge: a full outage buffer", () => {
       ackTimeoutMs: 5000,
     });
     try {
-      await eventually(() => (edge.status.linkUp ? true : undefined), "the edge reaches the cloud", 60_000);
-      await relay.cut();
-      await eventually(() => (edge.status.linkUp ? undefined : true), "the edge sees the link down", 60_000);
+      await linkUp(edge);
+      await cutLink(relay, edge);
       const acked: number[] = [];
       for (let value = 1; value <= 200; value++) {
         await device.report(reportOf(value));

@@ -11,6 +11,7 @@ import {
   cloudNodeConfig,
   HUB_DOMAIN,
   type LinkRelay,
+  linkUp,
   type NatsProcess,
   startEdgeServers,
   stopEdgeServers,
@@ -60,7 +61,7 @@ describe("edge reduction: telemetry aggregated at the edge, raw kept there", () 
   });
 
   it("forwards one minute's min/max/avg and only changes of heating; the raw samples stay at the edge", async () => {
-    await eventually(() => (edge.status.linkUp ? true : undefined), "the edge reaches the cloud", 60_000);
+    await linkUp(edge);
     const wire = await NatsTransport.connect({ servers: leaf.url, name: "edge-thermostat" });
     const device = new DeviceClient({
       transport: wire,

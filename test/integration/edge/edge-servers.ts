@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { leafServerConfig, type NodeConfigInput } from "doppel/node";
 import { freePort } from "../../../runtime/testing/free-port.ts";
 import { accepting } from "../chaos/own-nats.ts";
+import { eventually } from "../nats/harness.ts";
 
 const BINARY = join(process.cwd(), ".infra/bin/nats-server");
 export const HUB_DOMAIN = "cloud";
@@ -173,4 +174,26 @@ export function cloudNodeConfig(
     log: { level: "silent" },
     nats: { servers: hub.url, ...nats },
   };
+}
+
+/** What the link helpers watch: an edge node's view of its leaf link. */
+interface LinkWatcher {
+  readonly status: { readonly linkUp: boolean };
+}
+
+/** Waits until `edge` sees its leaf link up. */
+export async function linkUp(edge: LinkWatcher, what = "the edge reaches the cloud", timeoutMs = 60_000) {
+  await eventually(() => (edge.status.linkUp ? true : undefined), what, timeoutMs);
+}
+
+/** Cuts the leaf link at the relay and waits until `edge` sees it down. */
+export async function cutLink(relay: LinkRelay, edge: LinkWatcher): Promise<void> {
+  await relay.cut();
+  await eventually(() => (edge.status.linkUp ? undefined : true), "the edge sees the link down", 60_000);
+}
+
+/** Restores the leaf link at the relay and waits until `edge` sees it up again. */
+export async function restoreLink(relay: LinkRelay, edge: LinkWatcher): Promise<void> {
+  await relay.restore();
+  await linkUp(edge, "the link is back", 90_000);
 }

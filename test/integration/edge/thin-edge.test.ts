@@ -9,9 +9,12 @@ import { account, type DeviceRun, readLogs, reportedValue, reportUntil } from ".
 import { eventually } from "../nats/harness.ts";
 import {
   cloudNodeConfig,
+  cutLink,
   HUB_DOMAIN,
   type LinkRelay,
+  linkUp,
   type NatsProcess,
+  restoreLink,
   startEdgeServers,
   stopEdgeServers,
 } from "./edge-servers.ts";
@@ -61,7 +64,7 @@ describe("thin edge: store-and-forward over a leaf link", () => {
   });
 
   it("acknowledges at the edge through an outage; the cloud applies every acked report once, in order", async () => {
-    await eventually(() => (edge.status.linkUp ? true : undefined), "the edge reaches the cloud", 60_000);
+    await linkUp(edge);
     const wire = await NatsTransport.connect({
       servers: leaf.url,
       name: "edge-devices",
@@ -86,8 +89,7 @@ describe("thin edge: store-and-forward over a leaf link", () => {
         "a cloud twin fed from the edge",
         60_000,
       );
-      await relay.cut();
-      await eventually(() => (edge.status.linkUp ? undefined : true), "the edge sees the link down", 60_000);
+      await cutLink(relay, edge);
       const cutAt = acked();
       // Devices keep getting acks from the edge while the cloud is unreachable.
       await eventually(() => (acked() >= cutAt + 150 ? true : undefined), "acks during the outage", 90_000);
@@ -97,8 +99,7 @@ describe("thin edge: store-and-forward over a leaf link", () => {
         30_000,
       );
       const backlogDuringOutage = edge.status.backlog;
-      await relay.restore();
-      await eventually(() => (edge.status.linkUp ? true : undefined), "the link is back", 90_000);
+      await restoreLink(relay, edge);
       running = false;
       await Promise.all(load);
       const finals = new Map<string, unknown>();
@@ -145,7 +146,7 @@ describe("thin edge: store-and-forward over a leaf link", () => {
   }, 400_000);
 
   it("brings desired state and commands down to edge devices; a command during an outage fails fast with UNAVAILABLE; desired set during the outage arrives after it; edge status shows the link", async () => {
-    await eventually(() => (edge.status.linkUp ? true : undefined), "the edge reaches the cloud", 60_000);
+    await linkUp(edge);
     const wire = await NatsTransport.connect({
       servers: leaf.url,
       name: "edge-pump",
@@ -182,8 +183,7 @@ describe("thin edge: store-and-forward over a leaf link", () => {
       const up = await statusOf();
       expect(up).toMatchObject({ edge: EDGE, linkUp: true });
 
-      await relay.cut();
-      await eventually(() => (edge.status.linkUp ? undefined : true), "the edge sees the link down", 60_000);
+      await cutLink(relay, edge);
       // The device is still connected to its edge server, but the cloud cannot reach it.
       const failure = await eventually(
         () =>
@@ -204,8 +204,7 @@ describe("thin edge: store-and-forward over a leaf link", () => {
       await cloud.twins.updateDesired(pump.ref, { rpm: 700 });
       const repushedBefore = edge.desired.repushed;
 
-      await relay.restore();
-      await eventually(() => (edge.status.linkUp ? true : undefined), "the link is back", 90_000);
+      await restoreLink(relay, edge);
       await eventually(
         async () => ((await cloud.twins.get(pump.ref)).reported["rpm"] === 1300 ? true : undefined),
         "the report from the outage in the cloud",
