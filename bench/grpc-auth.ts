@@ -22,7 +22,7 @@ import { ApiKeys, createKey } from "../runtime/security/api-keys.ts";
 import { RateLimiter } from "../runtime/security/rate-limiter.ts";
 import { makeCertificates } from "../test/security/certificates.ts";
 import { Thermostat } from "../twins/thermostat.ts";
-import { histogram, note, percentiles, report } from "./lib.ts";
+import { histogram, median, note, percentiles, report } from "./lib.ts";
 
 const quick = process.env["BENCH_QUICK"] === "1";
 const ROUNDS = quick ? 2 : 5;
@@ -111,7 +111,6 @@ async function main(): Promise<void> {
       note(`round ${round + 1} ${variants[i]?.name}: ${Math.round(rate)} GetTwin/s`);
     }
   }
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
   const plain = median(rates[0] ?? []);
   const results = Object.fromEntries(
     variants.map((variant, i) => {

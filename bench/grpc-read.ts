@@ -14,7 +14,7 @@ import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import type { TwinServiceClient } from "../runtime/grpc/generated/doppel/v1/TwinService.ts";
 import { loadContract } from "../runtime/grpc/proto.ts";
-import { histogram, note, percentiles, report, startServerProcess } from "./lib.ts";
+import { closedLoop, type LoopRound, median, note, report, startServerProcess } from "./lib.ts";
 
 const quick = process.env["BENCH_QUICK"] === "1";
 const ROUNDS = quick ? 2 : 6;
@@ -79,39 +79,18 @@ function startServers() {
   return startServerProcess<{ doppel: string; bare: string }>(fileURLToPath(import.meta.url));
 }
 
-interface Round {
-  readonly callsPerSecond: number;
-  readonly p50: number;
-  readonly p99: number;
+function round(client: TwinServiceClient, calls: number): Promise<LoopRound> {
+  return closedLoop(
+    (n) =>
+      new Promise<void>((resolve, reject) =>
+        client.getTwin({ type: "thermostat", id: `t${n % TWINS}` }, (error) =>
+          error ? reject(error) : resolve(),
+        ),
+      ),
+    calls,
+    CONCURRENCY,
+  );
 }
-
-async function round(client: TwinServiceClient, calls: number): Promise<Round> {
-  const latencies = histogram();
-  let next = 0;
-  const started = performance.now();
-  const worker = async () => {
-    while (next < calls) {
-      const id = `t${next++ % TWINS}`;
-      const sent = performance.now();
-      await new Promise<void>((resolve, reject) =>
-        client.getTwin({ type: "thermostat", id }, (error) => (error ? reject(error) : resolve())),
-      );
-      latencies.recordValue(Math.max(1, Math.round((performance.now() - sent) * 1000)));
-    }
-  };
-  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-  const seconds = (performance.now() - started) / 1000;
-  const { p50, p99 } = percentiles(latencies);
-  return { callsPerSecond: Math.round(calls / seconds), p50, p99 };
-}
-
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2
-    ? (sorted[mid] as number)
-    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
-};
 
 const ms = (value: number) => Math.round(value * 1000) / 1000;
 
@@ -126,7 +105,7 @@ async function main(): Promise<void> {
     note(`warm-up; then ${ROUNDS} rounds of ${CALLS} GetTwin calls per side, ${CONCURRENCY} in flight`);
     await round(clients.doppel, CALLS / 4);
     await round(clients.bare, CALLS / 4);
-    const rounds: { doppel: Round; bare: Round }[] = [];
+    const rounds: { doppel: LoopRound; bare: LoopRound }[] = [];
     for (let r = 0; r < ROUNDS; r++) {
       // A B in one round, B A in the next: neither side always runs second.
       const first = r % 2 === 0 ? "doppel" : "bare";

@@ -75,6 +75,39 @@ export function median(values: number[]): number {
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
+/** Throughput and latency of one closed-loop round. */
+export interface LoopRound {
+  readonly callsPerSecond: number;
+  readonly p50: number;
+  readonly p99: number;
+}
+
+/**
+ * `calls` calls of `call` (given the call's index) by `concurrency` workers, each awaiting its
+ * call before the next: calls per second and p50/p99 latency (ms).
+ */
+export async function closedLoop(
+  call: (n: number) => Promise<unknown>,
+  calls: number,
+  concurrency: number,
+): Promise<LoopRound> {
+  const latencies = histogram();
+  let next = 0;
+  const started = performance.now();
+  const worker = async () => {
+    while (next < calls) {
+      const n = next++;
+      const sent = performance.now();
+      await call(n);
+      latencies.recordValue(Math.max(1, Math.round((performance.now() - sent) * 1000)));
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const seconds = (performance.now() - started) / 1000;
+  const { p50, p99 } = percentiles(latencies);
+  return { callsPerSecond: Math.round(calls / seconds), p50, p99 };
+}
+
 /** Median, min, max and (max − min) / median of one side's per-round figures. */
 export function summary(values: number[]) {
   const m = median(values);

@@ -14,7 +14,7 @@
 import { fileURLToPath } from "node:url";
 import { Pool } from "undici";
 import { DoppelClient } from "../runtime/grpc/client.ts";
-import { histogram, note, percentiles, report, startServerProcess, summary } from "./lib.ts";
+import { closedLoop, type LoopRound, note, report, startServerProcess, summary } from "./lib.ts";
 
 const quick = process.env["BENCH_QUICK"] === "1";
 const ROUNDS = quick ? 2 : 5;
@@ -101,30 +101,8 @@ function httpCalls(pool: Pool): { get: Call; invoke: Call } {
   };
 }
 
-interface Round {
-  readonly callsPerSecond: number;
-  readonly p50: number;
-  readonly p99: number;
-}
-
 /** The same loop for every side: CONCURRENCY workers, each awaiting its call. */
-async function round(call: Call, calls: number): Promise<Round> {
-  const latencies = histogram();
-  let next = 0;
-  const started = performance.now();
-  const worker = async () => {
-    while (next < calls) {
-      const n = next++;
-      const sent = performance.now();
-      await call(n);
-      latencies.recordValue(Math.max(1, Math.round((performance.now() - sent) * 1000)));
-    }
-  };
-  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-  const seconds = (performance.now() - started) / 1000;
-  const { p50, p99 } = percentiles(latencies);
-  return { callsPerSecond: Math.round(calls / seconds), p50, p99 };
-}
+const round = (call: Call, calls: number): Promise<LoopRound> => closedLoop(call, calls, CONCURRENCY);
 
 const SIDES = ["rest", "grpc", "bare"] as const;
 type Side = (typeof SIDES)[number];
@@ -150,11 +128,11 @@ async function main(): Promise<void> {
     for (const op of ["get", "invoke"] as const) {
       note(`${op}: warm-up; then ${ROUNDS} rounds of ${CALLS} calls per side, ${CONCURRENCY} in flight`);
       for (const side of SIDES) await round(calls[op][side], CALLS / 4);
-      const rounds: Record<Side, Round>[] = [];
+      const rounds: Record<Side, LoopRound>[] = [];
       for (let r = 0; r < ROUNDS; r++) {
         // The order rotates each round: no side always runs first or last.
         const order = SIDES.map((_, i) => SIDES[(i + r) % SIDES.length] as Side);
-        const result = {} as Record<Side, Round>;
+        const result = {} as Record<Side, LoopRound>;
         for (const side of order) result[side] = await round(calls[op][side], CALLS);
         rounds.push(result);
         note(
