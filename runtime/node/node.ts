@@ -166,7 +166,7 @@ export class DoppelNode {
         () => devicesRef?.auth?.stats,
         () => {
           const coap = node?.coap;
-          return coap && { counts: coap.stats, observers: coap.observers };
+          return coap && { counts: { ...coap.stats }, observers: coap.observers };
         },
         () => node?.httpDevices && { ...node.httpDevices },
       );

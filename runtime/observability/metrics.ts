@@ -61,7 +61,7 @@ export interface GaugeSources {
   /** The edge's store-and-forward state, when the node is an edge node. */
   edge?(): Readonly<EdgeCounts> | undefined;
   /** The CoAP listener's counters and open observations, when the node serves CoAP. */
-  coap?(): { readonly counts: Readonly<CoapCounts>; readonly observers: number } | undefined;
+  coap?(): { readonly counts: Readonly<Record<string, number>>; readonly observers: number } | undefined;
   /** The HTTP device routes' counters, when the node serves HTTP. */
   httpDevices?(): Readonly<Record<string, number>> | undefined;
 }
@@ -73,17 +73,6 @@ export interface EdgeCounts {
   readonly backlogBytes: number;
   readonly dropped: number;
   readonly lastSyncAt: number | undefined;
-}
-
-/** What the CoAP listener counts (the shape of its stats, read at scrape time). */
-export interface CoapCounts {
-  requests: number;
-  stored: number;
-  refused: number;
-  unauthorized: number;
-  unavailable: number;
-  screened: number;
-  notifications: number;
 }
 
 /** What the device auth callout counts (the shape of its stats, read at scrape time). */
@@ -247,17 +236,7 @@ export class NodeMetrics {
       .addCallback((result) => {
         const coap = gauges.coap?.();
         if (!coap) return;
-        const { counts } = coap;
-        for (const outcome of [
-          "requests",
-          "stored",
-          "refused",
-          "unauthorized",
-          "unavailable",
-          "screened",
-          "notifications",
-        ] as const)
-          result.observe(counts[outcome], { outcome });
+        for (const [outcome, count] of Object.entries(coap.counts)) result.observe(count, { outcome });
       });
     meter
       .createObservableCounter("doppel_http_devices_total", {
