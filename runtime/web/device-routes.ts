@@ -148,8 +148,7 @@ function authenticated(
   const credential = basicCredential(call);
   const ref = twinRef(call.param("type"), call.param("id"));
   if (!hasType(ref.type)) throw new NotFound(`no twin type '${ref.type}' on this node`, { type: ref.type });
-  if (credential) reports.authenticate(ref, credential.secret, credential.user);
-  else reports.authenticate(ref, undefined);
+  reports.authenticate(ref, credential?.secret, credential?.user);
   return ref;
 }
 
