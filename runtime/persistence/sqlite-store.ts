@@ -402,7 +402,8 @@ export class SqliteEventStore implements EventStore {
     this.#claimAndLoad = db.transaction((ref: TwinRef, epoch: number): LoadedTwin => {
       const twinEpoch = this.#twinEpoch(ref.type, ref.id);
       if (twinEpoch > epoch) throw staleClaimError(ref, epoch, twinEpoch);
-      this.#s.setClaim.run(ref.type, ref.id, epoch);
+      // Claimed or written at this epoch already: nothing to write (as LoadOptions.claimEpoch says).
+      if (twinEpoch < epoch) this.#s.setClaim.run(ref.type, ref.id, epoch);
       return this.#loadNow(ref);
     }).immediate;
     // One read transaction, so the snapshot, events and quarantine mark are one consistent picture.
