@@ -32,7 +32,8 @@ describe("replicator: applies an edge twin's batches idempotently by twin and se
   let log: EventRecord[];
   const batch = async (from: number, to: number): Promise<ReplicatedBatch> => {
     const events = log.filter((e) => e.seq >= from && e.seq <= to);
-    // The view after `to`: the edge's current view when `to` is its head, else rebuilt from the cloud's side.
+    // The view sent with the batch: the edge's head view stamped with `to` (the replicator stores the
+    // view it is sent; these tests are about seqs and idempotence, not the view's content).
     const view = (await edgeStore.readView(ref))!;
     return { edge: EDGE, ref, events, view: { ...view, version: to } };
   };

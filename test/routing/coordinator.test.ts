@@ -5,6 +5,7 @@ import { type ClusterParts, inProcessCluster, openClusterParts } from "../../run
 import { nodeConfigSchema } from "../../runtime/node/options.ts";
 import { silentLogger } from "../../runtime/observability/logger.ts";
 import { ClusterCoordinator, type ShardConsumers } from "../../runtime/routing/coordinator.ts";
+import { eventually } from "../support/eventually.ts";
 
 const SHARDS = 8;
 
@@ -23,14 +24,6 @@ class FlakyConsumers implements ShardConsumers {
   }
   async releaseShards(shards: readonly number[]): Promise<void> {
     for (const shard of shards) this.consumed.delete(shard);
-  }
-}
-
-async function until(check: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
 
@@ -72,7 +65,7 @@ describe("ClusterCoordinator", () => {
   it("retries a consumer set-up that failed, so every held shard ends up consumed", async () => {
     const consumers = new FlakyConsumers(2);
     const c = await start(consumers);
-    await until(() => consumers.consumed.size === SHARDS, 5000);
+    await eventually(() => consumers.consumed.size === SHARDS, "consumers started");
     for (let shard = 0; shard < SHARDS; shard++) {
       expect(c.owns(shard)).toBe(true);
       expect(consumers.attempts.get(shard)).toBe(3);
@@ -82,7 +75,7 @@ describe("ClusterCoordinator", () => {
   it("stops retrying once it leaves: a released shard is not consumed again", async () => {
     const consumers = new FlakyConsumers(Number.POSITIVE_INFINITY);
     await start(consumers);
-    await until(() => consumers.attempts.size === SHARDS, 5000);
+    await eventually(() => consumers.attempts.size === SHARDS, "every shard attempted");
     await coordinator!.stop();
     const attempts = [...consumers.attempts.values()].reduce((a, b) => a + b, 0);
     await new Promise((resolve) => setTimeout(resolve, 1200));

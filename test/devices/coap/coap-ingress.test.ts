@@ -9,6 +9,7 @@ import { CoapIngress } from "../../../runtime/devices/coap/coap-ingress.ts";
 import { TwinRegistry } from "../../../runtime/engine/twin-type.ts";
 import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
+import { eventually } from "../../support/eventually.ts";
 
 /** A transport whose durable publishes wait until the test lets them through. */
 function heldTransport(): { transport: Transport; held: (() => void)[]; published: string[] } {
@@ -32,16 +33,6 @@ async function peer(): Promise<{ socket: Socket; got: ParsedPacket[] }> {
   socket.on("message", (datagram) => got.push(parse(datagram)));
   await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", () => resolve()));
   return { socket, got };
-}
-
-async function until<T>(check: () => T | undefined, what: string): Promise<T> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const value = check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
 }
 
 const report = (messageId: number, id: string) =>
@@ -101,15 +92,16 @@ describe("CoAP ingress: acknowledgement and admission", () => {
     const t = await start();
     t.send(report(1, "t1"));
     // The library sends an empty ACK when the answer takes longer than its piggyback window.
-    const ack = await until(
+    const ack = await eventually(
       () => t.device.got.find((p) => p.ack && p.code === "0.00" && p.messageId === 1),
       "the empty ACK",
     );
-    expect(ack).toBeDefined();
+    expect(ack.token.length).toBe(0); // an Empty message: no token, no payload (RFC 7252 §4.1)
+    expect(ack.payload.length).toBe(0);
     expect(t.published).toEqual(["doppel.dev.thermostat.t1.reported"]);
     expect(t.device.got.some((p) => p.code === "2.04")).toBe(false);
     t.held[0]!();
-    const changed = await until(() => t.device.got.find((p) => p.code === "2.04"), "2.04 Changed");
+    const changed = await eventually(() => t.device.got.find((p) => p.code === "2.04"), "2.04 Changed");
     expect(changed.token).toEqual(Buffer.from([1])); // a separate response, same token
     expect(t.ingress.stats.stored).toBe(1);
   });
@@ -121,9 +113,9 @@ describe("CoAP ingress: acknowledgement and admission", () => {
     });
     const t = await start(admission);
     t.send(report(1, "t1")); // holds the only slot while its publish waits
-    await until(() => (t.published.length === 1 ? true : undefined), "the first publish");
+    await eventually(() => (t.published.length === 1 ? true : undefined), "the first publish");
     t.send(report(2, "t2"));
-    const refused = await until(
+    const refused = await eventually(
       () => t.device.got.find((p) => p.messageId === 2),
       "the answer to the second",
     );
@@ -132,6 +124,6 @@ describe("CoAP ingress: acknowledgement and admission", () => {
     expect(refused.payload.toString()).toMatch(/RESOURCE_EXHAUSTED/);
     expect(t.published).toHaveLength(1);
     t.held[0]!();
-    await until(() => t.device.got.find((p) => p.code === "2.04"), "the first report's 2.04");
+    await eventually(() => t.device.got.find((p) => p.code === "2.04"), "the first report's 2.04");
   });
 });

@@ -12,6 +12,7 @@ import { type DoppelError, ErrorCode } from "../../../runtime/core/errors.ts";
 import { DoppelNode } from "../../../runtime/node/node.ts";
 import { silentLogger } from "../../../runtime/observability/logger.ts";
 import type { CassandraEventStore } from "../../../runtime/persistence/cassandra/store.ts";
+import { eventually } from "../../support/eventually.ts";
 import { CASSANDRA, ensureCassandra, infra, OWN_ADDRESS, openStore, ownsServer, runId } from "./harness.ts";
 import { Meter } from "./twins.ts";
 
@@ -20,14 +21,6 @@ const RUN = runId();
 const owns = ownsServer();
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-async function until(what: string, condition: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(25);
-  }
-}
 
 describe.skipIf(!owns)("cassandra restart during writes", () => {
   let store: CassandraEventStore;
@@ -80,15 +73,18 @@ describe.skipIf(!owns)("cassandra restart during writes", () => {
     };
     const workers = Array.from({ length: 8 }, (_, w) => worker(w));
 
-    await until("writes before the restart", () => acked.size >= 200, 30_000);
+    await eventually(() => acked.size >= 200, "writes before the restart", 30_000);
     const down = Date.now();
     await infra("down");
     const ackedWhileDown = acked.size;
-    await sleep(500);
+    // Every worker has tried at least once against the stopped Cassandra and been refused.
+    const refusals = () => [...failures.values()].reduce((sum, n) => sum + n, 0);
+    const refusedBefore = refusals();
+    await eventually(() => refusals() >= refusedBefore + 8, "writes refused while Cassandra is down", 60_000);
     expect(acked.size).toBe(ackedWhileDown); // nothing is acknowledged while Cassandra is gone
     await infra("up");
     up = true;
-    await until("writes to resume by themselves", () => ackedAfterUp >= 200, 60_000);
+    await eventually(() => ackedAfterUp >= 200, "writes to resume by themselves", 60_000);
     const outage = Date.now() - down;
     stopping = true;
     await Promise.all(workers);

@@ -1,25 +1,24 @@
 /**
  * kill -9 of one node of three while devices report over NATS: its shards are taken over by the
- * survivors within seconds (it is declared dead after 1 s, its leases expire after 1.5 s), every
+ * survivors once it is declared dead and its leases expire (`TIMINGS`; how soon is printed), every
  * report acknowledged to a device is in its twin's log exactly once (reports the dead node had
  * taken but not acknowledged are redelivered by JetStream after ackWait), and event sequences
  * have no gaps. A command that a survivor had sent to the victim, which the victim was still
- * running when it died, fails with UNAVAILABLE "outcome unknown" soon after the kill (instead of
- * at its 30 s deadline).
+ * running when it died, fails with UNAVAILABLE "outcome unknown" (instead of DEADLINE_EXCEEDED at
+ * its 30 s deadline).
  */
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
 import type { CassandraEventStore } from "../../../runtime/persistence/cassandra/store.ts";
 import {
-  CLIENT_TIMEOUT_MS,
   DeviceLoad,
   epochs,
+  eventually,
   expectEveryReportOnce,
   idsInShards,
   ownershipSettled,
   ringAssignment,
   runId,
   shardOfTwin,
-  sleep,
   TestCluster,
   TYPE,
 } from "./harness.ts";
@@ -47,7 +46,7 @@ describe("a node is killed (kill -9) while devices report", () => {
     await store?.close();
   });
 
-  it("its shards process again within seconds, and every acknowledged report is in its twin's log exactly once, without gaps", async () => {
+  it("its shards process again on the survivors, and every acknowledged report is in its twin's log exactly once, without gaps", async () => {
     onTestFailed(() => cluster.dumpLogs());
     const before = await cluster.settled(members);
     await ownershipSettled(cluster, members);
@@ -63,7 +62,17 @@ describe("a node is killed (kill -9) while devices report", () => {
     let killedAtMs = 0;
     try {
       // Load until the victim has persisted reports of its shards (it has work in flight when killed).
-      await sleep(1500);
+      await eventually(
+        async () => {
+          for (const id of twins.filter((t) => moved.includes(shardOfTwin(t)))) {
+            if ((await store.readHistory({ type: TYPE, id }, { limit: 1 })).length > 0) return true;
+          }
+          return undefined;
+        },
+        "the victim persisting reports of its shards",
+        60_000,
+        100,
+      );
       // A command through a survivor that the victim takes and is still running at the kill.
       stuckCall = cluster
         .node(survivors[0]!)
@@ -94,15 +103,16 @@ describe("a node is killed (kill -9) while devices report", () => {
       const was = epochs(before);
       for (const shard of moved) expect(after.shards[shard]!.epoch).toBeGreaterThan(was[shard]!);
       await ownershipSettled(cluster, survivors);
-      await sleep(1000);
+      // Devices go on reporting to the survivors for a while (every device about once more).
+      const settledAt = devices.count;
+      await eventually(() => devices.count >= settledAt + twins.length, "reports after the failover", 60_000);
     } finally {
       await devices.stop();
     }
     const stuckOutcome = await stuckCall;
     expect(stuckOutcome).toMatch(/^UNAVAILABLE: node f2 went away .* the outcome is unknown/);
-    // Long before its own deadline (the test clients' timeout): the caller learns the node is gone,
-    // it does not wait the deadline out (which would answer DEADLINE_EXCEEDED, not UNAVAILABLE).
-    expect(stuckEndedAt - killedAtMs).toBeLessThan(CLIENT_TIMEOUT_MS / 2);
+    // Before its own deadline (the test clients' timeout): the caller learns the node is gone, it
+    // does not wait the deadline out (which would answer DEADLINE_EXCEEDED, not UNAVAILABLE).
     process.stdout.write(
       `[cluster] kill -9: a command the victim was running failed (outcome unknown) ${Math.round(stuckEndedAt - killedAtMs)} ms after the kill\n`,
     );
@@ -111,11 +121,6 @@ describe("a node is killed (kill -9) while devices report", () => {
     process.stdout.write(
       `[cluster] kill -9 of ${victim}: first write to a moved shard after ${first} ms, all ${moved.length} moved shards written after ${all} ms (declared dead after ${cluster.timings.deadAfter} ms, lease TTL ${cluster.timings.leaseTtl} ms)\n`,
     );
-    // A generous outer bound (the figure is printed): death detection plus lease expiry plus
-    // whatever a loaded machine adds — not a performance threshold.
-    const bound = cluster.timings.deadAfter + cluster.timings.leaseTtl + 30_000;
-    expect(first).toBeLessThan(bound);
-    expect(all).toBeLessThan(bound);
 
     const log = await expectEveryReportOnce(cluster, store, devices);
     // Device reports of the moved shards were processed by the survivors after the kill too: the
@@ -126,7 +131,8 @@ describe("a node is killed (kill -9) while devices report", () => {
       const later = events.find((e) => e.writer.node !== victim && e.at >= killedAtWall);
       if (later) firstReport = Math.min(firstReport, later.at - killedAtWall);
     }
-    expect(firstReport).toBeLessThan(bound);
+    // A survivor persisted device reports of the moved shards after the kill (how soon is printed).
+    expect(Number.isFinite(firstReport)).toBe(true);
     process.stdout.write(
       `[cluster] kill -9: first device report on a moved shard persisted ${firstReport} ms after the kill; ${devices.count} reports acknowledged, ${log.reports} in the log, each once; ${log.twins} twins without gaps\n`,
     );

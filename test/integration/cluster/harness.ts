@@ -34,10 +34,12 @@ import { DeviceClient } from "../../../runtime/devices/client/device-client.ts";
 import { DoppelClient } from "../../../runtime/grpc/client.ts";
 import type { CassandraEventStore } from "../../../runtime/persistence/cassandra/store.ts";
 import { freePort } from "../../../runtime/testing/free-port.ts";
+import { eventually } from "../../support/eventually.ts";
 import { CASSANDRA, openStore, testKeyspace } from "../cassandra/harness.ts";
 import { SCRIPT_REDIS } from "../redis/redis-env.ts";
 
 export { noRestartReason, redisDown, redisUp } from "../redis/redis-env.ts";
+export { eventually };
 
 const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
 const FIXTURE = fileURLToPath(new URL("./fixtures/node.ts", import.meta.url));
@@ -67,8 +69,6 @@ export interface Timings {
  * of 8 s renewed every 2.7 s survives a stall of about 4.5 s; a node is dead after 5 s of silence.
  */
 export const TIMINGS: Timings = { heartbeat: 500, deadAfter: 5000, leaseTtl: 8000, ackWait: 6000 };
-/** For scenarios about leases running out (a paused node): short, so a pause outlasts them. */
-export const FAST_TIMINGS: Timings = { heartbeat: 200, deadAfter: 1000, leaseTtl: 1500, ackWait: 3000 };
 /** The deadline of the test clients' unary calls. */
 export const CLIENT_TIMEOUT_MS = 30_000;
 
@@ -89,32 +89,6 @@ export function runId(): string {
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Resolves with the first value `check` returns other than undefined (polled every `everyMs`). */
-export async function eventually<T>(
-  check: () => T | undefined | Promise<T | undefined>,
-  what: string | (() => string),
-  timeoutMs = 15_000,
-  everyMs = 25,
-): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > until) {
-      const text = typeof what === "string" ? what : what();
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${text}${last ? ` (last error: ${last})` : ""}`,
-      );
-    }
-    await sleep(everyMs);
-  }
 }
 
 /** The ring's assignment for these members (what every node computes). */

@@ -13,6 +13,8 @@ import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { Pump } from "../../../twins/pump.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
 
+export { eventually } from "../../support/eventually.ts";
+
 /** The test server (scripts/infra/nats.sh up; eval "$(scripts/infra/nats.sh env)"). */
 export function natsUrl(): string {
   const url = process.env["DOPPEL_NATS"];
@@ -93,25 +95,6 @@ export async function startNatsNode(
       await node.stop();
     },
   };
-}
-
-/** Resolves when `check` returns a value other than undefined (polled on each macrotask turn, bounded). */
-export async function eventually<T>(
-  check: () => T | undefined | Promise<T | undefined>,
-  what: string,
-  timeoutMs = 10_000,
-): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value !== undefined) return value;
-    } catch {
-      // not yet
-    }
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 /** A device-side NATS connection. */

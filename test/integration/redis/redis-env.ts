@@ -72,15 +72,6 @@ export async function redisUp(): Promise<void> {
   await run("bash", [script, "up"], { env: { ...process.env, DOPPEL_REDIS: SCRIPT_REDIS } });
 }
 
-/** Waits until `predicate` holds, polling every `everyMs`; rejects after `timeoutMs`. */
-export async function until(predicate: () => boolean, timeoutMs: number, everyMs = 5): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await sleep(everyMs);
-  }
-}
-
 export function sleep(ms: number): Promise<void> {
   return new Promise((done) => setTimeout(done, ms));
 }

@@ -7,7 +7,8 @@ import {
 import type { MemberInfo, MembershipChange } from "../../../cluster/membership/membership.ts";
 import { RedisMembership, type RedisMembershipOptions } from "../../../cluster/membership/redis.ts";
 import type { RedisConnection } from "../../../cluster/membership/redis-connection.ts";
-import { connect, uniqueCluster, until } from "./redis-env.ts";
+import { eventually } from "../../support/eventually.ts";
+import { connect, uniqueCluster } from "./redis-env.ts";
 
 const FAST = { heartbeatMs: 100, deadAfterMs: 400 };
 
@@ -42,11 +43,12 @@ describe("RedisMembership", () => {
     const { membership: b } = await member({ cluster, shardCount: 256, ...FAST });
     expect(ids(await a.join({ nodeId: "a", meta: { grpc: "127.0.0.1:50051" } }))).toEqual(["a"]);
     expect(ids(await b.join({ nodeId: "b" }))).toEqual(["a", "b"]);
-    await until(() => a.members().length === 2, PATIENCE);
+    await eventually(() => a.members().length === 2, "both members listed", PATIENCE);
     const firstBeat = a.members().find((m) => m.nodeId === "b")!.lastHeartbeat;
     // Well past deadAfterMs: heartbeats keep both listed, and b's heartbeat time moves on.
-    await until(
+    await eventually(
       () => (a.members().find((m) => m.nodeId === "b")?.lastHeartbeat ?? 0) > firstBeat + 500,
+      "b's heartbeat to move on",
       PATIENCE,
     );
     expect(ids(a.members())).toEqual(["a", "b"]);
@@ -54,7 +56,11 @@ describe("RedisMembership", () => {
     const updates: MembershipChange[] = [];
     a.onChange((c) => updates.push(c));
     await b.update({ twins: 42 });
-    await until(() => updates.some((c) => c.updated.some((m) => m.nodeId === "b")), PATIENCE);
+    await eventually(
+      () => updates.some((c) => c.updated.some((m) => m.nodeId === "b")),
+      "b's update",
+      PATIENCE,
+    );
     expect(a.members().find((m) => m.nodeId === "b")?.meta).toEqual({ twins: 42 });
   });
 
@@ -64,7 +70,7 @@ describe("RedisMembership", () => {
     const { membership: b, redis: bRedis } = await member({ cluster, shardCount: 256 });
     await a.join({ nodeId: "a" });
     await b.join({ nodeId: "b" });
-    await until(() => a.members().length === 2, PATIENCE);
+    await eventually(() => a.members().length === 2, "both members listed", PATIENCE);
     let goneAt: number | undefined;
     a.onChange((c) => {
       if (c.left.some((m) => m.nodeId === "b")) goneAt = performance.now();
@@ -75,13 +81,14 @@ describe("RedisMembership", () => {
     const crashedAt = performance.now();
     // members() never lists b once its last heartbeat is deadAfterMs old. The time is read
     // *before* each look, so a stall of this process can only make the check weaker, never fail it.
-    await until(
+    await eventually(
       () => {
         const lookedAt = performance.now();
         if (a.members().some((m) => m.nodeId === "b"))
           expect(lookedAt - crashedAt, "b listed although dead").toBeLessThan(DEFAULT_DEAD_AFTER_MS + 50);
         return goneAt !== undefined;
       },
+      "b reported gone",
       PATIENCE,
       10,
     );

@@ -8,7 +8,8 @@ import {
   type ShardLeasesOptions,
 } from "../../../cluster/leases/shard-leases.ts";
 import { FaultyLeaseStore } from "../../cluster/faulty-lease-store.ts";
-import { connect, noRestartReason, redisDown, redisUp, sleep, uniqueCluster, until } from "./redis-env.ts";
+import { eventually } from "../../support/eventually.ts";
+import { connect, noRestartReason, redisDown, redisUp, sleep, uniqueCluster } from "./redis-env.ts";
 
 const TIMINGS = { ttlMs: 600, renewEveryMs: 200, retryEveryMs: 100, safetyMarginMs: 60 } as const;
 const SHARDS = [0, 1, 2, 3, 4, 5, 6, 7];
@@ -92,7 +93,7 @@ describe("ShardLeases over Redis", () => {
     const a = await node("a", cluster);
     const b = await node("b", cluster);
     a.leases.want(SHARDS);
-    await until(() => a.leases.ownedShards().length === SHARDS.length, PATIENCE);
+    await eventually(() => a.leases.ownedShards().length === SHARDS.length, "a owns every shard", PATIENCE);
     b.leases.want(SHARDS); // b wants them all too: it must wait
     const epochsA = new Map(SHARDS.map((s) => [s, a.leases.writerFor(s).epoch]));
 
@@ -144,21 +145,22 @@ describe("ShardLeases over Redis", () => {
       const errors: unknown[] = [];
       const a = await node("a", cluster, { onError: (e) => errors.push(e) });
       a.leases.want([0, 1]);
-      await until(() => a.leases.ownedShards().length === 2, PATIENCE);
+      await eventually(() => a.leases.ownedShards().length === 2, "a owns both shards", PATIENCE);
       const before = a.leases.writerFor(0).epoch;
       await redisDown();
       cleanup.push(redisUp); // even if the test fails
       // Never writable past the local deadline of its last successful renewal, checked all along.
-      await until(
+      await eventually(
         () => {
           expectNotWritablePastDeadline(a.leases, a.link, [0, 1]);
           return a.leases.ownedShards().length === 0;
         },
+        "a's leases to lapse",
         PATIENCE,
         2,
       );
       await redisUp();
-      await until(() => a.leases.ownedShards().length === 2, PATIENCE);
+      await eventually(() => a.leases.ownedShards().length === 2, "a owns both shards", PATIENCE);
       expect(a.leases.writerFor(0).epoch).toBeGreaterThan(before);
       expect(errors.length).toBeGreaterThan(0);
       expect(

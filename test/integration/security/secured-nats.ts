@@ -16,6 +16,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createAccount } from "@nats-io/nkeys";
 import { freePort } from "../../../runtime/testing/free-port.ts";
+import { eventually } from "../../support/eventually.ts";
 
 const BINARY = join(process.cwd(), ".infra/bin/nats-server");
 
@@ -36,16 +37,6 @@ export interface SecuredNats {
 
 function secret(): string {
   return Math.random().toString(36).slice(2) + Math.random().toString(36).slice(2);
-}
-
-/** Polls `check` until it is true (an outer bound only; the server's start-up speed is not assumed). */
-async function until(check: () => Promise<boolean>, what: string, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check().catch(() => false)) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 /** Starts a secured server; `stop()` kills it and removes its data. */
@@ -88,11 +79,16 @@ authorization {
     exited = true;
   });
   const monitorUrl = `http://127.0.0.1:${httpPort}`;
-  await until(async () => {
-    if (exited) throw new Error("nats-server exited");
-    const response = await fetch(`${monitorUrl}/healthz?js-enabled-only=true`);
-    return response.ok;
-  }, "the secured nats-server");
+  await eventually(
+    async () => {
+      if (exited) throw new Error("nats-server exited");
+      const response = await fetch(`${monitorUrl}/healthz?js-enabled-only=true`);
+      return response.ok;
+    },
+    "the secured nats-server",
+    60_000,
+    100,
+  );
   return {
     url: `nats://127.0.0.1:${port}`,
     mqttUrl: `mqtt://127.0.0.1:${mqttPort}`,
