@@ -27,7 +27,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { loadavg, tmpdir } from "node:os";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -37,7 +37,16 @@ import { CassandraEventStore } from "../runtime/persistence/cassandra/store.ts";
 import type { EventStore } from "../runtime/persistence/event-store.ts";
 import { SqliteEventStore } from "../runtime/persistence/sqlite-store.ts";
 import { freePort } from "../runtime/testing/free-port.ts";
-import { BARE_PREFIX, BARE_STREAM, histogram, note, percentiles, report, summary } from "./lib.ts";
+import {
+  BARE_PREFIX,
+  BARE_STREAM,
+  histogram,
+  loadAverage,
+  note,
+  percentiles,
+  report,
+  summary,
+} from "./lib.ts";
 
 const quick = process.env["BENCH_QUICK"] === "1";
 /** `BENCH_STORE=cassandra` runs the node on Cassandra (DOPPEL_CASSANDRA, else the script's server). */
@@ -352,10 +361,4 @@ try {
   rmSync(dataDir, { recursive: true, force: true });
   if (started) spawnSync("bash", ["scripts/infra/nats.sh", "down"], { cwd: ROOT, stdio: "inherit" });
   process.exit(0);
-}
-
-function loadAverage(): string {
-  return loadavg()
-    .map((l) => l.toFixed(1))
-    .join(" ");
 }

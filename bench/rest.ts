@@ -14,7 +14,7 @@
 import { fileURLToPath } from "node:url";
 import { Pool } from "undici";
 import { DoppelClient } from "../runtime/grpc/client.ts";
-import { closedLoop, type LoopRound, note, report, startServerProcess, summary } from "./lib.ts";
+import { closedLoop, type LoopRound, loadAverage, note, report, startServerProcess, summary } from "./lib.ts";
 
 const quick = process.env["BENCH_QUICK"] === "1";
 const ROUNDS = quick ? 2 : 5;
@@ -162,7 +162,7 @@ async function main(): Promise<void> {
       rounds: ROUNDS,
       callsPerRound: CALLS,
       concurrency: CONCURRENCY,
-      loadAverage: (await import("node:os")).loadavg().map((x) => Math.round(x * 100) / 100),
+      loadAverage: loadAverage(),
       ...results,
     });
   } finally {
