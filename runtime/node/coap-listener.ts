@@ -34,7 +34,7 @@ export async function startCoapListener(
   const requireCredentials = !loopback || (coap.requireCredentials ?? config.nats?.deviceAuth !== undefined);
   const { CoapIngress } = await import("../devices/coap/coap-ingress.ts");
   const ingress = await CoapIngress.start({
-    ...(await durableReportOptions(parts, { requireCredentials, ackTimeoutMs: coap.ackTimeout })),
+    ...durableReportOptions(parts, { requireCredentials, ackTimeoutMs: coap.ackTimeout }),
     host,
     port,
     logger,

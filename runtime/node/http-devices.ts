@@ -24,10 +24,10 @@ export async function httpDevices(
     import("../web/device-routes.ts"),
   ]);
   const reports = new DurableReports({
-    ...(await durableReportOptions(parts, {
+    ...durableReportOptions(parts, {
       requireCredentials,
       ackTimeoutMs: config.http.deviceAckTimeout,
-    })),
+    }),
     source: "http",
     credentialHint:
       "send 'Authorization: Basic' with user <type>/<id> and the device's password (doppel devices provision)",

@@ -38,7 +38,8 @@ import type { Fleet } from "../sim/fleet.ts";
 import type { HttpDeviceStats } from "../web/device-routes.ts";
 import type { WebExtension, WebServer } from "../web/server.ts";
 import { type ClusterParts, type InProcessCluster, openClusterParts } from "./cluster-parts.ts";
-import { jsonLimits, natsConnection, natsDeviceSettings } from "./device-settings.ts";
+import { deviceCredentialsPath, jsonLimits, natsConnection, natsDeviceSettings } from "./device-settings.ts";
+import type { DeviceListenerParts } from "./durable-report-options.ts";
 import { createEngine, localTwins, registerTwins } from "./engine-setup.ts";
 import type { GatewaySecurityParts } from "./grpc-security.ts";
 import { compileConfig, type NodeConfig, type NodeConfigInput } from "./options.ts";
@@ -91,6 +92,7 @@ export class DoppelNode {
   #fleet: Fleet | undefined;
   #grpcAddress: string | undefined;
   #coap: CoapIngress | undefined;
+  #listenerParts: Promise<DeviceListenerParts> | undefined;
   #grpcSecurity: string | undefined;
   #securityParts: GatewaySecurityParts | undefined;
   #httpSecurity: string | undefined;
@@ -317,16 +319,25 @@ export class DoppelNode {
     this.#grpcAddress = gateway.address;
   }
 
-  async #serveCoap(wiring: Wiring): Promise<void> {
-    if (!this.config.coap) return;
-    const { startCoapListener } = await import("./coap-listener.ts");
-    const coap = await startCoapListener({
+  /** What the request/response device listeners (CoAP, HTTP) share, built once. */
+  #deviceListenerParts(wiring: Wiring): Promise<DeviceListenerParts> {
+    this.#listenerParts ??= import("../devices/auth/device-credentials.ts").then(({ DeviceCredentials }) => ({
       config: this.config,
       transport: this.#devices.transport,
       registry: this.registry,
       admission: this.#admission,
       clock: wiring.clock,
       deviceRate: this.#devices.deviceRate,
+      credentials: new DeviceCredentials(deviceCredentialsPath(this.config)),
+    }));
+    return this.#listenerParts;
+  }
+
+  async #serveCoap(wiring: Wiring): Promise<void> {
+    if (!this.config.coap) return;
+    const { startCoapListener } = await import("./coap-listener.ts");
+    const coap = await startCoapListener({
+      ...(await this.#deviceListenerParts(wiring)),
       logger: this.logger,
     });
     if (coap) {
@@ -350,12 +361,7 @@ export class DoppelNode {
     const secured = await this.#security();
     this.#httpSecurity = secured.http.summary;
     const devices = await httpDevices({
-      config,
-      transport: this.#devices.transport,
-      registry: this.registry,
-      admission: this.#admission,
-      clock: wiring.clock,
-      deviceRate: this.#devices.deviceRate,
+      ...(await this.#deviceListenerParts(wiring)),
       listen: config.http.listen,
       servicesAuthenticated: secured.http.security !== undefined,
     });

@@ -58,7 +58,7 @@ export class MemoryEventStore implements EventStore {
     const log = this.#events.get(key) ?? [];
     const first = commit.events[0];
     // Fencing: a writer whose lease epoch is older than the twin's newest or its claim must not append.
-    const twinEpoch = Math.max(log.at(-1)?.writer.epoch ?? 0, this.#claims.get(key) ?? 0);
+    const twinEpoch = this.#twinEpoch(key, log);
     if (first && twinEpoch > commitEpoch(commit)) return staleEpochError(commit, twinEpoch);
     if (log.length !== commit.expectedSeq) {
       const existing = log[commit.expectedSeq];
@@ -81,6 +81,11 @@ export class MemoryEventStore implements EventStore {
     return undefined;
   }
 
+  /** The newest lease epoch that wrote or claimed the twin (what fencing compares a writer with). */
+  #twinEpoch(key: string, log: readonly EventRecord[]): number {
+    return Math.max(log.at(-1)?.writer.epoch ?? 0, this.#claims.get(key) ?? 0);
+  }
+
   async loadTwin(ref: TwinRef, options: LoadOptions = {}): Promise<LoadedTwin> {
     this.#gate();
     const key = refKey(ref);
@@ -88,7 +93,7 @@ export class MemoryEventStore implements EventStore {
     const log = this.#events.get(key) ?? [];
     const { claimEpoch } = options;
     if (claimEpoch !== undefined) {
-      const twinEpoch = Math.max(log.at(-1)?.writer.epoch ?? 0, this.#claims.get(key) ?? 0);
+      const twinEpoch = this.#twinEpoch(key, log);
       if (twinEpoch > claimEpoch) throw staleClaimError(ref, claimEpoch, twinEpoch);
       this.#claims.set(key, claimEpoch);
     }

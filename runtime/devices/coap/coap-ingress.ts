@@ -170,7 +170,7 @@ export class CoapIngress {
       const target = parseTarget(values("Uri-Path"), values("Uri-Query"));
       if (!this.options.registry.has(target.ref.type))
         throw new NotFound(`no twin type '${target.ref.type}' on this node`);
-      this.#authenticate(target);
+      this.#reports.authenticate(target.ref, target.token);
       const method = req.method;
       if (target.resource === "desired") {
         if (method !== "GET")
@@ -190,10 +190,6 @@ export class CoapIngress {
   }
 
   /** Checks the `token` against the credentials file (required unless the listener is open). */
-  #authenticate(target: CoapTarget): void {
-    this.#reports.authenticate(target.ref, target.token);
-  }
-
   /** Decodes a report or telemetry message (JSON or CBOR) and stores it durably (see {@link DurableReports}). */
   async #store(req: CoapRequest, target: CoapTarget): Promise<void> {
     const format = formatOf(req.headers["Content-Format"]);

@@ -220,7 +220,8 @@ export class DeviceIngress {
       if (this.deviceRate && (channel === DeviceChannel.Reported || channel === DeviceChannel.Telemetry)) {
         // A message a CoAP or HTTP listener charged as it arrived is not charged again.
         const decision = this.deviceRate.take(device, messageId);
-        if (!decision.allowed) return this.#rateLimited(device, decision.retryAfterMs, encoding, channel);
+        if (!decision.allowed)
+          return this.#rateLimited(this.deviceRate, device, decision.retryAfterMs, encoding, channel);
       }
       // Admitted before anything is decoded or queued for the twin; over the bound: throttled.
       permit = this.admission?.admit("device", device);
@@ -296,10 +297,16 @@ export class DeviceIngress {
     }
   }
 
-  #rateLimited(device: string, retryAfterMs: number, encoding: Encoding, channel: DeviceChannel): Processed {
+  #rateLimited(
+    rate: DeviceRate,
+    device: string,
+    retryAfterMs: number,
+    encoding: Encoding,
+    channel: DeviceChannel,
+  ): Processed {
     this.stats.rateLimited++;
     this.onRateLimited?.(device);
-    const error = (this.deviceRate as DeviceRate).exhausted(device, retryAfterMs, true);
+    const error = rate.exhausted(device, retryAfterMs, true);
     return { reply: errorReply(error), rejected: true, retry: false, encoding, channel };
   }
 
