@@ -50,6 +50,9 @@ class NullStore implements EventStore {
   async readTelemetry() {
     return [];
   }
+  async twinsCreated() {
+    return 0;
+  }
   async close() {}
 }
 

@@ -10,6 +10,7 @@ export {
   FailedPrecondition,
   InvalidArgument,
   NotFound,
+  QuotaExceeded,
   ResourceExhausted,
   Unavailable,
   VersionConflict,

@@ -23,6 +23,7 @@ export {
   NotFound,
   PermissionDenied,
   Quarantined,
+  QuotaExceeded,
   ResourceExhausted,
   Unauthenticated,
   Unavailable,

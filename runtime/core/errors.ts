@@ -18,6 +18,7 @@ export const ErrorCode = {
   Unavailable: "UNAVAILABLE",
   DeadlineExceeded: "DEADLINE_EXCEEDED",
   ResourceExhausted: "RESOURCE_EXHAUSTED",
+  QuotaExceeded: "QUOTA_EXCEEDED",
   HandlerFailed: "HANDLER_FAILED",
   Internal: "INTERNAL",
   Unauthenticated: "UNAUTHENTICATED",
@@ -206,6 +207,17 @@ export class ResourceExhausted extends DoppelError {
   }
 }
 
+/**
+ * A principal is over a quota that does not refill by itself: an API key that has created as many
+ * twins as its `maxTwins` allows. `details`: `quota` (its name, `"maxTwins"`), `principal`,
+ * `limit` and `used`. Not retryable: the same request fails again until the quota is raised.
+ */
+export class QuotaExceeded extends DoppelError {
+  constructor(message: string, details?: ErrorDetails) {
+    super(ErrorCode.QuotaExceeded, message, details);
+  }
+}
+
 /** A twin's handler threw an ordinary error; the twin's state is unchanged and it keeps serving. */
 export class HandlerFailed extends DoppelError {
   constructor(message: string, details?: ErrorDetails, options?: ErrorOptions) {
@@ -254,6 +266,7 @@ const SUBCLASS_BY_CODE: Record<ErrorCode, (message: string, details?: ErrorDetai
   UNAVAILABLE: (m, d) => new Unavailable(m, d),
   DEADLINE_EXCEEDED: (m, d) => new DeadlineExceeded(m, d),
   RESOURCE_EXHAUSTED: (m, d) => new ResourceExhausted(m, d),
+  QUOTA_EXCEEDED: (m, d) => new QuotaExceeded(m, d),
   HANDLER_FAILED: (m, d) => new HandlerFailed(m, d),
   INTERNAL: (m, d) => new Internal(m, d),
   UNAUTHENTICATED: (m, d) => new Unauthenticated(m, d),

@@ -96,6 +96,17 @@ export interface ReminderIndexEntry {
   readonly dueAt: number;
 }
 
+/**
+ * Who creates a twin, when that principal's creations are counted against a quota (an API key
+ * with `maxTwins`): set on a twin's first commit (`expectedSeq` 0).
+ */
+export interface TwinCreator {
+  /** The principal's label (`principalLabel`): the count is kept under it. */
+  readonly principal: string;
+  /** Most twins the principal may create; its creations beyond are refused. */
+  readonly maxTwins: number;
+}
+
 /** Everything one twin's turn(s) write, atomically for that twin. */
 export interface TwinCommit {
   readonly ref: TwinRef;
@@ -107,6 +118,13 @@ export interface TwinCommit {
   readonly view: TwinView;
   /** Reminder index changes: entries to upsert and reminder names to remove. */
   readonly reminders: { readonly set: readonly ReminderIndexEntry[]; readonly clear: readonly string[] };
+  /**
+   * On a twin's first commit, the principal whose quota counts the creation: the store counts it
+   * atomically with the append (only when the commit really creates the twin: not a retry of a
+   * commit already written, not a conflicting one), and refuses the commit with `QuotaExceeded`
+   * when the principal has created `maxTwins` twins already. Ignored when `expectedSeq` is not 0.
+   */
+  readonly creator?: TwinCreator;
 }
 
 /** A numeric telemetry sample of one twin: several named metrics measured at one instant. */

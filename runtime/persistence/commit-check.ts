@@ -5,9 +5,9 @@
  * (never a `ConcurrencyConflict`, and never failing the other commits of a call). And the
  * refusal every store gives a writer whose lease epoch is older than the twin's newest.
  */
-import { InvalidArgument, Unavailable } from "../core/errors.ts";
+import { InvalidArgument, QuotaExceeded, Unavailable } from "../core/errors.ts";
 import { refKey, type TwinRef } from "../core/ids.ts";
-import type { TwinCommit } from "../core/records.ts";
+import type { TwinCommit, TwinCreator } from "../core/records.ts";
 
 /** What is wrong with `commit`'s shape, or `undefined` when nothing is. */
 export function commitShapeError(commit: TwinCommit): InvalidArgument | undefined {
@@ -53,5 +53,27 @@ export function staleClaimError(ref: TwinRef, epoch: number, twinEpoch: number):
   return new Unavailable(
     `${refKey(ref)}: refused to claim the twin at lease epoch ${epoch}: it was claimed or written at lease epoch ${twinEpoch}; this writer's lease is stale; retry on the owner`,
     { retry: "not-owner", reason: "stale-epoch", epoch, twinEpoch },
+  );
+}
+
+/**
+ * The creator whose quota a commit counts: its `creator` when the commit creates the twin (its
+ * first commit, with events); `undefined` otherwise.
+ */
+export function creatorOf(commit: TwinCommit): TwinCreator | undefined {
+  return commit.expectedSeq === 0 && commit.events.length > 0 ? commit.creator : undefined;
+}
+
+/** The refusal of a commit that would create a twin beyond its creator's quota (`used` twins created). */
+export function quotaExceededError(commit: TwinCommit, creator: TwinCreator, used: number): QuotaExceeded {
+  return new QuotaExceeded(
+    `${creator.principal} may create at most ${creator.maxTwins} twins (quota maxTwins) and has created ${used}: ${refKey(commit.ref)} was not created`,
+    {
+      quota: "maxTwins",
+      principal: creator.principal,
+      limit: creator.maxTwins,
+      used,
+      twin: refKey(commit.ref),
+    },
   );
 }

@@ -80,7 +80,9 @@ export interface EventStore {
    * newer owner wrote, is refused whatever the timing), `ConcurrencyConflict` when the twin's log does not end at
    * `expectedSeq` (another writer got there first), `InvalidArgument` when the commit is malformed
    * (its events do not continue from `expectedSeq`), the `fence`'s error when it refused the
-   * commit. When the store itself fails, the whole call rejects with `Unavailable` and none of it
+   * commit, `QuotaExceeded` when the commit creates the twin and its `creator` has created
+   * `maxTwins` twins already (see {@link TwinCommit.creator}; each creation is counted once, durably,
+   * and shared by every node on the store). When the store itself fails, the whole call rejects with `Unavailable` and none of it
    * may be assumed written. Retrying a commit whose events are already stored with the same
    * commit ids succeeds without writing anything twice. Callers never put two commits of one twin
    * in one call.
@@ -123,6 +125,12 @@ export interface EventStore {
 
   /** Telemetry samples of one twin in a time range, ascending, at most `range.limit`. */
   readTelemetry(ref: TwinRef, range: TelemetryRange): Promise<TelemetrySample[]>;
+
+  /**
+   * How many twins `principal` (a `principalLabel`) has created under a quota: the count kept by
+   * commits with a {@link TwinCommit.creator}; 0 for a principal that never created one.
+   */
+  twinsCreated(principal: string): Promise<number>;
 
   /** Releases connections and files. */
   close(): Promise<void>;

@@ -15,7 +15,14 @@ import type {
   TwinView,
   ViewPage,
 } from "../core/records.ts";
-import { commitEpoch, commitShapeError, staleClaimError, staleEpochError } from "./commit-check.ts";
+import {
+  commitEpoch,
+  commitShapeError,
+  creatorOf,
+  quotaExceededError,
+  staleClaimError,
+  staleEpochError,
+} from "./commit-check.ts";
 import type { EventStore, LoadedTwin, LoadOptions, TelemetryRange, ViewQuery } from "./event-store.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
 
@@ -28,6 +35,8 @@ export class MemoryEventStore implements EventStore {
   readonly #telemetry = new Map<string, TelemetrySample[]>();
   /** The epoch each claimed twin was claimed at (see `LoadOptions.claimEpoch`). */
   readonly #claims = new Map<string, number>();
+  /** Twins created per principal under a quota (see `TwinCommit.creator`). */
+  readonly #created = new Map<string, number>();
   #failures = 0;
   #closed = false;
 
@@ -68,6 +77,12 @@ export class MemoryEventStore implements EventStore {
         { expectedSeq: commit.expectedSeq, actualSeq: log.length },
       );
     }
+    const creator = creatorOf(commit);
+    if (creator) {
+      const used = this.#created.get(creator.principal) ?? 0;
+      if (used >= creator.maxTwins) return quotaExceededError(commit, creator, used);
+      this.#created.set(creator.principal, used + 1);
+    }
     log.push(...commit.events);
     this.#events.set(key, log);
     let byType = this.#views.get(commit.ref.type);
@@ -84,6 +99,11 @@ export class MemoryEventStore implements EventStore {
   /** The newest lease epoch that wrote or claimed the twin (what fencing compares a writer with). */
   #twinEpoch(key: string, log: readonly EventRecord[]): number {
     return Math.max(log.at(-1)?.writer.epoch ?? 0, this.#claims.get(key) ?? 0);
+  }
+
+  async twinsCreated(principal: string): Promise<number> {
+    this.#gate();
+    return this.#created.get(principal) ?? 0;
   }
 
   async loadTwin(ref: TwinRef, options: LoadOptions = {}): Promise<LoadedTwin> {

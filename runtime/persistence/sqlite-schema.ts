@@ -32,6 +32,8 @@ export interface Migration {
  * - (3) `events.principal`: who asked for the event (audit trail); NULL when nobody did.
  * - (4) `claims`: the lease epoch each twin was last claimed at by an activating writer (fencing
  *   at activation: a commit of an older epoch is refused).
+ * - (5) `twin_creations`: how many twins each principal with a quota has created (counted by the
+ *   commit that creates a twin, in its transaction).
  */
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -134,6 +136,16 @@ export const MIGRATIONS: readonly Migration[] = [
         twin_id   TEXT    NOT NULL,
         epoch     INTEGER NOT NULL,
         PRIMARY KEY (twin_type, twin_id)
+      ) WITHOUT ROWID;
+    `,
+  },
+  {
+    version: 5,
+    description: "twin_creations (twins created per principal, for the maxTwins quota)",
+    sql: `
+      CREATE TABLE twin_creations (
+        principal TEXT    NOT NULL PRIMARY KEY, -- principalLabel
+        created   INTEGER NOT NULL
       ) WITHOUT ROWID;
     `,
   },

@@ -31,7 +31,14 @@ import type {
   TwinView,
   ViewPage,
 } from "../core/records.ts";
-import { commitEpoch, commitShapeError, staleClaimError, staleEpochError } from "./commit-check.ts";
+import {
+  commitEpoch,
+  commitShapeError,
+  creatorOf,
+  quotaExceededError,
+  staleClaimError,
+  staleEpochError,
+} from "./commit-check.ts";
 import type { EventStore, LoadedTwin, LoadOptions, TelemetryRange, ViewQuery } from "./event-store.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
 import { decodeShadowMeta, encodeShadowMeta } from "./shadow-meta.ts";
@@ -134,6 +141,12 @@ function prepareStatements(db: Database.Database) {
     ),
     setClaim: db.prepare<[string, string, number], unknown>(
       "INSERT INTO claims (twin_type, twin_id, epoch) VALUES (?, ?, ?) ON CONFLICT (twin_type, twin_id) DO UPDATE SET epoch = excluded.epoch",
+    ),
+    twinsCreated: db.prepare<[string], { created: number }>(
+      "SELECT created FROM twin_creations WHERE principal = ?",
+    ),
+    countCreation: db.prepare<[string], unknown>(
+      "INSERT INTO twin_creations (principal, created) VALUES (?, 1) ON CONFLICT (principal) DO UPDATE SET created = created + 1",
     ),
     commitIdAt: db.prepare<[string, string, number], { commit_id: string }>(
       "SELECT commit_id FROM events WHERE twin_type = ? AND twin_id = ? AND seq = ?",
@@ -450,6 +463,13 @@ export class SqliteEventStore implements EventStore {
         { expectedSeq: commit.expectedSeq, actualSeq: last },
       );
     }
+    // The creation is counted in the same transaction as the append: exact, whatever the timing.
+    const creator = creatorOf(commit);
+    if (creator) {
+      const used = this.#s.twinsCreated.get(creator.principal)?.created ?? 0;
+      if (used >= creator.maxTwins) return quotaExceededError(commit, creator, used);
+      this.#s.countCreation.run(creator.principal);
+    }
     for (const params of events) this.#s.insertEvent.run(type, id, ...params);
     this.#s.upsertView.run(type, id, ...view);
     for (const name of commit.reminders.clear) this.#s.clearReminder.run(type, id, name);
@@ -501,6 +521,10 @@ export class SqliteEventStore implements EventStore {
         encodeShadowMeta(snapshot),
       );
     });
+  }
+
+  async twinsCreated(principal: string): Promise<number> {
+    return this.#guard("twinsCreated", () => this.#s.twinsCreated.get(principal)?.created ?? 0);
   }
 
   async readView(ref: TwinRef): Promise<TwinView | undefined> {

@@ -22,7 +22,7 @@ const REASONS: Record<number, string> = {
   413: "the body is larger than the node accepts (INVALID_ARGUMENT)",
   415: "the body is not JSON (INVALID_ARGUMENT)",
   431: "the request line or headers are larger than the node accepts (INVALID_ARGUMENT)",
-  429: "over the key's rate limit or the node's admission bound (RESOURCE_EXHAUSTED); see Retry-After",
+  429: "over the key's rate limit or the node's admission bound (RESOURCE_EXHAUSTED; see Retry-After), or the key's twin quota used up (QUOTA_EXCEEDED)",
   500: "a twin's handler failed or an internal error (HANDLER_FAILED, INTERNAL)",
   503: "a dependency is unavailable; see Retry-After (UNAVAILABLE)",
   504: "the deadline passed (DEADLINE_EXCEEDED)",

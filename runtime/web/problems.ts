@@ -24,6 +24,8 @@ export const HTTP_STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = {
   // `If-Match` (or an expected version) named another version than the twin's.
   VERSION_CONFLICT: 412,
   RESOURCE_EXHAUSTED: 429,
+  // A quota used up (no Retry-After: it does not refill by itself).
+  QUOTA_EXCEEDED: 429,
   HANDLER_FAILED: 500,
   INTERNAL: 500,
   UNAVAILABLE: 503,
@@ -41,6 +43,7 @@ const TITLES: Readonly<Record<ErrorCode, string>> = {
   CONCURRENCY_CONFLICT: "Concurrency conflict",
   VERSION_CONFLICT: "Version conflict",
   RESOURCE_EXHAUSTED: "Resource exhausted",
+  QUOTA_EXCEEDED: "Quota exceeded",
   HANDLER_FAILED: "Handler failed",
   INTERNAL: "Internal error",
   UNAVAILABLE: "Unavailable",

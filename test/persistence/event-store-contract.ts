@@ -10,7 +10,12 @@
  */
 import { randomUUID } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ConcurrencyConflict, type DoppelError, ErrorCode } from "../../runtime/core/errors.ts";
+import {
+  ConcurrencyConflict,
+  type DoppelError,
+  ErrorCode,
+  QuotaExceeded,
+} from "../../runtime/core/errors.ts";
 import type { TwinRef } from "../../runtime/core/ids.ts";
 import type { JsonObject } from "../../runtime/core/json.ts";
 import type {
@@ -18,6 +23,7 @@ import type {
   ReminderIndexEntry,
   TelemetrySample,
   TwinCommit,
+  TwinCreator,
   TwinSnapshot,
   TwinView,
   Writer,
@@ -1072,6 +1078,114 @@ export function describeEventStoreContract(
           await commitAll(store, [first]);
           await commitAll(store, [makeCommit(ref, 3, 1)]);
           expect((await store.readEvents(ref, 0)).map((e) => e.seq)).toEqual([1, 2, 3, 4]);
+        });
+      }
+    });
+    describe("the twin-creation quota", () => {
+      /** A principal label no other test (or earlier run against the same server) has used. */
+      const uniquePrincipal = () => `service-key:${randomUUID().replaceAll("-", "").slice(0, 12)}`;
+      const creating = (ref: TwinRef, creator: TwinCreator, options: CommitOptions = {}): TwinCommit => ({
+        ...makeCommit(ref, 0, 1, options),
+        creator,
+      });
+      const outcomes = (results: readonly (DoppelError | undefined)[]) =>
+        results.map((r) => r?.code ?? "ok").sort();
+
+      it("counts each twin a principal creates and refuses a creation beyond maxTwins with QUOTA_EXCEEDED, writing nothing of it", async () => {
+        const type = uniqueType();
+        const creator = { principal: uniquePrincipal(), maxTwins: 2 };
+        expect(await store.twinsCreated(creator.principal)).toBe(0);
+        await commitAll(store, [creating({ type, id: "a" }, creator)]);
+        await commitAll(store, [creating({ type, id: "b" }, creator)]);
+        expect(await store.twinsCreated(creator.principal)).toBe(2);
+        const [refused] = await store.commit([creating({ type, id: "c" }, creator)]);
+        expect(refused).toBeInstanceOf(QuotaExceeded);
+        expect(refused?.code).toBe(ErrorCode.QuotaExceeded);
+        expect(refused?.details).toMatchObject({
+          quota: "maxTwins",
+          principal: creator.principal,
+          limit: 2,
+          used: 2,
+        });
+        expect(refused?.message).toContain("at most 2 twins (quota maxTwins) and has created 2");
+        expect(await store.readEvents({ type, id: "c" }, 0)).toEqual([]);
+        expect(await store.readView({ type, id: "c" })).toBeUndefined();
+        expect(await store.twinsCreated(creator.principal)).toBe(2);
+      });
+
+      it("counts only real creations: not later commits, retries of a creation, conflicting creations, or commits without a creator", async () => {
+        const ref = twin();
+        const creator = { principal: uniquePrincipal(), maxTwins: 1 };
+        const first = creating(ref, creator);
+        await commitAll(store, [first]);
+        // The principal is at its quota, yet writes to the twin it created (and retries) pass.
+        await commitAll(store, [{ ...makeCommit(ref, 1, 2), creator }]);
+        await commitAll(store, [first]);
+        expect(await store.twinsCreated(creator.principal)).toBe(1);
+        const rival = { principal: uniquePrincipal(), maxTwins: 5 };
+        const [conflict] = await store.commit([creating(ref, rival)]);
+        expectRefusedAppend(conflict);
+        expect(await store.twinsCreated(rival.principal)).toBe(0);
+        await commitAll(store, [makeCommit(twin(), 0, 1)]);
+        expect(await store.twinsCreated(creator.principal)).toBe(1);
+        expect((await store.readEvents(ref, 0)).map((e) => e.seq)).toEqual([1, 2, 3]);
+      });
+
+      it("keeps each principal's count apart, and maxTwins 0 refuses every creation", async () => {
+        const type = uniqueType();
+        const a = { principal: uniquePrincipal(), maxTwins: 1 };
+        const b = { principal: uniquePrincipal(), maxTwins: 1 };
+        const none = { principal: uniquePrincipal(), maxTwins: 0 };
+        await commitAll(store, [creating({ type, id: "a" }, a), creating({ type, id: "b" }, b)]);
+        const [refused] = await store.commit([creating({ type, id: "n" }, none)]);
+        expect(refused?.details).toMatchObject({ limit: 0, used: 0 });
+        expect([await store.twinsCreated(a.principal), await store.twinsCreated(b.principal)]).toEqual([
+          1, 1,
+        ]);
+        expect(await store.twinsCreated(none.principal)).toBe(0);
+      });
+
+      it("lets exactly maxTwins of the creations in one call land and refuses the rest", async () => {
+        const type = uniqueType();
+        const creator = { principal: uniquePrincipal(), maxTwins: 3 };
+        const results = await store.commit(paddedIds(5).map((id) => creating({ type, id }, creator)));
+        expect(outcomes(results)).toEqual(["QUOTA_EXCEEDED", "QUOTA_EXCEEDED", "ok", "ok", "ok"]);
+        expect(await store.twinsCreated(creator.principal)).toBe(3);
+        const created = (await store.queryViews(type, { limit: 10 })).views.map((v) => v.id);
+        expect(created).toEqual(paddedIds(5).filter((_, i) => results[i] === undefined));
+      });
+
+      if (options.durable) {
+        it("keeps the count across close and reopen", async () => {
+          const type = uniqueType();
+          const creator = { principal: uniquePrincipal(), maxTwins: 2 };
+          await commitAll(store, [
+            creating({ type, id: "a" }, creator),
+            creating({ type, id: "b" }, creator),
+          ]);
+          store = await harness.reopen!();
+          expect(await store.twinsCreated(creator.principal)).toBe(2);
+          const [refused] = await store.commit([creating({ type, id: "c" }, creator)]);
+          expect(refused?.code).toBe(ErrorCode.QuotaExceeded);
+        });
+      }
+
+      if (options.shared) {
+        it("shares the count between stores over the same data: concurrent creations never pass maxTwins", async () => {
+          const other = await harness.another!();
+          const type = uniqueType();
+          const creator = { principal: uniquePrincipal(), maxTwins: 4 };
+          const ids = paddedIds(10);
+          const results = await Promise.all(
+            ids.map(async (id, i) => {
+              const [result] = await (i % 2 === 0 ? store : other).commit([creating({ type, id }, creator)]);
+              return result;
+            }),
+          );
+          expect(outcomes(results).filter((o) => o === "ok")).toHaveLength(4);
+          expect(outcomes(results).filter((o) => o === "QUOTA_EXCEEDED")).toHaveLength(6);
+          expect(await other.twinsCreated(creator.principal)).toBe(4);
+          expect(await store.twinsCreated(creator.principal)).toBe(4);
         });
       }
     });

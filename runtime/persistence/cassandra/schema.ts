@@ -27,6 +27,8 @@
  *   same millisecond are all kept. `telemetry_windows` lists the windows of a twin that hold data.
  * - snapshots (in `twins`) keep `shadow_meta` (the device's high-water mark and the reported
  *   field times); views keep `reported_at` (the field times GetTwin shows).
+ * - `twin_creations`: twins created per principal under a quota, changed only by lightweight
+ *   transactions (see `creations.ts`).
  * - `layout`: the layout parameters above, fixed when the keyspace is first used.
  * - `schema_migrations`, `migration_lock`: migration bookkeeping.
  *
@@ -122,6 +124,13 @@ export const MIGRATIONS: readonly Migration[] = [
     version: 4,
     description: "events.principal (who asked for the event: the audit trail)",
     statements: (ks) => [`ALTER TABLE ${ks}.events ADD IF NOT EXISTS principal text`],
+  },
+  {
+    version: 5,
+    description: "twin_creations (twins created per principal, for the maxTwins quota)",
+    statements: (ks) => [
+      `CREATE TABLE IF NOT EXISTS ${ks}.twin_creations (principal text PRIMARY KEY, created bigint)`,
+    ],
   },
 ];
 

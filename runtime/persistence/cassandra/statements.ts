@@ -100,6 +100,11 @@ export function statementsFor(ks: string) {
     samples: `SELECT at, metrics FROM ${ks}.telemetry
       WHERE twin_type = ? AND twin_id = ? AND time_window = ? AND at >= ? AND at < ? LIMIT ?`,
 
+    // ---- the twin-creation quota (lightweight transactions only, see creations.ts) ----
+    twinsCreated: `SELECT created FROM ${ks}.twin_creations WHERE principal = ?`,
+    firstCreation: `INSERT INTO ${ks}.twin_creations (principal, created) VALUES (?, 1) IF NOT EXISTS`,
+    setCreations: `UPDATE ${ks}.twin_creations SET created = ? WHERE principal = ? IF created = ?`,
+
     // ---- migrations and layout ----
     appliedMigrations: `SELECT version FROM ${ks}.schema_migrations`,
     recordMigration: `INSERT INTO ${ks}.schema_migrations (version, description, applied_at) VALUES (?, ?, ?)`,

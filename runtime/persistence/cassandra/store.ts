@@ -39,7 +39,13 @@ import type {
   TwinView,
   ViewPage,
 } from "../../core/records.ts";
-import { commitEpoch, commitShapeError, staleClaimError, staleEpochError } from "../commit-check.ts";
+import {
+  commitEpoch,
+  commitShapeError,
+  creatorOf,
+  staleClaimError,
+  staleEpochError,
+} from "../commit-check.ts";
 import type {
   CommitOptions,
   EventStore,
@@ -52,6 +58,7 @@ import { eventBucket, viewBucket } from "./buckets.ts";
 import { type CommitPlan, decodeStaged, planCommit, type ReminderRow } from "./commit-plan.ts";
 import { CommitWriter, headSeen } from "./commit-writer.ts";
 import { describeFork, type Fork, forkConflict, judgeAppend, type RowIdentity } from "./conflicts.ts";
+import { CreationCounter } from "./creations.ts";
 import { toDoppelError } from "./failures.ts";
 import { LogReader, type LogSlice } from "./log-reader.ts";
 import { type Layout, migrate, settleLayout } from "./migrate.ts";
@@ -82,6 +89,8 @@ const OPEN_END = Number.MAX_SAFE_INTEGER;
 
 /** Attempts of a claim at activation whose head moved between the load and the claim (each reloads). */
 const CLAIM_ATTEMPTS = 8;
+/** What the commit point answers for a commit found already committed (a retry): it wrote nothing now. */
+const RETRIED = Symbol("retried");
 /** Bound of the hint set of twins claimed with an empty head (see `#claimedEmpty`). */
 const CLAIMED_EMPTY_HINTS = 65_536;
 
@@ -91,6 +100,7 @@ export class CassandraEventStore implements EventStore {
   readonly #s: Statements;
   readonly #layout: Layout;
   readonly #writer: CommitWriter;
+  readonly #creations: CreationCounter;
   readonly #log: LogReader;
   readonly #telemetry: TelemetrySeries;
   /** The last commit queued per twin: commits of one twin run one after another. */
@@ -117,6 +127,7 @@ export class CassandraEventStore implements EventStore {
     this.#s = s;
     this.#layout = layout;
     this.#writer = new CommitWriter(session, s, config.maxBatchBytes);
+    this.#creations = new CreationCounter(session, s);
     this.#log = new LogReader(session, s, layout, config.historyClockSkew);
     this.#telemetry = new TelemetrySeries(session, s, layout.telemetryWindowMs);
   }
@@ -233,14 +244,31 @@ export class CassandraEventStore implements EventStore {
           if (refusal) throw refusal;
         }
       : undefined;
-    try {
-      if (fenced) return await this.#fencedCommit(commit, plan, beforeSend);
-      await this.#writer.apply(plan, beforeSend);
-    } catch (error) {
-      if (refusal !== undefined && error === refusal) return refusal;
-      throw error;
+    // A creation under a quota is counted first (its own lightweight transaction) and given back
+    // when the commit definitely did not create the twin (see creations.ts).
+    const creator = creatorOf(commit);
+    if (creator) {
+      const over = await this.#creations.reserve(commit, creator);
+      if (over) {
+        // A retry of this very creation, made when its first attempt's answer was lost, succeeds.
+        const verdict = judgeAppend(refKey(ref), await this.#readHead(ref, expectedSeq), expectedSeq, first);
+        if (verdict.kind === "retried") return undefined;
+        return verdict.kind === "conflict" ? verdict.error : over;
+      }
     }
-    return undefined;
+    let result: DoppelError | undefined | typeof RETRIED;
+    try {
+      if (fenced) result = await this.#fencedCommit(commit, plan, beforeSend);
+      else {
+        await this.#writer.apply(plan, beforeSend);
+        result = undefined;
+      }
+    } catch (error) {
+      if (refusal !== undefined && error === refusal) result = refusal;
+      else throw error;
+    }
+    if (creator && result !== undefined) await this.#creations.release(creator.principal);
+    return result === RETRIED ? undefined : result;
   }
 
   /**
@@ -252,7 +280,7 @@ export class CassandraEventStore implements EventStore {
     commit: TwinCommit,
     plan: CommitPlan,
     beforeSend: SendGuard | undefined,
-  ): Promise<DoppelError | undefined> {
+  ): Promise<DoppelError | undefined | typeof RETRIED> {
     const { ref, expectedSeq } = commit;
     const first = commit.events[0]?.commitId;
     const last = expectedSeq + commit.events.length;
@@ -267,7 +295,7 @@ export class CassandraEventStore implements EventStore {
       // No head recorded: a log written by schema 1 (or a commit at a seq the twin never reached).
       // Judge by the log's tail, then set the head where none is (one writer wins that, too).
       const verdict = judgeAppend(refKey(ref), await this.#readHead(ref, expectedSeq), expectedSeq, first);
-      if (verdict.kind === "retried") return undefined;
+      if (verdict.kind === "retried") return RETRIED;
       if (verdict.kind === "conflict") return verdict.error;
       outcome = await claim(true);
     }
@@ -287,11 +315,11 @@ export class CassandraEventStore implements EventStore {
       const recorded = decodeStaged(staged, this.#s);
       if (recorded.expectedSeq === expectedSeq && recorded.firstCommitId === first) {
         await this.#writer.applyCommitted(plan);
-        return undefined;
+        return RETRIED;
       }
     }
     const verdict = judgeAppend(refKey(ref), await this.#readHead(ref, expectedSeq), expectedSeq, first);
-    if (verdict.kind === "retried") return undefined;
+    if (verdict.kind === "retried") return RETRIED;
     if (verdict.kind === "conflict") return verdict.error;
     return new ConcurrencyConflict(
       `${refKey(ref)}: expected the log to end at ${expectedSeq}, but its head is at ${head.seq ?? "none"}`,
@@ -441,6 +469,10 @@ export class CassandraEventStore implements EventStore {
         params: snapshotParams(ref, snapshot),
       });
     });
+  }
+
+  async twinsCreated(principal: string): Promise<number> {
+    return this.#guard("twinsCreated", () => this.#creations.count(principal));
   }
 
   async readView(ref: TwinRef): Promise<TwinView | undefined> {
