@@ -74,6 +74,7 @@ function writeOptions(call: OperationCall, expectedVersion?: number) {
   return {
     ...present({ deadline: call.deadline, expectedVersion }),
     principal: principalLabel(call.caller.principal),
+    ...present({ maxTwins: call.caller.limits?.maxTwins }),
   };
 }
 

@@ -2,13 +2,17 @@
  * `doppel keys create|list|revoke`: manages the API keys file a node reads (`--api-keys`). Keys
  * are shown once, at creation; the file keeps only their SHA-256. Nodes re-read the file within a
  * second of a change, so a revoked key is refused without a restart (copy the file to every node,
- * e.g. as a Kubernetes Secret). See docs/security.md.
+ * e.g. as a Kubernetes Secret). A key's twin quota (`--max-twins`) is kept with it; how many
+ * twins it has created is counted in the event store, which `list` reads (the store of
+ * `--data`/`--config`/`--cassandra`, as `doppel start` would open it). See docs/security.md.
  */
 
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { InvalidArgument } from "../core/errors.ts";
-import { isScope, type Scope } from "../core/principal.ts";
+import { isScope, principalLabel, type Scope } from "../core/principal.ts";
+import { compileConfig } from "../node/options.ts";
+import { readTwinsCreated } from "../node/stores.ts";
 import {
   type ApiKeyLimits,
   type ApiKeyRecord,
@@ -18,6 +22,7 @@ import {
 } from "../security/api-keys.ts";
 import { integerOption } from "./arguments.ts";
 import { table } from "./format.ts";
+import { buildConfig, type StartFlags } from "./start-config.ts";
 
 type Out = (line: string) => void;
 
@@ -49,13 +54,26 @@ function scopesOf(text: string): Scope[] {
   return scopes as Scope[];
 }
 
-function describe(key: ApiKeyRecord): string[] {
+/** The label the event store counts a key's creations under. */
+function keyPrincipal(key: ApiKeyRecord): string {
+  return principalLabel({ kind: "service-key", id: key.id, scopes: key.scopes });
+}
+
+/** `used/max` of a key with a twin quota, `-` otherwise. */
+function twinsColumn(key: ApiKeyRecord, used: ReadonlyMap<string, number> | undefined): string {
+  const max = key.limits?.maxTwins;
+  if (max === undefined) return "-";
+  return `${used?.get(keyPrincipal(key)) ?? "?"}/${max}`;
+}
+
+function describe(key: ApiKeyRecord, used: ReadonlyMap<string, number> | undefined): string[] {
   return [
     key.id,
     key.scopes.join(","),
     key.types?.join(",") ?? "*",
     key.idPrefixes?.join(",") ?? "*",
     key.limits?.ratePerSecond === undefined ? "-" : `${key.limits.ratePerSecond}/s`,
+    twinsColumn(key, used),
     new Date(key.createdAt).toISOString(),
     key.revokedAt === undefined ? "active" : `revoked ${new Date(key.revokedAt).toISOString()}`,
     key.description ?? "",
@@ -75,6 +93,7 @@ export function createKeyCommand(
     prefix?: string;
     rate?: string;
     burst?: string;
+    maxTwins?: string;
     description?: string;
   },
   out: Out,
@@ -84,9 +103,13 @@ export function createKeyCommand(
   if (rate !== undefined && !(rate > 0))
     throw new InvalidArgument(`--rate must be a positive number, got ${flags.rate}`);
   const burst = integerOption(flags.burst, "--burst");
+  const maxTwins = flags.maxTwins === undefined ? undefined : Number(flags.maxTwins);
+  if (maxTwins !== undefined && !(Number.isSafeInteger(maxTwins) && maxTwins >= 0))
+    throw new InvalidArgument(`--max-twins must be a whole number of at least 0, got ${flags.maxTwins}`);
   const limits: ApiKeyLimits = {
     ...(rate !== undefined ? { ratePerSecond: rate } : {}),
     ...(burst !== undefined ? { burst } : {}),
+    ...(maxTwins !== undefined ? { maxTwins } : {}),
   };
   const types = list(flags.types);
   const idPrefixes = list(flags.prefix);
@@ -109,10 +132,42 @@ export function createKeyCommand(
   );
 }
 
-export function listKeysCommand(flags: KeysFlags, out: Out): void {
+/** What `keys list` reads besides the keys file: the node's store, to show the twins each key created. */
+export type ListKeysFlags = KeysFlags & Pick<StartFlags, "config" | "data" | "cassandra">;
+
+/**
+ * Twins created by each key with a quota, from the store; `undefined` (shown as `?`) when the
+ * store cannot be read, said on stderr.
+ */
+async function twinsCreatedBy(
+  keys: readonly ApiKeyRecord[],
+  flags: ListKeysFlags,
+): Promise<ReadonlyMap<string, number> | undefined> {
+  const counted = keys.filter((key) => key.limits?.maxTwins !== undefined).map(keyPrincipal);
+  if (counted.length === 0) return new Map();
+  try {
+    const { config, data, cassandra } = flags;
+    const settings = buildConfig(
+      { ...(config ? { config } : {}), ...(data ? { data } : {}), ...(cassandra ? { cassandra } : {}) },
+      process.env,
+    );
+    return await readTwinsCreated(compileConfig(settings, "configuration"), counted);
+  } catch (error) {
+    process.stderr.write(`(twins created: cannot read the event store: ${(error as Error).message})\n`);
+    return undefined;
+  }
+}
+
+export async function listKeysCommand(flags: ListKeysFlags, out: Out): Promise<void> {
   const { keys } = readKeysFile(flags.file);
+  const used = await twinsCreatedBy(keys, flags);
   if (flags.json) {
-    for (const key of keys) out(JSON.stringify(publicRecord(key)));
+    for (const key of keys) {
+      const created = key.limits?.maxTwins === undefined ? undefined : used?.get(keyPrincipal(key));
+      out(
+        JSON.stringify({ ...publicRecord(key), ...(created === undefined ? {} : { twinsCreated: created }) }),
+      );
+    }
     return;
   }
   if (keys.length === 0) {
@@ -121,8 +176,8 @@ export function listKeysCommand(flags: KeysFlags, out: Out): void {
   }
   out(
     table(
-      ["ID", "SCOPES", "TYPES", "PREFIXES", "RATE", "CREATED", "STATUS", "DESCRIPTION"],
-      keys.map(describe),
+      ["ID", "SCOPES", "TYPES", "PREFIXES", "RATE", "TWINS", "CREATED", "STATUS", "DESCRIPTION"],
+      keys.map((key) => describe(key, used)),
     ),
   );
 }

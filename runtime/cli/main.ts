@@ -258,13 +258,17 @@ function program({ out, err }: CliOutput): Command {
     .option("--prefix <list>", "only twins whose id starts with one of these (comma-separated)")
     .option("--rate <n>", "calls per second allowed (token bucket)")
     .option("--burst <n>", "calls allowed in a burst (default: one second's worth)")
+    .option("--max-twins <n>", "most twins the key may create (counted in the event store)")
     .option("--description <text>", "what the key is for")
     .option("--json", "machine-readable output")
     .action(async (flags) => (await import("./keys.ts")).createKeyCommand(flags, out));
   keys
     .command("list")
-    .description("list API keys (ids, scopes, restrictions; never the keys)")
+    .description("list API keys (ids, scopes, restrictions, twins created / quota; never the keys)")
     .addOption(keysFile())
+    .option("-c, --config <file>", "the node's configuration file, for its store (env DOPPEL_CONFIG)")
+    .option("-d, --data <dir>", "the node's data folder, for its store (env DOPPEL_DATA_DIR)")
+    .option("--cassandra <contact-points>", "the node's Cassandra store (env DOPPEL_CASSANDRA)")
     .option("--json", "machine-readable output")
     .action(async (flags) => (await import("./keys.ts")).listKeysCommand(flags, out));
   keys

@@ -22,6 +22,12 @@ export interface CallOptions {
   readonly causation?: string;
   /** Who asks (`principalLabel`), recorded on the events as their principal (the audit trail). */
   readonly principal?: string;
+  /**
+   * The `principal`'s twin quota: when this call creates the twin (its first event), the creation
+   * is counted under `principal`, and refused with `QuotaExceeded` once `maxTwins` are created.
+   * Absent: the creation is not counted. Writes to twins that exist are never affected.
+   */
+  readonly maxTwins?: number;
 }
 
 export interface InvokeOptions extends CallOptions {

@@ -138,6 +138,8 @@ export interface ActivationObserver {
   quarantined(): void;
   /** The store refused a commit because another writer appended first. */
   conflicted(): void;
+  /** The store refused a twin's creation: its creator's quota (`maxTwins`) is used up. */
+  overQuota(): void;
   turn(kind: string, ok: boolean, millis: number): void;
 }
 
@@ -275,8 +277,14 @@ export class Activation implements TwinBinding {
     this.#status = "active";
     if (this.#twin.onActivate) {
       this.#mailbox ??= [];
+      // Events onActivate writes into a twin that does not exist yet create it: on behalf of
+      // the message that woke it, whose quota counts the creation.
+      const waking = this.#committed.seq === 0 ? this.#mailbox[0]?.message : undefined;
       this.#mailbox.unshift({
-        message: { kind: "activate" },
+        message: {
+          kind: "activate",
+          ...present({ principal: waking?.principal, maxTwins: waking?.maxTwins }),
+        },
         resolve: () => {},
         reject: (error) => this.#host.warn(`${this.key}: onActivate failed`, error),
       });
@@ -586,6 +594,11 @@ export class Activation implements TwinBinding {
       }
     }
     const clear = before.filter((b) => !after.some((r) => r.name === b.name)).map((b) => b.name);
+    // The twin's first batch creates it: on behalf of its first turn with a quota.
+    const creating =
+      batch.start.seq === 0
+        ? batch.waiters.find((w) => w.envelope.message.maxTwins !== undefined)?.envelope.message
+        : undefined;
     return {
       ref: this.ref,
       shard: this.shard,
@@ -593,6 +606,9 @@ export class Activation implements TwinBinding {
       events: batch.records,
       view: toView(this.type.name, this.id, batch.end),
       reminders: { set, clear },
+      ...(creating?.maxTwins === undefined
+        ? {}
+        : { creator: { principal: creating.principal ?? "anonymous", maxTwins: creating.maxTwins } }),
     };
   }
 
@@ -623,6 +639,11 @@ export class Activation implements TwinBinding {
         { reason: "conflict" },
       );
       for (const { envelope } of waiters) envelope.reject(failure);
+    } else if (error.code === ErrorCode.QuotaExceeded) {
+      // The creation was refused and nothing written: the store holds what `#committed` does, so
+      // no reload. The turns that ran on the refused creation fail with it.
+      this.#host.observer?.overQuota();
+      for (const { envelope } of waiters) envelope.reject(error);
     } else {
       this.#needsReload = true;
       const failure = error.retryable

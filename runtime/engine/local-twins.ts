@@ -146,6 +146,7 @@ export class LocalTwins implements TwinApi {
             expectedVersion,
             causation: options.causation,
             principal: checkPrincipal(options.principal),
+            maxTwins: checkQuota(options.maxTwins),
           }),
         }),
       deadline,
@@ -171,6 +172,7 @@ export class LocalTwins implements TwinApi {
             expectedVersion,
             causation: options.causation,
             principal: checkPrincipal(options.principal),
+            maxTwins: checkQuota(options.maxTwins),
           }),
         }),
       deadline,
@@ -196,7 +198,13 @@ export class LocalTwins implements TwinApi {
           kind: "reported",
           patch: body,
           deadline,
-          ...present({ causation, seq, at, principal: checkPrincipal(options.principal) }),
+          ...present({
+            causation,
+            seq,
+            at,
+            principal: checkPrincipal(options.principal),
+            maxTwins: checkQuota(options.maxTwins),
+          }),
         }),
       deadline,
       `${refKey(checked)} report`,
@@ -281,6 +289,15 @@ function checkPrincipal(value: unknown): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== "string" || !PRINCIPAL.test(value)) {
     throw new InvalidArgument("principal must be 1 to 256 printable ASCII characters");
+  }
+  return value;
+}
+
+/** A twin quota: absent, or a non-negative safe integer. */
+function checkQuota(value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+    throw new InvalidArgument("maxTwins must be a non-negative integer", { value: String(value) });
   }
   return value;
 }

@@ -10,6 +10,8 @@ interface Common {
   readonly causation?: string;
   /** Who asked (`principalLabel`): recorded on the turn's events (the audit trail). */
   readonly principal?: string;
+  /** The principal's twin quota: a turn that creates the twin counts against it (see `TwinCommit.creator`). */
+  readonly maxTwins?: number;
   /** Epoch ms after which the caller no longer waits; a message still queued then is dropped with an error. */
   readonly deadline?: number;
 }

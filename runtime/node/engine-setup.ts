@@ -82,6 +82,7 @@ export function createEngine(parts: {
       conflicted: () => {
         counts.conflicts++;
       },
+      overQuota: () => m.quotaExceeded.add(1, { quota: "maxTwins" }),
       turn: (kind, ok, millis) => {
         const key = `${kind}/${ok ? "ok" : "failed"}`;
         counts.turns.set(key, (counts.turns.get(key) ?? 0) + 1);

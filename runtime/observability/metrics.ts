@@ -7,7 +7,8 @@
  * - `activations_total`, `passivations_total`, `turns_total{kind,outcome}` — counters (turns/s is `rate(turns_total)`);
  * - `turn_duration_ms`, `persist_duration_ms` — histograms (one persist = one group-commit store call);
  * - `persisted_events_total`, `rejected_inputs_total{source,code}`, `lease_renewals_total{outcome}`,
- *   `dropped_reports_total{reason}` (acknowledged without applying: `duplicate` message id, `stale` stamp) — counters;
+ *   `dropped_reports_total{reason}` (acknowledged without applying: `duplicate` message id, `stale` stamp),
+ *   `quota_exceeded_total{quota}` (twin creations refused by the creator's `maxTwins`) — counters;
  * - `admission_total{class,outcome}` (outcome `admitted` or `refused`) — counter, and
  *   `admission_in_flight{class}` — gauge, of admission control (classes `grpc`, `device`, `node`, `watch`);
  * - `event_loop_delay_ms{quantile}` (`0.5`, `0.99`, `1` = max) — gauge: how late the node's event
@@ -46,6 +47,8 @@ export interface DoppelMetrics {
   readonly authRefused: Counter;
   /** Calls refused by a principal's rate limit. */
   readonly rateLimited: Counter;
+  /** Twin creations refused by their creator's quota (`quota` = `maxTwins`), counted by the twin's owner. */
+  readonly quotaExceeded: Counter;
   readonly droppedReports: Counter;
 }
 
@@ -113,6 +116,10 @@ function instruments(meter: Meter): DoppelMetrics {
     }),
     rateLimited: meter.createCounter("doppel_rate_limited_total", {
       description: "calls refused by a principal's rate limit, by source and principal kind",
+    }),
+    quotaExceeded: meter.createCounter("doppel_quota_exceeded_total", {
+      description:
+        "twin creations refused by their creator's quota, by quota (maxTwins); counted by the twin's owner",
     }),
     droppedReports: meter.createCounter("doppel_dropped_reports_total", {
       description: "device reports acknowledged without applying, by reason (duplicate, stale)",

@@ -79,6 +79,7 @@ export function serveNodeRpc(options: {
             chain: request.chain,
             causation: request.causation,
             principal: request.principal,
+            maxTwins: request.maxTwins,
           }),
         });
       case "desired":
@@ -88,6 +89,7 @@ export function serveNodeRpc(options: {
             expectedVersion: request.expectedVersion,
             causation: request.causation,
             principal: request.principal,
+            maxTwins: request.maxTwins,
           }),
         });
       case "report":
@@ -98,6 +100,7 @@ export function serveNodeRpc(options: {
             seq: request.seq,
             at: request.at,
             principal: request.principal,
+            maxTwins: request.maxTwins,
           }),
         });
       default:

@@ -42,6 +42,7 @@ export type RpcRequest =
       readonly chain?: readonly string[];
       readonly causation?: string;
       readonly principal?: string;
+      readonly maxTwins?: number;
       readonly timeoutMs: number;
     }
   | {
@@ -51,6 +52,7 @@ export type RpcRequest =
       readonly expectedVersion?: number;
       readonly causation?: string;
       readonly principal?: string;
+      readonly maxTwins?: number;
       readonly timeoutMs: number;
     }
   | {
@@ -61,6 +63,7 @@ export type RpcRequest =
       readonly seq?: number;
       readonly at?: number;
       readonly principal?: string;
+      readonly maxTwins?: number;
       readonly timeoutMs: number;
     };
 

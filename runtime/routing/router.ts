@@ -217,6 +217,7 @@ export class Router implements TwinApi {
           chain: options.chain,
           causation: options.causation,
           principal: options.principal,
+          maxTwins: options.maxTwins,
         }),
       }),
     );
@@ -237,6 +238,7 @@ export class Router implements TwinApi {
           expectedVersion: options.expectedVersion,
           causation: options.causation,
           principal: options.principal,
+          maxTwins: options.maxTwins,
         }),
       }),
     );
@@ -258,6 +260,7 @@ export class Router implements TwinApi {
           seq: options.seq,
           at: options.at,
           principal: options.principal,
+          maxTwins: options.maxTwins,
         }),
       }),
     );

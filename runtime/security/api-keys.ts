@@ -22,13 +22,18 @@ const KEY_PATTERN = /^dpk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$/;
 /** Longest credential looked at; anything longer is refused before any work. */
 export const MAX_TOKEN_CHARS = 256;
 
-/** Per-key limits: a token bucket of calls. */
+/** Per-key limits: a token bucket of calls, and a quota of twins created. */
 const keyLimitsSchema = z
   .object({
     /** Calls per second, sustained. */
     ratePerSecond: z.number().positive().max(1_000_000).optional(),
     /** Calls allowed in a burst (bucket size); default: one second's worth, at least 1. */
     burst: z.number().int().min(1).max(10_000_000).optional(),
+    /**
+     * Most twins the key may create (a write that brings a twin into existence: its first event).
+     * Counted durably in the event store, shared by every node; absent: not counted, no limit.
+     */
+    maxTwins: z.number().int().min(0).max(1_000_000_000).optional(),
   })
   .strict();
 

@@ -11,7 +11,7 @@ describe("doppel keys", () => {
   const file = join(dir, "sub", "keys.json");
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("creates a key shown once, stores only its hash, lists and revokes it", () => {
+  it("creates a key shown once, stores only its hash, lists and revokes it", async () => {
     const lines: string[] = [];
     createKeyCommand(
       { file, scopes: "read,command", types: "thermostat", prefix: "plant-a-", rate: "5" },
@@ -32,7 +32,7 @@ describe("doppel keys", () => {
     expect(limits).toMatchObject({ ratePerSecond: 5 });
 
     const listed: string[] = [];
-    listKeysCommand({ file, json: true }, (l) => listed.push(l));
+    await listKeysCommand({ file, json: true }, (l) => listed.push(l));
     const record = JSON.parse(listed[0] ?? "{}") as Record<string, unknown>;
     expect(record["id"]).toBe(principal.id);
     expect(record).not.toHaveProperty("sha256");
@@ -46,5 +46,30 @@ describe("doppel keys", () => {
     expect(() => createKeyCommand({ file, scopes: "" }, () => {})).toThrow("at least one");
     expect(() => createKeyCommand({ file, scopes: "read", rate: "-1" }, () => {})).toThrow("--rate");
     expect(() => revokeKeyCommand("ffffffffffff", { file }, () => {})).toThrow("no API key");
+    expect(() => createKeyCommand({ file, scopes: "write", maxTwins: "1.5" }, () => {})).toThrow(
+      "--max-twins must be a whole number",
+    );
+    expect(() => createKeyCommand({ file, scopes: "write", maxTwins: "-1" }, () => {})).toThrow(
+      "--max-twins",
+    );
+  });
+
+  it("keeps a key's twin quota with it and lists twins created/quota (0 before the store exists)", async () => {
+    const own = join(dir, "quota-keys.json");
+    const lines: string[] = [];
+    createKeyCommand({ file: own, scopes: "write", maxTwins: "2" }, (l) => lines.push(l));
+    createKeyCommand({ file: own, scopes: "read" }, () => {});
+    const { limits } = new ApiKeys(own, new ManualClock()).authenticate(lines[0] ?? "");
+    expect(limits).toEqual({ maxTwins: 2 });
+    const listed: string[] = [];
+    await listKeysCommand({ file: own, data: join(dir, "no-node-yet") }, (l) => listed.push(l));
+    const [header, quota, plain] = (listed[0] ?? "").split("\n");
+    expect(header).toMatch(/RATE\s+TWINS\s+CREATED/);
+    expect(quota).toMatch(/\s0\/2\s/);
+    expect(plain).toMatch(/write|read/);
+    const json: string[] = [];
+    await listKeysCommand({ file: own, data: join(dir, "no-node-yet"), json: true }, (l) => json.push(l));
+    expect(JSON.parse(json[0] ?? "{}")).toMatchObject({ limits: { maxTwins: 2 }, twinsCreated: 0 });
+    expect(JSON.parse(json[1] ?? "{}")).not.toHaveProperty("twinsCreated");
   });
 });
