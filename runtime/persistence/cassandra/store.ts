@@ -69,6 +69,7 @@ import {
 } from "./options.ts";
 import { dueReminders } from "./reminder-query.ts";
 import { decodeSnapshot, decodeView, snapshotParams, toNumber } from "./rows.ts";
+import { SerialQueues } from "./serial.ts";
 import { CassandraSession, type Row, type SendGuard, type SessionHooks } from "./session.ts";
 import { type Statements, statementsFor } from "./statements.ts";
 import { TelemetrySeries } from "./telemetry.ts";
@@ -104,7 +105,7 @@ export class CassandraEventStore implements EventStore {
   readonly #log: LogReader;
   readonly #telemetry: TelemetrySeries;
   /** The last commit queued per twin: commits of one twin run one after another. */
-  readonly #chains = new Map<string, Promise<void>>();
+  readonly #queues = new SerialQueues();
   /**
    * Twins this store claimed at activation without a recorded head (a new twin: the claim set the
    * head at 0), so their first commit advances that head instead of opening one. Only a hint
@@ -608,17 +609,7 @@ export class CassandraEventStore implements EventStore {
   }
 
   #serial<T>(key: string, task: () => Promise<T>): Promise<T> {
-    const previous = this.#chains.get(key);
-    const run = previous ? previous.then(task) : task();
-    const tail = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.#chains.set(key, tail);
-    void tail.then(() => {
-      if (this.#chains.get(key) === tail) this.#chains.delete(key);
-    });
-    return run;
+    return this.#queues.run(key, task);
   }
 
   /** Runs `body`, turning every failure into a typed error naming this store. */
