@@ -4,7 +4,7 @@
  * asynchronous (next macrotask) like a network, so no handler runs inside a publisher's call.
  */
 
-import { subjectMatches, validSubject } from "./subjects.ts";
+import { tokensMatch, validSubject } from "./subjects.ts";
 import {
   type DurableAck,
   type Headers,
@@ -19,6 +19,8 @@ import {
 
 interface Sub {
   readonly pattern: string;
+  /** `pattern` split into its tokens, once. */
+  readonly tokens: readonly string[];
   readonly queue: string | undefined;
   readonly handler: (message: TransportMessage) => void;
   readonly owner: InProcessTransport;
@@ -42,14 +44,20 @@ export class InProcessBus {
 
   /** Delivers to every plain subscriber and to one member per queue group; returns how many got it. */
   deliver(message: TransportMessage): number {
-    const groups = new Map<string, Sub[]>();
+    const tokens = message.subject.split(".");
+    let groups: Map<string, Sub[]> | undefined;
     const targets: Sub[] = [];
     for (const sub of this.subs) {
-      if (!subjectMatches(sub.pattern, message.subject)) continue;
+      if (!tokensMatch(sub.tokens, tokens)) continue;
       if (sub.queue === undefined) targets.push(sub);
-      else groups.set(sub.queue, [...(groups.get(sub.queue) ?? []), sub]);
+      else {
+        groups ??= new Map();
+        const members = groups.get(sub.queue);
+        if (members) members.push(sub);
+        else groups.set(sub.queue, [sub]);
+      }
     }
-    for (const members of groups.values()) {
+    for (const members of groups?.values() ?? []) {
       const chosen = members[Math.floor(Math.random() * members.length)];
       if (chosen) targets.push(chosen);
     }
@@ -90,7 +98,13 @@ export class InProcessTransport implements Transport {
     options: SubscribeOptions = {},
   ): Subscription {
     this.#check(subject, true);
-    const sub: Sub = { pattern: subject, queue: options.queue, handler, owner: this };
+    const sub: Sub = {
+      pattern: subject,
+      tokens: subject.split("."),
+      queue: options.queue,
+      handler,
+      owner: this,
+    };
     this.bus.subs.add(sub);
     this.#mine.add(sub);
     return {

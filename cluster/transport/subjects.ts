@@ -2,8 +2,11 @@
 
 /** True when `subject` (no wildcards) matches `pattern`. */
 export function subjectMatches(pattern: string, subject: string): boolean {
-  const p = pattern.split(".");
-  const s = subject.split(".");
+  return tokensMatch(pattern.split("."), subject.split("."));
+}
+
+/** {@link subjectMatches} on subjects already split into their tokens (a bus splits each subject once). */
+export function tokensMatch(p: readonly string[], s: readonly string[]): boolean {
   for (let i = 0; i < p.length; i++) {
     const token = p[i];
     if (token === ">") return s.length > i;

@@ -9,6 +9,12 @@ export type Present<T> = { [K in keyof T]?: Exclude<T[K], undefined> };
 /** The properties of `values` whose value is not `undefined`. */
 export function present<T extends object>(values: T): Present<T> {
   const out: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(values)) if (value !== undefined) out[key] = value;
+  for (const key in values) {
+    const value = values[key];
+    if (value !== undefined && Object.hasOwn(values, key)) out[key] = value;
+  }
   return out as Present<T>;
 }
+
+/** `T` with its properties writable: a record built field by field before it is handed on read-only. */
+export type Mutable<T> = { -readonly [K in keyof T]: T[K] };

@@ -32,7 +32,7 @@ import {
   VersionConflict,
 } from "../core/errors.ts";
 import { parseRef, refKey, type TwinRef } from "../core/ids.ts";
-import type { Json, JsonObject } from "../core/json.ts";
+import { type Json, type JsonObject, jsonSizeBound } from "../core/json.ts";
 import { present } from "../core/present.ts";
 import type { EventRecord, ReminderIndexEntry, TwinCommit, Writer } from "../core/records.ts";
 import {
@@ -320,7 +320,10 @@ export class Activation implements TwinBinding {
         );
         return;
       }
-      mailbox.push({ message, resolve, reject, context: activeContext() });
+      // The sender's trace context only matters (and is only looked up) when tracing is on.
+      mailbox.push(
+        tracingOn() ? { message, resolve, reject, context: activeContext() } : { message, resolve, reject },
+      );
       this.#kick();
     });
   }
@@ -346,7 +349,9 @@ export class Activation implements TwinBinding {
         if (this.#inflight && this.#pending && this.#pending.records.length >= this.#host.maxPendingEvents) {
           await this.#whenSettled();
         }
-        await this.#runTurn(envelope);
+        // A turn whose handler is synchronous runs to its end here, without a promise of its own.
+        const turn = this.#runTurn(envelope);
+        if (turn) await turn;
       }
     } finally {
       this.#running = false;
@@ -391,51 +396,68 @@ export class Activation implements TwinBinding {
     }
   }
 
-  async #runTurn(envelope: Envelope): Promise<void> {
+  /**
+   * Runs one turn. When the handler is synchronous (returns no promise) the whole turn runs in
+   * this call and nothing is returned; otherwise the promise of its end.
+   */
+  #runTurn(envelope: Envelope): Promise<void> | undefined {
     const message = envelope.message;
     const started = performance.now();
     let turn: Turn;
-    let result: Json | typeof DUPLICATE | typeof STALE;
+    let handled: Handled | Promise<Handled>;
     try {
       const writer = this.#host.writerFor(this.shard);
-      turn = new Turn(
-        this.#twin,
-        message,
-        this.#data,
-        this.#host.nextCommitId(),
-        writer,
-        this.#host.clock.now(),
-      );
+      turn = new Turn(this.#twin, message, this.#data, this.#host, writer, this.#host.clock.now());
       this.#turn = turn;
       const current = turn;
       if (tracingOn()) {
         const attributes: Record<string, string> = { "doppel.twin": this.key };
         if (message.kind === "command") attributes["doppel.command"] = message.name;
-        result = await inSpan(
+        handled = inSpan(
           `turn ${message.kind}`,
           SpanKind.INTERNAL,
           attributes,
-          () => this.#handle(current),
+          async () => this.#handle(current),
           envelope.context,
         );
-      } else result = await this.#handle(current); // no tracing: no span wrapper on the hot path
-      if (current.records.length > 0) this.#checkBounds(message, this.#data, current.data);
+      } else handled = this.#handle(current); // no tracing: no span wrapper on the hot path
     } catch (error) {
-      this.#turn = null;
-      this.#host.observer?.turn(message.kind, false, performance.now() - started);
-      envelope.reject(this.#describeFailure(message, error));
+      this.#turnFailed(envelope, error, started);
+      return undefined;
+    }
+    if (!isPromise(handled)) {
+      this.#turnHandled(envelope, turn, handled, started);
+      return undefined;
+    }
+    return handled.then(
+      (result) => this.#turnHandled(envelope, turn, result, started),
+      (error: unknown) => this.#turnFailed(envelope, error, started),
+    );
+  }
+
+  #turnFailed(envelope: Envelope, error: unknown, started: number): void {
+    this.#turn = null;
+    this.#host.observer?.turn(envelope.message.kind, false, performance.now() - started);
+    envelope.reject(this.#describeFailure(envelope.message, error));
+  }
+
+  /** The end of a turn whose handler returned `result`: checks its bounds, then batches its events. */
+  #turnHandled(envelope: Envelope, turn: Turn, result: Handled, started: number): void {
+    const message = envelope.message;
+    try {
+      if (turn.records.length > 0) this.#checkBounds(message, this.#data, turn.data);
+    } catch (error) {
+      this.#turnFailed(envelope, error, started);
       return;
     }
     this.#turn = null;
     this.#host.observer?.turn(message.kind, true, performance.now() - started);
-    const stale = result === STALE;
-    const duplicate = result === DUPLICATE || stale;
-    const outcome: TurnOutcome = {
-      result: result === DUPLICATE || result === STALE ? null : result,
-      data: turn.data,
-      duplicate,
-      ...(stale ? { stale } : {}),
-    };
+    const outcome: TurnOutcome =
+      result === STALE
+        ? { result: null, data: turn.data, duplicate: true, stale: true }
+        : result === DUPLICATE
+          ? { result: null, data: turn.data, duplicate: true }
+          : { result, data: turn.data, duplicate: false };
     if (turn.records.length === 0) {
       // Nothing to write, but the answer may depend on state that is not persisted yet.
       const last = this.#pending ?? this.#inflight;
@@ -446,7 +468,7 @@ export class Activation implements TwinBinding {
     const batch = (this.#pending ??= { start: this.#data, end: this.#data, records: [], waiters: [] });
     this.#data = turn.data;
     batch.end = turn.data;
-    batch.records.push(...turn.records);
+    for (const record of turn.records) batch.records.push(record);
     batch.waiters.push({ envelope, outcome });
     this.#pump();
   }
@@ -454,40 +476,52 @@ export class Activation implements TwinBinding {
   /** Refuses a turn that would leave reported, desired or state over its size limit (nothing of it is kept). */
   #checkBounds(message: TwinMessage, before: TwinData, after: TwinData): void {
     const limits = this.#host.twinLimits ?? DEFAULT_TWIN_LIMITS;
-    const parts = [
-      ["reported", before.reported, after.reported, limits.maxReportedBytes, "limits.maxReportedBytes"],
-      ["desired", before.desired, after.desired, limits.maxDesiredBytes, "limits.maxDesiredBytes"],
-      ["state", before.state, after.state, limits.maxStateBytes, "limits.maxStateBytes"],
-    ] as const;
-    for (const [what, old, next, max, limit] of parts) {
-      if (old === next) continue;
-      if (what === "reported") {
-        // A report merges its patch into reported: the result is at most the old size plus the
-        // patch's (JSON merge: replaced or deleted leaves only shrink it). Kept as an upper bound
-        // from report to report, so a report does not serialise all of reported; measured
-        // exactly only when the bound reaches the limit, or after anything else changed reported.
-        if (message.kind === "reported" && this.#reportedBytesOf === old) {
-          const bound = this.#reportedBytes + Buffer.byteLength(JSON.stringify(message.patch)) + 2;
-          if (bound <= max) {
-            this.#reportedBytesOf = next;
-            this.#reportedBytes = bound;
-            continue;
-          }
-        }
-      }
-      const size = Buffer.byteLength(JSON.stringify(next));
-      if (what === "reported") {
-        this.#reportedBytesOf = next;
-        this.#reportedBytes = size;
-      }
-      if (size <= max) continue;
-      const text = `${this.key}: ${what} would be ${size} bytes, over ${limit} (${max})`;
-      const details = { limit, max, size };
-      // Input that makes the twin too big is refused as invalid; a handler that does is a precondition.
-      throw message.kind === "reported" || message.kind === "desired"
-        ? new InvalidArgument(text, details)
-        : new FailedPrecondition(text, details);
+    if (before.reported !== after.reported) {
+      this.#checkReported(message, before.reported, after.reported, limits.maxReportedBytes);
     }
+    if (before.desired !== after.desired) {
+      this.#checkSize(message, "desired", after.desired, limits.maxDesiredBytes, "limits.maxDesiredBytes");
+    }
+    if (before.state !== after.state) {
+      this.#checkSize(message, "state", after.state, limits.maxStateBytes, "limits.maxStateBytes");
+    }
+  }
+
+  /**
+   * A report merges its patch into reported: the result is at most the old size plus the patch's
+   * (JSON merge: replaced or deleted leaves only shrink it). Kept as an upper bound from report to
+   * report, so a report does not serialise all of reported; measured exactly only when the bound
+   * reaches the limit, or after anything else changed reported.
+   */
+  #checkReported(message: TwinMessage, old: JsonObject, next: JsonObject, max: number): void {
+    if (message.kind === "reported" && this.#reportedBytesOf === old) {
+      const bound = this.#reportedBytes + jsonSizeBound(message.patch) + 2;
+      if (bound <= max) {
+        this.#reportedBytesOf = next;
+        this.#reportedBytes = bound;
+        return;
+      }
+    }
+    const size = this.#checkSize(message, "reported", next, max, "limits.maxReportedBytes");
+    this.#reportedBytesOf = next;
+    this.#reportedBytes = size;
+  }
+
+  /**
+   * Refuses `value` over `max` bytes of JSON; returns its size, or an upper bound of it (see
+   * `jsonSizeBound`) when that is within `max`, so a small value is not serialised to be measured.
+   */
+  #checkSize(message: TwinMessage, what: string, value: object, max: number, limit: string): number {
+    const bound = jsonSizeBound(value, Number.POSITIVE_INFINITY);
+    if (bound <= max) return bound;
+    const size = Buffer.byteLength(JSON.stringify(value));
+    if (size <= max) return size;
+    const text = `${this.key}: ${what} would be ${size} bytes, over ${limit} (${max})`;
+    const details = { limit, max, size };
+    // Input that makes the twin too big is refused as invalid; a handler that does is a precondition.
+    throw message.kind === "reported" || message.kind === "desired"
+      ? new InvalidArgument(text, details)
+      : new FailedPrecondition(text, details);
   }
 
   #describeFailure(message: TwinMessage, error: unknown): DoppelError {
@@ -497,8 +531,11 @@ export class Activation implements TwinBinding {
     return new HandlerFailed(`${what} failed: ${text}`, { twin: this.key }, { cause: error });
   }
 
-  /** Runs the developer's handler for `turn.message`. */
-  async #handle(turn: Turn): Promise<Json | typeof DUPLICATE | typeof STALE> {
+  /**
+   * Runs the developer's handler for `turn.message`: its result, or a promise of it when the
+   * handler returned one (a synchronous handler's turn needs no promise).
+   */
+  #handle(turn: Turn): Handled | Promise<Handled> {
     const twin = this.#twin;
     const message = turn.message;
     switch (message.kind) {
@@ -507,7 +544,11 @@ export class Activation implements TwinBinding {
         const handler = (twin as unknown as Record<string, (args: unknown) => unknown>)[message.name];
         if (typeof handler !== "function")
           throw new Internal(`${this.key}: no handler for command '${message.name}'`);
-        return toJsonResult(await handler.call(twin, message.args), `${this.key}.${message.name}`);
+        const what = `${this.key}.${message.name}`;
+        const returned = handler.call(twin, message.args);
+        return isPromise(returned)
+          ? Promise.resolve(returned).then((value) => toJsonResult(value, what))
+          : toJsonResult(returned, what);
       }
       case "reported": {
         if (message.causation !== undefined && this.#data.recent.includes(message.causation))
@@ -521,20 +562,17 @@ export class Activation implements TwinBinding {
         let patch = message.patch;
         if (verdict === "late") patch = lateLeavesDropped(patch, this.#data.reportedSeq, message.seq!);
         if (message.at !== undefined) patch = lateLeavesDropped(patch, this.#data.reportedAt, message.at);
-        if (Object.keys(patch).length === 0) return Object.keys(message.patch).length === 0 ? null : STALE;
-        turn.record(BuiltIn.Reported, {
-          type: BuiltIn.Reported,
-          patch,
-          ...present({ seq: message.seq, at: message.at }),
-        });
-        await twin.onReported?.(patch);
-        return null;
+        if (isEmpty(patch)) return isEmpty(message.patch) ? null : STALE;
+        const data: Record<string, Json> = { type: BuiltIn.Reported, patch };
+        if (message.seq !== undefined) data["seq"] = message.seq;
+        if (message.at !== undefined) data["at"] = message.at;
+        turn.record(BuiltIn.Reported, data);
+        return afterHook(twin.onReported?.(patch), null);
       }
       case "desired": {
         this.#checkVersion(message.expectedVersion);
         turn.record(BuiltIn.Desired, { type: BuiltIn.Desired, patch: message.patch });
-        await twin.onDesired?.(message.patch);
-        return null;
+        return afterHook(twin.onDesired?.(message.patch), null);
       }
       case "reminder": {
         const reminder = turn.data.reminders.find((r) => r.name === message.name);
@@ -553,15 +591,12 @@ export class Activation implements TwinBinding {
                 dueAt: new Date(reminder.dueAt),
                 every: reminder.every,
               };
-        await twin.onReminder?.(fired);
-        return true;
+        return afterHook(twin.onReminder?.(fired), true);
       }
       case "activate":
-        await twin.onActivate?.();
-        return null;
+        return afterHook(twin.onActivate?.(), null);
       case "passivate":
-        await twin.onPassivate?.();
-        return null;
+        return afterHook(twin.onPassivate?.(), null);
     }
   }
 
@@ -819,6 +854,25 @@ export class Activation implements TwinBinding {
       throw new DeadlineExceeded(`${this.key}: the caller's deadline passed before the device command`);
     return send.call(this.#host, this.ref, command, args, deadline - now);
   }
+}
+
+/** What a handler's turn answers: its result, or that the message was a duplicate or stale. */
+type Handled = Json | typeof DUPLICATE | typeof STALE;
+
+function isPromise(value: unknown): value is PromiseLike<unknown> {
+  return (
+    typeof value === "object" && value !== null && typeof (value as PromiseLike<unknown>).then === "function"
+  );
+}
+
+/** `result`, once the hook's returned promise (if it returned one) has settled. */
+function afterHook(returned: unknown, result: Handled): Handled | Promise<Handled> {
+  return isPromise(returned) ? Promise.resolve(returned).then(() => result) : result;
+}
+
+function isEmpty(object: JsonObject): boolean {
+  for (const _ in object) return false;
+  return true;
 }
 
 function toJsonResult(value: unknown, what: string): Json {

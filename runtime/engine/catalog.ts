@@ -54,29 +54,54 @@ export class Catalog {
     return this.#resident.values();
   }
 
-  /** Delivers a message to twin `type/id`, activating it if needed. */
-  async dispatch(type: TwinType, id: string, message: TwinMessage): Promise<TurnOutcome> {
+  /**
+   * Delivers a message to twin `type/id`, activating it if needed. A resident twin's message is
+   * queued at once (no promise of its own on the way); only a twin that is leaving waits.
+   */
+  dispatch(type: TwinType, id: string, message: TwinMessage): Promise<TurnOutcome> {
     const key = `${type.name}/${id}`;
-    for (;;) {
-      const existing = this.#resident.get(key);
-      if (existing && (existing.status === "passivating" || existing.status === "gone")) {
-        await existing.gone;
-        if (this.#resident.get(key) === existing) this.#resident.delete(key);
-        continue;
-      }
-      let activation = existing;
-      if (activation) {
-        this.#resident.delete(key);
-        this.#resident.set(key, activation);
-        activation.lastUsed = this.host.clock.now();
-      } else {
-        activation = new Activation(type, id, this.shardOf(type.name, id), this.host);
-        this.#resident.set(key, activation);
-        void activation.start();
-        this.#evictOverCap();
-      }
-      return activation.enqueue(message);
+    const existing = this.#resident.get(key);
+    if (existing && (existing.status === "passivating" || existing.status === "gone")) {
+      return this.#afterLeaving(existing, type, id, message);
     }
+    try {
+      return this.#deliver(key, existing, type, id, message);
+    } catch (error) {
+      return Promise.reject(error); // a twin class whose constructor throws: a rejection, as before
+    }
+  }
+
+  #deliver(
+    key: string,
+    existing: Activation | undefined,
+    type: TwinType,
+    id: string,
+    message: TwinMessage,
+  ): Promise<TurnOutcome> {
+    let activation = existing;
+    if (activation) {
+      this.#resident.delete(key);
+      this.#resident.set(key, activation);
+      activation.lastUsed = this.host.clock.now();
+    } else {
+      activation = new Activation(type, id, this.shardOf(type.name, id), this.host);
+      this.#resident.set(key, activation);
+      void activation.start();
+      this.#evictOverCap();
+    }
+    return activation.enqueue(message);
+  }
+
+  /** Waits until `leaving` has left memory, then delivers (to a fresh activation, or one started meanwhile). */
+  async #afterLeaving(
+    leaving: Activation,
+    type: TwinType,
+    id: string,
+    message: TwinMessage,
+  ): Promise<TurnOutcome> {
+    await leaving.gone;
+    if (this.#resident.get(leaving.key) === leaving) this.#resident.delete(leaving.key);
+    return this.dispatch(type, id, message);
   }
 
   /** Forgets an activation that ended on its own (load failure, quarantine). */

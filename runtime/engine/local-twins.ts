@@ -8,7 +8,7 @@
 import { DeadlineExceeded, InvalidArgument, NotFound } from "../core/errors.ts";
 import { refKey, type TwinRef, twinRef, validateType } from "../core/ids.ts";
 import { type JsonLimits, type JsonObject, requireJsonObject } from "../core/json.ts";
-import { present } from "../core/present.ts";
+import type { Mutable } from "../core/present.ts";
 import type {
   ChangeListener,
   EventRecord,
@@ -30,8 +30,15 @@ import { downsample } from "../persistence/downsample.ts";
 import { parseFilter } from "../query/filter.ts";
 import { Deadlines } from "./deadlines.ts";
 import type { Engine } from "./engine.ts";
-import type { TurnOutcome } from "./messages.ts";
+import type {
+  CommandMessage,
+  DesiredMessage,
+  ReportedMessage,
+  TurnOutcome,
+  TwinMessage,
+} from "./messages.ts";
 import { toView } from "./twin-data.ts";
+import type { TwinType } from "./twin-type.ts";
 
 export interface LocalTwinsOptions {
   readonly json: JsonLimits;
@@ -82,17 +89,21 @@ export class LocalTwins implements TwinApi {
   }
 
   /**
-   * Dispatches (`dispatch()`) and waits for the turn's outcome until the deadline; the turn itself
-   * still completes. A deadline that has already passed refuses before anything is dispatched
-   * (a message dispatched then would be refused by the twin with nobody left to hear it).
+   * Dispatches `message` to twin `ref` and waits for the turn's outcome until the message's
+   * deadline; the turn itself still completes. A deadline that has already passed refuses before
+   * anything is dispatched (a message dispatched then would be refused by the twin with nobody
+   * left to hear it). `what` names the call in a deadline error (after the twin's key), and is
+   * only spelled out then.
    */
-  #within(dispatch: () => Promise<TurnOutcome>, deadline: number, what: string): Promise<TurnOutcome> {
+  #within(type: TwinType, ref: TwinRef, message: TwinMessage, deadline: number, what: string) {
     const remaining = deadline - this.engine.clock.now();
-    if (remaining <= 0) return Promise.reject(new DeadlineExceeded(`${what}: deadline already passed`));
-    const promise = dispatch();
-    return new Promise((resolve, reject) => {
+    if (remaining <= 0) {
+      return Promise.reject(new DeadlineExceeded(`${refKey(ref)}${what}: deadline already passed`));
+    }
+    const promise = this.engine.dispatch(type, ref.id, message);
+    return new Promise<TurnOutcome>((resolve, reject) => {
       const timer = this.#deadlines.add(deadline, () =>
-        reject(new DeadlineExceeded(`${what}: no answer within ${Math.round(remaining)} ms`)),
+        reject(new DeadlineExceeded(`${refKey(ref)}${what}: no answer within ${Math.round(remaining)} ms`)),
       );
       promise.then(
         (outcome) => {
@@ -134,24 +145,16 @@ export class LocalTwins implements TwinApi {
     const parsed = type.parseCommand(command, requireJsonObject(args ?? {}, "arguments", this.options.json));
     const expectedVersion = checkVersion(options.expectedVersion);
     const deadline = this.#deadline(options.deadline);
-    const outcome = await this.#within(
-      () =>
-        this.engine.dispatch(type, checked.id, {
-          kind: "command",
-          name: command,
-          args: parsed,
-          chain: options.chain ?? [],
-          deadline,
-          ...present({
-            expectedVersion,
-            causation: options.causation,
-            principal: checkPrincipal(options.principal),
-            maxTwins: checkQuota(options.maxTwins),
-          }),
-        }),
+    const message: Mutable<CommandMessage> = {
+      kind: "command",
+      name: command,
+      args: parsed,
+      chain: options.chain ?? [],
       deadline,
-      `${refKey(checked)}.${command}`,
-    );
+    };
+    if (expectedVersion !== undefined) message.expectedVersion = expectedVersion;
+    withOrigin(message, options.causation, options);
+    const outcome = await this.#within(type, checked, message, deadline, `.${command}`);
     return { result: outcome.result, version: outcome.data.seq };
   }
 
@@ -162,22 +165,10 @@ export class LocalTwins implements TwinApi {
     type.checkDesired(body);
     const expectedVersion = checkVersion(options.expectedVersion);
     const deadline = this.#deadline(options.deadline);
-    const outcome = await this.#within(
-      () =>
-        this.engine.dispatch(type, checked.id, {
-          kind: "desired",
-          patch: body,
-          deadline,
-          ...present({
-            expectedVersion,
-            causation: options.causation,
-            principal: checkPrincipal(options.principal),
-            maxTwins: checkQuota(options.maxTwins),
-          }),
-        }),
-      deadline,
-      `${refKey(checked)} desired`,
-    );
+    const message: Mutable<DesiredMessage> = { kind: "desired", patch: body, deadline };
+    if (expectedVersion !== undefined) message.expectedVersion = expectedVersion;
+    withOrigin(message, options.causation, options);
+    const outcome = await this.#within(type, checked, message, deadline, " desired");
     return toView(checked.type, checked.id, outcome.data);
   }
 
@@ -192,23 +183,11 @@ export class LocalTwins implements TwinApi {
     const seq = checkStamp(options.seq, "report seq", 1);
     const at = checkStamp(options.at, "report time (at)", 0);
     const deadline = this.#deadline(options.deadline);
-    const outcome = await this.#within(
-      () =>
-        this.engine.dispatch(type, checked.id, {
-          kind: "reported",
-          patch: body,
-          deadline,
-          ...present({
-            causation,
-            seq,
-            at,
-            principal: checkPrincipal(options.principal),
-            maxTwins: checkQuota(options.maxTwins),
-          }),
-        }),
-      deadline,
-      `${refKey(checked)} report`,
-    );
+    const message: Mutable<ReportedMessage> = { kind: "reported", patch: body, deadline };
+    if (seq !== undefined) message.seq = seq;
+    if (at !== undefined) message.at = at;
+    withOrigin(message, causation, options);
+    const outcome = await this.#within(type, checked, message, deadline, " report");
     return {
       version: outcome.data.seq,
       duplicate: outcome.duplicate,
@@ -281,7 +260,19 @@ export class LocalTwins implements TwinApi {
   }
 }
 
-/** A device stamp (sequence number or epoch ms): absent, or a safe integer of at least `min`. */
+/** Sets a message's causation, (checked) principal and twin quota, when given: absent fields stay absent. */
+function withOrigin(
+  message: { causation?: string; principal?: string; maxTwins?: number },
+  causation: string | undefined,
+  options: { readonly principal?: unknown; readonly maxTwins?: unknown },
+): void {
+  if (causation !== undefined) message.causation = causation;
+  const principal = checkPrincipal(options.principal);
+  if (principal !== undefined) message.principal = principal;
+  const maxTwins = checkQuota(options.maxTwins);
+  if (maxTwins !== undefined) message.maxTwins = maxTwins;
+}
+
 /** A principal label as the audit trail records it: 1 to 256 printable ASCII characters. */
 const PRINCIPAL = /^[\x20-\x7e]{1,256}$/;
 
@@ -302,6 +293,7 @@ function checkQuota(value: unknown): number | undefined {
   return value;
 }
 
+/** A device stamp (sequence number or epoch ms): absent, or a safe integer of at least `min`. */
 function checkStamp(value: unknown, what: string, min: number): number | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min) {

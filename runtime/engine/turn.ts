@@ -6,6 +6,7 @@
 import { toMillis } from "../core/duration.ts";
 import { InvalidArgument } from "../core/errors.ts";
 import { isJsonObject, type JsonObject, requireJsonObject } from "../core/json.ts";
+import type { Mutable } from "../core/present.ts";
 import type { EventRecord, Writer } from "../core/records.ts";
 import type { ScheduleOptions, Twin, TwinEvent, When } from "../core/twin.ts";
 import type { TwinMessage } from "./messages.ts";
@@ -15,15 +16,21 @@ const REMINDER_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$/;
 /** Shortest interval of a repeating reminder. */
 export const MIN_REMINDER_PERIOD_MS = 1000;
 
+/** Where a turn takes its commit id from: asked once, at the turn's first event (a turn without events needs none). */
+export interface CommitIds {
+  nextCommitId(): string;
+}
+
 export class Turn {
   readonly records: EventRecord[] = [];
   data: TwinData;
+  #commitId: string | undefined;
 
   constructor(
     private readonly twin: Twin<object, TwinEvent, object>,
     readonly message: TwinMessage,
     start: TwinData,
-    private readonly commitId: string,
+    private readonly commitIds: CommitIds,
     private readonly writer: Writer,
     private readonly now: number,
   ) {
@@ -33,19 +40,16 @@ export class Turn {
   /** Appends one event and folds it in. */
   record(type: string, data: JsonObject): void {
     const { causation, principal } = this.message;
-    const base = {
+    const record: Mutable<EventRecord> = {
       seq: this.data.seq + 1,
       type,
       data,
       at: this.now,
-      commitId: this.commitId,
+      commitId: (this.#commitId ??= this.commitIds.nextCommitId()),
       writer: this.writer,
     };
-    const record: EventRecord = {
-      ...base,
-      ...(causation === undefined ? {} : { causation }),
-      ...(principal === undefined ? {} : { principal }),
-    };
+    if (causation !== undefined) record.causation = causation;
+    if (principal !== undefined) record.principal = principal;
     this.data = fold(this.twin, this.data, record);
     this.records.push(record);
   }

@@ -19,23 +19,37 @@ export interface TypeDefaults {
   readonly idleTimeoutMs: number;
 }
 
+/** True when `patch` deletes anything (holds a `null` at any depth). */
+function hasNulls(patch: JsonObject): boolean {
+  for (const key in patch) {
+    const value = patch[key];
+    if (value === null || (isJsonObject(value) && hasNulls(value))) return true;
+  }
+  return false;
+}
+
+/** `patch` without its deletions (`null` values): `patch` itself when it has none. */
 function withoutNulls(patch: JsonObject): JsonObject {
+  return hasNulls(patch) ? copyWithoutNulls(patch) : patch;
+}
+
+function copyWithoutNulls(patch: JsonObject): JsonObject {
   const out: Record<string, Json> = {};
   for (const [key, value] of Object.entries(patch)) {
     if (value === null) continue;
-    out[key] = isJsonObject(value) ? withoutNulls(value) : value;
+    out[key] = isJsonObject(value) ? copyWithoutNulls(value) : value;
   }
   return out;
 }
 
 /** Paths (`a.b`) of `input` that `parsed` does not have: keys the schema dropped. */
-function missingPaths(input: JsonObject, parsed: JsonObject, prefix: string): string[] {
-  const out: string[] = [];
-  for (const [key, value] of Object.entries(input)) {
-    const path = prefix ? `${prefix}.${key}` : key;
-    if (!Object.hasOwn(parsed, key)) out.push(path);
+function missingPaths(input: JsonObject, parsed: JsonObject, prefix: string, out: string[] = []): string[] {
+  for (const key in input) {
+    if (!Object.hasOwn(input, key)) continue;
+    const value = input[key];
+    if (!Object.hasOwn(parsed, key)) out.push(prefix ? `${prefix}.${key}` : key);
     else if (isJsonObject(value) && isJsonObject(parsed[key]))
-      out.push(...missingPaths(value, parsed[key] as JsonObject, path));
+      missingPaths(value, parsed[key] as JsonObject, prefix ? `${prefix}.${key}` : key, out);
   }
   return out;
 }
@@ -178,8 +192,9 @@ export class TwinType {
   parseReported(patch: JsonObject): JsonObject {
     const schema = this.cls.reported;
     if (!schema) return patch;
-    const input = withoutNulls(patch);
-    const parsed = this.#checkPatch(schema, patch, "reported");
+    const deletes = hasNulls(patch);
+    const input = deletes ? copyWithoutNulls(patch) : patch;
+    const parsed = this.#checkParsed(schema, input, "reported");
     if (!isJsonObject(parsed)) {
       throw new InvalidArgument(`the reported schema of '${this.name}' does not produce a JSON object`);
     }
@@ -191,7 +206,7 @@ export class TwinType {
         { unknown: unknown.slice(0, 100) },
       );
     }
-    return withDeletions(patch, parsed);
+    return deletes ? withDeletions(patch, parsed) : parsed;
   }
 
   /** Validates the values a desired patch sets; uses the reported schema when no desired schema is given. */
@@ -201,7 +216,12 @@ export class TwinType {
 
   #checkPatch(schema: Schema | undefined, patch: JsonObject, what: string): unknown {
     if (!schema) return patch;
-    const parsed = schema.safeParse(withoutNulls(patch));
+    return this.#checkParsed(schema, withoutNulls(patch), what);
+  }
+
+  /** Validates `input` (a patch without its deletions) with `schema`; returns the parse result. */
+  #checkParsed(schema: Schema, input: JsonObject, what: string): unknown {
+    const parsed = schema.safeParse(input);
     if (!parsed.success) {
       throw new InvalidArgument(
         `invalid ${what} patch for '${this.name}': ${describeIssues(parsed.error, what)}`,
