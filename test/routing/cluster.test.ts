@@ -35,6 +35,34 @@ describe("in-process cluster", () => {
     }
   });
 
+  it("counts a key's twin creations wherever its calls land and the twins live: the quota holds across nodes", async () => {
+    h = await startHarness(3, [Counter]);
+    await h.settled();
+    const key = { principal: "service-key:cluster-key", maxTwins: 5 };
+    const results = await Promise.allSettled(
+      ids
+        .slice(0, 12)
+        .map((id, i) =>
+          h.nodes[i % 3]!.twins.invoke({ type: "counter", id }, "add", { by: 1, tag: "" }, key),
+        ),
+    );
+    const owners = new Set(
+      ids
+        .slice(0, 12)
+        .map((id) => h.nodes[0]!.coordinator!.ownerOf(h.nodes[0]!.engine.shardOf("counter", id))),
+    );
+    expect(owners.size).toBeGreaterThan(1); // creations were forwarded to, and counted by, several owners
+    expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(5);
+    for (const r of results.filter((r) => r.status === "rejected"))
+      expect((r as PromiseRejectedResult).reason).toMatchObject({ code: "QUOTA_EXCEEDED" });
+    expect(await h.store.twinsCreated(key.principal)).toBe(5);
+    const created = ids.slice(0, 12).find((_, i) => results[i]!.status === "fulfilled")!;
+    expect(
+      (await h.nodes[1]!.twins.invoke({ type: "counter", id: created }, "add", { by: 1, tag: "" }, key))
+        .version,
+    ).toBe(2);
+  });
+
   it("lets twins on different nodes call each other", async () => {
     h = await startHarness(3, [Caller]);
     await h.settled();
