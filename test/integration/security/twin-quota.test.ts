@@ -152,6 +152,7 @@ describe.each(STORES)(
         body: JSON.stringify({ heating: true }),
       });
       expect(http.status).toBe(429);
+      expect(http.headers.get("retry-after")).toBeNull(); // a quota does not refill by itself
       expect(await http.json()).toMatchObject({
         code: "QUOTA_EXCEEDED",
         details: { quota: "maxTwins", used: 2 },
