@@ -45,10 +45,12 @@ import {
   type TwinEvent,
   type When,
 } from "../core/twin.ts";
-import { activeContext, type Context, inSpan, SpanKind, tracingOn } from "../observability/tracing.ts";
+import { activeContext, inSpan, SpanKind, tracingOn } from "../observability/tracing.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 import { lateLeavesDropped } from "../shadow/reported-times.ts";
 import { computeDelta } from "../shadow/shadow.ts";
+import type { Deadlines } from "./deadlines.ts";
+import { Envelope } from "./envelope.ts";
 import type { GroupCommitter } from "./group-commit.ts";
 import type { TurnOutcome, TwinMessage } from "./messages.ts";
 import { Turn } from "./turn.ts";
@@ -100,6 +102,8 @@ export interface ActivationHost {
    * reminders that were set or moved by it.
    */
   committed(activation: Activation, commit: TwinCommit, reminders: readonly ReminderIndexEntry[]): void;
+  /** The callers' deadlines, on one timer: an envelope is armed when queued (none: no deadline is kept). */
+  readonly deadlines?: Deadlines;
   /** Called when an activation must leave the catalog at once (load failure, quarantine). */
   discard(activation: Activation): void;
   /** Counts activations, passivations and turns (metrics); optional. */
@@ -122,14 +126,6 @@ export const DEFAULT_TWIN_LIMITS: TwinLimits = {
   maxStateBytes: 1024 * 1024,
 };
 
-interface Envelope {
-  readonly message: TwinMessage;
-  readonly resolve: (outcome: TurnOutcome) => void;
-  readonly reject: (error: DoppelError) => void;
-  /** The trace context of the sender, so the turn's span continues its trace. */
-  readonly context?: Context;
-}
-
 /** What the engine counts (metrics). Every method is cheap and never throws. */
 export interface ActivationObserver {
   activated(): void;
@@ -143,16 +139,12 @@ export interface ActivationObserver {
   turn(kind: string, ok: boolean, millis: number): void;
 }
 
-interface Waiter {
-  readonly envelope: Envelope;
-  readonly outcome: TurnOutcome;
-}
-
 interface Batch {
   readonly start: TwinData;
   end: TwinData;
   readonly records: EventRecord[];
-  readonly waiters: Waiter[];
+  /** The envelopes of the batch's turns (each with its outcome), answered once it is persisted. */
+  readonly waiters: Envelope[];
 }
 
 export type ActivationStatus = "loading" | "active" | "passivating" | "gone";
@@ -280,14 +272,13 @@ export class Activation implements TwinBinding {
       // Events onActivate writes into a twin that does not exist yet create it: on behalf of
       // the message that woke it, whose quota counts the creation.
       const waking = this.#committed.seq === 0 ? this.#mailbox[0]?.message : undefined;
-      this.#mailbox.unshift({
-        message: {
-          kind: "activate",
-          ...present({ principal: waking?.principal, maxTwins: waking?.maxTwins }),
-        },
-        resolve: () => {},
-        reject: (error) => this.#host.warn(`${this.key}: onActivate failed`, error),
-      });
+      this.#mailbox.unshift(
+        new Envelope(
+          { kind: "activate", ...present({ principal: waking?.principal, maxTwins: waking?.maxTwins }) },
+          () => {},
+          (error) => this.#host.warn(`${this.key}: onActivate failed`, error),
+        ),
+      );
     }
     this.#kick();
   }
@@ -321,9 +312,12 @@ export class Activation implements TwinBinding {
         return;
       }
       // The sender's trace context only matters (and is only looked up) when tracing is on.
-      mailbox.push(
-        tracingOn() ? { message, resolve, reject, context: activeContext() } : { message, resolve, reject },
-      );
+      const envelope = tracingOn()
+        ? new Envelope(message, resolve, reject, activeContext())
+        : new Envelope(message, resolve, reject);
+      const deadlines = this.#host.deadlines;
+      if (deadlines) envelope.arm(deadlines, this.key, this.#host.clock.now());
+      mailbox.push(envelope);
       this.#kick();
     });
   }
@@ -461,15 +455,18 @@ export class Activation implements TwinBinding {
     if (turn.records.length === 0) {
       // Nothing to write, but the answer may depend on state that is not persisted yet.
       const last = this.#pending ?? this.#inflight;
-      if (last) last.waiters.push({ envelope, outcome });
-      else envelope.resolve(outcome);
+      if (last) {
+        envelope.outcome = outcome;
+        last.waiters.push(envelope);
+      } else envelope.resolve(outcome);
       return;
     }
     const batch = (this.#pending ??= { start: this.#data, end: this.#data, records: [], waiters: [] });
     this.#data = turn.data;
     batch.end = turn.data;
     for (const record of turn.records) batch.records.push(record);
-    batch.waiters.push({ envelope, outcome });
+    envelope.outcome = outcome;
+    batch.waiters.push(envelope);
     this.#pump();
   }
 
@@ -632,7 +629,7 @@ export class Activation implements TwinBinding {
     // The twin's first batch creates it: on behalf of its first turn with a quota.
     const creating =
       batch.start.seq === 0
-        ? batch.waiters.find((w) => w.envelope.message.maxTwins !== undefined)?.envelope.message
+        ? batch.waiters.find((w) => w.message.maxTwins !== undefined)?.message
         : undefined;
     return {
       ref: this.ref,
@@ -650,7 +647,7 @@ export class Activation implements TwinBinding {
   #onCommitted(batch: Batch, commit: TwinCommit): void {
     this.#inflight = null;
     this.#committed = batch.end;
-    for (const { envelope, outcome } of batch.waiters) envelope.resolve(outcome);
+    for (const envelope of batch.waiters) envelope.resolve(envelope.outcome!);
     this.#host.committed(this, commit, commit.reminders.set);
     if (batch.end.seq - this.#snapshotSeq >= this.type.snapshotEvery) void this.#snapshot(batch.end);
     this.#pump();
@@ -673,18 +670,18 @@ export class Activation implements TwinBinding {
         `${this.key}: another writer appended at version ${batch.start.seq + 1} first; reloading, retry: ${error.message}`,
         { reason: "conflict" },
       );
-      for (const { envelope } of waiters) envelope.reject(failure);
+      for (const envelope of waiters) envelope.reject(failure);
     } else if (error.code === ErrorCode.QuotaExceeded) {
       // The creation was refused and nothing written: the store holds what `#committed` does, so
       // no reload. The turns that ran on the refused creation fail with it.
       this.#host.observer?.overQuota();
-      for (const { envelope } of waiters) envelope.reject(error);
+      for (const envelope of waiters) envelope.reject(error);
     } else {
       this.#needsReload = true;
       const failure = error.retryable
         ? error
         : new Unavailable(`${this.key}: write failed: ${error.message}`);
-      for (const { envelope } of waiters) envelope.reject(failure);
+      for (const envelope of waiters) envelope.reject(failure);
     }
     this.#notifySettled();
   }
@@ -737,14 +734,16 @@ export class Activation implements TwinBinding {
   async #passivate(): Promise<void> {
     if (this.#twin.onPassivate) {
       await new Promise<void>((resolve) => {
-        (this.#mailbox ??= []).push({
-          message: { kind: "passivate" },
-          resolve: () => resolve(),
-          reject: (error) => {
-            this.#host.warn(`${this.key}: onPassivate failed`, error);
-            resolve();
-          },
-        });
+        (this.#mailbox ??= []).push(
+          new Envelope(
+            { kind: "passivate" },
+            () => resolve(),
+            (error) => {
+              this.#host.warn(`${this.key}: onPassivate failed`, error);
+              resolve();
+            },
+          ),
+        );
         void this.#run();
       });
     }

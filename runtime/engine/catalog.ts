@@ -9,6 +9,7 @@
 
 import type { TimerHandle } from "../core/clock.ts";
 import { Activation, type ActivationHost } from "./activation.ts";
+import { deadlineExceeded } from "./envelope.ts";
 import type { TurnOutcome, TwinMessage } from "./messages.ts";
 import type { TwinType } from "./twin-type.ts";
 
@@ -99,9 +100,26 @@ export class Catalog {
     id: string,
     message: TwinMessage,
   ): Promise<TurnOutcome> {
-    await leaving.gone;
+    await this.#untilGone(leaving, message);
     if (this.#resident.get(leaving.key) === leaving) this.#resident.delete(leaving.key);
     return this.dispatch(type, id, message);
+  }
+
+  /** Resolves when `leaving` is gone; refused at the message's deadline (the caller's wait starts here, not at the enqueue). */
+  #untilGone(leaving: Activation, message: TwinMessage): Promise<void> {
+    const { deadline } = message;
+    const deadlines = this.host.deadlines;
+    if (deadline === undefined || !deadlines) return leaving.gone;
+    const since = this.host.clock.now();
+    return new Promise((resolve, reject) => {
+      const wait = deadlines.add(deadline, () =>
+        reject(deadlineExceeded(leaving.key, message, deadline - since)),
+      );
+      void leaving.gone.then(() => {
+        wait.cancel();
+        resolve();
+      });
+    });
   }
 
   /** Forgets an activation that ended on its own (load failure, quarantine). */

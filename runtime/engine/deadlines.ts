@@ -1,6 +1,6 @@
 /**
- * Deadlines of many waits on one clock timer. A caller's wait on its turn (`LocalTwins`) has a
- * deadline; a timer per wait costs an allocation and a timer-list insert and removal per report.
+ * Deadlines of many waits on one clock timer. A caller's wait on its turn (an envelope, see
+ * `envelope.ts`) has a deadline; a timer per wait costs an allocation and a timer-list insert and removal per report.
  * Here waits are kept in buckets of `BUCKET_MS` by deadline, and one timer is armed for the
  * earliest deadline: a wait that settles first just leaves its bucket. A wait expires exactly at
  * its deadline (as the clock sees it; the timer fires for the earliest deadline and every wait due
@@ -15,13 +15,22 @@ export interface Deadline {
   cancel(): void;
 }
 
+/** What a wait calls at its deadline: an object with `expire()`, so a caller need allocate no closure. */
+export interface Expiring {
+  expire(): void;
+}
+
 /** A wait: its own cancel (a class, so a wait allocates no closure). */
 class Wait implements Deadline {
   bucket: Set<Wait> | undefined;
   constructor(
     readonly at: number,
-    readonly expire: () => void,
+    readonly target: Expiring | (() => void),
   ) {}
+  expire(): void {
+    if (typeof this.target === "function") this.target();
+    else this.target.expire();
+  }
   cancel(): void {
     this.bucket?.delete(this);
     this.bucket = undefined;
@@ -38,8 +47,8 @@ export class Deadlines {
 
   constructor(private readonly clock: Clock) {}
 
-  /** Calls `expire` at `at` (clock time) unless the returned deadline is cancelled before. */
-  add(at: number, expire: () => void): Deadline {
+  /** Calls `expire` (or `expire.expire()`) at `at` (clock time) unless the returned deadline is cancelled before. */
+  add(at: number, expire: Expiring | (() => void)): Deadline {
     const wait = new Wait(at, expire);
     const key = Math.floor(at / BUCKET_MS);
     let bucket = this.#buckets.get(key);

@@ -21,6 +21,7 @@ import {
 } from "./activation.ts";
 import { Catalog } from "./catalog.ts";
 import { ChangeFeed } from "./change-feed.ts";
+import { Deadlines } from "./deadlines.ts";
 import { committerStore, fenceCheck } from "./fencing.ts";
 import { type CommitObserver, GroupCommitter } from "./group-commit.ts";
 import type { TurnOutcome, TwinMessage } from "./messages.ts";
@@ -107,6 +108,7 @@ export class Engine {
       },
       deviceCommandTimeoutMs: options.deviceCommandTimeoutMs ?? 5000,
       twinLimits: options.twinLimits ?? DEFAULT_TWIN_LIMITS,
+      deadlines: new Deadlines(clock),
       committed: (activation, commit, reminders) => this.#committed(activation, commit, reminders),
       discard: (activation) => this.catalog.remove(activation),
       warn: (message, error) => logger.warn({ err: error }, message),

@@ -28,8 +28,8 @@ import type {
 } from "../core/twin-api.ts";
 import { downsample } from "../persistence/downsample.ts";
 import { parseFilter } from "../query/filter.ts";
-import { Deadlines } from "./deadlines.ts";
 import type { Engine } from "./engine.ts";
+import { describeMessage } from "./envelope.ts";
 import type {
   CommandMessage,
   DesiredMessage,
@@ -68,15 +68,10 @@ function checkLimit(limit: number | undefined, fallback: number, max: number, wh
 }
 
 export class LocalTwins implements TwinApi {
-  /** The callers' deadlines, on one timer (not one per call). */
-  readonly #deadlines: Deadlines;
-
   constructor(
     private readonly engine: Engine,
     private readonly options: LocalTwinsOptions,
-  ) {
-    this.#deadlines = new Deadlines(engine.clock);
-  }
+  ) {}
 
   #ref(ref: TwinRef): TwinRef {
     const checked = twinRef(ref.type, ref.id);
@@ -89,33 +84,17 @@ export class LocalTwins implements TwinApi {
   }
 
   /**
-   * Dispatches `message` to twin `ref` and waits for the turn's outcome until the message's
-   * deadline; the turn itself still completes. A deadline that has already passed refuses before
-   * anything is dispatched (a message dispatched then would be refused by the twin with nobody
-   * left to hear it). `what` names the call in a deadline error (after the twin's key), and is
-   * only spelled out then.
+   * Dispatches `message` to twin `ref`; the wait for its outcome ends at the message's deadline
+   * (the engine arms it with the message: see `envelope.ts`), the turn itself still completes. A
+   * deadline that has already passed refuses before anything is dispatched (a message dispatched
+   * then would be refused by the twin with nobody left to hear it).
    */
-  #within(type: TwinType, ref: TwinRef, message: TwinMessage, deadline: number, what: string) {
-    const remaining = deadline - this.engine.clock.now();
-    if (remaining <= 0) {
-      return Promise.reject(new DeadlineExceeded(`${refKey(ref)}${what}: deadline already passed`));
+  #dispatch(type: TwinType, ref: TwinRef, message: TwinMessage, deadline: number): Promise<TurnOutcome> {
+    if (deadline <= this.engine.clock.now()) {
+      const what = describeMessage(refKey(ref), message);
+      return Promise.reject(new DeadlineExceeded(`${what}: deadline already passed`));
     }
-    const promise = this.engine.dispatch(type, ref.id, message);
-    return new Promise<TurnOutcome>((resolve, reject) => {
-      const timer = this.#deadlines.add(deadline, () =>
-        reject(new DeadlineExceeded(`${refKey(ref)}${what}: no answer within ${Math.round(remaining)} ms`)),
-      );
-      promise.then(
-        (outcome) => {
-          timer.cancel();
-          resolve(outcome);
-        },
-        (error: unknown) => {
-          timer.cancel();
-          reject(error);
-        },
-      );
-    });
+    return this.engine.dispatch(type, ref.id, message);
   }
 
   async get(ref: TwinRef): Promise<TwinView> {
@@ -154,7 +133,7 @@ export class LocalTwins implements TwinApi {
     };
     if (expectedVersion !== undefined) message.expectedVersion = expectedVersion;
     withOrigin(message, options.causation, options);
-    const outcome = await this.#within(type, checked, message, deadline, `.${command}`);
+    const outcome = await this.#dispatch(type, checked, message, deadline);
     return { result: outcome.result, version: outcome.data.seq };
   }
 
@@ -168,7 +147,7 @@ export class LocalTwins implements TwinApi {
     const message: Mutable<DesiredMessage> = { kind: "desired", patch: body, deadline };
     if (expectedVersion !== undefined) message.expectedVersion = expectedVersion;
     withOrigin(message, options.causation, options);
-    const outcome = await this.#within(type, checked, message, deadline, " desired");
+    const outcome = await this.#dispatch(type, checked, message, deadline);
     return toView(checked.type, checked.id, outcome.data);
   }
 
@@ -187,7 +166,7 @@ export class LocalTwins implements TwinApi {
     if (seq !== undefined) message.seq = seq;
     if (at !== undefined) message.at = at;
     withOrigin(message, causation, options);
-    const outcome = await this.#within(type, checked, message, deadline, " report");
+    const outcome = await this.#dispatch(type, checked, message, deadline);
     return {
       version: outcome.data.seq,
       duplicate: outcome.duplicate,

@@ -1,0 +1,71 @@
+/**
+ * An envelope: one message on its way through a twin's mailbox, its turn and its write, with the
+ * caller's promise it settles. It also carries the caller's deadline: armed on the engine's one
+ * deadline timer (see `deadlines.ts`) when the message is queued, it refuses the wait with
+ * `DeadlineExceeded` when no answer came in time (the turn itself still completes). An envelope
+ * is settled once; whatever comes after (a late answer, a second failure) is dropped.
+ */
+import { DeadlineExceeded, type DoppelError } from "../core/errors.ts";
+import type { Context } from "../observability/tracing.ts";
+import type { Deadline, Deadlines, Expiring } from "./deadlines.ts";
+import type { TurnOutcome, TwinMessage } from "./messages.ts";
+
+/** How an error names a message to twin `key` (`thermostat/t1.setTarget`, `thermostat/t1 report`). */
+export function describeMessage(key: string, message: TwinMessage): string {
+  switch (message.kind) {
+    case "command":
+      return `${key}.${message.name}`;
+    case "reported":
+      return `${key} report`;
+    default:
+      return `${key} ${message.kind}`;
+  }
+}
+
+/** The refusal of a wait for `message` to twin `key` that had `waitedMs` until its deadline. */
+export function deadlineExceeded(key: string, message: TwinMessage, waitedMs: number): DeadlineExceeded {
+  return new DeadlineExceeded(
+    `${describeMessage(key, message)}: no answer within ${Math.round(waitedMs)} ms`,
+  );
+}
+
+export class Envelope implements Expiring {
+  /** The turn's answer, kept here from the end of the turn until its write is persisted. */
+  outcome: TurnOutcome | undefined;
+  #wait: Deadline | undefined;
+  #key = "";
+  #armedAt = 0;
+
+  constructor(
+    readonly message: TwinMessage,
+    private readonly settle: (outcome: TurnOutcome) => void,
+    private readonly fail: (error: DoppelError) => void,
+    /** The trace context of the sender, so the turn's span continues its trace. */
+    readonly context?: Context,
+  ) {}
+
+  /** Arms the message's deadline (if it has one): at it, the caller's wait is refused. */
+  arm(deadlines: Deadlines, key: string, now: number): void {
+    const deadline = this.message.deadline;
+    if (deadline === undefined) return;
+    this.#key = key;
+    this.#armedAt = now;
+    this.#wait = deadlines.add(deadline, this);
+  }
+
+  resolve(outcome: TurnOutcome): void {
+    this.#wait?.cancel();
+    this.settle(outcome);
+  }
+
+  reject(error: DoppelError): void {
+    this.#wait?.cancel();
+    this.fail(error);
+  }
+
+  /** The deadline passed: the caller stops waiting. */
+  expire(): void {
+    this.#wait = undefined;
+    this.fail(deadlineExceeded(this.#key, this.message, this.message.deadline! - this.#armedAt));
+  }
+}
