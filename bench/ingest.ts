@@ -36,7 +36,6 @@ import type { TwinRef } from "../runtime/core/ids.ts";
 import { CassandraEventStore } from "../runtime/persistence/cassandra/store.ts";
 import type { EventStore } from "../runtime/persistence/event-store.ts";
 import { SqliteEventStore } from "../runtime/persistence/sqlite-store.ts";
-import { freePort } from "../runtime/testing/free-port.ts";
 import {
   BARE_PREFIX,
   BARE_STREAM,
@@ -45,7 +44,10 @@ import {
   note,
   percentiles,
   report,
+  startDoppelNode,
+  streamEmpty,
   summary,
+  windowed,
 } from "./lib.ts";
 
 const quick = process.env["BENCH_QUICK"] === "1";
@@ -81,66 +83,18 @@ function natsServer(): { url: string; started: boolean } {
   return { url: "nats://127.0.0.1:14222", started: false };
 }
 
-async function startNode(
-  nats: string,
-  dataDir: string,
-): Promise<{ child: ChildProcess; address: string; startMs: number }> {
-  const port = await freePort();
-  const address = `127.0.0.1:${port}`;
-  const started = Date.now();
-  const child = spawn(
-    process.execPath,
-    [
-      // BENCH_CPU_PROF=DIR: the node writes a CPU profile there when it stops (node --cpu-prof).
-      ...(process.env["BENCH_CPU_PROF"]
-        ? ["--cpu-prof", "--cpu-prof-dir", process.env["BENCH_CPU_PROF"]]
-        : []),
-      "bin/doppel.js",
-      "start",
-      "--nats",
-      nats,
-      ...STORE_ARGS(dataDir),
-      "--listen",
-      address,
-      "--no-demo",
-      "--shards",
-      String(SHARDS),
-      "--log-level",
-      "warn",
-    ],
-    {
-      cwd: ROOT,
-      stdio: ["ignore", "pipe", "inherit"],
-      // Configured by its flags alone: DOPPEL_REDIS/CASSANDRA in the shell would make it a cluster node.
-      env: Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("DOPPEL_"))),
-    },
-  );
-  await new Promise<void>((resolve, reject) => {
-    let out = "";
-    child.stdout?.on("data", (chunk: Buffer) => {
-      out += chunk.toString();
-      if (out.includes("is running")) resolve();
-    });
-    child.once("exit", (code) => reject(new Error(`node exited (${code}) before it was ready: ${out}`)));
-  });
-  return { child, address, startMs: Date.now() - started };
-}
-
-async function streamEmpty(jsm: Awaited<ReturnType<typeof jetstreamManager>>, stream: string): Promise<void> {
-  for (;;) {
-    const info = await jsm.streams.info(stream);
-    if (info.state.messages === 0) return;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
-/** Sends `total` items through `send`, at most `window` outstanding. */
-async function windowed(total: number, window: number, send: (i: number) => Promise<unknown>): Promise<void> {
-  let next = 0;
-  const lane = async () => {
-    while (next < total) await send(next++);
-  };
-  await Promise.all(Array.from({ length: window }, lane));
+function startNode(nats: string, dataDir: string) {
+  return startDoppelNode([
+    // BENCH_CPU_PROF=DIR: the node writes a CPU profile there when it stops (node --cpu-prof).
+    ...(process.env["BENCH_CPU_PROF"] ? ["--cpu-prof", "--cpu-prof-dir", process.env["BENCH_CPU_PROF"]] : []),
+    "bin/doppel.js",
+    "start",
+    "--nats",
+    nats,
+    ...STORE_ARGS(dataDir),
+    "--shards",
+    String(SHARDS),
+  ]);
 }
 
 /** Starts the hand-written pipeline; resolves once it consumes. */

@@ -4,7 +4,9 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { JetStreamManager } from "@nats-io/jetstream";
 import * as hdr from "hdr-histogram-js";
+import { freePort } from "../runtime/testing/free-port.ts";
 
 /** A latency histogram in microseconds. */
 export function histogram(): hdr.Histogram {
@@ -140,4 +142,70 @@ export function startServerProcess<T extends object>(script: string): Promise<{ 
     });
     child.once("exit", (code) => reject(new Error(`server process exited (${code})`)));
   });
+}
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+/** A node process of a bench, started with the real CLI. */
+export interface BenchNode {
+  readonly child: ChildProcess;
+  /** Its gRPC address. */
+  readonly address: string;
+  /** Milliseconds from spawn to "is running". */
+  readonly startMs: number;
+}
+
+/**
+ * Starts `node <args>` (`args` begin with the node's own flags, then `bin/doppel.js start ...`)
+ * from the repository root, adding `--listen` on a free loopback port, `--no-demo` and
+ * `--log-level warn`; resolves once it prints "is running". The node is configured by its flags
+ * alone: DOPPEL_* variables of the shell (DOPPEL_REDIS would make it a cluster node) are dropped.
+ */
+export async function startDoppelNode(args: string[]): Promise<BenchNode> {
+  const address = `127.0.0.1:${await freePort()}`;
+  const started = Date.now();
+  const child = spawn(process.execPath, [...args, "--listen", address, "--no-demo", "--log-level", "warn"], {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "inherit"],
+    env: Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("DOPPEL_"))),
+  });
+  await new Promise<void>((resolve, reject) => {
+    let out = "";
+    child.stdout?.on("data", (chunk: Buffer) => {
+      out += chunk.toString();
+      if (out.includes("is running")) resolve();
+    });
+    child.once("exit", (code) => reject(new Error(`node exited (${code}) before it was ready: ${out}`)));
+  });
+  return { child, address, startMs: Date.now() - started };
+}
+
+/** Stops a child process (SIGTERM) and resolves once it has exited. */
+export function stopProcess(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  const gone = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.kill("SIGTERM");
+  return gone;
+}
+
+/** Resolves once `stream` holds no message (every report consumed and acknowledged). */
+export async function streamEmpty(jsm: JetStreamManager, stream: string): Promise<void> {
+  for (;;) {
+    const info = await jsm.streams.info(stream);
+    if (info.state.messages === 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** Sends `total` items through `send`, at most `window` outstanding. */
+export async function windowed(
+  total: number,
+  window: number,
+  send: (i: number) => Promise<unknown>,
+): Promise<void> {
+  let next = 0;
+  const lane = async () => {
+    while (next < total) await send(next++);
+  };
+  await Promise.all(Array.from({ length: window }, lane));
 }

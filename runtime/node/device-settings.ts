@@ -57,8 +57,9 @@ function deviceAuthSettings(config: NodeConfig): NatsDeviceSettings["auth"] {
     issuerSeed: auth.issuerSeed,
     account: auth.account,
     jwtTtlMs: auth.jwtTtl,
-    connection: { servers: nats.servers, credentials: auth.credentials },
-    ...present({ system: auth.system ? { servers: nats.servers, credentials: auth.system } : undefined }),
+    // The service's and the system user's connections go to the same servers, with the same TLS.
+    connection: { ...natsConnection(nats), credentials: auth.credentials },
+    ...present({ system: auth.system ? { ...natsConnection(nats), credentials: auth.system } : undefined }),
     credentialsFile: deviceCredentialsPath(config),
     revocationPollMs: auth.revocationPoll,
   };

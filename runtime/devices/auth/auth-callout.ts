@@ -26,6 +26,7 @@ import {
   encodeAuthorizationResponse,
   encodeUser,
   fromSeed,
+  type KeyPair,
 } from "@nats-io/jwt";
 import type { NatsTransport, NatsTransportOptions } from "../../../cluster/transport/nats.ts";
 import type { Subscription, TransportMessage } from "../../../cluster/transport/transport.ts";
@@ -33,6 +34,7 @@ import { InvalidArgument } from "../../core/errors.ts";
 import type { Logger } from "../../observability/logger.ts";
 import type { CredentialCheck, DeviceCredentials } from "./device-credentials.ts";
 import { devicePermissions } from "./device-permissions.ts";
+import { issuerKey } from "./issuer-key.ts";
 
 /** The subject nats-server sends authorization requests on (in the callout account). */
 export const AUTH_CALLOUT_SUBJECT = "$SYS.REQ.USER.AUTH";
@@ -107,7 +109,7 @@ export class DeviceAuthService {
   readonly #credentials: DeviceCredentials;
   readonly #logger: Logger;
   readonly #now: () => number;
-  readonly #issuer: ReturnType<typeof fromSeed>;
+  readonly #issuer: KeyPair;
   readonly #transport: NatsTransport;
   readonly #system: NatsTransport | undefined;
   #subscription: Subscription | undefined;
@@ -126,7 +128,7 @@ export class DeviceAuthService {
     this.#logger = logger;
     this.#now = now;
     issuerPublicKey(settings.issuerSeed);
-    this.#issuer = fromSeed(new TextEncoder().encode(settings.issuerSeed));
+    this.#issuer = issuerKey(settings.issuerSeed);
     this.#transport = transport;
     this.#system = system;
   }

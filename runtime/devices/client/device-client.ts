@@ -27,7 +27,7 @@
  * flight when the connection dropped is buffered again (its message id makes a re-send safe).
  */
 import { randomBytes } from "node:crypto";
-import { type NatsCredentials, NatsTransport } from "../../../cluster/transport/nats.ts";
+import { type NatsCredentials, type NatsTlsFiles, NatsTransport } from "../../../cluster/transport/nats.ts";
 import {
   type DurableAck,
   type Headers,
@@ -104,6 +104,8 @@ export interface DeviceConnectOptions extends Omit<DeviceClientOptions, "transpo
   readonly servers: string | readonly string[];
   /** user/password, token, nkey seed or file, or a .creds file. */
   readonly credentials?: NatsCredentials;
+  /** TLS (`tls://` servers): PEM files of the CA to trust and, when the server asks, a client certificate. */
+  readonly tls?: NatsTlsFiles;
   /** Keep retrying the first connection (default true: a device may start before its server). */
   readonly waitOnFirstConnect?: boolean;
 }
@@ -229,7 +231,7 @@ export class DeviceClient {
     try {
       transport = await NatsTransport.connect({
         servers: options.servers,
-        ...present({ credentials: options.credentials }),
+        ...present({ credentials: options.credentials, tls: options.tls }),
         name: `doppel-device-${options.type}-${options.id}`,
         inboxPrefix: deviceInboxPrefix(twinRef(options.type, options.id)),
         waitOnFirstConnect: options.waitOnFirstConnect ?? true,

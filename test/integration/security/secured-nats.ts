@@ -9,6 +9,11 @@
  * - account `SYS`: the system user `doppel-sys` (to kick revoked devices);
  * - `authorization.auth_callout`: issuer = the public key of a fresh account nkey, account `AUTH`,
  *   `auth_users` the three users above (they skip the callout); everyone else is sent to Doppel.
+ *
+ * Options for `bench:ingest-auth`, which compares the same server with and without security:
+ * `tls` (a server certificate: every client connection must then be TLS), `open` (no accounts and
+ * no callout: anyone may connect and publish anywhere, as on the default test server) and
+ * `syncAlways` (JetStream fsyncs every write, as `scripts/infra/nats.sh` configures it).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -39,8 +44,17 @@ function secret(): string {
   return Math.random().toString(36).slice(2) + Math.random().toString(36).slice(2);
 }
 
+export interface SecuredNatsOptions {
+  /** Serve clients over TLS only, with this certificate (PEM files). */
+  readonly tls?: { readonly cert: string; readonly key: string };
+  /** No accounts and no auth callout (the insecure setup, for comparison). */
+  readonly open?: boolean;
+  /** `jetstream.sync_interval: always`. */
+  readonly syncAlways?: boolean;
+}
+
 /** Starts a secured server; `stop()` kills it and removes its data. */
-export async function startSecuredNats(): Promise<SecuredNats> {
+export async function startSecuredNats(options: SecuredNatsOptions = {}): Promise<SecuredNats> {
   if (!existsSync(BINARY)) throw new Error(`${BINARY} missing: run scripts/infra/nats.sh up first`);
   const [port, mqttPort, httpPort] = [await freePort(), await freePort(), await freePort()];
   const dir = mkdtempSync(join(tmpdir(), "doppel-secured-nats-"));
@@ -50,13 +64,7 @@ export async function startSecuredNats(): Promise<SecuredNats> {
   const node = { user: "doppel-node", pass: secret() };
   const auth = { user: "doppel-auth", pass: secret() };
   const system = { user: "doppel-sys", pass: secret() };
-  const config = `
-server_name: doppel-secured-${port}
-listen: 127.0.0.1:${port}
-http: 127.0.0.1:${httpPort}
-log_file: "${join(dir, "nats.log")}"
-jetstream { store_dir: "${join(dir, "js")}", max_memory_store: 64MB, max_file_store: 2GB }
-mqtt { listen: 127.0.0.1:${mqttPort} }
+  const security = `
 accounts {
   AUTH { users: [ { user: ${auth.user}, password: "${auth.pass}" } ] }
   DOPPEL { jetstream: enabled, users: [ { user: ${node.user}, password: "${node.pass}" } ] }
@@ -71,6 +79,18 @@ authorization {
   }
 }
 `;
+  const tls = options.tls ? `tls { cert_file: "${options.tls.cert}", key_file: "${options.tls.key}" }\n` : "";
+  const config = `
+server_name: doppel-secured-${port}
+listen: 127.0.0.1:${port}
+http: 127.0.0.1:${httpPort}
+log_file: "${join(dir, "nats.log")}"
+jetstream {
+  store_dir: "${join(dir, "js")}", max_memory_store: 64MB, max_file_store: 2GB
+  ${options.syncAlways ? "sync_interval: always" : ""}
+}
+mqtt { listen: 127.0.0.1:${mqttPort} }
+${tls}${options.open ? "" : security}`;
   const configFile = join(dir, "nats.conf");
   writeFileSync(configFile, config);
   const child: ChildProcess = spawn(BINARY, ["-c", configFile], { stdio: "ignore" });
@@ -90,7 +110,7 @@ authorization {
     100,
   );
   return {
-    url: `nats://127.0.0.1:${port}`,
+    url: `${options.tls ? "tls" : "nats"}://127.0.0.1:${port}`,
     mqttUrl: `mqtt://127.0.0.1:${mqttPort}`,
     monitorUrl,
     issuerSeed,
