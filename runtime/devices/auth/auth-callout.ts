@@ -22,7 +22,6 @@
  */
 import {
   type AuthorizationRequest,
-  decode,
   encodeAuthorizationResponse,
   encodeUser,
   fromSeed,
@@ -34,7 +33,7 @@ import { InvalidArgument } from "../../core/errors.ts";
 import type { Logger } from "../../observability/logger.ts";
 import type { CredentialCheck, DeviceCredentials } from "./device-credentials.ts";
 import { devicePermissions } from "./device-permissions.ts";
-import { issuerKey } from "./issuer-key.ts";
+import { decodeVerified, issuerKey } from "./ed25519.ts";
 
 /** The subject nats-server sends authorization requests on (in the callout account). */
 export const AUTH_CALLOUT_SUBJECT = "$SYS.REQ.USER.AUTH";
@@ -185,7 +184,7 @@ export class DeviceAuthService {
     let request: AuthorizationRequest;
     try {
       if (message.data.byteLength > MAX_REQUEST_BYTES) throw new Error("request too large");
-      const claims = decode<AuthorizationRequest>(new TextDecoder().decode(message.data));
+      const claims = decodeVerified<AuthorizationRequest>(new TextDecoder().decode(message.data));
       request = claims.nats as AuthorizationRequest;
       if (typeof request?.user_nkey !== "string" || typeof request.server_id?.id !== "string") {
         throw new Error("not an authorization request");
