@@ -12,7 +12,7 @@ import { type CompiledReduction, compileEdgeOptions } from "../core/edge-telemet
 import type { TwinClass } from "../core/twin.ts";
 import { DesiredResync } from "../devices/edge/desired-resync.ts";
 import { EdgeForwarder, type EdgeStatus } from "../devices/edge/edge-forwarder.ts";
-import { TelemetryForwarder } from "../devices/edge/telemetry-forwarder.ts";
+import { replayWindowMs, TelemetryForwarder } from "../devices/edge/telemetry-forwarder.ts";
 import { TelemetryReducer } from "../devices/edge/telemetry-reducer.ts";
 import { createLogger, type Logger } from "../observability/logger.ts";
 import { NodeMetrics } from "../observability/metrics.ts";
@@ -107,6 +107,7 @@ export class EdgeNode {
         limits: jsonLimits(config),
         now: () => clock.now(),
         logger,
+        replayMs: replayWindowMs(reductions, edge.windowGrace),
       });
       await telemetry.start();
       if (config.metrics.listen !== false) await metrics.listen(config.metrics.listen);

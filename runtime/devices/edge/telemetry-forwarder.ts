@@ -8,8 +8,11 @@
  * fails (the edge stream is full with `discard: new`) it is delivered again later.
  *
  * Closed windows are forwarded on every tick, when `now()` (the node's clock, a manual one in
- * tests) has passed their end plus the grace. Open windows live in memory: a restart of the edge
- * node forwards the windows open at that moment with only the samples that came after it.
+ * tests) has passed their end plus the grace. Open windows live in memory; at start the edge node
+ * rebuilds them from the raw stream: the raw messages already acknowledged (up to the consumer's
+ * ack floor) and stored within `replayMs` are folded again into the windows still open, so a
+ * restart neither loses a window's earlier samples nor forwards a partial aggregate. Windows
+ * whose end plus grace passed while the node was down are not forwarded; their samples stay raw.
  */
 import {
   AckPolicy,
@@ -22,6 +25,7 @@ import {
   jetstreamManager,
 } from "@nats-io/jetstream";
 import { type NatsConnection, headers as natsHeaders } from "@nats-io/nats-core";
+import type { CompiledReduction } from "../../core/edge-telemetry.ts";
 import type { JsonLimits } from "../../core/json.ts";
 import type { Logger } from "../../observability/logger.ts";
 import { parseTelemetry } from "../ingress/device-ingress.ts";
@@ -36,6 +40,11 @@ export interface TelemetryForwarderOptions {
   readonly limits: JsonLimits;
   readonly now: () => number;
   readonly logger: Logger;
+  /**
+   * How far back (wall-clock ms of the raw stream's storage times) a start looks for samples of
+   * open windows: the longest window plus the grace plus the consumer's ack wait; 0: no windows.
+   */
+  readonly replayMs: number;
 }
 
 /** What the telemetry path has done since the edge node started. */
@@ -50,9 +59,29 @@ export interface TelemetryStats {
   invalid: number;
   /** Windowed samples that came after their window was forwarded (kept raw, not forwarded). */
   late: number;
+  /** Values taken before the last restart, folded back into windows still open at start. */
+  refolded: number;
 }
 
 const CONSUMER = "doppel-edge-telemetry";
+/** How long a delivered raw message may stay unacknowledged before it is delivered again. */
+const ACK_WAIT_MS = 30_000;
+
+/**
+ * How far back a start replays raw telemetry for the open windows: the longest window of any
+ * type, its grace, and the consumer's ack wait (a message may wait that long before its ack); 0
+ * when no type declares a window.
+ */
+export function replayWindowMs(
+  reductions: ReadonlyMap<string, ReadonlyMap<string, CompiledReduction>>,
+  graceMs: number,
+): number {
+  let longest = 0;
+  for (const metrics of reductions.values())
+    for (const reduction of metrics.values())
+      if (reduction.kind === "window") longest = Math.max(longest, reduction.everyMs);
+  return longest > 0 ? longest + graceMs + ACK_WAIT_MS : 0;
+}
 
 /** A raw message's `Content-Type`, as the codec reads headers. */
 function contentType(msg: JsMsg): Map<string, string> | undefined {
@@ -68,7 +97,14 @@ export class TelemetryForwarder {
   #messages: ConsumerMessages | undefined;
   #loop: Promise<void> | undefined;
   #lock: Promise<unknown> = Promise.resolve();
-  readonly stats: TelemetryStats = { received: 0, forwarded: 0, windows: 0, invalid: 0, late: 0 };
+  readonly stats: TelemetryStats = {
+    received: 0,
+    forwarded: 0,
+    windows: 0,
+    invalid: 0,
+    late: 0,
+    refolded: 0,
+  };
 
   constructor(nc: NatsConnection, options: TelemetryForwarderOptions) {
     this.#nc = nc;
@@ -84,9 +120,10 @@ export class TelemetryForwarder {
       durable_name: CONSUMER,
       ack_policy: AckPolicy.Explicit,
       deliver_policy: DeliverPolicy.All,
-      ack_wait: 30_000_000_000,
+      ack_wait: ACK_WAIT_MS * 1_000_000,
       max_ack_pending: 1000,
     });
+    await this.#refold();
     const consumer = await this.#js.consumers.get(this.#options.raw.name, CONSUMER);
     const messages = await consumer.consume({ max_messages: 256 });
     this.#messages = messages;
@@ -95,6 +132,61 @@ export class TelemetryForwarder {
     })().catch((error: unknown) =>
       this.#options.logger.warn({ err: error }, "edge: telemetry consumer stopped"),
     );
+  }
+
+  /**
+   * Rebuilds the windows open at start from the raw messages acknowledged before it (up to the
+   * durable consumer's ack floor; those after it are delivered again anyway), read with an
+   * ordered consumer from `replayMs` ago; then samples for windows already due count as late.
+   */
+  async #refold(): Promise<void> {
+    const { raw, reducer, replayMs, now } = this.#options;
+    if (replayMs <= 0) return;
+    const floor = (await this.#jsm.consumers.info(raw.name, CONSUMER)).ack_floor.stream_seq;
+    const at = now();
+    if (floor > 0) {
+      const ordered = await this.#js.consumers.get(raw.name, {
+        deliver_policy: DeliverPolicy.StartTime,
+        opt_start_time: new Date(Date.now() - replayMs).toISOString(),
+      });
+      for (let done = false; !done; ) {
+        const batch = await ordered.fetch({ max_messages: 256, expires: 2000 });
+        let taken = 0;
+        for await (const msg of batch) {
+          taken++;
+          if (msg.seq > floor) {
+            done = true;
+            continue;
+          }
+          const decoded = this.#decode(msg);
+          if (decoded) this.stats.refolded += reducer.refold(decoded.ref, decoded.samples, at);
+          if (msg.seq === floor || msg.info.pending === 0) done = true;
+        }
+        if (taken === 0) done = true;
+      }
+    }
+    reducer.closedThrough(at);
+  }
+
+  /** A raw message's twin and samples, or undefined (logged) when it does not decode. */
+  #decode(
+    msg: JsMsg,
+  ): { ref: ReturnType<typeof parseDeviceSubject>["ref"]; samples: RawSample[] } | undefined {
+    try {
+      const ref = parseDeviceSubject(msg.subject).ref;
+      const storedAt = Math.floor(msg.info.timestampNanos / 1_000_000);
+      const samples = parseTelemetry(
+        decodeTelemetry(msg.data, encodingOf(contentType(msg)), this.#options.limits),
+        storedAt,
+      );
+      return { ref, samples };
+    } catch (error) {
+      this.#options.logger.warn(
+        { subject: msg.subject, err: error },
+        "edge: raw telemetry that does not decode stays raw",
+      );
+      return undefined;
+    }
   }
 
   /** Runs `work` alone: raw messages and window closing never interleave. */
@@ -111,20 +203,15 @@ export class TelemetryForwarder {
   }
 
   async #take(msg: JsMsg): Promise<void> {
-    const { reducer, limits, logger } = this.#options;
+    const { reducer, logger } = this.#options;
     this.stats.received++;
-    let ref: ReturnType<typeof parseDeviceSubject>["ref"];
-    let samples: RawSample[];
-    try {
-      ref = parseDeviceSubject(msg.subject).ref;
-      const storedAt = Math.floor(msg.info.timestampNanos / 1_000_000);
-      samples = parseTelemetry(decodeTelemetry(msg.data, encodingOf(contentType(msg)), limits), storedAt);
-    } catch (error) {
+    const decoded = this.#decode(msg);
+    if (!decoded) {
       this.stats.invalid++;
-      logger.warn({ subject: msg.subject, err: error }, "edge: raw telemetry that does not decode stays raw");
       msg.ack();
       return;
     }
+    const { ref, samples } = decoded;
     const plan = reducer.plan(ref, samples);
     if (plan.forward.length > 0) {
       const id = msg.headers?.get("Nats-Msg-Id") || `raw:${msg.info.streamSequence}`;

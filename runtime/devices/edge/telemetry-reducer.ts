@@ -120,6 +120,24 @@ export class TelemetryReducer {
     };
   }
 
+  /**
+   * Folds samples the edge node took before a restart back into their windows, when those are
+   * still open at `now` (end + grace not passed); nothing is forwarded for them, deadbands are not
+   * touched. Returns how many values were folded.
+   */
+  refold(ref: TwinRef, samples: readonly RawSample[], now: number): number {
+    const reductions = this.#reductions(ref.type);
+    const plan = this.plan(ref, samples);
+    const folds = plan.folds.filter(({ metric, at }) => {
+      const reduction = reductions?.get(metric);
+      if (reduction?.kind !== "window") return false;
+      const start = Math.floor(at / reduction.everyMs) * reduction.everyMs;
+      return start + reduction.everyMs + this.#graceMs > now;
+    });
+    this.apply({ ref, forward: [], folds, deadbands: [], late: 0 });
+    return folds.length;
+  }
+
   /** Applies a plan whose `forward` samples were forwarded. */
   apply(plan: ReductionPlan): void {
     const key = refKey(plan.ref);

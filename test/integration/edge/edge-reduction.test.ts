@@ -42,7 +42,10 @@ describe("edge reduction: telemetry aggregated at the edge, raw kept there", () 
       twins: [Thermostat, Pump],
       logger: silentLogger(),
     });
-    edge = await EdgeNode.start(
+    edge = await startEdge();
+  });
+  const startEdge = () =>
+    EdgeNode.start(
       {
         nodeId: "edge-r",
         store: { kind: "memory" },
@@ -53,7 +56,6 @@ describe("edge reduction: telemetry aggregated at the edge, raw kept there", () 
       },
       { logger: silentLogger(), twins: [Thermostat, Pump], clock },
     );
-  });
   afterAll(async () => {
     await edge?.stop();
     await cloud?.stop();
@@ -155,6 +157,62 @@ describe("edge reduction: telemetry aggregated at the edge, raw kept there", () 
     } finally {
       await device.close();
       await pump.close();
+      await wire.close();
+    }
+  }, 300_000);
+
+  it("a restart of the edge node keeps the open window: its aggregate covers the samples from before the restart", async () => {
+    await linkUp(edge);
+    const wire = await NatsTransport.connect({ servers: leaf.url, name: "edge-thermostat-2" });
+    const device = new DeviceClient({
+      transport: wire,
+      type: "thermostat",
+      id: "room-2",
+      ackTimeoutMs: 5000,
+    });
+    const start = T0 + 5 * 60 * SECOND; // a minute after the first test's windows
+    clock.jump(start + 1 * SECOND - clock.now());
+    const jsm = await jetstreamManager(wire.connection);
+    try {
+      await device.telemetry({ temperature: 10 }, start + 5 * SECOND);
+      await device.telemetry({ temperature: 14 }, start + 10 * SECOND);
+      // Both are folded into the open minute and acknowledged (the raw consumer's ack floor is past them).
+      const last = (await jsm.streams.info("DOPPEL_EDGE_RAW")).state.last_seq;
+      await eventually(
+        async () =>
+          (await jsm.consumers.info("DOPPEL_EDGE_RAW", "doppel-edge-telemetry")).ack_floor.stream_seq >= last
+            ? true
+            : undefined,
+        "the raw samples acknowledged by the edge node",
+        30_000,
+      );
+      await edge.stop();
+      edge = await startEdge();
+      expect(edge.telemetry.stats.refolded).toBe(2);
+      await device.telemetry({ temperature: 12 }, start + 20 * SECOND);
+      await eventually(
+        () => (edge.telemetry.stats.received >= 1 ? true : undefined),
+        "the new edge node took the sample",
+        30_000,
+      );
+      clock.jump(start + 65 * SECOND - clock.now());
+      await edge.telemetry.closeDue();
+      const cloudSamples = async () =>
+        (await cloud.twins.telemetry(device.ref, { since: T0, until: T0 + 3_600_000 })).map((s) => ({
+          at: s.at,
+          metrics: s.metrics,
+        }));
+      await eventually(
+        async () => ((await cloudSamples()).length > 0 ? true : undefined),
+        "the minute's aggregate in the cloud",
+        60_000,
+      );
+      expect(await cloudSamples()).toEqual([
+        { at: start, metrics: { "temperature.min": 10, "temperature.max": 14, "temperature.avg": 12 } },
+      ]);
+      expect(edge.telemetry.stats).toMatchObject({ received: 1, windows: 1, late: 0, refolded: 2 });
+    } finally {
+      await device.close();
       await wire.close();
     }
   }, 300_000);
