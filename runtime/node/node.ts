@@ -30,6 +30,7 @@ import type { EventStore } from "../persistence/event-store.ts";
 import { relayChanges } from "../routing/change-relay.ts";
 import { clusterViewOf } from "../routing/cluster-view.ts";
 import { ClusterCoordinator } from "../routing/coordinator.ts";
+import { EdgeRoutedTwins } from "../routing/edge-rpc.ts";
 import { leaseOwnership } from "../routing/lease-ownership.ts";
 import { serveNodeRpc } from "../routing/node-rpc.ts";
 import { Router } from "../routing/router.ts";
@@ -197,9 +198,13 @@ export class DoppelNode {
             () => node?.grpcAddress ?? "",
           )
         : undefined;
-      const twins = coordinator
-        ? routeTwins(local, coordinator.coordinator, transport, config, engine)
-        : local;
+      // Commands to a thick-edge twin (edge-owned in this store) go down to its edge.
+      const twins = new EdgeRoutedTwins(
+        coordinator ? routeTwins(local, coordinator.coordinator, transport, config, engine) : local,
+        transport,
+        clock,
+        { defaultTimeoutMs: config.limits.requestTimeout },
+      );
       const wiring: Wiring = {
         config,
         id,

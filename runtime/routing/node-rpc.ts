@@ -20,7 +20,8 @@ import { nodeSubject, notOwner, type PingRequest, type RpcRequest } from "./prot
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-function parseRequest(data: Uint8Array): RpcRequest | PingRequest {
+/** A node request's body; `INVALID_ARGUMENT` when it is not JSON or not `{ op, ref, ... }`. */
+export function parseRequest(data: Uint8Array): RpcRequest | PingRequest {
   let value: unknown;
   try {
     value = JSON.parse(decoder.decode(data));
@@ -45,7 +46,7 @@ function callerOf(message: TransportMessage): string {
   return dot > 0 ? reply.slice(0, dot) : reply;
 }
 
-/** A running node-RPC server. */
+/** A running node-RPC (or edge-RPC) server. */
 export interface NodeRpcServer {
   /** Stops taking requests and waits until every request already taken is answered. */
   stop(): Promise<void>;
@@ -63,7 +64,6 @@ export function serveNodeRpc(options: {
   readonly admission?: Admission;
 }): NodeRpcServer {
   const { transport, placement, local, shardOf, clock, logger, admission } = options;
-  const inflight = new Set<Promise<void>>();
 
   async function run(request: RpcRequest): Promise<unknown> {
     const shard = shardOf(request.ref.type, request.ref.id);
@@ -108,43 +108,58 @@ export function serveNodeRpc(options: {
     }
   }
 
+  return serveRequests(transport, nodeSubject(placement.nodeId), logger, async (message) => {
+    let permit: Permit | undefined;
+    try {
+      const request = parseRequest(message.data);
+      if (request.op === "ping") return "pong";
+      // Pings are liveness, never throttled; calls are admitted before anything is queued.
+      permit = admission?.admit("node", callerOf(message));
+      return await inSpan(
+        `rpc node.${request.op}`,
+        SpanKind.SERVER,
+        { "doppel.twin": `${request.ref.type}/${request.ref.id}` },
+        () => run(request),
+        extractContext((key) => message.headers.get(key)),
+      );
+    } finally {
+      permit?.release();
+    }
+  });
+}
+
+/**
+ * Answers every request on `subject` with `{ ok: value }` of `answer`, or `{ error }` of what it
+ * threw (INTERNAL failures are logged); `stop()` unsubscribes and waits for the answers in flight.
+ */
+export function serveRequests(
+  transport: Transport,
+  subject: string,
+  logger: Logger,
+  answer: (message: TransportMessage) => Promise<unknown>,
+  options: { readonly queue?: string } = {},
+): NodeRpcServer {
+  const inflight = new Set<Promise<void>>();
   const handle = (message: TransportMessage) => {
-    const parent = extractContext((key) => message.headers.get(key));
     const work = (async () => {
       let reply: object;
-      let permit: Permit | undefined;
       try {
-        const request = parseRequest(message.data);
-        // Pings are liveness, never throttled; calls are admitted before anything is queued.
-        if (request.op !== "ping") permit = admission?.admit("node", callerOf(message));
-        const ok =
-          request.op === "ping"
-            ? "pong"
-            : await inSpan(
-                `rpc node.${request.op}`,
-                SpanKind.SERVER,
-                { "doppel.twin": `${request.ref.type}/${request.ref.id}` },
-                () => run(request),
-                parent,
-              );
-        reply = { ok: ok ?? null };
+        reply = { ok: (await answer(message)) ?? null };
       } catch (error) {
         const failure = DoppelError.from(error);
-        if (failure.code === "INTERNAL") logger.warn({ err: error }, "node request failed");
+        if (failure.code === "INTERNAL") logger.warn({ err: error, subject }, "request failed");
         reply = { error: failure.toWire() };
-      } finally {
-        permit?.release();
       }
       try {
         transport.respond(message, encoder.encode(JSON.stringify(reply)));
       } catch (error) {
-        logger.debug({ err: error }, "node reply not sent");
+        logger.debug({ err: error, subject }, "reply not sent");
       }
     })();
     inflight.add(work);
     void work.finally(() => inflight.delete(work));
   };
-  const subscription: Subscription = transport.subscribe(nodeSubject(placement.nodeId), handle);
+  const subscription: Subscription = transport.subscribe(subject, handle, options);
   return {
     async stop() {
       subscription.unsubscribe();

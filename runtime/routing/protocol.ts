@@ -18,7 +18,7 @@
  */
 import { Unavailable, type WireError } from "../core/errors.ts";
 import type { TwinRef } from "../core/ids.ts";
-import type { JsonObject } from "../core/json.ts";
+import { isJsonObject, type JsonObject } from "../core/json.ts";
 
 /** The subject node `nodeId` answers on. */
 export function nodeSubject(nodeId: string): string {
@@ -73,6 +73,22 @@ export interface PingRequest {
 }
 
 export type RpcReply = { readonly ok: unknown } | { readonly error: WireError };
+
+const decoder = new TextDecoder();
+
+/** A reply's body as {@link RpcReply}; `UNAVAILABLE` when it is neither `{ ok }` nor `{ error }`. */
+export function decodeReply(data: Uint8Array): RpcReply {
+  let value: unknown;
+  try {
+    value = JSON.parse(decoder.decode(data));
+  } catch {
+    value = undefined;
+  }
+  if (!isJsonObject(value) || !("ok" in value || isJsonObject(value["error"]))) {
+    throw new Unavailable("malformed reply from another node");
+  }
+  return value as RpcReply;
+}
 
 /** The refusal of a node that does not own `shard` (safe to retry elsewhere). */
 export function notOwner(shard: number, nodeId: string): Unavailable {

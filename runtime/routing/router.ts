@@ -48,6 +48,7 @@ import { GONE, NodeLiveness } from "./liveness.ts";
 import type { Placement } from "./placement.ts";
 import {
   changeSubject,
+  decodeReply,
   nodeSubject,
   notOwner,
   outcomeUnknown,
@@ -69,14 +70,6 @@ export interface RouterOptions {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-function decodeReply(data: Uint8Array): RpcReply {
-  const value: unknown = JSON.parse(decoder.decode(data));
-  if (!isJsonObject(value) || !("ok" in value || isJsonObject(value["error"]))) {
-    throw new Unavailable("malformed reply from another node");
-  }
-  return value as RpcReply;
-}
 
 /**
  * Whether `request` may run again after its node went away mid-call: reads, and reports with a

@@ -123,13 +123,18 @@ describe("replicator: applies an edge twin's batches idempotently by twin and se
     try {
       expect((await cloud.twins.get(ref)).state).toEqual((await edgeStore.readView(ref))!.state);
       expect((await cloud.twins.history(ref, { limit: 100 })).map(same)).toEqual(log.map(same));
+      // The engine refuses the write (edge-owned) and the node routes it down to the edge, which
+      // no node serves here: UNAVAILABLE naming the edge, nothing written in the cloud.
       const refused = await cloud.twins.invoke(ref, "add", { by: 1, tag: "x" }).catch((e: unknown) => e);
       expect(refused).toMatchObject({
-        code: "FAILED_PRECONDITION",
-        details: { reason: "edge-owned", edge: EDGE },
+        code: "UNAVAILABLE",
+        details: { reason: "edge-unreachable", edge: EDGE },
       });
       const desired = await cloud.twins.updateDesired(ref, { level: 1 }).catch((e: unknown) => e);
-      expect(desired).toMatchObject({ code: "FAILED_PRECONDITION", details: { edge: EDGE } });
+      expect(desired).toMatchObject({
+        code: "UNAVAILABLE",
+        details: { reason: "edge-unreachable", edge: EDGE },
+      });
       expect((await cloudStore.readEvents(ref, 0)).length).toBe(6);
     } finally {
       await cloud.stop();

@@ -169,11 +169,13 @@ describe("thick edge: twins at the edge, their log replicated to the cloud", () 
       const seen = watched.flatMap((c) => c.events.map((e) => e.seq)).slice(0, head);
       expect(seen).toEqual(cloudLog.map((e) => e.seq));
       expect(replication.counts).toMatchObject({ conflict: 0, malformed: 0, gap: 0 });
-      // Read-only in the cloud: a command names the edge that owns the twin.
+      // Read-only in the cloud: its engine refuses to write the twin (edge-owned) and the node
+      // routes the command down to the edge (route-down.test.ts), whose node does not serve routed
+      // commands in this test: UNAVAILABLE, naming the edge.
       const refused = await cloud.twins.invoke(ref, "setTarget", { celsius: 22 }).catch((e: unknown) => e);
       expect(refused).toMatchObject({
-        code: "FAILED_PRECONDITION",
-        details: { reason: "edge-owned", edge: EDGE },
+        code: "UNAVAILABLE",
+        details: { reason: "edge-unreachable", edge: EDGE },
       });
       const copies = await cloudStore.readEvents(ref, 0);
       expect(copies.every((e) => e.writer.node.startsWith(`edge:${EDGE}/`))).toBe(true);

@@ -134,13 +134,15 @@ describe("device credentials through the NATS auth callout", () => {
     const forged = new TextEncoder().encode(JSON.stringify({ temperature: 99 }));
     nc.publish("doppel.dev.thermostat.b1.reported", forged);
     nc.publish("doppel.node.secured.rpc", forged);
+    nc.publish("doppel.edge.plant-a.rpc", forged);
     nc.publish("doppel.changes.thermostat.b1", forged);
     nc.publish("DOPPEL_INGRESS", forged);
     nc.publish("$JS.API.STREAM.DELETE.DOPPEL_INGRESS", forged);
-    await eventually(() => (errors.length >= 5 ? true : undefined), "five permission violations");
+    await eventually(() => (errors.length >= 6 ? true : undefined), "six permission violations");
     for (const subject of [
       "doppel.dev.thermostat.b1.reported",
       "doppel.node.secured.rpc",
+      "doppel.edge.plant-a.rpc",
       "doppel.changes.thermostat.b1",
       "$JS.API.STREAM.DELETE.DOPPEL_INGRESS",
     ]) {
