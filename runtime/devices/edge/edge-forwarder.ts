@@ -23,6 +23,7 @@ import {
   type EdgeStreamSettings,
   edgeOfSource,
   edgeSourceRegistered,
+  ensureEdgeSourceConsumer,
   ensureEdgeStream,
   registerEdgeSource,
 } from "./edge-stream.ts";
@@ -138,6 +139,7 @@ export class EdgeForwarder {
       );
     }
     await ensureEdgeStream(this.#local, this.#options.stream);
+    await ensureEdgeSourceConsumer(this.#local, this.#options.edge, this.#options.stream.name);
     this.#statusSub = this.#nc.subscribe(edgeStatusSubject(this.#options.edge), {
       callback: (_error, message) => {
         message.respond(new TextEncoder().encode(JSON.stringify(this.#status)));

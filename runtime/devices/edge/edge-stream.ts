@@ -11,6 +11,12 @@
  * The source remembers the last edge sequence it stored, so after an outage it resumes there: no
  * loss, no duplicate; the twins' per-device `Doppel-Seq` stays the last line of defence.
  *
+ * The hub sources through a durable consumer at the edge (nats-server 2.14+ durable sourcing,
+ * `ack_policy: flow_control`, {@link ensureEdgeSourceConsumer}) rather than the ephemeral one it
+ * would create itself: after an outage the hub hears that consumer's heartbeats as soon as the
+ * link is back and resumes at once, where an ephemeral source waits out its 30 s create request
+ * and a backoff (docs/edge.md, "Source resume after an outage").
+ *
  * The edge stream keeps *limits* retention (a source cannot acknowledge; a work-queue origin loses
  * messages across a leaf outage, nats-server issues #3207, #4109). The edge node trims what the hub
  * reports as stored (`EdgeForwarder`), so the stream holds only the backlog, and its limits bound
@@ -19,6 +25,7 @@
  * retries), `old` drops the oldest unforwarded reports (counted as dropped by the edge node).
  */
 import {
+  AckPolicy,
   DiscardPolicy,
   type JetStreamManager,
   RetentionPolicy,
@@ -199,11 +206,45 @@ export function edgeSourceTransforms(dest: string): { src: string; dest: string 
   ];
 }
 
-/** Whether the ingress stream's `config` sources the edge stream of `edgeDomain` with the current transforms. */
+/** The durable consumer at the edge through which the hub sources the edge stream. */
+export const EDGE_SOURCE_CONSUMER = "DOPPEL_CLOUD_SOURCE";
+
+/** Where that consumer delivers: the hub's stream subscribes to it across the leaf link. */
+export function edgeSourceDeliverSubject(edgeDomain: string): string {
+  return `doppel.edge-source.${edgeDomain}`;
+}
+
+/**
+ * Creates, in the edge's own domain, the durable consumer the hub sources `edgeStream` through
+ * (push to {@link edgeSourceDeliverSubject}, `ack_policy: flow_control`, heartbeat 1 s, from the
+ * stream's first message); an existing one is kept with its position.
+ */
+export async function ensureEdgeSourceConsumer(
+  jsm: JetStreamManager,
+  edgeDomain: string,
+  edgeStream: string,
+): Promise<void> {
+  const existing = await jsm.consumers.info(edgeStream, EDGE_SOURCE_CONSUMER).catch(() => undefined);
+  if (existing) return;
+  await jsm.consumers.add(edgeStream, {
+    durable_name: EDGE_SOURCE_CONSUMER,
+    ack_policy: AckPolicy.FlowControl,
+    deliver_subject: edgeSourceDeliverSubject(edgeDomain),
+    flow_control: true,
+    idle_heartbeat: nanos(1000),
+  });
+}
+
+/** Whether the ingress stream's `config` sources the edge stream of `edgeDomain` with the current transforms and consumer. */
 export function edgeSourceRegistered(config: StreamConfig, edgeDomain: string): boolean {
   const dest = config.subject_transform?.dest;
   const source = (config.sources ?? []).find((s) => isEdgeSource(s, edgeDomain));
   if (!source || !dest) return false;
+  if (
+    source.consumer?.name !== EDGE_SOURCE_CONSUMER ||
+    source.consumer.deliver_subject !== edgeSourceDeliverSubject(edgeDomain)
+  )
+    return false;
   const wanted = edgeSourceTransforms(dest);
   const have = (source.subject_transforms ?? []).map((t) => ({ src: t.src, dest: t.dest }));
   return JSON.stringify(have) === JSON.stringify(wanted);
@@ -229,7 +270,8 @@ export function edgeOfSource(source: {
  * so forwarded messages land on the shard subjects. Does nothing when the source is there already.
  * Fails with `FailedPrecondition` when the ingress stream does not exist (no cloud node ran yet)
  * or has no subject transform. A source registered with other transforms (an older edge node's)
- * is brought to the current ones.
+ * is brought to the current ones. The edge's source consumer ({@link ensureEdgeSourceConsumer})
+ * must exist first.
  */
 export async function registerEdgeSource(
   hub: JetStreamManager,
@@ -252,6 +294,7 @@ export async function registerEdgeSource(
     name: edgeStream,
     external: { api: domainApi(edgeDomain), deliver: "" },
     subject_transforms: transforms,
+    consumer: { name: EDGE_SOURCE_CONSUMER, deliver_subject: edgeSourceDeliverSubject(edgeDomain) },
   };
   const others = sources.filter((s) => !isEdgeSource(s, edgeDomain));
   await hub.streams.update(ingress, { ...config, sources: [...others, source] });
