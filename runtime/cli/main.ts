@@ -82,6 +82,10 @@ function program({ out, err }: CliOutput): Command {
       "the cloud's leaf node URL the edge's leaf server links to (env DOPPEL_UPSTREAM; doppel edge leaf-config)",
     )
     .option(
+      "--edge-twins <types>",
+      "with --edge: the twin types of a thick edge (comma-separated; env DOPPEL_EDGE_TWINS); validated, not runnable yet (docs/edge.md)",
+    )
+    .option(
       "--coap <host:port>",
       "serve CoAP (UDP) for constrained devices, or 'off' (env DOPPEL_COAP; docs/devices.md)",
     )

@@ -23,6 +23,7 @@
  * | `DOPPEL_COAP`      | `--coap`        | `coap.listen` (`off`: none)      |
  * | `DOPPEL_EDGE`      | `--edge`        | `edge.name` (run as an edge node)         |
  * | `DOPPEL_UPSTREAM`  | `--upstream`    | `edge.upstream` (the cloud's leaf node URL) |
+ * | `DOPPEL_EDGE_TWINS` | `--edge-twins` | `edge.twins` (comma-separated: a thick edge) |
  *
  * `--tls-cert`, `--tls-key`, `--tls-client-ca` set `grpc.tls`; `--insecure` sets `grpc.insecure` (and
  * `coap.insecure` when CoAP is served);
@@ -68,6 +69,8 @@ export interface StartFlags {
   readonly edge?: string;
   /** The cloud's leaf node URL (with --edge). */
   readonly upstream?: string;
+  /** The twin types that run at this edge, comma-separated (with --edge: a thick edge). */
+  readonly edgeTwins?: string;
   readonly tlsCert?: string;
   readonly tlsKey?: string;
   readonly tlsClientCa?: string;
@@ -114,6 +117,7 @@ export const START_ENV = {
   coap: "DOPPEL_COAP",
   edge: "DOPPEL_EDGE",
   upstream: "DOPPEL_UPSTREAM",
+  edgeTwins: "DOPPEL_EDGE_TWINS",
 } as const satisfies Partial<Record<keyof StartFlags, string>>;
 
 type Sourced = keyof typeof START_ENV;
@@ -142,6 +146,7 @@ const FLAG_NAMES: Record<Sourced, string> = {
   coap: "--coap",
   edge: "--edge",
   upstream: "--upstream",
+  edgeTwins: "--edge-twins",
 };
 
 /** The flag if given, else the environment variable if set and not empty. */
@@ -187,6 +192,16 @@ function tracing({ value, source }: Setting): { enabled: boolean; exporter: "non
   if (word === "console") return { enabled: true, exporter: "console" };
   if (["off", "0", "false"].includes(word)) return { enabled: false, exporter: "none" };
   throw new InvalidArgument(`${source} must be on, console or off (or 1/0), got ${JSON.stringify(value)}`);
+}
+
+/** A comma-separated list of twin types (`thermostat,valve`); the schema checks each name. */
+function typeList({ value, source }: Setting): string[] {
+  const types = value.split(",").map((t) => t.trim());
+  if (types.some((t) => t.length === 0))
+    throw new InvalidArgument(
+      `${source} must be twin types separated by commas, got ${JSON.stringify(value)}`,
+    );
+  return types;
 }
 
 /** The name of the config file to read, if any: `--config`, else `DOPPEL_CONFIG`. */
@@ -284,13 +299,17 @@ export function buildConfig(flags: StartFlags, env: NodeJS.ProcessEnv): NodeConf
     config["coap"] = { ...section(config, "coap"), insecure: true };
   const edge = get("edge");
   const upstream = get("upstream");
-  if (upstream && !edge && !section(file, "edge")["name"])
-    throw new InvalidArgument(`${upstream.source} is for an edge node: give --edge NAME too`);
-  if (edge || upstream) {
+  const edgeTwins = get("edgeTwins");
+  for (const edgeOnly of [upstream, edgeTwins]) {
+    if (edgeOnly && !edge && !section(file, "edge")["name"])
+      throw new InvalidArgument(`${edgeOnly.source} is for an edge node: give --edge NAME too`);
+  }
+  if (edge || upstream || edgeTwins) {
     config["edge"] = {
       ...section(file, "edge"),
       ...(edge ? { name: edge.value } : {}),
       ...(upstream ? { upstream: upstream.value } : {}),
+      ...(edgeTwins ? { twins: typeList(edgeTwins) } : {}),
     };
   }
 

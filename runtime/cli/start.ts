@@ -4,6 +4,7 @@
  * node runs until SIGINT/SIGTERM, then stops gracefully (every pending write is persisted).
  */
 
+import { FailedPrecondition } from "../core/errors.ts";
 import { EdgeNode } from "../node/edge-node.ts";
 import { DoppelNode } from "../node/node.ts";
 import { compileConfig, type NodeConfig } from "../node/options.ts";
@@ -80,6 +81,10 @@ export async function startCommand(flags: StartFlags, out: (line: string) => voi
 /** A thin edge node (docs/edge.md): store-and-forward beside the edge's leaf nats-server. */
 async function startEdge(config: NodeConfig, out: (line: string) => void): Promise<void> {
   const edge = config.edge!;
+  if (edge.twins)
+    throw new FailedPrecondition(
+      `edge.twins (${edge.twins.join(", ")}): doppel start does not run a thick edge yet; embed EdgeLogPublisher and CloudReplication (docs/edge.md), or start a thin edge without edge twins`,
+    );
   // The twin modules' `edge` declarations say how their telemetry is reduced before forwarding.
   const modules = await loadTwinModules(config.twins ?? [EXAMPLE_TWINS]);
   const node = await EdgeNode.start(config, { twins: modules.twins });

@@ -9,6 +9,7 @@ import { describeIssues } from "../core/config-issues.ts";
 import { positiveDurationSchema } from "../core/duration.ts";
 import { InvalidArgument } from "../core/errors.ts";
 import { hostPortProblem, isHostPort } from "../core/host-port.ts";
+import { validateType } from "../core/ids.ts";
 import { SCOPES } from "../core/principal.ts";
 import { cassandraNodeStoreShape } from "../persistence/cassandra/options.ts";
 
@@ -239,6 +240,15 @@ const clusterSchema = z
   })
   .strict();
 
+/** A twin type name (core/ids.ts: a letter, then letters, digits, '_' and '-'). */
+const twinType = z.string().superRefine((text, ctx) => {
+  try {
+    validateType(text);
+  } catch (error) {
+    ctx.addIssue({ code: "custom", message: (error as Error).message });
+  }
+});
+
 /**
  * An edge node (docs/edge.md): the node's NATS (`nats.servers`) is a leaf node of the cloud's, with
  * the edge's name as its JetStream domain. Reports and telemetry are stored at the edge (stream
@@ -296,6 +306,28 @@ const edgeSchema = z
       })
       .strict()
       .default({ stream: "DOPPEL_EDGE_RAW", maxBytes: 1024 ** 3, maxAge: 24 * 3_600_000 }),
+    /**
+     * A thick edge: the twin types that run at this edge, on its own store; their committed events
+     * replicate to the cloud (stream `DOPPEL_EDGE_LOG`). Absent: a thin edge (store and forward).
+     * Validated here; `doppel start` does not run a thick edge yet and refuses it (docs/edge.md).
+     */
+    twins: z
+      .array(twinType)
+      .min(1, "name at least one twin type")
+      .refine((types) => new Set(types).size === types.length, { message: "names a twin type twice" })
+      .optional(),
+    /** A thick edge's log stream: batches wait here while the link is down (the outage it survives). */
+    log: z
+      .object({
+        maxBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .default(1024 ** 3),
+        maxAge: duration.default(7 * 24 * 3_600_000),
+      })
+      .strict()
+      .default({ maxBytes: 1024 ** 3, maxAge: 7 * 24 * 3_600_000 }),
     /** How long after a telemetry window's end its samples are still awaited before its aggregates are forwarded. */
     windowGrace: duration.default(5000),
     /** How often the edge reads the cloud's forwarded position, trims what is forwarded, forwards closed telemetry windows and updates its status. */

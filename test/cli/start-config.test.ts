@@ -208,3 +208,39 @@ describe("doppel start --coap", () => {
     expect(() => compiled({ coap: "5683" })).toThrow(/coap\.listen/);
   });
 });
+
+describe("doppel start --edge-twins", () => {
+  const nats = "nats://127.0.0.1:4222";
+  it("a thick edge takes its twin types from --edge-twins, DOPPEL_EDGE_TWINS or the file's edge.twins", () => {
+    const file = configFile({ nats: { servers: nats }, edge: { name: "plant-a", twins: ["pump"] } });
+    expect(compiled({ config: file }).edge?.twins).toEqual(["pump"]);
+    expect(compiled({ config: file, edgeTwins: "thermostat, valve" }).edge).toMatchObject({
+      name: "plant-a",
+      twins: ["thermostat", "valve"],
+    });
+    expect(compiled({ edge: "plant-b", nats }, { DOPPEL_EDGE_TWINS: "thermostat" }).edge).toMatchObject({
+      name: "plant-b",
+      twins: ["thermostat"],
+      log: { maxBytes: 1024 ** 3, maxAge: 7 * 24 * 3_600_000 },
+    });
+    // Without edge twins the edge is thin.
+    expect(compiled({ edge: "plant-b", nats }).edge?.twins).toBeUndefined();
+  });
+
+  it("refuses edge twins without an edge, an empty or repeated list and an invalid type, by name", () => {
+    expect(() => compiled({ edgeTwins: "thermostat", nats })).toThrow(
+      "--edge-twins is for an edge node: give --edge NAME too",
+    );
+    expect(() => compiled({ edge: "e", nats }, { DOPPEL_EDGE_TWINS: "thermostat,,valve" })).toThrow(
+      /DOPPEL_EDGE_TWINS must be twin types separated by commas/,
+    );
+    expect(() => compiled({ edge: "e", nats, edgeTwins: "thermostat,thermostat" })).toThrow(
+      "configuration: edge.twins: names a twin type twice",
+    );
+    expect(() => compiled({ edge: "e", nats, edgeTwins: "9lives" })).toThrow(
+      /edge\.twins\.0: invalid twin type "9lives": '9' at position 1 cannot start a twin type/,
+    );
+    const empty = configFile({ nats: { servers: nats }, edge: { name: "e", twins: [] } });
+    expect(() => compiled({ config: empty })).toThrow("edge.twins: name at least one twin type");
+  });
+});
