@@ -95,16 +95,24 @@ export function requestCredentials(request: FastifyRequest): CallCredentials {
   };
 }
 
-/** Sends a problem reply for `error`. */
+/** The challenge of a 401 (RFC 9110 §11.6.1): what credential to send, services' or devices'. */
+export const CHALLENGES = {
+  service: 'Bearer realm="doppel"',
+  device: 'Basic realm="doppel devices", charset="UTF-8"',
+} as const;
+
+/** Sends a problem reply for `error`; a 401 names the credential expected in `WWW-Authenticate`. */
 export function sendProblem(
   reply: FastifyReply,
   ctx: Pick<ServiceContext, "logger" | "rejected">,
   route: string,
   error: unknown,
   status?: number,
+  challenge: string = CHALLENGES.service,
 ): FastifyReply {
   const problem = failedRequest(ctx.logger, route, error, status);
   if (problem.body.code === "INVALID_ARGUMENT") ctx.rejected?.(problem.body.code);
+  if (problem.status === 401) reply.header("www-authenticate", challenge);
   return reply.code(problem.status).headers(problem.headers).type(PROBLEM_JSON).send(problem.body);
 }
 
@@ -133,7 +141,8 @@ function registerRoute(app: FastifyInstance, ctx: WebContext, route: Route): voi
           .type("application/json")
           .send(answer.body);
       } catch (error) {
-        return sendProblem(reply, ctx, name, error);
+        const challenge = route.credential === "device" ? CHALLENGES.device : CHALLENGES.service;
+        return sendProblem(reply, ctx, name, error, undefined, challenge);
       }
     },
   });

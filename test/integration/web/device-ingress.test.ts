@@ -185,6 +185,7 @@ describe("HTTP device ingress on the JetStream ingress path", () => {
     expect(none.status).toBe(401);
     expect(none.body).toMatchObject({ code: "UNAUTHENTICATED", type: "urn:doppel:error:UNAUTHENTICATED" });
     expect(none.body.detail).toMatch(/Authorization: Basic/);
+    expect(none.headers.get("www-authenticate")).toBe('Basic realm="doppel devices", charset="UTF-8"');
     expect((await post(path, { body, authorization: basic("thermostat/h4", "dpd_wrong") })).status).toBe(401);
     expect((await post(path, { body, authorization: "Bearer nonsense" })).status).toBe(401);
     // A service's API key is not a device credential.

@@ -143,7 +143,10 @@ describe("REST API on a real node", () => {
   });
 
   it("authenticates and authorizes as gRPC does", async () => {
-    problem(await rest.call("GET", "/v1/twins/thermostat/rest-1"), 401, "UNAUTHENTICATED");
+    const anonymous = await rest.call("GET", "/v1/twins/thermostat/rest-1");
+    problem(anonymous, 401, "UNAUTHENTICATED");
+    // RFC 9110: a 401 names the scheme it expects.
+    expect(anonymous.headers.get("www-authenticate")).toBe('Bearer realm="doppel"');
     problem(
       await rest.call("GET", "/v1/twins/thermostat/rest-1", { token: "dpk_nope" }),
       401,
