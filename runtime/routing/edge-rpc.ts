@@ -82,9 +82,6 @@ export function serveEdgeRpc(options: {
       if (request.op !== "invoke" && request.op !== "desired") {
         throw new InvalidArgument(`edge ${edge} takes routed invoke and desired requests only`);
       }
-      if (!(typeof request.timeoutMs === "number" && request.timeoutMs > 0)) {
-        throw new InvalidArgument("timeoutMs must be a positive number of milliseconds");
-      }
       if (types && !types.has(request.ref.type)) {
         throw new FailedPrecondition(`edge ${edge} does not run twins of type '${request.ref.type}'`, {
           reason: "not-edge-type",

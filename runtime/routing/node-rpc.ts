@@ -20,7 +20,12 @@ import { nodeSubject, notOwner, type PingRequest, type RpcRequest } from "./prot
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** A node request's body; `INVALID_ARGUMENT` when it is not JSON or not `{ op, ref, ... }`. */
+/**
+ * A node request's body; `INVALID_ARGUMENT` when it is not JSON, not `{ op, ref, ... }`, names an
+ * unknown op, or lacks what its op needs: a positive finite `timeoutMs` for every call that runs a
+ * turn (the deadline is computed from it), a `command` name and `args` object for `invoke`, a
+ * `patch` object for `desired` and `report`. The other fields are checked where they are used.
+ */
 export function parseRequest(data: Uint8Array): RpcRequest | PingRequest {
   let value: unknown;
   try {
@@ -32,7 +37,22 @@ export function parseRequest(data: Uint8Array): RpcRequest | PingRequest {
   if (!isJsonObject(value) || typeof value["op"] !== "string" || !isJsonObject(value["ref"])) {
     throw new InvalidArgument("node request must be { op, ref, ... }");
   }
-  const ref = value["ref"];
+  const { op, ref } = value;
+  if (op !== "get") {
+    if (op !== "invoke" && op !== "desired" && op !== "report") {
+      throw new InvalidArgument(`unknown node request op '${op}'`);
+    }
+    const timeoutMs = value["timeoutMs"];
+    if (!(typeof timeoutMs === "number" && Number.isFinite(timeoutMs) && timeoutMs > 0)) {
+      throw new InvalidArgument(`a node ${op} request needs timeoutMs, a positive number of milliseconds`);
+    }
+    if (op === "invoke" && !(typeof value["command"] === "string" && isJsonObject(value["args"]))) {
+      throw new InvalidArgument("a node invoke request needs a command name and an args object");
+    }
+    if (op !== "invoke" && !isJsonObject(value["patch"])) {
+      throw new InvalidArgument(`a node ${op} request needs a patch object`);
+    }
+  }
   return { ...(value as unknown as RpcRequest), ref: twinRef(ref["type"], ref["id"]) };
 }
 
@@ -103,8 +123,6 @@ export function serveNodeRpc(options: {
             maxTwins: request.maxTwins,
           }),
         });
-      default:
-        throw new InvalidArgument(`unknown node request op '${(request as { op: string }).op}'`);
     }
   }
 
