@@ -1,7 +1,8 @@
 /**
  * gRPC auth and TLS bench: GetTwin calls per second and latency through one node's gateway,
- * four ways in the same run, interleaved round by round (A/B/C/D, repeated) so load drift hits
- * them alike:
+ * four ways in the same run, interleaved round by round, the order rotating (A B C D, B C D A,
+ * ...) so load drift and going first hit them alike; per-round ratios to the same round's plain
+ * side and the load average per round are reported beside the medians:
  *   plain       plaintext, no security (the loopback default)
  *   key         plaintext, API key checked on every call (SHA-256 + constant-time compare)
  *   tls+key     TLS, API key
@@ -22,7 +23,7 @@ import { ApiKeys, createKey } from "../runtime/security/api-keys.ts";
 import { RateLimiter } from "../runtime/security/rate-limiter.ts";
 import { makeCertificates } from "../test/security/certificates.ts";
 import { Thermostat } from "../twins/thermostat.ts";
-import { histogram, median, note, percentiles, report } from "./lib.ts";
+import { histogram, loadAverage, median, note, percentiles, report, summary } from "./lib.ts";
 
 const quick = process.env["BENCH_QUICK"] === "1";
 const ROUNDS = quick ? 2 : 5;
@@ -104,23 +105,28 @@ async function main(): Promise<void> {
 
   for (let i = 0; i < variants.length; i++) await run(i, 500); // warm up connections and JIT
   for (const h of hist) h.reset();
+  const loads: string[] = [];
   for (let round = 0; round < ROUNDS; round++) {
-    for (let i = 0; i < variants.length; i++) {
+    for (let k = 0; k < variants.length; k++) {
+      const i = (round + k) % variants.length;
       const rate = await run(i, CALLS);
       rates[i]?.push(rate);
       note(`round ${round + 1} ${variants[i]?.name}: ${Math.round(rate)} GetTwin/s`);
     }
+    loads.push(loadAverage());
   }
-  const plain = median(rates[0] ?? []);
+  const plainRates = rates[0] ?? [];
+  const round2 = (x: number) => Math.round(x * 100) / 100;
   const results = Object.fromEntries(
     variants.map((variant, i) => {
       const p = percentiles(hist[i] as ReturnType<typeof histogram>);
-      const rate = median(rates[i] ?? []);
+      const own = rates[i] ?? [];
       return [
         variant.name,
         {
-          callsPerSecond: Math.round(rate),
-          vsPlain: Math.round((rate / plain) * 100) / 100,
+          callsPerSecond: summary(own.map(Math.round)),
+          vsPlain: round2(median(own) / median(plainRates)),
+          vsPlainByRound: own.map((rate, r) => round2(rate / (plainRates[r] ?? rate))),
           p50Ms: p.p50,
           p99Ms: p.p99,
         },
@@ -132,7 +138,14 @@ async function main(): Promise<void> {
   await node.stop();
   certs.remove();
   rmSync(dir, { recursive: true, force: true });
-  report("grpc-auth", { rounds: ROUNDS, callsPerRound: CALLS, concurrency: CONCURRENCY, results });
+  report("grpc-auth", {
+    command: quick ? "BENCH_QUICK=1 npm run bench:grpc-auth" : "npm run bench:grpc-auth",
+    rounds: ROUNDS,
+    callsPerRound: CALLS,
+    concurrency: CONCURRENCY,
+    loadAverages: loads,
+    results,
+  });
 }
 
 await main();
