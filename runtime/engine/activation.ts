@@ -52,7 +52,7 @@ import { computeDelta } from "../shadow/shadow.ts";
 import type { Deadlines } from "./deadlines.ts";
 import { Envelope } from "./envelope.ts";
 import type { GroupCommitter } from "./group-commit.ts";
-import type { TurnOutcome, TwinMessage } from "./messages.ts";
+import type { TurnOutcome, TwinCall, TwinMessage } from "./messages.ts";
 import { Turn } from "./turn.ts";
 import {
   BuiltIn,
@@ -80,14 +80,8 @@ export interface ActivationHost {
   /** The writer identity (node, lease epoch) for events of `shard`. Throws `Unavailable` if this node may not write it. */
   writerFor(shard: number): Writer;
   nextCommitId(): string;
-  /** Invokes a command on another twin (wherever it lives). */
-  callTwin(
-    target: TwinRef,
-    command: string,
-    args: JsonObject,
-    chain: readonly string[],
-    deadline: number,
-  ): Promise<Json>;
+  /** Invokes a command on another twin (wherever it lives), on behalf of the calling turn's principal. */
+  callTwin(target: TwinRef, command: string, args: JsonObject, call: TwinCall): Promise<Json>;
   /**
    * Sends a command to twin `ref`'s device and returns its answer (request/reply on the device's
    * `cmd` subject). Absent when the node has no device transport (`Unavailable`).
@@ -833,7 +827,13 @@ export class Activation implements TwinBinding {
       throw new InvalidArgument("call(): command name is empty");
     const timeout = this.#host.clock.now() + this.#host.callTimeoutMs;
     const deadline = message.deadline === undefined ? timeout : Math.min(message.deadline, timeout);
-    return this.#host.callTwin(ref, command, args, chain, deadline);
+    // The call acts for whoever asked this turn: its events carry that principal, and a twin it
+    // creates counts against that principal's quota (a twin cannot launder a key's creations).
+    return this.#host.callTwin(ref, command, args, {
+      chain,
+      deadline,
+      ...present({ principal: message.principal, maxTwins: message.maxTwins }),
+    });
   }
 
   async sendToDevice(command: string, args: JsonObject, options: DeviceCommandOptions): Promise<Json> {

@@ -24,7 +24,7 @@ import { ChangeFeed } from "./change-feed.ts";
 import { Deadlines } from "./deadlines.ts";
 import { committerStore, fenceCheck } from "./fencing.ts";
 import { type CommitObserver, GroupCommitter } from "./group-commit.ts";
-import type { TurnOutcome, TwinMessage } from "./messages.ts";
+import type { TurnOutcome, TwinCall, TwinMessage } from "./messages.ts";
 import { ReminderService } from "./reminder-service.ts";
 import type { TwinRegistry, TwinType } from "./twin-type.ts";
 
@@ -50,8 +50,7 @@ export type TwinCaller = (
   target: TwinRef,
   command: string,
   args: JsonObject,
-  chain: readonly string[],
-  deadline: number,
+  call: TwinCall,
 ) => Promise<Json>;
 
 /** Sends a command to a twin's device and returns its answer (the node's device transport). */
@@ -98,9 +97,9 @@ export class Engine {
       callTimeoutMs: options.callTimeoutMs,
       writerFor: (shard) => ownership.writerFor(shard),
       nextCommitId: () => `${this.#commitPrefix}.${(this.#commitCounter++).toString(36)}`,
-      callTwin: (target, command, args, chain, deadline) => {
+      callTwin: (target, command, args, call) => {
         if (!this.#caller) throw new Unavailable("twin-to-twin calls are not wired on this node");
-        return this.#caller(target, command, args, chain, deadline);
+        return this.#caller(target, command, args, call);
       },
       sendToDevice: (ref, command, args, timeoutMs) => {
         if (!this.#deviceSender) throw new Unavailable("device commands are not wired on this node");

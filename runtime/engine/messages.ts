@@ -62,6 +62,17 @@ export type TwinMessage =
   | ReminderMessage
   | LifecycleMessage;
 
+/**
+ * A twin-to-twin call's context: the twins waiting upstream (cycle detection), when the caller
+ * stops waiting, and the principal (with its twin quota) of the turn that makes the call.
+ */
+export interface TwinCall {
+  readonly chain: readonly string[];
+  readonly deadline: number;
+  readonly principal?: string;
+  readonly maxTwins?: number;
+}
+
 /** The answer to one message, given once its effects are persisted. */
 export interface TurnOutcome {
   /** The handler's return value (commands), or null. */

@@ -625,8 +625,8 @@ function routeTwins(
 /** Twins call other twins through the node's (routed) API. */
 function connectTwinCalls(engine: Engine, twins: TwinApi): void {
   engine.setCaller(
-    async (target: TwinRef, command, args, chain, deadline): Promise<Json> =>
-      (await twins.invoke(target, command, args, { chain, deadline })).result,
+    async (target: TwinRef, command, args, call): Promise<Json> =>
+      (await twins.invoke(target, command, args, call)).result,
   );
 }
 

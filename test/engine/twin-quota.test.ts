@@ -22,6 +22,19 @@ class Box extends Twin<State, Event> {
   }
 }
 
+/** Adds an item to another box (a twin-to-twin call), then records it here. */
+class Packer extends Box {
+  static override readonly type: string = "packer";
+  static override readonly commands = {
+    add: z.object({ item: z.string() }),
+    pack: z.object({ into: z.string() }),
+  };
+  async pack({ into }: { into: string }) {
+    await this.call({ type: "box", id: into }, "add", { item: this.id });
+    this.emit({ type: "added", item: `packed into ${into}` });
+  }
+}
+
 /** Writes an event when it is first activated: a new twin is created by its activation. */
 class Greeter extends Box {
   static override readonly type: string = "greeter";
@@ -72,6 +85,28 @@ describe("the twin-creation quota in the engine", () => {
     expect(await test.twin(Box, "late").events()).toEqual([]);
     const created = await test.twins.invoke(box("late"), "add", { item: "w" }, { principal: "anonymous" });
     expect(created.version).toBe(1);
+  });
+
+  it("acts for the caller in twin-to-twin calls: the called twin's events carry its principal, and a twin it creates counts against its quota", async () => {
+    test = await TestNode.start({ twins: [Box, Packer] });
+    const k = key("packer-key", 2);
+    await test.twins.invoke({ type: "packer", id: "p1" }, "pack", { into: "crate-1" }, k);
+    expect((await test.twin(Box, "crate-1").events()).map((e) => [e.type, e.principal])).toEqual([
+      ["added", "service-key:packer-key"],
+    ]);
+    expect((await test.twin(Packer, "p1").events()).map((e) => e.principal)).toEqual([
+      "service-key:packer-key",
+    ]);
+    // p1 and crate-1 used the key's two creations: packing into a new box through p1 is refused,
+    // and the refusal reaches the caller through the call; an existing box still takes items.
+    const refused = await test.twins
+      .invoke({ type: "packer", id: "p1" }, "pack", { into: "crate-2" }, k)
+      .catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(QuotaExceeded);
+    expect(await test.twin(Box, "crate-2").events()).toEqual([]);
+    const again = await test.twins.invoke({ type: "packer", id: "p1" }, "pack", { into: "crate-1" }, k);
+    expect(again.version).toBe(2);
+    expect((await test.twin(Box, "crate-1").events()).length).toBe(2);
   });
 
   it("counts the events onActivate writes into a new twin against the call that woke it", async () => {
