@@ -1,5 +1,5 @@
 /**
- * `doppel keys create|list|revoke`: manages the API keys file a node reads (`--api-keys`). Keys
+ * `doppel keys create|list|update|revoke`: manages the API keys file a node reads (`--api-keys`). Keys
  * are shown once, at creation; the file keeps only their SHA-256. Nodes re-read the file within a
  * second of a change, so a revoked key is refused without a restart (copy the file to every node,
  * e.g. as a Kubernetes Secret). A key's twin quota (`--max-twins`) is kept with it; how many
@@ -10,6 +10,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { InvalidArgument } from "../core/errors.ts";
+import { present } from "../core/present.ts";
 import { isScope, principalLabel, type Scope } from "../core/principal.ts";
 import { compileConfig } from "../node/options.ts";
 import { readTwinsCreated } from "../node/stores.ts";
@@ -17,8 +18,10 @@ import {
   type ApiKeyLimits,
   type ApiKeyRecord,
   createKey,
+  type KeyChange,
   readKeysFile,
   revokeKey,
+  updateKey,
 } from "../security/api-keys.ts";
 import { integerOption } from "./arguments.ts";
 import { table } from "./format.ts";
@@ -38,6 +41,14 @@ function list(text: string | undefined): string[] | undefined {
     .map((item) => item.trim())
     .filter((item) => item !== "");
   return items;
+}
+
+/** A restriction list (`--types`, `--prefix`): at least one name. */
+function namesOf(text: string | undefined, flag: string): string[] | undefined {
+  const names = list(text);
+  if (names !== undefined && names.length === 0)
+    throw new InvalidArgument(`${flag} needs at least one name (comma-separated)`);
+  return names;
 }
 
 function scopesOf(text: string): Scope[] {
@@ -80,39 +91,64 @@ function describe(key: ApiKeyRecord, used: ReadonlyMap<string, number> | undefin
   ];
 }
 
+/** One line: what a key may do and within which limits. */
+function policyOf(key: ApiKeyRecord): string {
+  const limits = key.limits ?? {};
+  return [
+    `scopes ${key.scopes.join(",")}`,
+    `types ${key.types?.join(",") ?? "*"}`,
+    `prefixes ${key.idPrefixes?.join(",") ?? "*"}`,
+    `rate ${limits.ratePerSecond === undefined ? "default" : `${limits.ratePerSecond}/s`}`,
+    ...(limits.burst === undefined ? [] : [`burst ${limits.burst}`]),
+    `max twins ${limits.maxTwins ?? "unlimited"}`,
+  ].join("; ");
+}
+
 /** The public view of a key record (no hash). */
 function publicRecord(key: ApiKeyRecord): Omit<ApiKeyRecord, "sha256"> {
   const { sha256: _hash, ...rest } = key;
   return rest;
 }
 
-export function createKeyCommand(
-  flags: KeysFlags & {
-    scopes: string;
-    types?: string;
-    prefix?: string;
-    rate?: string;
-    burst?: string;
-    maxTwins?: string;
-    description?: string;
-  },
-  out: Out,
-): void {
+/** `--rate`: calls per second, a positive number. */
+function rateOf(text: string): number {
+  const rate = Number(text);
+  if (!(rate > 0 && Number.isFinite(rate)))
+    throw new InvalidArgument(`--rate must be a positive number, got ${text}`);
+  return rate;
+}
+
+/** `--max-twins`: a whole number of at least 0. */
+function maxTwinsOf(text: string): number {
+  const maxTwins = Number(text);
+  if (!(Number.isSafeInteger(maxTwins) && maxTwins >= 0))
+    throw new InvalidArgument(`--max-twins must be a whole number of at least 0, got ${text}`);
+  return maxTwins;
+}
+
+/** What `keys create` and `keys update` take besides the file. */
+interface PolicyFlags {
+  readonly scopes?: string;
+  readonly types?: string;
+  readonly prefix?: string;
+  readonly rate?: string;
+  readonly burst?: string;
+  readonly maxTwins?: string;
+  readonly description?: string;
+}
+
+export function createKeyCommand(flags: KeysFlags & PolicyFlags & { scopes: string }, out: Out): void {
   const scopes = scopesOf(flags.scopes);
-  const rate = flags.rate === undefined ? undefined : Number(flags.rate);
-  if (rate !== undefined && !(rate > 0))
-    throw new InvalidArgument(`--rate must be a positive number, got ${flags.rate}`);
+  const rate = flags.rate === undefined ? undefined : rateOf(flags.rate);
   const burst = integerOption(flags.burst, "--burst");
-  const maxTwins = flags.maxTwins === undefined ? undefined : Number(flags.maxTwins);
-  if (maxTwins !== undefined && !(Number.isSafeInteger(maxTwins) && maxTwins >= 0))
-    throw new InvalidArgument(`--max-twins must be a whole number of at least 0, got ${flags.maxTwins}`);
+  const maxTwins = flags.maxTwins === undefined ? undefined : maxTwinsOf(flags.maxTwins);
   const limits: ApiKeyLimits = {
     ...(rate !== undefined ? { ratePerSecond: rate } : {}),
     ...(burst !== undefined ? { burst } : {}),
     ...(maxTwins !== undefined ? { maxTwins } : {}),
   };
-  const types = list(flags.types);
-  const idPrefixes = list(flags.prefix);
+  const types = namesOf(flags.types, "--types");
+  const idPrefixes = namesOf(flags.prefix, "--prefix");
   mkdirSync(dirname(flags.file), { recursive: true });
   const { key, record } = createKey(flags.file, {
     scopes,
@@ -180,6 +216,41 @@ export async function listKeysCommand(flags: ListKeysFlags, out: Out): Promise<v
       keys.map((key) => describe(key, used)),
     ),
   );
+}
+
+/** `none` (remove the setting) or the value `parse` makes of the text; absent: unchanged. */
+function orNone<T>(text: string | undefined, parse: (text: string) => T): T | null | undefined {
+  if (text === undefined) return undefined;
+  return text === "none" ? null : parse(text);
+}
+
+/**
+ * `doppel keys update ID`: changes an active key's scopes, restrictions, limits or description;
+ * the key itself stays valid (services keep it). `none` removes a restriction or limit.
+ */
+export function updateKeyCommand(id: string, flags: KeysFlags & PolicyFlags, out: Out): void {
+  const limits = present({
+    ratePerSecond: orNone(flags.rate, rateOf),
+    burst: orNone(flags.burst, (text) => integerOption(text, "--burst")),
+    maxTwins: orNone(flags.maxTwins, maxTwinsOf),
+  });
+  const change: KeyChange = {
+    ...present({
+      scopes: flags.scopes === undefined ? undefined : scopesOf(flags.scopes),
+      types: orNone(flags.types, (text) => namesOf(text, "--types")),
+      idPrefixes: orNone(flags.prefix, (text) => namesOf(text, "--prefix")),
+      description: orNone(flags.description, (text) => text),
+    }),
+    ...(Object.keys(limits).length > 0 ? { limits } : {}),
+  };
+  if (Object.keys(change).length === 0) {
+    throw new InvalidArgument(
+      "keys update: nothing to change (give --scopes, --types, --prefix, --rate, --burst, --max-twins or --description)",
+    );
+  }
+  const record = updateKey(flags.file, id, change);
+  if (flags.json) out(JSON.stringify(publicRecord(record)));
+  else out(`updated ${record.id}: ${policyOf(record)} (nodes apply it within a second)`);
 }
 
 export function revokeKeyCommand(id: string, flags: KeysFlags, out: Out): void {

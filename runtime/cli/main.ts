@@ -276,6 +276,20 @@ function program({ out, err }: CliOutput): Command {
     .option("--json", "machine-readable output")
     .action(async (flags) => (await import("./keys.ts")).listKeysCommand(flags, out));
   keys
+    .command("update")
+    .argument("<id>", "key id (from doppel keys list)")
+    .description("change a key's scopes, restrictions or limits in place (the key stays valid)")
+    .addOption(keysFile())
+    .option("--scopes <list>", "comma-separated: read, write, command, admin")
+    .option("--types <list>", "only twins of these types (comma-separated; none: any type)")
+    .option("--prefix <list>", "only twins whose id starts with one of these (none: any id)")
+    .option("--rate <n>", "calls per second allowed (none: the node's default rate)")
+    .option("--burst <n>", "calls allowed in a burst (none: one second's worth)")
+    .option("--max-twins <n>", "most twins the key may create, counting those it has (none: no quota)")
+    .option("--description <text>", "what the key is for (none: remove)")
+    .option("--json", "machine-readable output")
+    .action(async (id, flags) => (await import("./keys.ts")).updateKeyCommand(id, flags, out));
+  keys
     .command("revoke")
     .argument("<id>", "key id (from doppel keys list)")
     .description("revoke an API key (nodes refuse it within a second)")

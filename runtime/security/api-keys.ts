@@ -15,7 +15,7 @@ import { chmodSync, readFileSync, renameSync, statSync, writeFileSync } from "no
 import { z } from "zod";
 import type { Clock } from "../core/clock.ts";
 import { describeIssues } from "../core/config-issues.ts";
-import { InvalidArgument, NotFound, Unauthenticated } from "../core/errors.ts";
+import { FailedPrecondition, InvalidArgument, NotFound, Unauthenticated } from "../core/errors.ts";
 import { type Principal, SCOPES, type Scope } from "../core/principal.ts";
 
 const KEY_PATTERN = /^dpk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$/;
@@ -132,6 +132,61 @@ export function revokeKey(path: string, id: string, now = Date.now()): ApiKeyRec
   const revoked = { ...record, revokedAt: now };
   writeKeysFile(path, { version: 1, keys: file.keys.map((key) => (key.id === id ? revoked : key)) });
   return revoked;
+}
+
+/**
+ * A change to a key's policy (`doppel keys update`): a field present replaces the key's, `null`
+ * removes it (no type or prefix restriction, no rate of its own, no quota); absent keeps it.
+ */
+export interface KeyChange {
+  readonly scopes?: readonly Scope[];
+  readonly types?: readonly string[] | null;
+  readonly idPrefixes?: readonly string[] | null;
+  readonly limits?: { readonly [K in keyof ApiKeyLimits]?: ApiKeyLimits[K] | null };
+  readonly description?: string | null;
+}
+
+/** `next` over `current`: absent keeps `current`, `null` removes it. */
+function changed<T>(current: T | undefined, next: T | null | undefined): T | undefined {
+  if (next === undefined) return current;
+  return next === null ? undefined : next;
+}
+
+/** Drops the keys whose value is undefined (the record schema is strict about absent fields). */
+function defined<T extends object>(record: T): T {
+  return Object.fromEntries(Object.entries(record).filter(([, v]) => v !== undefined)) as T;
+}
+
+/**
+ * Changes an active key's scopes, restrictions, limits or description in place (its secret and
+ * id stay, so services need no new key). Nodes pick the change up as they do a revocation.
+ * `NotFound` for an unknown key, `FailedPrecondition` for a revoked one, `InvalidArgument` for a
+ * change the file would not accept (names the field).
+ */
+export function updateKey(path: string, id: string, change: KeyChange): ApiKeyRecord {
+  const file = readKeysFile(path);
+  const record = file.keys.find((key) => key.id === id);
+  if (record === undefined) throw new NotFound(`no API key ${JSON.stringify(id)} in ${path}`);
+  if (record.revokedAt !== undefined)
+    throw new FailedPrecondition(`API key ${id} was revoked; create a new key instead`);
+  const limits = defined({
+    ratePerSecond: changed(record.limits?.ratePerSecond, change.limits?.ratePerSecond),
+    burst: changed(record.limits?.burst, change.limits?.burst),
+    maxTwins: changed(record.limits?.maxTwins, change.limits?.maxTwins),
+  });
+  const parsed = keyRecordSchema.safeParse(
+    defined({
+      ...record,
+      scopes: change.scopes ? [...new Set(change.scopes)] : record.scopes,
+      types: changed(record.types, change.types && [...change.types]),
+      idPrefixes: changed(record.idPrefixes, change.idPrefixes && [...change.idPrefixes]),
+      limits: Object.keys(limits).length > 0 ? limits : undefined,
+      description: changed(record.description, change.description),
+    }),
+  );
+  if (!parsed.success) throw new InvalidArgument(`API key ${id}: ${describeIssues(parsed.error, "")}`);
+  writeKeysFile(path, { version: 1, keys: file.keys.map((key) => (key.id === id ? parsed.data : key)) });
+  return parsed.data;
 }
 
 /** An authenticated key: its principal and its limits. */

@@ -2,7 +2,12 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { createKeyCommand, listKeysCommand, revokeKeyCommand } from "../../runtime/cli/keys.ts";
+import {
+  createKeyCommand,
+  listKeysCommand,
+  revokeKeyCommand,
+  updateKeyCommand,
+} from "../../runtime/cli/keys.ts";
 import { ManualClock } from "../../runtime/core/clock.ts";
 import { ApiKeys } from "../../runtime/security/api-keys.ts";
 
@@ -71,5 +76,62 @@ describe("doppel keys", () => {
     await listKeysCommand({ file: own, data: join(dir, "no-node-yet"), json: true }, (l) => json.push(l));
     expect(JSON.parse(json[0] ?? "{}")).toMatchObject({ limits: { maxTwins: 2 }, twinsCreated: 0 });
     expect(JSON.parse(json[1] ?? "{}")).not.toHaveProperty("twinsCreated");
+  });
+
+  it("updates a key in place: the same key, new scopes, restrictions and limits; none removes one", () => {
+    const own = join(dir, "update-keys.json");
+    const lines: string[] = [];
+    createKeyCommand({ file: own, scopes: "read", types: "thermostat", rate: "5", maxTwins: "2" }, (l) =>
+      lines.push(l),
+    );
+    const key = lines[0] ?? "";
+    const keys = new ApiKeys(own, new ManualClock());
+    const { id } = keys.authenticate(key).principal as { id: string };
+
+    const said: string[] = [];
+    updateKeyCommand(id, { file: own, scopes: "read,command", types: "none", maxTwins: "5" }, (l) =>
+      said.push(l),
+    );
+    expect(said[0]).toBe(
+      `updated ${id}: scopes read,command; types *; prefixes *; rate 5/s; max twins 5 (nodes apply it within a second)`,
+    );
+    const updated = new ApiKeys(own, new ManualClock()).authenticate(key);
+    expect(updated.principal).toEqual({ kind: "service-key", id, scopes: ["read", "command"] });
+    expect(updated.limits).toEqual({ ratePerSecond: 5, maxTwins: 5 });
+
+    updateKeyCommand(id, { file: own, rate: "none", prefix: "plant-b-", description: "line 2" }, () => {});
+    const json: string[] = [];
+    updateKeyCommand(id, { file: own, maxTwins: "none", json: true }, (l) => json.push(l));
+    const record = JSON.parse(json[0] ?? "{}") as Record<string, unknown>;
+    expect(record).toMatchObject({ id, idPrefixes: ["plant-b-"], description: "line 2" });
+    expect(record).not.toHaveProperty("limits");
+    expect(record).not.toHaveProperty("sha256");
+    expect(new ApiKeys(own, new ManualClock()).authenticate(key).limits).toBeUndefined();
+  });
+
+  it("refuses an update that names nothing, an unknown or revoked key, and bad values, changing nothing", () => {
+    const own = join(dir, "update-refused.json");
+    const lines: string[] = [];
+    createKeyCommand({ file: own, scopes: "write", maxTwins: "1" }, (l) => lines.push(l));
+    const { id } = new ApiKeys(own, new ManualClock()).authenticate(lines[0] ?? "").principal as {
+      id: string;
+    };
+    const before = readFileSync(own, "utf8");
+    expect(() => updateKeyCommand(id, { file: own }, () => {})).toThrow("nothing to change");
+    expect(() => updateKeyCommand("ffffffffffff", { file: own, rate: "1" }, () => {})).toThrow("no API key");
+    expect(() => updateKeyCommand(id, { file: own, scopes: "root" }, () => {})).toThrow(
+      'unknown scope "root"',
+    );
+    expect(() => updateKeyCommand(id, { file: own, maxTwins: "-3" }, () => {})).toThrow("--max-twins");
+    expect(() => updateKeyCommand(id, { file: own, rate: "0" }, () => {})).toThrow("--rate");
+    expect(() => updateKeyCommand(id, { file: own, types: "," }, () => {})).toThrow("--types needs");
+    expect(() => updateKeyCommand(id, { file: own, description: "x".repeat(201) }, () => {})).toThrow(
+      `API key ${id}: description`,
+    );
+    expect(readFileSync(own, "utf8")).toBe(before);
+    revokeKeyCommand(id, { file: own }, () => {});
+    expect(() => updateKeyCommand(id, { file: own, maxTwins: "9" }, () => {})).toThrow(
+      "was revoked; create a new key instead",
+    );
   });
 });

@@ -3,7 +3,8 @@
  * `doppel start` (its own process, on SQLite in a data folder, and on the Cassandra test server)
  * serving gRPC and REST with that keys file. The third twin the key tries to create is refused (gRPC RESOURCE_EXHAUSTED with
  * QUOTA_EXCEEDED, REST 429), the twins it created stay writable, the refusals are counted on
- * /metrics, `doppel keys list` shows 2/2, and all of it holds after the node restarts.
+ * /metrics, `doppel keys list` shows 2/2, and all of it holds after the node restarts. Raising the
+ * quota with `doppel keys update` lets the running node create one more, with the same key.
  */
 import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -16,6 +17,7 @@ import { DoppelClient } from "../../../runtime/grpc/client.ts";
 import { loadContract } from "../../../runtime/grpc/proto.ts";
 import { doppel, PATIENCE, startNode, stopNode } from "../../cli/doppel-process.ts";
 import { rawUnary } from "../../grpc/harness.ts";
+import { eventually } from "../../support/eventually.ts";
 import { ensureCassandra, settings } from "../cassandra/harness.ts";
 
 type Node = Awaited<ReturnType<typeof startNode>>;
@@ -189,6 +191,24 @@ describe.each(STORES)(
         c.invoke({ type: "thermostat", id: q(2) }, "setTarget", { celsius: 25 }),
       );
       expect(await keysList()).toMatch(/\s2\/2\s/);
+    });
+
+    it("takes a raised quota from `doppel keys update` without a restart, with the same key", async () => {
+      const id = key.split("_")[1] ?? "";
+      const updated = await doppel(["keys", "update", id, "-f", keys, "--max-twins", "3"]);
+      expect(updated.code, updated.stderr).toBe(0);
+      expect(updated.stdout).toContain(`updated ${id}: scopes read,write,command;`);
+      expect(updated.stdout).toContain("max twins 3");
+      const c = client();
+      // The node re-reads the keys file on use, at most once a second: refused until it has.
+      await eventually(
+        () => c.reportState({ type: "thermostat", id: q(6) }, { temperature: 21 }),
+        "the node to apply the raised quota",
+      );
+      await expect(
+        c.reportState({ type: "thermostat", id: q(7) }, { temperature: 21 }),
+      ).rejects.toBeInstanceOf(QuotaExceeded);
+      expect(await keysList()).toMatch(/\s3\/3\s/);
     });
   },
 );
