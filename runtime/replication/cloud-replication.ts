@@ -5,10 +5,11 @@
  * leaf link in order and resumes after an outage where it stopped. A durable consumer feeds them,
  * one at a time, to the {@link Replicator}, the only writer of edge twins in the cloud's store:
  * applied and duplicate batches are acknowledged, a gap is redelivered later, a malformed batch or
- * a conflicting twin is terminated and counted (never merged).
+ * a conflicting twin is terminated and counted (never merged). The counts, per edge, answer
+ * `doppel edge status` on `doppel.edge-replication.status` (replication-status.ts).
  */
 import { AckPolicy, DeliverPolicy, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/nats-core";
+import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { InvalidArgument } from "../core/errors.ts";
 import type { TwinRef } from "../core/ids.ts";
 import type { TwinChange } from "../core/records.ts";
@@ -16,8 +17,17 @@ import { streamInfoIfAny } from "../devices/ingress/stream-config.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 import { CLOUD_LOGS_STREAM } from "./edge-log.ts";
-import { decodeBatch } from "./replicated-batch.ts";
+import { decodeBatch, edgeOfLogSubject } from "./replicated-batch.ts";
+import {
+  type EdgeReplicationCounts,
+  REPLICATION_STATUS_SUBJECT,
+  type ReplicationCounts,
+  type ReplicationStatus,
+  zeroCounts,
+} from "./replication-status.ts";
 import { type ApplyOutcome, Replicator } from "./replicator.ts";
+
+export type { ReplicationCounts } from "./replication-status.ts";
 
 export const REPLICATOR_CONSUMER = "doppel-edge-replicator";
 
@@ -27,27 +37,18 @@ export interface CloudReplicationOptions {
   readonly logger: Logger;
   /** Delay before a gap or a failed apply is redelivered. */
   readonly retryMs?: number;
-}
-
-/** Counts of what the replicator did with the batches it took. */
-export interface ReplicationCounts {
-  applied: number;
-  duplicate: number;
-  gap: number;
-  conflict: number;
-  malformed: number;
-  failed: number;
+  /** The node's name in its status answers. */
+  readonly node?: string;
+  /** The clock of `lastSyncAt` (epoch ms). */
+  readonly now?: () => number;
 }
 
 export class CloudReplication {
-  readonly counts: ReplicationCounts = {
-    applied: 0,
-    duplicate: 0,
-    gap: 0,
-    conflict: 0,
-    malformed: 0,
-    failed: 0,
-  };
+  /** What the replicator did with the batches it took, over all edges. */
+  readonly counts: ReplicationCounts = zeroCounts();
+  /** The same per edge (the edge a batch names, or its subject's for a malformed one), with the last sync. */
+  readonly #edges = new Map<string, EdgeReplicationCounts>();
+  #statusSub: Subscription | undefined;
   readonly #nc: NatsConnection;
   readonly #replicator: Replicator;
   readonly #options: CloudReplicationOptions;
@@ -76,6 +77,11 @@ export class CloudReplication {
       deliver_policy: DeliverPolicy.All,
       max_ack_pending: 256,
     });
+    this.#statusSub = this.#nc.subscribe(REPLICATION_STATUS_SUBJECT, {
+      callback: (_error, message) => {
+        message.respond(new TextEncoder().encode(JSON.stringify(this.status)));
+      },
+    });
     const consumer = await jetstream(this.#nc).consumers.get(CLOUD_LOGS_STREAM, REPLICATOR_CONSUMER);
     const messages = await consumer.consume({ max_messages: 64 });
     this.#close = () => void messages.close();
@@ -86,14 +92,32 @@ export class CloudReplication {
     );
   }
 
+  /** Per edge: what the replicator did with its batches, and when it last took one the cloud then held. */
+  get status(): ReplicationStatus {
+    return { node: this.#options.node, edges: Object.fromEntries(this.#edges) };
+  }
+
+  #count(edge: string | undefined, outcome: keyof ReplicationCounts): void {
+    this.counts[outcome]++;
+    const name = edge ?? "?";
+    let counts = this.#edges.get(name);
+    if (!counts) this.#edges.set(name, (counts = { ...zeroCounts(), lastSyncAt: undefined }));
+    counts[outcome]++;
+    if (outcome === "applied" || outcome === "duplicate")
+      counts.lastSyncAt = (this.#options.now ?? Date.now)();
+  }
+
   async #handle(message: JsMsg): Promise<void> {
     const retryMs = this.#options.retryMs ?? 1000;
     let outcome: ApplyOutcome;
+    let edge = edgeOfLogSubject(message.subject);
     try {
-      outcome = await this.#replicator.apply(decodeBatch(message.data));
+      const batch = decodeBatch(message.data);
+      edge ??= batch.edge;
+      outcome = await this.#replicator.apply(batch);
     } catch (error) {
       const malformed = error instanceof InvalidArgument;
-      this.counts[malformed ? "malformed" : "failed"]++;
+      this.#count(edge, malformed ? "malformed" : "failed");
       this.#options.logger.warn(
         { subject: message.subject, err: String(error) },
         "edge replication: batch not applied",
@@ -102,7 +126,7 @@ export class CloudReplication {
       else message.nak(retryMs);
       return;
     }
-    this.counts[outcome.kind]++;
+    this.#count(edge, outcome.kind);
     if (outcome.kind === "gap") {
       message.nak(retryMs);
     } else if (outcome.kind === "conflict") {
@@ -117,6 +141,7 @@ export class CloudReplication {
   }
 
   async stop(): Promise<void> {
+    this.#statusSub?.unsubscribe();
     this.#close?.();
     await this.#running;
   }

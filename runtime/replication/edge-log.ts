@@ -10,9 +10,11 @@
  * publisher sends what the store holds after the last seq it published. At start it learns that
  * seq per twin from the stream's last message on the twin's subject, so a batch committed but not
  * published before a crash is published after the restart (no gap).
+ *
+ * It answers `doppel edge status` on `doppel.edge.<edge>.log-status` (replication-status.ts).
  */
 import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/nats-core";
+import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { nanos } from "@nats-io/nats-core";
 import { refKey, type TwinRef } from "../core/ids.ts";
 import type { TwinChange } from "../core/records.ts";
@@ -24,9 +26,11 @@ import {
   batchMessageId,
   decodeBatch,
   edgeLogSubject,
+  edgeLogSubjects,
   encodeBatch,
   type ReplicatedBatch,
 } from "./replicated-batch.ts";
+import { type EdgeLogStatus, edgeLogStatusSubject } from "./replication-status.ts";
 
 /** The edge's log stream (edge domain) and the cloud's stream that sources every edge's. */
 export const EDGE_LOG_STREAM = "DOPPEL_EDGE_LOG";
@@ -60,6 +64,8 @@ export class EdgeLogPublisher {
   #local!: JetStreamManager;
   #hub!: JetStreamManager;
   #registered = false;
+  #publishedBatches = 0;
+  #statusSub: Subscription | undefined;
   #unsubscribe: (() => void) | undefined;
   #timer: NodeJS.Timeout | undefined;
   #pumping: Promise<void> | undefined;
@@ -82,6 +88,23 @@ export class EdgeLogPublisher {
     return this.#dirty.size;
   }
 
+  /** Batches published into the edge's log stream since start. */
+  get published(): number {
+    return this.#publishedBatches;
+  }
+
+  /** What `doppel edge status` asks the edge (with the log stream's last sequence). */
+  async status(): Promise<EdgeLogStatus> {
+    const info = await streamInfoIfAny(this.#local, EDGE_LOG_STREAM);
+    return {
+      edge: this.#options.edge,
+      registered: this.#registered,
+      published: this.#publishedBatches,
+      pending: this.#dirty.size,
+      stored: info?.state.last_seq ?? 0,
+    };
+  }
+
   /**
    * Creates the edge's log stream, learns what it holds of every edge twin in the store, starts
    * following `subscribe` (the node's change feed) and publishing. Fails when the edge's own
@@ -96,12 +119,21 @@ export class EdgeLogPublisher {
     if (!(await streamInfoIfAny(this.#local, EDGE_LOG_STREAM))) {
       await this.#local.streams.add({
         name: EDGE_LOG_STREAM,
-        subjects: [`doppel.edge-log.${edge}.>`],
+        subjects: [edgeLogSubjects(edge)],
         max_age: nanos(maxAgeMs),
         max_bytes: maxBytes,
         duplicate_window: nanos(120_000),
       });
     }
+    this.#statusSub = this.#nc.subscribe(edgeLogStatusSubject(edge), {
+      callback: (_error, message) => {
+        this.status().then(
+          (status) => message.respond(new TextEncoder().encode(JSON.stringify(status))),
+          (error: unknown) =>
+            this.#options.logger.warn({ err: String(error) }, "edge log: cannot answer a status request"),
+        );
+      },
+    });
     this.#unsubscribe = subscribe((change) => {
       if (this.#types.has(change.ref.type)) this.#dirty.set(refKey(change.ref), change.ref);
       this.#kick();
@@ -202,12 +234,14 @@ export class EdgeLogPublisher {
       msgID: batchMessageId(batch),
     });
     this.#published.set(key, view.version);
+    this.#publishedBatches++;
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
     this.#unsubscribe?.();
+    this.#statusSub?.unsubscribe();
     await this.#pumping?.catch(() => undefined);
   }
 }

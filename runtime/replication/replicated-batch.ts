@@ -25,6 +25,16 @@ export function edgeLogSubject(edge: string, ref: TwinRef): string {
   return `doppel.edge-log.${edge}.${ref.type}.${ref.id}`;
 }
 
+/** The subjects of every batch from `edge` (its log stream's). */
+export function edgeLogSubjects(edge: string): string {
+  return `doppel.edge-log.${edge}.>`;
+}
+
+/** The edge a batch's subject names (see {@link edgeLogSubject}), if it is one. */
+export function edgeOfLogSubject(subject: string): string | undefined {
+  return /^doppel\.edge-log\.([^.]+)\./.exec(subject)?.[1];
+}
+
 /** The JetStream message id of a batch: a batch republished with the same last seq is one message. */
 export function batchMessageId(batch: ReplicatedBatch): string {
   return `${refKey(batch.ref)}/${batch.view.version}`;

@@ -6,12 +6,15 @@
  */
 import { jetstreamManager, type StreamSourceInfo } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
+import { streamInfoIfAny } from "../ingress/stream-config.ts";
 import { type EdgeStatus, edgeStatusSubject } from "./edge-forwarder.ts";
 import { edgeOfSource } from "./edge-stream.ts";
 
 /** One edge's line of `doppel edge status`. */
 export interface EdgeReport {
   readonly edge: string;
+  /** A thin edge (store-and-forward of device reports). */
+  readonly kind: "thin";
   readonly linkUp: boolean;
   /** From the edge when it answers, else the cloud's last known lag. */
   readonly backlog: number;
@@ -20,13 +23,14 @@ export interface EdgeReport {
   readonly status: EdgeStatus | undefined;
 }
 
-/** Asks every edge registered with the cloud's ingress stream for its status. */
+/** Asks every edge registered with the cloud's ingress stream for its status (none when there is no such stream). */
 export async function edgeReports(
   nc: NatsConnection,
   options: { ingressStream: string; timeoutMs: number; now: () => number },
 ): Promise<EdgeReport[]> {
   const jsm = await jetstreamManager(nc, { timeout: options.timeoutMs });
-  const info = await jsm.streams.info(options.ingressStream);
+  const info = await streamInfoIfAny(jsm, options.ingressStream);
+  if (!info) return [];
   const sources = (info.sources ?? []) as (StreamSourceInfo & { external?: { api: string } })[];
   const reports: EdgeReport[] = [];
   for (const source of sources) {
@@ -44,6 +48,7 @@ export async function edgeReports(
     const activeMs = source.active >= 0 ? source.active / 1e6 : undefined;
     reports.push({
       edge,
+      kind: "thin",
       linkUp: status !== undefined,
       backlog: status?.backlog ?? source.lag,
       lastSyncAt: status?.lastSyncAt ?? (activeMs === undefined ? undefined : options.now() - activeMs),

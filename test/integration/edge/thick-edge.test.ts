@@ -8,7 +8,9 @@ import type { EventRecord, TwinChange } from "../../../runtime/core/records.ts";
 import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { CloudReplication } from "../../../runtime/replication/cloud-replication.ts";
 import { EdgeLogPublisher } from "../../../runtime/replication/edge-log.ts";
+import type { ThickEdgeReport } from "../../../runtime/replication/thick-edge-status.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
+import { doppel } from "../../cli/doppel-process.ts";
 import { eventually } from "../nats/harness.ts";
 import {
   cloudNodeConfig,
@@ -63,6 +65,18 @@ describe("thick edge: twins at the edge, their log replicated to the cloud", () 
   let publisher: EdgeLogPublisher;
   const cloudStore = new MemoryEventStore();
   let edgeStore: SqliteEventStore;
+  /** The cloud's replicator (a cloud node's part; the second test stops and restarts it). */
+  const startReplication = async () => {
+    const started = new CloudReplication(cloudWire.connection, cloudStore, {
+      shardOf: (r) => shardOf(r.type, r.id, 4),
+      onApplied: (change) => cloud.engine.feed.publish(refKey(change.ref), change),
+      logger: silentLogger(),
+      retryMs: 200,
+      node: "cloud",
+    });
+    await started.start();
+    return started;
+  };
 
   beforeAll(async () => {
     ({ dir, hub, relay, leaf } = await startEdgeServers("thick", EDGE));
@@ -72,13 +86,7 @@ describe("thick edge: twins at the edge, their log replicated to the cloud", () 
       logger: silentLogger(),
     });
     cloudWire = await NatsTransport.connect({ servers: hub.url, name: "cloud-replication" });
-    replication = new CloudReplication(cloudWire.connection, cloudStore, {
-      shardOf: (r) => shardOf(r.type, r.id, 4),
-      onApplied: (change) => cloud.engine.feed.publish(refKey(change.ref), change),
-      logger: silentLogger(),
-      retryMs: 200,
-    });
-    await replication.start();
+    replication = await startReplication();
     edgeStore = new SqliteEventStore({ path: join(dir, "edge.db") });
     edge = await DoppelNode.start(
       {
@@ -183,5 +191,83 @@ describe("thick edge: twins at the edge, their log replicated to the cloud", () 
       unwatch();
       await device.close();
     }
+  }, 400_000);
+
+  it("`doppel edge status` shows the thick edge: link, backlog, last sync and the replicator's counts, through an outage", async () => {
+    /** The real CLI, as its own process, against the cloud's NATS. */
+    const status = async (): Promise<ThickEdgeReport | undefined> => {
+      const run = await doppel(["edge", "status", "--nats", hub.url, "--json"]);
+      if (run.code !== 0) throw new Error(`doppel edge status exited with ${run.code}: ${run.stderr}`);
+      return run.stdout
+        .split("\n")
+        .filter((line) => line.trim() !== "")
+        .map((line) => JSON.parse(line) as ThickEdgeReport)
+        .find((r) => r.kind === "thick" && r.edge === EDGE);
+    };
+    const sameVersions = async () =>
+      (await cloudStore.readView(ref))?.version === (await edgeStore.readView(ref))?.version;
+    await eventually(() => (publisher.registered ? true : undefined), "the edge log registered", 60_000);
+    await edge.twins.invoke(ref, "setTarget", { celsius: 20 });
+    const caughtUp = await eventually(
+      async () => {
+        const r = await status();
+        return r?.linkUp && r.backlog === 0 && (r.counts?.applied ?? 0) > 0 && (await sameVersions())
+          ? r
+          : undefined;
+      },
+      "edge status: link up, backlog 0, batches applied",
+      120_000,
+    );
+    expect(caughtUp).toMatchObject({ replicators: 1, notSourced: 0, unapplied: 0 });
+    expect(caughtUp.counts).toMatchObject({ conflict: 0, malformed: 0 });
+    expect(caughtUp.lastSyncAt).toBeGreaterThan(0);
+    expect(caughtUp.log).toMatchObject({ edge: EDGE, registered: true, pending: 0 });
+    const table = await doppel(["edge", "status", "--nats", hub.url]);
+    expect(table.stdout).toMatch(new RegExp(`THICK EDGE[^\n]*APPLIED[^\n]*\n${EDGE}\\s+up\\s+0\\s`));
+
+    // The cloud's replicator stops (its node restarts): the edge's batches reach the cloud's stream
+    // and wait there, then the link is cut as well.
+    await replication.stop();
+    for (let i = 0; i < 5; i++) await edge.twins.invoke(ref, "setTarget", { celsius: 15 + i });
+    const waiting = await eventually(
+      async () => {
+        const r = await status();
+        return r?.linkUp && r.unapplied > 0 && r.notSourced === 0 ? r : undefined;
+      },
+      "edge status: batches in the cloud's stream, not applied",
+      120_000,
+    );
+    expect(waiting.backlog).toBe(waiting.unapplied);
+    // No cloud node answers for the replicator: no counts (JSON has none).
+    expect(waiting.replicators).toBe(0);
+    expect(waiting.counts).toBeUndefined();
+    await relay.cut();
+    const down = await eventually(
+      async () => {
+        const r = await status();
+        return r && !r.linkUp ? r : undefined;
+      },
+      "edge status: link down",
+      60_000,
+    );
+    expect(down.backlog).toBeGreaterThan(0);
+    expect(down.log).toBeUndefined();
+    // The edge twin keeps serving commands during the outage.
+    for (let i = 0; i < 5; i++) await edge.twins.invoke(ref, "setTarget", { celsius: 25 + i });
+    expect(await sameVersions()).toBe(false);
+
+    await relay.restore();
+    replication = await startReplication();
+    const after = await eventually(
+      async () => {
+        const r = await status();
+        return r?.linkUp && r.backlog === 0 && (await sameVersions()) ? r : undefined;
+      },
+      "edge status: caught up after the outage",
+      180_000,
+    );
+    expect(after.counts?.applied).toBeGreaterThan(0);
+    expect(after.counts).toMatchObject({ conflict: 0, malformed: 0, failed: 0 });
+    expect(after.replicators).toBe(1);
   }, 400_000);
 });
