@@ -17,6 +17,9 @@ CQL_PORT="${DOPPEL_CASSANDRA_PORT:-19042}"
 STORAGE_PORT="${DOPPEL_CASSANDRA_STORAGE_PORT:-17000}"
 HEAP="${DOPPEL_CASSANDRA_HEAP:-1G}"
 COMMITLOG_SYNC="${DOPPEL_CASSANDRA_COMMITLOG_SYNC:-batch}"
+# Paxos implementation of lightweight transactions (the store's fenced commit): v1 (Cassandra's
+# default) or v2 (4.1+, fewer round trips). See docs/cassandra.md "Bench".
+PAXOS_VARIANT="${DOPPEL_CASSANDRA_PAXOS:-v1}"
 C_DIR="$INFRA_DIR/cassandra"
 LIB_DIR="$C_DIR/lib"
 DATA_DIR="$C_DIR/data"
@@ -141,6 +144,8 @@ commitlog_sync: $COMMITLOG_SYNC
 $([[ "$COMMITLOG_SYNC" == periodic ]] && echo "commitlog_sync_period: 1000ms")
 commitlog_segment_size: 32MiB
 commitlog_total_space: 512MiB
+
+paxos_variant: $PAXOS_VARIANT
 
 authenticator: AllowAllAuthenticator
 authorizer: AllowAllAuthorizer
