@@ -4,7 +4,6 @@
  * node runs until SIGINT/SIGTERM, then stops gracefully (every pending write is persisted).
  */
 
-import { FailedPrecondition } from "../core/errors.ts";
 import { EdgeNode } from "../node/edge-node.ts";
 import { DoppelNode } from "../node/node.ts";
 import { compileConfig, type NodeConfig } from "../node/options.ts";
@@ -23,12 +22,7 @@ export async function startCommand(flags: StartFlags, out: (line: string) => voi
   const node = await DoppelNode.start(config, { twins: modules.twins, devices: modules.devices });
   const types = node.registry.list().map((t) => t.name);
   const address = node.grpcAddress;
-  const store =
-    config.store.kind === "sqlite"
-      ? `sqlite ${config.store.path ?? `${config.dataDir}/doppel.db`}`
-      : config.store.kind === "cassandra"
-        ? `cassandra ${config.store.contactPoints.join(",")} keyspace ${config.store.keyspace}`
-        : config.store.kind;
+  const store = storeLine(config);
   const lines = [
     `Doppel node ${node.id} is running`,
     `  twins   ${types.join(", ")}`,
@@ -38,6 +32,9 @@ export async function startCommand(flags: StartFlags, out: (line: string) => voi
         ? `NATS ${[config.nats.servers].flat().join(",")} (JetStream stream ${config.nats.stream.name}, ${config.shards} shards)`
         : "in-process"
     }`,
+    ...(node.replication
+      ? ["  edges   thick edges' logs applied to this store (stream DOPPEL_EDGE_LOGS)"]
+      : []),
     `  gRPC    ${address ?? "off"}${
       address ? `   ${node.grpcSecurity}${config.grpc.tls ? "" : `; grpcurl -plaintext ${address} list`}` : ""
     }`,
@@ -78,27 +75,46 @@ export async function startCommand(flags: StartFlags, out: (line: string) => voi
   await runUntilSignal(node, out);
 }
 
-/** A thin edge node (docs/edge.md): store-and-forward beside the edge's leaf nats-server. */
+/**
+ * An edge node (docs/edge.md): store-and-forward beside the edge's leaf nats-server; a thick edge
+ * (`edge.twins`) also runs those twin types there, replicating their log to the cloud.
+ */
 async function startEdge(config: NodeConfig, out: (line: string) => void): Promise<void> {
   const edge = config.edge!;
-  if (edge.twins)
-    throw new FailedPrecondition(
-      `edge.twins (${edge.twins.join(", ")}): doppel start does not run a thick edge yet; embed EdgeLogPublisher and CloudReplication (docs/edge.md), or start a thin edge without edge twins`,
-    );
   // The twin modules' `edge` declarations say how their telemetry is reduced before forwarding.
   const modules = await loadTwinModules(config.twins ?? [EXAMPLE_TWINS]);
   const node = await EdgeNode.start(config, { twins: modules.twins });
+  const forwarded = modules.twins.map((twin) => twin.type).filter((type) => !edge.twins?.includes(type));
   const lines = [
-    `Doppel edge node ${node.id} (edge ${edge.name}) is running`,
+    `Doppel edge node ${node.id} (edge ${edge.name}${edge.twins ? ", thick" : ""}) is running`,
     `  leaf    NATS ${[config.nats?.servers ?? []].flat().join(",")} (JetStream domain ${edge.name}; cloud domain ${edge.hubDomain})`,
     `  cloud   ${edge.upstream ?? "(the leaf server's remote)"}`,
     `  buffer  stream ${edge.buffer.stream}: ${edge.buffer.maxBytes} bytes, ${edge.buffer.maxAge} ms; when full: discard ${edge.buffer.discard}`,
     `  link    ${node.status.linkUp ? "up" : "down (buffering; registers once the cloud answers)"}`,
   ];
+  const thick = node.thick?.node;
+  if (thick) {
+    const address = thick.grpcAddress;
+    lines.push(
+      `  twins   ${edge.twins!.join(", ")} at the edge (store ${storeLine(config)}); log stream DOPPEL_EDGE_LOG replicated to the cloud`,
+      `  forward ${forwarded.length > 0 ? `${forwarded.join(", ")} to the cloud's twins` : "(no other types)"}`,
+      `  gRPC    ${address ?? "off"}${address ? `   ${thick.grpcSecurity}` : ""}`,
+      `  HTTP    ${thick.httpUrl ?? "off"}`,
+    );
+  }
   if (node.metricsAddress) lines.push(`  metrics http://${node.metricsAddress}/metrics`);
   lines.push("", "Check it from the cloud: npx doppel edge status --nats <cloud NATS>", "Stop with Ctrl-C.");
   for (const line of lines) out(line);
   await runUntilSignal(node, out);
+}
+
+/** The store of the configuration, as the start output names it. */
+function storeLine(config: NodeConfig): string {
+  return config.store.kind === "sqlite"
+    ? `sqlite ${config.store.path ?? `${config.dataDir}/doppel.db`}`
+    : config.store.kind === "cassandra"
+      ? `cassandra ${config.store.contactPoints.join(",")} keyspace ${config.store.keyspace}`
+      : config.store.kind;
 }
 
 /** Keeps the process up until SIGINT/SIGTERM, then stops `node` gracefully. */

@@ -18,6 +18,7 @@ import type { NatsTransport, NatsTransportOptions } from "../../cluster/transpor
 import type { Transport } from "../../cluster/transport/transport.ts";
 import type { Admission } from "../core/admission.ts";
 import type { JsonLimits } from "../core/json.ts";
+import { present } from "../core/present.ts";
 import type { TwinApi } from "../core/twin-api.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { Logger } from "../observability/logger.ts";
@@ -144,7 +145,7 @@ export async function startDeviceLink(options: {
         },
       });
       await durable.start();
-      ingress.start({ durable: true });
+      ingress.start({ durable: true, ...present({ types: nats.stream.types }) });
       await durable.ownShards(options.shards);
     } else {
       ingress.start();

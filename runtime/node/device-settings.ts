@@ -36,6 +36,8 @@ export function natsDeviceSettings(config: NodeConfig): NatsDeviceSettings | und
       maxBytes: nats.stream.maxBytes,
       maxMsgSize: nats.stream.maxMsgSize,
       duplicateWindowMs: nats.stream.duplicateWindow,
+      // A thick edge's node takes its edge twins' input; the edge's forwarding streams the rest.
+      ...present({ types: config.edge?.twins }),
     },
     consumer: { maxAckPending: nats.consumer.maxAckPending, ackWaitMs: nats.consumer.ackWait },
     maxInFlightPerTwin: nats.consumer.maxInFlightPerTwin,

@@ -1,14 +1,21 @@
 /**
- * A thin edge node (docs/edge.md): beside the edge's leaf nats-server it keeps the store-and-
- * forward running — the edge stream devices' reports are stored in, its registration as a source
- * of the cloud's ingress stream, trimming of what the cloud stored, the outage counters on
- * `/metrics` and status answers for `doppel edge status`. Twins run in the cloud; desired state,
- * `sync` and commands cross the leaf link as core NATS.
+ * An edge node (docs/edge.md): beside the edge's leaf nats-server it keeps the store-and-forward
+ * running — the edge stream devices' reports are stored in, its registration as a source of the
+ * cloud's ingress stream, trimming of what the cloud stored, the outage counters on `/metrics` and
+ * status answers for `doppel edge status`. Twins run in the cloud; desired state, `sync` and
+ * commands cross the leaf link as core NATS.
+ *
+ * A thick edge (`edge.twins`) also runs a {@link DoppelNode} for those twin types on the embedded
+ * store ({@link ThickEdge}): its ingress stream in the edge's domain takes their devices' input,
+ * the edge's log publisher replicates their committed events to the cloud and the edge RPC server
+ * answers the commands the cloud routes down. The store-and-forward keeps running for the twin
+ * modules' other types (its streams take only their subjects).
  */
 import { randomBytes } from "node:crypto";
 import type { NatsTransport } from "../../cluster/transport/nats.ts";
 import { type Clock, SystemClock } from "../core/clock.ts";
 import { type CompiledReduction, compileEdgeOptions } from "../core/edge-telemetry.ts";
+import { InvalidArgument } from "../core/errors.ts";
 import type { TwinClass } from "../core/twin.ts";
 import { DesiredResync } from "../devices/edge/desired-resync.ts";
 import { EdgeForwarder, type EdgeStatus } from "../devices/edge/edge-forwarder.ts";
@@ -16,12 +23,44 @@ import { replayWindowMs, TelemetryForwarder } from "../devices/edge/telemetry-fo
 import { TelemetryReducer } from "../devices/edge/telemetry-reducer.ts";
 import { createLogger, type Logger } from "../observability/logger.ts";
 import { NodeMetrics } from "../observability/metrics.ts";
+import { EdgeLogPublisher } from "../replication/edge-log.ts";
+import { serveEdgeRpc } from "../routing/edge-rpc.ts";
+import type { NodeRpcServer } from "../routing/node-rpc.ts";
 import { jsonLimits, natsConnection } from "./device-settings.ts";
+import { DoppelNode } from "./node.ts";
 import { compileConfig, type NodeConfig, type NodeConfigInput } from "./options.ts";
+
+/** A thick edge's twins: their node, the publisher of their log and the server of routed commands. */
+export interface ThickEdge {
+  /** The node running the edge twin types (its `twins` API, gRPC and HTTP per the configuration). */
+  readonly node: DoppelNode;
+  readonly log: EdgeLogPublisher;
+  readonly rpc: NodeRpcServer;
+}
+
+/** Which twin classes run at the edge and which types the store-and-forward takes. */
+function splitTypes(
+  config: NodeConfig,
+  twins: readonly TwinClass[],
+): { edgeTwins: TwinClass[] | undefined; forwarded: string[] | undefined } {
+  const names = config.edge?.twins;
+  if (!names) return { edgeTwins: undefined, forwarded: undefined };
+  const known = twins.map((twin) => twin.type);
+  const missing = names.filter((name) => !known.includes(name));
+  if (missing.length > 0)
+    throw new InvalidArgument(
+      `edge.twins: ${missing.join(", ")} ${missing.length === 1 ? "is" : "are"} not a type of the twin modules (${known.join(", ") || "none"}); load its module with --twins`,
+      { field: "edge.twins" },
+    );
+  return {
+    edgeTwins: twins.filter((twin) => names.includes(twin.type)),
+    forwarded: known.filter((type) => !names.includes(type)),
+  };
+}
 
 export class EdgeNode {
   readonly #transport: NatsTransport;
-  readonly #metrics: NodeMetrics;
+  readonly #metrics: NodeMetrics | undefined;
   readonly #windowTimer: NodeJS.Timeout;
 
   private constructor(
@@ -33,8 +72,10 @@ export class EdgeNode {
     readonly telemetry: TelemetryForwarder,
     /** Pushes desired state changed in the cloud during an outage once the link is back. */
     readonly desired: DesiredResync,
+    /** A thick edge's twins (`edge.twins`), absent on a thin edge. */
+    readonly thick: ThickEdge | undefined,
     transport: NatsTransport,
-    metrics: NodeMetrics,
+    metrics: NodeMetrics | undefined,
   ) {
     this.#transport = transport;
     this.#metrics = metrics;
@@ -56,6 +97,7 @@ export class EdgeNode {
     parts: { logger?: Logger; twins?: readonly TwinClass[]; clock?: Clock } = {},
   ): Promise<EdgeNode> {
     const config = compileConfig(input);
+    const { edgeTwins, forwarded } = splitTypes(config, parts.twins ?? []);
     const reductions = new Map<string, Map<string, CompiledReduction>>();
     for (const twin of parts.twins ?? []) reductions.set(twin.type, compileEdgeOptions(twin.type, twin.edge));
     const clock = parts.clock ?? SystemClock;
@@ -67,14 +109,22 @@ export class EdgeNode {
     const transport = await NatsTransport.connect({ ...natsConnection(nats), name: `doppel-edge-${id}` });
     let forwarder: EdgeForwarder | undefined;
     let telemetry: TelemetryForwarder | undefined;
-    const desired = new DesiredResync(transport.connection, { logger, timeoutMs: Math.max(2000, edge.tick) });
-    desired.start();
-    const metrics = new NodeMetrics(id, {
-      residentTwins: () => 0,
-      mailboxDepth: () => 0,
-      shardsOwned: () => 0,
-      edge: () => forwarder?.status,
+    const desired = new DesiredResync(transport.connection, {
+      logger,
+      timeoutMs: Math.max(2000, edge.tick),
+      ...(edge.twins ? { localTypes: edge.twins } : {}),
     });
+    desired.start();
+    // A thick edge's node serves /metrics (with the edge gauges); a thin edge has its own endpoint.
+    const metrics = edgeTwins
+      ? undefined
+      : new NodeMetrics(id, {
+          residentTwins: () => 0,
+          mailboxDepth: () => 0,
+          shardsOwned: () => 0,
+          edge: () => forwarder?.status,
+        });
+    let thick: ThickEdge | undefined;
     try {
       forwarder = new EdgeForwarder(transport.connection, {
         edge: edge.name,
@@ -87,6 +137,7 @@ export class EdgeNode {
           maxMsgSize: nats.stream.maxMsgSize,
           duplicateWindowMs: nats.stream.duplicateWindow,
           discard: edge.buffer.discard,
+          ...(forwarded ? { types: forwarded } : {}),
         },
         tickMs: edge.tick,
         now: () => SystemClock.now(),
@@ -102,6 +153,7 @@ export class EdgeNode {
           maxAgeMs: edge.raw.maxAge,
           maxMsgSize: nats.stream.maxMsgSize,
           duplicateWindowMs: nats.stream.duplicateWindow,
+          ...(forwarded ? { types: forwarded } : {}),
         },
         reducer: new TelemetryReducer((type) => reductions.get(type), { graceMs: edge.windowGrace }),
         limits: jsonLimits(config),
@@ -110,17 +162,29 @@ export class EdgeNode {
         replayMs: replayWindowMs(reductions, edge.windowGrace),
       });
       await telemetry.start();
-      if (config.metrics.listen !== false) await metrics.listen(config.metrics.listen);
+      // After the forwarding streams gave up the edge twins' subjects: the node's ingress takes them.
+      if (edgeTwins) {
+        thick = await startThickEdge(config, {
+          id,
+          logger,
+          clock,
+          twins: edgeTwins,
+          transport,
+          status: () => forwarder?.status,
+        });
+      }
+      if (metrics && config.metrics.listen !== false) await metrics.listen(config.metrics.listen);
     } catch (error) {
+      await stopThickEdge(thick).catch(() => undefined);
       await telemetry?.stop().catch(() => undefined);
       await desired.stop().catch(() => undefined);
       await forwarder?.stop().catch(() => undefined);
-      await metrics.stop().catch(() => undefined);
+      await metrics?.stop().catch(() => undefined);
       await transport.close();
       throw error;
     }
-    logger.info({ edge: edge.name, hubDomain: edge.hubDomain }, "edge node started");
-    return new EdgeNode(id, config, logger, forwarder, telemetry, desired, transport, metrics);
+    logger.info({ edge: edge.name, hubDomain: edge.hubDomain, twins: edge.twins }, "edge node started");
+    return new EdgeNode(id, config, logger, forwarder, telemetry, desired, thick, transport, metrics);
   }
 
   /** The edge's store-and-forward state (refreshed every `edge.tick`). */
@@ -130,16 +194,69 @@ export class EdgeNode {
 
   /** The `host:port` of the Prometheus endpoint, when it runs. */
   get metricsAddress(): string | undefined {
-    return this.#metrics.address;
+    return this.thick ? this.thick.node.metricsAddress : this.#metrics?.address;
   }
 
   async stop(): Promise<void> {
     clearInterval(this.#windowTimer);
+    await stopThickEdge(this.thick);
     await this.telemetry.stop();
     await this.desired.stop();
     await this.forwarder.stop();
-    await this.#metrics.stop();
+    await this.#metrics?.stop();
     await this.#transport.close();
     this.logger.info("edge node stopped");
   }
+}
+
+/**
+ * Starts a thick edge's twins: a {@link DoppelNode} for `twins` on the edge's NATS and embedded
+ * store (its ingress stream, in the edge's domain, takes only their subjects), the publisher of
+ * their committed batches into the edge's log and the server of commands routed down.
+ */
+async function startThickEdge(
+  config: NodeConfig,
+  parts: {
+    readonly id: string;
+    readonly logger: Logger;
+    readonly clock: Clock;
+    readonly twins: readonly TwinClass[];
+    readonly transport: NatsTransport;
+    readonly status: () => EdgeStatus | undefined;
+  },
+): Promise<ThickEdge> {
+  const edge = config.edge!;
+  const types = edge.twins!;
+  const { logger, clock, transport } = parts;
+  const node = await DoppelNode.start(
+    { ...config, nodeId: parts.id },
+    { twins: parts.twins, logger, clock, edgeStatus: parts.status },
+  );
+  let log: EdgeLogPublisher | undefined;
+  try {
+    log = new EdgeLogPublisher(transport.connection, node.engine.store, {
+      edge: edge.name,
+      hubDomain: edge.hubDomain,
+      types,
+      tickMs: edge.tick,
+      maxAgeMs: edge.log.maxAge,
+      maxBytes: edge.log.maxBytes,
+      logger,
+    });
+    await log.start((listener) => node.engine.feed.subscribe("*", listener));
+    const rpc = serveEdgeRpc({ transport, edge: edge.name, twins: node.twins, types, clock, logger });
+    return { node, log, rpc };
+  } catch (error) {
+    await log?.stop().catch(() => undefined);
+    await node.stop().catch(() => undefined);
+    throw error;
+  }
+}
+
+/** Stops what {@link startThickEdge} started: routed commands first, the node last. */
+async function stopThickEdge(thick: ThickEdge | undefined): Promise<void> {
+  if (!thick) return;
+  await thick.rpc.stop();
+  await thick.log.stop();
+  await thick.node.stop();
 }

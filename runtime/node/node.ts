@@ -11,7 +11,7 @@ import type { Transport } from "../../cluster/transport/transport.ts";
 import { Admission } from "../core/admission.ts";
 import { type Clock, SystemClock } from "../core/clock.ts";
 import { type ClusterView, soloClusterView } from "../core/cluster-view.ts";
-import type { TwinRef } from "../core/ids.ts";
+import { refKey, type TwinRef } from "../core/ids.ts";
 import type { Json } from "../core/json.ts";
 import { type ShardOwnership, singleNodeOwnership } from "../core/ownership.ts";
 import { present } from "../core/present.ts";
@@ -24,9 +24,15 @@ import type { DeviceIngress } from "../devices/ingress/device-ingress.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { LocalTwins } from "../engine/local-twins.ts";
 import { createLogger, type Logger } from "../observability/logger.ts";
-import { type DeviceAuthCounts, type GaugeSources, NodeMetrics } from "../observability/metrics.ts";
+import {
+  type DeviceAuthCounts,
+  type EdgeCounts,
+  type GaugeSources,
+  NodeMetrics,
+} from "../observability/metrics.ts";
 import { installTracing } from "../observability/tracing.ts";
 import type { EventStore } from "../persistence/event-store.ts";
+import type { CloudReplication } from "../replication/cloud-replication.ts";
 import { relayChanges } from "../routing/change-relay.ts";
 import { clusterViewOf } from "../routing/cluster-view.ts";
 import { ClusterCoordinator } from "../routing/coordinator.ts";
@@ -62,6 +68,8 @@ export interface NodeParts {
   readonly bus?: InProcessBus;
   /** What else the HTTP listener serves (the operator console), registered after the API routes. */
   readonly httpExtensions?: readonly WebExtension[];
+  /** A thick edge's store-and-forward state, for the edge gauges on `/metrics` (edge-node.ts). */
+  readonly edgeStatus?: () => Readonly<EdgeCounts> | undefined;
 }
 
 /** Something that runs beside the engine and stops with the node (gateway, ingress, demo fleet). */
@@ -104,6 +112,7 @@ export class DoppelNode {
   #coordinator: ClusterCoordinator | undefined;
   #metrics: NodeMetrics | undefined;
   #admission!: Admission;
+  #replication: CloudReplication | undefined;
 
   private constructor(
     /** Whether the node opened its store itself (and so closes it on stop). */
@@ -172,6 +181,7 @@ export class DoppelNode {
           return coap && { counts: { ...coap.stats }, observers: coap.observers };
         },
         () => node?.httpDevices && { ...node.httpDevices },
+        parts.edgeStatus,
       );
       opened.push(() => metrics.stop());
       const cluster = await openClusterParts(config, parts.cluster, id, logger, (outcome) =>
@@ -227,6 +237,8 @@ export class DoppelNode {
       const devices = await startDevices(wiring, ownership);
       devicesRef = devices;
       coordinator?.setConsumers(devices);
+      const replication = await startEdgeReplication(wiring);
+      if (replication) opened.push(() => replication.stop());
 
       node = new DoppelNode(
         parts.store === undefined,
@@ -249,6 +261,10 @@ export class DoppelNode {
       node.attach({ stop: () => transport.close() });
       if (cluster) node.attach({ stop: () => cluster.close() });
       node.attach(devices);
+      if (replication) {
+        node.attach(replication);
+        node.#replication = replication;
+      }
       if (wiring.coordinator) node.attach(serveNodeCalls(wiring));
       await node.#startServices(parts, wiring);
       if (wiring.coordinator) await node.#joinCluster(wiring.coordinator);
@@ -499,6 +515,11 @@ export class DoppelNode {
     return this.#admission;
   }
 
+  /** What the node applies of thick edges' logs (a cloud node on NATS; `nats.replicateEdges`). */
+  get replication(): CloudReplication | undefined {
+    return this.#replication;
+  }
+
   /** The cluster coordinator, when the node is a cluster member. */
   get coordinator(): ClusterCoordinator | undefined {
     return this.#coordinator;
@@ -544,8 +565,10 @@ function startMetrics(
   deviceAuth: () => DeviceAuthCounts | undefined,
   coap: NonNullable<GaugeSources["coap"]>,
   httpDevices: NonNullable<GaugeSources["httpDevices"]>,
+  edge: GaugeSources["edge"],
 ): NodeMetrics {
   return new NodeMetrics(id, {
+    ...present({ edge }),
     admission: (workClass) => admission.stats(workClass),
     deviceAuth,
     coap,
@@ -557,6 +580,27 @@ function startMetrics(
       return owned === "all" ? config.shards : owned.length;
     },
   });
+}
+
+/**
+ * A cloud node on NATS applies thick edges' logs to its store (docs/edge.md): the durable consumer
+ * is shared by every cloud node (a work queue), and the replicator's twin+seq conditions make
+ * their concurrent applies safe. Off on an edge node and with `nats.replicateEdges: false`.
+ */
+async function startEdgeReplication(wiring: Wiring): Promise<CloudReplication | undefined> {
+  const { config, engine } = wiring;
+  if (!config.nats || config.edge || config.nats.replicateEdges === false) return undefined;
+  const { CloudReplication } = await import("../replication/cloud-replication.ts");
+  const { NatsTransport } = await import("../../cluster/transport/nats.ts");
+  if (!(wiring.transport instanceof NatsTransport)) return undefined;
+  const replication = new CloudReplication(wiring.transport.connection, wiring.store, {
+    shardOf: (ref) => engine.shardOf(ref.type, ref.id),
+    // What it writes goes to the change feed: WatchTwin (and, in a cluster, the other nodes' watchers).
+    onApplied: (change) => engine.feed.publish(refKey(change.ref), change),
+    logger: wiring.logger,
+  });
+  await replication.start();
+  return replication;
 }
 
 /** The node's own connection: NATS when configured, else the in-process bus. */

@@ -107,6 +107,12 @@ const natsSchema = z
     deviceAuth: deviceAuthSchema.optional(),
     /** TLS to NATS: PEM files of the CA to trust and a client certificate (when the server verifies clients). */
     tls: natsTlsSchema.optional(),
+    /**
+     * Apply thick edges' replicated logs (stream `DOPPEL_EDGE_LOGS`) to this node's store, so its
+     * queries, history and `WatchTwin` see the edge twins (docs/edge.md). Absent: on for a cloud
+     * node, off for an edge node (which may not set it).
+     */
+    replicateEdges: z.boolean().optional(),
     stream: z
       .object({
         name: z
@@ -309,7 +315,7 @@ const edgeSchema = z
     /**
      * A thick edge: the twin types that run at this edge, on its own store; their committed events
      * replicate to the cloud (stream `DOPPEL_EDGE_LOG`). Absent: a thin edge (store and forward).
-     * Validated here; `doppel start` does not run a thick edge yet and refuses it (docs/edge.md).
+     * Reports of the twin modules' other types are still stored and forwarded (docs/edge.md).
      */
     twins: z
       .array(twinType)
@@ -550,6 +556,20 @@ export const nodeConfigSchema = z
     }
     if (config.edge && config.cluster) {
       ctx.addIssue({ code: "custom", path: ["edge"], message: "an edge node runs alone: remove cluster" });
+    }
+    if (config.edge && config.nats?.replicateEdges) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["nats", "replicateEdges"],
+        message: "an edge node does not apply edges' logs (cloud nodes do): remove it",
+      });
+    }
+    if (config.edge?.twins && config.store.kind !== "sqlite") {
+      ctx.addIssue({
+        code: "custom",
+        path: ["store"],
+        message: `a thick edge runs its twins on the embedded store: use sqlite, not ${config.store.kind}`,
+      });
     }
     if (config.cluster && config.cluster.deadAfter <= 2 * config.cluster.heartbeat) {
       ctx.addIssue({ code: "custom", path: ["cluster", "deadAfter"], message: "must exceed two heartbeats" });

@@ -5,6 +5,8 @@
  * devices that report through it and the last desired push each got; when the link comes back it
  * asks the cloud (`sync`, across the link) for each of them and pushes, on the device's `desired`
  * subject at the edge, every desired state that differs from what the device was last pushed.
+ * Devices of a thick edge's own twin types (`localTypes`) are left out: their twins run at the edge,
+ * whose node pushes their desired state itself.
  */
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { refKey, type TwinRef } from "../../core/ids.ts";
@@ -35,14 +37,19 @@ export class DesiredResync {
   readonly #logger: Logger;
   readonly #timeoutMs: number;
   readonly #devices = new Map<string, Known>();
+  readonly #localTypes: ReadonlySet<string>;
   readonly #subs: Subscription[] = [];
   #linkUp: boolean | undefined;
   #running: Promise<void> | undefined;
   /** Desired pushes re-sent after outages. */
   repushed = 0;
 
-  constructor(nc: NatsConnection, options: { readonly logger: Logger; readonly timeoutMs: number }) {
+  constructor(
+    nc: NatsConnection,
+    options: { readonly logger: Logger; readonly timeoutMs: number; readonly localTypes?: readonly string[] },
+  ) {
     this.#nc = nc;
+    this.#localTypes = new Set(options.localTypes ?? []);
     this.#logger = options.logger;
     this.#timeoutMs = options.timeoutMs;
   }
@@ -81,6 +88,7 @@ export class DesiredResync {
     } catch {
       return undefined;
     }
+    if (this.#localTypes.has(ref.type)) return undefined;
     const key = refKey(ref);
     const known = this.#devices.get(key) ?? { ref, pushed: undefined };
     this.#devices.delete(key);

@@ -35,7 +35,7 @@ import {
 } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/nats-core";
 import { FailedPrecondition } from "../../core/errors.ts";
-import { streamInfoIfAny } from "../ingress/stream-config.ts";
+import { deviceSubjects, streamInfoIfAny } from "../ingress/stream-config.ts";
 import { DEVICE_PREFIX, DeviceChannel } from "../protocol.ts";
 
 /** The edge stream's settings. */
@@ -47,6 +47,11 @@ export interface EdgeStreamSettings {
   readonly duplicateWindowMs: number;
   /** When the backlog is full: refuse new reports (`new`) or drop the oldest (`old`). */
   readonly discard: "new" | "old";
+  /**
+   * The twin types whose reports the edge forwards: a thick edge forwards the types that do not
+   * run at the edge (its node's ingress stream takes the others). Absent: every type.
+   */
+  readonly types?: readonly string[];
 }
 
 export const DEFAULT_EDGE_STREAM: EdgeStreamSettings = {
@@ -75,14 +80,18 @@ export function forwardSubject(ref: { readonly type: string; readonly id: string
   return `${FORWARD_PREFIX}.${ref.type}.${ref.id}.${DeviceChannel.Telemetry}`;
 }
 
-/** What the edge stream stores: device reports, and the telemetry the edge node forwards. */
-export const EDGE_STREAM_SUBJECTS: readonly string[] = [
-  `${DEVICE_PREFIX}.*.*.${DeviceChannel.Reported}`,
-  `${FORWARD_PREFIX}.*.*.${DeviceChannel.Telemetry}`,
-];
+/** What the edge stream stores: device reports (of `types`, else all), and the telemetry the edge node forwards. */
+export function edgeStreamSubjects(types?: readonly string[]): string[] {
+  return [
+    ...deviceSubjects(DeviceChannel.Reported, types),
+    `${FORWARD_PREFIX}.*.*.${DeviceChannel.Telemetry}`,
+  ];
+}
 
-/** What the raw telemetry stream stores: device telemetry as it came. */
-export const RAW_TELEMETRY_SUBJECTS: readonly string[] = [`${DEVICE_PREFIX}.*.*.${DeviceChannel.Telemetry}`];
+/** What the raw telemetry stream stores: device telemetry (of `types`, else all) as it came. */
+export function rawTelemetrySubjects(types?: readonly string[]): string[] {
+  return deviceSubjects(DeviceChannel.Telemetry, types);
+}
 
 /** The raw telemetry stream's settings: kept at the edge for `maxAge`, the oldest dropped beyond `maxBytes`. */
 export interface RawStreamSettings {
@@ -91,6 +100,8 @@ export interface RawStreamSettings {
   readonly maxAgeMs: number;
   readonly maxMsgSize: number;
   readonly duplicateWindowMs: number;
+  /** The twin types whose telemetry it takes (see {@link EdgeStreamSettings.types}). Absent: every type. */
+  readonly types?: readonly string[];
 }
 
 export const DEFAULT_RAW_STREAM: Omit<RawStreamSettings, "maxMsgSize" | "duplicateWindowMs"> = {
@@ -167,7 +178,7 @@ function sameSubjects(a: readonly string[] | undefined, b: readonly string[] | u
 export function edgeStreamConfig(settings: EdgeStreamSettings): Partial<StreamConfig> & { name: string } {
   return limitsStreamConfig(
     settings,
-    EDGE_STREAM_SUBJECTS,
+    edgeStreamSubjects(settings.types),
     settings.discard === "old" ? DiscardPolicy.Old : DiscardPolicy.New,
   );
 }
@@ -179,7 +190,7 @@ export async function ensureEdgeStream(jsm: JetStreamManager, settings: EdgeStre
 
 /** The raw telemetry stream's configuration (limits retention, the oldest dropped when full). */
 export function rawStreamConfig(settings: RawStreamSettings): Partial<StreamConfig> & { name: string } {
-  return limitsStreamConfig(settings, RAW_TELEMETRY_SUBJECTS, DiscardPolicy.Old);
+  return limitsStreamConfig(settings, rawTelemetrySubjects(settings.types), DiscardPolicy.Old);
 }
 
 /** Creates the raw telemetry stream (after {@link ensureEdgeStream}, which gives up its telemetry subjects), or brings it to `settings`. */

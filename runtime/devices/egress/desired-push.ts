@@ -1,9 +1,12 @@
 /**
  * Twin → device: after a persisted change that touched desired state, the device is sent
  * `{ version, desired, delta }` on `doppel.dev.<type>.<id>.desired`. Devices that were offline
- * fetch the same with a sync request when they connect.
+ * fetch the same with a sync request when they connect. Changes of a thick-edge twin replicated
+ * into the cloud's store (written by the edge, core/edge-owner.ts) are not pushed from here: the
+ * edge's node pushed them to the device when it made them.
  */
 import type { Transport } from "../../../cluster/transport/transport.ts";
+import { edgeOwnerOf } from "../../core/edge-owner.ts";
 import type { ChangeFeed } from "../../engine/change-feed.ts";
 import { BuiltIn } from "../../engine/twin-data.ts";
 import { type DesiredPush, DeviceChannel, deviceSubject, encodeJson } from "../protocol.ts";
@@ -12,6 +15,7 @@ import { type DesiredPush, DeviceChannel, deviceSubject, encodeJson } from "../p
 export function pushDesiredToDevices(feed: ChangeFeed, transport: Transport): () => void {
   return feed.subscribe("*", (change) => {
     if (!change.events.some((event) => event.type === BuiltIn.Desired)) return;
+    if (change.events.some((event) => edgeOwnerOf(event.writer) !== undefined)) return;
     const push: DesiredPush = {
       version: change.view.version,
       desired: change.view.desired,

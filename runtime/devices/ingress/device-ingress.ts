@@ -39,7 +39,6 @@ import {
 import {
   DeviceChannel,
   deviceSubject,
-  deviceWildcard,
   encodeJson,
   errorReply,
   parseDeviceSubject,
@@ -47,6 +46,7 @@ import {
   type SyncReply,
 } from "../protocol.ts";
 import type { DeviceRate } from "./device-rate.ts";
+import { deviceSubjects } from "./stream-config.ts";
 
 /** Counters of what ingress saw (exposed as metrics). */
 export interface IngressStats {
@@ -360,9 +360,11 @@ export class DeviceIngress {
   /**
    * Subscribes to device subjects directly (core messaging: the reply is the ack). With
    * `durable`, reported state and telemetry are left to the JetStream consumer and only sync
-   * requests (and malformed subjects) are taken here.
+   * requests (and malformed subjects) are taken here. With `types` (a thick edge's node), only
+   * those types' subjects are taken: the edge forwards the others' to the cloud, whose nodes
+   * answer their sync requests across the leaf link.
    */
-  start(options: { durable?: boolean } = {}): void {
+  start(options: { durable?: boolean; types?: readonly string[] } = {}): void {
     const handle = (message: TransportMessage) => {
       void this.process(message.subject, message.data, message.headers.get("Nats-Msg-Id"), {
         headers: message.headers,
@@ -372,7 +374,8 @@ export class DeviceIngress {
       ? [DeviceChannel.Sync]
       : [DeviceChannel.Reported, DeviceChannel.Telemetry, DeviceChannel.Sync];
     for (const channel of channels) {
-      this.#subs.push(this.transport.subscribe(deviceWildcard(channel), handle, { queue: QUEUE }));
+      for (const subject of deviceSubjects(channel, options.types))
+        this.#subs.push(this.transport.subscribe(subject, handle, { queue: QUEUE }));
     }
     // Subjects with too few or too many tokens never match the wildcards above: catch them to count and refuse them.
     const malformed = (message: TransportMessage) => {

@@ -63,6 +63,21 @@ export interface IngressStreamSettings {
   readonly maxBytes: number;
   readonly maxMsgSize: number;
   readonly duplicateWindowMs: number;
+  /**
+   * The twin types whose device input the stream takes (a thick edge's node: its edge twins; the
+   * edge's forwarding streams take the other types). Absent: every type.
+   */
+  readonly types?: readonly string[];
+}
+
+/**
+ * The device subjects of `channel` for `types` (`doppel.dev.<type>.*.<channel>` each), or for
+ * every type (`doppel.dev.*.*.<channel>`) when `types` is absent.
+ */
+export function deviceSubjects(channel: string, types?: readonly string[]): string[] {
+  return types
+    ? types.map((type) => `${DEVICE_PREFIX}.${type}.*.${channel}`)
+    : [`${DEVICE_PREFIX}.*.*.${channel}`];
 }
 
 /** The node consumer's settings. */
@@ -98,8 +113,8 @@ export function ingressStreamConfig(
   return {
     name: settings.name,
     subjects: [
-      `${DEVICE_PREFIX}.*.*.${DeviceChannel.Reported}`,
-      `${DEVICE_PREFIX}.*.*.${DeviceChannel.Telemetry}`,
+      ...deviceSubjects(DeviceChannel.Reported, settings.types),
+      ...deviceSubjects(DeviceChannel.Telemetry, settings.types),
     ],
     subject_transform: { src: `${DEVICE_PREFIX}.*.*.*`, dest: partitionDestination(shards) },
     retention: RetentionPolicy.Workqueue,
@@ -208,7 +223,8 @@ export async function ensureIngressStream(
       config.max_msg_size !== wanted.max_msg_size ||
       config.duplicate_window !== wanted.duplicate_window ||
       config.discard !== wanted.discard ||
-      config.num_replicas !== wanted.num_replicas;
+      config.num_replicas !== wanted.num_replicas ||
+      JSON.stringify([...(config.subjects ?? [])].sort()) !== JSON.stringify([...wanted.subjects!].sort());
     if (differs) await jsm.streams.update(settings.name, { ...config, ...wanted });
   } catch (error) {
     if (error instanceof FailedPrecondition) throw error;

@@ -1,11 +1,10 @@
 import { join } from "node:path";
 import { DoppelNode, MemoryEventStore, NatsTransport, SqliteEventStore } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { shardOf } from "../../../cluster/ring/shard.ts";
-import { refKey, type TwinRef } from "../../../runtime/core/ids.ts";
+import type { TwinRef } from "../../../runtime/core/ids.ts";
 import { DoppelClient } from "../../../runtime/grpc/client.ts";
 import { silentLogger } from "../../../runtime/observability/logger.ts";
-import { CloudReplication } from "../../../runtime/replication/cloud-replication.ts";
+import type { CloudReplication } from "../../../runtime/replication/cloud-replication.ts";
 import { EdgeLogPublisher } from "../../../runtime/replication/edge-log.ts";
 import { serveEdgeRpc } from "../../../runtime/routing/edge-rpc.ts";
 import type { NodeRpcServer } from "../../../runtime/routing/node-rpc.ts";
@@ -37,7 +36,6 @@ describe("thick edge: commands routed down to the edge owner", () => {
   let leaf: NatsProcess;
   let cloud: DoppelNode;
   let edge: DoppelNode;
-  let cloudWire: NatsTransport;
   let edgeWire: NatsTransport;
   let replication: CloudReplication;
   let publisher: EdgeLogPublisher;
@@ -57,14 +55,8 @@ describe("thick edge: commands routed down to the edge owner", () => {
       { twins: [Thermostat], store: cloudStore, logger: silentLogger() },
     );
     client = new DoppelClient(cloud.grpcAddress!, { token: key.key, timeoutMs: 30_000 });
-    cloudWire = await NatsTransport.connect({ servers: hub.url, name: "cloud-replication" });
-    replication = new CloudReplication(cloudWire.connection, cloudStore, {
-      shardOf: (r) => shardOf(r.type, r.id, 4),
-      onApplied: (change) => cloud.engine.feed.publish(refKey(change.ref), change),
-      logger: silentLogger(),
-      retryMs: 200,
-    });
-    await replication.start();
+    // The cloud node applies the edges' logs to its store itself (nats.replicateEdges, on by default).
+    replication = cloud.replication!;
     edgeStore = new SqliteEventStore({ path: join(dir, "edge.db") });
     edge = await DoppelNode.start(
       {
@@ -73,7 +65,8 @@ describe("thick edge: commands routed down to the edge owner", () => {
         grpc: { listen: false },
         shards: 4,
         log: { level: "silent" },
-        nats: { servers: leaf.url },
+        // An edge's node (wired by hand here): it does not apply edges' logs.
+        nats: { servers: leaf.url, replicateEdges: false },
       },
       { twins: [Thermostat], store: edgeStore, logger: silentLogger() },
     );
@@ -101,9 +94,7 @@ describe("thick edge: commands routed down to the edge owner", () => {
     client?.close();
     await rpc?.stop();
     await publisher?.stop();
-    await replication?.stop();
     await edgeWire?.close();
-    await cloudWire?.close();
     await edge?.stop();
     await edgeStore?.close().catch(() => undefined);
     await cloud?.stop();

@@ -80,7 +80,8 @@ describe("thick edge: twins at the edge, their log replicated to the cloud", () 
 
   beforeAll(async () => {
     ({ dir, hub, relay, leaf } = await startEdgeServers("thick", EDGE));
-    cloud = await DoppelNode.start(cloudNodeConfig("cloud", hub), {
+    // The test runs the cloud's replicator by hand (it stops and restarts it): not the node's own.
+    cloud = await DoppelNode.start(cloudNodeConfig("cloud", hub, { replicateEdges: false }), {
       twins: [Thermostat],
       store: cloudStore,
       logger: silentLogger(),
@@ -95,7 +96,8 @@ describe("thick edge: twins at the edge, their log replicated to the cloud", () 
         grpc: { listen: false },
         shards: 4,
         log: { level: "silent" },
-        nats: { servers: leaf.url },
+        // An edge's node (wired by hand here): it does not apply edges' logs.
+        nats: { servers: leaf.url, replicateEdges: false },
       },
       { twins: [Thermostat], store: edgeStore, logger: silentLogger() },
     );

@@ -1,0 +1,180 @@
+import type { ChildProcess } from "node:child_process";
+import { join } from "node:path";
+import { DeviceClient } from "doppel/device";
+import { NatsTransport } from "doppel/node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { TwinRef } from "../../../runtime/core/ids.ts";
+import { DoppelClient, type RemoteEvent } from "../../../runtime/grpc/client.ts";
+import { startNode, stopNode } from "../../cli/doppel-process.ts";
+import { eventually } from "../../support/eventually.ts";
+import { type LinkRelay, type NatsProcess, startEdgeServers, stopEdgeServers } from "./edge-servers.ts";
+
+const EDGE = "plant-s";
+const boiler: TwinRef = { type: "thermostat", id: "boiler-s" };
+const pump: TwinRef = { type: "pump", id: "pump-s" };
+
+async function historyOf(client: DoppelClient, ref: TwinRef, toVersion: number): Promise<RemoteEvent[]> {
+  const events: RemoteEvent[] = [];
+  for await (const event of client.history(ref, { toVersion })) events.push(event);
+  return events;
+}
+
+/** What the cloud's copy of an event keeps (its writer is the replicator's, docs/edge.md). */
+const same = (e: RemoteEvent) => ({
+  seq: e.seq,
+  type: e.type,
+  data: e.data,
+  at: e.at,
+  principal: e.principal,
+});
+
+/**
+ * A thick edge run by `doppel start --edge ... --edge-twins thermostat` and a cloud node run by
+ * `doppel start --nats <hub>`, each its own process, on real hub and leaf nats-servers (a relay
+ * between them the test cuts): the thermostat runs at the edge, its log reaches the cloud, a
+ * command sent to the cloud is routed down, the pump (not an edge twin) is forwarded to the cloud
+ * as on a thin edge; through an outage the edge keeps serving, and afterwards the cloud's history
+ * equals the edge's.
+ */
+describe("doppel start --edge-twins: a thick edge and a cloud node as processes", () => {
+  let dir: string;
+  let hub: NatsProcess & { leafPort: number };
+  let relay: LinkRelay;
+  let leaf: NatsProcess;
+  let cloudProcess: { child: ChildProcess; address: string; output: () => string };
+  let edgeProcess: { child: ChildProcess; address: string; output: () => string };
+  let cloud: DoppelClient;
+  let edge: DoppelClient;
+  let wire: NatsTransport;
+
+  beforeAll(async () => {
+    ({ dir, hub, relay, leaf } = await startEdgeServers("thick-start", EDGE));
+    cloudProcess = await startNode(["--data", join(dir, "cloud"), "--no-demo", "--nats", hub.url]);
+    edgeProcess = await startNode([
+      "--data",
+      join(dir, "edge"),
+      "--nats",
+      leaf.url,
+      "--edge",
+      EDGE,
+      "--upstream",
+      relay.url,
+      "--edge-twins",
+      "thermostat",
+    ]);
+    cloud = new DoppelClient(cloudProcess.address, { timeoutMs: 30_000 });
+    edge = new DoppelClient(edgeProcess.address, { timeoutMs: 30_000 });
+    wire = await NatsTransport.connect({ servers: leaf.url, name: "devices", reconnectTimeWaitMs: 100 });
+  }, 300_000);
+  afterAll(async () => {
+    cloud?.close();
+    edge?.close();
+    await wire?.close();
+    if (edgeProcess) await stopNode(edgeProcess.child);
+    if (cloudProcess) await stopNode(cloudProcess.child);
+    await stopEdgeServers({ dir, hub, relay, leaf });
+  });
+
+  it("prints what runs where", () => {
+    expect(cloudProcess.output()).toContain("edges   thick edges' logs applied to this store");
+    const output = edgeProcess.output();
+    expect(output).toContain(`(edge ${EDGE}, thick) is running`);
+    expect(output).toMatch(/twins {3}thermostat at the edge \(store sqlite /);
+    expect(output).toContain("forward pump to the cloud's twins");
+  });
+
+  it("runs the edge twin at the edge, replicates it to the cloud and takes cloud commands down", async () => {
+    const device = new DeviceClient({ transport: wire, ...boiler, ackTimeoutMs: 10_000 });
+    const pumpDevice = new DeviceClient({ transport: wire, ...pump, ackTimeoutMs: 10_000 });
+    try {
+      await device.report({ temperature: 19.5, heating: false, firmware: "1.0" });
+      const atEdge = await eventually(
+        async () => {
+          const view = await edge.getTwin(boiler);
+          return (view.reported as { temperature?: number }).temperature === 19.5 ? view : undefined;
+        },
+        "the edge's twin has the report",
+        60_000,
+      );
+      const local = await edge.invoke(boiler, "setTarget", { celsius: 22 });
+      expect(local.version).toBeGreaterThan(atEdge.version);
+      // The cloud sees the edge's log once the edge registered it as a source (link up).
+      await eventually(
+        async () => ((await cloud.getTwin(boiler).catch(() => undefined))?.version ?? 0) >= local.version,
+        "the cloud has the edge twin's events",
+        120_000,
+      );
+      const history = await historyOf(cloud, boiler, local.version);
+      expect(history.map((e) => e.seq)).toEqual(Array.from({ length: local.version }, (_, i) => i + 1));
+      // A command sent to the cloud runs at the edge (routed down) and comes back replicated.
+      const routed = await cloud.invoke(boiler, "setTarget", { celsius: 24 });
+      expect((await edge.getTwin(boiler)).version).toBeGreaterThanOrEqual(routed.version);
+      expect((await edge.getTwin(boiler)).desired).toBeDefined();
+      await eventually(
+        async () => ((await cloud.getTwin(boiler)).version >= routed.version ? true : undefined),
+        "the routed command replicated back",
+        60_000,
+      );
+      // The pump is not an edge twin: its report is stored and forwarded to the cloud's twin.
+      await pumpDevice.report({ rpm: 1200 });
+      await eventually(
+        async () =>
+          ((await cloud.getTwin(pump).catch(() => undefined))?.reported as { rpm?: number } | undefined)
+            ?.rpm === 1200,
+        "the cloud's pump twin has the forwarded report",
+        120_000,
+      );
+      await expect(edge.getTwin(pump)).rejects.toMatchObject({ code: "NOT_FOUND" });
+    } finally {
+      await device.close();
+      await pumpDevice.close();
+    }
+  }, 400_000);
+
+  it("keeps serving local commands through a link outage; afterwards the cloud's history equals the edge's", async () => {
+    const device = new DeviceClient({ transport: wire, ...boiler, ackTimeoutMs: 10_000 });
+    try {
+      await relay.cut();
+      // The cloud notices: a command routed down fails fast, naming the edge.
+      await eventually(
+        async () => {
+          const refused = await cloud.invoke(boiler, "setTarget", { celsius: 5 }).catch((e: unknown) => e);
+          return (refused as { code?: string }).code === "UNAVAILABLE" ? refused : undefined;
+        },
+        "a command in the cloud fails with the link cut",
+        60_000,
+      );
+      for (let i = 0; i < 5; i++) {
+        await edge.invoke(boiler, "setTarget", { celsius: 10 + i });
+        await device.report({ temperature: 20 + i / 10 });
+      }
+      const during = await edge.invoke(boiler, "setMode", { mode: "off" });
+      expect((await cloud.getTwin(boiler)).version).toBeLessThan(during.version);
+
+      await relay.restore();
+      // The edge twin's reminders may keep writing: compare at a moment both are at one version.
+      const head = await eventually(
+        async () => {
+          const [e, c] = [await edge.getTwin(boiler), await cloud.getTwin(boiler)];
+          return c.version >= during.version && c.version === e.version ? c.version : undefined;
+        },
+        "the cloud caught up with the edge",
+        180_000,
+      );
+      const edgeLog = await historyOf(edge, boiler, head);
+      const cloudLog = await historyOf(cloud, boiler, head);
+      expect(cloudLog.map((e) => e.seq)).toEqual(Array.from({ length: head }, (_, i) => i + 1));
+      expect(cloudLog.map(same)).toEqual(edgeLog.map(same));
+      expect(edgeLog.map((e) => e.type)).toContain("modeChanged");
+      // With the link back, commands sent to the cloud go down again.
+      await eventually(
+        async () =>
+          (await cloud.invoke(boiler, "setMode", { mode: "auto" }).catch(() => undefined)) ?? undefined,
+        "a command in the cloud works again",
+        90_000,
+      );
+    } finally {
+      await device.close();
+    }
+  }, 600_000);
+});
