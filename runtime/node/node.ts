@@ -598,6 +598,7 @@ async function startEdgeReplication(wiring: Wiring): Promise<CloudReplication | 
     // What it writes goes to the change feed: WatchTwin (and, in a cluster, the other nodes' watchers).
     onApplied: (change) => engine.feed.publish(refKey(change.ref), change),
     logger: wiring.logger,
+    node: wiring.id,
   });
   await replication.start();
   return replication;
