@@ -244,6 +244,7 @@ async function startThickEdge(
       logger,
     });
     await log.start((listener) => node.engine.feed.subscribe("*", listener));
+    node.reportReplication({ edgeLog: log });
     const rpc = serveEdgeRpc({ transport, edge: edge.name, twins: node.twins, types, clock, logger });
     return { node, log, rpc };
   } catch (error) {

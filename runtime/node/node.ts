@@ -33,6 +33,7 @@ import {
 import { installTracing } from "../observability/tracing.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 import type { CloudReplication } from "../replication/cloud-replication.ts";
+import type { EdgeLogPublisher } from "../replication/edge-log.ts";
 import { relayChanges } from "../routing/change-relay.ts";
 import { clusterViewOf } from "../routing/cluster-view.ts";
 import { ClusterCoordinator } from "../routing/coordinator.ts";
@@ -95,6 +96,12 @@ interface Wiring {
   readonly admission: Admission;
 }
 
+/** The thick-edge replication parts a node reports on `/metrics` ({@link DoppelNode.reportReplication}). */
+export interface ReplicationParts {
+  readonly cloud?: Pick<CloudReplication, "status"> | undefined;
+  readonly edgeLog?: Pick<EdgeLogPublisher, "published" | "pending"> | undefined;
+}
+
 export class DoppelNode {
   readonly #services: NodeService[] = [];
   #stopped = false;
@@ -113,6 +120,8 @@ export class DoppelNode {
   #metrics: NodeMetrics | undefined;
   #admission!: Admission;
   #replication: CloudReplication | undefined;
+  /** Replication parts run by the embedding code, on /metrics ({@link DoppelNode.reportReplication}). */
+  #reported: ReplicationParts = {};
 
   private constructor(
     /** Whether the node opened its store itself (and so closes it on stop). */
@@ -129,6 +138,16 @@ export class DoppelNode {
     readonly epoch: number,
     readonly startedAt: number,
   ) {}
+
+  /**
+   * Puts thick-edge replication parts run beside this node on its `/metrics`: a cloud's
+   * `CloudReplication` (`doppel_edge_replication_*`; the node's own, when it runs one, is there
+   * already) and an edge's `EdgeLogPublisher` (`doppel_edge_log_*`). The parts stay the caller's
+   * to start and stop.
+   */
+  reportReplication(parts: ReplicationParts): void {
+    this.#reported = { ...this.#reported, ...parts };
+  }
 
   /** The twin types this node runs. */
   get registry() {
@@ -182,6 +201,7 @@ export class DoppelNode {
         },
         () => node?.httpDevices && { ...node.httpDevices },
         parts.edgeStatus,
+        () => (node ? { ...node.#reported, cloud: node.#reported.cloud ?? node.#replication } : {}),
       );
       opened.push(() => metrics.stop());
       const cluster = await openClusterParts(config, parts.cluster, id, logger, (outcome) =>
@@ -566,10 +586,16 @@ function startMetrics(
   coap: NonNullable<GaugeSources["coap"]>,
   httpDevices: NonNullable<GaugeSources["httpDevices"]>,
   edge: GaugeSources["edge"],
+  replication: () => ReplicationParts,
 ): NodeMetrics {
   return new NodeMetrics(id, {
     ...present({ edge }),
     admission: (workClass) => admission.stats(workClass),
+    replication: () => replication().cloud?.status.edges,
+    edgeLog: () => {
+      const log = replication().edgeLog;
+      return log && { published: log.published, pending: log.pending };
+    },
     deviceAuth,
     coap,
     httpDevices,

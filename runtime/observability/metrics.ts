@@ -12,7 +12,12 @@
  * - `admission_total{class,outcome}` (outcome `admitted` or `refused`) — counter, and
  *   `admission_in_flight{class}` — gauge, of admission control (classes `grpc`, `device`, `node`, `watch`);
  * - `event_loop_delay_ms{quantile}` (`0.5`, `0.99`, `1` = max) — gauge: how late the node's event
- *   loop ran timers since the previous scrape (perf_hooks.monitorEventLoopDelay, 10 ms resolution).
+ *   loop ran timers since the previous scrape (perf_hooks.monitorEventLoopDelay, 10 ms resolution);
+ * - thick edge (docs/edge.md): on a cloud node replicating edge logs,
+ *   `edge_replication_batches_total{edge,outcome}` (outcome `applied`, `duplicate`, `gap`,
+ *   `conflict`, `malformed`, `failed`) — counter, and `edge_replication_last_sync_seconds{edge}` —
+ *   gauge; on a thick edge node, `edge_log_published_total` (batches into its log stream) — counter,
+ *   and `edge_log_pending` (twins with events not yet in it) — gauge.
  */
 import { createServer, type Server } from "node:http";
 import { type IntervalHistogram, monitorEventLoopDelay } from "node:perf_hooks";
@@ -63,6 +68,10 @@ export interface GaugeSources {
   deviceAuth?(): Readonly<DeviceAuthCounts> | undefined;
   /** The edge's store-and-forward state, when the node is an edge node. */
   edge?(): Readonly<EdgeCounts> | undefined;
+  /** The thick-edge replicator's counts per edge, when the node replicates edge logs. */
+  replication?(): Readonly<Record<string, Readonly<ReplicatedEdgeCounts>>> | undefined;
+  /** The thick edge's log publisher, when the node publishes its twins' log upstream. */
+  edgeLog?(): Readonly<EdgeLogCounts> | undefined;
   /** The CoAP listener's counters and open observations, when the node serves CoAP. */
   coap?(): { readonly counts: Readonly<Record<string, number>>; readonly observers: number } | undefined;
   /** The HTTP device routes' counters, when the node serves HTTP. */
@@ -76,6 +85,26 @@ export interface EdgeCounts {
   readonly backlogBytes: number;
   readonly dropped: number;
   readonly lastSyncAt: number | undefined;
+}
+
+/** What the cloud's replicator did with one edge's batches (its status, read at scrape time). */
+export interface ReplicatedEdgeCounts {
+  readonly applied: number;
+  readonly duplicate: number;
+  readonly gap: number;
+  readonly conflict: number;
+  readonly malformed: number;
+  readonly failed: number;
+  /** Epoch ms of the last batch the cloud then held, if any. */
+  readonly lastSyncAt: number | undefined;
+}
+
+const REPLICATION_OUTCOMES = ["applied", "duplicate", "gap", "conflict", "malformed", "failed"] as const;
+
+/** What a thick edge's log publisher counts (read at scrape time). */
+export interface EdgeLogCounts {
+  readonly published: number;
+  readonly pending: number;
 }
 
 /** What the device auth callout counts (the shape of its stats, read at scrape time). */
@@ -234,6 +263,39 @@ export class NodeMetrics {
       .addCallback((result) => {
         const counts = edge();
         if (counts) result.observe(counts.dropped);
+      });
+    meter
+      .createObservableCounter("doppel_edge_replication_batches_total", {
+        description:
+          "thick-edge log batches the replicator took, by edge and outcome (applied, duplicate, gap, conflict, malformed, failed)",
+      })
+      .addCallback((result) => {
+        for (const [edge, counts] of Object.entries(gauges.replication?.() ?? {}))
+          for (const outcome of REPLICATION_OUTCOMES) result.observe(counts[outcome], { edge, outcome });
+      });
+    meter
+      .createObservableGauge("doppel_edge_replication_last_sync_seconds", {
+        description: "when the replicator last took a batch of the edge that the cloud then held (epoch s)",
+      })
+      .addCallback((result) => {
+        for (const [edge, counts] of Object.entries(gauges.replication?.() ?? {}))
+          if (counts.lastSyncAt !== undefined) result.observe(counts.lastSyncAt / 1000, { edge });
+      });
+    meter
+      .createObservableCounter("doppel_edge_log_published_total", {
+        description: "batches of edge twins' events published into the thick edge's log stream",
+      })
+      .addCallback((result) => {
+        const log = gauges.edgeLog?.();
+        if (log) result.observe(log.published);
+      });
+    meter
+      .createObservableGauge("doppel_edge_log_pending", {
+        description: "edge twins with committed events not yet in the thick edge's log stream",
+      })
+      .addCallback((result) => {
+        const log = gauges.edgeLog?.();
+        if (log) result.observe(log.pending);
       });
     meter
       .createObservableCounter("doppel_coap_total", {

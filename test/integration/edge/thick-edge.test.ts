@@ -11,6 +11,7 @@ import { EdgeLogPublisher } from "../../../runtime/replication/edge-log.ts";
 import type { ThickEdgeReport } from "../../../runtime/replication/thick-edge-status.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
 import { doppel } from "../../cli/doppel-process.ts";
+import { metricValue } from "../../support/metrics.ts";
 import { eventually } from "../nats/harness.ts";
 import {
   cloudNodeConfig,
@@ -75,17 +76,21 @@ describe("thick edge: twins at the edge, their log replicated to the cloud", () 
       node: "cloud",
     });
     await started.start();
+    cloud.reportReplication({ cloud: started });
     return started;
   };
 
   beforeAll(async () => {
     ({ dir, hub, relay, leaf } = await startEdgeServers("thick", EDGE));
     // The test runs the cloud's replicator by hand (it stops and restarts it): not the node's own.
-    cloud = await DoppelNode.start(cloudNodeConfig("cloud", hub, { replicateEdges: false }), {
-      twins: [Thermostat],
-      store: cloudStore,
-      logger: silentLogger(),
-    });
+    cloud = await DoppelNode.start(
+      { ...cloudNodeConfig("cloud", hub, { replicateEdges: false }), metrics: { listen: "127.0.0.1:0" } },
+      {
+        twins: [Thermostat],
+        store: cloudStore,
+        logger: silentLogger(),
+      },
+    );
     cloudWire = await NatsTransport.connect({ servers: hub.url, name: "cloud-replication" });
     replication = await startReplication();
     edgeStore = new SqliteEventStore({ path: join(dir, "edge.db") });
@@ -98,6 +103,7 @@ describe("thick edge: twins at the edge, their log replicated to the cloud", () 
         log: { level: "silent" },
         // An edge's node (wired by hand here): it does not apply edges' logs.
         nats: { servers: leaf.url, replicateEdges: false },
+        metrics: { listen: "127.0.0.1:0" },
       },
       { twins: [Thermostat], store: edgeStore, logger: silentLogger() },
     );
@@ -112,6 +118,7 @@ describe("thick edge: twins at the edge, their log replicated to the cloud", () 
       logger: silentLogger(),
     });
     await publisher.start((listener) => edge.engine.feed.subscribe("*", listener));
+    edge.reportReplication({ edgeLog: publisher });
   }, 120_000);
   afterAll(async () => {
     await publisher?.stop();
@@ -271,5 +278,29 @@ describe("thick edge: twins at the edge, their log replicated to the cloud", () 
     expect(after.counts?.applied).toBeGreaterThan(0);
     expect(after.counts).toMatchObject({ conflict: 0, malformed: 0, failed: 0 });
     expect(after.replicators).toBe(1);
+
+    // The same counts on the cloud node's /metrics; the edge node's shows its publisher's.
+    const cloudMetrics = await (await fetch(`http://${cloud.metricsAddress}/metrics`)).text();
+    const applied = metricValue(
+      cloudMetrics,
+      "doppel_edge_replication_batches_total",
+      `edge="${EDGE}",outcome="applied"`,
+    );
+    expect(applied).toBeGreaterThan(0);
+    expect(applied).toBe(replication.status.edges[EDGE]?.applied);
+    expect(
+      metricValue(cloudMetrics, "doppel_edge_replication_batches_total", `edge="${EDGE}",outcome="conflict"`),
+    ).toBe(0);
+    expect(cloudMetrics).toMatch(
+      /doppel_edge_replication_batches_total\{[^}]*outcome="malformed"[^}]*\} 0\b/,
+    );
+    expect(
+      metricValue(cloudMetrics, "doppel_edge_replication_last_sync_seconds", `edge="${EDGE}"`),
+    ).toBeGreaterThan(0);
+    const edgeMetrics = await (await fetch(`http://${edge.metricsAddress}/metrics`)).text();
+    const published = metricValue(edgeMetrics, "doppel_edge_log_published_total", "otel_scope_name");
+    expect(published).toBeGreaterThan(0);
+    expect(published).toBe(publisher.published);
+    expect(edgeMetrics).toMatch(/doppel_edge_log_pending\{[^}]*\} 0\b/);
   }, 400_000);
 });

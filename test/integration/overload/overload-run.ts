@@ -26,6 +26,7 @@ import type { TwinServiceClient } from "../../../runtime/grpc/generated/doppel/v
 import { loadContract } from "../../../runtime/grpc/proto.ts";
 import { jsonToStruct } from "../../../runtime/grpc/struct.ts";
 import { freePort } from "../../../runtime/testing/free-port.ts";
+import { metricValue } from "../../support/metrics.ts";
 
 const REPO = fileURLToPath(new URL("../../..", import.meta.url));
 const CLI = join(REPO, "runtime/cli/main.ts");
@@ -245,16 +246,6 @@ function reportState(
       },
     );
   });
-}
-
-/** The value of the sample `name{labels...}` in Prometheus text `text` (0 when absent). */
-function metricValue(text: string, name: string, labels: string): number {
-  for (const line of text.split("\n")) {
-    if (line.startsWith(`${name}{`) && labels.split(",").every((label) => line.includes(label))) {
-      return Number(line.slice(line.lastIndexOf(" ") + 1));
-    }
-  }
-  return 0;
 }
 
 const TWINS = 64;
