@@ -23,7 +23,7 @@ export interface CallSecurity {
   readonly certificateRules?: readonly ClientCertificateRule[];
   /** Token buckets per principal; absent: no rate limits. */
   readonly limiter?: RateLimiter;
-  /** The bucket of a key that sets no limit of its own, and of mTLS principals; absent: unlimited. */
+  /** The bucket of a key or certificate rule that sets no rate of its own; absent: unlimited. */
   readonly defaultRate?: RateLimit;
   /** Counts a call refused by a rate limit (metrics). */
   readonly throttled?: (principal: Principal) => void;
@@ -86,7 +86,7 @@ export function authenticate(security: CallSecurity | undefined, credentials: Ca
     ? verifiedCertificate(credentials.peerCertificate)
     : undefined;
   if (certificate !== undefined) {
-    return { principal: certificatePrincipal(certificate, security.certificateRules ?? []) };
+    return certificatePrincipal(certificate, security.certificateRules ?? []);
   }
   throw new Unauthenticated(
     `missing credential: ${credentials.hint}` + (security.certificateRules ? " or a client certificate" : ""),

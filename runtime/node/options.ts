@@ -12,6 +12,7 @@ import { hostPortProblem, isHostPort } from "../core/host-port.ts";
 import { validateType } from "../core/ids.ts";
 import { SCOPES } from "../core/principal.ts";
 import { cassandraNodeStoreShape } from "../persistence/cassandra/options.ts";
+import { keyLimitsSchema } from "../security/api-keys.ts";
 
 /** Every duration of the node's configuration is a timeout, interval or time to live: above zero. */
 const duration = positiveDurationSchema;
@@ -201,6 +202,8 @@ const clientCertificateRuleSchema = z
     scopes: z.array(z.enum(SCOPES)),
     types: z.array(z.string().min(1)).optional(),
     idPrefixes: z.array(z.string().min(1)).optional(),
+    /** `{ ratePerSecond, burst, maxTwins }`, as an API key's limits. */
+    limits: keyLimitsSchema.optional(),
   })
   .strict()
   .refine((rule) => rule.commonName !== undefined || rule.san !== undefined, {

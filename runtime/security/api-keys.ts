@@ -23,7 +23,7 @@ const KEY_PATTERN = /^dpk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$/;
 export const MAX_TOKEN_CHARS = 256;
 
 /** Per-key limits: a token bucket of calls, and a quota of twins created. */
-const keyLimitsSchema = z
+export const keyLimitsSchema = z
   .object({
     /** Calls per second, sustained. */
     ratePerSecond: z.number().positive().max(1_000_000).optional(),

@@ -1,11 +1,12 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { PermissionDenied, Unauthenticated, Unavailable } from "doppel";
+import { PermissionDenied, QuotaExceeded, ResourceExhausted, Unauthenticated, Unavailable } from "doppel";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../../runtime/core/clock.ts";
 import { DoppelClient } from "../../runtime/grpc/client.ts";
 import { ApiKeys, createKey } from "../../runtime/security/api-keys.ts";
+import { RateLimiter } from "../../runtime/security/rate-limiter.ts";
 import { makeCertificates, type TestCertificates } from "../security/certificates.ts";
 import { type Harness, startHarness } from "./harness.ts";
 
@@ -73,9 +74,13 @@ describe("gRPC with client certificates (mTLS)", () => {
           clientCa: certs.read(certs.ca),
         },
         security: {
+          limiter: new RateLimiter(new ManualClock()),
           certificateRules: [
             { commonName: "billing", scopes: ["read"] },
             { san: "URI:spiffe://corp/ops", scopes: ["read", "command"], types: ["thermostat"] },
+            // Limits like an API key's: a twin quota, and a bucket of 2 (the manual clock never refills it).
+            { commonName: "provisioner", scopes: ["read", "write"], limits: { maxTwins: 1 } },
+            { commonName: "chatty", scopes: ["read"], limits: { ratePerSecond: 1, burst: 2 } },
           ],
         },
       },
@@ -118,6 +123,25 @@ describe("gRPC with client certificates (mTLS)", () => {
       .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(PermissionDenied);
     expect((error as Error).message).toContain("mtls:CN=stranger lacks the 'read' scope");
+  });
+
+  it("applies a rule's twin quota and rate to its certificate's principal", async () => {
+    const provisioner = client(certs.client("provisioner"));
+    await provisioner.reportState({ type: "thermostat", id: "mtls-new-1" }, { temperature: 20 });
+    const refused = await provisioner
+      .reportState({ type: "thermostat", id: "mtls-new-2" }, { temperature: 20 })
+      .catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(QuotaExceeded);
+    expect((refused as Error).message).toContain("mtls:CN=provisioner may create at most 1 twins");
+    // Writes to twins that exist are not creations.
+    expect((await provisioner.reportState(t1, { temperature: 19 })).version).toBeGreaterThan(0);
+
+    const chatty = client(certs.client("chatty"));
+    await chatty.getTwin(t1);
+    await chatty.getTwin(t1);
+    const throttled = await chatty.getTwin(t1).catch((e: unknown) => e);
+    expect(throttled).toBeInstanceOf(ResourceExhausted);
+    expect((throttled as Error).message).toContain("mtls:CN=chatty is over its rate limit (1/s)");
   });
 
   it("refuses a client without a certificate at the handshake", async () => {

@@ -55,6 +55,21 @@ describe("secure by default", () => {
     expect(insecure.lines.some((l) => l.level === 40 && l.msg.includes("INSECURE"))).toBe(true);
   });
 
+  it("takes a client certificate rule's limits and names a bad one", () => {
+    const tls = (limits: unknown) => ({
+      cert: pem,
+      key: pem,
+      clientCa: pem,
+      clientCertificates: [{ commonName: "billing", scopes: ["write"], limits }],
+    });
+    const { parts } = build({ listen: "localhost:1", tls: tls({ ratePerSecond: 5, maxTwins: 10 }) });
+    expect(parts.security?.certificateRules?.[0]?.limits).toEqual({ ratePerSecond: 5, maxTwins: 10 });
+    expect(() => build({ listen: "localhost:1", tls: tls({ maxTwins: -1 }) })).toThrow(
+      /grpc\.tls\.clientCertificates\.0\.limits\.maxTwins/,
+    );
+    expect(() => build({ listen: "localhost:1", tls: tls({ perHour: 5 }) })).toThrow(/perHour/);
+  });
+
   it("names a TLS file it cannot read", () => {
     expect(() => build({ listen: "localhost:1", tls: { cert: join(dir, "missing.pem"), key: pem } })).toThrow(
       /grpc\.tls\.cert \(--tls-cert\): cannot read/,
