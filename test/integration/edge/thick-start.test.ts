@@ -4,9 +4,12 @@ import { DeviceClient } from "doppel/device";
 import { NatsTransport } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TwinRef } from "../../../runtime/core/ids.ts";
+import type { EdgeReport } from "../../../runtime/devices/edge/edge-status.ts";
 import { DoppelClient, type RemoteEvent } from "../../../runtime/grpc/client.ts";
-import { startNode, stopNode } from "../../cli/doppel-process.ts";
+import type { ThickEdgeReport } from "../../../runtime/replication/thick-edge-status.ts";
+import { doppel, startNode, stopNode } from "../../cli/doppel-process.ts";
 import { eventually } from "../../support/eventually.ts";
+import { metricValue } from "../../support/metrics.ts";
 import { type LinkRelay, type NatsProcess, startEdgeServers, stopEdgeServers } from "./edge-servers.ts";
 
 const EDGE = "plant-s";
@@ -49,7 +52,15 @@ describe("doppel start --edge-twins: a thick edge and a cloud node as processes"
 
   beforeAll(async () => {
     ({ dir, hub, relay, leaf } = await startEdgeServers("thick-start", EDGE));
-    cloudProcess = await startNode(["--data", join(dir, "cloud"), "--no-demo", "--nats", hub.url]);
+    cloudProcess = await startNode([
+      "--data",
+      join(dir, "cloud"),
+      "--no-demo",
+      "--nats",
+      hub.url,
+      "--metrics",
+      "127.0.0.1:0",
+    ]);
     edgeProcess = await startNode([
       "--data",
       join(dir, "edge"),
@@ -61,6 +72,8 @@ describe("doppel start --edge-twins: a thick edge and a cloud node as processes"
       relay.url,
       "--edge-twins",
       "thermostat",
+      "--metrics",
+      "127.0.0.1:0",
     ]);
     cloud = new DoppelClient(cloudProcess.address, { timeoutMs: 30_000 });
     edge = new DoppelClient(edgeProcess.address, { timeoutMs: 30_000 });
@@ -177,4 +190,47 @@ describe("doppel start --edge-twins: a thick edge and a cloud node as processes"
       await device.close();
     }
   }, 600_000);
+
+  it("`doppel edge status` and both nodes' /metrics show the thick edge's replication", async () => {
+    const scrape = async (node: { output: () => string }) => {
+      const url = /metrics (http:\/\/\S+\/metrics)/.exec(node.output())?.[1];
+      if (!url) throw new Error(`no metrics address in: ${node.output()}`);
+      return (await fetch(url)).text();
+    };
+    await edge.invoke(boiler, "setTarget", { celsius: 23 });
+    // The edge is both: its thermostats' log (thick) and its pumps' reports (thin).
+    const [thin, thick] = await eventually(
+      async () => {
+        const run = await doppel(["edge", "status", "--nats", hub.url, "--json"]);
+        const reports = run.stdout
+          .split("\n")
+          .filter((line) => line.trim() !== "")
+          .map((line) => JSON.parse(line) as EdgeReport | ThickEdgeReport);
+        const thinEdge = reports.find((r): r is EdgeReport => r.kind === "thin" && r.edge === EDGE);
+        const thickEdge = reports.find((r): r is ThickEdgeReport => r.kind === "thick" && r.edge === EDGE);
+        const caughtUp =
+          (await cloud.getTwin(boiler)).version === (await edge.getTwin(boiler)).version &&
+          thickEdge?.linkUp &&
+          thickEdge.backlog === 0;
+        return caughtUp && thinEdge ? ([thinEdge, thickEdge] as const) : undefined;
+      },
+      "edge status: the thick edge caught up",
+      120_000,
+    );
+    expect(thin.linkUp).toBe(true);
+    expect(thick.replicators).toBe(1);
+    expect(thick.counts?.applied).toBeGreaterThan(0);
+    expect(thick.counts).toMatchObject({ conflict: 0, malformed: 0 });
+    expect(thick.lastSyncAt).toBeGreaterThan(0);
+
+    // The cloud node's own replicator and the edge node's log publisher on /metrics.
+    const cloudMetrics = await scrape(cloudProcess);
+    expect(
+      metricValue(cloudMetrics, "doppel_edge_replication_batches_total", `edge="${EDGE}",outcome="applied"`),
+    ).toBeGreaterThanOrEqual(thick.counts?.applied ?? Number.POSITIVE_INFINITY);
+    const edgeMetrics = await scrape(edgeProcess);
+    expect(metricValue(edgeMetrics, "doppel_edge_log_published_total", "otel_scope_name")).toBeGreaterThan(0);
+    expect(edgeMetrics).toMatch(/doppel_edge_log_pending\{[^}]*\} 0\b/);
+    expect(edgeMetrics).toMatch(/doppel_edge_link_up\{[^}]*\} 1\b/);
+  }, 300_000);
 });
