@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import { jetstream } from "@nats-io/jetstream";
 import { DeviceClient } from "doppel/device";
 import { DoppelNode, MemoryEventStore, NatsTransport, SqliteEventStore } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -231,8 +232,27 @@ describe("thick edge: twins at the edge, their log replicated to the cloud", () 
     expect(caughtUp.counts).toMatchObject({ conflict: 0, malformed: 0 });
     expect(caughtUp.lastSyncAt).toBeGreaterThan(0);
     expect(caughtUp.log).toMatchObject({ edge: EDGE, registered: true, pending: 0 });
+    // A malformed batch in the edge's log: the cloud refuses it and counts it against the edge.
+    await jetstream(edgeWire.connection).publish(
+      `doppel.edge-log.${EDGE}.thermostat.bad-1`,
+      new TextEncoder().encode("not a batch"),
+    );
+    const refused = await eventually(
+      async () => {
+        const r = await status();
+        return r && (r.counts?.malformed ?? 0) > 0 && r.backlog === 0 ? r : undefined;
+      },
+      "edge status: the malformed batch counted",
+      60_000,
+    );
+    expect(refused.counts).toMatchObject({ malformed: 1, applied: caughtUp.counts?.applied });
     const table = await doppel(["edge", "status", "--nats", hub.url]);
-    expect(table.stdout).toMatch(new RegExp(`THICK EDGE[^\n]*APPLIED[^\n]*\n${EDGE}\\s+up\\s+0\\s`));
+    expect(table.stdout).toMatch(
+      new RegExp(
+        `THICK EDGE[^\n]*MALFORMED\n${EDGE}\\s+up\\s+0\\s+\\d+ s ago\\s+\\d+\\s+0\\s+0\\s+0\\s+1$`,
+        "m",
+      ),
+    );
 
     // The cloud's replicator stops (its node restarts): the edge's batches reach the cloud's stream
     // and wait there, then the link is cut as well.
