@@ -3,7 +3,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { buildConfig, START_ENV } from "../../runtime/cli/start-config.ts";
+import { EdgeNode } from "../../runtime/node/edge-node.ts";
 import { compileConfig } from "../../runtime/node/options.ts";
+import { Pump } from "../../twins/pump.ts";
+import { Thermostat } from "../../twins/thermostat.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "doppel-start-config-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -242,5 +245,31 @@ describe("doppel start --edge-twins", () => {
     );
     const empty = configFile({ nats: { servers: nats }, edge: { name: "e", twins: [] } });
     expect(() => compiled({ config: empty })).toThrow("edge.twins: name at least one twin type");
+  });
+  it("a thick edge runs on the embedded store and never applies edges' logs itself", () => {
+    expect(() => compiled({ edge: "e", nats, edgeTwins: "thermostat", store: "memory" })).toThrow(
+      "configuration: store: a thick edge runs its twins on the embedded store: use sqlite, not memory",
+    );
+    const replicating = configFile({ nats: { servers: nats, replicateEdges: true }, edge: { name: "e" } });
+    expect(() => compiled({ config: replicating })).toThrow(
+      "nats.replicateEdges: an edge node does not apply edges' logs (cloud nodes do): remove it",
+    );
+    // A cloud node applies them unless told not to.
+    expect(compiled({ nats }).nats?.replicateEdges).toBeUndefined();
+    const off = configFile({ nats: { servers: nats, replicateEdges: false } });
+    expect(compiled({ config: off }).nats?.replicateEdges).toBe(false);
+  });
+
+  it("an edge twin type none of the twin modules defines is refused before anything is opened", async () => {
+    const started = EdgeNode.start(
+      // Nothing listens there: the refusal comes before the edge connects.
+      { edge: { name: "e", twins: ["thermostat", "valve"] }, nats: { servers: "nats://127.0.0.1:1" } },
+      { twins: [Thermostat, Pump] },
+    );
+    await expect(started).rejects.toMatchObject({
+      code: "INVALID_ARGUMENT",
+      message:
+        "edge.twins: valve is not a type of the twin modules (thermostat, pump); load its module with --twins",
+    });
   });
 });

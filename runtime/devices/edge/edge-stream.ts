@@ -129,7 +129,9 @@ function limitsStreamConfig(
 ): Partial<StreamConfig> & { name: string } {
   return {
     name: settings.name,
-    subjects: [...subjects],
+    // No subjects (a thick edge whose every type runs at the edge): the stream's own name, as the
+    // server would give it, so nothing a device publishes lands there.
+    subjects: subjects.length > 0 ? [...subjects] : [settings.name],
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
     discard,

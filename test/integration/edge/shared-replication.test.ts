@@ -1,0 +1,128 @@
+import { join } from "node:path";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { EdgeNode, MemoryEventStore, NatsTransport } from "doppel/node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { shardOf } from "../../../cluster/ring/shard.ts";
+import type { TwinRef } from "../../../runtime/core/ids.ts";
+import type { EventRecord } from "../../../runtime/core/records.ts";
+import { silentLogger } from "../../../runtime/observability/logger.ts";
+import { CloudReplication } from "../../../runtime/replication/cloud-replication.ts";
+import { CLOUD_LOGS_STREAM, EDGE_LOG_STREAM } from "../../../runtime/replication/edge-log.ts";
+import { Pump } from "../../../twins/pump.ts";
+import { Thermostat } from "../../../twins/thermostat.ts";
+import { eventually } from "../../support/eventually.ts";
+import { type LinkRelay, type NatsProcess, startEdgeServers, stopEdgeServers } from "./edge-servers.ts";
+
+const EDGE = "plant-w";
+const TWINS = 8;
+const COMMANDS = 12;
+const refs: TwinRef[] = Array.from({ length: TWINS }, (_, i) => ({ type: "thermostat", id: `room-${i}` }));
+const same = (e: EventRecord) => ({ seq: e.seq, type: e.type, data: e.data, at: e.at, commitId: e.commitId });
+
+/**
+ * Several cloud nodes share the replicator's durable consumer (a work queue): here two
+ * replicators, each on its own connection to the hub, apply one thick edge's log to one shared
+ * store. The edge runs from `EdgeNode.start` with `edge.twins`; its log piles up in the cloud's
+ * stream while the replicators are stopped, then both start at once and take batches of the same
+ * twins at the same time. Whatever
+ * order they apply in, every twin's cloud log equals its edge log: no fork, no loss, no
+ * duplicate (a batch that came before its predecessor is a gap and redelivered).
+ */
+describe("thick edge: two cloud replicators sharing the consumer", () => {
+  let dir: string;
+  let hub: NatsProcess & { leafPort: number };
+  let relay: LinkRelay;
+  let leaf: NatsProcess;
+  let edge: EdgeNode;
+  const store = new MemoryEventStore();
+  const wires: NatsTransport[] = [];
+  const replicators: CloudReplication[] = [];
+
+  /** Two replicators, as two cloud nodes run them, each on its own connection to the hub. */
+  const startReplicators = async () => {
+    replicators.length = 0;
+    const started = ["cloud-a", "cloud-b"].map(async (node) => {
+      const wire = await NatsTransport.connect({ servers: hub.url, name: node });
+      wires.push(wire);
+      const replication = new CloudReplication(wire.connection, store, {
+        shardOf: (r) => shardOf(r.type, r.id, 4),
+        logger: silentLogger(),
+        retryMs: 100,
+        node,
+      });
+      await replication.start();
+      replicators.push(replication);
+    });
+    await Promise.all(started);
+  };
+
+  beforeAll(async () => {
+    ({ dir, hub, relay, leaf } = await startEdgeServers("shared-replication", EDGE));
+    await startReplicators();
+    edge = await EdgeNode.start(
+      {
+        nodeId: "edge-w",
+        store: { kind: "sqlite", path: join(dir, "edge.db") },
+        grpc: { listen: false },
+        shards: 4,
+        log: { level: "silent" },
+        nats: { servers: leaf.url },
+        edge: { name: EDGE, twins: ["thermostat"], tick: "200ms" },
+      },
+      { twins: [Thermostat, Pump], logger: silentLogger() },
+    );
+  }, 180_000);
+  afterAll(async () => {
+    await edge?.stop();
+    for (const replication of replicators) await replication.stop();
+    for (const wire of wires) await wire.close();
+    await stopEdgeServers({ dir, hub, relay, leaf });
+  });
+
+  it("every twin's cloud log equals its edge log, whichever replicator applied which batch", async () => {
+    const thick = edge.thick!;
+    await eventually(() => thick.log.registered, "the edge log registered at the cloud", 60_000);
+    // The replicators stop; the edge's batches pile up in the cloud's stream, unapplied.
+    for (const replication of replicators) await replication.stop();
+    for (let round = 0; round < COMMANDS; round++) {
+      await Promise.all(
+        refs.map((ref) => thick.node.twins.invoke(ref, "setTarget", { celsius: 6 + 2 * round })),
+      );
+      // One batch per twin per round in the edge's log (the publisher would coalesce otherwise).
+      await eventually(() => thick.log.pending === 0, "the round is in the edge's log", 60_000);
+    }
+    const leafWire = await NatsTransport.connect({ servers: leaf.url, name: "edge-log-reader" });
+    const published = (await (await jetstreamManager(leafWire.connection)).streams.info(EDGE_LOG_STREAM))
+      .state.messages;
+    await leafWire.close();
+    expect(published).toBeGreaterThanOrEqual(TWINS * 2);
+    const hubJsm = await jetstreamManager(wires[0]!.connection);
+    await eventually(
+      async () => (await hubJsm.streams.info(CLOUD_LOGS_STREAM)).state.messages >= published,
+      "the edge's batches sourced into the cloud's stream",
+      120_000,
+    );
+    // Both start at once and pull from the same backlog: batches of one twin are spread over them.
+    await startReplicators();
+    for (const ref of refs) {
+      // The edge twins' reminders may keep writing: compare at a moment both are at one version.
+      const head = await eventually(
+        async () => {
+          const [e, c] = [await thick.node.twins.get(ref), await store.readView(ref)];
+          return c && c.version >= COMMANDS && c.version === e.version ? c.version : undefined;
+        },
+        `the cloud caught up with ${ref.id}`,
+        180_000,
+      );
+      const cloudLog = await store.readEvents(ref, 0);
+      const edgeLog = (await thick.node.engine.store.readEvents(ref, 0)).filter((e) => e.seq <= head);
+      expect(cloudLog.map((e) => e.seq)).toEqual(Array.from({ length: head }, (_, i) => i + 1));
+      expect(cloudLog.map(same)).toEqual(edgeLog.map(same));
+    }
+    const counts = replicators.map((r) => r.counts);
+    for (const c of counts) expect(c).toMatchObject({ conflict: 0, malformed: 0 });
+    // Both took part (the work queue spread the backlog over them).
+    for (const c of counts) expect(c.applied + c.duplicate + c.gap).toBeGreaterThan(0);
+    console.log(JSON.stringify({ scenario: "shared replicator consumer", counts }));
+  }, 400_000);
+});
