@@ -14,6 +14,8 @@ export const MAX_ID_LENGTH = 128;
 interface Charset {
   readonly first: RegExp;
   readonly rest: RegExp;
+  /** The whole value in one test (first, then rest): a valid value is checked without a walk. */
+  readonly whole: RegExp;
   readonly max: number;
   readonly allowed: string;
 }
@@ -21,12 +23,14 @@ interface Charset {
 const TYPE_CHARSET: Charset = {
   first: /[A-Za-z]/,
   rest: /[A-Za-z0-9_-]/,
+  whole: /^[A-Za-z][A-Za-z0-9_-]*$/,
   max: MAX_TYPE_LENGTH,
   allowed: "a letter first, then letters, digits, '_' and '-'",
 };
 const ID_CHARSET: Charset = {
   first: /[A-Za-z0-9_]/,
   rest: /[A-Za-z0-9_:-]/,
+  whole: /^[A-Za-z0-9_][A-Za-z0-9_:-]*$/,
   max: MAX_ID_LENGTH,
   allowed: "letters, digits, '_', '-' and ':', not starting with '-' or ':'",
 };
@@ -62,6 +66,8 @@ function check(kind: "type" | "id", value: unknown, charset: Charset): string {
       },
     );
   }
+  if (charset.whole.test(value)) return value;
+  // Invalid: walk it to name the first character that is not allowed.
   let position = 0;
   for (const ch of value) {
     const ok = position === 0 ? charset.first.test(ch) : charset.rest.test(ch);

@@ -33,8 +33,9 @@ import {
 } from "../core/errors.ts";
 import { parseRef, refKey, type TwinRef } from "../core/ids.ts";
 import { type Json, type JsonObject, jsonSizeBound } from "../core/json.ts";
+import type { Mutable } from "../core/present.ts";
 import { present } from "../core/present.ts";
-import type { EventRecord, ReminderIndexEntry, TwinCommit, Writer } from "../core/records.ts";
+import type { EventRecord, ReminderIndexEntry, ReminderState, TwinCommit, Writer } from "../core/records.ts";
 import {
   bindTwin,
   type DeviceCommandOptions,
@@ -51,7 +52,7 @@ import { lateLeavesDropped } from "../shadow/reported-times.ts";
 import { computeDelta } from "../shadow/shadow.ts";
 import type { Deadlines } from "./deadlines.ts";
 import { Envelope } from "./envelope.ts";
-import type { GroupCommitter } from "./group-commit.ts";
+import type { CommitListener, GroupCommitter } from "./group-commit.ts";
 import type { TurnOutcome, TwinCall, TwinMessage } from "./messages.ts";
 import { Turn } from "./turn.ts";
 import {
@@ -145,12 +146,18 @@ export type ActivationStatus = "loading" | "active" | "passivating" | "gone";
 
 const NO_CHAIN: readonly string[] = Object.freeze([]);
 
+/** The reminder changes of a batch that changed no reminder (shared: the fold keeps an unchanged list's identity). */
+const NO_REMINDER_CHANGES: TwinCommit["reminders"] = Object.freeze({
+  set: Object.freeze([]) as readonly ReminderIndexEntry[],
+  clear: Object.freeze([]) as readonly string[],
+});
+
 /** Marks a reported message that was dropped as a duplicate. */
 const DUPLICATE = Symbol("duplicate");
 /** Marks a stamped reported message that was dropped as stale (old sequence number, or every field late). */
 const STALE = Symbol("stale");
 
-export class Activation implements TwinBinding {
+export class Activation implements TwinBinding, CommitListener {
   readonly key: string;
   lastUsed: number;
   #status: ActivationStatus = "loading";
@@ -602,16 +609,47 @@ export class Activation implements TwinBinding {
     const batch = this.#pending;
     this.#pending = null;
     this.#inflight = batch;
-    const commit = this.#toCommit(batch);
-    this.#host.committer.submit(commit).then(
-      () => this.#onCommitted(batch, commit),
-      (error: DoppelError) => this.#onFailed(batch, error),
-    );
+    this.#host.committer.enqueue(this.#toCommit(batch), this);
+  }
+
+  // ---- CommitListener: the group committer's answer for `#inflight` (one commit at a time) ----
+
+  /** The in-flight batch is persisted (called by the group committer only). */
+  written(commit: TwinCommit): void {
+    if (this.#inflight) this.#onCommitted(this.#inflight, commit);
+  }
+
+  /** The in-flight batch was refused or failed (called by the group committer only). */
+  failed(_commit: TwinCommit, error: DoppelError): void {
+    if (this.#inflight) this.#onFailed(this.#inflight, error);
   }
 
   #toCommit(batch: Batch): TwinCommit {
-    const before = batch.start.reminders;
-    const after = batch.end.reminders;
+    const commit: Mutable<TwinCommit> = {
+      ref: this.ref,
+      shard: this.shard,
+      expectedSeq: batch.start.seq,
+      events: batch.records,
+      view: toView(this.type.name, this.id, batch.end),
+      reminders: this.#reminderChanges(batch.start.reminders, batch.end.reminders),
+    };
+    // The twin's first batch creates it: on behalf of its first turn with a quota.
+    const creating =
+      batch.start.seq === 0
+        ? batch.waiters.find((w) => w.message.maxTwins !== undefined)?.message
+        : undefined;
+    if (creating?.maxTwins !== undefined) {
+      commit.creator = { principal: creating.principal ?? "anonymous", maxTwins: creating.maxTwins };
+    }
+    return commit;
+  }
+
+  /** The reminder index entries a batch sets (new or moved) and clears; one shared empty change when none. */
+  #reminderChanges(
+    before: readonly ReminderState[],
+    after: readonly ReminderState[],
+  ): TwinCommit["reminders"] {
+    if (before === after) return NO_REMINDER_CHANGES;
     const set: ReminderIndexEntry[] = [];
     for (const r of after) {
       const old = before.find((b) => b.name === r.name);
@@ -620,22 +658,7 @@ export class Activation implements TwinBinding {
       }
     }
     const clear = before.filter((b) => !after.some((r) => r.name === b.name)).map((b) => b.name);
-    // The twin's first batch creates it: on behalf of its first turn with a quota.
-    const creating =
-      batch.start.seq === 0
-        ? batch.waiters.find((w) => w.message.maxTwins !== undefined)?.message
-        : undefined;
-    return {
-      ref: this.ref,
-      shard: this.shard,
-      expectedSeq: batch.start.seq,
-      events: batch.records,
-      view: toView(this.type.name, this.id, batch.end),
-      reminders: { set, clear },
-      ...(creating?.maxTwins === undefined
-        ? {}
-        : { creator: { principal: creating.principal ?? "anonymous", maxTwins: creating.maxTwins } }),
-    };
+    return { set, clear };
   }
 
   #onCommitted(batch: Batch, commit: TwinCommit): void {

@@ -23,6 +23,11 @@ export interface CatalogOptions {
 export class Catalog {
   /** Insertion order is recency order: a dispatch moves its twin to the end. */
   readonly #resident = new Map<string, Activation>();
+  /**
+   * The same activations by type, then id: what a dispatch looks its twin up by, with the strings
+   * it was given (no `type/id` key built, flattened and hashed per message).
+   */
+  readonly #byType = new Map<string, Map<string, Activation>>();
   #leaving = 0;
   #sweep: TimerHandle | null = null;
 
@@ -60,20 +65,18 @@ export class Catalog {
    * queued at once (no promise of its own on the way); only a twin that is leaving waits.
    */
   dispatch(type: TwinType, id: string, message: TwinMessage): Promise<TurnOutcome> {
-    const key = `${type.name}/${id}`;
-    const existing = this.#resident.get(key);
+    const existing = this.#byType.get(type.name)?.get(id);
     if (existing && (existing.status === "passivating" || existing.status === "gone")) {
       return this.#afterLeaving(existing, type, id, message);
     }
     try {
-      return this.#deliver(key, existing, type, id, message);
+      return this.#deliver(existing, type, id, message);
     } catch (error) {
       return Promise.reject(error); // a twin class whose constructor throws: a rejection, as before
     }
   }
 
   #deliver(
-    key: string,
     existing: Activation | undefined,
     type: TwinType,
     id: string,
@@ -81,12 +84,19 @@ export class Catalog {
   ): Promise<TurnOutcome> {
     let activation = existing;
     if (activation) {
-      this.#resident.delete(key);
-      this.#resident.set(key, activation);
+      // By the activation's own key: a string whose hash is computed already.
+      this.#resident.delete(activation.key);
+      this.#resident.set(activation.key, activation);
       activation.lastUsed = this.host.clock.now();
     } else {
       activation = new Activation(type, id, this.shardOf(type.name, id), this.host);
-      this.#resident.set(key, activation);
+      this.#resident.set(activation.key, activation);
+      let byId = this.#byType.get(type.name);
+      if (!byId) {
+        byId = new Map();
+        this.#byType.set(type.name, byId);
+      }
+      byId.set(id, activation);
       void activation.start();
       this.#evictOverCap();
     }
@@ -101,7 +111,7 @@ export class Catalog {
     message: TwinMessage,
   ): Promise<TurnOutcome> {
     await this.#untilGone(leaving, message);
-    if (this.#resident.get(leaving.key) === leaving) this.#resident.delete(leaving.key);
+    this.remove(leaving);
     return this.dispatch(type, id, message);
   }
 
@@ -124,7 +134,11 @@ export class Catalog {
 
   /** Forgets an activation that ended on its own (load failure, quarantine). */
   remove(activation: Activation): void {
-    if (this.#resident.get(activation.key) === activation) this.#resident.delete(activation.key);
+    if (this.#resident.get(activation.key) !== activation) return;
+    this.#resident.delete(activation.key);
+    const byId = this.#byType.get(activation.type.name);
+    byId?.delete(activation.id);
+    if (byId?.size === 0) this.#byType.delete(activation.type.name);
   }
 
   #passivate(activation: Activation): boolean {

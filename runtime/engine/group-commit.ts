@@ -1,8 +1,8 @@
 /**
  * Group commit: commits from many twins that become ready close together are written to the
  * store in one call (one SQLite transaction, one round of Cassandra batches), which is what makes
- * small turns cheap. A commit's promise settles only when the store has answered for it, so
- * nothing is acknowledged before it is persisted.
+ * small turns cheap. A commit's listener hears (or its promise settles) only when the store has
+ * answered for it, so nothing is acknowledged before it is persisted.
  *
  * Invariant: the activation hands over at most one commit per twin at a time, so commits of one
  * twin reach the store in order.
@@ -19,10 +19,31 @@ export interface GroupCommitOptions {
   readonly maxInFlight: number;
 }
 
+/** Who waits for a commit: told once, when the store has answered for it. */
+export interface CommitListener {
+  /** The commit is persisted. */
+  written(commit: TwinCommit): void;
+  /** The commit was refused or failed (nothing of it may be assumed written unless the error says so). */
+  failed(commit: TwinCommit, error: DoppelError): void;
+}
+
 interface Pending {
   readonly commit: TwinCommit;
-  readonly resolve: () => void;
-  readonly reject: (error: DoppelError) => void;
+  readonly listener: CommitListener;
+}
+
+/** A listener that settles a promise (for {@link GroupCommitter.submit}). */
+class Settles implements CommitListener {
+  constructor(
+    readonly resolve: () => void,
+    readonly reject: (error: DoppelError) => void,
+  ) {}
+  written(): void {
+    this.resolve();
+  }
+  failed(_commit: TwinCommit, error: DoppelError): void {
+    this.reject(error);
+  }
 }
 
 /** Observes each store call (for metrics): commits written and the call's duration. */
@@ -44,17 +65,22 @@ export class GroupCommitter {
 
   /** Queues a commit; resolves once it is persisted, rejects with the store's error for it. */
   submit(commit: TwinCommit): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.#queue.push({ commit, resolve, reject });
-      if (!this.#scheduled) {
-        this.#scheduled = true;
-        setImmediate(() => {
-          this.#scheduled = false;
-          this.#flush();
-        });
-      }
-    });
+    return new Promise((resolve, reject) => this.enqueue(commit, new Settles(resolve, reject)));
   }
+
+  /** Queues a commit; `listener` hears once it is persisted or failed (no promise per commit). */
+  enqueue(commit: TwinCommit, listener: CommitListener): void {
+    this.#queue.push({ commit, listener });
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(this.#flushSoon);
+    }
+  }
+
+  readonly #flushSoon = (): void => {
+    this.#scheduled = false;
+    this.#flush();
+  };
 
   /** Commits queued or being written. */
   get backlog(): number {
@@ -79,45 +105,55 @@ export class GroupCommitter {
     const started = performance.now();
     let failed = false;
     const batch: Pending[] = [];
+    // One listener's throw neither keeps the others from hearing nor stops the flush; it is
+    // rethrown once all have heard.
+    let thrown: { error: unknown } | undefined;
+    const tell = (pending: Pending, error: DoppelError | undefined) => {
+      try {
+        if (error) pending.listener.failed(pending.commit, error);
+        else pending.listener.written(pending.commit);
+      } catch (caught) {
+        thrown ??= { error: caught };
+      }
+    };
     for (const pending of all) {
       const refusal = this.fence(pending.commit);
-      if (refusal) pending.reject(refusal);
+      if (refusal) tell(pending, refusal);
       else batch.push(pending);
     }
+    let results: readonly (DoppelError | undefined)[] = [];
+    let failure: DoppelError | undefined;
     try {
-      if (batch.length === 0) return;
-      const commits = batch.map((p) => p.commit);
-      const results = tracingOn()
-        ? await inSpan(
-            "persist",
-            SpanKind.CLIENT,
-            {
-              "doppel.commits": batch.length,
-              "doppel.events": batch.reduce((n, p) => n + p.commit.events.length, 0),
-            },
-            () => this.store.commit(commits),
-          )
-        : await this.store.commit(commits);
-      batch.forEach((pending, i) => {
-        const error = results[i];
-        if (error) pending.reject(error);
-        else pending.resolve();
-      });
+      if (batch.length > 0) {
+        const commits = batch.map((p) => p.commit);
+        results = tracingOn()
+          ? await inSpan(
+              "persist",
+              SpanKind.CLIENT,
+              {
+                "doppel.commits": batch.length,
+                "doppel.events": batch.reduce((n, p) => n + p.commit.events.length, 0),
+              },
+              () => this.store.commit(commits),
+            )
+          : await this.store.commit(commits);
+      }
     } catch (error) {
       failed = true;
-      const failure =
+      failure =
         error instanceof DoppelError && error.retryable
           ? error
           : new Unavailable(`event store write failed: ${DoppelError.from(error).message}`, undefined, {
               cause: error,
             });
-      for (const pending of batch) pending.reject(failure);
-    } finally {
-      this.#inFlight--;
-      const events = batch.reduce((n, p) => n + p.commit.events.length, 0);
-      this.observe(batch.length, events, performance.now() - started, failed);
-      this.#flush();
-      if (this.backlog === 0) for (const resolve of this.#idleWaiters.splice(0)) resolve();
     }
+    this.#inFlight--;
+    const events = batch.reduce((n, p) => n + p.commit.events.length, 0);
+    this.observe(batch.length, events, performance.now() - started, failed);
+    // Listeners hear synchronously: what they queue next (a twin's next batch) joins this flush.
+    for (let i = 0; i < batch.length; i++) tell(batch[i]!, failure ?? results[i]);
+    this.#flush();
+    if (this.backlog === 0) for (const resolve of this.#idleWaiters.splice(0)) resolve();
+    if (thrown) throw thrown.error;
   }
 }

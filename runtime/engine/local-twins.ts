@@ -167,11 +167,9 @@ export class LocalTwins implements TwinApi {
     if (at !== undefined) message.at = at;
     withOrigin(message, causation, options);
     const outcome = await this.#dispatch(type, checked, message, deadline);
-    return {
-      version: outcome.data.seq,
-      duplicate: outcome.duplicate,
-      ...(outcome.stale ? { stale: true } : {}),
-    };
+    return outcome.stale
+      ? { version: outcome.data.seq, duplicate: outcome.duplicate, stale: true }
+      : { version: outcome.data.seq, duplicate: outcome.duplicate };
   }
 
   async query(type: string, options: QueryOptions = {}): Promise<ViewPage> {

@@ -11,15 +11,16 @@ import type { TwinCommit, TwinCreator } from "../core/records.ts";
 
 /** What is wrong with `commit`'s shape, or `undefined` when nothing is. */
 export function commitShapeError(commit: TwinCommit): InvalidArgument | undefined {
-  const key = refKey(commit.ref);
   const E = commit.expectedSeq;
   if (!Number.isSafeInteger(E) || E < 0) {
-    return new InvalidArgument(`${key}: expectedSeq must be a non-negative integer, got ${E}`);
+    return new InvalidArgument(`${refKey(commit.ref)}: expectedSeq must be a non-negative integer, got ${E}`);
   }
-  for (const [i, event] of commit.events.entries()) {
+  const events = commit.events;
+  for (let i = 0; i < events.length; i++) {
+    const event = events[i]!;
     if (event.seq !== E + 1 + i) {
       return new InvalidArgument(
-        `${key}: commit events must continue the log at seq ${E + 1 + i}, got seq ${event.seq}`,
+        `${refKey(commit.ref)}: commit events must continue the log at seq ${E + 1 + i}, got seq ${event.seq}`,
         { expectedSeq: E, index: i, seq: event.seq },
       );
     }

@@ -26,15 +26,26 @@ import {
 import type { EventStore, LoadedTwin, LoadOptions, TelemetryRange, ViewQuery } from "./event-store.ts";
 import { decodePageToken, encodePageToken } from "./page-token.ts";
 
+/** What the store holds of one twin that has been written or claimed. */
+interface StoredTwin {
+  /** The event log: `log[i].seq === i + 1`. */
+  readonly log: EventRecord[];
+  /** The epoch the twin was last claimed at (see `LoadOptions.claimEpoch`; 0: never claimed). */
+  claim: number;
+  /** The twin's view (projection), once it has events. */
+  view: TwinView | undefined;
+}
+
 export class MemoryEventStore implements EventStore {
-  readonly #events = new Map<string, EventRecord[]>();
+  /**
+   * Twins by type, then id: a commit finds everything it touches in one entry, by strings it
+   * already holds (no `type/id` key built and hashed per commit).
+   */
+  readonly #twins = new Map<string, Map<string, StoredTwin>>();
   readonly #snapshots = new Map<string, TwinSnapshot>();
-  readonly #views = new Map<string, Map<string, TwinView>>();
   readonly #reminders = new Map<string, ReminderIndexEntry>();
   readonly #quarantine = new Map<string, string>();
   readonly #telemetry = new Map<string, TelemetrySample[]>();
-  /** The epoch each claimed twin was claimed at (see `LoadOptions.claimEpoch`). */
-  readonly #claims = new Map<string, number>();
   /** Twins created per principal under a quota (see `TwinCommit.creator`). */
   readonly #created = new Map<string, number>();
   #failures = 0;
@@ -63,18 +74,19 @@ export class MemoryEventStore implements EventStore {
     // `log[i].seq === i + 1` that every read here slices by.
     const shapeError = commitShapeError(commit);
     if (shapeError) return shapeError;
-    const key = refKey(commit.ref);
-    const log = this.#events.get(key) ?? [];
+    const twin = this.#twin(commit.ref);
+    const log = twin?.log;
+    const length = log?.length ?? 0;
     const first = commit.events[0];
     // Fencing: a writer whose lease epoch is older than the twin's newest or its claim must not append.
-    const twinEpoch = this.#twinEpoch(key, log);
+    const twinEpoch = twin ? this.#twinEpoch(twin) : 0;
     if (first && twinEpoch > commitEpoch(commit)) return staleEpochError(commit, twinEpoch);
-    if (log.length !== commit.expectedSeq) {
-      const existing = log[commit.expectedSeq];
+    if (length !== commit.expectedSeq) {
+      const existing = log?.[commit.expectedSeq];
       if (first && existing && existing.commitId === first.commitId) return undefined;
       return new ConcurrencyConflict(
-        `${key}: expected the log to end at ${commit.expectedSeq}, but it ends at ${log.length}`,
-        { expectedSeq: commit.expectedSeq, actualSeq: log.length },
+        `${refKey(commit.ref)}: expected the log to end at ${commit.expectedSeq}, but it ends at ${length}`,
+        { expectedSeq: commit.expectedSeq, actualSeq: length },
       );
     }
     const creator = creatorOf(commit);
@@ -83,22 +95,37 @@ export class MemoryEventStore implements EventStore {
       if (used >= creator.maxTwins) return quotaExceededError(commit, creator, used);
       this.#created.set(creator.principal, used + 1);
     }
-    log.push(...commit.events);
-    this.#events.set(key, log);
-    let byType = this.#views.get(commit.ref.type);
-    if (!byType) {
-      byType = new Map();
-      this.#views.set(commit.ref.type, byType);
+    const stored = twin ?? this.#add(commit.ref);
+    for (const event of commit.events) stored.log.push(event);
+    stored.view = commit.view;
+    const { clear, set } = commit.reminders;
+    if (clear.length > 0 || set.length > 0) {
+      const key = refKey(commit.ref);
+      for (const name of clear) this.#reminders.delete(`${key}#${name}`);
+      for (const entry of set) this.#reminders.set(`${key}#${entry.name}`, entry);
     }
-    byType.set(commit.ref.id, commit.view);
-    for (const name of commit.reminders.clear) this.#reminders.delete(`${key}#${name}`);
-    for (const entry of commit.reminders.set) this.#reminders.set(`${key}#${entry.name}`, entry);
     return undefined;
   }
 
+  #twin(ref: TwinRef): StoredTwin | undefined {
+    return this.#twins.get(ref.type)?.get(ref.id);
+  }
+
+  #add(ref: TwinRef): StoredTwin {
+    let byId = this.#twins.get(ref.type);
+    if (!byId) {
+      byId = new Map();
+      this.#twins.set(ref.type, byId);
+    }
+    const twin: StoredTwin = { log: [], claim: 0, view: undefined };
+    byId.set(ref.id, twin);
+    return twin;
+  }
+
   /** The newest lease epoch that wrote or claimed the twin (what fencing compares a writer with). */
-  #twinEpoch(key: string, log: readonly EventRecord[]): number {
-    return Math.max(log.at(-1)?.writer.epoch ?? 0, this.#claims.get(key) ?? 0);
+  #twinEpoch(twin: StoredTwin): number {
+    const last = twin.log[twin.log.length - 1];
+    return Math.max(last?.writer.epoch ?? 0, twin.claim);
   }
 
   async twinsCreated(principal: string): Promise<number> {
@@ -110,19 +137,21 @@ export class MemoryEventStore implements EventStore {
     this.#gate();
     const key = refKey(ref);
     const snapshot = this.#snapshots.get(key);
-    const log = this.#events.get(key) ?? [];
+    let twin = this.#twin(ref);
     const { claimEpoch } = options;
     if (claimEpoch !== undefined) {
-      const twinEpoch = this.#twinEpoch(key, log);
+      const twinEpoch = twin ? this.#twinEpoch(twin) : 0;
       if (twinEpoch > claimEpoch) throw staleClaimError(ref, claimEpoch, twinEpoch);
-      this.#claims.set(key, claimEpoch);
+      twin ??= this.#add(ref);
+      twin.claim = claimEpoch;
     }
-    return { snapshot, events: log.slice(snapshot?.seq ?? 0), quarantine: this.#quarantine.get(key) };
+    const events = twin ? twin.log.slice(snapshot?.seq ?? 0) : [];
+    return { snapshot, events, quarantine: this.#quarantine.get(key) };
   }
 
   async readEvents(ref: TwinRef, afterSeq: number, limit = Number.MAX_SAFE_INTEGER): Promise<EventRecord[]> {
     this.#gate();
-    return (this.#events.get(refKey(ref)) ?? []).slice(afterSeq, afterSeq + limit);
+    return (this.#twin(ref)?.log ?? []).slice(afterSeq, afterSeq + limit);
   }
 
   async writeSnapshot(ref: TwinRef, snapshot: TwinSnapshot): Promise<void> {
@@ -134,7 +163,7 @@ export class MemoryEventStore implements EventStore {
 
   async readView(ref: TwinRef): Promise<TwinView | undefined> {
     this.#gate();
-    return this.#views.get(ref.type)?.get(ref.id);
+    return this.#twin(ref)?.view;
   }
 
   async queryViews(type: string, query: ViewQuery): Promise<ViewPage> {
@@ -142,12 +171,16 @@ export class MemoryEventStore implements EventStore {
     const after = query.pageToken
       ? String(decodePageToken(query.pageToken, { after: "string" }).after)
       : undefined;
-    const ids = [...(this.#views.get(type)?.keys() ?? [])].sort();
+    const byId = this.#twins.get(type);
+    const ids = [...(byId?.entries() ?? [])]
+      .filter(([, twin]) => twin.view !== undefined)
+      .map(([id]) => id)
+      .sort();
     const views: TwinView[] = [];
     let index = after === undefined ? 0 : ids.findIndex((id) => id > after);
     if (index < 0) index = ids.length;
     for (; index < ids.length && views.length < query.limit; index++) {
-      const view = this.#views.get(type)?.get(ids[index]!);
+      const view = byId?.get(ids[index]!)?.view;
       if (view && (!query.match || query.match(view))) views.push(view);
     }
     const last = views.at(-1);
@@ -158,7 +191,7 @@ export class MemoryEventStore implements EventStore {
 
   async readHistory(ref: TwinRef, range: HistoryRange): Promise<EventRecord[]> {
     this.#gate();
-    return (this.#events.get(refKey(ref)) ?? [])
+    return (this.#twin(ref)?.log ?? [])
       .filter(
         (e) =>
           (range.fromVersion === undefined || e.seq >= range.fromVersion) &&
