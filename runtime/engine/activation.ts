@@ -300,8 +300,8 @@ export class Activation implements TwinBinding, CommitListener {
   /** Queues a message; the promise settles when its turn's effects are persisted (or it failed). */
   enqueue(message: TwinMessage): Promise<TurnOutcome> {
     return new Promise((resolve, reject) => {
-      const mailbox = (this.#mailbox ??= []);
-      if (mailbox.length >= this.#host.mailboxSize) {
+      const queued = this.#mailbox?.length ?? 0;
+      if (queued >= this.#host.mailboxSize) {
         reject(
           new ResourceExhausted(
             `${this.key}: mailbox is full (${this.#host.mailboxSize} messages waiting); retry later`,
@@ -318,41 +318,95 @@ export class Activation implements TwinBinding, CommitListener {
         : new Envelope(message, resolve, reject);
       const deadlines = this.#host.deadlines;
       if (deadlines) envelope.arm(deadlines, this.key, this.#host.clock.now());
-      mailbox.push(envelope);
-      this.#kick();
+      // An idle active twin runs the message at once: it never waits in a mailbox (none is made).
+      if (queued === 0 && !this.#running && this.#status === "active") this.#kick(envelope);
+      else {
+        (this.#mailbox ??= []).push(envelope);
+        this.#kick();
+      }
     });
   }
 
-  #kick(): void {
-    if (!this.#running && this.#status !== "loading" && (this.#mailbox?.length ?? 0) > 0) void this.#run();
-  }
-
-  async #run(): Promise<void> {
+  /**
+   * Runs the mailbox (after `first`, a message that did not wait in it) if no one does. Turns
+   * whose handlers are synchronous run here, one after another, without a promise; from the
+   * first message that must wait (a reload, the bound on pending events, a handler that
+   * returned a promise) the mailbox goes on in `#run`.
+   */
+  #kick(first?: Envelope): void {
+    if (!first && (this.#running || this.#status === "loading" || (this.#mailbox?.length ?? 0) === 0)) return;
     this.#running = true;
+    let envelope = first;
     try {
       for (;;) {
-        const envelope = this.#mailbox?.shift();
+        if (this.#needsReload || this.#overPending()) {
+          if (envelope) (this.#mailbox ??= []).unshift(envelope);
+          void this.#run();
+          return;
+        }
+        envelope ??= this.#next();
         if (!envelope) break;
-        const { deadline } = envelope.message;
-        if (deadline !== undefined && this.#host.clock.now() > deadline) {
-          envelope.reject(
-            new Unavailable(`${this.key}: the caller's deadline passed while the message waited`),
-          );
-          continue;
+        const turn = this.#live(envelope) ? this.#runTurn(envelope) : undefined;
+        envelope = undefined;
+        if (turn) {
+          void this.#run(turn);
+          return;
         }
+      }
+    } catch (error) {
+      this.#stopped();
+      throw error;
+    }
+    this.#stopped();
+  }
+
+  async #run(first?: Promise<void>): Promise<void> {
+    this.#running = true;
+    try {
+      if (first) await first;
+      for (;;) {
+        const envelope = this.#next();
+        if (!envelope) break;
         if (this.#needsReload && !(await this.#reload(envelope))) continue;
-        if (this.#inflight && this.#pending && this.#pending.records.length >= this.#host.maxPendingEvents) {
-          await this.#whenSettled();
-        }
+        if (this.#overPending()) await this.#whenSettled();
         // A turn whose handler is synchronous runs to its end here, without a promise of its own.
         const turn = this.#runTurn(envelope);
         if (turn) await turn;
       }
     } finally {
-      this.#running = false;
-      if (this.#mailbox?.length === 0) this.#mailbox = null;
-      this.#notifySettled();
+      this.#stopped();
     }
+  }
+
+  /** The next message whose caller still waits; those whose deadline passed while they waited are refused. */
+  #next(): Envelope | undefined {
+    for (;;) {
+      const envelope = this.#mailbox?.shift();
+      if (!envelope || this.#live(envelope)) return envelope;
+    }
+  }
+
+  /** False (and the message refused) when the caller's deadline passed while the message waited. */
+  #live(envelope: Envelope): boolean {
+    const { deadline } = envelope.message;
+    if (deadline === undefined || this.#host.clock.now() <= deadline) return true;
+    envelope.reject(new Unavailable(`${this.key}: the caller's deadline passed while the message waited`));
+    return false;
+  }
+
+  /** True when this twin runs as far ahead of the store as it may: its next turn waits for the write. */
+  #overPending(): boolean {
+    return (
+      this.#inflight !== null &&
+      this.#pending !== null &&
+      this.#pending.records.length >= this.#host.maxPendingEvents
+    );
+  }
+
+  #stopped(): void {
+    this.#running = false;
+    if (this.#mailbox?.length === 0) this.#mailbox = null;
+    this.#notifySettled();
   }
 
   async #reload(envelope: Envelope): Promise<boolean> {
@@ -462,12 +516,17 @@ export class Activation implements TwinBinding, CommitListener {
       } else envelope.resolve(outcome);
       return;
     }
-    const batch = (this.#pending ??= { start: this.#data, end: this.#data, records: [], waiters: [] });
-    this.#data = turn.data;
-    batch.end = turn.data;
-    for (const record of turn.records) batch.records.push(record);
     envelope.outcome = outcome;
-    batch.waiters.push(envelope);
+    const batch = this.#pending;
+    if (batch) {
+      for (const record of turn.records) batch.records.push(record);
+      batch.waiters.push(envelope);
+      batch.end = turn.data;
+    } else {
+      // A new batch takes over the turn's records (the turn is done with them).
+      this.#pending = { start: this.#data, end: turn.data, records: turn.records, waiters: [envelope] };
+    }
+    this.#data = turn.data;
     this.#pump();
   }
 

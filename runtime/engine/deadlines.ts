@@ -20,26 +20,36 @@ export interface Expiring {
   expire(): void;
 }
 
-/** A wait: its own cancel (a class, so a wait allocates no closure). */
-class Wait implements Deadline {
-  bucket: Set<Wait> | undefined;
-  constructor(
-    readonly at: number,
-    readonly target: Expiring | (() => void),
-  ) {}
-  expire(): void {
-    if (typeof this.target === "function") this.target();
-    else this.target.expire();
-  }
+/**
+ * A wait kept in the buckets. A caller with an object per wait anyway (an envelope) extends it
+ * and is its own wait ({@link Deadlines.insert}): nothing more is allocated per wait.
+ */
+export abstract class Waiting implements Deadline, Expiring {
+  /** The bucket holding this wait while it is armed. */
+  bucket: Set<Waiting> | undefined = undefined;
+  /** The deadline (clock time) it was armed for. */
+  at = 0;
+  abstract expire(): void;
   cancel(): void {
     this.bucket?.delete(this);
     this.bucket = undefined;
   }
 }
 
+/** The wait of {@link Deadlines.add}: calls its target. */
+class Wait extends Waiting {
+  constructor(readonly target: Expiring | (() => void)) {
+    super();
+  }
+  expire(): void {
+    if (typeof this.target === "function") this.target();
+    else this.target.expire();
+  }
+}
+
 export class Deadlines {
   /** Buckets by `floor(at / BUCKET_MS)`; their keys ascending in `#order`. */
-  readonly #buckets = new Map<number, Set<Wait>>();
+  readonly #buckets = new Map<number, Set<Waiting>>();
   #order: number[] = [];
   #timer: TimerHandle | undefined;
   /** When the armed timer fires. */
@@ -49,7 +59,14 @@ export class Deadlines {
 
   /** Calls `expire` (or `expire.expire()`) at `at` (clock time) unless the returned deadline is cancelled before. */
   add(at: number, expire: Expiring | (() => void)): Deadline {
-    const wait = new Wait(at, expire);
+    const wait = new Wait(expire);
+    this.insert(at, wait);
+    return wait;
+  }
+
+  /** Arms `wait` (not armed already) for `at`: its `expire()` runs then unless its `cancel()` came first. */
+  insert(at: number, wait: Waiting): void {
+    wait.at = at;
     const key = Math.floor(at / BUCKET_MS);
     let bucket = this.#buckets.get(key);
     if (!bucket) {
@@ -63,7 +80,6 @@ export class Deadlines {
     bucket.add(wait);
     wait.bucket = bucket;
     if (at < this.#armedAt) this.#arm(at);
-    return wait;
   }
 
   #arm(at: number): void {
@@ -76,7 +92,7 @@ export class Deadlines {
     this.#timer = undefined;
     this.#armedAt = Number.POSITIVE_INFINITY;
     const now = this.clock.now();
-    const due: Wait[] = [];
+    const due: Waiting[] = [];
     let next = Number.POSITIVE_INFINITY;
     let done = 0;
     for (const key of this.#order) {

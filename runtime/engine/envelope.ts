@@ -7,7 +7,7 @@
  */
 import { DeadlineExceeded, type DoppelError } from "../core/errors.ts";
 import type { Context } from "../observability/tracing.ts";
-import type { Deadline, Deadlines, Expiring } from "./deadlines.ts";
+import { type Deadlines, Waiting } from "./deadlines.ts";
 import type { TurnOutcome, TwinMessage } from "./messages.ts";
 
 /** How an error names a message to twin `key` (`thermostat/t1.setTarget`, `thermostat/t1 report`). */
@@ -29,10 +29,10 @@ export function deadlineExceeded(key: string, message: TwinMessage, waitedMs: nu
   );
 }
 
-export class Envelope implements Expiring {
+/** An envelope is its own deadline wait (no second object per message). */
+export class Envelope extends Waiting {
   /** The turn's answer, kept here from the end of the turn until its write is persisted. */
   outcome: TurnOutcome | undefined;
-  #wait: Deadline | undefined;
   #key = "";
   #armedAt = 0;
 
@@ -42,7 +42,9 @@ export class Envelope implements Expiring {
     private readonly fail: (error: DoppelError) => void,
     /** The trace context of the sender, so the turn's span continues its trace. */
     readonly context?: Context,
-  ) {}
+  ) {
+    super();
+  }
 
   /** Arms the message's deadline (if it has one): at it, the caller's wait is refused. */
   arm(deadlines: Deadlines, key: string, now: number): void {
@@ -50,22 +52,21 @@ export class Envelope implements Expiring {
     if (deadline === undefined) return;
     this.#key = key;
     this.#armedAt = now;
-    this.#wait = deadlines.add(deadline, this);
+    deadlines.insert(deadline, this);
   }
 
   resolve(outcome: TurnOutcome): void {
-    this.#wait?.cancel();
+    this.cancel();
     this.settle(outcome);
   }
 
   reject(error: DoppelError): void {
-    this.#wait?.cancel();
+    this.cancel();
     this.fail(error);
   }
 
   /** The deadline passed: the caller stops waiting. */
   expire(): void {
-    this.#wait = undefined;
     this.fail(deadlineExceeded(this.#key, this.message, this.message.deadline! - this.#armedAt));
   }
 }

@@ -34,7 +34,9 @@ function stampAll(value: Json, at: number): Json {
 /** The times after `patch` is merged into reported at time `at`. */
 export function stampReported(times: JsonObject, patch: JsonObject, at: number): JsonObject {
   const out: Record<string, Json> = { ...times };
-  for (const [key, value] of Object.entries(patch)) {
+  for (const key in patch) {
+    if (!Object.hasOwn(patch, key)) continue;
+    const value = patch[key]!;
     if (value === null) {
       delete out[key];
     } else if (isJsonObject(value)) {

@@ -20,11 +20,14 @@ export interface Shadow {
 /** Desired leaves not (yet) equal to reported: what the device still has to change. */
 export function computeDelta(desired: JsonObject, reported: JsonObject): JsonObject {
   const delta: Record<string, Json> = {};
-  for (const [key, want] of Object.entries(desired)) {
+  // for-in over own keys (the order of Object.entries), without an array of pairs per call.
+  for (const key in desired) {
+    if (!Object.hasOwn(desired, key)) continue;
+    const want = desired[key]!;
     const have = reported[key];
     if (isJsonObject(want) && isJsonObject(have)) {
       const inner = computeDelta(want, have);
-      if (Object.keys(inner).length > 0) delta[key] = inner;
+      if (!isEmpty(inner)) delta[key] = inner;
     } else if (!jsonEqual(want, have)) {
       delta[key] = want;
     }
@@ -36,12 +39,14 @@ export function computeDelta(desired: JsonObject, reported: JsonObject): JsonObj
 export function clearMet(desired: JsonObject, reported: JsonObject): JsonObject {
   let changed = false;
   const out: Record<string, Json> = {};
-  for (const [key, want] of Object.entries(desired)) {
+  for (const key in desired) {
+    if (!Object.hasOwn(desired, key)) continue;
+    const want = desired[key]!;
     const have = reported[key];
     if (isJsonObject(want) && isJsonObject(have)) {
       const inner = clearMet(want, have);
       if (inner !== want) changed = true;
-      if (Object.keys(inner).length > 0) out[key] = inner;
+      if (!isEmpty(inner)) out[key] = inner;
       else changed = true;
     } else if (jsonEqual(want, have)) {
       changed = true;
@@ -50,6 +55,11 @@ export function clearMet(desired: JsonObject, reported: JsonObject): JsonObject 
     }
   }
   return changed ? out : desired;
+}
+
+function isEmpty(object: JsonObject): boolean {
+  for (const key in object) if (Object.hasOwn(object, key)) return false;
+  return true;
 }
 
 /** Folds a reported patch into the shadow; desired leaves the device now meets are cleared. */
