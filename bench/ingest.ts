@@ -78,9 +78,17 @@ function natsServer(): { url: string; started: boolean } {
     note("starting nats-server (scripts/infra/nats.sh up)...");
     const up = spawnSync("bash", ["scripts/infra/nats.sh", "up"], { cwd: ROOT, stdio: "inherit" });
     if (up.status !== 0) throw new Error("scripts/infra/nats.sh up failed");
-    return { url: "nats://127.0.0.1:14222", started: true };
+    return { url: scriptNatsUrl(), started: true };
   }
-  return { url: "nats://127.0.0.1:14222", started: false };
+  return { url: scriptNatsUrl(), started: false };
+}
+
+/** The URL of the project script's server (it honours DOPPEL_NATS_PORT), from `nats.sh env`. */
+function scriptNatsUrl(): string {
+  const env = spawnSync("bash", ["scripts/infra/nats.sh", "env"], { cwd: ROOT, encoding: "utf8" }).stdout;
+  const url = /^export DOPPEL_NATS=(\S+)$/m.exec(env)?.[1];
+  if (url === undefined) throw new Error(`scripts/infra/nats.sh env printed no DOPPEL_NATS: ${env}`);
+  return url;
 }
 
 function startNode(nats: string, dataDir: string) {
