@@ -15,10 +15,11 @@ import { randomBytes } from "node:crypto";
 import type { NatsTransport } from "../../cluster/transport/nats.ts";
 import { type Clock, SystemClock } from "../core/clock.ts";
 import { type CompiledReduction, compileEdgeOptions } from "../core/edge-telemetry.ts";
-import { InvalidArgument } from "../core/errors.ts";
+import { FailedPrecondition, InvalidArgument } from "../core/errors.ts";
 import type { TwinClass } from "../core/twin.ts";
 import { DesiredResync } from "../devices/edge/desired-resync.ts";
 import { EdgeForwarder, type EdgeStatus } from "../devices/edge/edge-forwarder.ts";
+import { edgeIngressTypes } from "../devices/edge/edge-stream.ts";
 import { replayWindowMs, TelemetryForwarder } from "../devices/edge/telemetry-forwarder.ts";
 import { TelemetryReducer } from "../devices/edge/telemetry-reducer.ts";
 import { createLogger, type Logger } from "../observability/logger.ts";
@@ -144,6 +145,7 @@ export class EdgeNode {
         logger,
         onStatus: (status) => desired.linkIs(status.linkUp),
       });
+      await refuseGivingTypesBack(transport, nats.stream.name, edge.twins);
       // The edge stream first: it gives up device telemetry to the raw stream.
       await forwarder.start();
       telemetry = new TelemetryForwarder(transport.connection, {
@@ -207,6 +209,29 @@ export class EdgeNode {
     await this.#transport.close();
     this.logger.info("edge node stopped");
   }
+}
+
+/**
+ * A type that ran at this edge stays the edge's: the cloud's copies of its twins are edge-owned
+ * (read-only there) for good, so the edge would forward reports the cloud refuses. Refuses
+ * (`FailedPrecondition`) to start when the node ingress stream in the edge's domain takes a type
+ * `twins` no longer lists; adding types is fine.
+ */
+async function refuseGivingTypesBack(
+  transport: NatsTransport,
+  ingress: string,
+  twins: readonly string[] | undefined,
+): Promise<void> {
+  const { jetstreamManager } = await import("@nats-io/jetstream");
+  const taken = await edgeIngressTypes(await jetstreamManager(transport.connection), ingress);
+  const dropped = (taken ?? []).filter((type) => !twins?.includes(type));
+  if (dropped.length === 0) return;
+  const what = dropped.includes("*") ? "every twin type (a node ran on this server)" : dropped.join(", ");
+  throw new FailedPrecondition(
+    `the edge's stream ${ingress} takes ${what}, which edge.twins ${twins ? `(${twins.join(", ")}) does not list` : "is not set for"}: ` +
+      "twins that ran at this edge stay its own (read-only in the cloud), so their reports cannot be forwarded instead; keep those types in --edge-twins",
+    { reason: "edge-types-dropped", types: dropped },
+  );
 }
 
 /**

@@ -312,3 +312,18 @@ export async function registerEdgeSource(
   const others = sources.filter((s) => !isEdgeSource(s, edgeDomain));
   await hub.streams.update(ingress, { ...config, sources: [...others, source] });
 }
+
+/**
+ * The twin types whose reports the node ingress stream `name` in the edge's own domain takes (a
+ * thick edge's node's; `*` when it takes every type: a pure edge's node ran on this server), or
+ * `undefined` when there is no such stream.
+ */
+export async function edgeIngressTypes(jsm: JetStreamManager, name: string): Promise<string[] | undefined> {
+  const info = await streamInfoIfAny(jsm, name);
+  if (!info) return undefined;
+  const prefix = `${DEVICE_PREFIX}.`;
+  const suffix = `.*.${DeviceChannel.Reported}`;
+  return (info.config.subjects ?? [])
+    .filter((subject) => subject.startsWith(prefix) && subject.endsWith(suffix))
+    .map((subject) => subject.slice(prefix.length, -suffix.length));
+}

@@ -28,7 +28,7 @@ const same = (e: EventRecord) => ({ seq: e.seq, type: e.type, data: e.data, at: 
  * order they apply in, every twin's cloud log equals its edge log: no fork, no loss, no
  * duplicate (a batch that came before its predecessor is a gap and redelivered).
  */
-describe("thick edge: two cloud replicators sharing the consumer", () => {
+describe("thick edge from EdgeNode.start: two cloud replicators sharing the consumer; changing edge twin types", () => {
   let dir: string;
   let hub: NatsProcess & { leafPort: number };
   let relay: LinkRelay;
@@ -56,10 +56,8 @@ describe("thick edge: two cloud replicators sharing the consumer", () => {
     await Promise.all(started);
   };
 
-  beforeAll(async () => {
-    ({ dir, hub, relay, leaf } = await startEdgeServers("shared-replication", EDGE));
-    await startReplicators();
-    edge = await EdgeNode.start(
+  const startEdge = (twins?: string[]) =>
+    EdgeNode.start(
       {
         nodeId: "edge-w",
         store: { kind: "sqlite", path: join(dir, "edge.db") },
@@ -67,10 +65,15 @@ describe("thick edge: two cloud replicators sharing the consumer", () => {
         shards: 4,
         log: { level: "silent" },
         nats: { servers: leaf.url },
-        edge: { name: EDGE, twins: ["thermostat"], tick: "200ms" },
+        edge: { name: EDGE, tick: "200ms", ...(twins ? { twins } : {}) },
       },
       { twins: [Thermostat, Pump], logger: silentLogger() },
     );
+
+  beforeAll(async () => {
+    ({ dir, hub, relay, leaf } = await startEdgeServers("shared-replication", EDGE));
+    await startReplicators();
+    edge = await startEdge(["thermostat"]);
   }, 180_000);
   afterAll(async () => {
     await edge?.stop();
@@ -125,4 +128,22 @@ describe("thick edge: two cloud replicators sharing the consumer", () => {
     for (const c of counts) expect(c.applied + c.duplicate + c.gap).toBeGreaterThan(0);
     console.log(JSON.stringify({ scenario: "shared replicator consumer", counts }));
   }, 400_000);
+
+  it("an edge restarted without one of its edge twin types is refused; adding a type is fine", async () => {
+    await edge.stop();
+    await expect(startEdge()).rejects.toMatchObject({
+      code: "FAILED_PRECONDITION",
+      details: { reason: "edge-types-dropped", types: ["thermostat"] },
+    });
+    await expect(startEdge(["pump"])).rejects.toMatchObject({
+      code: "FAILED_PRECONDITION",
+      message: expect.stringContaining("takes thermostat, which edge.twins (pump) does not list"),
+    });
+    edge = await startEdge(["thermostat", "pump"]);
+    // Both run at the edge now: the pump's commands are served by the edge's node.
+    await edge.thick!.node.twins.invoke({ type: "pump", id: "p-1" }, "start", { rpm: 1500 });
+    expect((await edge.thick!.node.twins.get({ type: "thermostat", id: "room-0" })).version).toBeGreaterThan(
+      0,
+    );
+  }, 120_000);
 });
