@@ -49,19 +49,9 @@ describe("doppel start --edge-twins: a thick edge and a cloud node as processes"
   let cloud: DoppelClient;
   let edge: DoppelClient;
   let wire: NatsTransport;
-
-  beforeAll(async () => {
-    ({ dir, hub, relay, leaf } = await startEdgeServers("thick-start", EDGE));
-    cloudProcess = await startNode([
-      "--data",
-      join(dir, "cloud"),
-      "--no-demo",
-      "--nats",
-      hub.url,
-      "--metrics",
-      "127.0.0.1:0",
-    ]);
-    edgeProcess = await startNode([
+  /** The thick edge process (started again, on the same data folder, by the kill test). */
+  const startEdge = () =>
+    startNode([
       "--data",
       join(dir, "edge"),
       "--nats",
@@ -75,6 +65,19 @@ describe("doppel start --edge-twins: a thick edge and a cloud node as processes"
       "--metrics",
       "127.0.0.1:0",
     ]);
+
+  beforeAll(async () => {
+    ({ dir, hub, relay, leaf } = await startEdgeServers("thick-start", EDGE));
+    cloudProcess = await startNode([
+      "--data",
+      join(dir, "cloud"),
+      "--no-demo",
+      "--nats",
+      hub.url,
+      "--metrics",
+      "127.0.0.1:0",
+    ]);
+    edgeProcess = await startEdge();
     cloud = new DoppelClient(cloudProcess.address, { timeoutMs: 30_000 });
     edge = new DoppelClient(edgeProcess.address, { timeoutMs: 30_000 });
     wire = await NatsTransport.connect({ servers: leaf.url, name: "devices", reconnectTimeWaitMs: 100 });
@@ -244,4 +247,35 @@ describe("doppel start --edge-twins: a thick edge and a cloud node as processes"
     );
     expect(metricValue(edgeMetrics, "doppel_edge_log_published_total", "otel_scope_name")).toBeGreaterThan(0);
   }, 300_000);
+
+  it("a thick edge killed (SIGKILL) and started again publishes what it had committed: the cloud's history equals the edge's", async () => {
+    for (let i = 0; i < 8; i++) await edge.invoke(boiler, "setTarget", { celsius: 6 + i });
+    const last = await edge.invoke(boiler, "setMode", { mode: "off" });
+    // Killed at once: the last commits may be durable at the edge but not yet in its log stream.
+    const exited = new Promise((resolve) => edgeProcess.child.once("exit", resolve));
+    edgeProcess.child.kill("SIGKILL");
+    await exited;
+    edge.close();
+    edgeProcess = await startEdge();
+    edge = new DoppelClient(edgeProcess.address, { timeoutMs: 30_000 });
+    expect((await edge.getTwin(boiler)).version).toBeGreaterThanOrEqual(last.version);
+    const head = await eventually(
+      async () => {
+        const [e, c] = [await edge.getTwin(boiler), await cloud.getTwin(boiler)];
+        return c.version >= last.version && c.version === e.version ? c.version : undefined;
+      },
+      "the cloud caught up with the restarted edge",
+      180_000,
+    );
+    const cloudLog = await historyOf(cloud, boiler, head);
+    expect(cloudLog.map((e) => e.seq)).toEqual(Array.from({ length: head }, (_, i) => i + 1));
+    expect(cloudLog.map(same)).toEqual((await historyOf(edge, boiler, head)).map(same));
+    // And the restarted edge takes commands from the cloud again.
+    await eventually(
+      async () =>
+        (await cloud.invoke(boiler, "setMode", { mode: "auto" }).catch(() => undefined)) ?? undefined,
+      "a command in the cloud reaches the restarted edge",
+      90_000,
+    );
+  }, 400_000);
 });
