@@ -35,8 +35,8 @@ import {
 } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/nats-core";
 import { FailedPrecondition } from "../../core/errors.ts";
-import { deviceSubjects, streamInfoIfAny } from "../ingress/stream-config.ts";
-import { DEVICE_PREFIX, DeviceChannel } from "../protocol.ts";
+import { streamInfoIfAny } from "../ingress/stream-config.ts";
+import { DEVICE_PREFIX, DeviceChannel, deviceSubjects } from "../protocol.ts";
 
 /** The edge stream's settings. */
 export interface EdgeStreamSettings {

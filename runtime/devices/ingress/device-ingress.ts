@@ -39,6 +39,7 @@ import {
 import {
   DeviceChannel,
   deviceSubject,
+  deviceSubjects,
   encodeJson,
   errorReply,
   parseDeviceSubject,
@@ -46,7 +47,6 @@ import {
   type SyncReply,
 } from "../protocol.ts";
 import type { DeviceRate } from "./device-rate.ts";
-import { deviceSubjects } from "./stream-config.ts";
 
 /** Counters of what ingress saw (exposed as metrics). */
 export interface IngressStats {

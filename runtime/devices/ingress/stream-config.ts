@@ -49,7 +49,7 @@ import {
 } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/nats-core";
 import { FailedPrecondition, Unavailable } from "../../core/errors.ts";
-import { DEVICE_PREFIX, DeviceChannel } from "../protocol.ts";
+import { DEVICE_PREFIX, DeviceChannel, deviceSubjects } from "../protocol.ts";
 
 /** First two tokens of the subjects the stream stores messages under (after the transform). */
 export const INGRESS_PREFIX = "doppel.in";
@@ -68,16 +68,6 @@ export interface IngressStreamSettings {
    * edge's forwarding streams take the other types). Absent: every type.
    */
   readonly types?: readonly string[];
-}
-
-/**
- * The device subjects of `channel` for `types` (`doppel.dev.<type>.*.<channel>` each), or for
- * every type (`doppel.dev.*.*.<channel>`) when `types` is absent.
- */
-export function deviceSubjects(channel: string, types?: readonly string[]): string[] {
-  return types
-    ? types.map((type) => `${DEVICE_PREFIX}.${type}.*.${channel}`)
-    : [`${DEVICE_PREFIX}.*.*.${channel}`];
 }
 
 /** The node consumer's settings. */
