@@ -102,6 +102,18 @@ describe("doppel start --edge-twins: a thick edge and a cloud node as processes"
   it("runs the edge twin at the edge, replicates it to the cloud and takes cloud commands down", async () => {
     const device = new DeviceClient({ transport: wire, ...boiler, ackTimeoutMs: 10_000 });
     const pumpDevice = new DeviceClient({ transport: wire, ...pump, ackTimeoutMs: 10_000 });
+    // WatchTwin in the cloud, open before the twin exists anywhere: it sees the replicated events.
+    const watched: number[] = [];
+    let watching = true;
+    const ready = new Promise<void>((resolve) => {
+      void (async () => {
+        for await (const change of cloud.watch(boiler, { onReady: resolve })) {
+          watched.push(...change.events.map((e) => e.seq));
+          if (!watching) break;
+        }
+      })().catch(() => undefined);
+    });
+    await ready;
     try {
       await device.report({ temperature: 19.5, heating: false, firmware: "1.0" });
       const atEdge = await eventually(
@@ -131,6 +143,16 @@ describe("doppel start --edge-twins: a thick edge and a cloud node as processes"
         "the routed command replicated back",
         60_000,
       );
+      // The cloud's watcher saw every replicated event once, in order.
+      await eventually(
+        () => watched.length >= routed.version,
+        () => `the cloud's watcher saw ${routed.version} events (saw ${watched.join(",")})`,
+        60_000,
+      );
+      expect(watched.slice(0, routed.version)).toEqual(
+        Array.from({ length: routed.version }, (_, i) => i + 1),
+      );
+      watching = false;
       // The pump is not an edge twin: its report is stored and forwarded to the cloud's twin.
       await pumpDevice.report({ rpm: 1200 });
       await eventually(
