@@ -170,7 +170,9 @@ function checkValue(value: unknown, path: Path, depth: number, limits: JsonLimit
   let bound = 2;
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      bound += checkValue(value[i], { parent: path, key: i }, depth + 1, limits) + 1;
+      const item: unknown = value[i];
+      bound +=
+        (isLeaf(item) ? leafBound(item) : checkValue(item, { parent: path, key: i }, depth + 1, limits)) + 1;
     }
     return bound;
   }
@@ -183,9 +185,33 @@ function checkValue(value: unknown, path: Path, depth: number, limits: JsonLimit
   for (const key in object) {
     if (!Object.hasOwn(object, key)) continue;
     const child = object[key];
-    bound += stringBound(key) + 2 + checkValue(child, { parent: path, key }, depth + 1, limits);
+    // A valid leaf needs no path of its own (one is only spelled out for an error).
+    bound +=
+      stringBound(key) +
+      2 +
+      (isLeaf(child) ? leafBound(child) : checkValue(child, { parent: path, key }, depth + 1, limits));
   }
   return bound;
+}
+
+/** A string, boolean, finite number or null: a JSON leaf that is valid whatever its path. */
+function isLeaf(value: unknown): value is string | boolean | number | null {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return true;
+    case "number":
+      return Number.isFinite(value);
+    default:
+      return value === null;
+  }
+}
+
+/** {@link checkValue}'s bound of a valid leaf. */
+function leafBound(value: string | boolean | number | null): number {
+  if (value === null) return 4;
+  if (typeof value === "string") return stringBound(value);
+  return typeof value === "boolean" ? 5 : NUMBER_BOUND;
 }
 
 function tooLarge(what: string, size: number, limits: JsonLimits): InvalidArgument {

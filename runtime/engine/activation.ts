@@ -160,6 +160,9 @@ const STALE = Symbol("stale");
 export class Activation implements TwinBinding, CommitListener {
   readonly key: string;
   lastUsed: number;
+  /** The catalog's recency list: the twin used just before this one, and just after (null: none). */
+  older: Activation | null = null;
+  newer: Activation | null = null;
   #status: ActivationStatus = "loading";
   readonly #host: ActivationHost;
   readonly #twin: Twin<object, TwinEvent, object>;

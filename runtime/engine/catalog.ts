@@ -21,8 +21,13 @@ export interface CatalogOptions {
 }
 
 export class Catalog {
-  /** Insertion order is recency order: a dispatch moves its twin to the end. */
   readonly #resident = new Map<string, Activation>();
+  /**
+   * Recency order, a list through the activations (`older`/`newer`): a dispatch moves its twin to
+   * the newest end by a few pointer writes (no map delete and insert per message).
+   */
+  #oldest: Activation | null = null;
+  #newest: Activation | null = null;
   /**
    * The same activations by type, then id: what a dispatch looks its twin up by, with the strings
    * it was given (no `type/id` key built, flattened and hashed per message).
@@ -56,8 +61,31 @@ export class Catalog {
   }
 
   /** All resident activations, least recently used first. */
-  activations(): IterableIterator<Activation> {
-    return this.#resident.values();
+  *activations(): IterableIterator<Activation> {
+    for (let activation = this.#oldest; activation; ) {
+      const newer: Activation | null = activation.newer; // read first: the caller may remove it
+      yield activation;
+      activation = newer;
+    }
+  }
+
+  /** Puts `activation` (not in the list) at the newest end. */
+  #link(activation: Activation): void {
+    activation.older = this.#newest;
+    activation.newer = null;
+    if (this.#newest) this.#newest.newer = activation;
+    else this.#oldest = activation;
+    this.#newest = activation;
+  }
+
+  /** Takes `activation` (in the list) out of it. */
+  #unlink(activation: Activation): void {
+    const { older, newer } = activation;
+    if (older) older.newer = newer;
+    else this.#oldest = newer;
+    if (newer) newer.older = older;
+    else this.#newest = older;
+    activation.older = activation.newer = null;
   }
 
   /**
@@ -84,13 +112,15 @@ export class Catalog {
   ): Promise<TurnOutcome> {
     let activation = existing;
     if (activation) {
-      // By the activation's own key: a string whose hash is computed already.
-      this.#resident.delete(activation.key);
-      this.#resident.set(activation.key, activation);
+      if (activation !== this.#newest) {
+        this.#unlink(activation);
+        this.#link(activation);
+      }
       activation.lastUsed = this.host.clock.now();
     } else {
       activation = new Activation(type, id, this.shardOf(type.name, id), this.host);
       this.#resident.set(activation.key, activation);
+      this.#link(activation);
       let byId = this.#byType.get(type.name);
       if (!byId) {
         byId = new Map();
@@ -136,6 +166,7 @@ export class Catalog {
   remove(activation: Activation): void {
     if (this.#resident.get(activation.key) !== activation) return;
     this.#resident.delete(activation.key);
+    this.#unlink(activation);
     const byId = this.#byType.get(activation.type.name);
     byId?.delete(activation.id);
     if (byId?.size === 0) this.#byType.delete(activation.type.name);
@@ -154,7 +185,7 @@ export class Catalog {
   #evictOverCap(): void {
     let excess = this.#resident.size - this.#leaving - this.options.maxResident;
     if (excess <= 0) return;
-    for (const activation of this.#resident.values()) {
+    for (const activation of this.activations()) {
       if (excess <= 0) break;
       if (this.#passivate(activation)) excess--;
     }

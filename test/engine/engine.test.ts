@@ -151,6 +151,19 @@ describe("engine: activation and passivation", () => {
     await test.stop();
   });
 
+  it("keeps its twins in recency order: each message moves its twin to the newest end", async () => {
+    const test = await TestNode.start({ twins: [Counter], config: { limits: { maxResident: 3 } } });
+    for (const id of ["a", "b", "c"]) await test.twin(Counter, id).invoke("add", { by: 1, tag: "" });
+    await test.twin(Counter, "b").invoke("read", {});
+    await test.twin(Counter, "a").invoke("read", {});
+    await test.twin(Counter, "a").invoke("read", {});
+    expect([...test.node.engine.catalog.activations()].map((a) => a.id)).toEqual(["c", "b", "a"]);
+    await test.twin(Counter, "d").invoke("add", { by: 1, tag: "" });
+    await test.idle();
+    expect([...test.node.engine.catalog.activations()].map((a) => a.id)).toEqual(["b", "a", "d"]);
+    await test.stop();
+  });
+
   it("refuses messages beyond the mailbox bound with ResourceExhausted", async () => {
     const test = await TestNode.start({ twins: [Counter], config: { limits: { mailboxSize: 5 } } });
     const c = test.twin(Counter, "c1");
