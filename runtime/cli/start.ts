@@ -103,6 +103,16 @@ async function startEdge(config: NodeConfig, out: (line: string) => void): Promi
     );
   }
   if (node.metricsAddress) lines.push(`  metrics http://${node.metricsAddress}/metrics`);
+  const address = thick?.grpcAddress;
+  if (address) {
+    const type = edge.twins![0]!;
+    lines.push(
+      "",
+      "Try, in another terminal (here, or in the cloud: its copies are read-only, commands go down):",
+      `  npx doppel query ${type} --server ${address}`,
+      `  npx doppel history ${type}/<id> --limit 20 --server ${address}`,
+    );
+  }
   lines.push("", "Check it from the cloud: npx doppel edge status --nats <cloud NATS>", "Stop with Ctrl-C.");
   for (const line of lines) out(line);
   await runUntilSignal(node, out);

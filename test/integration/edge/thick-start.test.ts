@@ -97,6 +97,7 @@ describe("doppel start --edge-twins: a thick edge and a cloud node as processes"
     expect(output).toContain(`(edge ${EDGE}, thick) is running`);
     expect(output).toMatch(/twins {3}thermostat at the edge \(store sqlite /);
     expect(output).toContain("forward pump to the cloud's twins");
+    expect(output).toContain(`npx doppel query thermostat --server ${edgeProcess.address}`);
   });
 
   it("runs the edge twin at the edge, replicates it to the cloud and takes cloud commands down", async () => {
