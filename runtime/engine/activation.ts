@@ -319,10 +319,13 @@ export class Activation implements TwinBinding, CommitListener {
       const envelope = tracingOn()
         ? new Envelope(message, resolve, reject, activeContext())
         : new Envelope(message, resolve, reject);
+      // One clock read for the use, the deadline's arming and (for a message run at once) its turn.
+      const now = this.#host.clock.now();
+      this.lastUsed = now;
       const deadlines = this.#host.deadlines;
-      if (deadlines) envelope.arm(deadlines, this.key, this.#host.clock.now());
+      if (deadlines) envelope.arm(deadlines, this.key, now);
       // An idle active twin runs the message at once: it never waits in a mailbox (none is made).
-      if (queued === 0 && !this.#running && this.#status === "active") this.#kick(envelope);
+      if (queued === 0 && !this.#running && this.#status === "active") this.#kick(envelope, now);
       else {
         (this.#mailbox ??= []).push(envelope);
         this.#kick();
@@ -336,7 +339,7 @@ export class Activation implements TwinBinding, CommitListener {
    * first message that must wait (a reload, the bound on pending events, a handler that
    * returned a promise) the mailbox goes on in `#run`.
    */
-  #kick(first?: Envelope): void {
+  #kick(first?: Envelope, now?: number): void {
     if (!first && (this.#running || this.#status === "loading" || (this.#mailbox?.length ?? 0) === 0)) return;
     this.#running = true;
     let envelope = first;
@@ -347,9 +350,11 @@ export class Activation implements TwinBinding, CommitListener {
           void this.#run();
           return;
         }
-        envelope ??= this.#next();
+        let at: number | undefined;
+        if (envelope) at = now;
+        else envelope = this.#next();
         if (!envelope) break;
-        const turn = this.#live(envelope) ? this.#runTurn(envelope) : undefined;
+        const turn = this.#live(envelope, at) ? this.#runTurn(envelope, at) : undefined;
         envelope = undefined;
         if (turn) {
           void this.#run(turn);
@@ -390,9 +395,9 @@ export class Activation implements TwinBinding, CommitListener {
   }
 
   /** False (and the message refused) when the caller's deadline passed while the message waited. */
-  #live(envelope: Envelope): boolean {
+  #live(envelope: Envelope, now?: number): boolean {
     const { deadline } = envelope.message;
-    if (deadline === undefined || this.#host.clock.now() <= deadline) return true;
+    if (deadline === undefined || (now ?? this.#host.clock.now()) <= deadline) return true;
     envelope.reject(new Unavailable(`${this.key}: the caller's deadline passed while the message waited`));
     return false;
   }
@@ -452,14 +457,14 @@ export class Activation implements TwinBinding, CommitListener {
    * Runs one turn. When the handler is synchronous (returns no promise) the whole turn runs in
    * this call and nothing is returned; otherwise the promise of its end.
    */
-  #runTurn(envelope: Envelope): Promise<void> | undefined {
+  #runTurn(envelope: Envelope, now?: number): Promise<void> | undefined {
     const message = envelope.message;
     const started = performance.now();
     let turn: Turn;
     let handled: Handled | Promise<Handled>;
     try {
       const writer = this.#host.writerFor(this.shard);
-      turn = new Turn(this.#twin, message, this.#data, this.#host, writer, this.#host.clock.now());
+      turn = new Turn(this.#twin, message, this.#data, this.#host, writer, now ?? this.#host.clock.now());
       this.#turn = turn;
       const current = turn;
       if (tracingOn()) {

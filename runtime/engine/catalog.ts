@@ -112,11 +112,11 @@ export class Catalog {
   ): Promise<TurnOutcome> {
     let activation = existing;
     if (activation) {
+      // Its `lastUsed` is set by the enqueue below (with the clock read it makes anyway).
       if (activation !== this.#newest) {
         this.#unlink(activation);
         this.#link(activation);
       }
-      activation.lastUsed = this.host.clock.now();
     } else {
       activation = new Activation(type, id, this.shardOf(type.name, id), this.host);
       this.#resident.set(activation.key, activation);

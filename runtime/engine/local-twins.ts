@@ -89,8 +89,15 @@ export class LocalTwins implements TwinApi {
    * deadline that has already passed refuses before anything is dispatched (a message dispatched
    * then would be refused by the twin with nobody left to hear it).
    */
-  #dispatch(type: TwinType, ref: TwinRef, message: TwinMessage, deadline: number): Promise<TurnOutcome> {
-    if (deadline <= this.engine.clock.now()) {
+  #dispatch(
+    type: TwinType,
+    ref: TwinRef,
+    message: TwinMessage,
+    deadline: number,
+    given: number | undefined,
+  ): Promise<TurnOutcome> {
+    // Only a caller's own deadline can have passed already (the default one is ahead of now).
+    if (given !== undefined && deadline <= this.engine.clock.now()) {
       const what = describeMessage(refKey(ref), message);
       return Promise.reject(new DeadlineExceeded(`${what}: deadline already passed`));
     }
@@ -133,7 +140,7 @@ export class LocalTwins implements TwinApi {
     };
     if (expectedVersion !== undefined) message.expectedVersion = expectedVersion;
     withOrigin(message, options.causation, options);
-    const outcome = await this.#dispatch(type, checked, message, deadline);
+    const outcome = await this.#dispatch(type, checked, message, deadline, options.deadline);
     return { result: outcome.result, version: outcome.data.seq };
   }
 
@@ -147,7 +154,7 @@ export class LocalTwins implements TwinApi {
     const message: Mutable<DesiredMessage> = { kind: "desired", patch: body, deadline };
     if (expectedVersion !== undefined) message.expectedVersion = expectedVersion;
     withOrigin(message, options.causation, options);
-    const outcome = await this.#dispatch(type, checked, message, deadline);
+    const outcome = await this.#dispatch(type, checked, message, deadline, options.deadline);
     return toView(checked.type, checked.id, outcome.data);
   }
 
@@ -166,7 +173,7 @@ export class LocalTwins implements TwinApi {
     if (seq !== undefined) message.seq = seq;
     if (at !== undefined) message.at = at;
     withOrigin(message, causation, options);
-    const outcome = await this.#dispatch(type, checked, message, deadline);
+    const outcome = await this.#dispatch(type, checked, message, deadline, options.deadline);
     return outcome.stale
       ? { version: outcome.data.seq, duplicate: outcome.duplicate, stale: true }
       : { version: outcome.data.seq, duplicate: outcome.duplicate };
