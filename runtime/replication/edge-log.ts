@@ -115,7 +115,8 @@ export class EdgeLogPublisher {
     const timeout = Math.max(1000, tickMs);
     this.#js = jetstream(this.#nc, { timeout });
     this.#local = await jetstreamManager(this.#nc, { timeout });
-    this.#hub = await jetstreamManager(this.#nc, { domain: hubDomain, timeout });
+    // The cloud may be unreachable now (the link down): no API check, the manager is used per tick.
+    this.#hub = await jetstreamManager(this.#nc, { domain: hubDomain, timeout, checkAPI: false });
     if (!(await streamInfoIfAny(this.#local, EDGE_LOG_STREAM))) {
       await this.#local.streams.add({
         name: EDGE_LOG_STREAM,

@@ -130,7 +130,12 @@ export class EdgeForwarder {
   async start(): Promise<void> {
     const timeout = Math.max(1000, this.#options.tickMs);
     this.#local = await jetstreamManager(this.#nc, { timeout });
-    this.#hub = await jetstreamManager(this.#nc, { domain: this.#options.hubDomain, timeout });
+    // The cloud may be unreachable now (the link down): no API check, the manager is used per tick.
+    this.#hub = await jetstreamManager(this.#nc, {
+      domain: this.#options.hubDomain,
+      timeout,
+      checkAPI: false,
+    });
     const { domain } = await this.#local.getAccountInfo();
     if (domain !== this.#options.edge) {
       throw new FailedPrecondition(

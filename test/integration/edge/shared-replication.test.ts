@@ -146,4 +146,19 @@ describe("thick edge from EdgeNode.start: two cloud replicators sharing the cons
       0,
     );
   }, 120_000);
+
+  it("a thick edge starts with the link down, serves its twins and catches the cloud up once the link is back", async () => {
+    await edge.stop();
+    await relay.cut();
+    edge = await startEdge(["thermostat", "pump"]);
+    expect(edge.status.linkUp).toBe(false);
+    const ref = { type: "thermostat", id: "room-0" };
+    const done = await edge.thick!.node.twins.invoke(ref, "setMode", { mode: "off" });
+    await relay.restore();
+    await eventually(
+      async () => ((await store.readView(ref))?.version ?? 0) >= done.version,
+      "the cloud has what the edge did while it started with the link down",
+      180_000,
+    );
+  }, 300_000);
 });
