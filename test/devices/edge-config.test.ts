@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { buildConfig } from "../../runtime/cli/start-config.ts";
-import { edgeStreamConfig } from "../../runtime/devices/edge/edge-stream.ts";
+import { edgeStreamConfig, rawStreamConfig } from "../../runtime/devices/edge/edge-stream.ts";
 import { leafServerConfig } from "../../runtime/devices/edge/leaf-config.ts";
+import { DEFAULT_STREAM, ingressStreamConfig } from "../../runtime/devices/ingress/stream-config.ts";
 import { compileConfig } from "../../runtime/node/options.ts";
 
 describe("edge configuration", () => {
@@ -37,6 +38,38 @@ describe("edge configuration", () => {
       discard: "old",
     });
     expect(config).toMatchObject({ retention: "limits", discard: "old", max_bytes: 4096 });
+  });
+
+  it("a thick edge splits the device subjects by type: its node's ingress takes the edge twins', the forwarding streams the rest", () => {
+    const settings = {
+      name: "DOPPEL_EDGE",
+      maxBytes: 4096,
+      maxAgeMs: 60_000,
+      maxMsgSize: 1024,
+      duplicateWindowMs: 1000,
+      discard: "new" as const,
+    };
+    expect(edgeStreamConfig({ ...settings, types: ["pump"] }).subjects).toEqual([
+      "doppel.dev.pump.*.reported",
+      "doppel.fwd.*.*.telemetry",
+    ]);
+    expect(rawStreamConfig({ ...settings, name: "DOPPEL_EDGE_RAW", types: ["pump"] }).subjects).toEqual([
+      "doppel.dev.pump.*.telemetry",
+    ]);
+    // Every type runs at the edge: the raw stream takes only its own name (no device subject).
+    expect(rawStreamConfig({ ...settings, name: "DOPPEL_EDGE_RAW", types: [] }).subjects).toEqual([
+      "DOPPEL_EDGE_RAW",
+    ]);
+    const ingress = ingressStreamConfig({ ...DEFAULT_STREAM, types: ["thermostat"] }, 4);
+    expect(ingress.subjects).toEqual([
+      "doppel.dev.thermostat.*.reported",
+      "doppel.dev.thermostat.*.telemetry",
+    ]);
+    // A thin edge forwards every type.
+    expect(edgeStreamConfig(settings).subjects).toEqual([
+      "doppel.dev.*.*.reported",
+      "doppel.fwd.*.*.telemetry",
+    ]);
   });
 
   it("the leaf server's configuration: own domain, credentials in the remote, reports not exported", () => {
