@@ -164,6 +164,8 @@ describe("doppel start --edge-twins: a thick edge and a cloud node as processes"
         120_000,
       );
       await expect(edge.getTwin(pump)).rejects.toMatchObject({ code: "NOT_FOUND" });
+      // Its sync crosses the link to the cloud, which runs its twin (the edge's node leaves it alone).
+      expect((await pumpDevice.sync()).reported).toMatchObject({ rpm: 1200 });
     } finally {
       await device.close();
       await pumpDevice.close();
@@ -188,6 +190,8 @@ describe("doppel start --edge-twins: a thick edge and a cloud node as processes"
         await device.report({ temperature: 20 + i / 10 });
       }
       const during = await edge.invoke(boiler, "setMode", { mode: "off" });
+      // The edge twin's device syncs with the edge's node, link or no link.
+      expect((await device.sync()).version).toBeGreaterThanOrEqual(during.version);
       expect((await cloud.getTwin(boiler)).version).toBeLessThan(during.version);
 
       await relay.restore();
