@@ -28,6 +28,7 @@ import { MeterProvider } from "@opentelemetry/sdk-metrics";
 import type { ClassStats, WorkClass } from "../core/admission.ts";
 import { Unavailable } from "../core/errors.ts";
 import { formatHostPort, parseHostPort } from "../core/host-port.ts";
+import { type EdgeReplicationCounts, REPLICATION_OUTCOMES } from "../core/replication-counts.ts";
 
 /** Hot-path counts, kept as plain numbers and read at scrape time (no per-turn attribute hashing). */
 export interface HotCounts {
@@ -69,7 +70,7 @@ export interface GaugeSources {
   /** The edge's store-and-forward state, when the node is an edge node. */
   edge?(): Readonly<EdgeCounts> | undefined;
   /** The thick-edge replicator's counts per edge, when the node replicates edge logs. */
-  replication?(): Readonly<Record<string, Readonly<ReplicatedEdgeCounts>>> | undefined;
+  replication?(): Readonly<Record<string, Readonly<EdgeReplicationCounts>>> | undefined;
   /** The thick edge's log publisher, when the node publishes its twins' log upstream. */
   edgeLog?(): Readonly<EdgeLogCounts> | undefined;
   /** The CoAP listener's counters and open observations, when the node serves CoAP. */
@@ -86,20 +87,6 @@ export interface EdgeCounts {
   readonly dropped: number;
   readonly lastSyncAt: number | undefined;
 }
-
-/** What the cloud's replicator did with one edge's batches (its status, read at scrape time). */
-export interface ReplicatedEdgeCounts {
-  readonly applied: number;
-  readonly duplicate: number;
-  readonly gap: number;
-  readonly conflict: number;
-  readonly malformed: number;
-  readonly failed: number;
-  /** Epoch ms of the last batch the cloud then held, if any. */
-  readonly lastSyncAt: number | undefined;
-}
-
-const REPLICATION_OUTCOMES = ["applied", "duplicate", "gap", "conflict", "malformed", "failed"] as const;
 
 /** What a thick edge's log publisher counts (read at scrape time). */
 export interface EdgeLogCounts {

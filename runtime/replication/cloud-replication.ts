@@ -14,6 +14,7 @@ import { InvalidArgument } from "../core/errors.ts";
 import type { TwinRef } from "../core/ids.ts";
 import type { TwinChange } from "../core/records.ts";
 import { streamInfoIfAny } from "../devices/ingress/stream-config.ts";
+import { encodeJson } from "../devices/protocol.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 import { CLOUD_LOGS_STREAM } from "./edge-log.ts";
@@ -79,7 +80,7 @@ export class CloudReplication {
     });
     this.#statusSub = this.#nc.subscribe(REPLICATION_STATUS_SUBJECT, {
       callback: (_error, message) => {
-        message.respond(new TextEncoder().encode(JSON.stringify(this.status)));
+        message.respond(encodeJson(this.status));
       },
     });
     const consumer = await jetstream(this.#nc).consumers.get(CLOUD_LOGS_STREAM, REPLICATOR_CONSUMER);

@@ -20,6 +20,7 @@ import { refKey, type TwinRef } from "../core/ids.ts";
 import type { TwinChange } from "../core/records.ts";
 import { domainApi, isEdgeSource } from "../devices/edge/edge-stream.ts";
 import { isNotFound, streamInfoIfAny } from "../devices/ingress/stream-config.ts";
+import { encodeJson } from "../devices/protocol.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 import {
@@ -129,7 +130,7 @@ export class EdgeLogPublisher {
     this.#statusSub = this.#nc.subscribe(edgeLogStatusSubject(edge), {
       callback: (_error, message) => {
         this.status().then(
-          (status) => message.respond(new TextEncoder().encode(JSON.stringify(status))),
+          (status) => message.respond(encodeJson(status)),
           (error: unknown) =>
             this.#options.logger.warn({ err: String(error) }, "edge log: cannot answer a status request"),
         );

@@ -9,34 +9,14 @@
  *   all of them (they share one durable consumer).
  */
 
-/** Counts of what a replicator did with the batches it took. */
-export interface ReplicationCounts {
-  applied: number;
-  duplicate: number;
-  gap: number;
-  conflict: number;
-  malformed: number;
-  failed: number;
-}
+import type { EdgeReplicationCounts } from "../core/replication-counts.ts";
 
-export const REPLICATION_OUTCOMES: readonly (keyof ReplicationCounts)[] = [
-  "applied",
-  "duplicate",
-  "gap",
-  "conflict",
-  "malformed",
-  "failed",
-];
-
-export function zeroCounts(): ReplicationCounts {
-  return { applied: 0, duplicate: 0, gap: 0, conflict: 0, malformed: 0, failed: 0 };
-}
-
-/** One edge's counts at one replicator, and when it last took a batch the cloud then held. */
-export interface EdgeReplicationCounts extends ReplicationCounts {
-  /** Epoch ms of the last batch of the edge applied (or found already applied), if any. */
-  lastSyncAt: number | undefined;
-}
+export {
+  type EdgeReplicationCounts,
+  REPLICATION_OUTCOMES,
+  type ReplicationCounts,
+  zeroCounts,
+} from "../core/replication-counts.ts";
 
 /** A cloud node's answer on {@link REPLICATION_STATUS_SUBJECT}. */
 export interface ReplicationStatus {

@@ -112,7 +112,7 @@ async function edgeLogStatus(
 ): Promise<EdgeLogStatus | undefined> {
   try {
     const reply = await nc.request(edgeLogStatusSubject(edge), new Uint8Array(), { timeout: timeoutMs });
-    return JSON.parse(new TextDecoder().decode(reply.data)) as EdgeLogStatus;
+    return reply.json<EdgeLogStatus>();
   } catch {
     return undefined;
   }
@@ -131,7 +131,7 @@ async function replicatorAnswers(nc: NatsConnection, timeoutMs: number): Promise
       stall: Math.max(100, timeoutMs / 4),
     });
     for await (const reply of replies) {
-      answers.push(JSON.parse(new TextDecoder().decode(reply.data)) as ReplicationStatus);
+      answers.push(reply.json<ReplicationStatus>());
     }
   } catch {
     // No responders (no cloud node replicates) or the wait ended: what arrived is the answer.
