@@ -33,6 +33,24 @@ export interface Principal {
   readonly idPrefixes?: readonly string[];
 }
 
+/**
+ * The principal `kind`/`id` granted a policy's scopes and restrictions (an API key's record, a
+ * client certificate rule), with absent restrictions left out.
+ */
+export function grantPrincipal(
+  kind: PrincipalKind,
+  id: string,
+  policy: Pick<Principal, "scopes" | "types" | "idPrefixes">,
+): Principal {
+  return {
+    kind,
+    id,
+    scopes: policy.scopes,
+    ...(policy.types ? { types: policy.types } : {}),
+    ...(policy.idPrefixes ? { idPrefixes: policy.idPrefixes } : {}),
+  };
+}
+
 /** The principal of a node that runs without security configured: everything is allowed. */
 export const ANONYMOUS: Principal = Object.freeze({
   kind: "anonymous",

@@ -16,7 +16,7 @@ import { z } from "zod";
 import type { Clock } from "../core/clock.ts";
 import { describeIssues } from "../core/config-issues.ts";
 import { FailedPrecondition, InvalidArgument, NotFound, Unauthenticated } from "../core/errors.ts";
-import { type Principal, SCOPES, type Scope } from "../core/principal.ts";
+import { grantPrincipal, type Principal, SCOPES, type Scope } from "../core/principal.ts";
 
 const KEY_PATTERN = /^dpk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$/;
 /** Longest credential looked at; anything longer is refused before any work. */
@@ -263,13 +263,7 @@ export class ApiKeys {
     }
     if (record.revokedAt !== undefined) throw new Unauthenticated(`API key ${id} was revoked`);
     return {
-      principal: {
-        kind: "service-key",
-        id,
-        scopes: record.scopes,
-        ...(record.types ? { types: record.types } : {}),
-        ...(record.idPrefixes ? { idPrefixes: record.idPrefixes } : {}),
-      },
+      principal: grantPrincipal("service-key", id, record),
       limits: record.limits,
     };
   }

@@ -7,7 +7,7 @@
  * PERMISSION_DENIED naming the scope.
  */
 import type { PeerCertificate } from "node:tls";
-import type { Principal, Scope } from "../core/principal.ts";
+import { grantPrincipal, type Principal, type Scope } from "../core/principal.ts";
 import type { ApiKeyLimits } from "./api-keys.ts";
 
 /** One mapping rule: a certificate whose CN or SAN matches gets these scopes and restrictions. */
@@ -45,13 +45,7 @@ export function certificatePrincipal(
   );
   if (rule === undefined) return { principal: { kind: "mtls", id, scopes: [] } };
   return {
-    principal: {
-      kind: "mtls",
-      id,
-      scopes: rule.scopes,
-      ...(rule.types ? { types: rule.types } : {}),
-      ...(rule.idPrefixes ? { idPrefixes: rule.idPrefixes } : {}),
-    },
+    principal: grantPrincipal("mtls", id, rule),
     ...(rule.limits ? { limits: rule.limits } : {}),
   };
 }
