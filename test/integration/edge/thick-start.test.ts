@@ -32,6 +32,33 @@ const same = (e: RemoteEvent) => ({
 });
 
 /**
+ * Waits until the cloud's copy of `ref` is at the edge's version (at least `atLeast`; the edge
+ * twin's reminders may keep writing, so both are compared at one version), then checks that the
+ * cloud's history is the edge's, seq 1 to that version without a gap. Returns the edge's log.
+ */
+async function expectCloudCaughtUp(
+  edge: DoppelClient,
+  cloud: DoppelClient,
+  ref: TwinRef,
+  atLeast: number,
+  what: string,
+): Promise<RemoteEvent[]> {
+  const head = await eventually(
+    async () => {
+      const [e, c] = [await edge.getTwin(ref), await cloud.getTwin(ref)];
+      return c.version >= atLeast && c.version === e.version ? c.version : undefined;
+    },
+    `the cloud caught up with ${what}`,
+    180_000,
+  );
+  const edgeLog = await historyOf(edge, ref, head);
+  const cloudLog = await historyOf(cloud, ref, head);
+  expect(cloudLog.map((e) => e.seq)).toEqual(Array.from({ length: head }, (_, i) => i + 1));
+  expect(cloudLog.map(same)).toEqual(edgeLog.map(same));
+  return edgeLog;
+}
+
+/**
  * A thick edge run by `doppel start --edge ... --edge-twins thermostat` and a cloud node run by
  * `doppel start --nats <hub>`, each its own process, on real hub and leaf nats-servers (a relay
  * between them the test cuts): the thermostat runs at the edge, its log reaches the cloud, a
@@ -195,19 +222,7 @@ describe("doppel start --edge-twins: a thick edge and a cloud node as processes"
       expect((await cloud.getTwin(boiler)).version).toBeLessThan(during.version);
 
       await relay.restore();
-      // The edge twin's reminders may keep writing: compare at a moment both are at one version.
-      const head = await eventually(
-        async () => {
-          const [e, c] = [await edge.getTwin(boiler), await cloud.getTwin(boiler)];
-          return c.version >= during.version && c.version === e.version ? c.version : undefined;
-        },
-        "the cloud caught up with the edge",
-        180_000,
-      );
-      const edgeLog = await historyOf(edge, boiler, head);
-      const cloudLog = await historyOf(cloud, boiler, head);
-      expect(cloudLog.map((e) => e.seq)).toEqual(Array.from({ length: head }, (_, i) => i + 1));
-      expect(cloudLog.map(same)).toEqual(edgeLog.map(same));
+      const edgeLog = await expectCloudCaughtUp(edge, cloud, boiler, during.version, "the edge");
       expect(edgeLog.map((e) => e.type)).toContain("modeChanged");
       // With the link back, commands sent to the cloud go down again.
       await eventually(
@@ -286,17 +301,7 @@ describe("doppel start --edge-twins: a thick edge and a cloud node as processes"
     edgeProcess = await startEdge();
     edge = new DoppelClient(edgeProcess.address, { timeoutMs: 30_000 });
     expect((await edge.getTwin(boiler)).version).toBeGreaterThanOrEqual(last.version);
-    const head = await eventually(
-      async () => {
-        const [e, c] = [await edge.getTwin(boiler), await cloud.getTwin(boiler)];
-        return c.version >= last.version && c.version === e.version ? c.version : undefined;
-      },
-      "the cloud caught up with the restarted edge",
-      180_000,
-    );
-    const cloudLog = await historyOf(cloud, boiler, head);
-    expect(cloudLog.map((e) => e.seq)).toEqual(Array.from({ length: head }, (_, i) => i + 1));
-    expect(cloudLog.map(same)).toEqual((await historyOf(edge, boiler, head)).map(same));
+    await expectCloudCaughtUp(edge, cloud, boiler, last.version, "the restarted edge");
     // And the restarted edge takes commands from the cloud again.
     await eventually(
       async () =>
