@@ -230,8 +230,6 @@ export function reportStamp(
  * The device subjects of `channel` for `types` (`doppel.dev.<type>.*.<channel>` each), or for
  * every type (`doppel.dev.*.*.<channel>`) when `types` is absent.
  */
-export function deviceSubjects(channel: string, types?: readonly string[]): string[] {
-  return types
-    ? types.map((type) => `${DEVICE_PREFIX}.${type}.*.${channel}`)
-    : [`${DEVICE_PREFIX}.*.*.${channel}`];
+export function deviceSubjects(channel: DeviceChannel, types?: readonly string[]): string[] {
+  return types ? types.map((type) => `${DEVICE_PREFIX}.${type}.*.${channel}`) : [deviceWildcard(channel)];
 }
