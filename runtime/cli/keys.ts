@@ -142,11 +142,7 @@ export function createKeyCommand(flags: KeysFlags & PolicyFlags & { scopes: stri
   const rate = flags.rate === undefined ? undefined : rateOf(flags.rate);
   const burst = integerOption(flags.burst, "--burst");
   const maxTwins = flags.maxTwins === undefined ? undefined : maxTwinsOf(flags.maxTwins);
-  const limits: ApiKeyLimits = {
-    ...(rate !== undefined ? { ratePerSecond: rate } : {}),
-    ...(burst !== undefined ? { burst } : {}),
-    ...(maxTwins !== undefined ? { maxTwins } : {}),
-  };
+  const limits: ApiKeyLimits = present({ ratePerSecond: rate, burst, maxTwins });
   const types = namesOf(flags.types, "--types");
   const idPrefixes = namesOf(flags.prefix, "--prefix");
   mkdirSync(dirname(flags.file), { recursive: true });

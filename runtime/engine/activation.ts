@@ -33,8 +33,7 @@ import {
 } from "../core/errors.ts";
 import { parseRef, refKey, type TwinRef } from "../core/ids.ts";
 import { type Json, type JsonObject, jsonSizeBound } from "../core/json.ts";
-import type { Mutable } from "../core/present.ts";
-import { present } from "../core/present.ts";
+import { type Mutable, present } from "../core/present.ts";
 import type { EventRecord, ReminderIndexEntry, ReminderState, TwinCommit, Writer } from "../core/records.ts";
 import {
   bindTwin,

@@ -16,6 +16,7 @@ import { z } from "zod";
 import type { Clock } from "../core/clock.ts";
 import { describeIssues } from "../core/config-issues.ts";
 import { FailedPrecondition, InvalidArgument, NotFound, Unauthenticated } from "../core/errors.ts";
+import { present } from "../core/present.ts";
 import { grantPrincipal, type Principal, SCOPES, type Scope } from "../core/principal.ts";
 
 const KEY_PATTERN = /^dpk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$/;
@@ -152,11 +153,6 @@ function changed<T>(current: T | undefined, next: T | null | undefined): T | und
   return next === null ? undefined : next;
 }
 
-/** Drops the keys whose value is undefined (the record schema is strict about absent fields). */
-function defined<T extends object>(record: T): T {
-  return Object.fromEntries(Object.entries(record).filter(([, v]) => v !== undefined)) as T;
-}
-
 /**
  * Changes an active key's scopes, restrictions, limits or description in place (its secret and
  * id stay, so services need no new key). Nodes pick the change up as they do a revocation.
@@ -169,13 +165,13 @@ export function updateKey(path: string, id: string, change: KeyChange): ApiKeyRe
   if (record === undefined) throw new NotFound(`no API key ${JSON.stringify(id)} in ${path}`);
   if (record.revokedAt !== undefined)
     throw new FailedPrecondition(`API key ${id} was revoked; create a new key instead`);
-  const limits = defined({
+  const limits = present({
     ratePerSecond: changed(record.limits?.ratePerSecond, change.limits?.ratePerSecond),
     burst: changed(record.limits?.burst, change.limits?.burst),
     maxTwins: changed(record.limits?.maxTwins, change.limits?.maxTwins),
   });
   const parsed = keyRecordSchema.safeParse(
-    defined({
+    present({
       ...record,
       scopes: change.scopes ? [...new Set(change.scopes)] : record.scopes,
       types: changed(record.types, change.types && [...change.types]),
