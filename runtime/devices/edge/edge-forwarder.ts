@@ -7,7 +7,8 @@
  * `doppel.edge.<name>.status` (what `doppel edge status` shows).
  *
  * The link is "up" while the hub's JetStream answers through the leaf connection; a tick that
- * cannot reach it marks the link down and keeps everything buffered.
+ * finds no route to it marks the link down (link-state.ts: a few timed-out ticks in a row do too)
+ * and keeps everything buffered.
  */
 import {
   type ExternalStream,
@@ -27,6 +28,7 @@ import {
   ensureEdgeStream,
   registerEdgeSource,
 } from "./edge-stream.ts";
+import { LinkState, probeOfError } from "./link-state.ts";
 
 /** Subject on which an edge node answers status requests. */
 export function edgeStatusSubject(edge: string): string {
@@ -36,7 +38,7 @@ export function edgeStatusSubject(edge: string): string {
 /** An edge's store-and-forward state, as its edge node sees it. */
 export interface EdgeStatus {
   readonly edge: string;
-  /** Whether the hub's JetStream answered on the last tick (the leaf link is up). */
+  /** Whether the leaf link is up: the hub's JetStream answered (link-state.ts). */
   readonly linkUp: boolean;
   /** Reports and telemetry stored at the edge and not yet confirmed stored by the cloud. */
   readonly backlog: number;
@@ -94,6 +96,7 @@ export class EdgeForwarder {
   #timer: NodeJS.Timeout | undefined;
   #ticking: Promise<void> | undefined;
   #status: EdgeStatus;
+  readonly #link = new LinkState();
   /** Edge sequences up to here are gone from the edge stream (forwarded and trimmed, or dropped). */
   #goneUpTo = 0;
   #statusSub: Subscription | undefined;
@@ -183,13 +186,16 @@ export class EdgeForwarder {
         hubInfo = await this.#hub.streams.info(ingressStream);
       }
       const position = sourceSeq(hubInfo, edge);
-      linkUp = true;
+      linkUp = this.#link.observe("answered");
       lastSyncAt = now();
       sourceError = position?.error;
       if (position) forwarded = Math.max(forwarded, position.seq);
     } catch (error) {
-      if (this.#status.linkUp)
+      linkUp = this.#link.observe(probeOfError(error));
+      if (this.#status.linkUp && !linkUp)
         logger.warn({ edge, err: errorMessage(error) }, "edge: the cloud is unreachable");
+      else if (linkUp)
+        logger.info({ edge, timeouts: this.#link.timeouts }, "edge: the cloud did not answer in time");
     }
     // Trim what the cloud stored: the edge stream keeps only the backlog.
     if (forwarded > this.#goneUpTo && local.state.messages > 0 && forwarded >= local.state.first_seq) {

@@ -88,17 +88,29 @@ export async function startLeaf(
   return runNats(dir, edge, config, port);
 }
 
-/** A TCP relay in front of the hub's leaf port: `cut()` drops the link, `restore()` lets it reconnect. */
+/**
+ * A TCP relay in front of the hub's leaf port: `cut()` drops the link, `restore()` lets it
+ * reconnect; `stall()` stops moving bytes while the connections stay open (a silent partition:
+ * neither server sees a close), `unstall()` moves them again.
+ */
 export interface LinkRelay {
   readonly url: string;
   cut(): Promise<void>;
   restore(): Promise<void>;
+  stall(): void;
+  unstall(): void;
   stop(): Promise<void>;
 }
 
 export async function startRelay(targetPort: number): Promise<LinkRelay> {
   const port = await freePort();
   const sockets = new Set<Socket>();
+  const pairs = new Set<readonly [Socket, Socket]>();
+  let stalled = false;
+  const flow = ([client, upstream]: readonly [Socket, Socket]) => {
+    client.pipe(upstream);
+    upstream.pipe(client);
+  };
   let server: Server | undefined;
   const listen = () =>
     new Promise<void>((resolve, reject) => {
@@ -106,16 +118,18 @@ export async function startRelay(targetPort: number): Promise<LinkRelay> {
         const upstream = tcpConnect(targetPort, "127.0.0.1");
         sockets.add(client);
         sockets.add(upstream);
+        const pair = [client, upstream] as const;
         const drop = () => {
           client.destroy();
           upstream.destroy();
           sockets.delete(client);
           sockets.delete(upstream);
+          pairs.delete(pair);
         };
         client.on("error", drop).on("close", drop);
         upstream.on("error", drop).on("close", drop);
-        client.pipe(upstream);
-        upstream.pipe(client);
+        pairs.add(pair);
+        if (!stalled) flow(pair);
       });
       s.once("error", reject);
       s.listen(port, "127.0.0.1", () => resolve());
@@ -130,8 +144,21 @@ export async function startRelay(targetPort: number): Promise<LinkRelay> {
       if (!s) return resolve();
       s.close(() => resolve());
     });
+  const stall = () => {
+    stalled = true;
+    for (const [client, upstream] of pairs) {
+      client.unpipe(upstream);
+      upstream.unpipe(client);
+      client.pause();
+      upstream.pause();
+    }
+  };
+  const unstall = () => {
+    stalled = false;
+    for (const pair of pairs) flow(pair);
+  };
   await listen();
-  return { url: `nats://127.0.0.1:${port}`, cut, restore: listen, stop: cut };
+  return { url: `nats://127.0.0.1:${port}`, cut, restore: listen, stall, unstall, stop: cut };
 }
 
 /** The servers every edge test runs on: a hub, a relay the test can cut, and the edge's leaf. */

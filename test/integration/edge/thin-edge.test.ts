@@ -223,4 +223,43 @@ describe("thin edge: store-and-forward over a leaf link", () => {
       await cloudWire.close();
     }
   }, 300_000);
+
+  it("sees a silent partition (the link stalls, its TCP connection stays open) as down after a few timed-out ticks; reports are acked at the edge meanwhile and reach the cloud after it", async () => {
+    await linkUp(edge);
+    const wire = await NatsTransport.connect({
+      servers: leaf.url,
+      name: "edge-stall",
+      reconnectTimeWaitMs: 100,
+    });
+    const device = new DeviceClient({
+      transport: wire,
+      type: "thermostat",
+      id: "edge-stall-1",
+      ackTimeoutMs: 5000,
+    });
+    try {
+      await device.report({ temperature: 10 });
+      relay.stall();
+      // No close reaches either server: the edge node's requests to the cloud time out, tick after
+      // tick, until it counts the link as down.
+      await eventually(() => (edge.status.linkUp ? undefined : true), "the stalled link seen down", 60_000);
+      for (const temperature of [11, 12, 13]) await device.report({ temperature });
+      relay.unstall();
+      await linkUp(edge, "the link moving again", 90_000);
+      await eventually(
+        async () => ((await cloud.twins.get(device.ref)).reported["temperature"] === 13 ? true : undefined),
+        "the reports acked during the stall in the cloud",
+        90_000,
+      );
+      // Each once, in order.
+      const applied = (await cloud.twins.history(device.ref, { limit: 100 }))
+        .filter((e) => e.type === "$reported")
+        .map((e) => (e.data["patch"] as { temperature?: unknown }).temperature);
+      expect(applied).toEqual([10, 11, 12, 13]);
+    } finally {
+      relay.unstall();
+      await device.close();
+      await wire.close();
+    }
+  }, 300_000);
 });
