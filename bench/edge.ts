@@ -28,7 +28,7 @@ import { AckPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType } 
 import { headers } from "@nats-io/nats-core";
 import { NatsTransport } from "../cluster/transport/nats.ts";
 import { DeviceClient } from "../runtime/devices/client/device-client.ts";
-import { domainApi } from "../runtime/devices/edge/edge-stream.ts";
+import { domainApi } from "../runtime/devices/edge/durable-source.ts";
 import { EdgeNode } from "../runtime/node/edge-node.ts";
 import { DoppelNode } from "../runtime/node/node.ts";
 import { silentLogger } from "../runtime/observability/logger.ts";

@@ -4,7 +4,9 @@
  * stream `DOPPEL_EDGE_LOG` of the edge's JetStream domain, in log order per twin, with the message
  * id `type/id/<last seq>` (a republished batch is stored once), and registers that stream as a
  * source of the cloud's `DOPPEL_EDGE_LOGS` (across the leaf link, `$JS.<edge>.API`) once the cloud
- * answers. During an outage batches pile up at the edge; the source resumes after it.
+ * answers, through a durable consumer at the edge (durable-source.ts, as the thin edge's stream),
+ * so the source resumes promptly after an outage, where it stopped; batches pile up at the edge
+ * meanwhile.
  *
  * The store is the truth, not the change feed: a change only marks its twin dirty, and the
  * publisher sends what the store holds after the last seq it published. At start it learns that
@@ -18,7 +20,11 @@ import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { nanos } from "@nats-io/nats-core";
 import { refKey, type TwinRef } from "../core/ids.ts";
 import type { TwinChange } from "../core/records.ts";
-import { domainApi, isEdgeSource } from "../devices/edge/edge-stream.ts";
+import {
+  type DurableEdgeSource,
+  ensureDurableSourceConsumer,
+  registerDurableSource,
+} from "../devices/edge/durable-source.ts";
 import { isNotFound, streamInfoIfAny } from "../devices/ingress/stream-config.ts";
 import { encodeJson } from "../devices/protocol.ts";
 import type { Logger } from "../observability/logger.ts";
@@ -36,6 +42,16 @@ import { type EdgeLogStatus, edgeLogStatusSubject } from "./replication-status.t
 /** The edge's log stream (edge domain) and the cloud's stream that sources every edge's. */
 export const EDGE_LOG_STREAM = "DOPPEL_EDGE_LOG";
 export const CLOUD_LOGS_STREAM = "DOPPEL_EDGE_LOGS";
+
+/** Where the edge log's durable source consumer delivers (the thin edge's stream uses `doppel.edge-source.<edge>`). */
+export function edgeLogDeliverSubject(edge: string): string {
+  return `doppel.edge-source.${edge}.log`;
+}
+
+/** The edge's log stream as a durable source of the cloud's `DOPPEL_EDGE_LOGS` (durable-source.ts). */
+export function edgeLogSource(edge: string): DurableEdgeSource {
+  return { edge, stream: EDGE_LOG_STREAM, deliverSubject: edgeLogDeliverSubject(edge) };
+}
 
 export interface EdgeLogOptions {
   readonly edge: string;
@@ -127,6 +143,7 @@ export class EdgeLogPublisher {
         duplicate_window: nanos(120_000),
       });
     }
+    await ensureDurableSourceConsumer(this.#local, edgeLogSource(edge));
     this.#statusSub = this.#nc.subscribe(edgeLogStatusSubject(edge), {
       callback: (_error, message) => {
         this.status().then(
@@ -184,12 +201,9 @@ export class EdgeLogPublisher {
     try {
       const info = await streamInfoIfAny(this.#hub, CLOUD_LOGS_STREAM);
       if (!info) return; // no cloud node replicates yet
-      const sources = info.config.sources ?? [];
-      if (!sources.some((s) => isEdgeSource(s, edge))) {
-        const source = { name: EDGE_LOG_STREAM, external: { api: domainApi(edge), deliver: "" } };
-        await this.#hub.streams.update(CLOUD_LOGS_STREAM, { ...info.config, sources: [...sources, source] });
-        logger.info({ edge }, "edge log: registered as a source of the cloud's edge logs");
-      }
+      // A source an older edge node registered (ephemeral) is replaced by the durable one.
+      if (await registerDurableSource(this.#hub, info.config, edgeLogSource(edge)))
+        logger.info({ edge }, "edge log: registered as a durable source of the cloud's edge logs");
       this.#registered = true;
     } catch {
       // The link is down: retried on the next tick.

@@ -21,7 +21,7 @@ import {
   type StreamSourceInfo,
 } from "@nats-io/jetstream";
 import { type NatsConnection, nanos } from "@nats-io/nats-core";
-import { edgeOfSource } from "../devices/edge/edge-stream.ts";
+import { edgeOfSource } from "../devices/edge/durable-source.ts";
 import { streamInfoIfAny } from "../devices/ingress/stream-config.ts";
 import { REPLICATOR_CONSUMER } from "./cloud-replication.ts";
 import { CLOUD_LOGS_STREAM } from "./edge-log.ts";

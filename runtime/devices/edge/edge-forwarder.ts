@@ -20,11 +20,11 @@ import {
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { FailedPrecondition } from "../../core/errors.ts";
 import type { Logger } from "../../observability/logger.ts";
+import { edgeOfSource, ensureDurableSourceConsumer } from "./durable-source.ts";
 import {
   type EdgeStreamSettings,
-  edgeOfSource,
+  edgeSourceDeliverSubject,
   edgeSourceRegistered,
-  ensureEdgeSourceConsumer,
   ensureEdgeStream,
   registerEdgeSource,
 } from "./edge-stream.ts";
@@ -147,7 +147,11 @@ export class EdgeForwarder {
       );
     }
     await ensureEdgeStream(this.#local, this.#options.stream);
-    await ensureEdgeSourceConsumer(this.#local, this.#options.edge, this.#options.stream.name);
+    await ensureDurableSourceConsumer(this.#local, {
+      edge: this.#options.edge,
+      stream: this.#options.stream.name,
+      deliverSubject: edgeSourceDeliverSubject(this.#options.edge),
+    });
     this.#statusSub = this.#nc.subscribe(edgeStatusSubject(this.#options.edge), {
       callback: (_error, message) => {
         message.respond(new TextEncoder().encode(JSON.stringify(this.#status)));
@@ -180,7 +184,7 @@ export class EdgeForwarder {
     let sourceError: string | undefined;
     try {
       let hubInfo = await this.#hub.streams.info(ingressStream);
-      if (!edgeSourceRegistered(hubInfo.config, edge)) {
+      if (!edgeSourceRegistered(hubInfo.config, edge, stream.name)) {
         await registerEdgeSource(this.#hub, ingressStream, edge, stream.name);
         logger.info({ edge, hubDomain }, "edge: registered as a source of the cloud's ingress stream");
         hubInfo = await this.#hub.streams.info(ingressStream);

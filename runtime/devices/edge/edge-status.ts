@@ -7,8 +7,8 @@
 import { jetstreamManager, type StreamSourceInfo } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { streamInfoIfAny } from "../ingress/stream-config.ts";
+import { edgeOfSource } from "./durable-source.ts";
 import { type EdgeStatus, edgeStatusSubject } from "./edge-forwarder.ts";
-import { edgeOfSource } from "./edge-stream.ts";
 
 /** One edge's line of `doppel edge status`. */
 export interface EdgeReport {

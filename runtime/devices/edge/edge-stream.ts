@@ -12,7 +12,7 @@
  * loss, no duplicate; the twins' per-device `Doppel-Seq` stays the last line of defence.
  *
  * The hub sources through a durable consumer at the edge (nats-server 2.14+ durable sourcing,
- * `ack_policy: flow_control`, {@link ensureEdgeSourceConsumer}) rather than the ephemeral one it
+ * `ack_policy: flow_control`, durable-source.ts, shared with the thick edge's log) rather than the ephemeral one it
  * would create itself: after an outage the hub hears that consumer's heartbeats as soon as the
  * link is back and resumes at once, where an ephemeral source waits out its 30 s create request
  * and a backoff (docs/edge.md, "Source resume after an outage").
@@ -25,18 +25,17 @@
  * retries), `old` drops the oldest unforwarded reports (counted as dropped by the edge node).
  */
 import {
-  AckPolicy,
   DiscardPolicy,
   type JetStreamManager,
   RetentionPolicy,
   StorageType,
   type StreamConfig,
-  type StreamSource,
 } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/nats-core";
 import { FailedPrecondition } from "../../core/errors.ts";
 import { streamInfoIfAny } from "../ingress/stream-config.ts";
 import { DEVICE_PREFIX, DeviceChannel, deviceSubjects } from "../protocol.ts";
+import { type DurableEdgeSource, durableSourceRegistered, registerDurableSource } from "./durable-source.ts";
 
 /** The edge stream's settings. */
 export interface EdgeStreamSettings {
@@ -109,11 +108,6 @@ export const DEFAULT_RAW_STREAM: Omit<RawStreamSettings, "maxMsgSize" | "duplica
   maxBytes: 1024 ** 3,
   maxAgeMs: 24 * 3_600_000,
 };
-
-/** The JetStream API prefix of a domain (`$JS.<domain>.API`). */
-export function domainApi(domain: string): string {
-  return `$JS.${domain}.API`;
-}
 
 /** The limits of an edge-local stream (the edge stream, the raw telemetry stream). */
 type LimitsStreamSettings = Pick<
@@ -219,72 +213,49 @@ export function edgeSourceTransforms(dest: string): { src: string; dest: string 
   ];
 }
 
-/** The durable consumer at the edge through which the hub sources the edge stream. */
-export const EDGE_SOURCE_CONSUMER = "DOPPEL_CLOUD_SOURCE";
-
-/** Where that consumer delivers: the hub's stream subscribes to it across the leaf link. */
+/** Where the edge stream's source consumer delivers: the hub's stream subscribes to it across the leaf link. */
 export function edgeSourceDeliverSubject(edgeDomain: string): string {
   return `doppel.edge-source.${edgeDomain}`;
 }
 
 /**
- * Creates, in the edge's own domain, the durable consumer the hub sources `edgeStream` through
- * (push to {@link edgeSourceDeliverSubject}, `ack_policy: flow_control`, heartbeat 1 s, from the
- * stream's first message); an existing one is kept with its position.
+ * The edge stream of `edgeDomain` as a durable source of the cloud's ingress stream, whose own
+ * subject transform is `ingressDest` (see {@link edgeSourceTransforms}).
  */
-export async function ensureEdgeSourceConsumer(
-  jsm: JetStreamManager,
+export function thinEdgeSource(
   edgeDomain: string,
   edgeStream: string,
-): Promise<void> {
-  const existing = await jsm.consumers.info(edgeStream, EDGE_SOURCE_CONSUMER).catch(() => undefined);
-  if (existing) return;
-  await jsm.consumers.add(edgeStream, {
-    durable_name: EDGE_SOURCE_CONSUMER,
-    ack_policy: AckPolicy.FlowControl,
-    deliver_subject: edgeSourceDeliverSubject(edgeDomain),
-    flow_control: true,
-    idle_heartbeat: nanos(1000),
-  });
+  ingressDest: string,
+): DurableEdgeSource {
+  return {
+    edge: edgeDomain,
+    stream: edgeStream,
+    deliverSubject: edgeSourceDeliverSubject(edgeDomain),
+    transforms: edgeSourceTransforms(ingressDest),
+  };
 }
 
-/** Whether the ingress stream's `config` sources the edge stream of `edgeDomain` with the current transforms and consumer. */
-export function edgeSourceRegistered(config: StreamConfig, edgeDomain: string): boolean {
+/**
+ * Whether the ingress stream's `config` sources the edge stream `edgeStream` of `edgeDomain` with
+ * the current transforms and durable consumer.
+ */
+export function edgeSourceRegistered(
+  config: StreamConfig,
+  edgeDomain: string,
+  edgeStream: string = DEFAULT_EDGE_STREAM.name,
+): boolean {
   const dest = config.subject_transform?.dest;
-  const source = (config.sources ?? []).find((s) => isEdgeSource(s, edgeDomain));
-  if (!source || !dest) return false;
-  if (
-    source.consumer?.name !== EDGE_SOURCE_CONSUMER ||
-    source.consumer.deliver_subject !== edgeSourceDeliverSubject(edgeDomain)
-  )
-    return false;
-  const wanted = edgeSourceTransforms(dest);
-  const have = (source.subject_transforms ?? []).map((t) => ({ src: t.src, dest: t.dest }));
-  return JSON.stringify(have) === JSON.stringify(wanted);
-}
-
-/** Whether `source` is the edge stream of `edgeDomain`. */
-export function isEdgeSource(source: StreamSource, edgeDomain: string): boolean {
-  return source.external?.api === domainApi(edgeDomain);
-}
-
-/** The edge domain a source of the cloud's ingress stream forwards, if it is an edge's. */
-export function edgeOfSource(source: {
-  readonly external?: { readonly api: string } | undefined;
-}): string | undefined {
-  const api = source.external?.api;
-  const match = api ? /^\$JS\.([^.]+)\.API$/.exec(api) : null;
-  return match?.[1];
+  return dest !== undefined && durableSourceRegistered(config, thinEdgeSource(edgeDomain, edgeStream, dest));
 }
 
 /**
  * Adds the edge stream of `edgeDomain` to the sources of the cloud's ingress stream `ingress`
- * (through `hub`, a manager of the hub's domain), with the ingress stream's own subject transform,
- * so forwarded messages land on the shard subjects. Does nothing when the source is there already.
- * Fails with `FailedPrecondition` when the ingress stream does not exist (no cloud node ran yet)
- * or has no subject transform. A source registered with other transforms (an older edge node's)
- * is brought to the current ones. The edge's source consumer ({@link ensureEdgeSourceConsumer})
- * must exist first.
+ * (through `hub`, a manager of the hub's domain), durably (durable-source.ts), with the ingress
+ * stream's own subject transform, so forwarded messages land on the shard subjects. Does nothing
+ * when the source is there already; a source registered otherwise (an older edge node's
+ * ephemeral one, other transforms) is replaced. Fails with `FailedPrecondition` when the ingress
+ * stream does not exist (no cloud node ran yet) or has no subject transform. The edge's source
+ * consumer (`ensureDurableSourceConsumer` of {@link thinEdgeSource}) must exist first.
  */
 export async function registerEdgeSource(
   hub: JetStreamManager,
@@ -297,20 +268,9 @@ export async function registerEdgeSource(
     throw new FailedPrecondition(
       `the cloud has no JetStream stream ${ingress} yet: start a cloud node first`,
     );
-  const config = info.config;
-  const transform = config.subject_transform;
+  const transform = info.config.subject_transform;
   if (!transform) throw new FailedPrecondition(`the cloud's stream ${ingress} has no subject transform`);
-  const sources = config.sources ?? [];
-  const transforms = edgeSourceTransforms(transform.dest);
-  if (edgeSourceRegistered(config, edgeDomain)) return;
-  const source: StreamSource = {
-    name: edgeStream,
-    external: { api: domainApi(edgeDomain), deliver: "" },
-    subject_transforms: transforms,
-    consumer: { name: EDGE_SOURCE_CONSUMER, deliver_subject: edgeSourceDeliverSubject(edgeDomain) },
-  };
-  const others = sources.filter((s) => !isEdgeSource(s, edgeDomain));
-  await hub.streams.update(ingress, { ...config, sources: [...others, source] });
+  await registerDurableSource(hub, info.config, thinEdgeSource(edgeDomain, edgeStream, transform.dest));
 }
 
 /**

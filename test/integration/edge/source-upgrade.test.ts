@@ -2,11 +2,8 @@ import { jetstreamManager, type StreamConfig } from "@nats-io/jetstream";
 import { DeviceClient } from "doppel/device";
 import { DoppelNode, EdgeNode, MemoryEventStore, NatsTransport } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  EDGE_SOURCE_CONSUMER,
-  edgeSourceRegistered,
-  isEdgeSource,
-} from "../../../runtime/devices/edge/edge-stream.ts";
+import { EDGE_SOURCE_CONSUMER, isEdgeSource } from "../../../runtime/devices/edge/durable-source.ts";
+import { edgeSourceRegistered } from "../../../runtime/devices/edge/edge-stream.ts";
 import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
 import { eventually } from "../../support/eventually.ts";
