@@ -36,8 +36,9 @@ export function natsDeviceSettings(config: NodeConfig): NatsDeviceSettings | und
       maxBytes: nats.stream.maxBytes,
       maxMsgSize: nats.stream.maxMsgSize,
       duplicateWindowMs: nats.stream.duplicateWindow,
-      // A thick edge's node takes its edge twins' input; the edge's forwarding streams the rest.
-      ...present({ types: config.edge?.twins }),
+      // A thick edge's node takes its edge twins' reports; the edge's forwarding streams the rest,
+      // and the raw telemetry stream every type's telemetry (the edge node records the edge twins').
+      ...(config.edge?.twins ? { types: config.edge.twins, reportsOnly: true } : {}),
     },
     consumer: { maxAckPending: nats.consumer.maxAckPending, ackWaitMs: nats.consumer.ackWait },
     maxInFlightPerTwin: nats.consumer.maxInFlightPerTwin,

@@ -6,22 +6,26 @@
  * commands cross the leaf link as core NATS.
  *
  * A thick edge (`edge.twins`) also runs a {@link DoppelNode} for those twin types on the embedded
- * store ({@link ThickEdge}): its ingress stream in the edge's domain takes their devices' input,
+ * store ({@link ThickEdge}): its ingress stream in the edge's domain takes their devices' reports,
  * the edge's log publisher replicates their committed events to the cloud and the edge RPC server
  * answers the commands the cloud routes down. The store-and-forward keeps running for the twin
- * modules' other types (its streams take only their subjects).
+ * modules' other types (its edge stream takes only their reports); the raw telemetry stream takes
+ * every type's telemetry: the edge twins' is recorded in the node's telemetry store, and all of
+ * it is reduced (per the type's `edge` declaration) and forwarded to the cloud.
  */
 import { randomBytes } from "node:crypto";
 import type { NatsTransport } from "../../cluster/transport/nats.ts";
 import { type Clock, SystemClock } from "../core/clock.ts";
 import { type CompiledReduction, compileEdgeOptions } from "../core/edge-telemetry.ts";
-import { FailedPrecondition, InvalidArgument } from "../core/errors.ts";
+import { FailedPrecondition, InvalidArgument, Unavailable } from "../core/errors.ts";
 import type { TwinClass } from "../core/twin.ts";
 import { DesiredResync } from "../devices/edge/desired-resync.ts";
 import { EdgeForwarder, type EdgeStatus } from "../devices/edge/edge-forwarder.ts";
 import { edgeIngressTypes } from "../devices/edge/edge-stream.ts";
 import { replayWindowMs, TelemetryForwarder } from "../devices/edge/telemetry-forwarder.ts";
 import { TelemetryReducer } from "../devices/edge/telemetry-reducer.ts";
+import { streamInfoIfAny } from "../devices/ingress/stream-config.ts";
+import { DeviceChannel } from "../devices/protocol.ts";
 import { createLogger, type Logger } from "../observability/logger.ts";
 import { NodeMetrics } from "../observability/metrics.ts";
 import { EdgeLogPublisher } from "../replication/edge-log.ts";
@@ -43,9 +47,9 @@ export interface ThickEdge {
 function splitTypes(
   config: NodeConfig,
   twins: readonly TwinClass[],
-): { edgeTwins: TwinClass[] | undefined; forwarded: string[] | undefined } {
+): { edgeTwins: TwinClass[] | undefined; forwarded: string[] | undefined; all: string[] | undefined } {
   const names = config.edge?.twins;
-  if (!names) return { edgeTwins: undefined, forwarded: undefined };
+  if (!names) return { edgeTwins: undefined, forwarded: undefined, all: undefined };
   const known = twins.map((twin) => twin.type);
   const missing = names.filter((name) => !known.includes(name));
   if (missing.length > 0)
@@ -56,6 +60,7 @@ function splitTypes(
   return {
     edgeTwins: twins.filter((twin) => names.includes(twin.type)),
     forwarded: known.filter((type) => !names.includes(type)),
+    all: known,
   };
 }
 
@@ -98,7 +103,7 @@ export class EdgeNode {
     parts: { logger?: Logger; twins?: readonly TwinClass[]; clock?: Clock } = {},
   ): Promise<EdgeNode> {
     const config = compileConfig(input);
-    const { edgeTwins, forwarded } = splitTypes(config, parts.twins ?? []);
+    const { edgeTwins, forwarded, all } = splitTypes(config, parts.twins ?? []);
     const reductions = new Map<string, Map<string, CompiledReduction>>();
     for (const twin of parts.twins ?? []) reductions.set(twin.type, compileEdgeOptions(twin.type, twin.edge));
     const clock = parts.clock ?? SystemClock;
@@ -146,8 +151,9 @@ export class EdgeNode {
         onStatus: (status) => desired.linkIs(status.linkUp),
       });
       await refuseGivingTypesBack(transport, nats.stream.name, edge.twins);
-      // The edge stream first: it gives up device telemetry to the raw stream.
+      // The edge stream and the node's ingress stream first: they give up device telemetry to the raw stream.
       await forwarder.start();
+      if (edgeTwins) await releaseTelemetrySubjects(transport, nats.stream.name);
       telemetry = new TelemetryForwarder(transport.connection, {
         raw: {
           name: edge.raw.stream,
@@ -155,8 +161,20 @@ export class EdgeNode {
           maxAgeMs: edge.raw.maxAge,
           maxMsgSize: nats.stream.maxMsgSize,
           duplicateWindowMs: nats.stream.duplicateWindow,
-          ...(forwarded ? { types: forwarded } : {}),
+          // Every type's telemetry: a thick edge records its own twins' (below) and reduces all.
+          ...(all ? { types: all } : {}),
         },
+        ...(edge.twins
+          ? {
+              local: {
+                types: new Set(edge.twins),
+                record: (ref, samples) =>
+                  thick
+                    ? thick.node.twins.recordTelemetry(ref, samples)
+                    : Promise.reject(new Unavailable("the edge's twins are starting")),
+              },
+            }
+          : {}),
         reducer: new TelemetryReducer((type) => reductions.get(type), { graceMs: edge.windowGrace }),
         limits: jsonLimits(config),
         now: () => clock.now(),
@@ -232,6 +250,22 @@ async function refuseGivingTypesBack(
       "twins that ran at this edge stay its own (read-only in the cloud), so their reports cannot be forwarded instead; keep those types in --edge-twins",
     { reason: "edge-types-dropped", types: dropped },
   );
+}
+
+/**
+ * A thick edge's node ingress stream takes its twins' reports only; their telemetry goes to the
+ * raw telemetry stream (recorded at the edge and reduced for the cloud there). An ingress stream
+ * made before that (by an older edge node) still takes the telemetry subjects: this gives them
+ * up, so the raw stream can take them (what it already holds is still consumed by the node).
+ */
+async function releaseTelemetrySubjects(transport: NatsTransport, ingress: string): Promise<void> {
+  const { jetstreamManager } = await import("@nats-io/jetstream");
+  const jsm = await jetstreamManager(transport.connection);
+  const info = await streamInfoIfAny(jsm, ingress);
+  const subjects = info?.config.subjects ?? [];
+  const reports = subjects.filter((subject) => !subject.endsWith(`.${DeviceChannel.Telemetry}`));
+  if (!info || reports.length === subjects.length) return;
+  await jsm.streams.update(ingress, { ...info.config, subjects: reports });
 }
 
 /**

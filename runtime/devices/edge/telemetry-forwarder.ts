@@ -13,6 +13,11 @@
  * ack floor) and stored within `replayMs` are folded again into the windows still open, so a
  * restart neither loses a window's earlier samples nor forwards a partial aggregate. Windows
  * whose end plus grace passed while the node was down are not forwarded; their samples stay raw.
+ *
+ * On a thick edge the raw stream also takes the telemetry of the twins that run at the edge
+ * (`local`): each of their raw messages is first recorded in the edge node's own telemetry store
+ * (keyed by message, so a redelivery stores its samples once), then reduced and forwarded like
+ * any other, so the edge's `GetTelemetry` has the raw samples and the cloud's the reduced ones.
  */
 import {
   AckPolicy,
@@ -26,6 +31,7 @@ import {
 } from "@nats-io/jetstream";
 import { type NatsConnection, headers as natsHeaders } from "@nats-io/nats-core";
 import type { CompiledReduction } from "../../core/edge-telemetry.ts";
+import type { TwinRef } from "../../core/ids.ts";
 import type { JsonLimits } from "../../core/json.ts";
 import type { Logger } from "../../observability/logger.ts";
 import { parseTelemetry } from "../ingress/device-ingress.ts";
@@ -45,6 +51,15 @@ export interface TelemetryForwarderOptions {
    * open windows: the longest window plus the grace plus the consumer's ack wait; 0: no windows.
    */
   readonly replayMs: number;
+  /** A thick edge's twins: their raw telemetry is recorded at the edge before it is reduced. */
+  readonly local?: LocalTelemetry;
+}
+
+/** Where a thick edge records the raw telemetry of the twins it runs (its node's telemetry store). */
+export interface LocalTelemetry {
+  readonly types: ReadonlySet<string>;
+  /** Stores the samples (each with its `key`); rejects when they are not stored (the message is delivered again). */
+  record(ref: TwinRef, samples: readonly (RawSample & { readonly key: string })[]): Promise<void>;
 }
 
 /** What the telemetry path has done since the edge node started. */
@@ -61,6 +76,8 @@ export interface TelemetryStats {
   late: number;
   /** Values taken before the last restart, folded back into windows still open at start. */
   refolded: number;
+  /** Raw messages of the edge's own twins recorded in its telemetry store (a thick edge). */
+  recorded: number;
 }
 
 const CONSUMER = "doppel-edge-telemetry";
@@ -104,6 +121,7 @@ export class TelemetryForwarder {
     invalid: 0,
     late: 0,
     refolded: 0,
+    recorded: 0,
   };
 
   constructor(nc: NatsConnection, options: TelemetryForwarderOptions) {
@@ -169,9 +187,7 @@ export class TelemetryForwarder {
   }
 
   /** A raw message's twin and samples, or undefined (logged) when it does not decode. */
-  #decode(
-    msg: JsMsg,
-  ): { ref: ReturnType<typeof parseDeviceSubject>["ref"]; samples: RawSample[] } | undefined {
+  #decode(msg: JsMsg): { ref: TwinRef; samples: RawSample[] } | undefined {
     try {
       const ref = parseDeviceSubject(msg.subject).ref;
       const storedAt = Math.floor(msg.info.timestampNanos / 1_000_000);
@@ -212,9 +228,23 @@ export class TelemetryForwarder {
       return;
     }
     const { ref, samples } = decoded;
+    const id = msg.headers?.get("Nats-Msg-Id") || `raw:${msg.info.streamSequence}`;
+    const local = this.#options.local;
+    if (local?.types.has(ref.type)) {
+      try {
+        await local.record(
+          ref,
+          samples.map((sample, i) => ({ ...sample, key: `${id}/${i}` })),
+        );
+      } catch (error) {
+        logger.warn({ err: error, twin: `${ref.type}/${ref.id}` }, "edge: cannot record telemetry; retrying");
+        msg.nak(1000);
+        return;
+      }
+      this.stats.recorded++;
+    }
     const plan = reducer.plan(ref, samples);
     if (plan.forward.length > 0) {
-      const id = msg.headers?.get("Nats-Msg-Id") || `raw:${msg.info.streamSequence}`;
       try {
         await this.#publish(forwardSubject(ref), plan.forward, id);
       } catch (error) {

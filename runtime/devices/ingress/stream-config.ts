@@ -68,6 +68,11 @@ export interface IngressStreamSettings {
    * edge's forwarding streams take the other types). Absent: every type.
    */
   readonly types?: readonly string[];
+  /**
+   * Takes device reports only, not telemetry (a thick edge's node: the edge's raw telemetry stream
+   * takes its twins' telemetry, and the edge node records it here and reduces it for the cloud).
+   */
+  readonly reportsOnly?: boolean;
 }
 
 /** The node consumer's settings. */
@@ -104,7 +109,7 @@ export function ingressStreamConfig(
     name: settings.name,
     subjects: [
       ...deviceSubjects(DeviceChannel.Reported, settings.types),
-      ...deviceSubjects(DeviceChannel.Telemetry, settings.types),
+      ...(settings.reportsOnly ? [] : deviceSubjects(DeviceChannel.Telemetry, settings.types)),
     ],
     subject_transform: { src: `${DEVICE_PREFIX}.*.*.*`, dest: partitionDestination(shards) },
     retention: RetentionPolicy.Workqueue,
