@@ -27,7 +27,12 @@ export type {
   TwinApi,
 } from "./core/twin-api.ts";
 export type { EdgeStatus } from "./devices/edge/edge-forwarder.ts";
-export { type LeafServerOptions, leafServerConfig } from "./devices/edge/leaf-config.ts";
+export {
+  type LeafDeviceAuth,
+  type LeafServerOptions,
+  type LeafUser,
+  leafServerConfig,
+} from "./devices/edge/leaf-config.ts";
 export { type Gateway, type GatewayOptions, startGateway } from "./grpc/server.ts";
 export { EdgeNode } from "./node/edge-node.ts";
 export { DoppelNode, type NodeParts, type NodeService } from "./node/node.ts";

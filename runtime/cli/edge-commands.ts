@@ -2,13 +2,11 @@
  * `doppel edge status`: each edge registered with the cloud, its leaf link, backlog and last sync:
  * thin edges (store-and-forward, sources of the ingress stream) and thick edges (their twins' logs,
  * sources of `DOPPEL_EDGE_LOGS`, with the cloud replicators' counts).
- * `doppel edge leaf-config`: the nats-server configuration of an edge's leaf server.
  */
 
 import type { NatsCredentials } from "../../cluster/transport/nats.ts";
 import { NatsTransport } from "../../cluster/transport/nats.ts";
 import { edgeReports } from "../devices/edge/edge-status.ts";
-import { leafServerConfig } from "../devices/edge/leaf-config.ts";
 import type { ReplicationCounts } from "../replication/replication-status.ts";
 import { type ThickEdgeReport, thickEdgeReports } from "../replication/thick-edge-status.ts";
 import { table } from "./format.ts";
@@ -112,27 +110,4 @@ export async function edgeStatusCommand(flags: EdgeStatusFlags, out: (line: stri
   } finally {
     await transport.close();
   }
-}
-
-export interface LeafConfigFlags {
-  readonly edge: string;
-  readonly upstream: string;
-  readonly listen?: string;
-  readonly storeDir?: string;
-  readonly creds?: string;
-}
-
-/** Prints the edge's leaf nats-server configuration (credentials in the URL, or `--creds`). */
-export function leafConfigCommand(flags: LeafConfigFlags, out: (line: string) => void): void {
-  const [host, port] = (flags.listen ?? "127.0.0.1:4222").split(":");
-  out(
-    leafServerConfig({
-      edge: flags.edge,
-      host: host ?? "127.0.0.1",
-      port: Number(port ?? 4222),
-      storeDir: flags.storeDir ?? ".doppel/edge-nats",
-      upstream: flags.upstream,
-      ...(flags.creds ? { credentials: { credsFile: flags.creds } } : {}),
-    }),
-  );
 }

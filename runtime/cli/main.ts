@@ -118,12 +118,20 @@ function program({ out, err }: CliOutput): Command {
   edge
     .command("leaf-config")
     .description("print the nats-server configuration of an edge's leaf server")
-    .requiredOption("--edge <name>", "the edge's name (its JetStream domain)")
-    .requiredOption("--upstream <url>", "the cloud's leaf node URL (nats://user:pass@cloud:7422)")
+    .option("--edge <name>", "the edge's name (its JetStream domain; default: edge.name of --config)")
+    .option(
+      "--upstream <url>",
+      "the cloud's leaf node URL (nats://user:pass@cloud:7422; default: edge.upstream of --config)",
+    )
     .option("--listen <host:port>", "where devices and the edge node connect", "127.0.0.1:4222")
+    .option("--mqtt <host:port>", "an MQTT listener for devices (same host as --listen)")
     .option("--store-dir <dir>", "JetStream storage", ".doppel/edge-nats")
     .option("--creds <file>", "the edge's leaf .creds file (instead of user:pass in the URL)")
-    .action(async (flags) => (await import("./edge-commands.ts")).leafConfigCommand(flags, out));
+    .option(
+      "-c, --config <file>",
+      "the edge node's configuration: with nats.deviceAuth the leaf server sends devices to the edge node's auth callout",
+    )
+    .action(async (flags) => (await import("./leaf-config-command.ts")).leafConfigCommand(flags, out));
 
   doppel
     .command("sim")

@@ -23,7 +23,8 @@ import type { TwinApi } from "../core/twin-api.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { RateLimit } from "../security/rate-limiter.ts";
-import type { DeviceAuthService, DeviceAuthSettings } from "./auth/auth-callout.ts";
+import type { DeviceAuthService } from "./auth/auth-callout.ts";
+import type { DeviceAuthRunSettings, RunningDeviceAuth } from "./auth/device-auth.ts";
 import { pushDesiredToDevices } from "./egress/desired-push.ts";
 import { type DeviceCommandStats, DeviceCommands } from "./egress/device-commands.ts";
 import { DeviceIngress } from "./ingress/device-ingress.ts";
@@ -61,10 +62,7 @@ export interface NatsDeviceSettings {
   /** Most messages of one twin in flight at once. */
   readonly maxInFlightPerTwin: number;
   /** Run the auth callout service for device credentials (absent: the server authenticates devices). */
-  readonly auth?: DeviceAuthSettings & {
-    readonly credentialsFile: string;
-    readonly revocationPollMs: number;
-  };
+  readonly auth?: DeviceAuthRunSettings;
 }
 
 /** Starts the device side of a node; `shards` are the shards it consumes (all, on a single node). */
@@ -121,9 +119,10 @@ export async function startDeviceLink(options: {
     deviceRate,
   );
   let durable: JetStreamIngress | undefined;
-  let auth: { service: DeviceAuthService; stop: () => Promise<void> } | undefined;
+  let auth: RunningDeviceAuth | undefined;
   try {
     if (nats?.auth) {
+      const { startDeviceAuth } = await import("./auth/device-auth.ts");
       auth = await startDeviceAuth(nats.auth, options.nodeId, logger);
       ingress.devicesAuthenticated = true;
     }
@@ -180,31 +179,6 @@ export async function startDeviceLink(options: {
       deviceCommands.stop();
       await auth?.stop();
       if (ownsTransport) await transport.close();
-    },
-  };
-}
-
-/** Starts the auth callout service and the watch that disconnects devices revoked in the file. */
-async function startDeviceAuth(
-  settings: NonNullable<NatsDeviceSettings["auth"]>,
-  nodeId: string,
-  logger: Logger,
-): Promise<{ service: DeviceAuthService; stop: () => Promise<void> }> {
-  const [{ DeviceAuthService }, { DeviceCredentials }, { watchRevocations }] = await Promise.all([
-    import("./auth/auth-callout.ts"),
-    import("./auth/device-credentials.ts"),
-    import("./auth/revocation-watch.ts"),
-  ]);
-  const credentials = new DeviceCredentials(settings.credentialsFile);
-  const service = await DeviceAuthService.start({ settings, credentials, logger, nodeId });
-  const stopWatch = watchRevocations(credentials, settings.revocationPollMs, logger, (device) =>
-    service.disconnect(device),
-  );
-  return {
-    service,
-    stop: async () => {
-      stopWatch();
-      await service.stop();
     },
   };
 }

@@ -4,9 +4,12 @@
  */
 import { join } from "node:path";
 import type { NatsTransportOptions } from "../../cluster/transport/nats.ts";
+import { InvalidArgument } from "../core/errors.ts";
 import type { JsonLimits } from "../core/json.ts";
 import { present } from "../core/present.ts";
+import { issuerPublicKey } from "../devices/auth/auth-callout.ts";
 import type { NatsDeviceSettings } from "../devices/device-link.ts";
+import type { LeafDeviceAuth, LeafUser } from "../devices/edge/leaf-config.ts";
 import type { NodeConfig } from "./options.ts";
 
 /** Limits of every JSON payload the node accepts. */
@@ -52,7 +55,7 @@ export function deviceCredentialsPath(config: NodeConfig): string {
 }
 
 /** The auth callout service's settings, when the configuration has `nats.deviceAuth`. */
-function deviceAuthSettings(config: NodeConfig): NatsDeviceSettings["auth"] {
+export function deviceAuthSettings(config: NodeConfig): NatsDeviceSettings["auth"] {
   const nats = config.nats;
   const auth = nats?.deviceAuth;
   if (!nats || !auth) return undefined;
@@ -65,5 +68,37 @@ function deviceAuthSettings(config: NodeConfig): NatsDeviceSettings["auth"] {
     ...present({ system: auth.system ? { ...natsConnection(nats), credentials: auth.system } : undefined }),
     credentialsFile: deviceCredentialsPath(config),
     revocationPollMs: auth.revocationPoll,
+  };
+}
+
+/** A user and password of the configuration, for a server's configuration file. */
+function passwordUser(credentials: unknown, field: string): LeafUser {
+  if (
+    typeof credentials === "object" &&
+    credentials !== null &&
+    "user" in credentials &&
+    "pass" in credentials
+  )
+    return { user: String(credentials.user), pass: String(credentials.pass) };
+  throw new InvalidArgument(`${field} must be a user and password to write the leaf server's users`, {
+    field,
+  });
+}
+
+/**
+ * The leaf server's auth callout for an edge node configured with `nats.deviceAuth`: the
+ * issuer's public key (from the seed), the devices' account, and the node's (`nats.credentials`),
+ * the callout's and the system user (user and password each; anything else: `InvalidArgument`
+ * naming the field). Absent without `nats.deviceAuth`.
+ */
+export function leafDeviceAuth(config: NodeConfig): LeafDeviceAuth | undefined {
+  const auth = config.nats?.deviceAuth;
+  if (!auth) return undefined;
+  return {
+    issuer: issuerPublicKey(auth.issuerSeed),
+    account: auth.account,
+    node: passwordUser(config.nats?.credentials, "nats.credentials"),
+    callout: passwordUser(auth.credentials, "nats.deviceAuth.credentials"),
+    ...present({ system: auth.system && passwordUser(auth.system, "nats.deviceAuth.system") }),
   };
 }

@@ -12,6 +12,12 @@
  * modules' other types (its edge stream takes only their reports); the raw telemetry stream takes
  * every type's telemetry: the edge twins' is recorded in the node's telemetry store, and all of
  * it is reduced (per the type's `edge` declaration) and forwarded to the cloud.
+ *
+ * With `nats.deviceAuth` the edge node is its leaf server's auth callout service (written by
+ * `leafServerConfig({ deviceAuth })`): devices at the edge are checked against the edge's own
+ * device credentials file, so they authenticate during an outage too, and a device revoked in that
+ * file is disconnected from the leaf server. A thick edge's node runs it (as any node with
+ * `nats.deviceAuth` does, so its reports record the device as principal); a thin edge runs it here.
  */
 import { randomBytes } from "node:crypto";
 import type { NatsTransport } from "../../cluster/transport/nats.ts";
@@ -19,6 +25,8 @@ import { type Clock, SystemClock } from "../core/clock.ts";
 import { type CompiledReduction, compileEdgeOptions } from "../core/edge-telemetry.ts";
 import { FailedPrecondition, InvalidArgument, Unavailable } from "../core/errors.ts";
 import type { TwinClass } from "../core/twin.ts";
+import type { DeviceAuthService } from "../devices/auth/auth-callout.ts";
+import type { RunningDeviceAuth } from "../devices/auth/device-auth.ts";
 import { DesiredResync } from "../devices/edge/desired-resync.ts";
 import { EdgeForwarder, type EdgeStatus } from "../devices/edge/edge-forwarder.ts";
 import { edgeIngressTypes } from "../devices/edge/edge-stream.ts";
@@ -31,7 +39,7 @@ import { NodeMetrics } from "../observability/metrics.ts";
 import { EdgeLogPublisher } from "../replication/edge-log.ts";
 import { serveEdgeRpc } from "../routing/edge-rpc.ts";
 import type { NodeRpcServer } from "../routing/node-rpc.ts";
-import { jsonLimits, natsConnection } from "./device-settings.ts";
+import { deviceAuthSettings, jsonLimits, natsConnection } from "./device-settings.ts";
 import { DoppelNode } from "./node.ts";
 import { compileConfig, type NodeConfig, type NodeConfigInput } from "./options.ts";
 
@@ -67,6 +75,7 @@ function splitTypes(
 export class EdgeNode {
   readonly #transport: NatsTransport;
   readonly #metrics: NodeMetrics | undefined;
+  readonly #auth: RunningDeviceAuth | undefined;
   readonly #windowTimer: NodeJS.Timeout;
 
   private constructor(
@@ -82,9 +91,11 @@ export class EdgeNode {
     readonly thick: ThickEdge | undefined,
     transport: NatsTransport,
     metrics: NodeMetrics | undefined,
+    auth: RunningDeviceAuth | undefined,
   ) {
     this.#transport = transport;
     this.#metrics = metrics;
+    this.#auth = auth;
     this.#windowTimer = setInterval(() => {
       telemetry.closeDue().catch(() => undefined);
     }, config.edge?.tick ?? 1000);
@@ -121,6 +132,8 @@ export class EdgeNode {
       ...(edge.twins ? { localTypes: edge.twins } : {}),
     });
     desired.start();
+    const authSettings = deviceAuthSettings(config);
+    let auth: RunningDeviceAuth | undefined;
     // A thick edge's node serves /metrics (with the edge gauges); a thin edge has its own endpoint.
     const metrics = edgeTwins
       ? undefined
@@ -129,6 +142,7 @@ export class EdgeNode {
           mailboxDepth: () => 0,
           shardsOwned: () => 0,
           edge: () => forwarder?.status,
+          deviceAuth: () => auth?.service.stats,
         });
     let thick: ThickEdge | undefined;
     try {
@@ -182,6 +196,11 @@ export class EdgeNode {
         replayMs: replayWindowMs(reductions, edge.windowGrace),
       });
       await telemetry.start();
+      // A thick edge's node runs the callout itself (its ingress then records device principals).
+      if (authSettings && !edgeTwins) {
+        const { startDeviceAuth } = await import("../devices/auth/device-auth.ts");
+        auth = await startDeviceAuth(authSettings, id, logger);
+      }
       // After the forwarding streams gave up the edge twins' subjects: the node's ingress takes them.
       if (edgeTwins) {
         thick = await startThickEdge(config, {
@@ -196,6 +215,7 @@ export class EdgeNode {
       if (metrics && config.metrics.listen !== false) await metrics.listen(config.metrics.listen);
     } catch (error) {
       await stopThickEdge(thick).catch(() => undefined);
+      await auth?.stop().catch(() => undefined);
       await telemetry?.stop().catch(() => undefined);
       await desired.stop().catch(() => undefined);
       await forwarder?.stop().catch(() => undefined);
@@ -203,8 +223,21 @@ export class EdgeNode {
       await transport.close();
       throw error;
     }
-    logger.info({ edge: edge.name, hubDomain: edge.hubDomain, twins: edge.twins }, "edge node started");
-    return new EdgeNode(id, config, logger, forwarder, telemetry, desired, thick, transport, metrics);
+    logger.info(
+      {
+        edge: edge.name,
+        hubDomain: edge.hubDomain,
+        twins: edge.twins,
+        deviceAuth: authSettings !== undefined,
+      },
+      "edge node started",
+    );
+    return new EdgeNode(id, config, logger, forwarder, telemetry, desired, thick, transport, metrics, auth);
+  }
+
+  /** The auth callout service checking the edge's devices (`nats.deviceAuth`), if configured. */
+  get deviceAuth(): DeviceAuthService | undefined {
+    return this.thick ? this.thick.node.deviceAuth : this.#auth?.service;
   }
 
   /** The edge's store-and-forward state (refreshed every `edge.tick`). */
@@ -220,6 +253,7 @@ export class EdgeNode {
   async stop(): Promise<void> {
     clearInterval(this.#windowTimer);
     await stopThickEdge(this.thick);
+    await this.#auth?.stop();
     await this.telemetry.stop();
     await this.desired.stop();
     await this.forwarder.stop();

@@ -10,8 +10,41 @@
  * would also take them directly, and a device's ack could come from the cloud instead of the
  * edge). Everything else crosses: `sync`, `desired`, `cmd`, `cmd-result`, `errors`, the status
  * subject and the JetStream APIs of both domains.
+ *
+ * With `deviceAuth` the leaf server sends devices to the edge node's auth callout, as the cloud's
+ * server does (docs/security.md): accounts `AUTH` (the callout service's user), the devices'
+ * account (`DOPPEL` by default: the edge node's user, its JetStream and every device the callout
+ * lets in) and `SYS` (the system user that kicks revoked devices). The leaf remote binds the
+ * devices' account, so exactly its subjects cross the link (minus the reports above); the callout
+ * and system accounts stay local (the callout works during an outage, a kick reaches only this
+ * server).
  */
+import { InvalidArgument } from "../../core/errors.ts";
 import { FORWARDED_SUBJECTS } from "./edge-stream.ts";
+
+/** A user and password of the leaf server's configuration. */
+export interface LeafUser {
+  readonly user: string;
+  readonly pass: string;
+}
+
+/** The leaf server's auth callout: who skips it and whose key signs the device JWTs. */
+export interface LeafDeviceAuth {
+  /** Public key (`A...`) of the account key the edge node signs device JWTs with (`nats.deviceAuth.issuerSeed`). */
+  readonly issuer: string;
+  /** The account devices are placed in, with the edge node's user and JetStream; bound to the leaf remote. */
+  readonly account: string;
+  /** The edge node's user (`nats.credentials`). */
+  readonly node: LeafUser;
+  /** The callout service's user (`nats.deviceAuth.credentials`). */
+  readonly callout: LeafUser;
+  /** The system user (`nats.deviceAuth.system`), to disconnect revoked devices at once. */
+  readonly system?: LeafUser;
+}
+
+/** The callout's and the system user's accounts at the edge (local: never bound to the remote). */
+export const LEAF_CALLOUT_ACCOUNT = "AUTH";
+export const LEAF_SYSTEM_ACCOUNT = "SYS";
 
 export interface LeafServerOptions {
   /** The edge's name: the server name and its JetStream domain. */
@@ -31,7 +64,9 @@ export interface LeafServerOptions {
   readonly credentials?: { readonly user: string; readonly pass: string } | { readonly credsFile: string };
   /** CA file to verify the cloud's leaf node certificate (TLS). */
   readonly tlsCa?: string;
-  /** Extra configuration appended verbatim (e.g. an `authorization` block for devices). */
+  /** Run Doppel's auth callout for devices at this server (see the module comment). */
+  readonly deviceAuth?: LeafDeviceAuth;
+  /** Extra configuration appended verbatim. */
   readonly extra?: string;
 }
 
@@ -49,11 +84,45 @@ function remoteUrl(upstream: string, credentials: LeafServerOptions["credentials
   return url.toString().replace(/\/$/, "");
 }
 
+function userEntry(user: LeafUser): string {
+  return `{ user: ${quote(user.user)}, password: ${quote(user.pass)} }`;
+}
+
+/** The accounts and `auth_callout` of a leaf server that runs Doppel's device auth. */
+function deviceAuthLines(auth: LeafDeviceAuth): string[] {
+  if (auth.account === LEAF_CALLOUT_ACCOUNT || auth.account === LEAF_SYSTEM_ACCOUNT)
+    throw new InvalidArgument(
+      `the devices' account cannot be named ${auth.account} (the leaf server's callout and system accounts are AUTH and SYS)`,
+      { field: "nats.deviceAuth.account" },
+    );
+  const users = [auth.node, auth.callout, ...(auth.system ? [auth.system] : [])].map((u) => u.user);
+  if (new Set(users).size !== users.length)
+    throw new InvalidArgument("the edge node's, the callout's and the system user's names must differ", {
+      field: "nats.deviceAuth",
+    });
+  return [
+    "accounts {",
+    `  ${LEAF_CALLOUT_ACCOUNT} { users: [ ${userEntry(auth.callout)} ] }`,
+    `  ${auth.account} { jetstream: enabled, users: [ ${userEntry(auth.node)} ] }`,
+    ...(auth.system ? [`  ${LEAF_SYSTEM_ACCOUNT} { users: [ ${userEntry(auth.system)} ] }`] : []),
+    "}",
+    ...(auth.system ? [`system_account: ${LEAF_SYSTEM_ACCOUNT}`] : []),
+    "authorization {",
+    "  auth_callout {",
+    `    issuer: ${quote(auth.issuer)}`,
+    `    account: ${LEAF_CALLOUT_ACCOUNT}`,
+    `    auth_users: [ ${users.map(quote).join(", ")} ]`,
+    "  }",
+    "}",
+  ];
+}
+
 /** The edge's nats-server configuration (see the module comment). */
 export function leafServerConfig(options: LeafServerOptions): string {
-  const { credentials } = options;
+  const { credentials, deviceAuth } = options;
   const remote = [
     `url: ${quote(remoteUrl(options.upstream, credentials))}`,
+    ...(deviceAuth ? [`account: ${quote(deviceAuth.account)}`] : []),
     ...(credentials && "credsFile" in credentials ? [`credentials: ${quote(credentials.credsFile)}`] : []),
     ...(options.tlsCa ? [`tls { ca_file: ${quote(options.tlsCa)} }`] : []),
     `deny_exports: [${FORWARDED_SUBJECTS.map(quote).join(", ")}]`,
@@ -73,6 +142,7 @@ export function leafServerConfig(options: LeafServerOptions): string {
     ...(options.mqttPort === undefined
       ? []
       : [`mqtt { listen: ${quote(`${options.host}:${options.mqttPort}`)} }`]),
+    ...(deviceAuth ? deviceAuthLines(deviceAuth) : []),
     "leafnodes {",
     "  remotes: [",
     "    {",

@@ -5,11 +5,15 @@
  * TCP relay the test can cut and restore: a real leaf-link outage while both servers keep running.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { leafServerConfig, type NodeConfigInput } from "doppel/node";
+import { createAccount } from "@nats-io/nkeys";
+import { type LeafDeviceAuth, leafServerConfig, type NodeConfigInput } from "doppel/node";
+import { leafDeviceAuth } from "../../../runtime/node/device-settings.ts";
+import { compileConfig } from "../../../runtime/node/options.ts";
 import { freePort } from "../../../runtime/testing/free-port.ts";
 import { accepting } from "../chaos/own-nats.ts";
 import { eventually } from "../nats/harness.ts";
@@ -69,12 +73,20 @@ export async function startHub(dir: string): Promise<NatsProcess & { leafPort: n
   return { ...(await runNats(dir, "hub", config, port)), leafPort };
 }
 
+/** How the edge's leaf server is set up beyond its name and upstream. */
+export interface LeafSetup {
+  /** The edge's leaf credentials at the hub (default {@link LEAF_USER}). */
+  readonly credentials?: { user: string; pass: string };
+  /** Run Doppel's device auth callout at the leaf (see {@link edgeDeviceAuth}). */
+  readonly deviceAuth?: LeafDeviceAuth;
+}
+
 /** The edge's server, a leaf of `upstream` (Doppel's leaf configuration). */
 export async function startLeaf(
   dir: string,
   edge: string,
   upstream: string,
-  credentials: { user: string; pass: string } = LEAF_USER,
+  setup: LeafSetup = {},
 ): Promise<NatsProcess> {
   const port = await freePort();
   const config = leafServerConfig({
@@ -83,9 +95,42 @@ export async function startLeaf(
     port,
     storeDir: join(dir, `${edge}-js`),
     upstream,
-    credentials,
+    credentials: setup.credentials ?? LEAF_USER,
+    ...(setup.deviceAuth ? { deviceAuth: setup.deviceAuth } : {}),
   });
   return runNats(dir, edge, config, port);
+}
+
+/** Fresh secrets of an edge whose leaf server runs the device auth callout. */
+export interface EdgeDeviceAuth {
+  /** For `startLeaf` / `startEdgeServers`: the leaf server's accounts and callout. */
+  readonly leaf: LeafDeviceAuth;
+  /** The edge node's `nats` section (without `servers`): its user and `deviceAuth`. */
+  readonly nats: Pick<NonNullable<NodeConfigInput["nats"]>, "credentials" | "deviceAuth">;
+}
+
+/**
+ * A new issuer key and users for an edge's device auth; `credentialsFile` is the edge's device
+ * credentials. The leaf's side is derived from the edge node's `nats` section as
+ * `doppel edge leaf-config --config` derives it.
+ */
+export function edgeDeviceAuth(credentialsFile: string): EdgeDeviceAuth {
+  const issuer = createAccount();
+  const secret = () => randomBytes(12).toString("hex");
+  const nats = {
+    credentials: { user: "doppel-edge-node", pass: secret() },
+    deviceAuth: {
+      issuerSeed: new TextDecoder().decode(issuer.getSeed()),
+      account: "DOPPEL",
+      credentials: { user: "doppel-edge-auth", pass: secret() },
+      system: { user: "doppel-edge-sys", pass: secret() },
+      credentialsFile,
+      revocationPoll: "50ms",
+    },
+  };
+  const leaf = leafDeviceAuth(compileConfig({ nats: { servers: "nats://127.0.0.1:4222", ...nats } }));
+  if (!leaf) throw new Error("no device auth in the edge's configuration");
+  return { leaf, nats };
 }
 
 /**
@@ -170,12 +215,19 @@ export interface EdgeServers {
   readonly leaf: NatsProcess;
 }
 
-/** Starts the hub, the relay in front of its leaf port and the leaf of `edge`, in a new directory. */
-export async function startEdgeServers(name: string, edge: string): Promise<EdgeServers> {
-  const dir = mkdtempSync(join(tmpdir(), `doppel-edge-${name}-`));
+/**
+ * Starts the hub, the relay in front of its leaf port and the leaf of `edge`, in a new directory
+ * (`dir`, or a fresh one).
+ */
+export async function startEdgeServers(
+  name: string,
+  edge: string,
+  setup: LeafSetup & { readonly dir?: string } = {},
+): Promise<EdgeServers> {
+  const dir = setup.dir ?? mkdtempSync(join(tmpdir(), `doppel-edge-${name}-`));
   const hub = await startHub(dir);
   const relay = await startRelay(hub.leafPort);
-  const leaf = await startLeaf(dir, edge, relay.url);
+  const leaf = await startLeaf(dir, edge, relay.url, setup);
   return { dir, hub, relay, leaf };
 }
 
