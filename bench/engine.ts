@@ -76,6 +76,7 @@ async function drive(report: Report, twins: number, total: number, concurrency: 
   const latency = histogram();
   let next = 0;
   const started = performance.now();
+  const cpu = process.cpuUsage();
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       while (next < total) {
@@ -89,7 +90,14 @@ async function drive(report: Report, twins: number, total: number, concurrency: 
     }),
   );
   const seconds = (performance.now() - started) / 1000;
-  return { turnsPerSecond: Math.round(total / seconds), latencyMs: percentiles(latency) };
+  // CPU of the whole process (every thread: the garbage collector's too) per report: on a shared
+  // machine less sensitive to the other processes than the wall-clock rate.
+  const used = process.cpuUsage(cpu);
+  return {
+    turnsPerSecond: Math.round(total / seconds),
+    cpuMicrosPerReport: Math.round(((used.user + used.system) / total) * 100) / 100,
+    latencyMs: percentiles(latency),
+  };
 }
 
 /** One engine round: a fresh node on the in-memory store (so every twin is activated once, as on the baseline). */
@@ -131,16 +139,20 @@ async function turns(twins: number, total: number, concurrency: number, rounds: 
     engine.push(await engineRound(twins, total, concurrency));
     baseline.push(await baselineRound(twins, total, concurrency));
     note(
-      `  round ${r + 1}: engine ${engine.at(-1)!.turnsPerSecond} turns/s p99 ${engine.at(-1)!.latencyMs.p99} ms; baseline ${baseline.at(-1)!.turnsPerSecond} turns/s p99 ${baseline.at(-1)!.latencyMs.p99} ms`,
+      `  round ${r + 1}: engine ${engine.at(-1)!.turnsPerSecond} turns/s ${engine.at(-1)!.cpuMicrosPerReport} µs CPU/report p99 ${engine.at(-1)!.latencyMs.p99} ms; baseline ${baseline.at(-1)!.turnsPerSecond} turns/s ${baseline.at(-1)!.cpuMicrosPerReport} µs CPU/report p99 ${baseline.at(-1)!.latencyMs.p99} ms`,
     );
   }
-  const side = (runs: { turnsPerSecond: number; latencyMs: ReturnType<typeof percentiles> }[]) => ({
+  const side = (
+    runs: { turnsPerSecond: number; cpuMicrosPerReport: number; latencyMs: ReturnType<typeof percentiles> }[],
+  ) => ({
     turnsPerSecond: summary(runs.map((r) => r.turnsPerSecond)),
+    cpuMicrosPerReport: summary(runs.map((r) => r.cpuMicrosPerReport)),
     p50Ms: summary(runs.map((r) => r.latencyMs.p50)),
     p99Ms: summary(runs.map((r) => r.latencyMs.p99)),
     rounds: runs,
   });
   const ratios = engine.map((e, i) => e.turnsPerSecond / baseline[i]!.turnsPerSecond);
+  const cpuRatios = engine.map((e, i) => baseline[i]!.cpuMicrosPerReport / e.cpuMicrosPerReport);
   return {
     twins,
     total,
@@ -149,6 +161,8 @@ async function turns(twins: number, total: number, concurrency: number, rounds: 
     engine: side(engine),
     baseline: { ...side(baseline), eventsPerRound: baseline[0]?.events },
     engineVsBaseline: summary(ratios.map((x) => Math.round(x * 1000) / 1000)),
+    /** The baseline's CPU per report over the engine's (1: the same CPU per report). */
+    engineVsBaselineCpu: summary(cpuRatios.map((x) => Math.round(x * 1000) / 1000)),
   };
 }
 
@@ -236,12 +250,13 @@ if (phase === "memory") {
     ReturnType<typeof turns>
   >;
   note(
-    `  median engine ${result.engine.turnsPerSecond.median} turns/s, baseline ${result.baseline.turnsPerSecond.median} turns/s, ratio ${result.engineVsBaseline.median}`,
+    `  median engine ${result.engine.turnsPerSecond.median} turns/s, baseline ${result.baseline.turnsPerSecond.median} turns/s, ratio ${result.engineVsBaseline.median} (CPU per report ${result.engineVsBaselineCpu.median})`,
   );
   report("engine", {
     command: quick ? "BENCH_QUICK=1 npm run bench:engine" : "npm run bench:engine",
     turns: { ...result, store: "memory" },
     engineVsBaseline: result.engineVsBaseline.median,
+    engineVsBaselineCpu: result.engineVsBaselineCpu.median,
     residentMemory: memory,
     targetOverheadBytes: 1024,
     notes:

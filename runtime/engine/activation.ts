@@ -50,7 +50,7 @@ import type { EventStore } from "../persistence/event-store.ts";
 import { lateLeavesDropped } from "../shadow/reported-times.ts";
 import { computeDelta } from "../shadow/shadow.ts";
 import type { Deadlines } from "./deadlines.ts";
-import { Envelope } from "./envelope.ts";
+import { type Answer, Envelope } from "./envelope.ts";
 import type { CommitListener, GroupCommitter } from "./group-commit.ts";
 import type { TurnOutcome, TwinCall, TwinMessage } from "./messages.ts";
 import { Turn } from "./turn.ts";
@@ -299,9 +299,12 @@ export class Activation implements TwinBinding, CommitListener {
     throw error;
   }
 
-  /** Queues a message; the promise settles when its turn's effects are persisted (or it failed). */
-  enqueue(message: TwinMessage): Promise<TurnOutcome> {
-    return new Promise((resolve, reject) => {
+  /**
+   * Queues a message; the promise settles when its turn's effects are persisted (or it failed),
+   * with the turn's outcome or what `answer` makes of it.
+   */
+  enqueue<T = TurnOutcome>(message: TwinMessage, answer?: Answer<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
       const queued = this.#mailbox?.length ?? 0;
       if (queued >= this.#host.mailboxSize) {
         reject(
@@ -316,8 +319,8 @@ export class Activation implements TwinBinding, CommitListener {
       }
       // The sender's trace context only matters (and is only looked up) when tracing is on.
       const envelope = tracingOn()
-        ? new Envelope(message, resolve, reject, activeContext())
-        : new Envelope(message, resolve, reject);
+        ? new Envelope(message, resolve, reject, answer, activeContext())
+        : new Envelope(message, resolve, reject, answer);
       // One clock read for the use, the deadline's arming and (for a message run at once) its turn.
       const now = this.#host.clock.now();
       this.lastUsed = now;

@@ -9,7 +9,7 @@
 
 import type { TimerHandle } from "../core/clock.ts";
 import { Activation, type ActivationHost } from "./activation.ts";
-import { deadlineExceeded } from "./envelope.ts";
+import { type Answer, deadlineExceeded } from "./envelope.ts";
 import type { TurnOutcome, TwinMessage } from "./messages.ts";
 import type { TwinType } from "./twin-type.ts";
 
@@ -92,24 +92,30 @@ export class Catalog {
    * Delivers a message to twin `type/id`, activating it if needed. A resident twin's message is
    * queued at once (no promise of its own on the way); only a twin that is leaving waits.
    */
-  dispatch(type: TwinType, id: string, message: TwinMessage): Promise<TurnOutcome> {
+  dispatch<T = TurnOutcome>(
+    type: TwinType,
+    id: string,
+    message: TwinMessage,
+    answer?: Answer<T>,
+  ): Promise<T> {
     const existing = this.#byType.get(type.name)?.get(id);
     if (existing && (existing.status === "passivating" || existing.status === "gone")) {
-      return this.#afterLeaving(existing, type, id, message);
+      return this.#afterLeaving(existing, type, id, message, answer);
     }
     try {
-      return this.#deliver(existing, type, id, message);
+      return this.#deliver(existing, type, id, message, answer);
     } catch (error) {
       return Promise.reject(error); // a twin class whose constructor throws: a rejection, as before
     }
   }
 
-  #deliver(
+  #deliver<T>(
     existing: Activation | undefined,
     type: TwinType,
     id: string,
     message: TwinMessage,
-  ): Promise<TurnOutcome> {
+    answer: Answer<T> | undefined,
+  ): Promise<T> {
     let activation = existing;
     if (activation) {
       // Its `lastUsed` is set by the enqueue below (with the clock read it makes anyway).
@@ -130,19 +136,20 @@ export class Catalog {
       void activation.start();
       this.#evictOverCap();
     }
-    return activation.enqueue(message);
+    return activation.enqueue(message, answer);
   }
 
   /** Waits until `leaving` has left memory, then delivers (to a fresh activation, or one started meanwhile). */
-  async #afterLeaving(
+  async #afterLeaving<T>(
     leaving: Activation,
     type: TwinType,
     id: string,
     message: TwinMessage,
-  ): Promise<TurnOutcome> {
+    answer: Answer<T> | undefined,
+  ): Promise<T> {
     await this.#untilGone(leaving, message);
     this.remove(leaving);
-    return this.dispatch(type, id, message);
+    return this.dispatch(type, id, message, answer);
   }
 
   /** Resolves when `leaving` is gone; refused at the message's deadline (the caller's wait starts here, not at the enqueue). */

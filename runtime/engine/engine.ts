@@ -22,6 +22,7 @@ import {
 import { Catalog } from "./catalog.ts";
 import { ChangeFeed } from "./change-feed.ts";
 import { Deadlines } from "./deadlines.ts";
+import type { Answer } from "./envelope.ts";
 import { committerStore, fenceCheck } from "./fencing.ts";
 import { type CommitObserver, GroupCommitter } from "./group-commit.ts";
 import type { TurnOutcome, TwinCall, TwinMessage } from "./messages.ts";
@@ -137,9 +138,17 @@ export class Engine {
     this.#deviceSender = sender;
   }
 
-  /** Runs a validated message on twin `type/id` (activating it if needed). */
-  dispatch(type: TwinType, id: string, message: TwinMessage): Promise<TurnOutcome> {
-    return this.catalog.dispatch(type, id, message);
+  /**
+   * Runs a validated message on twin `type/id` (activating it if needed): settles with the turn's
+   * outcome once persisted, or with what `answer` makes of it (the caller's one promise).
+   */
+  dispatch<T = TurnOutcome>(
+    type: TwinType,
+    id: string,
+    message: TwinMessage,
+    answer?: Answer<T>,
+  ): Promise<T> {
+    return this.catalog.dispatch(type, id, message, answer);
   }
 
   /** The resident activation of a twin, if it is in memory. */

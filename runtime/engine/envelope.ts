@@ -4,8 +4,12 @@
  * deadline timer (see `deadlines.ts`) when the message is queued, it refuses the wait with
  * `DeadlineExceeded` when no answer came in time (the turn itself still completes). An envelope
  * is settled once; whatever comes after (a late answer, a second failure) is dropped.
+ *
+ * The caller's promise is the only one a message makes: an envelope settles it with the turn's
+ * outcome, or with what the caller's `answer` makes of it (the gateway's reply), so no promise
+ * per message sits between the gateway and the twin.
  */
-import { DeadlineExceeded, type DoppelError } from "../core/errors.ts";
+import { DeadlineExceeded, DoppelError } from "../core/errors.ts";
 import type { Context } from "../observability/tracing.ts";
 import { type Deadlines, Waiting } from "./deadlines.ts";
 import type { TurnOutcome, TwinMessage } from "./messages.ts";
@@ -29,6 +33,9 @@ export function deadlineExceeded(key: string, message: TwinMessage, waitedMs: nu
   );
 }
 
+/** What a caller makes of a turn's outcome (its reply); called once, when the turn's effects are persisted. */
+export type Answer<T> = (outcome: TurnOutcome) => T;
+
 /** An envelope is its own deadline wait (no second object per message). */
 export class Envelope extends Waiting {
   /** The turn's answer, kept here from the end of the turn until its write is persisted. */
@@ -38,8 +45,10 @@ export class Envelope extends Waiting {
 
   constructor(
     readonly message: TwinMessage,
-    private readonly settle: (outcome: TurnOutcome) => void,
+    private readonly settle: (value: never) => void,
     private readonly fail: (error: DoppelError) => void,
+    /** What the caller's promise settles with (absent: the outcome itself). */
+    private readonly answer?: Answer<unknown>,
     /** The trace context of the sender, so the turn's span continues its trace. */
     readonly context?: Context,
   ) {
@@ -57,7 +66,19 @@ export class Envelope extends Waiting {
 
   resolve(outcome: TurnOutcome): void {
     this.cancel();
-    this.settle(outcome);
+    const settle = this.settle as (value: unknown) => void;
+    if (!this.answer) {
+      settle(outcome);
+      return;
+    }
+    let value: unknown;
+    try {
+      value = this.answer(outcome);
+    } catch (error) {
+      this.fail(DoppelError.from(error));
+      return;
+    }
+    settle(value);
   }
 
   reject(error: DoppelError): void {

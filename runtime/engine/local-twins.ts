@@ -29,7 +29,7 @@ import type {
 import { downsample } from "../persistence/downsample.ts";
 import { parseFilter } from "../query/filter.ts";
 import type { Engine } from "./engine.ts";
-import { describeMessage } from "./envelope.ts";
+import { type Answer, describeMessage } from "./envelope.ts";
 import type {
   CommandMessage,
   DesiredMessage,
@@ -89,19 +89,20 @@ export class LocalTwins implements TwinApi {
    * deadline that has already passed refuses before anything is dispatched (a message dispatched
    * then would be refused by the twin with nobody left to hear it).
    */
-  #dispatch(
+  #dispatch<T>(
     type: TwinType,
     ref: TwinRef,
     message: TwinMessage,
     deadline: number,
     given: number | undefined,
-  ): Promise<TurnOutcome> {
+    answer: Answer<T>,
+  ): Promise<T> {
     // Only a caller's own deadline can have passed already (the default one is ahead of now).
     if (given !== undefined && deadline <= this.engine.clock.now()) {
       const what = describeMessage(refKey(ref), message);
       return Promise.reject(new DeadlineExceeded(`${what}: deadline already passed`));
     }
-    return this.engine.dispatch(type, ref.id, message);
+    return this.engine.dispatch(type, ref.id, message, answer);
   }
 
   async get(ref: TwinRef): Promise<TwinView> {
@@ -140,8 +141,7 @@ export class LocalTwins implements TwinApi {
     };
     if (expectedVersion !== undefined) message.expectedVersion = expectedVersion;
     withOrigin(message, options.causation, options);
-    const outcome = await this.#dispatch(type, checked, message, deadline, options.deadline);
-    return { result: outcome.result, version: outcome.data.seq };
+    return this.#dispatch(type, checked, message, deadline, options.deadline, invokeResult);
   }
 
   async updateDesired(ref: TwinRef, patch: JsonObject, options: InvokeOptions = {}): Promise<TwinView> {
@@ -154,11 +154,24 @@ export class LocalTwins implements TwinApi {
     const message: Mutable<DesiredMessage> = { kind: "desired", patch: body, deadline };
     if (expectedVersion !== undefined) message.expectedVersion = expectedVersion;
     withOrigin(message, options.causation, options);
-    const outcome = await this.#dispatch(type, checked, message, deadline, options.deadline);
-    return toView(checked.type, checked.id, outcome.data);
+    return this.#dispatch(type, checked, message, deadline, options.deadline, (outcome) =>
+      toView(checked.type, checked.id, outcome.data),
+    );
   }
 
-  async report(ref: TwinRef, patch: JsonObject, options: ReportOptions = {}): Promise<ReportResult> {
+  /**
+   * Not an async function: the message's one promise is the engine's, settled with the reply
+   * (see `Answer`); input refused here is a rejected promise all the same.
+   */
+  report(ref: TwinRef, patch: JsonObject, options: ReportOptions = {}): Promise<ReportResult> {
+    try {
+      return this.#report(ref, patch, options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  #report(ref: TwinRef, patch: JsonObject, options: ReportOptions): Promise<ReportResult> {
     const checked = this.#ref(ref);
     const type = this.engine.registry.get(checked.type);
     const body = type.parseReported(requireJsonObject(patch, "reported patch", this.options.json));
@@ -173,10 +186,7 @@ export class LocalTwins implements TwinApi {
     if (seq !== undefined) message.seq = seq;
     if (at !== undefined) message.at = at;
     withOrigin(message, causation, options);
-    const outcome = await this.#dispatch(type, checked, message, deadline, options.deadline);
-    return outcome.stale
-      ? { version: outcome.data.seq, duplicate: outcome.duplicate, stale: true }
-      : { version: outcome.data.seq, duplicate: outcome.duplicate };
+    return this.#dispatch(type, checked, message, deadline, options.deadline, reportResult);
   }
 
   async query(type: string, options: QueryOptions = {}): Promise<ViewPage> {
@@ -242,6 +252,16 @@ export class LocalTwins implements TwinApi {
     });
     return query.intervalMs === undefined ? raw : downsample(raw, query.intervalMs).slice(0, limit);
   }
+}
+
+function reportResult(outcome: TurnOutcome): ReportResult {
+  return outcome.stale
+    ? { version: outcome.data.seq, duplicate: outcome.duplicate, stale: true }
+    : { version: outcome.data.seq, duplicate: outcome.duplicate };
+}
+
+function invokeResult(outcome: TurnOutcome): InvokeResult {
+  return { result: outcome.result, version: outcome.data.seq };
 }
 
 /** Sets a message's causation, (checked) principal and twin quota, when given: absent fields stay absent. */
