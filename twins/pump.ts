@@ -4,9 +4,11 @@
  * The device reports speed, pressure, flow, vibration and run hours. The twin derives the pump's
  * status, a health grade from vibration (ISO 10816-style bands) and its efficiency; it stops the
  * pump on a fault (over-pressure or severe vibration) and refuses to start it again until the
- * fault is cleared; it tracks maintenance by run hours and by a scheduled date (a reminder).
+ * fault is cleared; it tracks maintenance by run hours and by a scheduled date (a reminder). It
+ * talks to the pump itself: `identify` needs the pump online now, `calibrate` waits for it (a
+ * queued device command, delivered when the pump is next heard from, or expired after an hour).
  */
-import { FailedPrecondition, type Reminder, Twin, z } from "doppel";
+import { type DeviceCommandResult, FailedPrecondition, type Reminder, Twin, z } from "doppel";
 
 export const PumpReported = z
   .object({
@@ -30,6 +32,15 @@ export interface PumpFault {
   readonly at: number;
 }
 
+/** The pressure sensor's calibration, as the twin last asked the pump for it. */
+export interface PumpCalibration {
+  readonly offsetBar: number;
+  /** `pending`: queued for the pump; `applied`: the pump confirmed it; `failed`: refused or expired. */
+  readonly status: "pending" | "applied" | "failed";
+  /** The queued command's id while pending; why it failed. */
+  readonly detail?: string;
+}
+
 export interface PumpState {
   readonly status: PumpStatus;
   readonly targetRpm: number;
@@ -45,6 +56,7 @@ export interface PumpState {
   readonly maintenanceDue: boolean;
   readonly maintenanceScheduledFor: number | null;
   readonly lastTechnician: string | null;
+  readonly calibration: PumpCalibration | null;
 }
 
 export type PumpEvent =
@@ -58,7 +70,10 @@ export type PumpEvent =
   | { readonly type: "efficiencyMeasured"; readonly efficiency: number }
   | { readonly type: "maintenanceScheduled"; readonly at: number }
   | { readonly type: "maintenanceDue"; readonly reason: "hours" | "date" }
-  | { readonly type: "maintenanceCompleted"; readonly technician: string; readonly nextDueAtHours: number };
+  | { readonly type: "maintenanceCompleted"; readonly technician: string; readonly nextDueAtHours: number }
+  | { readonly type: "calibrationQueued"; readonly offsetBar: number; readonly id: string }
+  | { readonly type: "calibrated"; readonly offsetBar: number }
+  | { readonly type: "calibrationFailed"; readonly offsetBar: number; readonly reason: string };
 
 /** Pressure above which the pump is stopped. */
 export const MAX_PRESSURE_BAR = 8;
@@ -85,6 +100,8 @@ export class Pump extends Twin<PumpState, PumpEvent, PumpReported> {
     completeMaintenance: z.object({ technician: z.string().min(1).max(100) }),
     /** Asks the pump itself to flash its status light; returns the device's answer (a device command). */
     identify: z.object({ seconds: z.number().int().min(1).max(60).default(5) }),
+    /** Sends the pump a pressure-sensor offset; queued for up to an hour while the pump is offline. */
+    calibrate: z.object({ offsetBar: z.number().min(-1).max(1) }),
   };
 
   initialState(): PumpState {
@@ -100,6 +117,7 @@ export class Pump extends Twin<PumpState, PumpEvent, PumpReported> {
       maintenanceDue: false,
       maintenanceScheduledFor: null,
       lastTechnician: null,
+      calibration: null,
     };
   }
 
@@ -138,6 +156,15 @@ export class Pump extends Twin<PumpState, PumpEvent, PumpReported> {
           maintenanceScheduledFor: null,
           maintenanceDueAtHours: event.nextDueAtHours,
           lastTechnician: event.technician,
+        };
+      case "calibrationQueued":
+        return { ...state, calibration: { offsetBar: event.offsetBar, status: "pending", detail: event.id } };
+      case "calibrated":
+        return { ...state, calibration: { offsetBar: event.offsetBar, status: "applied" } };
+      case "calibrationFailed":
+        return {
+          ...state,
+          calibration: { offsetBar: event.offsetBar, status: "failed", detail: event.reason },
         };
     }
   }
@@ -202,6 +229,28 @@ export class Pump extends Twin<PumpState, PumpEvent, PumpReported> {
   /** A command that reaches the device: fails with UNAVAILABLE when the pump is offline. */
   async identify({ seconds }: { seconds: number }) {
     return await this.sendToDevice("identify", { seconds }, { timeout: "5s" });
+  }
+
+  /**
+   * A command that waits for the pump: answered at once when the pump is online, else queued for
+   * an hour and sent when the pump is next heard from; the outcome comes to `onDeviceCommandResult`.
+   */
+  async calibrate({ offsetBar }: { offsetBar: number }) {
+    const sent = await this.sendToDevice("calibrate", { offsetBar }, { timeout: "5s", queueFor: "1h" });
+    if (sent.status === "queued") {
+      this.emit({ type: "calibrationQueued", offsetBar, id: sent.id });
+      return { status: sent.status, id: sent.id, expiresAt: sent.expiresAt.toISOString() };
+    }
+    this.emit({ type: "calibrated", offsetBar });
+    return { status: sent.status, id: sent.id, result: sent.result };
+  }
+
+  /** The outcome of a queued `calibrate`: the pump's answer, its error, or expiry. */
+  override onDeviceCommandResult(result: DeviceCommandResult): void {
+    if (result.command !== "calibrate") return;
+    const offsetBar = Number(result.args["offsetBar"]);
+    if (result.outcome === "answered") this.emit({ type: "calibrated", offsetBar });
+    else this.emit({ type: "calibrationFailed", offsetBar, reason: result.error?.message ?? result.outcome });
   }
 
   override onReported(patch: PumpReported): void {

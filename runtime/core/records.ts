@@ -43,6 +43,24 @@ export interface ReminderState {
   readonly every?: number;
 }
 
+/**
+ * A device command a twin queued for its device (`sendToDevice(..., { queueFor })`) because the
+ * device was unreachable: kept in the twin's persisted state until the device answers it or it
+ * expires (docs/devices.md, "Queued commands").
+ */
+export interface QueuedCommand {
+  /** The command's id: the device gets the same id on every attempt (so it can drop a resend). */
+  readonly id: string;
+  readonly command: string;
+  readonly args: JsonObject;
+  /** When it was queued (epoch ms). */
+  readonly queuedAt: number;
+  /** When it expires unsent (epoch ms). */
+  readonly expiresAt: number;
+  /** How long each attempt waits for the device's answer, ms. */
+  readonly timeoutMs: number;
+}
+
 /** A twin's full state at one version: what activation starts from before replaying later events. */
 export interface TwinSnapshot {
   readonly seq: number;
@@ -66,6 +84,8 @@ export interface TwinSnapshot {
   readonly deviceSeqFloor?: number;
   /** The device sequence number of the report that last set each reported leaf, in the shape of `reported`. */
   readonly reportedSeq?: JsonObject;
+  /** The device commands queued for the device, oldest first (absent: none). */
+  readonly deviceCommands?: readonly QueuedCommand[];
 }
 
 /** The latest state of a twin as queries see it (the projection). Reading it never activates a twin. */

@@ -19,6 +19,7 @@
 import type { z } from "zod";
 import type { Duration } from "./duration.ts";
 import type { EdgeOptions } from "./edge-telemetry.ts";
+import type { DoppelError } from "./errors.ts";
 import type { TwinRef } from "./ids.ts";
 import type { Json, JsonObject } from "./json.ts";
 
@@ -75,13 +76,54 @@ export interface TwinBinding {
   cancel(name: string): void;
   reminders(): readonly Reminder[];
   call(target: TwinRef | string, command: string, args: JsonObject): Promise<unknown>;
-  sendToDevice(command: string, args: JsonObject, options: DeviceCommandOptions): Promise<Json>;
+  sendToDevice(
+    command: string,
+    args: JsonObject,
+    options: DeviceCommandOptions | QueuedDeviceCommandOptions,
+  ): Promise<Json | DeviceCommandSent>;
 }
 
 /** Options of {@link Twin.sendToDevice}. */
 export interface DeviceCommandOptions {
   /** How long to wait for the device's answer (default: the node's `limits.deviceCommandTimeout`, 5 s). */
   readonly timeout?: Duration;
+}
+
+/** Options of {@link Twin.sendToDevice} for a command that waits for an unreachable device. */
+export interface QueuedDeviceCommandOptions extends DeviceCommandOptions {
+  /**
+   * Keep the command for the device this long if it cannot be reached now (nothing listens, or no
+   * answer within `timeout`): it is queued in the twin's persisted state and sent when the device
+   * is next heard from (and retried meanwhile), in order, until it expires. At most 30 days.
+   */
+  readonly queueFor: Duration;
+}
+
+/** What {@link Twin.sendToDevice} with `queueFor` resolves to. */
+export type DeviceCommandSent =
+  /** The device was reachable and answered at once. */
+  | { readonly status: "answered"; readonly id: string; readonly result: Json }
+  /**
+   * The device was unreachable: the command is queued (persisted with this turn) and its outcome
+   * comes later to {@link Twin.onDeviceCommandResult}.
+   */
+  | { readonly status: "queued"; readonly id: string; readonly expiresAt: Date };
+
+/** The outcome of a queued device command, as handed to {@link Twin.onDeviceCommandResult}. */
+export interface DeviceCommandResult {
+  /** The command's id (as returned when it was queued, and as the device saw it). */
+  readonly id: string;
+  readonly command: string;
+  readonly args: JsonObject;
+  readonly queuedAt: Date;
+  /**
+   * `answered`: the device answered with `result`; `failed`: the device answered with `error`;
+   * `expired`: the device was not reached before the command's `queueFor` ran out (`error` is
+   * `DEADLINE_EXCEEDED` with `details.reason` `expired`).
+   */
+  readonly outcome: "answered" | "failed" | "expired";
+  readonly result?: Json;
+  readonly error?: DoppelError;
 }
 
 let bind: (twin: Twin<object, TwinEvent, object>, binding: TwinBinding) => void;
@@ -166,6 +208,13 @@ export abstract class Twin<
   /** Called when a reminder set with {@link schedule} is due; runs even after passivation or restart. */
   onReminder?(reminder: Reminder): void | Promise<void>;
 
+  /**
+   * Called with the outcome of a command queued with `sendToDevice(..., { queueFor })`: the
+   * device's answer, its error, or expiry. Runs as a turn of its own; the outcome is recorded in the
+   * twin's history (`$command.delivered`, `$command.expired`) whatever the handler does.
+   */
+  onDeviceCommandResult?(result: DeviceCommandResult): void | Promise<void>;
+
   /** Called as the first turn of each activation (after state is loaded). */
   onActivate?(): void | Promise<void>;
 
@@ -238,12 +287,25 @@ export abstract class Twin<
    * `DeadlineExceeded` when it does not answer within `timeout` (never later than the current
    * caller's deadline), or the error the device answered with. The twin handles nothing else while
    * it waits; nothing is persisted unless the handler emits events.
+   *
+   * With `queueFor`, an unreachable device does not fail the call: it resolves to
+   * `{ status: "queued", id, expiresAt }`, the command is persisted with this turn (bounded per
+   * twin by `limits.maxQueuedDeviceCommands`: over it, `ResourceExhausted`), and its outcome
+   * reaches {@link onDeviceCommandResult} later. A reachable device's answer resolves to
+   * `{ status: "answered", id, result }`; while earlier commands are queued, a new one queues
+   * behind them (commands reach the device in order).
    */
   protected sendToDevice(
     command: string,
+    args: JsonObject,
+    options: QueuedDeviceCommandOptions,
+  ): Promise<DeviceCommandSent>;
+  protected sendToDevice(command: string, args?: JsonObject, options?: DeviceCommandOptions): Promise<Json>;
+  protected sendToDevice(
+    command: string,
     args: JsonObject = {},
-    options: DeviceCommandOptions = {},
-  ): Promise<Json> {
+    options: DeviceCommandOptions | QueuedDeviceCommandOptions = {},
+  ): Promise<Json | DeviceCommandSent> {
     return this.#binding.sendToDevice(command, args, options);
   }
 }

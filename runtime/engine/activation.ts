@@ -14,6 +14,7 @@
  * - at most one batch is in the store's hands at a time (`#inflight`), so writes stay in order.
  */
 
+import { randomUUID } from "node:crypto";
 import type { Clock } from "../core/clock.ts";
 import { toMillis } from "../core/duration.ts";
 import { EDGE_OWNED_EPOCH, edgeOwnedError, edgeOwnerOf } from "../core/edge-owner.ts";
@@ -32,12 +33,14 @@ import {
   VersionConflict,
 } from "../core/errors.ts";
 import { parseRef, refKey, type TwinRef } from "../core/ids.ts";
-import { type Json, type JsonObject, jsonSizeBound } from "../core/json.ts";
+import { type Json, type JsonObject, jsonSizeBound, requireJsonObject } from "../core/json.ts";
 import { type Mutable, present } from "../core/present.ts";
-import type { EventRecord, ReminderIndexEntry, ReminderState, TwinCommit, Writer } from "../core/records.ts";
+import type { EventRecord, ReminderIndexEntry, TwinCommit, Writer } from "../core/records.ts";
 import {
   bindTwin,
   type DeviceCommandOptions,
+  type DeviceCommandSent,
+  type QueuedDeviceCommandOptions,
   type Reminder,
   type ScheduleOptions,
   type Twin,
@@ -49,10 +52,19 @@ import { activeContext, inSpan, SpanKind, tracingOn } from "../observability/tra
 import type { EventStore } from "../persistence/event-store.ts";
 import { lateLeavesDropped } from "../shadow/reported-times.ts";
 import { computeDelta } from "../shadow/shadow.ts";
+import { CommandDelivery, type QueuedCommandCounts, settleQueuedCommands } from "./command-delivery.ts";
 import type { Deadlines } from "./deadlines.ts";
 import { type Answer, Envelope } from "./envelope.ts";
 import type { CommitListener, GroupCommitter } from "./group-commit.ts";
 import type { TurnOutcome, TwinCall, TwinMessage } from "./messages.ts";
+import {
+  COMMANDS_REMINDER,
+  CommandEvent,
+  DEFAULT_MAX_QUEUED_COMMANDS,
+  isUnreachable,
+  MAX_QUEUE_FOR_MS,
+  nextExpiry,
+} from "./queued-commands.ts";
 import { Turn } from "./turn.ts";
 import {
   BuiltIn,
@@ -86,9 +98,24 @@ export interface ActivationHost {
    * Sends a command to twin `ref`'s device and returns its answer (request/reply on the device's
    * `cmd` subject). Absent when the node has no device transport (`Unavailable`).
    */
-  sendToDevice?(ref: TwinRef, command: string, args: JsonObject, timeoutMs: number): Promise<Json>;
+  sendToDevice?(
+    ref: TwinRef,
+    command: string,
+    args: JsonObject,
+    timeoutMs: number,
+    id?: string,
+  ): Promise<Json>;
   /** Default wait for a device's answer to a command, ms. */
   readonly deviceCommandTimeoutMs?: number;
+  /** Most device commands one twin keeps queued (`limits.maxQueuedDeviceCommands`; default 100). */
+  readonly maxQueuedDeviceCommands?: number;
+  /** What the twins' device-command queues did (metrics); optional. */
+  readonly queuedCommandCounts?: QueuedCommandCounts;
+  /**
+   * Runs `message` on the activation's twin, activating it again if it left memory meanwhile
+   * (a queued command's outcome). Absent: queued on the activation itself.
+   */
+  dispatchTo?(activation: Activation, message: TwinMessage): Promise<TurnOutcome>;
   /** Most bytes (as JSON) of a twin's reported, desired and state; a turn that would exceed one is refused. */
   readonly twinLimits?: TwinLimits;
   /**
@@ -179,6 +206,8 @@ export class Activation implements TwinBinding, CommitListener {
   #inflight: Batch | null = null;
   #gone: Promise<void> | null = null;
   #settledWaiters: (() => void)[] | null = null;
+  /** The delivery of queued device commands, made when the twin first has any. */
+  #delivery: CommandDelivery | null = null;
 
   constructor(
     readonly type: TwinType,
@@ -270,6 +299,7 @@ export class Activation implements TwinBinding, CommitListener {
       return;
     }
     this.#status = "active";
+    if (this.#committed.deviceCommands.length > 0) this.#commandDelivery().ensure();
     if (this.#twin.onActivate) {
       this.#mailbox ??= [];
       // Events onActivate writes into a twin that does not exist yet create it: on behalf of
@@ -511,6 +541,9 @@ export class Activation implements TwinBinding, CommitListener {
     }
     this.#turn = null;
     this.#host.observer?.turn(message.kind, true, performance.now() - started);
+    // The device was heard from: the commands queued for it go now.
+    if (message.kind === "reported" && this.#committed.deviceCommands.length > 0)
+      this.#commandDelivery().heard();
     const outcome: TurnOutcome =
       result === STALE
         ? { result: null, data: turn.data, duplicate: true, stale: true }
@@ -642,6 +675,11 @@ export class Activation implements TwinBinding, CommitListener {
         return afterHook(twin.onDesired?.(message.patch), null);
       }
       case "reminder": {
+        if (message.name === COMMANDS_REMINDER) {
+          // The first queued command's expiry is due (the reminder index woke the twin).
+          this.#commandDelivery().now();
+          return null;
+        }
         const reminder = turn.data.reminders.find((r) => r.name === message.name);
         if (!reminder || reminder.dueAt > this.#host.clock.now()) return false;
         turn.record(BuiltIn.ReminderFired, {
@@ -660,6 +698,8 @@ export class Activation implements TwinBinding, CommitListener {
               };
         return afterHook(twin.onReminder?.(fired), true);
       }
+      case "device-command":
+        return afterHook(settleQueuedCommands(turn, message, twin, this.key), null);
       case "activate":
         return afterHook(twin.onActivate?.(), null);
       case "passivate":
@@ -700,7 +740,7 @@ export class Activation implements TwinBinding, CommitListener {
       expectedSeq: batch.start.seq,
       events: batch.records,
       view: toView(this.type.name, this.id, batch.end),
-      reminders: this.#reminderChanges(batch.start.reminders, batch.end.reminders),
+      reminders: this.#reminderChanges(batch.start, batch.end),
     };
     // The twin's first batch creates it: on behalf of its first turn with a quota.
     const creating =
@@ -713,21 +753,37 @@ export class Activation implements TwinBinding, CommitListener {
     return commit;
   }
 
-  /** The reminder index entries a batch sets (new or moved) and clears; one shared empty change when none. */
-  #reminderChanges(
-    before: readonly ReminderState[],
-    after: readonly ReminderState[],
-  ): TwinCommit["reminders"] {
-    if (before === after) return NO_REMINDER_CHANGES;
+  /**
+   * The reminder index entries a batch sets (new or moved) and clears; one shared empty change when
+   * none. Besides the twin's reminders, the entry {@link COMMANDS_REMINDER} follows the first
+   * expiry of its queued device commands.
+   */
+  #reminderChanges(start: TwinData, end: TwinData): TwinCommit["reminders"] {
+    const before = start.reminders;
+    const after = end.reminders;
+    const queueChanged = start.deviceCommands !== end.deviceCommands;
+    if (before === after && !queueChanged) return NO_REMINDER_CHANGES;
     const set: ReminderIndexEntry[] = [];
-    for (const r of after) {
-      const old = before.find((b) => b.name === r.name);
-      if (!old || old.dueAt !== r.dueAt) {
-        set.push({ shard: this.shard, type: this.type.name, id: this.id, name: r.name, dueAt: r.dueAt });
+    const clear: string[] = [];
+    if (before !== after) {
+      for (const r of after) {
+        const old = before.find((b) => b.name === r.name);
+        if (!old || old.dueAt !== r.dueAt) set.push(this.#indexEntry(r.name, r.dueAt));
       }
+      for (const b of before) if (!after.some((r) => r.name === b.name)) clear.push(b.name);
     }
-    const clear = before.filter((b) => !after.some((r) => r.name === b.name)).map((b) => b.name);
+    if (queueChanged) {
+      const was = nextExpiry(start.deviceCommands);
+      const next = nextExpiry(end.deviceCommands);
+      if (next === undefined) {
+        if (was !== undefined) clear.push(COMMANDS_REMINDER);
+      } else if (next !== was) set.push(this.#indexEntry(COMMANDS_REMINDER, next));
+    }
     return { set, clear };
+  }
+
+  #indexEntry(name: string, dueAt: number): ReminderIndexEntry {
+    return { shard: this.shard, type: this.type.name, id: this.id, name, dueAt };
   }
 
   #onCommitted(batch: Batch, commit: TwinCommit): void {
@@ -735,9 +791,41 @@ export class Activation implements TwinBinding, CommitListener {
     this.#committed = batch.end;
     for (const envelope of batch.waiters) envelope.resolve(envelope.outcome!);
     this.#host.committed(this, commit, commit.reminders.set);
+    if (batch.start.deviceCommands !== batch.end.deviceCommands) this.#queueCommitted(batch.records);
     if (batch.end.seq - this.#snapshotSeq >= this.type.snapshotEvery) void this.#snapshot(batch.end);
     this.#pump();
     this.#notifySettled();
+  }
+
+  /** Counts a persisted batch's queue events, and keeps delivery going while commands are queued. */
+  #queueCommitted(records: readonly EventRecord[]): void {
+    const counts = this.#host.queuedCommandCounts;
+    if (counts) {
+      for (const record of records) {
+        if (record.type === CommandEvent.Queued) counts.queued++;
+        else if (record.type === CommandEvent.Delivered) counts.delivered++;
+        else if (record.type === CommandEvent.Expired) counts.expired++;
+      }
+    }
+    if (this.#committed.deviceCommands.length > 0 && this.#status === "active")
+      this.#commandDelivery().ensure();
+  }
+
+  #commandDelivery(): CommandDelivery {
+    this.#delivery ??= new CommandDelivery({
+      clock: this.#host.clock,
+      queue: () => this.#committed.deviceCommands,
+      send: (command) => {
+        const send = this.#host.sendToDevice;
+        if (!send) return Promise.reject(new Unavailable(`${this.key}: this node has no device transport`));
+        return send.call(this.#host, this.ref, command.command, command.args, command.timeoutMs, command.id);
+      },
+      settle: (message) =>
+        this.#host.dispatchTo ? this.#host.dispatchTo(this, message) : this.enqueue(message),
+      warn: (message, error) => this.#host.warn(`${this.key}: ${message}`, error),
+      ...present({ counts: this.#host.queuedCommandCounts }),
+    });
+    return this.#delivery;
   }
 
   #onFailed(batch: Batch, error: DoppelError): void {
@@ -775,6 +863,7 @@ export class Activation implements TwinBinding, CommitListener {
   async #quarantine(reason: string): Promise<void> {
     this.#host.observer?.quarantined();
     this.#status = "gone";
+    this.#delivery?.stop();
     const failure = new Quarantined(`${this.key} is quarantined: ${reason}`, { reason });
     for (const envelope of this.#mailbox?.splice(0) ?? []) envelope.reject(failure);
     this.#host.discard(this);
@@ -834,6 +923,7 @@ export class Activation implements TwinBinding, CommitListener {
       });
     }
     await this.#whenSettled();
+    this.#delivery?.stop();
     if (this.#committed.seq > this.#snapshotSeq && !this.#needsReload) await this.#snapshot(this.#committed);
     this.#status = "gone";
     this.#host.observer?.passivated();
@@ -928,7 +1018,11 @@ export class Activation implements TwinBinding, CommitListener {
     });
   }
 
-  async sendToDevice(command: string, args: JsonObject, options: DeviceCommandOptions): Promise<Json> {
+  async sendToDevice(
+    command: string,
+    args: JsonObject,
+    options: DeviceCommandOptions | QueuedDeviceCommandOptions,
+  ): Promise<Json | DeviceCommandSent> {
     const turn = this.#inTurn("sendToDevice");
     if (typeof command !== "string" || command.length === 0)
       throw new InvalidArgument("sendToDevice(): command name is empty");
@@ -943,7 +1037,62 @@ export class Activation implements TwinBinding, CommitListener {
       turn.message.deadline === undefined ? now + wait : Math.min(turn.message.deadline, now + wait);
     if (deadline <= now)
       throw new DeadlineExceeded(`${this.key}: the caller's deadline passed before the device command`);
-    return send.call(this.#host, this.ref, command, args, deadline - now);
+    if (!("queueFor" in options) || options.queueFor === undefined) {
+      return send.call(this.#host, this.ref, command, args, deadline - now);
+    }
+    return this.#sendOrQueue(
+      turn,
+      command,
+      requireJsonObject(args, "sendToDevice() args"),
+      wait,
+      options.queueFor,
+    );
+  }
+
+  /**
+   * `sendToDevice` with `queueFor`: sends at once when nothing is queued before it; queues it (an
+   * event of this turn) when commands are queued already or the device is unreachable.
+   */
+  async #sendOrQueue(
+    turn: Turn,
+    command: string,
+    args: JsonObject,
+    timeoutMs: number,
+    queueFor: QueuedDeviceCommandOptions["queueFor"],
+  ): Promise<DeviceCommandSent> {
+    const ttl = toMillis(queueFor, "sendToDevice() queueFor");
+    if (!(ttl > 0) || ttl > MAX_QUEUE_FOR_MS) {
+      throw new InvalidArgument(
+        `sendToDevice(): queueFor must be more than 0 and at most ${MAX_QUEUE_FOR_MS} ms (30 days), got ${ttl} ms`,
+      );
+    }
+    const id = randomUUID();
+    if (turn.data.deviceCommands.length === 0) {
+      try {
+        const result = await this.#host.sendToDevice!(this.ref, command, args, timeoutMs, id);
+        return { status: "answered", id, result };
+      } catch (error) {
+        if (!isUnreachable(error)) throw error;
+      }
+    }
+    const max = this.#host.maxQueuedDeviceCommands ?? DEFAULT_MAX_QUEUED_COMMANDS;
+    const queued = turn.data.deviceCommands.length;
+    if (queued >= max) {
+      throw new ResourceExhausted(
+        `${this.key}: ${queued} device commands are queued for the device already (limits.maxQueuedDeviceCommands = ${max}); '${command}' is not queued`,
+        { limit: "limits.maxQueuedDeviceCommands", max, queued },
+      );
+    }
+    const expiresAt = this.#host.clock.now() + ttl;
+    turn.record(CommandEvent.Queued, {
+      type: CommandEvent.Queued,
+      id,
+      command,
+      args,
+      expiresAt,
+      timeoutMs,
+    });
+    return { status: "queued", id, expiresAt: new Date(expiresAt) };
   }
 }
 

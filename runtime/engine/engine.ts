@@ -9,6 +9,7 @@ import { Unavailable } from "../core/errors.ts";
 import type { TwinRef } from "../core/ids.ts";
 import type { Json, JsonObject } from "../core/json.ts";
 import type { ShardOwnership } from "../core/ownership.ts";
+import { present } from "../core/present.ts";
 import type { ReminderIndexEntry, TwinCommit } from "../core/records.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { EventStore } from "../persistence/event-store.ts";
@@ -21,6 +22,7 @@ import {
 } from "./activation.ts";
 import { Catalog } from "./catalog.ts";
 import { ChangeFeed } from "./change-feed.ts";
+import { type QueuedCommandCounts, queuedCommandCounts } from "./command-delivery.ts";
 import { Deadlines } from "./deadlines.ts";
 import type { Answer } from "./envelope.ts";
 import { committerStore, fenceCheck } from "./fencing.ts";
@@ -42,6 +44,8 @@ export interface EngineOptions {
   readonly commitMaxInFlight: number;
   /** Default wait for a device's answer to `sendToDevice`, ms (5 s if unset). */
   readonly deviceCommandTimeoutMs?: number;
+  /** Most device commands one twin keeps queued for its device (default 100). */
+  readonly maxQueuedDeviceCommands?: number;
   /** Size bounds of each twin's reported, desired and state (defaults: `DEFAULT_TWIN_LIMITS`). */
   readonly twinLimits?: TwinLimits;
 }
@@ -54,12 +58,17 @@ export type TwinCaller = (
   call: TwinCall,
 ) => Promise<Json>;
 
-/** Sends a command to a twin's device and returns its answer (the node's device transport). */
+/**
+ * Sends a command to a twin's device and returns its answer (the node's device transport). `id` is
+ * the command's id as the device sees it (a fresh one when absent; a queued command's own id on
+ * every attempt).
+ */
 export type DeviceSender = (
   ref: TwinRef,
   command: string,
   args: JsonObject,
   timeoutMs: number,
+  id?: string,
 ) => Promise<Json>;
 
 export class Engine {
@@ -67,6 +76,8 @@ export class Engine {
   readonly catalog: Catalog;
   readonly committer: GroupCommitter;
   readonly reminders: ReminderService;
+  /** What the twins' queued device commands did on this node (metrics). */
+  readonly queuedCommands: QueuedCommandCounts = queuedCommandCounts();
   #caller: TwinCaller | undefined;
   #deviceSender: DeviceSender | undefined;
   #commitCounter = 0;
@@ -102,11 +113,14 @@ export class Engine {
         if (!this.#caller) throw new Unavailable("twin-to-twin calls are not wired on this node");
         return this.#caller(target, command, args, call);
       },
-      sendToDevice: (ref, command, args, timeoutMs) => {
+      sendToDevice: (ref, command, args, timeoutMs, id) => {
         if (!this.#deviceSender) throw new Unavailable("device commands are not wired on this node");
-        return this.#deviceSender(ref, command, args, timeoutMs);
+        return this.#deviceSender(ref, command, args, timeoutMs, id);
       },
       deviceCommandTimeoutMs: options.deviceCommandTimeoutMs ?? 5000,
+      ...present({ maxQueuedDeviceCommands: options.maxQueuedDeviceCommands }),
+      queuedCommandCounts: this.queuedCommands,
+      dispatchTo: (activation, message) => this.dispatch(activation.type, activation.id, message),
       twinLimits: options.twinLimits ?? DEFAULT_TWIN_LIMITS,
       deadlines: new Deadlines(clock),
       committed: (activation, commit, reminders) => this.#committed(activation, commit, reminders),

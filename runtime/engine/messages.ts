@@ -3,6 +3,7 @@
  * queued (ids, schemas, sizes), so a turn only ever sees well-formed messages.
  */
 import type { Json, JsonObject } from "../core/json.ts";
+import type { CommandAnswer } from "./queued-commands.ts";
 import type { TwinData } from "./twin-data.ts";
 
 interface Common {
@@ -50,6 +51,19 @@ export interface ReminderMessage extends Common {
   readonly dueAt: number;
 }
 
+/**
+ * A queued device command's outcome, queued by the twin's own delivery (`command-delivery.ts`):
+ * the device's `answer` to command `id`, or (no `id`) the expiry of every queued command whose
+ * time has passed.
+ */
+export interface DeviceCommandMessage extends Common {
+  readonly kind: "device-command";
+  readonly id?: string;
+  readonly answer?: CommandAnswer;
+  /** Record the outcome without calling `onDeviceCommandResult` (it failed on this outcome once). */
+  readonly quiet?: boolean;
+}
+
 /** Lifecycle turns, queued by the runtime itself. */
 export interface LifecycleMessage extends Common {
   readonly kind: "activate" | "passivate";
@@ -60,6 +74,7 @@ export type TwinMessage =
   | ReportedMessage
   | DesiredMessage
   | ReminderMessage
+  | DeviceCommandMessage
   | LifecycleMessage;
 
 /**

@@ -32,7 +32,8 @@ export class Turn {
     start: TwinData,
     private readonly commitIds: CommitIds,
     private readonly writer: Writer,
-    private readonly now: number,
+    /** The turn's time (the clock when it started): every event it records is stamped with it. */
+    readonly now: number,
   ) {
     this.data = start;
   }

@@ -7,10 +7,11 @@
  */
 import { Internal } from "../core/errors.ts";
 import { isJsonObject, type JsonObject } from "../core/json.ts";
-import type { EventRecord, ReminderState, TwinSnapshot, TwinView } from "../core/records.ts";
+import type { EventRecord, QueuedCommand, ReminderState, TwinSnapshot, TwinView } from "../core/records.ts";
 import type { Twin, TwinEvent } from "../core/twin.ts";
 import { stampReported } from "../shadow/reported-times.ts";
 import { applyDesired, applyReported, computeDelta } from "../shadow/shadow.ts";
+import { CommandEvent, foldCommands, NO_COMMANDS } from "./queued-commands.ts";
 
 /** How many causing message ids a twin remembers to drop redelivered duplicates. */
 export const RECENT_CAUSATIONS = 16;
@@ -67,6 +68,8 @@ export interface TwinData {
   readonly deviceSeqFloor: number;
   /** The stamp of the report that last set each reported leaf, in the shape of `reported`. */
   readonly reportedSeq: JsonObject;
+  /** Device commands queued for the device, oldest first (see `queued-commands.ts`). */
+  readonly deviceCommands: readonly QueuedCommand[];
 }
 
 /** Built-in event types (reserved: developer events may not start with `$`). */
@@ -76,6 +79,9 @@ export const BuiltIn = {
   ReminderSet: "$reminder.set",
   ReminderCancelled: "$reminder.cancelled",
   ReminderFired: "$reminder.fired",
+  CommandQueued: CommandEvent.Queued,
+  CommandDelivered: CommandEvent.Delivered,
+  CommandExpired: CommandEvent.Expired,
 } as const;
 
 const EMPTY: JsonObject = Object.freeze({});
@@ -96,6 +102,7 @@ export function initialData(twin: Twin<object, TwinEvent, object>): TwinData {
     deviceSeqs: NONE,
     deviceSeqFloor: 0,
     reportedSeq: EMPTY,
+    deviceCommands: NO_COMMANDS,
   };
 }
 
@@ -116,6 +123,7 @@ export function fromSnapshot(snapshot: TwinSnapshot): TwinData {
     // A snapshot from before the window: every stamp up to the high-water mark counts as applied.
     deviceSeqFloor: snapshot.deviceSeqFloor ?? (snapshot.deviceSeqs ? 0 : (snapshot.deviceSeq ?? 0)),
     reportedSeq: snapshot.reportedSeq ?? EMPTY,
+    deviceCommands: snapshot.deviceCommands?.length ? snapshot.deviceCommands : NO_COMMANDS,
   };
 }
 
@@ -135,6 +143,7 @@ export function toSnapshot(data: TwinData): TwinSnapshot {
     deviceSeqs: data.deviceSeqs,
     deviceSeqFloor: data.deviceSeqFloor,
     reportedSeq: data.reportedSeq,
+    ...(data.deviceCommands.length ? { deviceCommands: data.deviceCommands } : {}),
   };
 }
 
@@ -208,6 +217,7 @@ export function fold(twin: Twin<object, TwinEvent, object>, data: TwinData, reco
     deviceSeqs,
     deviceSeqFloor,
     reportedSeq,
+    deviceCommands,
   } = data;
   const patch = record.data["patch"];
   switch (record.type) {
@@ -234,6 +244,11 @@ export function fold(twin: Twin<object, TwinEvent, object>, data: TwinData, reco
     case BuiltIn.ReminderFired:
       reminders = foldReminders(reminders, record);
       break;
+    case BuiltIn.CommandQueued:
+    case BuiltIn.CommandDelivered:
+    case BuiltIn.CommandExpired:
+      deviceCommands = foldCommands(deviceCommands, record);
+      break;
     default:
       state = twin.apply(state, record.data as unknown as TwinEvent);
   }
@@ -251,5 +266,6 @@ export function fold(twin: Twin<object, TwinEvent, object>, data: TwinData, reco
     deviceSeqs,
     deviceSeqFloor,
     reportedSeq,
+    deviceCommands,
   };
 }

@@ -58,6 +58,7 @@ export function createEngine(parts: {
       commitMaxBatch: 512,
       commitMaxInFlight: 4,
       deviceCommandTimeoutMs: limits.deviceCommandTimeout,
+      maxQueuedDeviceCommands: limits.maxQueuedDeviceCommands,
       twinLimits: {
         maxReportedBytes: limits.maxReportedBytes,
         maxDesiredBytes: limits.maxDesiredBytes,

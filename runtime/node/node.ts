@@ -20,7 +20,9 @@ import type { TwinApi } from "../core/twin-api.ts";
 import type { DeviceAuthService } from "../devices/auth/auth-callout.ts";
 import type { CoapIngress } from "../devices/coap/coap-ingress.ts";
 import { type DeviceLink, startDeviceLink } from "../devices/device-link.ts";
+import type { DeviceCommandStats } from "../devices/egress/device-commands.ts";
 import type { DeviceIngress } from "../devices/ingress/device-ingress.ts";
+import type { QueuedCommandCounts } from "../engine/command-delivery.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { LocalTwins } from "../engine/local-twins.ts";
 import { createLogger, type Logger } from "../observability/logger.ts";
@@ -200,6 +202,7 @@ export class DoppelNode {
           return coap && { counts: { ...coap.stats }, observers: coap.observers };
         },
         () => node?.httpDevices && { ...node.httpDevices },
+        () => deviceCommandCounts(devicesRef?.commands, engineRef?.queuedCommands),
         parts.edgeStatus,
         () => (node ? { ...node.#reported, cloud: node.#reported.cloud ?? node.#replication } : {}),
       );
@@ -576,6 +579,24 @@ export class DoppelNode {
   }
 }
 
+/** `doppel_device_commands_total`'s counts: the device transport's attempts and the twins' queues. */
+function deviceCommandCounts(
+  sent: DeviceCommandStats | undefined,
+  queued: QueuedCommandCounts | undefined,
+): Record<string, number> | undefined {
+  if (!sent && !queued) return undefined;
+  return {
+    ...(sent && {
+      sent: sent.sent,
+      answered: sent.answered,
+      offline: sent.offline,
+      timed_out: sent.timedOut,
+      failed: sent.failed,
+    }),
+    ...queued,
+  };
+}
+
 /** Metrics first: every part reports into them. Gauges read the engine at scrape time. */
 function startMetrics(
   config: NodeConfig,
@@ -585,6 +606,7 @@ function startMetrics(
   deviceAuth: () => DeviceAuthCounts | undefined,
   coap: NonNullable<GaugeSources["coap"]>,
   httpDevices: NonNullable<GaugeSources["httpDevices"]>,
+  deviceCommands: NonNullable<GaugeSources["deviceCommands"]>,
   edge: GaugeSources["edge"],
   replication: () => ReplicationParts,
 ): NodeMetrics {
@@ -599,6 +621,7 @@ function startMetrics(
     deviceAuth,
     coap,
     httpDevices,
+    deviceCommands,
     residentTwins: () => engine()?.catalog.size ?? 0,
     mailboxDepth: () => engine()?.catalog.mailboxDepth() ?? 0,
     shardsOwned: () => {

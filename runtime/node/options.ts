@@ -453,6 +453,8 @@ export const nodeConfigSchema = z
         reminderPoll: duration.default(1_000),
         /** How long `Twin.sendToDevice` waits for the device's answer by default. */
         deviceCommandTimeout: duration.default(5_000),
+        /** Most device commands one twin keeps queued for an unreachable device (`sendToDevice` `queueFor`). */
+        maxQueuedDeviceCommands: z.number().int().min(1).max(10_000).default(100),
       })
       .strict()
       .default({
@@ -471,6 +473,7 @@ export const nodeConfigSchema = z
         callTimeout: 10_000,
         reminderPoll: 1_000,
         deviceCommandTimeout: 5_000,
+        maxQueuedDeviceCommands: 100,
       }),
     admission: admissionSchema,
     nats: natsSchema.optional(),

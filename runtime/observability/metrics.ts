@@ -9,6 +9,10 @@
  * - `persisted_events_total`, `rejected_inputs_total{source,code}`, `lease_renewals_total{outcome}`,
  *   `dropped_reports_total{reason}` (acknowledged without applying: `duplicate` message id, `stale` stamp),
  *   `quota_exceeded_total{quota}` (twin creations refused by the creator's `maxTwins`) — counters;
+ * - `device_commands_total{outcome}` — counter of twins' commands to their devices: `sent` (attempts),
+ *   `answered`, `offline` (nothing listened), `timed_out`, `failed` (the device's error or a broken
+ *   answer), and of queued commands (`sendToDevice` `queueFor`): `queued`, `delivered`, `expired`,
+ *   `retried` (an attempt found the device still unreachable);
  * - `admission_total{class,outcome}` (outcome `admitted` or `refused`) — counter, and
  *   `admission_in_flight{class}` — gauge, of admission control (classes `grpc`, `device`, `node`, `watch`);
  * - `event_loop_delay_ms{quantile}` (`0.5`, `0.99`, `1` = max) — gauge: how late the node's event
@@ -77,6 +81,8 @@ export interface GaugeSources {
   coap?(): { readonly counts: Readonly<Record<string, number>>; readonly observers: number } | undefined;
   /** The HTTP device routes' counters, when the node serves HTTP. */
   httpDevices?(): Readonly<Record<string, number>> | undefined;
+  /** Twins' commands to their devices, by outcome (see the module comment). */
+  deviceCommands?(): Readonly<Record<string, number>> | undefined;
 }
 
 /** What an edge node's forwarder knows (the shape of its status, read at scrape time). */
@@ -301,6 +307,16 @@ export class NodeMetrics {
       })
       .addCallback((result) => {
         const counts = gauges.httpDevices?.();
+        if (!counts) return;
+        for (const [outcome, count] of Object.entries(counts)) result.observe(count, { outcome });
+      });
+    meter
+      .createObservableCounter("doppel_device_commands_total", {
+        description:
+          "twins' commands to their devices by outcome (sent, answered, offline, timed_out, failed; queued, delivered, expired, retried)",
+      })
+      .addCallback((result) => {
+        const counts = gauges.deviceCommands?.();
         if (!counts) return;
         for (const [outcome, count] of Object.entries(counts)) result.observe(count, { outcome });
       });

@@ -145,10 +145,15 @@ export interface ReportAck {
   readonly seq?: number;
 }
 
-/** Handles a command sent by the twin; its return value is the command's result. */
+/**
+ * Handles a command sent by the twin; its return value is the command's result. `context.id` is
+ * the command's id: a queued command (`sendToDevice` `queueFor`) may come again with the same id
+ * when its answer was lost, so a device whose commands must not run twice remembers the ids it ran.
+ */
 export type CommandHandler = (
   command: string,
   args: JsonObject,
+  context: { readonly id: string },
 ) => Json | undefined | Promise<Json | undefined>;
 
 const decoder = new TextDecoder();
@@ -497,7 +502,9 @@ export class DeviceClient {
             throw new InvalidArgument("command message must be { command, args }");
           }
           const command = body as unknown as DeviceCommand;
-          const result = await handler(command.command, isJsonObject(command.args) ? command.args : {});
+          const result = await handler(command.command, isJsonObject(command.args) ? command.args : {}, {
+            id: typeof command.id === "string" ? command.id : "",
+          });
           reply = { result: result ?? null };
         } catch (error) {
           reply = errorReply(error);

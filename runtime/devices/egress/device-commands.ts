@@ -13,8 +13,9 @@
  *
  * Failures are typed so they reach a gRPC caller clearly:
  *
- * - nobody listens on the subject → `Unavailable`: "device thermostat/t1 is offline";
- * - no answer in time → `DeadlineExceeded`;
+ * - nobody listens on the subject → `Unavailable`: "device thermostat/t1 is offline" (details
+ *   `reason: "offline"`);
+ * - no answer in time → `DeadlineExceeded` (details `reason: "no-answer"`);
  * - an answer that does not decode → `Unavailable` (the device is broken, the twin is not);
  * - the device's own error → that error's code and message (unknown codes become `INTERNAL`).
  */
@@ -68,7 +69,8 @@ export class DeviceCommands {
   }
 
   /** The {@link DeviceSender} a node's engine uses. */
-  readonly send: DeviceSender = (ref, command, args, timeoutMs) => this.#send(ref, command, args, timeoutMs);
+  readonly send: DeviceSender = (ref, command, args, timeoutMs, id) =>
+    this.#send(ref, command, args, timeoutMs, id ?? randomUUID());
 
   /** Stops taking results; commands still waiting fail with `Unavailable`. */
   stop(): void {
@@ -81,10 +83,9 @@ export class DeviceCommands {
     }
   }
 
-  async #send(ref: TwinRef, command: string, args: JsonObject, timeoutMs: number): Promise<Json> {
+  async #send(ref: TwinRef, command: string, args: JsonObject, timeoutMs: number, id: string): Promise<Json> {
     const subject = deviceSubject(ref, DeviceChannel.Command);
     const device = `device ${refKey(ref)}`;
-    const id = randomUUID();
     this.stats.sent++;
     // Whichever comes first: the reply to the request (NATS devices), or an answer published on
     // the device's cmd-result subject (devices that cannot reply), resolved by #onResult.
@@ -108,12 +109,16 @@ export class DeviceCommands {
     } catch (error) {
       if (error instanceof TransportError && error.failure === "no-responders") {
         this.stats.offline++;
-        throw new Unavailable(`${device} is offline: nothing listens on ${subject}`, { device: refKey(ref) });
+        throw new Unavailable(`${device} is offline: nothing listens on ${subject}`, {
+          device: refKey(ref),
+          reason: "offline",
+        });
       }
       if (error instanceof TransportError && error.failure === "timeout") {
         this.stats.timedOut++;
         throw new DeadlineExceeded(`${device} did not answer command '${command}' within ${timeoutMs} ms`, {
           device: refKey(ref),
+          reason: "no-answer",
         });
       }
       this.stats.failed++;
