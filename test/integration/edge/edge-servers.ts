@@ -134,6 +134,19 @@ export function edgeDeviceAuth(credentialsFile: string): EdgeDeviceAuth {
 }
 
 /**
+ * The edge's server from a configuration written elsewhere (`doppel edge leaf-config`'s output),
+ * its client port `port`, in `dir`.
+ */
+export function startLeafFromConfig(
+  dir: string,
+  edge: string,
+  config: string,
+  port: number,
+): Promise<NatsProcess> {
+  return runNats(dir, edge, config, port);
+}
+
+/**
  * A TCP relay in front of the hub's leaf port: `cut()` drops the link, `restore()` lets it
  * reconnect; `stall()` stops moving bytes while the connections stay open (a silent partition:
  * neither server sees a close), `unstall()` moves them again.
