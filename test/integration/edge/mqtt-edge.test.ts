@@ -70,7 +70,7 @@ describe("MQTT devices at a thin edge", () => {
         "--store-dir",
         join(dir, "leaf-js"),
         "--mqtt",
-        String(mqttPort),
+        `127.0.0.1:${mqttPort}`,
       ],
       { out: (line) => (config += `${line}\n`), err: (text) => console.error(text) },
     );
