@@ -89,6 +89,7 @@ export async function edgeStatusCommand(flags: EdgeStatusFlags, out: (line: stri
             "GAP",
             "CONFLICT",
             "MALFORMED",
+            "FORGED",
           ],
           thick.map((r) => [
             r.edge,
@@ -101,6 +102,7 @@ export async function edgeStatusCommand(flags: EdgeStatusFlags, out: (line: stri
             count(r, "gap"),
             count(r, "conflict"),
             count(r, "malformed"),
+            count(r, "forged"),
           ]),
         ),
       );

@@ -11,6 +11,8 @@ export interface ReplicationCounts {
   gap: number;
   conflict: number;
   malformed: number;
+  /** Batches whose edge field, subject and source (the hub's `Nats-Stream-Source`) disagree: refused. */
+  forged: number;
   failed: number;
 }
 
@@ -20,11 +22,12 @@ export const REPLICATION_OUTCOMES: readonly (keyof ReplicationCounts)[] = [
   "gap",
   "conflict",
   "malformed",
+  "forged",
   "failed",
 ];
 
 export function zeroCounts(): ReplicationCounts {
-  return { applied: 0, duplicate: 0, gap: 0, conflict: 0, malformed: 0, failed: 0 };
+  return { applied: 0, duplicate: 0, gap: 0, conflict: 0, malformed: 0, forged: 0, failed: 0 };
 }
 
 /** One edge's counts at one replicator, and when it last took a batch the cloud then held. */

@@ -19,7 +19,7 @@
  *   loop ran timers since the previous scrape (perf_hooks.monitorEventLoopDelay, 10 ms resolution);
  * - thick edge (docs/edge.md): on a cloud node replicating edge logs,
  *   `edge_replication_batches_total{edge,outcome}` (outcome `applied`, `duplicate`, `gap`,
- *   `conflict`, `malformed`, `failed`) — counter, and `edge_replication_last_sync_seconds{edge}` —
+ *   `conflict`, `malformed`, `forged`, `failed`) — counter, and `edge_replication_last_sync_seconds{edge}` —
  *   gauge; on a thick edge node, `edge_log_published_total` (batches into its log stream) — counter,
  *   and `edge_log_pending` (twins with events not yet in it) — gauge.
  */

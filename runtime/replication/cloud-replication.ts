@@ -5,7 +5,9 @@
  * leaf link in order and resumes after an outage where it stopped. A durable consumer feeds them,
  * one at a time, to the {@link Replicator}, the only writer of edge twins in the cloud's store:
  * applied and duplicate batches are acknowledged, a gap is redelivered later, a malformed batch or
- * a conflicting twin is terminated and counted (never merged). The counts, per edge, answer
+ * a conflicting twin is terminated and counted (never merged). A batch whose `edge` field, subject
+ * and source (the hub's `Nats-Stream-Source` stamp) do not name one edge is *forged*
+ * (batch-origin.ts): terminated, counted and logged with the names, never handed to the replicator. The counts, per edge, answer
  * `doppel edge status` on `doppel.edge-replication.status` (replication-status.ts).
  */
 import { AckPolicy, DeliverPolicy, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
@@ -13,10 +15,12 @@ import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { InvalidArgument } from "../core/errors.ts";
 import type { TwinRef } from "../core/ids.ts";
 import type { TwinChange } from "../core/records.ts";
+import { edgeOfSource } from "../devices/edge/durable-source.ts";
 import { streamInfoIfAny } from "../devices/ingress/stream-config.ts";
 import { encodeJson } from "../devices/protocol.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { EventStore } from "../persistence/event-store.ts";
+import { edgeSourceHash, forgery, STREAM_SOURCE_HEADER, sourceHashOf } from "./batch-origin.ts";
 import { CLOUD_LOGS_STREAM } from "./edge-log.ts";
 import { decodeBatch, edgeOfLogSubject } from "./replicated-batch.ts";
 import {
@@ -47,7 +51,10 @@ export interface CloudReplicationOptions {
 export class CloudReplication {
   /** What the replicator did with the batches it took, over all edges. */
   readonly counts: ReplicationCounts = zeroCounts();
-  /** The same per edge (the edge a batch names, or its subject's for a malformed one), with the last sync. */
+  /**
+   * The same per edge (the edge a batch names; for a malformed or forged one the edge whose source
+   * it came through, else its subject's), with the last sync.
+   */
   readonly #edges = new Map<string, EdgeReplicationCounts>();
   #statusSub: Subscription | undefined;
   readonly #nc: NatsConnection;
@@ -55,6 +62,10 @@ export class CloudReplication {
   readonly #options: CloudReplicationOptions;
   #running: Promise<void> | undefined;
   #close: (() => void) | undefined;
+  /** Edge sources of the cloud's stream by API hash (batch-origin.ts), to name where a batch came from. */
+  readonly #sourceEdges = new Map<string, string>();
+  /** Hashes no source had when last looked for, with when (epoch ms). */
+  readonly #unknownHashes = new Map<string, number>();
 
   constructor(nc: NatsConnection, store: EventStore, options: CloudReplicationOptions) {
     this.#nc = nc;
@@ -108,13 +119,55 @@ export class CloudReplication {
       counts.lastSyncAt = (this.#options.now ?? Date.now)();
   }
 
+  /**
+   * The edge whose source has API hash `hash`, from the cloud stream's sources: read again for a
+   * hash not known yet, at most once a second per hash (and at most 1,000 unknown hashes kept).
+   */
+  async #edgeOfHash(hash: string | undefined): Promise<string | undefined> {
+    if (hash === undefined) return undefined;
+    const known = this.#sourceEdges.get(hash);
+    if (known !== undefined) return known;
+    const now = Date.now();
+    if (now - (this.#unknownHashes.get(hash) ?? 0) < 1000) return undefined;
+    if (this.#unknownHashes.size >= 1000) this.#unknownHashes.clear();
+    this.#unknownHashes.set(hash, now);
+    const info = await streamInfoIfAny(await jetstreamManager(this.#nc), CLOUD_LOGS_STREAM).catch(
+      () => undefined,
+    );
+    for (const source of info?.config.sources ?? []) {
+      const edge = edgeOfSource(source);
+      if (edge) this.#sourceEdges.set(edgeSourceHash(edge), edge);
+    }
+    return this.#sourceEdges.get(hash);
+  }
+
   async #handle(message: JsMsg): Promise<void> {
     const retryMs = this.#options.retryMs ?? 1000;
+    const sourceHeader = message.headers?.get(STREAM_SOURCE_HEADER);
+    // Counted against the edge whose source the hub took it from, when known (an edge cannot
+    // forge that), else the edge its subject names.
+    const through = await this.#edgeOfHash(sourceHashOf(sourceHeader));
+    let edge = through ?? edgeOfLogSubject(message.subject);
     let outcome: ApplyOutcome;
-    let edge = edgeOfLogSubject(message.subject);
     try {
       const batch = decodeBatch(message.data);
-      edge ??= batch.edge;
+      const forged = forgery(batch.edge, message.subject, sourceHeader, through);
+      if (forged) {
+        this.#count(edge, "forged");
+        this.#options.logger.warn(
+          {
+            subject: message.subject,
+            named: forged.named,
+            subjectEdge: forged.subjectEdge,
+            through,
+            reason: forged.reason,
+          },
+          "edge replication: forged batch refused",
+        );
+        message.term();
+        return;
+      }
+      edge = batch.edge;
       outcome = await this.#replicator.apply(batch);
     } catch (error) {
       const malformed = error instanceof InvalidArgument;

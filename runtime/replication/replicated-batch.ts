@@ -9,6 +9,7 @@ import { InvalidArgument } from "../core/errors.ts";
 import { refKey, type TwinRef, twinRef, validateId } from "../core/ids.ts";
 import { isJsonObject, type JsonObject } from "../core/json.ts";
 import type { EventRecord, TwinView } from "../core/records.ts";
+import { EDGE_LOG_PREFIX } from "../devices/edge/edge-stream.ts";
 
 export interface ReplicatedBatch {
   /** The edge whose node wrote the events (its JetStream domain). */
@@ -22,12 +23,12 @@ export interface ReplicatedBatch {
 
 /** The subject a batch of `ref` from `edge` is published on. */
 export function edgeLogSubject(edge: string, ref: TwinRef): string {
-  return `doppel.edge-log.${edge}.${ref.type}.${ref.id}`;
+  return `${EDGE_LOG_PREFIX}.${edge}.${ref.type}.${ref.id}`;
 }
 
 /** The subjects of every batch from `edge` (its log stream's). */
 export function edgeLogSubjects(edge: string): string {
-  return `doppel.edge-log.${edge}.>`;
+  return `${EDGE_LOG_PREFIX}.${edge}.>`;
 }
 
 /** The edge a batch's subject names (see {@link edgeLogSubject}), if it is one. */

@@ -74,6 +74,24 @@ export const FORWARDED_SUBJECTS: readonly string[] = [
  */
 export const FORWARD_PREFIX = "doppel.fwd";
 
+/**
+ * Where a thick edge's node publishes its twins' committed batches into its log stream:
+ * `doppel.edge-log.<edge>.<type>.<id>` (replication/replicated-batch.ts).
+ */
+export const EDGE_LOG_PREFIX = "doppel.edge-log";
+
+/**
+ * What the edge's streams take, which must come from the edge's own server only: device reports
+ * and telemetry, the telemetry the edge node forwards, the thick edge's log. The leaf remote
+ * neither exports them (they reach the cloud only through the sources) nor imports them (a publish
+ * on them elsewhere, by a cloud client or another edge, must not land in this edge's streams).
+ */
+export const EDGE_LOCAL_SUBJECTS: readonly string[] = [
+  ...FORWARDED_SUBJECTS,
+  `${FORWARD_PREFIX}.>`,
+  `${EDGE_LOG_PREFIX}.>`,
+];
+
 /** The subject the edge node forwards `ref`'s telemetry on. */
 export function forwardSubject(ref: { readonly type: string; readonly id: string }): string {
   return `${FORWARD_PREFIX}.${ref.type}.${ref.id}.${DeviceChannel.Telemetry}`;

@@ -8,8 +8,11 @@
  * The remote does not export device reports and telemetry: those are stored at the edge and
  * reach the cloud only through the edge stream's source (otherwise the cloud's ingress stream
  * would also take them directly, and a device's ack could come from the cloud instead of the
- * edge). Everything else crosses: `sync`, `desired`, `cmd`, `cmd-result`, `errors`, the status
- * subject and the JetStream APIs of both domains.
+ * edge). Nor does it import what the edge's streams take (`EDGE_LOCAL_SUBJECTS`: reports,
+ * telemetry, forwarded telemetry, the thick edge's log): a publish on those subjects in the cloud
+ * or at another edge must not land in this edge's streams (another edge could otherwise write into
+ * this edge's log, which the cloud trusts as this edge's). Everything else crosses: `sync`,
+ * `desired`, `cmd`, `cmd-result`, `errors`, the status subject and the JetStream APIs of both domains.
  *
  * With `deviceAuth` the leaf server sends devices to the edge node's auth callout, as the cloud's
  * server does (docs/security.md): accounts `AUTH` (the callout service's user), the devices'
@@ -20,7 +23,7 @@
  * server).
  */
 import { InvalidArgument } from "../../core/errors.ts";
-import { FORWARDED_SUBJECTS } from "./edge-stream.ts";
+import { EDGE_LOCAL_SUBJECTS, FORWARDED_SUBJECTS } from "./edge-stream.ts";
 
 /** A user and password of the leaf server's configuration. */
 export interface LeafUser {
@@ -126,6 +129,7 @@ export function leafServerConfig(options: LeafServerOptions): string {
     ...(credentials && "credsFile" in credentials ? [`credentials: ${quote(credentials.credsFile)}`] : []),
     ...(options.tlsCa ? [`tls { ca_file: ${quote(options.tlsCa)} }`] : []),
     `deny_exports: [${FORWARDED_SUBJECTS.map(quote).join(", ")}]`,
+    `deny_imports: [${EDGE_LOCAL_SUBJECTS.map(quote).join(", ")}]`,
   ];
   return [
     `# nats-server configuration of the Doppel edge ${quote(options.edge)} (written by Doppel).`,

@@ -249,7 +249,7 @@ describe("thick edge: twins at the edge, their log replicated to the cloud", () 
     const table = await doppel(["edge", "status", "--nats", hub.url]);
     expect(table.stdout).toMatch(
       new RegExp(
-        `THICK EDGE[^\n]*MALFORMED\n${EDGE}\\s+up\\s+0\\s+\\d+ s ago\\s+\\d+\\s+0\\s+0\\s+0\\s+1$`,
+        `THICK EDGE[^\n]*MALFORMED  FORGED\n${EDGE}\\s+up\\s+0\\s+\\d+ s ago\\s+\\d+\\s+0\\s+0\\s+0\\s+1\\s+0$`,
         "m",
       ),
     );
