@@ -8,7 +8,7 @@
  * talks to the pump itself: `identify` needs the pump online now, `calibrate` waits for it (a
  * queued device command, delivered when the pump is next heard from, or expired after an hour).
  */
-import { type DeviceCommandResult, FailedPrecondition, type Reminder, Twin, z } from "doppel";
+import { type DeviceCommandResult, type Duration, FailedPrecondition, type Reminder, Twin, z } from "doppel";
 
 export const PumpReported = z
   .object({
@@ -100,8 +100,14 @@ export class Pump extends Twin<PumpState, PumpEvent, PumpReported> {
     completeMaintenance: z.object({ technician: z.string().min(1).max(100) }),
     /** Asks the pump itself to flash its status light; returns the device's answer (a device command). */
     identify: z.object({ seconds: z.number().int().min(1).max(60).default(5) }),
-    /** Sends the pump a pressure-sensor offset; queued for up to an hour while the pump is offline. */
-    calibrate: z.object({ offsetBar: z.number().min(-1).max(1) }),
+    /** Sends the pump a pressure-sensor offset; queued for up to `waitFor` (1 h) while the pump is offline. */
+    calibrate: z.object({
+      offsetBar: z.number().min(-1).max(1),
+      waitFor: z
+        .string()
+        .regex(/^\d{1,6}(s|m|h)$/)
+        .default("1h"),
+    }),
   };
 
   initialState(): PumpState {
@@ -233,10 +239,11 @@ export class Pump extends Twin<PumpState, PumpEvent, PumpReported> {
 
   /**
    * A command that waits for the pump: answered at once when the pump is online, else queued for
-   * an hour and sent when the pump is next heard from; the outcome comes to `onDeviceCommandResult`.
+   * `waitFor` and sent when the pump is next heard from; the outcome comes to `onDeviceCommandResult`.
    */
-  async calibrate({ offsetBar }: { offsetBar: number }) {
-    const sent = await this.sendToDevice("calibrate", { offsetBar }, { timeout: "5s", queueFor: "1h" });
+  async calibrate({ offsetBar, waitFor }: { offsetBar: number; waitFor: string }) {
+    const queueFor = waitFor as Duration;
+    const sent = await this.sendToDevice("calibrate", { offsetBar }, { timeout: "5s", queueFor });
     if (sent.status === "queued") {
       this.emit({ type: "calibrationQueued", offsetBar, id: sent.id });
       return { status: sent.status, id: sent.id, expiresAt: sent.expiresAt.toISOString() };

@@ -32,6 +32,17 @@ describe("README examples", () => {
     expect(blocks).toContain(`import { TestNode } from "doppel/testing";\n\n${unindented}\n`);
   });
 
+  it("shows the pump's queued device command of twins/pump.ts, verbatim", () => {
+    const pump = readFileSync(join(root, "twins/pump.ts"), "utf8");
+    const shown = blocks.find((block) => block.startsWith("async calibrate("));
+    expect(shown, "the README's calibrate example").toBeDefined();
+    const indented = (shown ?? "")
+      .split("\n")
+      .map((line) => (line ? `  ${line}` : line))
+      .join("\n");
+    expect(pump).toContain(indented);
+  });
+
   it("runs the README's twin test as written", async () => {
     await readmeTestSnippet();
   });
