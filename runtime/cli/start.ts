@@ -4,6 +4,7 @@
  * node runs until SIGINT/SIGTERM, then stops gracefully (every pending write is persisted).
  */
 
+import { deviceCredentialsPath } from "../node/device-settings.ts";
 import { EdgeNode } from "../node/edge-node.ts";
 import { DoppelNode } from "../node/node.ts";
 import { compileConfig, type NodeConfig } from "../node/options.ts";
@@ -91,6 +92,11 @@ async function startEdge(config: NodeConfig, out: (line: string) => void): Promi
     `  cloud   ${edge.upstream ?? "(the leaf server's remote)"}`,
     `  buffer  stream ${edge.buffer.stream}: ${edge.buffer.maxBytes} bytes, ${edge.buffer.maxAge} ms; when full: discard ${edge.buffer.discard}`,
     `  link    ${node.status.linkUp ? "up" : "down (buffering; registers once the cloud answers)"}`,
+    `  devices ${
+      node.deviceAuth
+        ? `credentials checked here (the leaf server's auth callout; ${deviceCredentialsPath(config)})`
+        : "the leaf server's own authorization (no nats.deviceAuth)"
+    }`,
   ];
   const thick = node.thick?.node;
   if (thick) {

@@ -29,7 +29,8 @@ export interface NatsProcess {
   stop(): Promise<void>;
 }
 
-async function runNats(dir: string, name: string, config: string, port: number): Promise<NatsProcess> {
+/** Runs nats-server on `config` (written to `<dir>/<name>.conf`) and waits until `port` accepts. */
+export async function runNats(dir: string, name: string, config: string, port: number): Promise<NatsProcess> {
   const file = join(dir, `${name}.conf`);
   writeFileSync(file, config);
   const child: ChildProcess = spawn(BINARY, ["-c", file], { stdio: ["ignore", "ignore", "pipe"] });
