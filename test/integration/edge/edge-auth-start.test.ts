@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { DeviceClient } from "doppel/device";
 import { DoppelNode, MemoryEventStore } from "doppel/node";
+import mqtt from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TwinRef } from "../../../runtime/core/ids.ts";
 import { DoppelClient, type RemoteEvent } from "../../../runtime/grpc/client.ts";
@@ -20,8 +21,8 @@ import {
   LEAF_USER,
   type LinkRelay,
   type NatsProcess,
-  runNats,
   startHub,
+  startLeafFromConfig,
   startRelay,
 } from "./edge-servers.ts";
 
@@ -54,6 +55,7 @@ describe("thick edge from the CLI with device credentials checked at the edge", 
   let edge: DoppelClient;
   let credentialsFile: string;
   let password: string;
+  let mqttUrl: string;
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "doppel-edge-auth-start-"));
@@ -61,7 +63,8 @@ describe("thick edge from the CLI with device credentials checked at the edge", 
     relay = await startRelay(hub.leafPort);
     credentialsFile = join(dir, "edge-device-credentials.json");
     const auth = edgeDeviceAuth(credentialsFile);
-    const leafPort = await freePort();
+    const [leafPort, mqttPort] = [await freePort(), await freePort()];
+    mqttUrl = `mqtt://127.0.0.1:${mqttPort}`;
     const configFile = join(dir, "edge.json");
     writeFileSync(
       configFile,
@@ -84,12 +87,14 @@ describe("thick edge from the CLI with device credentials checked at the edge", 
       upstream.toString(),
       "--listen",
       `127.0.0.1:${leafPort}`,
+      "--mqtt",
+      `127.0.0.1:${mqttPort}`,
       "--store-dir",
       join(dir, "leaf-js"),
     ]);
     expect(leafConfig.stderr).toBe("");
     expect(leafConfig.code).toBe(0);
-    leaf = await runNats(dir, "leaf", leafConfig.stdout, leafPort);
+    leaf = await startLeafFromConfig(dir, EDGE, leafConfig.stdout, leafPort);
     const issued = await doppel([
       "devices",
       "provision",
@@ -159,6 +164,43 @@ describe("thick edge from the CLI with device credentials checked at the edge", 
       120_000,
     );
     expect(inCloud.principal).toBe("device:thermostat/k1");
+  });
+
+  it("over MQTT the same credential reports for its own twin only; a wrong password is refused", async () => {
+    const mq = await mqtt.connectAsync(mqttUrl, {
+      clientId: "edge-k1",
+      username: "thermostat/k1",
+      password,
+      clean: true,
+      reconnectPeriod: 0,
+    });
+    try {
+      await expect(mq.subscribeAsync("doppel/dev/thermostat/other/cmd", { qos: 1 })).rejects.toThrow(
+        /Subscribe error/,
+      );
+      await mq.publishAsync("doppel/dev/thermostat/k1/reported", JSON.stringify({ temperature: 22 }), {
+        qos: 1,
+      });
+      await eventually(
+        async () =>
+          (await edge.getTwin(boiler).catch(() => undefined))?.reported["temperature"] === 22
+            ? true
+            : undefined,
+        "the MQTT report in the edge twin",
+        60_000,
+      );
+    } finally {
+      await mq.endAsync(true);
+    }
+    await expect(
+      mqtt.connectAsync(mqttUrl, {
+        clientId: "edge-bad",
+        username: "thermostat/k1",
+        password: "dpd_wrong",
+        reconnectPeriod: 0,
+        connectTimeout: 10_000,
+      }),
+    ).rejects.toThrow(/Not authorized|Bad User Name or Password|refused/i);
   });
 
   it("a wrong password is refused at the edge", async () => {

@@ -29,8 +29,7 @@ export interface NatsProcess {
   stop(): Promise<void>;
 }
 
-/** Runs nats-server on `config` (written to `<dir>/<name>.conf`) and waits until `port` accepts. */
-export async function runNats(dir: string, name: string, config: string, port: number): Promise<NatsProcess> {
+async function runNats(dir: string, name: string, config: string, port: number): Promise<NatsProcess> {
   const file = join(dir, `${name}.conf`);
   writeFileSync(file, config);
   const child: ChildProcess = spawn(BINARY, ["-c", file], { stdio: ["ignore", "ignore", "pipe"] });
