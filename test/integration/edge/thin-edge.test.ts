@@ -145,7 +145,7 @@ describe("thin edge: store-and-forward over a leaf link", () => {
     }
   }, 400_000);
 
-  it("brings desired state and commands down to edge devices; a command during an outage fails fast with UNAVAILABLE; desired set during the outage arrives after it; edge status shows the link", async () => {
+  it("brings desired state and commands down to edge devices; a command during an outage fails fast with UNAVAILABLE, or waits with queueFor and reaches the device after it; desired set during the outage arrives after it; edge status shows the link", async () => {
     await linkUp(edge);
     const wire = await NatsTransport.connect({
       servers: leaf.url,
@@ -155,7 +155,11 @@ describe("thin edge: store-and-forward over a leaf link", () => {
     const pump = new DeviceClient({ transport: wire, type: "pump", id: "edge-p1", ackTimeoutMs: 5000 });
     const desired: unknown[] = [];
     pump.onDesired((push) => desired.push(push.desired));
-    pump.onCommand((command, args) => ({ command, blinking: true, ...args }));
+    const commands: { command: string; id: string }[] = [];
+    pump.onCommand((command, args, { id }) => {
+      commands.push({ command, id });
+      return { command, blinking: true, ...args };
+    });
     const cloudWire = await NatsTransport.connect({ servers: hub.url, name: "edge-status" });
     const statusOf = async () =>
       (
@@ -195,6 +199,10 @@ describe("thin edge: store-and-forward over a leaf link", () => {
         30_000,
       );
       expect(failure.code).toBe("UNAVAILABLE");
+      // A command sent with queueFor does not fail: it waits in the cloud twin for the device.
+      const queued = await cloud.twins.invoke(pump.ref, "calibrate", { offsetBar: 0.4 });
+      expect(queued.result).toMatchObject({ status: "queued" });
+      const queuedId = (queued.result as { id: string }).id;
       const down = await statusOf();
       expect(down).toMatchObject({ edge: EDGE, linkUp: false });
       // Reports keep being acknowledged at the edge.
@@ -217,6 +225,18 @@ describe("thin edge: store-and-forward over a leaf link", () => {
         60_000,
       );
       expect(edge.desired.repushed).toBeGreaterThan(repushedBefore);
+      // The report buffered at the edge reached the twin: the queued command went down to the device.
+      await eventually(
+        async () => {
+          const calibration = (await cloud.twins.get(pump.ref)).state["calibration"] as { status?: string };
+          return calibration?.status === "applied" ? true : undefined;
+        },
+        "the command queued during the outage, answered by the edge device",
+        90_000,
+      );
+      const calibrations = commands.filter((c) => c.command === "calibrate");
+      expect(calibrations.length).toBeGreaterThanOrEqual(1);
+      expect(calibrations.every((c) => c.id === queuedId)).toBe(true);
     } finally {
       await pump.close();
       await wire.close();
