@@ -68,7 +68,7 @@ import {
 import { Turn } from "./turn.ts";
 import {
   BuiltIn,
-  fold,
+  foldInto,
   fromSnapshot,
   initialData,
   judgeStamp,
@@ -264,7 +264,10 @@ export class Activation implements TwinBinding, CommitListener {
           reason: loaded.quarantine,
         });
       }
-      let data = loaded.snapshot ? fromSnapshot(loaded.snapshot) : initialData(this.#twin);
+      // The replay folds into this fresh object (no object per event).
+      const data: Mutable<TwinData> = loaded.snapshot
+        ? fromSnapshot(loaded.snapshot)
+        : initialData(this.#twin);
       let epoch = 0;
       for (const record of loaded.events) {
         // Lease epochs only grow: an event from an older epoch after a newer one was written by a
@@ -276,7 +279,7 @@ export class Activation implements TwinBinding, CommitListener {
           throw new Quarantined(`${this.key} is quarantined: ${reason}`, { reason });
         }
         epoch = record.writer.epoch;
-        data = fold(this.#twin, data, record);
+        foldInto(this.#twin, data, record);
       }
       if (epoch > writer.epoch) {
         throw new Unavailable(
@@ -462,7 +465,11 @@ export class Activation implements TwinBinding, CommitListener {
           { retry: "not-owner", shard: this.shard },
         );
       }
-      for (const record of records) data = fold(this.#twin, data, record);
+      if (records.length > 0) {
+        const next: Mutable<TwinData> = { ...data };
+        for (const record of records) foldInto(this.#twin, next, record);
+        data = next;
+      }
       this.#committed = data;
       this.#data = data;
       this.#needsReload = false;

@@ -10,7 +10,7 @@ import type { Mutable } from "../core/present.ts";
 import type { EventRecord, Writer } from "../core/records.ts";
 import type { ScheduleOptions, Twin, TwinEvent, When } from "../core/twin.ts";
 import type { TwinMessage } from "./messages.ts";
-import { BuiltIn, fold, type TwinData } from "./twin-data.ts";
+import { BuiltIn, foldInto, type TwinData } from "./twin-data.ts";
 
 const REMINDER_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$/;
 /** Shortest interval of a repeating reminder. */
@@ -23,7 +23,9 @@ export interface CommitIds {
 
 export class Turn {
   readonly records: EventRecord[] = [];
+  /** The twin's data: the start until the first event, then the turn's own copy, which its events fold into. */
   data: TwinData;
+  #own: Mutable<TwinData> | undefined;
   #commitId: string | undefined;
 
   constructor(
@@ -51,7 +53,10 @@ export class Turn {
     };
     if (causation !== undefined) record.causation = causation;
     if (principal !== undefined) record.principal = principal;
-    this.data = fold(this.twin, this.data, record);
+    // One copy per turn, however many events it has (nothing else holds it until the turn ends;
+    // a failed turn drops it whole).
+    if (!this.#own) this.data = this.#own = { ...this.data };
+    foldInto(this.twin, this.#own, record);
     this.records.push(record);
   }
 

@@ -7,6 +7,7 @@
  */
 import { Internal } from "../core/errors.ts";
 import { isJsonObject, type JsonObject } from "../core/json.ts";
+import type { Mutable } from "../core/present.ts";
 import type { EventRecord, QueuedCommand, ReminderState, TwinSnapshot, TwinView } from "../core/records.ts";
 import type { Twin, TwinEvent } from "../core/twin.ts";
 import { stampReported } from "../shadow/reported-times.ts";
@@ -200,25 +201,22 @@ function foldRecent(recent: readonly string[], causation: string | undefined): r
   return next;
 }
 
-/** Advances `data` by one event. Throws `Internal` if the event is not the next in sequence. */
-export function fold(twin: Twin<object, TwinEvent, object>, data: TwinData, record: EventRecord): TwinData {
+/**
+ * Advances `data` by one event, in place: only data that no one else holds yet (a turn's own copy,
+ * a replay's), so that a turn of several events, or a replay of many, makes one object instead of
+ * one per event (what was shared stays as it was: every value the fold changes is a new one). Throws `Internal` if the event is not the next in sequence; after a throw (that,
+ * or the developer's `apply`), `data` is to be dropped.
+ */
+export function foldInto(
+  twin: Twin<object, TwinEvent, object>,
+  data: Mutable<TwinData>,
+  record: EventRecord,
+): void {
   if (record.seq !== data.seq + 1) {
     throw new Internal(
       `event ${record.seq} cannot follow version ${data.seq} of ${twin.ref.type}/${twin.ref.id}`,
     );
   }
-  let {
-    state,
-    reported,
-    desired,
-    reminders,
-    deviceSeq,
-    reportedAt,
-    deviceSeqs,
-    deviceSeqFloor,
-    reportedSeq,
-    deviceCommands,
-  } = data;
   const patch = record.data["patch"];
   switch (record.type) {
     case BuiltIn.Reported: {
@@ -226,46 +224,38 @@ export function fold(twin: Twin<object, TwinEvent, object>, data: TwinData, reco
       const seq = record.data["seq"];
       const at = record.data["at"];
       if (isJsonObject(patch)) {
-        ({ reported, desired } = applyReported({ reported, desired }, patch));
-        reportedAt = stampReported(reportedAt, patch, typeof at === "number" ? at : record.at);
-        if (typeof seq === "number") reportedSeq = stampReported(reportedSeq, patch, seq);
+        const shadow = applyReported(data, patch);
+        data.reported = shadow.reported;
+        data.desired = shadow.desired;
+        data.reportedAt = stampReported(data.reportedAt, patch, typeof at === "number" ? at : record.at);
+        if (typeof seq === "number") data.reportedSeq = stampReported(data.reportedSeq, patch, seq);
       }
       if (typeof seq === "number") {
-        if (seq > deviceSeq) deviceSeq = seq;
-        ({ deviceSeqs, deviceSeqFloor } = windowWith(deviceSeqs, deviceSeqFloor, seq));
+        if (seq > data.deviceSeq) data.deviceSeq = seq;
+        const window = windowWith(data.deviceSeqs, data.deviceSeqFloor, seq);
+        data.deviceSeqs = window.deviceSeqs;
+        data.deviceSeqFloor = window.deviceSeqFloor;
       }
       break;
     }
     case BuiltIn.Desired:
-      if (isJsonObject(patch)) ({ reported, desired } = applyDesired({ reported, desired }, patch));
+      if (isJsonObject(patch)) data.desired = applyDesired(data, patch).desired;
       break;
     case BuiltIn.ReminderSet:
     case BuiltIn.ReminderCancelled:
     case BuiltIn.ReminderFired:
-      reminders = foldReminders(reminders, record);
+      data.reminders = foldReminders(data.reminders, record);
       break;
     case BuiltIn.CommandQueued:
     case BuiltIn.CommandDelivered:
     case BuiltIn.CommandExpired:
-      deviceCommands = foldCommands(deviceCommands, record);
+      data.deviceCommands = foldCommands(data.deviceCommands, record);
       break;
     default:
-      state = twin.apply(state, record.data as unknown as TwinEvent);
+      data.state = twin.apply(data.state, record.data as unknown as TwinEvent);
   }
-  return {
-    seq: record.seq,
-    createdAt: data.seq === 0 ? record.at : data.createdAt,
-    updatedAt: record.at,
-    state,
-    reported,
-    desired,
-    reminders,
-    recent: foldRecent(data.recent, record.causation),
-    deviceSeq,
-    reportedAt,
-    deviceSeqs,
-    deviceSeqFloor,
-    reportedSeq,
-    deviceCommands,
-  };
+  if (data.seq === 0) data.createdAt = record.at;
+  data.seq = record.seq;
+  data.updatedAt = record.at;
+  data.recent = foldRecent(data.recent, record.causation);
 }
