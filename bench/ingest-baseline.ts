@@ -30,6 +30,7 @@ import {
   DEFAULT_STREAM,
   ingressStreamConfig,
 } from "../runtime/devices/ingress/stream-config.ts";
+import { stageClock } from "../runtime/observability/stage-clock.ts";
 import { CassandraEventStore } from "../runtime/persistence/cassandra/store.ts";
 import type { EventStore } from "../runtime/persistence/event-store.ts";
 import { SqliteEventStore } from "../runtime/persistence/sqlite-store.ts";
@@ -84,6 +85,7 @@ let committing = false;
 
 function onMessage(msg: JsMsg): void {
   const id = msg.subject.split(".")[4]!;
+  stageClock("delivered", id);
   const queue = pending.get(id);
   if (queue) queue.push(msg);
   else pending.set(id, [msg]);
@@ -109,10 +111,15 @@ async function commitLoop(): Promise<void> {
       commits.push(twin.takeCommit(shardOf("thermostat", id, shards), writer, causation));
       acks.push(messages);
     }
+    for (const commit of commits) stageClock("commit-start", commit.ref.id, commits.length);
     const results = await store.commit(commits);
+    for (const commit of commits) stageClock("commit-done", commit.ref.id);
     results.forEach((error, i) => {
       if (error) throw error; // a benchmark: nothing else writes these twins
-      for (const msg of acks[i]!) msg.ack();
+      for (const msg of acks[i]!) {
+        msg.ack();
+        stageClock("ack", msg.subject);
+      }
     });
   }
   committing = false;

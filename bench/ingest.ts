@@ -23,7 +23,11 @@
  *                             Cassandra store, with DOPPEL_CASSANDRA or scripts/infra/cassandra.sh up,
  *                             keyspaces <DOPPEL_TEST_KEYSPACE_PREFIX>bench_ingest and ..._bare;
  *                             BENCH_SHARDS=N for N shards, default 256; BENCH_ROUNDS, default 3;
- *                             BENCH_CPU_PROF=DIR for a CPU profile of the node)
+ *                             BENCH_CPU_PROF=DIR for a CPU profile of the node; BENCH_STAGES=1
+ *                             for the probes' latency by stage on both sides, bench/stages.ts)
+ *
+ * Per round it also reports each side's process CPU per report (µs, from /proc) and the cores
+ * the side used during the probes: the machine is shared, so the load average is printed too.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -43,12 +47,14 @@ import {
   loadAverage,
   note,
   percentiles,
+  processCpuMs,
   report,
   startDoppelNode,
   streamEmpty,
   summary,
   windowed,
 } from "./lib.ts";
+import { StageLog, stageNow } from "./stages.ts";
 
 const quick = process.env["BENCH_QUICK"] === "1";
 /** `BENCH_STORE=cassandra` runs the node on Cassandra (DOPPEL_CASSANDRA, else the script's server). */
@@ -70,6 +76,17 @@ const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? (quick ? 2 : 3));
 const SHARDS = Number(process.env["BENCH_SHARDS"] ?? 256);
 if (!Number.isInteger(SHARDS) || SHARDS < 1) throw new Error(`BENCH_SHARDS must be a positive integer`);
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
+/** `BENCH_STAGES=1`: the probes' latency by stage on both sides (see `bench/stages.ts`). */
+const STAGES = process.env["BENCH_STAGES"] === "1";
+const PROBE_ID = "bench-probe";
+/** What the side processes get for the stage clock (their stderr is then read by a StageLog). */
+const STAGE_ENV: Record<string, string> = STAGES ? { DOPPEL_STAGE_CLOCK: PROBE_ID } : {};
+const WAKE = new Int32Array(new SharedArrayBuffer(4));
+/** Between two polls of the store: ~0.2 ms asleep, then a turn of the event loop. */
+async function pollPause(): Promise<void> {
+  Atomics.wait(WAKE, 0, 0, 0.2);
+  await new Promise((resolve) => setImmediate(resolve));
+}
 
 function natsServer(): { url: string; started: boolean } {
   if (process.env["DOPPEL_NATS"]) return { url: process.env["DOPPEL_NATS"], started: false };
@@ -92,17 +109,22 @@ function scriptNatsUrl(): string {
 }
 
 function startNode(nats: string, dataDir: string) {
-  return startDoppelNode([
-    // BENCH_CPU_PROF=DIR: the node writes a CPU profile there when it stops (node --cpu-prof).
-    ...(process.env["BENCH_CPU_PROF"] ? ["--cpu-prof", "--cpu-prof-dir", process.env["BENCH_CPU_PROF"]] : []),
-    "bin/doppel.js",
-    "start",
-    "--nats",
-    nats,
-    ...STORE_ARGS(dataDir),
-    "--shards",
-    String(SHARDS),
-  ]);
+  return startDoppelNode(
+    [
+      // BENCH_CPU_PROF=DIR: the node writes a CPU profile there when it stops (node --cpu-prof).
+      ...(process.env["BENCH_CPU_PROF"]
+        ? ["--cpu-prof", "--cpu-prof-dir", process.env["BENCH_CPU_PROF"]]
+        : []),
+      "bin/doppel.js",
+      "start",
+      "--nats",
+      nats,
+      ...STORE_ARGS(dataDir),
+      "--shards",
+      String(SHARDS),
+    ],
+    STAGES ? { env: STAGE_ENV, stderr: "pipe" } : {},
+  );
 }
 
 /** Starts the hand-written pipeline; resolves once it consumes. */
@@ -120,7 +142,11 @@ async function startBaseline(nats: string, dataDir: string): Promise<ChildProces
       String(SHARDS),
       ...storeArgs,
     ],
-    { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] },
+    {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", STAGES ? "pipe" : "inherit"],
+      env: { ...process.env, ...STAGE_ENV },
+    },
   );
   await new Promise<void>((resolve, reject) => {
     child.stdout?.on("data", (chunk: Buffer) => {
@@ -146,6 +172,10 @@ interface Side {
   readonly stream: string;
   readonly subject: (id: string) => string;
   readonly reader: EventStore;
+  /** The side's process (its CPU time is read from /proc). */
+  readonly pid: number | undefined;
+  /** The probes' stage stamps (`BENCH_STAGES=1`). */
+  readonly stages: StageLog;
 }
 
 const { url, started } = natsServer();
@@ -173,14 +203,22 @@ try {
       stream: "DOPPEL_INGRESS",
       subject: (id) => `doppel.dev.thermostat.${id}.reported`,
       reader: await openReader(dataDir, "doppel"),
+      pid: node.child.pid,
+      stages: new StageLog(),
     },
     {
       name: "baseline",
       stream: BARE_STREAM,
       subject: (id) => `${BARE_PREFIX}.dev.thermostat.${id}.reported`,
       reader: await openReader(dataDir, "baseline"),
+      pid: baseline.pid,
+      stages: new StageLog(),
     },
   ];
+  if (STAGES) {
+    sides[0]!.stages.watch(node.child);
+    sides[1]!.stages.watch(baseline);
+  }
   let sent = 0;
   const publish = (side: Side, id: string, patch: object) =>
     wire.publishDurable(side.subject(id), encoder.encode(JSON.stringify(patch)), {
@@ -188,16 +226,27 @@ try {
       timeoutMs: 60_000,
     });
 
+  /** Reports/s of `total` reports, and the side's process CPU per report (µs). */
   const throughput = async (side: Side, total: number) => {
     const t0 = performance.now();
+    const cpu0 = processCpuMs(side.pid);
     await windowed(total, WINDOW, (i) =>
       publish(side, `bench-${i % DEVICES}`, { temperature: 15 + (i % 200) / 10, heating: i % 2 === 0 }),
     );
     await streamEmpty(jsm, side.stream);
-    return Math.round(total / ((performance.now() - t0) / 1000));
+    const cpu1 = processCpuMs(side.pid);
+    return {
+      rate: Math.round(total / ((performance.now() - t0) / 1000)),
+      cpuUsPerReport:
+        cpu0 === undefined || cpu1 === undefined ? undefined : Math.round(((cpu1 - cpu0) * 1000) / total),
+    };
   };
 
-  /** Probe reports (publish → visible in the store) under `rate` background reports/s. */
+  /**
+   * Probe reports (publish → visible in the store) under `rate` background reports/s, offered in
+   * a burst every 100 ms. The store is polled every ~0.2 ms (a wait that leaves the CPU to the
+   * side being measured, not a spin), so the end point is the same on both sides.
+   */
   const latency = async (side: Side, rate: number, into: ReturnType<typeof histogram>) => {
     let stop = false;
     let i = 0;
@@ -214,24 +263,41 @@ try {
       }
     })();
     const round = histogram();
-    const probe: TwinRef = { type: "thermostat", id: "bench-probe" };
+    const probe: TwinRef = { type: "thermostat", id: PROBE_ID };
+    const t0 = performance.now();
+    const sideCpu0 = processCpuMs(side.pid);
+    const benchCpu0 = process.cpuUsage();
     for (let p = 0; p < PROBES; p++) {
       const value = Math.round((10 + (p % 100) / 10) * 100) / 100 + (p % 2 ? 0.001 : 0.002);
       const start = performance.now();
+      const published = stageNow();
       await publish(side, probe.id, { temperature: value });
+      const puback = stageNow();
       for (;;) {
         const view = await side.reader.readView(probe);
         if (view?.reported["temperature"] === value) break;
-        await new Promise((resolve) => setImmediate(resolve));
+        await pollPause();
       }
+      if (STAGES) side.stages.probe(published, puback, stageNow());
       const us = Math.max(1, Math.round((performance.now() - start) * 1000));
       round.recordValue(us);
       into.recordValue(us);
     }
+    const seconds = (performance.now() - t0) / 1000;
+    const sideCpu1 = processCpuMs(side.pid);
+    const benchCpu = process.cpuUsage(benchCpu0);
     stop = true;
     await background;
     await streamEmpty(jsm, side.stream);
-    return percentiles(round);
+    return {
+      ...percentiles(round),
+      /** CPU cores used by the side's process and by this bench process during the probes. */
+      sideCores:
+        sideCpu0 === undefined || sideCpu1 === undefined
+          ? undefined
+          : Math.round(((sideCpu1 - sideCpu0) / 1000 / seconds) * 100) / 100,
+      benchCores: Math.round(((benchCpu.user + benchCpu.system) / 1e6 / seconds) * 100) / 100,
+    };
   };
 
   note(`warm-up: one report per device on each side (${DEVICES} twins activated)...`);
@@ -239,42 +305,52 @@ try {
   const perSide = new Map(
     sides.map((side) => [
       side.name,
-      { rates: [] as number[], latencyRounds: [] as ReturnType<typeof percentiles>[], latency: histogram() },
+      {
+        rates: [] as number[],
+        cpuUsPerReport: [] as (number | undefined)[],
+        latencyRounds: [] as Awaited<ReturnType<typeof latency>>[],
+        latency: histogram(),
+      },
     ]),
   );
   let backgroundRate = 0;
   for (let round = 0; round < ROUNDS; round++) {
     for (const side of sides) {
       const figures = perSide.get(side.name)!;
-      const rate = await throughput(side, REPORTS);
+      const { rate, cpuUsPerReport } = await throughput(side, REPORTS);
       figures.rates.push(rate);
+      figures.cpuUsPerReport.push(cpuUsPerReport);
       if (backgroundRate === 0) backgroundRate = Math.max(10, Math.round(rate / 2));
       const lat = await latency(side, backgroundRate, figures.latency);
       figures.latencyRounds.push(lat);
       note(
-        `round ${round + 1} ${side.name}: ${rate} reports/s; publish → in the store p50 ${lat.p50} ms, p99 ${lat.p99} ms (load ${loadAverage()})`,
+        `round ${round + 1} ${side.name}: ${rate} reports/s (${cpuUsPerReport} µs CPU per report); publish → in the store p50 ${lat.p50} ms, p99 ${lat.p99} ms, ${lat.sideCores} cores (load ${loadAverage()})`,
       );
     }
   }
   const doppel = perSide.get("doppel")!;
   const bare = perSide.get("baseline")!;
   const ratios = doppel.rates.map((rate, i) => Math.round((rate / bare.rates[i]!) * 1000) / 1000);
+  const sideResult = (name: Side["name"]) => {
+    const figures = perSide.get(name)!;
+    const side = sides.find((s) => s.name === name)!;
+    return {
+      reportsPerSecond: summary(figures.rates),
+      rounds: figures.rates,
+      cpuUsPerReport: figures.cpuUsPerReport,
+      latencyMs: percentiles(figures.latency),
+      latencyRounds: figures.latencyRounds,
+      ...(STAGES ? { stages: side.stages.breakdown() } : {}),
+    };
+  };
   const result = {
-    doppel: {
-      reportsPerSecond: summary(doppel.rates),
-      rounds: doppel.rates,
-      latencyMs: percentiles(doppel.latency),
-      latencyRounds: doppel.latencyRounds,
-    },
-    baseline: {
-      reportsPerSecond: summary(bare.rates),
-      rounds: bare.rates,
-      latencyMs: percentiles(bare.latency),
-      latencyRounds: bare.latencyRounds,
-    },
+    doppel: sideResult("doppel"),
+    baseline: sideResult("baseline"),
     doppelVsBaseline: Math.round((summary(doppel.rates).median / summary(bare.rates).median) * 1000) / 1000,
     ratioRounds: ratios,
   };
+  if (STAGES)
+    for (const side of sides) note(`  ${side.name} stages (ms): ${JSON.stringify(result[side.name].stages)}`);
   note(
     `  median doppel ${result.doppel.reportsPerSecond.median}/s, baseline ${result.baseline.reportsPerSecond.median}/s, ratio ${result.doppelVsBaseline} (rounds ${ratios.join(", ")})`,
   );
@@ -285,6 +361,7 @@ try {
       ...(STORE === "cassandra" ? ["BENCH_STORE=cassandra"] : []),
       ...(process.env["BENCH_SHARDS"] === undefined ? [] : [`BENCH_SHARDS=${SHARDS}`]),
       ...(process.env["BENCH_ROUNDS"] === undefined ? [] : [`BENCH_ROUNDS=${ROUNDS}`]),
+      ...(STAGES ? ["BENCH_STAGES=1"] : []),
       "npm run bench:ingest",
     ].join(" "),
     store: STORE,
@@ -304,7 +381,7 @@ try {
       backgroundReportsPerSecond: backgroundRate,
       nodeStartMs: node.startMs,
       latency:
-        "probe publish (JetStream ack) → its value in the store's view (readView polled by the bench process), same on both sides",
+        "probe publish (JetStream ack) → its value in the store's view (readView polled every ~0.2 ms by the bench process), same on both sides",
       baseline:
         "bench/ingest-baseline.ts: same stream settings and consumer layout, HandWrittenTwin (the Thermostat's schema, shadow merge, onReported, apply), the same store class and durability, group commit, ack after commit",
       load: loadAverage(),

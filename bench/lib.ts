@@ -1,6 +1,6 @@
 /** Shared by the benches: latency histograms, machine facts, and the one-JSON-line result. */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -43,6 +43,22 @@ export function loadAverage(): string {
   return loadavg()
     .map((x) => x.toFixed(2))
     .join(" ");
+}
+
+/**
+ * CPU time (user + system, ms) a process has used so far, from `/proc/<pid>/stat` (Linux; clock
+ * ticks of 10 ms); undefined where that cannot be read.
+ */
+export function processCpuMs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command name (which may hold spaces) in parentheses: utime is the 12th, stime the 13th.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Prints progress on stderr (stdout's last line is the result). */
@@ -159,15 +175,23 @@ export interface BenchNode {
  * Starts `node <args>` (`args` begin with the node's own flags, then `bin/doppel.js start ...`)
  * from the repository root, adding `--listen` on a free loopback port, `--no-demo` and
  * `--log-level warn`; resolves once it prints "is running". The node is configured by its flags
- * alone: DOPPEL_* variables of the shell (DOPPEL_REDIS would make it a cluster node) are dropped.
+ * alone: DOPPEL_* variables of the shell (DOPPEL_REDIS would make it a cluster node) are dropped
+ * (`options.env` adds variables back deliberately).
  */
-export async function startDoppelNode(args: string[]): Promise<BenchNode> {
+export async function startDoppelNode(
+  args: string[],
+  /** `env`: variables added to the node's environment; `stderr: "pipe"` to read it (else inherited). */
+  options: { env?: Record<string, string>; stderr?: "pipe" } = {},
+): Promise<BenchNode> {
   const address = `127.0.0.1:${await freePort()}`;
   const started = Date.now();
   const child = spawn(process.execPath, [...args, "--listen", address, "--no-demo", "--log-level", "warn"], {
     cwd: ROOT,
-    stdio: ["ignore", "pipe", "inherit"],
-    env: Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("DOPPEL_"))),
+    stdio: ["ignore", "pipe", options.stderr ?? "inherit"],
+    env: {
+      ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("DOPPEL_"))),
+      ...options.env,
+    },
   });
   await new Promise<void>((resolve, reject) => {
     let out = "";

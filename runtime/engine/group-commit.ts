@@ -9,6 +9,7 @@
  */
 import { DoppelError, Unavailable } from "../core/errors.ts";
 import type { TwinCommit } from "../core/records.ts";
+import { stageClock } from "../observability/stage-clock.ts";
 import { inSpan, SpanKind, tracingOn } from "../observability/tracing.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 
@@ -126,6 +127,7 @@ export class GroupCommitter {
     try {
       if (batch.length > 0) {
         const commits = batch.map((p) => p.commit);
+        for (const commit of commits) stageClock("commit-start", commit.ref.id, commits.length);
         results = tracingOn()
           ? await inSpan(
               "persist",
@@ -148,6 +150,7 @@ export class GroupCommitter {
             });
     }
     this.#inFlight--;
+    for (const pending of batch) stageClock("commit-done", pending.commit.ref.id);
     const events = batch.reduce((n, p) => n + p.commit.events.length, 0);
     this.observe(batch.length, events, performance.now() - started, failed);
     // Listeners hear synchronously: what they queue next (a twin's next batch) joins this flush.

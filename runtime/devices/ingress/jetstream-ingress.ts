@@ -58,6 +58,7 @@ import type { TwinRef } from "../../core/ids.ts";
 import { present } from "../../core/present.ts";
 import type { TwinApi } from "../../core/twin-api.ts";
 import type { Logger } from "../../observability/logger.ts";
+import { stageClock } from "../../observability/stage-clock.ts";
 import { DeviceChannel, parseDeviceSubject } from "../protocol.ts";
 import type { DeviceIngress } from "./device-ingress.ts";
 import {
@@ -485,6 +486,7 @@ export class JetStreamIngress {
   #onMessage(generation: number, msg: JsMsg): void {
     // A replaced consumer's delivery: the next consumer delivers it again, in order.
     if (generation !== this.#generation) return;
+    stageClock("delivered", msg.subject);
     this.stats.delivered++;
     const shard = shardOfStored(msg.subject);
     const state = this.#shards.get(shard);
@@ -597,6 +599,7 @@ export class JetStreamIngress {
     // Give up waiting on the twin well before the server would redeliver anyway.
     const deadline = Date.now() + Math.max(1000, this.consumer.ackWaitMs - 5000);
     if (before) await before; // an earlier message of this twin is still looked for in its log
+    stageClock("process", subject);
     const processing = this.ingress.process(subject, msg.data, messageId, {
       headers,
       deadline,
@@ -621,6 +624,7 @@ export class JetStreamIngress {
         this.#persisted.add(persistedKey(msg));
         this.stats.acked++;
         msg.ack();
+        stageClock("ack", subject);
       }
     } catch (error) {
       // The connection is gone: the server redelivers after ackWait.
