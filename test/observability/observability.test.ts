@@ -6,6 +6,7 @@ import { DoppelNode, MemoryEventStore } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../runtime/observability/logger.ts";
 import { installTracing } from "../../runtime/observability/tracing.ts";
+import { Pump } from "../../twins/pump.ts";
 import { Thermostat } from "../../twins/thermostat.ts";
 
 // Installed before any node starts in this worker, so the node's spans land here.
@@ -35,7 +36,7 @@ describe("observability", () => {
         metrics: { listen: "127.0.0.1:0" },
       },
       {
-        twins: [Thermostat],
+        twins: [Thermostat, Pump],
         store: new MemoryEventStore(),
         logger: createLogger({ level: "debug", nodeId: "observed", destination: sink }),
       },
@@ -124,5 +125,14 @@ describe("observability", () => {
     expect(text).toMatch(/doppel_rejected_inputs_total\{[^}]*source="grpc"[^}]*\} [1-9]/);
     expect(text).toMatch(/doppel_activations_total\{[^}]*\} [1-9]/);
     expect(text).toContain("doppel_shards_owned");
+  });
+
+  it("counts device commands by outcome: an offline pump's command is queued", async () => {
+    const { result } = await client.invoke({ type: "pump", id: "m2" }, "calibrate", { offsetBar: 0.1 });
+    expect(result).toMatchObject({ status: "queued" });
+    const text = await (await fetch(`http://${node.metricsAddress}/metrics`)).text();
+    expect(text).toMatch(/doppel_device_commands_total\{[^}]*outcome="offline"[^}]*\} 1\b/);
+    expect(text).toMatch(/doppel_device_commands_total\{[^}]*outcome="queued"[^}]*\} 1\b/);
+    expect(text).toMatch(/doppel_device_commands_total\{[^}]*outcome="delivered"[^}]*\} 0\b/);
   });
 });
