@@ -49,8 +49,7 @@ export async function startCommand(flags: StartFlags, out: (line: string) => voi
     );
   }
   if (node.metricsAddress) lines.push(`  metrics http://${node.metricsAddress}/metrics`);
-  const coap = node.coap;
-  if (coap) lines.push(`  CoAP    coap://${coap.address}/v1/<type>/<id>/reported|telemetry|desired`);
+  if (node.coap) lines.push(coapLine(node.coap.address));
   const fleet = node.fleet;
   if (fleet)
     lines.push(
@@ -109,6 +108,7 @@ async function startEdge(config: NodeConfig, out: (line: string) => void): Promi
     );
   }
   if (node.metricsAddress) lines.push(`  metrics http://${node.metricsAddress}/metrics`);
+  if (node.coap) lines.push(coapLine(node.coap.address));
   const address = thick?.grpcAddress;
   if (address) {
     const type = edge.twins![0]!;
@@ -122,6 +122,11 @@ async function startEdge(config: NodeConfig, out: (line: string) => void): Promi
   lines.push("", "Check it from the cloud: npx doppel edge status --nats <cloud NATS>", "Stop with Ctrl-C.");
   for (const line of lines) out(line);
   await runUntilSignal(node, out);
+}
+
+/** The start output's line of a CoAP listener. */
+function coapLine(address: string): string {
+  return `  CoAP    coap://${address}/v1/<type>/<id>/reported|telemetry|desired`;
 }
 
 /** The store of the configuration, as the start output names it. */

@@ -27,6 +27,7 @@ import { FailedPrecondition, InvalidArgument, Unavailable } from "../core/errors
 import type { TwinClass } from "../core/twin.ts";
 import type { DeviceAuthService } from "../devices/auth/auth-callout.ts";
 import type { RunningDeviceAuth } from "../devices/auth/device-auth.ts";
+import type { CoapIngress } from "../devices/coap/coap-ingress.ts";
 import { DesiredResync } from "../devices/edge/desired-resync.ts";
 import { EdgeForwarder, type EdgeStatus } from "../devices/edge/edge-forwarder.ts";
 import { edgeIngressTypes } from "../devices/edge/edge-stream.ts";
@@ -76,6 +77,7 @@ export class EdgeNode {
   readonly #transport: NatsTransport;
   readonly #metrics: NodeMetrics | undefined;
   readonly #auth: RunningDeviceAuth | undefined;
+  readonly #coap: CoapIngress | undefined;
   readonly #windowTimer: NodeJS.Timeout;
 
   private constructor(
@@ -92,10 +94,12 @@ export class EdgeNode {
     transport: NatsTransport,
     metrics: NodeMetrics | undefined,
     auth: RunningDeviceAuth | undefined,
+    coap: CoapIngress | undefined,
   ) {
     this.#transport = transport;
     this.#metrics = metrics;
     this.#auth = auth;
+    this.#coap = coap;
     this.#windowTimer = setInterval(() => {
       telemetry.closeDue().catch(() => undefined);
     }, config.edge?.tick ?? 1000);
@@ -134,6 +138,7 @@ export class EdgeNode {
     desired.start();
     const authSettings = deviceAuthSettings(config);
     let auth: RunningDeviceAuth | undefined;
+    let coap: CoapIngress | undefined;
     // A thick edge's node serves /metrics (with the edge gauges); a thin edge has its own endpoint.
     const metrics = edgeTwins
       ? undefined
@@ -143,6 +148,7 @@ export class EdgeNode {
           shardsOwned: () => 0,
           edge: () => forwarder?.status,
           deviceAuth: () => auth?.service.stats,
+          coap: () => coap && { counts: { ...coap.stats }, observers: coap.observers },
         });
     let thick: ThickEdge | undefined;
     try {
@@ -201,6 +207,11 @@ export class EdgeNode {
         const { startDeviceAuth } = await import("../devices/auth/device-auth.ts");
         auth = await startDeviceAuth(authSettings, id, logger);
       }
+      // A thin edge serves CoAP here; a thick edge's node serves it (one listener, see coap).
+      if (!edgeTwins) {
+        const { startEdgeCoap } = await import("./edge-coap.ts");
+        coap = await startEdgeCoap(config, { transport, twins: parts.twins ?? [], clock, logger });
+      }
       // After the forwarding streams gave up the edge twins' subjects: the node's ingress takes them.
       if (edgeTwins) {
         thick = await startThickEdge(config, {
@@ -215,6 +226,7 @@ export class EdgeNode {
       if (metrics && config.metrics.listen !== false) await metrics.listen(config.metrics.listen);
     } catch (error) {
       await stopThickEdge(thick).catch(() => undefined);
+      await coap?.stop().catch(() => undefined);
       await auth?.stop().catch(() => undefined);
       await telemetry?.stop().catch(() => undefined);
       await desired.stop().catch(() => undefined);
@@ -232,12 +244,32 @@ export class EdgeNode {
       },
       "edge node started",
     );
-    return new EdgeNode(id, config, logger, forwarder, telemetry, desired, thick, transport, metrics, auth);
+    return new EdgeNode(
+      id,
+      config,
+      logger,
+      forwarder,
+      telemetry,
+      desired,
+      thick,
+      transport,
+      metrics,
+      auth,
+      coap,
+    );
   }
 
   /** The auth callout service checking the edge's devices (`nats.deviceAuth`), if configured. */
   get deviceAuth(): DeviceAuthService | undefined {
     return this.thick ? this.thick.node.deviceAuth : this.#auth?.service;
+  }
+
+  /**
+   * The CoAP listener (`coap` in the configuration): a thin edge's own (edge-coap.ts), a thick
+   * edge's node's.
+   */
+  get coap(): CoapIngress | undefined {
+    return this.thick ? this.thick.node.coap : this.#coap;
   }
 
   /** The edge's store-and-forward state (refreshed every `edge.tick`). */
@@ -253,6 +285,7 @@ export class EdgeNode {
   async stop(): Promise<void> {
     clearInterval(this.#windowTimer);
     await stopThickEdge(this.thick);
+    await this.#coap?.stop();
     await this.#auth?.stop();
     await this.telemetry.stop();
     await this.desired.stop();

@@ -230,6 +230,12 @@ describe("doppel start --edge-twins", () => {
     expect(compiled({ edge: "plant-b", nats }).edge?.twins).toBeUndefined();
   });
 
+  it("an edge node's --coap is its CoAP listener (docs/edge.md: CoAP devices at the edge)", () => {
+    const config = compiled({ edge: "plant-b", nats, coap: "127.0.0.1:5683" });
+    expect(config.edge?.name).toBe("plant-b");
+    expect(config.coap?.listen).toBe("127.0.0.1:5683");
+  });
+
   it("refuses edge twins without an edge, an empty or repeated list and an invalid type, by name", () => {
     expect(() => compiled({ edgeTwins: "thermostat", nats })).toThrow(
       "--edge-twins is for an edge node: give --edge NAME too",

@@ -6,7 +6,7 @@ import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { createSocket, type Socket } from "node:dgram";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { parse } from "coap-packet";
+import { generate, parse } from "coap-packet";
 
 const SCRIPT = fileURLToPath(new URL("./fixtures/coap-device.mjs", import.meta.url));
 const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
@@ -109,4 +109,26 @@ export function readDatagram(datagram: Buffer): { code: string; type: number; pa
   const packet = parse(datagram);
   const type = packet.reset ? 3 : packet.ack ? 2 : packet.confirmable ? 0 : 1;
   return { code: packet.code, type, payload: packet.payload.toString("utf8") };
+}
+
+/** A confirmable request datagram (method `code`, default POST) with `options` and `payload`. */
+export function packet(
+  messageId: number,
+  options: { name: string; value: Buffer }[],
+  payload = Buffer.alloc(0),
+  code = "0.02",
+): Buffer {
+  return generate({
+    code,
+    messageId,
+    token: Buffer.from([messageId & 0xff, 7]),
+    confirmable: true,
+    options: options as never,
+    payload,
+  });
+}
+
+/** The Uri-Path options of `segments`. */
+export function path(...segments: string[]): { name: string; value: Buffer }[] {
+  return segments.map((s) => ({ name: "Uri-Path", value: Buffer.from(s) }));
 }

@@ -2,12 +2,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { generate } from "coap-packet";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NatsTransport } from "../../../cluster/transport/nats.ts";
 import { DeviceCredentials } from "../../../runtime/devices/auth/device-credentials.ts";
 import { eventually, type NatsNode, natsUrl, resetStream, STREAM, startNatsNode } from "../nats/harness.ts";
-import { coapObserve, coapRequest, RawPeer, readDatagram } from "./coap-device.ts";
+import { coapObserve, coapRequest, packet, path, RawPeer, readDatagram } from "./coap-device.ts";
 
 /**
  * CoAP ingress against a real nats-server: devices are node-coap clients in other processes
@@ -216,21 +215,6 @@ describe("CoAP ingress (RFC 7252) on the JetStream ingress path", () => {
     }
   });
 
-  const packet = (
-    messageId: number,
-    options: { name: string; value: Buffer }[],
-    payload = Buffer.alloc(0),
-    code = "0.02",
-  ) =>
-    generate({
-      code,
-      messageId,
-      token: Buffer.from([messageId & 0xff, 7]),
-      confirmable: true,
-      options: options as never,
-      payload,
-    });
-  const path = (...segments: string[]) => segments.map((s) => ({ name: "Uri-Path", value: Buffer.from(s) }));
   const reportPath = (id: string, token: string) => [
     ...path("v1", "thermostat", id, "reported"),
     { name: "Uri-Query", value: Buffer.from(`token=${token}`) },
