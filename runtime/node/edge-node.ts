@@ -24,6 +24,7 @@ import type { NatsTransport } from "../../cluster/transport/nats.ts";
 import { type Clock, SystemClock } from "../core/clock.ts";
 import { type CompiledReduction, compileEdgeOptions } from "../core/edge-telemetry.ts";
 import { FailedPrecondition, InvalidArgument, Unavailable } from "../core/errors.ts";
+import { present } from "../core/present.ts";
 import type { TwinClass } from "../core/twin.ts";
 import type { DeviceAuthService } from "../devices/auth/auth-callout.ts";
 import type { RunningDeviceAuth } from "../devices/auth/device-auth.ts";
@@ -102,6 +103,9 @@ export class EdgeNode {
     this.#coap = coap;
     this.#windowTimer = setInterval(() => {
       telemetry.closeDue().catch(() => undefined);
+      telemetry
+        .countDropped()
+        .catch((error: unknown) => logger.warn({ err: String(error) }, "edge: cannot read the raw stream"));
     }, config.edge?.tick ?? 1000);
     this.#windowTimer.unref();
   }
@@ -130,6 +134,9 @@ export class EdgeNode {
     const transport = await NatsTransport.connect({ ...natsConnection(nats), name: `doppel-edge-${id}` });
     let forwarder: EdgeForwarder | undefined;
     let telemetry: TelemetryForwarder | undefined;
+    /** What /metrics shows of the edge: the forwarder's status and the telemetry path's counts. */
+    const edgeCounts = () =>
+      forwarder && { ...forwarder.status, ...present({ telemetry: telemetry?.stats }) };
     const desired = new DesiredResync(transport.connection, {
       logger,
       timeoutMs: Math.max(2000, edge.tick),
@@ -146,7 +153,7 @@ export class EdgeNode {
           residentTwins: () => 0,
           mailboxDepth: () => 0,
           shardsOwned: () => 0,
-          edge: () => forwarder?.status,
+          edge: () => edgeCounts(),
           deviceAuth: () => auth?.service.stats,
           coap: () => coap && { counts: { ...coap.stats }, observers: coap.observers },
         });
@@ -220,7 +227,7 @@ export class EdgeNode {
           clock,
           twins: edgeTwins,
           transport,
-          status: () => forwarder?.status,
+          status: () => edgeCounts(),
         });
       }
       if (metrics && config.metrics.listen !== false) await metrics.listen(config.metrics.listen);

@@ -85,13 +85,15 @@ export interface GaugeSources {
   deviceCommands?(): Readonly<Record<string, number>> | undefined;
 }
 
-/** What an edge node's forwarder knows (the shape of its status, read at scrape time). */
+/** What an edge node's forwarder knows (the shape of its status, read at scrape time), and its telemetry path's counts. */
 export interface EdgeCounts {
   readonly linkUp: boolean;
   readonly backlog: number;
   readonly backlogBytes: number;
   readonly dropped: number;
   readonly lastSyncAt: number | undefined;
+  /** The telemetry path's counters by outcome (received, forwarded, windows, late, dropped, ...). */
+  readonly telemetry?: Readonly<Record<string, number>>;
 }
 
 /** What a thick edge's log publisher counts (read at scrape time). */
@@ -256,6 +258,15 @@ export class NodeMetrics {
       .addCallback((result) => {
         const counts = edge();
         if (counts) result.observe(counts.dropped);
+      });
+    meter
+      .createObservableCounter("doppel_edge_telemetry_total", {
+        description:
+          "the edge's raw telemetry messages by outcome (received, forwarded, windows, invalid, late, refolded, recorded, dropped before forwarded)",
+      })
+      .addCallback((result) => {
+        for (const [outcome, count] of Object.entries(edge()?.telemetry ?? {}))
+          result.observe(count, { outcome });
       });
     meter
       .createObservableCounter("doppel_edge_replication_batches_total", {

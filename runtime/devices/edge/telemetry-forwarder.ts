@@ -14,6 +14,14 @@
  * restart neither loses a window's earlier samples nor forwards a partial aggregate. Windows
  * whose end plus grace passed while the node was down are not forwarded; their samples stay raw.
  *
+ * **Dropped before forwarded.** The raw stream keeps its newest messages within its limits
+ * (`maxBytes`, `maxAge`); during a long outage with the edge stream full, raw messages not yet
+ * forwarded may be removed. Every tick counts them ({@link TelemetryStats.dropped}): the raw
+ * sequences gone from the stream (below its first) that were not settled, i.e. neither
+ * acknowledged by this node nor below the consumer's ack floor when it started. A message counted
+ * so is not forwarded should it still be delivered (from the client's buffer, or a late
+ * redelivery), so every raw message is forwarded or counted, never both.
+ *
  * On a thick edge the raw stream also takes the telemetry of the twins that run at the edge
  * (`local`): each of their raw messages is first recorded in the edge node's own telemetry store
  * (keyed by message, so a redelivery stores its samples once), then reduced and forwarded like
@@ -63,7 +71,7 @@ export interface LocalTelemetry {
 }
 
 /** What the telemetry path has done since the edge node started. */
-export interface TelemetryStats {
+export type TelemetryStats = {
   /** Raw telemetry messages taken from the raw stream. */
   received: number;
   /** Messages forwarded upstream (raw samples passed on, and window aggregates). */
@@ -78,7 +86,9 @@ export interface TelemetryStats {
   refolded: number;
   /** Raw messages of the edge's own twins recorded in its telemetry store (a thick edge). */
   recorded: number;
-}
+  /** Raw messages removed from the raw stream (its limits) before they were forwarded. */
+  dropped: number;
+};
 
 const CONSUMER = "doppel-edge-telemetry";
 /** How long a delivered raw message may stay unacknowledged before it is delivered again. */
@@ -122,7 +132,12 @@ export class TelemetryForwarder {
     late: 0,
     refolded: 0,
     recorded: 0,
+    dropped: 0,
   };
+  /** Every raw sequence up to here is settled: acknowledged, or gone from the stream and counted as dropped. */
+  #settledThrough = 0;
+  /** Raw sequences above it that this node acknowledged. */
+  readonly #settledAbove = new Set<number>();
 
   constructor(nc: NatsConnection, options: TelemetryForwarderOptions) {
     this.#nc = nc;
@@ -141,6 +156,9 @@ export class TelemetryForwarder {
       ack_wait: ACK_WAIT_MS * 1_000_000,
       max_ack_pending: 1000,
     });
+    this.#settledThrough = (
+      await this.#jsm.consumers.info(this.#options.raw.name, CONSUMER)
+    ).ack_floor.stream_seq;
     await this.#refold();
     const consumer = await this.#js.consumers.get(this.#options.raw.name, CONSUMER);
     const messages = await consumer.consume({ max_messages: 256 });
@@ -218,13 +236,34 @@ export class TelemetryForwarder {
     await this.#js.publish(subject, encodeJson({ samples }), { msgID: messageId, headers: h });
   }
 
+  /** Acknowledges `msg`: it is settled. */
+  #ack(msg: JsMsg): void {
+    msg.ack();
+    if (msg.seq > this.#settledThrough) this.#settledAbove.add(msg.seq);
+    this.#advanceSettled();
+  }
+
+  #advanceSettled(): void {
+    while (this.#settledAbove.delete(this.#settledThrough + 1)) this.#settledThrough++;
+  }
+
+  /** Leaves `msg` for a redelivery a second later. */
+  #retry(msg: JsMsg): void {
+    msg.nak(1000);
+  }
+
   async #take(msg: JsMsg): Promise<void> {
     const { reducer, logger } = this.#options;
+    if (msg.seq <= this.#settledThrough || this.#settledAbove.has(msg.seq)) {
+      // Acknowledged before (a redelivery), or gone from the stream and counted as dropped.
+      msg.ack();
+      return;
+    }
     this.stats.received++;
     const decoded = this.#decode(msg);
     if (!decoded) {
       this.stats.invalid++;
-      msg.ack();
+      this.#ack(msg);
       return;
     }
     const { ref, samples } = decoded;
@@ -238,7 +277,7 @@ export class TelemetryForwarder {
         );
       } catch (error) {
         logger.warn({ err: error, twin: `${ref.type}/${ref.id}` }, "edge: cannot record telemetry; retrying");
-        msg.nak(1000);
+        this.#retry(msg);
         return;
       }
       this.stats.recorded++;
@@ -249,14 +288,36 @@ export class TelemetryForwarder {
         await this.#publish(forwardSubject(ref), plan.forward, id);
       } catch (error) {
         logger.warn({ err: error }, "edge: cannot forward telemetry into the edge stream; retrying");
-        msg.nak(1000);
+        this.#retry(msg);
         return;
       }
       this.stats.forwarded++;
     }
     reducer.apply(plan);
     this.stats.late += plan.late;
-    msg.ack();
+    this.#ack(msg);
+  }
+
+  /**
+   * Counts the raw messages this node could not forward that the raw stream has removed since the
+   * last call (see the module comment). Run on every tick.
+   */
+  countDropped(): Promise<void> {
+    return this.#exclusive(async () => {
+      const info = await this.#jsm.streams.info(this.#options.raw.name);
+      const gone = info.state.first_seq - 1;
+      let lost = 0;
+      for (; this.#settledThrough < gone; this.#settledThrough++) {
+        if (!this.#settledAbove.delete(this.#settledThrough + 1)) lost++;
+      }
+      this.#advanceSettled();
+      this.stats.dropped += lost;
+      if (lost > 0)
+        this.#options.logger.warn(
+          { lost, raw: this.#options.raw.name },
+          "edge: raw telemetry removed before it was forwarded",
+        );
+    });
   }
 
   /** Forwards every window due on the clock. Resolves when done; a window that fails stays for the next tick. */

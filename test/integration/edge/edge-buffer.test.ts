@@ -35,7 +35,7 @@ describe("thin edge: a full outage buffer", () => {
   let cloud: DoppelNode;
   let wire: NatsTransport;
 
-  const startEdge = (discard: "new" | "old") =>
+  const startEdge = (discard: "new" | "old", rawMaxBytes?: number) =>
     EdgeNode.start(
       {
         nodeId: `edge-${discard}`,
@@ -44,7 +44,13 @@ describe("thin edge: a full outage buffer", () => {
         log: { level: "silent" },
         metrics: { listen: "127.0.0.1:0" },
         nats: { servers: leaf.url },
-        edge: { name: EDGE, hubDomain: HUB_DOMAIN, tick: "200ms", buffer: { maxBytes: MAX_BYTES, discard } },
+        edge: {
+          name: EDGE,
+          hubDomain: HUB_DOMAIN,
+          tick: "200ms",
+          buffer: { maxBytes: MAX_BYTES, discard },
+          ...(rawMaxBytes ? { raw: { maxBytes: rawMaxBytes } } : {}),
+        },
       },
       { logger: silentLogger() },
     );
@@ -153,6 +159,49 @@ describe("thin edge: a full outage buffer", () => {
       expect(scraped).toMatch(new RegExp(`doppel_edge_dropped_total\\{[^}]*\\} ${missing.length}\\b`));
     } finally {
       await device.close();
+      await edge.stop();
+    }
+  }, 300_000);
+
+  it("telemetry with the edge stream full: the raw stream drops its oldest; every message reaches the cloud or is counted as dropped", async () => {
+    // The edge stream refuses when full, so unforwarded telemetry waits in the raw stream, which
+    // keeps only its newest 4 KiB: during the outage the oldest unforwarded messages are removed.
+    const edge = await startEdge("new", 4 * 1024);
+    const pump = new DeviceClient({ transport: wire, type: "pump", id: "raw-full", ackTimeoutMs: 5000 });
+    const SENT = 300;
+    const T0 = Date.UTC(2026, 0, 1);
+    const inCloud = async () =>
+      new Set(
+        (await cloud.twins.telemetry(pump.ref, { since: T0, until: T0 + SENT + 1, limit: 10_000 })).map(
+          (s) => s.metrics["rpm"],
+        ),
+      );
+    try {
+      await linkUp(edge);
+      await cutLink(relay, edge);
+      // Every message is acknowledged by the raw stream (it discards its oldest, never refuses).
+      for (let rpm = 1; rpm <= SENT; rpm++) await pump.telemetry({ rpm }, T0 + rpm);
+      await eventually(
+        () => (edge.telemetry.stats.dropped > 0 ? true : undefined),
+        "raw telemetry dropped during the outage",
+        60_000,
+      );
+      await relay.restore();
+      // Once the backlog is forwarded, every message is either in the cloud or counted as dropped.
+      await eventually(
+        async () => ((await inCloud()).size + edge.telemetry.stats.dropped === SENT ? true : undefined),
+        "every message in the cloud or counted as dropped",
+        120_000,
+      );
+      const stats = { ...edge.telemetry.stats };
+      expect(stats.dropped).toBeGreaterThan(0);
+      expect((await inCloud()).has(SENT)).toBe(true);
+      const scraped = await (await fetch(`http://${edge.metricsAddress}/metrics`)).text();
+      expect(scraped).toMatch(
+        new RegExp(`doppel_edge_telemetry_total\\{[^}]*outcome="dropped"[^}]*\\} ${stats.dropped}\\b`),
+      );
+    } finally {
+      await pump.close();
       await edge.stop();
     }
   }, 300_000);
