@@ -6,6 +6,7 @@
  * connects with, so devices at the edge are checked by the edge node (docs/security.md).
  */
 import { InvalidArgument } from "../core/errors.ts";
+import { type HostPort, parseHostPort } from "../core/host-port.ts";
 import { present } from "../core/present.ts";
 import { leafServerConfig } from "../devices/edge/leaf-config.ts";
 import { leafDeviceAuth } from "../node/device-settings.ts";
@@ -22,13 +23,12 @@ export interface LeafConfigFlags {
   readonly config?: string;
 }
 
-/** `host:port` of a flag; `InvalidArgument` naming the flag otherwise. */
-function address(value: string, flag: string): { host: string; port: number } {
-  const match = /^(.+):(\d{1,5})$/.exec(value);
-  const port = Number(match?.[2]);
-  if (!match || port < 1 || port > 65535)
-    throw new InvalidArgument(`${flag} must be host:port, got ${JSON.stringify(value)}`, { field: flag });
-  return { host: match[1] as string, port };
+/** `host:port` of a flag (core/host-port.ts), a real port; `InvalidArgument` naming the flag otherwise. */
+function address(value: string, flag: string): HostPort {
+  const parsed = parseHostPort(value, flag);
+  if (parsed.port === 0)
+    throw new InvalidArgument(`${flag} ${JSON.stringify(value)}: port 0 is not a port to listen on`);
+  return parsed;
 }
 
 /**

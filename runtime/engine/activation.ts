@@ -1049,6 +1049,7 @@ export class Activation implements TwinBinding, CommitListener {
     }
     return this.#sendOrQueue(
       turn,
+      send,
       command,
       requireJsonObject(args, "sendToDevice() args"),
       wait,
@@ -1062,6 +1063,7 @@ export class Activation implements TwinBinding, CommitListener {
    */
   async #sendOrQueue(
     turn: Turn,
+    send: NonNullable<ActivationHost["sendToDevice"]>,
     command: string,
     args: JsonObject,
     timeoutMs: number,
@@ -1076,7 +1078,7 @@ export class Activation implements TwinBinding, CommitListener {
     const id = randomUUID();
     if (turn.data.deviceCommands.length === 0) {
       try {
-        const result = await this.#host.sendToDevice!(this.ref, command, args, timeoutMs, id);
+        const result = await send.call(this.#host, this.ref, command, args, timeoutMs, id);
         return { status: "answered", id, result };
       } catch (error) {
         if (!isUnreachable(error)) throw error;

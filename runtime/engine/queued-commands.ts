@@ -36,7 +36,8 @@ export const DEFAULT_MAX_QUEUED_COMMANDS = 100;
 /** Longest `queueFor`. */
 export const MAX_QUEUE_FOR_MS = 30 * 24 * 60 * 60 * 1000;
 
-const NONE: readonly QueuedCommand[] = Object.freeze([]);
+/** The empty queue (shared). */
+export const NO_COMMANDS: readonly QueuedCommand[] = Object.freeze([]);
 
 /** Advances a queue by one of its events (see the module comment). */
 export function foldCommands(queue: readonly QueuedCommand[], record: EventRecord): readonly QueuedCommand[] {
@@ -57,11 +58,8 @@ export function foldCommands(queue: readonly QueuedCommand[], record: EventRecor
     ];
   }
   const rest = queue.filter((c) => c.id !== id);
-  return rest.length ? rest : NONE;
+  return rest.length ? rest : NO_COMMANDS;
 }
-
-/** The empty queue (shared). */
-export const NO_COMMANDS = NONE;
 
 /** When the first queued command expires (undefined: none queued). */
 export function nextExpiry(queue: readonly QueuedCommand[]): number | undefined {

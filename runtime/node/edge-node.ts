@@ -155,7 +155,7 @@ export class EdgeNode {
           shardsOwned: () => 0,
           edge: () => edgeCounts(),
           deviceAuth: () => auth?.service.stats,
-          coap: () => coap && { counts: { ...coap.stats }, observers: coap.observers },
+          coap: () => coap?.gauge(),
         });
     let thick: ThickEdge | undefined;
     try {

@@ -197,10 +197,7 @@ export class DoppelNode {
         () => engineRef,
         admission,
         () => devicesRef?.auth?.stats,
-        () => {
-          const coap = node?.coap;
-          return coap && { counts: { ...coap.stats }, observers: coap.observers };
-        },
+        () => node?.coap?.gauge(),
         () => node?.httpDevices && { ...node.httpDevices },
         () => deviceCommandCounts(devicesRef?.commands, engineRef?.queuedCommands),
         parts.edgeStatus,

@@ -67,7 +67,7 @@ describe("doppel edge leaf-config", () => {
     );
     expect(() => run({ edge: "plant-a" })).toThrow(/--upstream is required/);
     expect(() => run({ edge: "plant-a", upstream: "nats://c:7422", listen: "4222" })).toThrow(
-      /--listen must be host:port/,
+      /--listen "4222": must be host:port/,
     );
   });
 

@@ -161,6 +161,11 @@ export class CoapIngress {
     return this.#observers.size;
   }
 
+  /** What `/metrics` reads at scrape time: a copy of the counters and the open observations. */
+  gauge(): { readonly counts: Readonly<Record<string, number>>; readonly observers: number } {
+    return { counts: { ...this.stats }, observers: this.observers };
+  }
+
   async #handle(req: CoapRequest, res: CoapResponse): Promise<void> {
     res.on("error", (error: Error) => this.options.logger.debug({ err: error }, "CoAP response not sent"));
     this.stats.requests++;

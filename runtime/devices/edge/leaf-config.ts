@@ -23,6 +23,7 @@
  * server).
  */
 import { InvalidArgument } from "../../core/errors.ts";
+import { formatHostPort } from "../../core/host-port.ts";
 import { EDGE_LOCAL_SUBJECTS, FORWARDED_SUBJECTS } from "./edge-stream.ts";
 
 /** A user and password of the leaf server's configuration. */
@@ -134,8 +135,10 @@ export function leafServerConfig(options: LeafServerOptions): string {
   return [
     `# nats-server configuration of the Doppel edge ${quote(options.edge)} (written by Doppel).`,
     `server_name: ${quote(options.edge)}`,
-    `listen: ${quote(`${options.host}:${options.port}`)}`,
-    ...(options.httpPort === undefined ? [] : [`http: ${quote(`${options.host}:${options.httpPort}`)}`]),
+    `listen: ${quote(formatHostPort(options.host, options.port))}`,
+    ...(options.httpPort === undefined
+      ? []
+      : [`http: ${quote(formatHostPort(options.host, options.httpPort))}`]),
     "max_payload: 1MB",
     "jetstream {",
     `  store_dir: ${quote(options.storeDir)}`,
@@ -145,7 +148,7 @@ export function leafServerConfig(options: LeafServerOptions): string {
     "}",
     ...(options.mqttPort === undefined
       ? []
-      : [`mqtt { listen: ${quote(`${options.host}:${options.mqttPort}`)} }`]),
+      : [`mqtt { listen: ${quote(formatHostPort(options.host, options.mqttPort))} }`]),
     ...(deviceAuth ? deviceAuthLines(deviceAuth) : []),
     "leafnodes {",
     "  remotes: [",
