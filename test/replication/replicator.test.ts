@@ -12,11 +12,11 @@ import {
 } from "../../runtime/replication/replicated-batch.ts";
 import { Replicator } from "../../runtime/replication/replicator.ts";
 import { Counter } from "../engine/fixtures.ts";
+import { sameEvent } from "../support/replicated-events.ts";
 
 const EDGE = "plant-a";
 const ref: TwinRef = { type: "counter", id: "c1" };
 /** The parts of an event that replication must carry unchanged (the writer is the replicator's). */
-const same = (e: EventRecord) => ({ seq: e.seq, type: e.type, data: e.data, at: e.at, commitId: e.commitId });
 
 async function startNode(id: string, store: MemoryEventStore): Promise<DoppelNode> {
   return DoppelNode.start(
@@ -61,7 +61,7 @@ describe("replicator: applies an edge twin's batches idempotently by twin and se
     expect(await r.apply(await batch(5, 6))).toEqual({ kind: "applied", events: 2, head: 6 });
     expect(await r.apply(await batch(3, 6))).toEqual({ kind: "duplicate", head: 6 });
     const copied = await cloud.readEvents(ref, 0);
-    expect(copied.map(same)).toEqual(log.map(same));
+    expect(copied.map(sameEvent)).toEqual(log.map(sameEvent));
     expect(
       copied.every((e) => e.writer.epoch === EDGE_OWNED_EPOCH && e.writer.node === `edge:${EDGE}/edge`),
     ).toBe(true);
@@ -76,7 +76,7 @@ describe("replicator: applies an edge twin's batches idempotently by twin and se
     expect(await cloud.readView(ref)).toBeUndefined();
     expect(await r.apply(await batch(1, 2))).toMatchObject({ kind: "applied", head: 2 });
     expect(await r.apply(await batch(3, 6))).toMatchObject({ kind: "applied", head: 6 });
-    expect((await cloud.readEvents(ref, 0)).map(same)).toEqual(log.map(same));
+    expect((await cloud.readEvents(ref, 0)).map(sameEvent)).toEqual(log.map(sameEvent));
   });
 
   it("two replicators racing on the same batches write each event once", async () => {
@@ -91,7 +91,7 @@ describe("replicator: applies an edge twin's batches idempotently by twin and se
         for (const x of batches) await b.apply(x);
       })(),
     ]);
-    expect((await cloud.readEvents(ref, 0)).map(same)).toEqual(log.map(same));
+    expect((await cloud.readEvents(ref, 0)).map(sameEvent)).toEqual(log.map(sameEvent));
   });
 
   it("never merges an edge's log into a twin the cloud wrote, nor another edge's", async () => {
@@ -122,7 +122,7 @@ describe("replicator: applies an edge twin's batches idempotently by twin and se
     const cloud = await startNode("cloud", cloudStore);
     try {
       expect((await cloud.twins.get(ref)).state).toEqual((await edgeStore.readView(ref))!.state);
-      expect((await cloud.twins.history(ref, { limit: 100 })).map(same)).toEqual(log.map(same));
+      expect((await cloud.twins.history(ref, { limit: 100 })).map(sameEvent)).toEqual(log.map(sameEvent));
       // The engine refuses the write (edge-owned) and the node routes it down to the edge, which
       // no node serves here: UNAVAILABLE naming the edge, nothing written in the cloud.
       const refused = await cloud.twins.invoke(ref, "add", { by: 1, tag: "x" }).catch((e: unknown) => e);

@@ -5,7 +5,6 @@ import { EdgeNode, MemoryEventStore, NatsTransport } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { shardOf } from "../../../cluster/ring/shard.ts";
 import type { TwinRef } from "../../../runtime/core/ids.ts";
-import type { EventRecord } from "../../../runtime/core/records.ts";
 import { domainApi, EDGE_SOURCE_CONSUMER } from "../../../runtime/devices/edge/durable-source.ts";
 import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { CloudReplication } from "../../../runtime/replication/cloud-replication.ts";
@@ -17,6 +16,7 @@ import {
 import { encodeBatch, type ReplicatedBatch } from "../../../runtime/replication/replicated-batch.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
 import { eventually } from "../../support/eventually.ts";
+import { sameEvent } from "../../support/replicated-events.ts";
 import {
   HUB_DOMAIN,
   type LinkRelay,
@@ -29,7 +29,6 @@ import {
 const EDGE_A = "plant-fa";
 const FORGER = "plant-fx";
 const ref: TwinRef = { type: "thermostat", id: "fa-boiler" };
-const same = (e: EventRecord) => ({ seq: e.seq, type: e.type, data: e.data, at: e.at, commitId: e.commitId });
 
 /**
  * A compromised edge controls its own nats-server: its log stream's subjects, the batches in it and
@@ -161,7 +160,7 @@ describe("thick edge trust: batches from one edge cannot write another edge's tw
     const edgeLog = await edge.thick!.node.engine.store.readEvents(ref, 0);
     const cloudLog = await store.readEvents(ref, 0);
     expect(cloudLog.map((e) => e.seq)).toEqual(Array.from({ length: cloudLog.length }, (_, i) => i + 1));
-    expect(cloudLog.slice(0, edgeLog.length).map(same)).toEqual(edgeLog.map(same));
+    expect(cloudLog.slice(0, edgeLog.length).map(sameEvent)).toEqual(edgeLog.map(sameEvent));
     expect(cloudLog.some((e) => e.commitId.startsWith("forged-"))).toBe(false);
     // The forger's publish on edge A's log subject did not land in edge A's own log stream (the
     // leaf remote imports none of the subjects the edge's streams take).

@@ -4,20 +4,19 @@ import { EdgeNode, MemoryEventStore, NatsTransport } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { shardOf } from "../../../cluster/ring/shard.ts";
 import type { TwinRef } from "../../../runtime/core/ids.ts";
-import type { EventRecord } from "../../../runtime/core/records.ts";
 import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { CloudReplication } from "../../../runtime/replication/cloud-replication.ts";
 import { CLOUD_LOGS_STREAM, EDGE_LOG_STREAM } from "../../../runtime/replication/edge-log.ts";
 import { Pump } from "../../../twins/pump.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
 import { eventually } from "../../support/eventually.ts";
+import { sameEvent } from "../../support/replicated-events.ts";
 import { type LinkRelay, type NatsProcess, startEdgeServers, stopEdgeServers } from "./edge-servers.ts";
 
 const EDGE = "plant-w";
 const TWINS = 8;
 const COMMANDS = 12;
 const refs: TwinRef[] = Array.from({ length: TWINS }, (_, i) => ({ type: "thermostat", id: `room-${i}` }));
-const same = (e: EventRecord) => ({ seq: e.seq, type: e.type, data: e.data, at: e.at, commitId: e.commitId });
 
 /**
  * Several cloud nodes share the replicator's durable consumer (a work queue): here two
@@ -120,7 +119,7 @@ describe("thick edge from EdgeNode.start: two cloud replicators sharing the cons
       const cloudLog = await store.readEvents(ref, 0);
       const edgeLog = (await thick.node.engine.store.readEvents(ref, 0)).filter((e) => e.seq <= head);
       expect(cloudLog.map((e) => e.seq)).toEqual(Array.from({ length: head }, (_, i) => i + 1));
-      expect(cloudLog.map(same)).toEqual(edgeLog.map(same));
+      expect(cloudLog.map(sameEvent)).toEqual(edgeLog.map(sameEvent));
     }
     const counts = replicators.map((r) => r.counts);
     for (const c of counts) expect(c).toMatchObject({ conflict: 0, malformed: 0 });

@@ -5,7 +5,6 @@ import { EdgeNode, MemoryEventStore, NatsTransport } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { shardOf } from "../../../cluster/ring/shard.ts";
 import type { TwinRef } from "../../../runtime/core/ids.ts";
-import type { EventRecord } from "../../../runtime/core/records.ts";
 import {
   durableSourceRegistered,
   EDGE_SOURCE_CONSUMER,
@@ -16,11 +15,11 @@ import { CloudReplication } from "../../../runtime/replication/cloud-replication
 import { CLOUD_LOGS_STREAM, EDGE_LOG_STREAM, edgeLogSource } from "../../../runtime/replication/edge-log.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
 import { eventually } from "../../support/eventually.ts";
+import { sameEvent } from "../../support/replicated-events.ts";
 import { type LinkRelay, type NatsProcess, startEdgeServers, stopEdgeServers } from "./edge-servers.ts";
 
 const EDGE = "plant-lu";
 const refs: TwinRef[] = Array.from({ length: 4 }, (_, i) => ({ type: "thermostat", id: `lu-${i}` }));
-const same = (e: EventRecord) => ({ seq: e.seq, type: e.type, data: e.data, at: e.at, commitId: e.commitId });
 
 /**
  * A thick edge whose log an older edge node registered as an *ephemeral* source of the cloud's
@@ -151,7 +150,7 @@ describe("thick edge: upgrade of the log's ephemeral source to durable sourcing"
         );
         // No duplicate, no gap (the edge twins' reminders may have written more since the edge's read).
         expect(cloudLog.map((e) => e.seq)).toEqual(Array.from({ length: cloudLog.length }, (_, i) => i + 1));
-        expect(cloudLog.filter((e) => e.seq <= head).map(same)).toEqual(edgeLog.map(same));
+        expect(cloudLog.filter((e) => e.seq <= head).map(sameEvent)).toEqual(edgeLog.map(sameEvent));
       }
       // The batches sent again were taken and skipped as duplicates, nothing else went wrong.
       await eventually(
