@@ -12,6 +12,7 @@ import {
   cloudNodeConfig,
   cutLink,
   type EdgeServers,
+  edgeNodeConfig,
   HUB_DOMAIN,
   linkUp,
   restoreLink,
@@ -52,16 +53,12 @@ describe("CoAP devices at a thin edge", () => {
       logger: silentLogger(),
     });
     edge = await EdgeNode.start(
-      {
-        nodeId: "edge-c",
-        dataDir,
-        store: { kind: "memory" },
-        grpc: { listen: false },
-        log: { level: "silent" },
-        nats: { servers: servers.leaf.url },
-        coap: { listen: "127.0.0.1:0", requireCredentials: true },
-        edge: { name: EDGE, hubDomain: HUB_DOMAIN, tick: "200ms" },
-      },
+      edgeNodeConfig(
+        "edge-c",
+        servers.leaf,
+        { name: EDGE, hubDomain: HUB_DOMAIN, tick: "200ms" },
+        { dataDir, coap: { listen: "127.0.0.1:0", requireCredentials: true } },
+      ),
       { logger: silentLogger(), twins: [Thermostat] },
     );
     coap = edge.coap!.address;

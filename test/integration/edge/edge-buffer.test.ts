@@ -9,6 +9,7 @@ import { eventually } from "../nats/harness.ts";
 import {
   cloudNodeConfig,
   cutLink,
+  edgeNodeConfig,
   HUB_DOMAIN,
   type LinkRelay,
   linkUp,
@@ -37,21 +38,18 @@ describe("thin edge: a full outage buffer", () => {
 
   const startEdge = (discard: "new" | "old", rawMaxBytes?: number) =>
     EdgeNode.start(
-      {
-        nodeId: `edge-${discard}`,
-        store: { kind: "memory" },
-        grpc: { listen: false },
-        log: { level: "silent" },
-        metrics: { listen: "127.0.0.1:0" },
-        nats: { servers: leaf.url },
-        edge: {
+      edgeNodeConfig(
+        `edge-${discard}`,
+        leaf,
+        {
           name: EDGE,
           hubDomain: HUB_DOMAIN,
           tick: "200ms",
           buffer: { maxBytes: MAX_BYTES, discard },
           ...(rawMaxBytes ? { raw: { maxBytes: rawMaxBytes } } : {}),
         },
-      },
+        { metrics: { listen: "127.0.0.1:0" } },
+      ),
       { logger: silentLogger() },
     );
 

@@ -15,6 +15,7 @@ import {
   cloudNodeConfig,
   cutLink,
   edgeDeviceAuth,
+  edgeNodeConfig,
   HUB_DOMAIN,
   type LinkRelay,
   linkUp,
@@ -94,14 +95,7 @@ describe("thin edge: devices authenticate at the edge through its auth callout",
       logger: silentLogger(),
     });
     edge = await EdgeNode.start(
-      {
-        nodeId: "edge",
-        store: { kind: "memory" },
-        grpc: { listen: false },
-        log: { level: "silent" },
-        nats: { servers: leaf.url, ...auth.nats },
-        edge: { name: EDGE, hubDomain: HUB_DOMAIN, tick: "200ms" },
-      },
+      edgeNodeConfig("edge", leaf, { name: EDGE, hubDomain: HUB_DOMAIN, tick: "200ms" }, { nats: auth.nats }),
       { logger: silentLogger(), twins: [Thermostat, Pump] },
     );
     await linkUp(edge);

@@ -9,6 +9,7 @@ import { Thermostat } from "../../../twins/thermostat.ts";
 import { eventually } from "../nats/harness.ts";
 import {
   cloudNodeConfig,
+  edgeNodeConfig,
   HUB_DOMAIN,
   type LinkRelay,
   linkUp,
@@ -46,14 +47,7 @@ describe("edge reduction: telemetry aggregated at the edge, raw kept there", () 
   });
   const startEdge = () =>
     EdgeNode.start(
-      {
-        nodeId: "edge-r",
-        store: { kind: "memory" },
-        grpc: { listen: false },
-        log: { level: "silent" },
-        nats: { servers: leaf.url },
-        edge: { name: EDGE, hubDomain: HUB_DOMAIN, tick: "200ms", windowGrace: "5s" },
-      },
+      edgeNodeConfig("edge-r", leaf, { name: EDGE, hubDomain: HUB_DOMAIN, tick: "200ms", windowGrace: "5s" }),
       { logger: silentLogger(), twins: [Thermostat, Pump], clock },
     );
   afterAll(async () => {

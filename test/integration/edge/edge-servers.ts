@@ -268,6 +268,32 @@ export function cloudNodeConfig(
   };
 }
 
+/** What an edge node of the edge tests sets beyond {@link edgeNodeConfig}'s block; `nats` without `servers`. */
+export type EdgeNodeExtras = Omit<NodeConfigInput, "nodeId" | "nats" | "edge"> & {
+  readonly nats?: Omit<NonNullable<NodeConfigInput["nats"]>, "servers">;
+};
+
+/**
+ * An edge node of the edge tests: memory store, no gRPC listener, silent log, on the edge's leaf
+ * server, with the `edge` section given; `extras` adds to it or replaces it (e.g. `store`, `shards`).
+ */
+export function edgeNodeConfig(
+  nodeId: string,
+  leaf: NatsProcess,
+  edge: NonNullable<NodeConfigInput["edge"]>,
+  { nats = {}, ...extras }: EdgeNodeExtras = {},
+): NodeConfigInput {
+  return {
+    nodeId,
+    store: { kind: "memory" },
+    grpc: { listen: false },
+    log: { level: "silent" },
+    ...extras,
+    nats: { servers: leaf.url, ...nats },
+    edge,
+  };
+}
+
 /** What the link helpers watch: an edge node's view of its leaf link. */
 interface LinkWatcher {
   readonly status: { readonly linkUp: boolean };

@@ -18,6 +18,7 @@ import { Thermostat } from "../../../twins/thermostat.ts";
 import { eventually } from "../../support/eventually.ts";
 import { sameEvent } from "../../support/replicated-events.ts";
 import {
+  edgeNodeConfig,
   HUB_DOMAIN,
   type LinkRelay,
   type NatsProcess,
@@ -62,15 +63,12 @@ describe("thick edge trust: batches from one edge cannot write another edge's tw
     });
     await replication.start();
     edge = await EdgeNode.start(
-      {
-        nodeId: "edge-fa",
-        store: { kind: "sqlite", path: join(dir, "edge.db") },
-        grpc: { listen: false },
-        shards: 4,
-        log: { level: "silent" },
-        nats: { servers: leaf.url },
-        edge: { name: EDGE_A, tick: "200ms", twins: ["thermostat"] },
-      },
+      edgeNodeConfig(
+        "edge-fa",
+        leaf,
+        { name: EDGE_A, tick: "200ms", twins: ["thermostat"] },
+        { store: { kind: "sqlite", path: join(dir, "edge.db") }, shards: 4 },
+      ),
       { twins: [Thermostat], logger: silentLogger() },
     );
     forgerWire = await NatsTransport.connect({ servers: forgerLeaf.url, name: "forger" });

@@ -13,6 +13,7 @@ import { eventually } from "../nats/harness.ts";
 import {
   cloudNodeConfig,
   cutLink,
+  edgeNodeConfig,
   HUB_DOMAIN,
   LEAF_USER,
   type LinkRelay,
@@ -83,19 +84,12 @@ describe("MQTT devices at a thin edge", () => {
       logger: silentLogger(),
     });
     edge = await EdgeNode.start(
-      {
-        nodeId: "edge-m",
-        store: { kind: "memory" },
-        grpc: { listen: false },
-        log: { level: "silent" },
-        nats: { servers: leaf.url },
-        edge: {
-          name: EDGE,
-          hubDomain: HUB_DOMAIN,
-          tick: "200ms",
-          buffer: { maxBytes: MAX_BYTES, discard: "new" },
-        },
-      },
+      edgeNodeConfig("edge-m", leaf, {
+        name: EDGE,
+        hubDomain: HUB_DOMAIN,
+        tick: "200ms",
+        buffer: { maxBytes: MAX_BYTES, discard: "new" },
+      }),
       { logger: silentLogger(), twins: [Thermostat] },
     );
   });

@@ -11,7 +11,13 @@ import { Pump } from "../../../twins/pump.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
 import { eventually } from "../../support/eventually.ts";
 import { sameEvent } from "../../support/replicated-events.ts";
-import { type LinkRelay, type NatsProcess, startEdgeServers, stopEdgeServers } from "./edge-servers.ts";
+import {
+  edgeNodeConfig,
+  type LinkRelay,
+  type NatsProcess,
+  startEdgeServers,
+  stopEdgeServers,
+} from "./edge-servers.ts";
 
 const EDGE = "plant-w";
 const TWINS = 8;
@@ -57,15 +63,12 @@ describe("thick edge from EdgeNode.start: two cloud replicators sharing the cons
 
   const startEdge = (twins?: string[]) =>
     EdgeNode.start(
-      {
-        nodeId: "edge-w",
-        store: { kind: "sqlite", path: join(dir, "edge.db") },
-        grpc: { listen: false },
-        shards: 4,
-        log: { level: "silent" },
-        nats: { servers: leaf.url },
-        edge: { name: EDGE, tick: "200ms", ...(twins ? { twins } : {}) },
-      },
+      edgeNodeConfig(
+        "edge-w",
+        leaf,
+        { name: EDGE, tick: "200ms", ...(twins ? { twins } : {}) },
+        { store: { kind: "sqlite", path: join(dir, "edge.db") }, shards: 4 },
+      ),
       { twins: [Thermostat, Pump], logger: silentLogger() },
     );
 

@@ -10,6 +10,7 @@ import { eventually } from "../../support/eventually.ts";
 import { account, type DeviceRun, readLogs, reportedValue, reportUntil } from "../chaos/exactly-once.ts";
 import {
   cloudNodeConfig,
+  edgeNodeConfig,
   HUB_DOMAIN,
   type LinkRelay,
   linkUp,
@@ -38,14 +39,13 @@ describe("thin edge: upgrade from an ephemeral source to durable sourcing", () =
   let cloud: DoppelNode;
   let edge: EdgeNode | undefined;
   const store = new MemoryEventStore();
-  const edgeConfig = {
-    nodeId: "edge",
-    store: { kind: "memory" as const },
-    grpc: { listen: false as const },
-    metrics: { listen: false as const },
-    log: { level: "silent" as const },
-    edge: { name: EDGE, hubDomain: HUB_DOMAIN, tick: "200ms" },
-  };
+  const edgeConfig = () =>
+    edgeNodeConfig(
+      "edge",
+      leaf,
+      { name: EDGE, hubDomain: HUB_DOMAIN, tick: "200ms" },
+      { metrics: { listen: false } },
+    );
 
   beforeAll(async () => {
     ({ dir, hub, relay, leaf } = await startEdgeServers("upgrade", EDGE));
@@ -63,7 +63,7 @@ describe("thin edge: upgrade from an ephemeral source to durable sourcing", () =
 
   it("re-registers the source with the durable consumer; no acknowledged report is lost, duplicated or reordered", async () => {
     // The edge stream and its registration, as a current node makes them; then made old by hand.
-    edge = await EdgeNode.start({ ...edgeConfig, nats: { servers: leaf.url } }, { logger: silentLogger() });
+    edge = await EdgeNode.start(edgeConfig(), { logger: silentLogger() });
     await linkUp(edge);
     const edgeStream = edge.config.edge?.buffer.stream ?? "DOPPEL_EDGE";
     await edge.stop();
@@ -110,7 +110,7 @@ describe("thin edge: upgrade from an ephemeral source to durable sourcing", () =
         90_000,
       );
 
-      edge = await EdgeNode.start({ ...edgeConfig, nats: { servers: leaf.url } }, { logger: silentLogger() });
+      edge = await EdgeNode.start(edgeConfig(), { logger: silentLogger() });
       await eventually(
         async () => (edgeSourceRegistered(await ingressConfig(), EDGE) ? true : undefined),
         "the source re-registered with the durable consumer",

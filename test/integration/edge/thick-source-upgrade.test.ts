@@ -16,7 +16,13 @@ import { CLOUD_LOGS_STREAM, EDGE_LOG_STREAM, edgeLogSource } from "../../../runt
 import { Thermostat } from "../../../twins/thermostat.ts";
 import { eventually } from "../../support/eventually.ts";
 import { sameEvent } from "../../support/replicated-events.ts";
-import { type LinkRelay, type NatsProcess, startEdgeServers, stopEdgeServers } from "./edge-servers.ts";
+import {
+  edgeNodeConfig,
+  type LinkRelay,
+  type NatsProcess,
+  startEdgeServers,
+  stopEdgeServers,
+} from "./edge-servers.ts";
 
 const EDGE = "plant-lu";
 const refs: TwinRef[] = Array.from({ length: 4 }, (_, i) => ({ type: "thermostat", id: `lu-${i}` }));
@@ -39,15 +45,12 @@ describe("thick edge: upgrade of the log's ephemeral source to durable sourcing"
 
   const startEdge = () =>
     EdgeNode.start(
-      {
-        nodeId: "edge-lu",
-        store: { kind: "sqlite", path: join(dir, "edge.db") },
-        grpc: { listen: false },
-        shards: 4,
-        log: { level: "silent" },
-        nats: { servers: leaf.url },
-        edge: { name: EDGE, tick: "200ms", twins: ["thermostat"] },
-      },
+      edgeNodeConfig(
+        "edge-lu",
+        leaf,
+        { name: EDGE, tick: "200ms", twins: ["thermostat"] },
+        { store: { kind: "sqlite", path: join(dir, "edge.db") }, shards: 4 },
+      ),
       { twins: [Thermostat], logger: silentLogger() },
     );
   const logsConfig = async (): Promise<StreamConfig> =>

@@ -10,6 +10,7 @@ import { Thermostat } from "../../../twins/thermostat.ts";
 import { eventually } from "../nats/harness.ts";
 import {
   cloudNodeConfig,
+  edgeNodeConfig,
   HUB_DOMAIN,
   type LinkRelay,
   linkUp,
@@ -48,15 +49,12 @@ describe("thick edge telemetry: raw at the edge, reduced in the cloud", () => {
   }, 180_000);
   const startEdge = () =>
     EdgeNode.start(
-      {
-        nodeId: "edge-tt",
-        store: { kind: "sqlite", path: join(dir, "edge.db") },
-        grpc: { listen: false },
-        shards: 4,
-        log: { level: "silent" },
-        nats: { servers: leaf.url },
-        edge: { name: EDGE, hubDomain: HUB_DOMAIN, tick: "200ms", windowGrace: "5s", twins: ["thermostat"] },
-      },
+      edgeNodeConfig(
+        "edge-tt",
+        leaf,
+        { name: EDGE, hubDomain: HUB_DOMAIN, tick: "200ms", windowGrace: "5s", twins: ["thermostat"] },
+        { store: { kind: "sqlite", path: join(dir, "edge.db") }, shards: 4 },
+      ),
       { logger: silentLogger(), twins: [Thermostat, Pump], clock },
     );
   afterAll(async () => {

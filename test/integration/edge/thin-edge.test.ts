@@ -10,6 +10,7 @@ import { eventually } from "../nats/harness.ts";
 import {
   cloudNodeConfig,
   cutLink,
+  edgeNodeConfig,
   HUB_DOMAIN,
   type LinkRelay,
   linkUp,
@@ -46,14 +47,7 @@ describe("thin edge: store-and-forward over a leaf link", () => {
       { twins: [Thermostat, Pump], store, logger: silentLogger() },
     );
     edge = await EdgeNode.start(
-      {
-        nodeId: "edge",
-        store: { kind: "memory" },
-        grpc: { listen: false },
-        log: { level: "silent" },
-        nats: { servers: leaf.url },
-        edge: { name: EDGE, hubDomain: HUB_DOMAIN, tick: "200ms" },
-      },
+      edgeNodeConfig("edge", leaf, { name: EDGE, hubDomain: HUB_DOMAIN, tick: "200ms" }),
       { logger: silentLogger() },
     );
   });
