@@ -22,17 +22,46 @@ export interface Expiring {
 
 /**
  * A wait kept in the buckets. A caller with an object per wait anyway (an envelope) extends it
- * and is its own wait ({@link Deadlines.insert}): nothing more is allocated per wait.
+ * and is its own wait ({@link Deadlines.insert}): nothing more is allocated per wait. A bucket is
+ * a list through its waits (`previous`/`next`), so arming and cancelling a wait allocates nothing.
  */
 export abstract class Waiting implements Deadline, Expiring {
   /** The bucket holding this wait while it is armed. */
-  bucket: Set<Waiting> | undefined = undefined;
+  bucket: Bucket | undefined = undefined;
+  /** The waits before and after this one in its bucket. */
+  previous: Waiting | undefined = undefined;
+  next: Waiting | undefined = undefined;
   /** The deadline (clock time) it was armed for. */
   at = 0;
   abstract expire(): void;
   cancel(): void {
-    this.bucket?.delete(this);
-    this.bucket = undefined;
+    this.bucket?.remove(this);
+  }
+}
+
+/** The waits whose deadlines fall in one `BUCKET_MS` span, as a list in the order they were armed. */
+class Bucket {
+  first: Waiting | undefined = undefined;
+  last: Waiting | undefined = undefined;
+  size = 0;
+
+  add(wait: Waiting): void {
+    wait.bucket = this;
+    wait.previous = this.last;
+    wait.next = undefined;
+    if (this.last) this.last.next = wait;
+    else this.first = wait;
+    this.last = wait;
+    this.size++;
+  }
+
+  remove(wait: Waiting): void {
+    if (wait.previous) wait.previous.next = wait.next;
+    else this.first = wait.next;
+    if (wait.next) wait.next.previous = wait.previous;
+    else this.last = wait.previous;
+    wait.bucket = wait.previous = wait.next = undefined;
+    this.size--;
   }
 }
 
@@ -49,7 +78,7 @@ class Wait extends Waiting {
 
 export class Deadlines {
   /** Buckets by `floor(at / BUCKET_MS)`; their keys ascending in `#order`. */
-  readonly #buckets = new Map<number, Set<Waiting>>();
+  readonly #buckets = new Map<number, Bucket>();
   #order: number[] = [];
   #timer: TimerHandle | undefined;
   /** When the armed timer fires. */
@@ -70,7 +99,7 @@ export class Deadlines {
     const key = Math.floor(at / BUCKET_MS);
     let bucket = this.#buckets.get(key);
     if (!bucket) {
-      bucket = new Set();
+      bucket = new Bucket();
       this.#buckets.set(key, bucket);
       const order = this.#order;
       // Deadlines mostly grow: the new key is usually the last one.
@@ -78,7 +107,6 @@ export class Deadlines {
       else order.splice(lowerBound(order, key), 0, key);
     }
     bucket.add(wait);
-    wait.bucket = bucket;
     if (at < this.#armedAt) this.#arm(at);
   }
 
@@ -104,16 +132,17 @@ export class Deadlines {
           done++;
           continue;
         }
-        for (const wait of bucket) next = Math.min(next, wait.at);
+        for (let wait = bucket.first; wait; wait = wait.next) next = Math.min(next, wait.at);
         break;
       }
       const bucket = this.#buckets.get(key)!;
-      for (const wait of bucket) {
+      for (let wait = bucket.first; wait; ) {
+        const following = wait.next;
         if (wait.at <= now) {
-          bucket.delete(wait);
-          wait.bucket = undefined;
+          bucket.remove(wait);
           due.push(wait);
         } else next = Math.min(next, wait.at);
+        wait = following;
       }
       if (bucket.size > 0) break; // the current bucket still holds later waits
       this.#buckets.delete(key);

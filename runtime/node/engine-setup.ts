@@ -85,24 +85,17 @@ export function createEngine(parts: {
       },
       overQuota: () => m.quotaExceeded.add(1, { quota: "maxTwins" }),
       turn: (kind, ok, millis) => {
-        const key = turnKey(kind, ok);
-        counts.turns.set(key, (counts.turns.get(key) ?? 0) + 1);
-        m.turnDuration.record(millis);
+        let turns = counts.turns.get(kind);
+        if (!turns) {
+          turns = { ok: 0, failed: 0 };
+          counts.turns.set(kind, turns);
+        }
+        if (ok) turns.ok++;
+        else turns.failed++;
+        metrics.turnDuration.record(millis);
       },
     },
   );
-}
-
-/** The `turns` count's key of a turn (`reported/ok`), built once per message kind, not once per turn. */
-const turnKeys = new Map<string, { readonly ok: string; readonly failed: string }>();
-
-function turnKey(kind: string, ok: boolean): string {
-  let keys = turnKeys.get(kind);
-  if (!keys) {
-    keys = { ok: `${kind}/ok`, failed: `${kind}/failed` };
-    turnKeys.set(kind, keys);
-  }
-  return ok ? keys.ok : keys.failed;
 }
 
 /** The twin API of the twins this node runs itself: validated, bounded by the configured limits. */

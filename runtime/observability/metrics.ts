@@ -33,6 +33,7 @@ import type { ClassStats, WorkClass } from "../core/admission.ts";
 import { Unavailable } from "../core/errors.ts";
 import { formatHostPort, parseHostPort } from "../core/host-port.ts";
 import { type EdgeReplicationCounts, REPLICATION_OUTCOMES } from "../core/replication-counts.ts";
+import { PlainHistogram } from "./plain-histogram.ts";
 
 /** Hot-path counts, kept as plain numbers and read at scrape time (no per-turn attribute hashing). */
 export interface HotCounts {
@@ -42,13 +43,18 @@ export interface HotCounts {
   quarantines: number;
   /** Commits the store refused because another writer had appended first (the twin reloads). */
   conflicts: number;
-  /** `kind/outcome` → turns. */
-  readonly turns: Map<string, number>;
+  /** Message kind → turns that ended ok and that failed (one lookup per turn, no key built). */
+  readonly turns: Map<string, TurnCounts>;
+}
+
+/** Turns of one message kind, by outcome. */
+export interface TurnCounts {
+  ok: number;
+  failed: number;
 }
 
 /** The node's instruments. Recording is cheap and never throws. */
 export interface DoppelMetrics {
-  readonly turnDuration: Histogram;
   readonly persistDuration: Histogram;
   readonly persistedEvents: Counter;
   readonly rejectedInputs: Counter;
@@ -112,16 +118,12 @@ export interface DeviceAuthCounts {
 
 const WORK_CLASSES: readonly WorkClass[] = ["grpc", "device", "node", "watch"];
 
+/** The buckets of the duration histograms, ms. */
+const MS_BUCKETS: readonly number[] = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 5000];
+
 function instruments(meter: Meter): DoppelMetrics {
-  const ms = {
-    unit: "ms",
-    advice: { explicitBucketBoundaries: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 5000] },
-  };
+  const ms = { unit: "ms", advice: { explicitBucketBoundaries: [...MS_BUCKETS] } };
   return {
-    turnDuration: meter.createHistogram("doppel_turn_duration_ms", {
-      description: "handler time of a turn",
-      ...ms,
-    }),
     persistDuration: meter.createHistogram("doppel_persist_duration_ms", {
       description: "one group-commit store call",
       ...ms,
@@ -162,6 +164,17 @@ export class NodeMetrics {
     conflicts: 0,
     turns: new Map(),
   };
+  /**
+   * `doppel_turn_duration_ms`: one value per turn, so kept as plain numbers (see
+   * `plain-histogram.ts`) and read by the exporter at scrape time.
+   */
+  readonly turnDuration = new PlainHistogram({
+    name: "doppel_turn_duration_ms",
+    description: "handler time of a turn",
+    unit: "ms",
+    boundaries: MS_BUCKETS,
+    scope: "doppel",
+  });
   readonly #provider: MeterProvider;
   readonly #exporter: PrometheusExporter;
   #server: Server | undefined;
@@ -169,7 +182,10 @@ export class NodeMetrics {
   readonly #loopDelay: IntervalHistogram;
 
   constructor(nodeId: string, gauges: GaugeSources) {
-    this.#exporter = new PrometheusExporter({ preventServerStart: true });
+    this.#exporter = new PrometheusExporter({
+      preventServerStart: true,
+      metricProducers: [this.turnDuration],
+    });
     this.#provider = new MeterProvider({
       resource: resourceFromAttributes({ "service.name": "doppel", "service.instance.id": nodeId }),
       readers: [this.#exporter],
@@ -362,9 +378,9 @@ export class NodeMetrics {
         description: "turns run, by message kind and outcome",
       })
       .addCallback((result) => {
-        for (const [key, value] of counts.turns) {
-          const [kind, outcome] = key.split("/");
-          result.observe(value, { kind: kind ?? "?", outcome: outcome ?? "?" });
+        for (const [kind, turns] of counts.turns) {
+          result.observe(turns.ok, { kind, outcome: "ok" });
+          result.observe(turns.failed, { kind, outcome: "failed" });
         }
       });
   }

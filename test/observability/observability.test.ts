@@ -121,6 +121,8 @@ describe("observability", () => {
     const text = await (await fetch(`http://${node.metricsAddress}/metrics`)).text();
     expect(text).toMatch(/doppel_turns_total\{[^}]*kind="command"[^}]*outcome="ok"[^}]*\} [1-9]/);
     expect(text).toMatch(/doppel_persist_duration_ms_count\{[^}]*\} [1-9]/);
+    expect(text).toMatch(/doppel_turn_duration_ms_count\{[^}]*\} [1-9]/);
+    expect(text).toMatch(/doppel_turn_duration_ms_bucket\{[^}]*le="\+Inf"[^}]*\} [1-9]/);
     expect(text).toMatch(/doppel_resident_twins\{[^}]*\} [1-9]/);
     expect(text).toMatch(/doppel_rejected_inputs_total\{[^}]*source="grpc"[^}]*\} [1-9]/);
     expect(text).toMatch(/doppel_activations_total\{[^}]*\} [1-9]/);
