@@ -147,7 +147,14 @@ export function toTransportError(error: unknown, what: string): TransportError {
   ) {
     return new TransportError("no-responders", `${what}: no responders`);
   }
-  if (error instanceof ClosedConnectionError || error instanceof DrainingConnectionError) {
+  // A request still waiting when its connection closes is settled by nats.js with a RequestError
+  // whose only mark is its message.
+  const closedWhileWaiting = error instanceof RequestError && message === "connection closed";
+  if (
+    error instanceof ClosedConnectionError ||
+    error instanceof DrainingConnectionError ||
+    closedWhileWaiting
+  ) {
     return new TransportError("closed", `${what}: the connection is closed`);
   }
   if (error instanceof InvalidSubjectError) return new TransportError("bad-subject", `${what}: ${message}`);

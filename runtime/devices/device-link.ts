@@ -26,7 +26,7 @@ import type { RateLimit } from "../security/rate-limiter.ts";
 import type { DeviceAuthService } from "./auth/auth-callout.ts";
 import type { DeviceAuthRunSettings, RunningDeviceAuth } from "./auth/device-auth.ts";
 import { pushDesiredToDevices } from "./egress/desired-push.ts";
-import { type DeviceCommandStats, DeviceCommands } from "./egress/device-commands.ts";
+import { type DeviceCommandStats, DeviceCommands, deviceCommandStats } from "./egress/device-commands.ts";
 import { DeviceIngress } from "./ingress/device-ingress.ts";
 import { DeviceRate } from "./ingress/device-rate.ts";
 import type { JetStreamIngress } from "./ingress/jetstream-ingress.ts";
@@ -87,7 +87,7 @@ export async function startDeviceLink(options: {
   readonly deviceRate?: RateLimit;
 }): Promise<DeviceLink> {
   const { engine, logger, json, nats } = options;
-  const commands: DeviceCommandStats = { sent: 0, answered: 0, offline: 0, timedOut: 0, failed: 0 };
+  const commands: DeviceCommandStats = deviceCommandStats();
   let transport: Transport;
   let natsTransport: NatsTransport | undefined;
   const ownsTransport = options.transport === undefined;

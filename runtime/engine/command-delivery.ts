@@ -13,7 +13,10 @@
  *   time with its own id, so a device can drop a resend it has already run;
  * - a command leaves the queue only by a turn that records its outcome (`$command.delivered`,
  *   `$command.expired`); if the twin's `onDeviceCommandResult` throws on it, the outcome is
- *   recorded again without the handler (`quiet`), so a failing handler cannot keep a command queued.
+ *   recorded again without the handler (`quiet`), so a failing handler cannot keep a command queued;
+ * - a failure that is no answer of the device's (unreachable, or the node stopping or unable to
+ *   send: `isUnreachable`) records nothing: the command stays queued. While the node stops it is
+ *   not retried (the twin's next activation sends it, after a restart or on the next owner).
  */
 import type { Clock, TimerHandle } from "../core/clock.ts";
 import { DoppelError } from "../core/errors.ts";
@@ -26,6 +29,7 @@ import {
   CommandEvent,
   deliveredEvent,
   expiredError,
+  isNodeStopping,
   isUnreachable,
 } from "./queued-commands.ts";
 import type { Turn } from "./turn.ts";
@@ -128,6 +132,8 @@ export class CommandDelivery {
         try {
           answer = { result: await this.host.send(head) };
         } catch (error) {
+          // The node is stopping: kept queued, not retried here, not counted as a retry.
+          if (isNodeStopping(error)) return;
           if (isUnreachable(error)) {
             if (this.host.counts) this.host.counts.retried++;
             return void (retry = true);

@@ -69,15 +69,44 @@ export function nextExpiry(queue: readonly QueuedCommand[]): number | undefined 
 }
 
 /**
- * True when `error` says the device could not be reached (nothing listens, or no answer in time):
- * a queued command stays queued and is tried again. Anything else is the device's own answer.
+ * `details.reason` of a device command's failure that is no answer of the device's: its sender
+ * (`runtime/devices/egress/device-commands.ts`) tags it at the source, so a queued command stays
+ * queued after it (see {@link isUnreachable}).
+ */
+export const UnreachableReason = {
+  /** Nothing listens on the device's `cmd` subject. */
+  Offline: "offline",
+  /** The device did not answer within the command's timeout. */
+  NoAnswer: "no-answer",
+  /** The node is stopping: the command was not sent, or its answer can no longer be heard. */
+  Stopping: "stopping",
+  /** The node could not send the command at all: its own connection is closed, draining or gone. */
+  NotSent: "not-sent",
+} as const;
+
+/**
+ * True when `error` says the command did not reach the device, or its answer did not reach the
+ * node (nothing listens, no answer in time, the node is stopping or could not send): a queued
+ * command stays queued and is tried again. Anything else is the device's own answer.
  */
 export function isUnreachable(error: unknown): boolean {
   if (!(error instanceof DoppelError)) return false;
   const reason = error.details?.["reason"];
   return (
-    (error.code === ErrorCode.Unavailable && reason === "offline") ||
-    (error.code === ErrorCode.DeadlineExceeded && reason === "no-answer")
+    (error.code === ErrorCode.Unavailable &&
+      (reason === UnreachableReason.Offline ||
+        reason === UnreachableReason.Stopping ||
+        reason === UnreachableReason.NotSent)) ||
+    (error.code === ErrorCode.DeadlineExceeded && reason === UnreachableReason.NoAnswer)
+  );
+}
+
+/** True when `error` says the node is stopping: a queued command is tried again by the twin's next activation. */
+export function isNodeStopping(error: unknown): boolean {
+  return (
+    error instanceof DoppelError &&
+    error.code === ErrorCode.Unavailable &&
+    error.details?.["reason"] === UnreachableReason.Stopping
   );
 }
 

@@ -588,6 +588,7 @@ function deviceCommandCounts(
       answered: sent.answered,
       offline: sent.offline,
       timed_out: sent.timedOut,
+      not_sent: sent.notSent,
       failed: sent.failed,
     }),
     ...queued,

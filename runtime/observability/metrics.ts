@@ -10,7 +10,8 @@
  *   `dropped_reports_total{reason}` (acknowledged without applying: `duplicate` message id, `stale` stamp),
  *   `quota_exceeded_total{quota}` (twin creations refused by the creator's `maxTwins`) — counters;
  * - `device_commands_total{outcome}` — counter of twins' commands to their devices: `sent` (attempts),
- *   `answered`, `offline` (nothing listened), `timed_out`, `failed` (the device's error or a broken
+ *   `answered`, `offline` (nothing listened), `timed_out`, `not_sent` (the node stopping, or its
+ *   connection closed or down), `failed` (the device's error or a broken
  *   answer), and of queued commands (`sendToDevice` `queueFor`): `queued`, `delivered`, `expired`,
  *   `retried` (an attempt found the device still unreachable);
  * - `admission_total{class,outcome}` (outcome `admitted` or `refused`) — counter, and
@@ -340,7 +341,7 @@ export class NodeMetrics {
     meter
       .createObservableCounter("doppel_device_commands_total", {
         description:
-          "twins' commands to their devices by outcome (sent, answered, offline, timed_out, failed; queued, delivered, expired, retried)",
+          "twins' commands to their devices by outcome (sent, answered, offline, timed_out, not_sent, failed; queued, delivered, expired, retried)",
       })
       .addCallback((result) => {
         const counts = gauges.deviceCommands?.();

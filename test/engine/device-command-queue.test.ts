@@ -8,7 +8,10 @@ import { type DeviceCommandResult, type JsonObject, Twin, z } from "doppel";
 import { DeviceClient } from "doppel/device";
 import { TestNode } from "doppel/testing";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { DEFAULT_JSON_LIMITS } from "../../runtime/core/json.ts";
+import { DeviceCommands } from "../../runtime/devices/egress/device-commands.ts";
 import { Pump } from "../../twins/pump.ts";
+import { eventually } from "../support/eventually.ts";
 
 interface Seen {
   readonly command: string;
@@ -264,6 +267,84 @@ describe("queued device commands", () => {
     device("valve", "v10");
     await test.twins.report(ref, { x: 1 });
     await vi.waitFor(async () => expect(await state("v10")).toEqual(['a:answered:{"ran":"a"}']));
+  });
+
+  it("keeps a command the node stopped in the middle of (sent, its answer lost) queued: the restarted node delivers it once", async () => {
+    await start();
+    const ref = { type: "valve", id: "v13" };
+    const queued = await test.twins.invoke(ref, "send", { name: "a" });
+    const id = (queued.result as { id: string }).id;
+    const held = device("valve", "v13", () => new Promise(() => {})); // got it, never answers
+    await test.twins.report(ref, { x: 1 });
+    await eventually(() => held.seen.length === 1, "the device got the command");
+    const counts = test.node.engine.queuedCommands;
+    const sent = test.node.devices.commands;
+    await test.restart();
+    // The stop cut the attempt short: no outcome recorded, no retry counted.
+    expect(await types("valve", "v13")).toEqual(["$command.queued", "$reported"]);
+    expect(counts).toMatchObject({ delivered: 0, retried: 0 });
+    expect(sent).toMatchObject({ sent: 2, offline: 1, notSent: 1, failed: 0 });
+
+    const { seen } = device("valve", "v13");
+    await test.twins.report(ref, { x: 2 });
+    await eventually(async () => (await state("v13")).length > 0, "the outcome after the restart");
+    expect(await state("v13")).toEqual(['a:answered:{"ran":"a"}']);
+    expect(seen.map((c) => c.id)).toEqual([id]);
+    expect(held.seen.map((c) => c.id)).toEqual([id]);
+    expect(await types("valve", "v13")).toEqual([
+      "$command.queued",
+      "$reported",
+      "$reported",
+      "$command.delivered",
+      "outcome",
+    ]);
+  });
+
+  it("queues, not fails, a command the node cannot send (its connection closed), retries it, and delivers it after the restart", async () => {
+    await start();
+    const ref = { type: "valve", id: "v14" };
+    device("valve", "v14"); // online: only the node's side is broken
+    await test.node.devices.transport.close();
+    const queued = await test.twins.invoke(ref, "send", { name: "a" });
+    expect(queued.result).toMatchObject({ status: "queued" });
+    expect(test.node.devices.commands).toMatchObject({ sent: 1, notSent: 1, offline: 0, failed: 0 });
+    await test.advance("1s");
+    await eventually(() => test.node.engine.queuedCommands.retried === 1, "a retry, not sent either");
+    expect(await types("valve", "v14")).toEqual(["$command.queued"]);
+    await test.restart();
+
+    const { seen } = device("valve", "v14");
+    await test.twins.report(ref, { x: 1 });
+    await eventually(async () => (await state("v14")).length > 0, "the outcome after the restart");
+    expect(await state("v14")).toEqual(['a:answered:{"ran":"a"}']);
+    expect(seen).toHaveLength(1);
+    expect(await types("valve", "v14")).toEqual([
+      "$command.queued",
+      "$reported",
+      "$command.delivered",
+      "outcome",
+    ]);
+  });
+
+  it("fails a direct command of a stopping node with UNAVAILABLE (stopping), and one it cannot send with UNAVAILABLE (not-sent)", async () => {
+    await start();
+    const bus = test.node.bus;
+    const commands = new DeviceCommands(bus.connect(), DEFAULT_JSON_LIMITS);
+    const closed = bus.connect();
+    const unsent = new DeviceCommands(closed, DEFAULT_JSON_LIMITS);
+    await closed.close();
+    await expect(unsent.send({ type: "valve", id: "v15" }, "a", {}, 1000)).rejects.toMatchObject({
+      code: "UNAVAILABLE",
+      message: "device valve/v15: command 'a' not sent: transport is closed",
+      details: { device: "valve/v15", reason: "not-sent" },
+    });
+    commands.stop();
+    await expect(commands.send({ type: "valve", id: "v15" }, "a", {}, 1000)).rejects.toMatchObject({
+      code: "UNAVAILABLE",
+      message: "device valve/v15: command 'a' not sent: the node is stopping",
+      details: { device: "valve/v15", reason: "stopping" },
+    });
+    expect(commands.stats).toMatchObject({ sent: 1, notSent: 1 });
   });
 
   it("passes the device's error answer to the twin as a failed outcome", async () => {

@@ -16,8 +16,15 @@
  * - nobody listens on the subject → `Unavailable`: "device thermostat/t1 is offline" (details
  *   `reason: "offline"`);
  * - no answer in time → `DeadlineExceeded` (details `reason: "no-answer"`);
+ * - the node is stopping (the command is not sent, or one under way will not hear its answer) →
+ *   `Unavailable` (details `reason: "stopping"`);
+ * - the node cannot send it (its connection is closed or draining, or down when NATS answers no
+ *   responders) → `Unavailable` (details `reason: "not-sent"`);
  * - an answer that does not decode → `Unavailable` (the device is broken, the twin is not);
  * - the device's own error → that error's code and message (unknown codes become `INTERNAL`).
+ *
+ * The four reasons are `UnreachableReason`s: a queued command (`sendToDevice` `queueFor`) stays
+ * queued after them, since none of them is the device's answer.
  */
 
 import { randomUUID } from "node:crypto";
@@ -27,6 +34,7 @@ import { DeadlineExceeded, DoppelError, Unavailable, type WireError } from "../.
 import { refKey, type TwinRef } from "../../core/ids.ts";
 import { isJsonObject, type Json, type JsonLimits, type JsonObject } from "../../core/json.ts";
 import type { DeviceSender } from "../../engine/engine.ts";
+import { UnreachableReason } from "../../engine/queued-commands.ts";
 import { decodeCommandReply, encodingOf } from "../payload-codec.ts";
 import {
   DeviceChannel,
@@ -43,7 +51,23 @@ export interface DeviceCommandStats {
   answered: number;
   offline: number;
   timedOut: number;
+  /** Attempts that did not get through: the node's connection was closed or gone, or the node stopped. */
+  notSent: number;
   failed: number;
+}
+
+/** A fresh set of {@link DeviceCommandStats}. */
+export function deviceCommandStats(): DeviceCommandStats {
+  return { sent: 0, answered: 0, offline: 0, timedOut: 0, notSent: 0, failed: 0 };
+}
+
+/** The failure of a command the stopping node will not send, or whose answer it will not hear. */
+function stopping(device: string, why: string): Unavailable {
+  return new Unavailable(`device ${device}: ${why}`, { device, reason: UnreachableReason.Stopping });
+}
+
+function isStopping(error: unknown): error is DoppelError {
+  return error instanceof DoppelError && error.details?.["reason"] === UnreachableReason.Stopping;
 }
 
 /** A command waiting for its device's answer on the `cmd-result` subject. */
@@ -57,11 +81,12 @@ interface Pending {
 export class DeviceCommands {
   readonly #pending = new Map<string, Pending>();
   readonly #results: Subscription;
+  #stopped = false;
 
   constructor(
     private readonly transport: Transport,
     private readonly limits: JsonLimits,
-    readonly stats: DeviceCommandStats = { sent: 0, answered: 0, offline: 0, timedOut: 0, failed: 0 },
+    readonly stats: DeviceCommandStats = deviceCommandStats(),
   ) {
     this.#results = transport.subscribe(deviceWildcard(DeviceChannel.CommandResult), (message) =>
       this.#onResult(message.subject, message.data),
@@ -72,14 +97,16 @@ export class DeviceCommands {
   readonly send: DeviceSender = (ref, command, args, timeoutMs, id) =>
     this.#send(ref, command, args, timeoutMs, id ?? randomUUID());
 
-  /** Stops taking results; commands still waiting fail with `Unavailable`. */
+  /**
+   * Stops taking results: commands still waiting, and any sent from now on, fail with
+   * `Unavailable` (`reason: "stopping"`).
+   */
   stop(): void {
+    this.#stopped = true;
     this.#results.unsubscribe();
     for (const [id, pending] of this.#pending) {
       this.#pending.delete(id);
-      pending.reject(
-        new Unavailable(`${pending.twin}: the node is stopping; the command's outcome is unknown`),
-      );
+      pending.reject(stopping(pending.twin, "the node is stopping; the command's outcome is unknown"));
     }
   }
 
@@ -87,6 +114,10 @@ export class DeviceCommands {
     const subject = deviceSubject(ref, DeviceChannel.Command);
     const device = `device ${refKey(ref)}`;
     this.stats.sent++;
+    if (this.#stopped) {
+      this.stats.notSent++;
+      throw stopping(refKey(ref), `command '${command}' not sent: the node is stopping`);
+    }
     // Whichever comes first: the reply to the request (NATS devices), or an answer published on
     // the device's cmd-result subject (devices that cannot reply), resolved by #onResult.
     const published = new Promise<JsonObject>((resolve, reject) => {
@@ -107,18 +138,38 @@ export class DeviceCommands {
         });
       body = await Promise.race([replied, published]);
     } catch (error) {
+      if (this.#stopped || isStopping(error)) {
+        // stop() settled it, or the connection closed under it while the node stops.
+        this.stats.notSent++;
+        throw isStopping(error)
+          ? error
+          : stopping(refKey(ref), `the node is stopping; the outcome of command '${command}' is unknown`);
+      }
+      const closed = error instanceof TransportError && error.failure === "closed";
+      // No responders while the node's own connection is down says nothing about the device.
+      const down =
+        error instanceof TransportError &&
+        error.failure === "no-responders" &&
+        this.transport.connected === false;
+      if (closed || down) {
+        this.stats.notSent++;
+        throw new Unavailable(`${device}: command '${command}' not sent: ${(error as Error).message}`, {
+          device: refKey(ref),
+          reason: UnreachableReason.NotSent,
+        });
+      }
       if (error instanceof TransportError && error.failure === "no-responders") {
         this.stats.offline++;
         throw new Unavailable(`${device} is offline: nothing listens on ${subject}`, {
           device: refKey(ref),
-          reason: "offline",
+          reason: UnreachableReason.Offline,
         });
       }
       if (error instanceof TransportError && error.failure === "timeout") {
         this.stats.timedOut++;
         throw new DeadlineExceeded(`${device} did not answer command '${command}' within ${timeoutMs} ms`, {
           device: refKey(ref),
-          reason: "no-answer",
+          reason: UnreachableReason.NoAnswer,
         });
       }
       this.stats.failed++;
