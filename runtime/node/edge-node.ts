@@ -32,6 +32,7 @@ import type { CoapIngress } from "../devices/coap/coap-ingress.ts";
 import { DesiredResync } from "../devices/edge/desired-resync.ts";
 import { EdgeForwarder, type EdgeStatus } from "../devices/edge/edge-forwarder.ts";
 import { edgeIngressTypes } from "../devices/edge/edge-stream.ts";
+import { edgeInboxPrefix } from "../devices/edge/source-registration.ts";
 import { replayWindowMs, TelemetryForwarder } from "../devices/edge/telemetry-forwarder.ts";
 import { TelemetryReducer } from "../devices/edge/telemetry-reducer.ts";
 import { streamInfoIfAny } from "../devices/ingress/stream-config.ts";
@@ -131,7 +132,13 @@ export class EdgeNode {
     const id = config.nodeId ?? `edge-${edge.name}-${randomBytes(3).toString("hex")}`;
     const logger = parts.logger ?? createLogger({ level: config.log.level, nodeId: id });
     const { NatsTransport } = await import("../../cluster/transport/nats.ts");
-    const transport = await NatsTransport.connect({ ...natsConnection(nats), name: `doppel-edge-${id}` });
+    // Answers to its requests across the link come back under its own doppel.edge.<edge>.>, which a
+    // hub's per-edge user delivers to it (hub-config.ts).
+    const transport = await NatsTransport.connect({
+      ...natsConnection(nats),
+      name: `doppel-edge-${id}`,
+      inboxPrefix: edgeInboxPrefix(edge.name),
+    });
     let forwarder: EdgeForwarder | undefined;
     let telemetry: TelemetryForwarder | undefined;
     /** What /metrics shows of the edge: the forwarder's status and the telemetry path's counts. */
@@ -162,7 +169,6 @@ export class EdgeNode {
       forwarder = new EdgeForwarder(transport.connection, {
         edge: edge.name,
         hubDomain: edge.hubDomain,
-        ingressStream: edge.ingressStream,
         stream: {
           name: edge.buffer.stream,
           maxBytes: edge.buffer.maxBytes,
@@ -369,7 +375,6 @@ async function startThickEdge(
   try {
     log = new EdgeLogPublisher(transport.connection, node.engine.store, {
       edge: edge.name,
-      hubDomain: edge.hubDomain,
       types,
       tickMs: edge.tick,
       maxAgeMs: edge.log.maxAge,

@@ -20,6 +20,7 @@ import type { TwinApi } from "../core/twin-api.ts";
 import type { DeviceAuthService } from "../devices/auth/auth-callout.ts";
 import type { CoapIngress } from "../devices/coap/coap-ingress.ts";
 import { type DeviceLink, startDeviceLink } from "../devices/device-link.ts";
+import { edgeInboxPrefix } from "../devices/edge/source-registration.ts";
 import type { DeviceCommandStats } from "../devices/egress/device-commands.ts";
 import type { DeviceIngress } from "../devices/ingress/device-ingress.ts";
 import type { QueuedCommandCounts } from "../engine/command-delivery.ts";
@@ -36,6 +37,7 @@ import { installTracing } from "../observability/tracing.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 import type { CloudReplication } from "../replication/cloud-replication.ts";
 import type { EdgeLogPublisher } from "../replication/edge-log.ts";
+import type { SourceRegistrar } from "../replication/source-registrar.ts";
 import { relayChanges } from "../routing/change-relay.ts";
 import { clusterViewOf } from "../routing/cluster-view.ts";
 import { ClusterCoordinator } from "../routing/coordinator.ts";
@@ -259,6 +261,8 @@ export class DoppelNode {
       coordinator?.setConsumers(devices);
       const replication = await startEdgeReplication(wiring);
       if (replication) opened.push(() => replication.stop());
+      const registrar = await startSourceRegistrar(wiring);
+      if (registrar) opened.push(() => registrar.stop());
 
       node = new DoppelNode(
         parts.store === undefined,
@@ -285,6 +289,7 @@ export class DoppelNode {
         node.attach(replication);
         node.#replication = replication;
       }
+      if (registrar) node.attach(registrar);
       if (wiring.coordinator) node.attach(serveNodeCalls(wiring));
       await node.#startServices(parts, wiring);
       if (wiring.coordinator) await node.#joinCluster(wiring.coordinator);
@@ -651,11 +656,35 @@ async function startEdgeReplication(wiring: Wiring): Promise<CloudReplication | 
   return replication;
 }
 
+/**
+ * A cloud node on NATS registers edges' streams as sources of its streams when they ask
+ * (replication/source-registrar.ts), so edges need no right to the cloud's JetStream API. Off on
+ * an edge node (its server is the edge's, not the cloud's).
+ */
+async function startSourceRegistrar(wiring: Wiring): Promise<SourceRegistrar | undefined> {
+  const { config } = wiring;
+  if (!config.nats || config.edge) return undefined;
+  const { SourceRegistrar } = await import("../replication/source-registrar.ts");
+  const { NatsTransport } = await import("../../cluster/transport/nats.ts");
+  if (!(wiring.transport instanceof NatsTransport)) return undefined;
+  const registrar = new SourceRegistrar(wiring.transport.connection, {
+    ingressStream: config.nats.stream.name,
+    logger: wiring.logger,
+  });
+  await registrar.start();
+  return registrar;
+}
+
 /** The node's own connection: NATS when configured, else the in-process bus. */
 async function connectNodeTransport(config: NodeConfig, id: string, bus: InProcessBus): Promise<Transport> {
   if (!config.nats) return bus.connect();
   const { NatsTransport } = await import("../../cluster/transport/nats.ts");
-  return NatsTransport.connect({ ...natsConnection(config.nats), name: `doppel-node-${id}` });
+  // An edge's node gets its answers under the edge's own subjects (devices/edge/hub-config.ts).
+  return NatsTransport.connect({
+    ...natsConnection(config.nats),
+    name: `doppel-node-${id}`,
+    ...(config.edge ? { inboxPrefix: edgeInboxPrefix(config.edge.name) } : {}),
+  });
 }
 
 /**

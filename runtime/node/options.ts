@@ -276,7 +276,10 @@ const edgeSchema = z
       .string()
       .regex(/^[A-Za-z][A-Za-z0-9_-]{0,62}$/, "must be a letter then up to 62 letters, digits, '_' or '-'")
       .default("cloud"),
-    /** The cloud's ingress stream the edge forwards into. */
+    /**
+     * Not used any more: the cloud node that registers the edge's source puts it on its own
+     * ingress stream (`nats.stream.name`). Accepted so that older configuration files still load.
+     */
     ingressStream: z
       .string()
       .regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, '_' or '-'")

@@ -2,11 +2,12 @@
  * The edge's side of thick-edge replication (docs/edge.md). The edge's node runs the edge twins
  * on its own store; this publishes each of their committed batches (replicated-batch.ts) into the
  * stream `DOPPEL_EDGE_LOG` of the edge's JetStream domain, in log order per twin, with the message
- * id `type/id/<last seq>` (a republished batch is stored once), and registers that stream as a
- * source of the cloud's `DOPPEL_EDGE_LOGS` (across the leaf link, `$JS.<edge>.API`) once the cloud
- * answers, through a durable consumer at the edge (durable-source.ts, as the thin edge's stream),
- * so the source resumes promptly after an outage, where it stopped; batches pile up at the edge
- * meanwhile.
+ * id `type/id/<last seq>` (a republished batch is stored once), and has the cloud register that
+ * stream as a source of its `DOPPEL_EDGE_LOGS` (`$JS.<edge>.API`, asked across the leaf link:
+ * devices/edge/source-registration.ts; the edge does not touch the cloud's streams) once a cloud
+ * node answers, through a durable consumer at the edge (durable-source.ts, as the thin edge's
+ * stream), so the source resumes promptly after an outage, where it stopped; batches pile up at
+ * the edge meanwhile.
  *
  * The store is the truth, not the change feed: a change only marks its twin dirty, and the
  * publisher sends what the store holds after the last seq it published. At start it learns that
@@ -18,13 +19,11 @@
 import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { nanos } from "@nats-io/nats-core";
+import { DoppelError } from "../core/errors.ts";
 import { refKey, type TwinRef } from "../core/ids.ts";
 import type { TwinChange } from "../core/records.ts";
-import {
-  type DurableEdgeSource,
-  ensureDurableSourceConsumer,
-  registerDurableSource,
-} from "../devices/edge/durable-source.ts";
+import { type DurableEdgeSource, ensureDurableSourceConsumer } from "../devices/edge/durable-source.ts";
+import { requestSourceRegistration } from "../devices/edge/source-registration.ts";
 import { isNotFound, streamInfoIfAny } from "../devices/ingress/stream-config.ts";
 import { encodeJson } from "../devices/protocol.ts";
 import type { Logger } from "../observability/logger.ts";
@@ -55,7 +54,6 @@ export function edgeLogSource(edge: string): DurableEdgeSource {
 
 export interface EdgeLogOptions {
   readonly edge: string;
-  readonly hubDomain: string;
   /** The twin types that run at this edge. */
   readonly types: readonly string[];
   /** How often to retry registration and failed publishes. */
@@ -79,7 +77,7 @@ export class EdgeLogPublisher {
   readonly #dirty = new Map<string, TwinRef>();
   #js!: JetStreamClient;
   #local!: JetStreamManager;
-  #hub!: JetStreamManager;
+  #timeoutMs = 1000;
   #registered = false;
   #publishedBatches = 0;
   #statusSub: Subscription | undefined;
@@ -128,12 +126,11 @@ export class EdgeLogPublisher {
    * JetStream cannot be reached.
    */
   async start(subscribe: ChangeSubscription): Promise<void> {
-    const { edge, hubDomain, tickMs, maxAgeMs, maxBytes } = this.#options;
+    const { edge, tickMs, maxAgeMs, maxBytes } = this.#options;
     const timeout = Math.max(1000, tickMs);
+    this.#timeoutMs = timeout;
     this.#js = jetstream(this.#nc, { timeout });
     this.#local = await jetstreamManager(this.#nc, { timeout });
-    // The cloud may be unreachable now (the link down): no API check, the manager is used per tick.
-    this.#hub = await jetstreamManager(this.#nc, { domain: hubDomain, timeout, checkAPI: false });
     if (!(await streamInfoIfAny(this.#local, EDGE_LOG_STREAM))) {
       await this.#local.streams.add({
         name: EDGE_LOG_STREAM,
@@ -199,14 +196,20 @@ export class EdgeLogPublisher {
     if (this.#registered) return;
     const { edge, logger } = this.#options;
     try {
-      const info = await streamInfoIfAny(this.#hub, CLOUD_LOGS_STREAM);
-      if (!info) return; // no cloud node replicates yet
       // A source an older edge node registered (ephemeral) is replaced by the durable one.
-      if (await registerDurableSource(this.#hub, info.config, edgeLogSource(edge)))
+      const position = await requestSourceRegistration(
+        this.#nc,
+        edge,
+        { kind: "thick", stream: EDGE_LOG_STREAM },
+        this.#timeoutMs,
+      );
+      if (position.changed)
         logger.info({ edge }, "edge log: registered as a durable source of the cloud's edge logs");
       this.#registered = true;
-    } catch {
-      // The link is down: retried on the next tick.
+    } catch (error) {
+      // Refused (no cloud node replicates yet) or the link is down: retried on the next tick.
+      if (error instanceof DoppelError)
+        logger.debug({ edge, err: error.message }, "edge log: the cloud did not register the log yet");
     }
   }
 

@@ -1,34 +1,24 @@
 /**
  * The edge node's side of store-and-forward (see edge-stream.ts): it creates the edge stream in
- * the edge's JetStream domain, registers it as a source of the cloud's ingress stream across the
- * leaf link, and, on every tick, reads from the hub how far the source has stored, trims what is
+ * the edge's JetStream domain and its source consumer, and, on every tick, asks a cloud node across
+ * the leaf link to source it (source-registration.ts: the cloud adds or repairs the source and
+ * answers with how far it has stored; the edge never touches the cloud's streams), trims what is
  * forwarded (so the edge stream holds only the backlog), counts what the edge stream dropped
  * before it was forwarded (`discard: old`, `maxAge`), and answers status requests on
  * `doppel.edge.<name>.status` (what `doppel edge status` shows).
  *
- * The link is "up" while the hub's JetStream answers through the leaf connection; a tick that
- * finds no route to it marks the link down (link-state.ts: a few timed-out ticks in a row do too)
- * and keeps everything buffered.
+ * The link is "up" while a cloud node answers through the leaf connection (a refusal is an answer
+ * too: shown as `sourceError`); a tick that finds no route to one marks the link down
+ * (link-state.ts: a few timed-out ticks in a row do too) and keeps everything buffered.
  */
-import {
-  type ExternalStream,
-  type JetStreamManager,
-  jetstreamManager,
-  type StreamInfo,
-  type StreamSourceInfo,
-} from "@nats-io/jetstream";
+import { type JetStreamManager, jetstreamManager, type StreamInfo } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
-import { FailedPrecondition } from "../../core/errors.ts";
+import { DoppelError, FailedPrecondition } from "../../core/errors.ts";
 import type { Logger } from "../../observability/logger.ts";
-import { edgeOfSource, ensureDurableSourceConsumer } from "./durable-source.ts";
-import {
-  type EdgeStreamSettings,
-  edgeSourceDeliverSubject,
-  edgeSourceRegistered,
-  ensureEdgeStream,
-  registerEdgeSource,
-} from "./edge-stream.ts";
+import { ensureDurableSourceConsumer } from "./durable-source.ts";
+import { type EdgeStreamSettings, edgeSourceDeliverSubject, ensureEdgeStream } from "./edge-stream.ts";
 import { LinkState, probeOfError } from "./link-state.ts";
+import { requestSourceRegistration } from "./source-registration.ts";
 
 /** Subject on which an edge node answers status requests. */
 export function edgeStatusSubject(edge: string): string {
@@ -55,7 +45,7 @@ export interface EdgeStatus {
   readonly dropped: number;
   /** When the hub last confirmed the forwarded position (epoch ms), if ever. */
   readonly lastSyncAt: number | undefined;
-  /** The hub's error for this source, when it reports one. */
+  /** The hub's error for this source, or the cloud's refusal to register it, when there is one. */
   readonly sourceError: string | undefined;
 }
 
@@ -64,8 +54,6 @@ export interface EdgeForwarderOptions {
   readonly edge: string;
   /** The cloud's JetStream domain. */
   readonly hubDomain: string;
-  /** The cloud's ingress stream (`DOPPEL_INGRESS`). */
-  readonly ingressStream: string;
   readonly stream: EdgeStreamSettings;
   /** How often to read the hub's position and trim. */
   readonly tickMs: number;
@@ -79,20 +67,11 @@ function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/** The `seq` the hub reports for a source: the last origin sequence it stored (nats-server 2.11+). */
-function sourceSeq(info: StreamInfo, edge: string): { seq: number; error: string | undefined } | undefined {
-  // The info's sources carry `external` and `seq` on the wire, beyond nats.js's type.
-  const sources = (info.sources ?? []) as (StreamSourceInfo & { external?: ExternalStream; seq?: number })[];
-  const source = sources.find((s) => edgeOfSource(s) === edge);
-  if (!source) return undefined;
-  return { seq: source.seq ?? 0, error: source.error?.description };
-}
-
 export class EdgeForwarder {
   readonly #nc: NatsConnection;
   readonly #options: EdgeForwarderOptions;
   #local!: JetStreamManager;
-  #hub!: JetStreamManager;
+  #timeoutMs = 1000;
   #timer: NodeJS.Timeout | undefined;
   #ticking: Promise<void> | undefined;
   #status: EdgeStatus;
@@ -131,14 +110,8 @@ export class EdgeForwarder {
    * happens on the first tick that reaches it. Fails if the edge's own JetStream is unavailable.
    */
   async start(): Promise<void> {
-    const timeout = Math.max(1000, this.#options.tickMs);
-    this.#local = await jetstreamManager(this.#nc, { timeout });
-    // The cloud may be unreachable now (the link down): no API check, the manager is used per tick.
-    this.#hub = await jetstreamManager(this.#nc, {
-      domain: this.#options.hubDomain,
-      timeout,
-      checkAPI: false,
-    });
+    this.#timeoutMs = Math.max(1000, this.#options.tickMs);
+    this.#local = await jetstreamManager(this.#nc, { timeout: this.#timeoutMs });
     const { domain } = await this.#local.getAccountInfo();
     if (domain !== this.#options.edge) {
       throw new FailedPrecondition(
@@ -168,9 +141,9 @@ export class EdgeForwarder {
     }, this.#options.tickMs);
   }
 
-  /** One round: read the edge stream and the hub's position, register, trim, count drops. */
+  /** One round: read the edge stream, ask the cloud to source it (its answer is the position), trim, count drops. */
   async tick(): Promise<void> {
-    const { edge, hubDomain, ingressStream, stream, logger, now } = this.#options;
+    const { edge, hubDomain, stream, logger, now } = this.#options;
     let local: StreamInfo;
     try {
       local = await this.#local.streams.info(stream.name);
@@ -183,23 +156,32 @@ export class EdgeForwarder {
     let lastSyncAt = this.#status.lastSyncAt;
     let sourceError: string | undefined;
     try {
-      let hubInfo = await this.#hub.streams.info(ingressStream);
-      if (!edgeSourceRegistered(hubInfo.config, edge, stream.name)) {
-        await registerEdgeSource(this.#hub, ingressStream, edge, stream.name);
+      const position = await requestSourceRegistration(
+        this.#nc,
+        edge,
+        { kind: "thin", stream: stream.name },
+        this.#timeoutMs,
+      );
+      if (position.changed)
         logger.info({ edge, hubDomain }, "edge: registered as a source of the cloud's ingress stream");
-        hubInfo = await this.#hub.streams.info(ingressStream);
-      }
-      const position = sourceSeq(hubInfo, edge);
       linkUp = this.#link.observe("answered");
       lastSyncAt = now();
-      sourceError = position?.error;
-      if (position) forwarded = Math.max(forwarded, position.seq);
+      sourceError = position.sourceError;
+      forwarded = Math.max(forwarded, position.seq);
     } catch (error) {
-      linkUp = this.#link.observe(probeOfError(error));
-      if (this.#status.linkUp && !linkUp)
-        logger.warn({ edge, err: errorMessage(error) }, "edge: the cloud is unreachable");
-      else if (linkUp)
-        logger.info({ edge, timeouts: this.#link.timeouts }, "edge: the cloud did not answer in time");
+      if (error instanceof DoppelError) {
+        // The cloud answered and refused (no ingress stream yet, ...): the link is up, nothing forwarded.
+        linkUp = this.#link.observe("answered");
+        sourceError = error.message;
+        if (this.#status.sourceError !== sourceError)
+          logger.warn({ edge, err: error.message }, "edge: the cloud refused to source the edge stream");
+      } else {
+        linkUp = this.#link.observe(probeOfError(error));
+        if (this.#status.linkUp && !linkUp)
+          logger.warn({ edge, err: errorMessage(error) }, "edge: the cloud is unreachable");
+        else if (linkUp)
+          logger.info({ edge, timeouts: this.#link.timeouts }, "edge: the cloud did not answer in time");
+      }
     }
     // Trim what the cloud stored: the edge stream keeps only the backlog.
     if (forwarded > this.#goneUpTo && local.state.messages > 0 && forwarded >= local.state.first_seq) {

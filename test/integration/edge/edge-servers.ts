@@ -10,10 +10,13 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { NatsConnection } from "@nats-io/nats-core";
 import { createAccount } from "@nats-io/nkeys";
 import { type LeafDeviceAuth, leafServerConfig, type NodeConfigInput } from "doppel/node";
 import { leafDeviceAuth } from "../../../runtime/node/device-settings.ts";
 import { compileConfig } from "../../../runtime/node/options.ts";
+import { silentLogger } from "../../../runtime/observability/logger.ts";
+import { SourceRegistrar } from "../../../runtime/replication/source-registrar.ts";
 import { freePort } from "../../../runtime/testing/free-port.ts";
 import { accepting } from "../chaos/own-nats.ts";
 import { eventually } from "../nats/harness.ts";
@@ -292,6 +295,16 @@ export function edgeNodeConfig(
     nats: { servers: leaf.url, ...nats },
     edge,
   };
+}
+
+/**
+ * The source registrar a cloud node runs (edges ask it to source their streams), on `nc`, a
+ * connection to the hub: for the tests that run the cloud's replication without a cloud node.
+ */
+export async function startSourceRegistrar(nc: NatsConnection): Promise<SourceRegistrar> {
+  const registrar = new SourceRegistrar(nc, { ingressStream: "DOPPEL_INGRESS", logger: silentLogger() });
+  await registrar.start();
+  return registrar;
 }
 
 /** What the link helpers watch: an edge node's view of its leaf link. */

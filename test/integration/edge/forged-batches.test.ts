@@ -14,6 +14,7 @@ import {
   edgeLogDeliverSubject,
 } from "../../../runtime/replication/edge-log.ts";
 import { encodeBatch, type ReplicatedBatch } from "../../../runtime/replication/replicated-batch.ts";
+import type { SourceRegistrar } from "../../../runtime/replication/source-registrar.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
 import { eventually } from "../../support/eventually.ts";
 import { sameEvent } from "../../support/replicated-events.ts";
@@ -24,6 +25,7 @@ import {
   type NatsProcess,
   startEdgeServers,
   startLeaf,
+  startSourceRegistrar,
   stopEdgeServers,
 } from "./edge-servers.ts";
 
@@ -49,6 +51,7 @@ describe("thick edge trust: batches from one edge cannot write another edge's tw
   let hubWire: NatsTransport;
   let forgerWire: NatsTransport;
   let replication: CloudReplication;
+  let registrar: SourceRegistrar;
   const store = new MemoryEventStore();
 
   beforeAll(async () => {
@@ -62,6 +65,7 @@ describe("thick edge trust: batches from one edge cannot write another edge's tw
       node: "cloud",
     });
     await replication.start();
+    registrar = await startSourceRegistrar(hubWire.connection);
     edge = await EdgeNode.start(
       edgeNodeConfig(
         "edge-fa",
@@ -76,6 +80,7 @@ describe("thick edge trust: batches from one edge cannot write another edge's tw
   afterAll(async () => {
     await edge?.stop();
     await replication?.stop();
+    await registrar?.stop();
     await forgerWire?.close();
     await hubWire?.close();
     await forgerLeaf?.stop();

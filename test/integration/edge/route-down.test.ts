@@ -13,7 +13,6 @@ import { Thermostat } from "../../../twins/thermostat.ts";
 import { eventually } from "../nats/harness.ts";
 import {
   cloudNodeConfig,
-  HUB_DOMAIN,
   type LinkRelay,
   type NatsProcess,
   startEdgeServers,
@@ -65,15 +64,16 @@ describe("thick edge: commands routed down to the edge owner", () => {
         grpc: { listen: false },
         shards: 4,
         log: { level: "silent" },
-        // An edge's node (wired by hand here): it does not apply edges' logs.
+        // An edge's node (wired by hand here): it neither applies edges' logs nor registers their
+        // sources (on the edge's own server it would answer the edge's registrations).
         nats: { servers: leaf.url, replicateEdges: false },
+        edge: { name: EDGE },
       },
       { twins: [Thermostat], store: edgeStore, logger: silentLogger() },
     );
     edgeWire = await NatsTransport.connect({ servers: leaf.url, name: "edge-rpc", reconnectTimeWaitMs: 100 });
     publisher = new EdgeLogPublisher(edgeWire.connection, edgeStore, {
       edge: EDGE,
-      hubDomain: HUB_DOMAIN,
       types: ["thermostat"],
       tickMs: 200,
       maxAgeMs: 7 * 24 * 3_600_000,

@@ -7,6 +7,7 @@ import type { TwinRef } from "../../../runtime/core/ids.ts";
 import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { CloudReplication } from "../../../runtime/replication/cloud-replication.ts";
 import { CLOUD_LOGS_STREAM, EDGE_LOG_STREAM } from "../../../runtime/replication/edge-log.ts";
+import type { SourceRegistrar } from "../../../runtime/replication/source-registrar.ts";
 import { Pump } from "../../../twins/pump.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
 import { eventually } from "../../support/eventually.ts";
@@ -16,6 +17,7 @@ import {
   type LinkRelay,
   type NatsProcess,
   startEdgeServers,
+  startSourceRegistrar,
   stopEdgeServers,
 } from "./edge-servers.ts";
 
@@ -42,6 +44,7 @@ describe("thick edge from EdgeNode.start: two cloud replicators sharing the cons
   const store = new MemoryEventStore();
   const wires: NatsTransport[] = [];
   const replicators: CloudReplication[] = [];
+  const registrars: SourceRegistrar[] = [];
 
   /** Two replicators, as two cloud nodes run them, each on its own connection to the hub. */
   const startReplicators = async () => {
@@ -57,6 +60,7 @@ describe("thick edge from EdgeNode.start: two cloud replicators sharing the cons
       });
       await replication.start();
       replicators.push(replication);
+      registrars.push(await startSourceRegistrar(wire.connection));
     });
     await Promise.all(started);
   };
@@ -80,6 +84,7 @@ describe("thick edge from EdgeNode.start: two cloud replicators sharing the cons
   afterAll(async () => {
     await edge?.stop();
     for (const replication of replicators) await replication.stop();
+    for (const registrar of registrars) await registrar.stop();
     for (const wire of wires) await wire.close();
     await stopEdgeServers({ dir, hub, relay, leaf });
   });

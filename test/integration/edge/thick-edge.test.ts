@@ -16,7 +16,6 @@ import { metricValue } from "../../support/metrics.ts";
 import { eventually } from "../nats/harness.ts";
 import {
   cloudNodeConfig,
-  HUB_DOMAIN,
   type LinkRelay,
   type NatsProcess,
   startEdgeServers,
@@ -102,8 +101,10 @@ describe("thick edge: twins at the edge, their log replicated to the cloud", () 
         grpc: { listen: false },
         shards: 4,
         log: { level: "silent" },
-        // An edge's node (wired by hand here): it does not apply edges' logs.
+        // An edge's node (wired by hand here): it neither applies edges' logs nor registers their
+        // sources (on the edge's own server it would answer the edge's registrations).
         nats: { servers: leaf.url, replicateEdges: false },
+        edge: { name: EDGE },
         metrics: { listen: "127.0.0.1:0" },
       },
       { twins: [Thermostat], store: edgeStore, logger: silentLogger() },
@@ -111,7 +112,6 @@ describe("thick edge: twins at the edge, their log replicated to the cloud", () 
     edgeWire = await NatsTransport.connect({ servers: leaf.url, name: "edge-log", reconnectTimeWaitMs: 100 });
     publisher = new EdgeLogPublisher(edgeWire.connection, edgeStore, {
       edge: EDGE,
-      hubDomain: HUB_DOMAIN,
       types: ["thermostat"],
       tickMs: 200,
       maxAgeMs: 7 * 24 * 3_600_000,

@@ -13,6 +13,7 @@ import {
 import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { CloudReplication } from "../../../runtime/replication/cloud-replication.ts";
 import { CLOUD_LOGS_STREAM, EDGE_LOG_STREAM, edgeLogSource } from "../../../runtime/replication/edge-log.ts";
+import type { SourceRegistrar } from "../../../runtime/replication/source-registrar.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
 import { eventually } from "../../support/eventually.ts";
 import { sameEvent } from "../../support/replicated-events.ts";
@@ -21,6 +22,7 @@ import {
   type LinkRelay,
   type NatsProcess,
   startEdgeServers,
+  startSourceRegistrar,
   stopEdgeServers,
 } from "./edge-servers.ts";
 
@@ -41,6 +43,7 @@ describe("thick edge: upgrade of the log's ephemeral source to durable sourcing"
   let edge: EdgeNode | undefined;
   let hubWire: NatsTransport;
   let replication: CloudReplication;
+  let registrar: SourceRegistrar;
   const store = new MemoryEventStore();
 
   const startEdge = () =>
@@ -80,10 +83,12 @@ describe("thick edge: upgrade of the log's ephemeral source to durable sourcing"
       node: "cloud",
     });
     await replication.start();
+    registrar = await startSourceRegistrar(hubWire.connection);
   }, 120_000);
   afterAll(async () => {
     await edge?.stop();
     await replication?.stop();
+    await registrar?.stop();
     await hubWire?.close();
     await stopEdgeServers({ dir, hub, relay, leaf });
   });
