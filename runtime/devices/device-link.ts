@@ -24,6 +24,7 @@ import type { Engine } from "../engine/engine.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { RateLimit } from "../security/rate-limiter.ts";
 import type { DeviceAuthService } from "./auth/auth-callout.ts";
+import type { RevocationList } from "./auth/cloud-revocation.ts";
 import type { DeviceAuthRunSettings, RunningDeviceAuth } from "./auth/device-auth.ts";
 import { pushDesiredToDevices } from "./egress/desired-push.ts";
 import { type DeviceCommandStats, DeviceCommands, deviceCommandStats } from "./egress/device-commands.ts";
@@ -63,6 +64,11 @@ export interface NatsDeviceSettings {
   readonly maxInFlightPerTwin: number;
   /** Run the auth callout service for device credentials (absent: the server authenticates devices). */
   readonly auth?: DeviceAuthRunSettings;
+  /**
+   * A cloud node with `auth`: publish its credentials file's revocations into the hub's stream for
+   * the edges (cloud-revocation.ts). Not at an edge (its file is its own).
+   */
+  readonly publishRevocations?: boolean;
 }
 
 /** Starts the device side of a node; `shards` are the shards it consumes (all, on a single node). */
@@ -85,6 +91,8 @@ export async function startDeviceLink(options: {
   readonly admission?: Admission;
   /** Each device's token bucket of reports and telemetry (`limits.deviceRate`); absent: none. */
   readonly deviceRate?: RateLimit;
+  /** A thick edge's node: the cloud's revocations the edge learnt, refused by its callout too. */
+  readonly cloudRevocations?: RevocationList;
 }): Promise<DeviceLink> {
   const { engine, logger, json, nats } = options;
   const commands: DeviceCommandStats = deviceCommandStats();
@@ -123,7 +131,12 @@ export async function startDeviceLink(options: {
   try {
     if (nats?.auth) {
       const { startDeviceAuth } = await import("./auth/device-auth.ts");
-      auth = await startDeviceAuth(nats.auth, options.nodeId, logger);
+      auth = await startDeviceAuth(nats.auth, options.nodeId, logger, {
+        ...present({ cloudRevocations: options.cloudRevocations }),
+        ...(nats.publishRevocations && natsTransport
+          ? { publishRevocations: { connection: natsTransport.connection, replicas: nats.stream.replicas } }
+          : {}),
+      });
       ingress.devicesAuthenticated = true;
     }
     if (natsTransport && nats) {

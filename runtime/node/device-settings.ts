@@ -46,6 +46,8 @@ export function natsDeviceSettings(config: NodeConfig): NatsDeviceSettings | und
     consumer: { maxAckPending: nats.consumer.maxAckPending, ackWaitMs: nats.consumer.ackWait },
     maxInFlightPerTwin: nats.consumer.maxInFlightPerTwin,
     ...present({ auth: deviceAuthSettings(config) }),
+    // A cloud node tells the edges about its file's revocations; an edge's file is its own.
+    ...(nats.deviceAuth && !config.edge ? { publishRevocations: true } : {}),
   };
 }
 

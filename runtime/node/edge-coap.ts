@@ -12,12 +12,14 @@
  * modules the edge node loads (so reports are checked against the types' schemas at the edge), its
  * own admission control and per-device rate (`admission`, `limits.deviceRate`: there is no other
  * ingress at the edge that charges these devices) and the edge's device credentials file (the one
- * the edge's auth callout reads, `nats.deviceAuth.credentialsFile` or `<data>/device-credentials.json`).
+ * the edge's auth callout reads, `nats.deviceAuth.credentialsFile` or `<data>/device-credentials.json`),
+ * with the cloud's revocations the edge learnt.
  */
 import type { Transport } from "../../cluster/transport/transport.ts";
 import { Admission } from "../core/admission.ts";
 import type { Clock } from "../core/clock.ts";
 import type { TwinClass } from "../core/twin.ts";
+import type { RevocationList } from "../devices/auth/cloud-revocation.ts";
 import type { CoapIngress } from "../devices/coap/coap-ingress.ts";
 import { DeviceRate } from "../devices/ingress/device-rate.ts";
 import type { Logger } from "../observability/logger.ts";
@@ -34,6 +36,8 @@ export async function startEdgeCoap(
     readonly twins: readonly TwinClass[];
     readonly clock: Clock;
     readonly logger: Logger;
+    /** The cloud's revocations the edge learnt, refused beside the edge's own file's. */
+    readonly cloudRevocations?: RevocationList;
   },
 ): Promise<CoapIngress | undefined> {
   if (!config.coap) return undefined;
@@ -47,7 +51,7 @@ export async function startEdgeCoap(
     admission: new Admission(clock, config.admission),
     clock,
     deviceRate: rate ? new DeviceRate(clock, rate) : undefined,
-    credentials: new DeviceCredentials(deviceCredentialsPath(config)),
+    credentials: new DeviceCredentials(deviceCredentialsPath(config), parts.cloudRevocations),
     logger: parts.logger,
   });
 }

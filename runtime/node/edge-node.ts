@@ -18,6 +18,9 @@
  * device credentials file, so they authenticate during an outage too, and a device revoked in that
  * file is disconnected from the leaf server. A thick edge's node runs it (as any node with
  * `nats.deviceAuth` does, so its reports record the device as principal); a thin edge runs it here.
+ * Either way the callout also refuses what the cloud revoked: the edge node mirrors the hub's
+ * revocation stream into the edge's domain (`EdgeRevocations`), reads it before the callout
+ * starts, and kicks a device connected at the edge when a record revoking it arrives.
  */
 import { randomBytes } from "node:crypto";
 import type { NatsTransport } from "../../cluster/transport/nats.ts";
@@ -27,10 +30,12 @@ import { FailedPrecondition, InvalidArgument, Unavailable } from "../core/errors
 import { present } from "../core/present.ts";
 import type { TwinClass } from "../core/twin.ts";
 import type { DeviceAuthService } from "../devices/auth/auth-callout.ts";
+import type { RevocationList } from "../devices/auth/cloud-revocation.ts";
 import type { RunningDeviceAuth } from "../devices/auth/device-auth.ts";
 import type { CoapIngress } from "../devices/coap/coap-ingress.ts";
 import { DesiredResync } from "../devices/edge/desired-resync.ts";
 import { EdgeForwarder, type EdgeStatus } from "../devices/edge/edge-forwarder.ts";
+import type { EdgeRevocations } from "../devices/edge/edge-revocations.ts";
 import { edgeIngressTypes } from "../devices/edge/edge-stream.ts";
 import { edgeInboxPrefix } from "../devices/edge/source-registration.ts";
 import { replayWindowMs, TelemetryForwarder } from "../devices/edge/telemetry-forwarder.ts";
@@ -81,6 +86,8 @@ export class EdgeNode {
   readonly #auth: RunningDeviceAuth | undefined;
   readonly #coap: CoapIngress | undefined;
   readonly #windowTimer: NodeJS.Timeout;
+  /** The cloud's device revocations the edge learnt (with `nats.deviceAuth`). */
+  readonly revocations: EdgeRevocations | undefined;
 
   private constructor(
     readonly id: string,
@@ -97,7 +104,9 @@ export class EdgeNode {
     metrics: NodeMetrics | undefined,
     auth: RunningDeviceAuth | undefined,
     coap: CoapIngress | undefined,
+    revocations: EdgeRevocations | undefined,
   ) {
+    this.revocations = revocations;
     this.#transport = transport;
     this.#metrics = metrics;
     this.#auth = auth;
@@ -141,9 +150,13 @@ export class EdgeNode {
     });
     let forwarder: EdgeForwarder | undefined;
     let telemetry: TelemetryForwarder | undefined;
+    let revocations: EdgeRevocations | undefined;
     /** What /metrics shows of the edge: the forwarder's status and the telemetry path's counts. */
     const edgeCounts = () =>
-      forwarder && { ...forwarder.status, ...present({ telemetry: telemetry?.stats }) };
+      forwarder && {
+        ...forwarder.status,
+        ...present({ telemetry: telemetry?.stats, revocations: revocations?.stats }),
+      };
     const desired = new DesiredResync(transport.connection, {
       logger,
       timeoutMs: Math.max(2000, edge.tick),
@@ -215,15 +228,31 @@ export class EdgeNode {
         replayMs: replayWindowMs(reductions, edge.windowGrace),
       });
       await telemetry.start();
+      // Read back before any device is checked: what the cloud revoked stays refused at a restart.
+      if (authSettings)
+        revocations = await learnCloudRevocations(transport, edge.hubDomain, authSettings, logger);
       // A thick edge's node runs the callout itself (its ingress then records device principals).
       if (authSettings && !edgeTwins) {
         const { startDeviceAuth } = await import("../devices/auth/device-auth.ts");
-        auth = await startDeviceAuth(authSettings, id, logger);
+        const running = await startDeviceAuth(
+          authSettings,
+          id,
+          logger,
+          present({ cloudRevocations: revocations }),
+        );
+        auth = running;
+        if (revocations) kickFrom(revocations, (device) => running.service.disconnect(device), logger);
       }
       // A thin edge serves CoAP here; a thick edge's node serves it (one listener, see coap).
       if (!edgeTwins) {
         const { startEdgeCoap } = await import("./edge-coap.ts");
-        coap = await startEdgeCoap(config, { transport, twins: parts.twins ?? [], clock, logger });
+        coap = await startEdgeCoap(config, {
+          transport,
+          twins: parts.twins ?? [],
+          clock,
+          logger,
+          ...present({ cloudRevocations: revocations }),
+        });
       }
       // After the forwarding streams gave up the edge twins' subjects: the node's ingress takes them.
       if (edgeTwins) {
@@ -234,13 +263,18 @@ export class EdgeNode {
           twins: edgeTwins,
           transport,
           status: () => edgeCounts(),
+          ...present({ cloudRevocations: revocations }),
         });
+        const node = thick.node;
+        if (revocations && node.deviceAuth)
+          kickFrom(revocations, (device) => node.deviceAuth!.disconnect(device), logger);
       }
       if (metrics && config.metrics.listen !== false) await metrics.listen(config.metrics.listen);
     } catch (error) {
       await stopThickEdge(thick).catch(() => undefined);
       await coap?.stop().catch(() => undefined);
       await auth?.stop().catch(() => undefined);
+      await revocations?.stop().catch(() => undefined);
       await telemetry?.stop().catch(() => undefined);
       await desired.stop().catch(() => undefined);
       await forwarder?.stop().catch(() => undefined);
@@ -269,6 +303,7 @@ export class EdgeNode {
       metrics,
       auth,
       coap,
+      revocations,
     );
   }
 
@@ -300,6 +335,7 @@ export class EdgeNode {
     await stopThickEdge(this.thick);
     await this.#coap?.stop();
     await this.#auth?.stop();
+    await this.revocations?.stop();
     await this.telemetry.stop();
     await this.desired.stop();
     await this.forwarder.stop();
@@ -307,6 +343,50 @@ export class EdgeNode {
     await this.#transport.close();
     this.logger.info("edge node stopped");
   }
+}
+
+/**
+ * Starts following the cloud's revocations (the edge's mirror of the hub's stream, read to its end
+ * first). The edge's own credentials file says which credential each device holds here.
+ */
+async function learnCloudRevocations(
+  transport: NatsTransport,
+  hubDomain: string,
+  settings: { readonly credentialsFile: string },
+  logger: Logger,
+): Promise<EdgeRevocations> {
+  const { EdgeRevocations } = await import("../devices/edge/edge-revocations.ts");
+  const { DeviceCredentials } = await import("../devices/auth/device-credentials.ts");
+  const own = new DeviceCredentials(settings.credentialsFile);
+  return EdgeRevocations.start({
+    connection: transport.connection,
+    hubDomain,
+    logger,
+    credentialCreatedAt: (device) => {
+      try {
+        return own.record(device)?.createdAt;
+      } catch {
+        return undefined; // a corrupt file: the callout refuses everyone anyway
+      }
+    },
+  });
+}
+
+/**
+ * Once the callout runs: kicks the devices the learnt revocations refuse that are still connected
+ * (from before a restart), and each one a later record refuses.
+ */
+function kickFrom(
+  revocations: EdgeRevocations,
+  disconnect: (device: string) => Promise<number>,
+  logger: Logger,
+): void {
+  revocations.onRevoked = disconnect;
+  revocations
+    .kickRevoked()
+    .catch((error: unknown) =>
+      logger.warn({ err: error }, "edge: could not disconnect devices the cloud revoked"),
+    );
 }
 
 /**
@@ -362,6 +442,7 @@ async function startThickEdge(
     readonly twins: readonly TwinClass[];
     readonly transport: NatsTransport;
     readonly status: () => EdgeStatus | undefined;
+    readonly cloudRevocations?: RevocationList;
   },
 ): Promise<ThickEdge> {
   const edge = config.edge!;
@@ -369,7 +450,13 @@ async function startThickEdge(
   const { logger, clock, transport } = parts;
   const node = await DoppelNode.start(
     { ...config, nodeId: parts.id },
-    { twins: parts.twins, logger, clock, edgeStatus: parts.status },
+    {
+      twins: parts.twins,
+      logger,
+      clock,
+      edgeStatus: parts.status,
+      ...present({ cloudRevocations: parts.cloudRevocations }),
+    },
   );
   let log: EdgeLogPublisher | undefined;
   try {

@@ -18,6 +18,7 @@ import { present } from "../core/present.ts";
 import type { TwinClass } from "../core/twin.ts";
 import type { TwinApi } from "../core/twin-api.ts";
 import type { DeviceAuthService } from "../devices/auth/auth-callout.ts";
+import type { RevocationList } from "../devices/auth/cloud-revocation.ts";
 import type { CoapIngress } from "../devices/coap/coap-ingress.ts";
 import { type DeviceLink, startDeviceLink } from "../devices/device-link.ts";
 import { edgeInboxPrefix } from "../devices/edge/source-registration.ts";
@@ -75,6 +76,8 @@ export interface NodeParts {
   readonly httpExtensions?: readonly WebExtension[];
   /** A thick edge's store-and-forward state, for the edge gauges on `/metrics` (edge-node.ts). */
   readonly edgeStatus?: () => Readonly<EdgeCounts> | undefined;
+  /** A thick edge's node: the cloud's device revocations the edge learnt, refused by its callout. */
+  readonly cloudRevocations?: RevocationList;
 }
 
 /** Something that runs beside the engine and stops with the node (gateway, ingress, demo fleet). */
@@ -256,7 +259,7 @@ export class DoppelNode {
       connectTwinCalls(engine, twins);
       engine.start();
       opened.push(() => engine.stop());
-      const devices = await startDevices(wiring, ownership);
+      const devices = await startDevices(wiring, ownership, parts.cloudRevocations);
       devicesRef = devices;
       coordinator?.setConsumers(devices);
       const replication = await startEdgeReplication(wiring);
@@ -752,7 +755,11 @@ function connectTwinCalls(engine: Engine, twins: TwinApi): void {
 }
 
 /** The device side: ingress (consuming the shards this node owns), desired pushes, device commands. */
-function startDevices(wiring: Wiring, ownership: ShardOwnership): Promise<DeviceLink> {
+function startDevices(
+  wiring: Wiring,
+  ownership: ShardOwnership,
+  cloudRevocations: RevocationList | undefined,
+): Promise<DeviceLink> {
   const { config } = wiring;
   const owned = ownership.ownedShards();
   const all = Array.from({ length: config.shards }, (_, shard) => shard);
@@ -769,7 +776,7 @@ function startDevices(wiring: Wiring, ownership: ShardOwnership): Promise<Device
     // A cluster member consumes the shards the coordinator gives it, once it holds their leases.
     shards: wiring.coordinator ? [] : owned === "all" ? all : owned,
     admission: wiring.admission,
-    ...present({ deviceRate: config.limits.deviceRate }),
+    ...present({ deviceRate: config.limits.deviceRate, cloudRevocations }),
   }).then((devices) => {
     devices.ingress.onRejected = (code) =>
       wiring.metrics.metrics.rejectedInputs.add(1, { source: "device", code });

@@ -101,6 +101,8 @@ export interface EdgeCounts {
   readonly lastSyncAt: number | undefined;
   /** The telemetry path's counters by outcome (received, forwarded, windows, late, dropped, ...). */
   readonly telemetry?: Readonly<Record<string, number>>;
+  /** The cloud's device revocations at this edge, by outcome (learnt, malformed, kicked). */
+  readonly revocations?: Readonly<Record<string, number>>;
 }
 
 /** What a thick edge's log publisher counts (read at scrape time). */
@@ -283,6 +285,15 @@ export class NodeMetrics {
       })
       .addCallback((result) => {
         for (const [outcome, count] of Object.entries(edge()?.telemetry ?? {}))
+          result.observe(count, { outcome });
+      });
+    meter
+      .createObservableCounter("doppel_edge_revocations_total", {
+        description:
+          "records of the cloud's device revocations the edge read, by outcome (learnt, malformed: skipped; kicked: devices disconnected)",
+      })
+      .addCallback((result) => {
+        for (const [outcome, count] of Object.entries(edge()?.revocations ?? {}))
           result.observe(count, { outcome });
       });
     meter

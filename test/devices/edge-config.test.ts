@@ -83,7 +83,9 @@ describe("edge configuration", () => {
     });
     expect(text).toContain('domain: "plant-a"');
     expect(text).toContain('url: "nats://plant-a:p%40ss%20word@cloud:7422"');
-    expect(text).toContain('deny_exports: ["doppel.dev.*.*.reported", "doppel.dev.*.*.telemetry"]');
+    expect(text).toContain(
+      'deny_exports: ["doppel.dev.*.*.reported", "doppel.dev.*.*.telemetry", "doppel.revocations.>"]',
+    );
     // What the edge's streams take comes from the edge's own server only.
     expect(text).toContain(
       'deny_imports: ["doppel.dev.*.*.reported", "doppel.dev.*.*.telemetry", "doppel.fwd.>", "doppel.edge-log.>"]',

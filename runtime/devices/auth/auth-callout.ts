@@ -80,6 +80,7 @@ function emptyStats(): DeviceAuthStats {
       malformed: 0,
       unknown: 0,
       revoked: 0,
+      "revoked-in-cloud": 0,
       "wrong-secret": 0,
       "no-credential": 0,
       "unsupported-credential": 0,

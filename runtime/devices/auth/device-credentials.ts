@@ -5,7 +5,12 @@
  *
  * The secret is 32 random bytes, so a fast hash is enough: there is nothing to guess a dictionary
  * for, and verifying stays cheap on every connect. Revoking keeps the record (with `revokedAt`) so
- * `doppel devices list` shows it; provisioning a revoked device again issues a new secret.
+ * `doppel devices list` shows it; provisioning a revoked device again issues a new secret and keeps
+ * when the old one was revoked (`previousRevokedAt`), so the cloud's nodes still tell the edges
+ * about that revocation (cloud-revocation.ts) even if none of them saw it happen.
+ *
+ * At an edge the credentials are also checked against the revocations learnt from the cloud
+ * (`cloudRevocations`): a credential the cloud revoked is refused as `revoked-in-cloud`.
  *
  * The file is rewritten atomically (a temporary file renamed over it) and re-read by the node
  * whenever its modification time or size changes, so the CLI and the node share it without a lock.
@@ -17,6 +22,7 @@ import { dirname } from "node:path";
 import { z } from "zod";
 import { FailedPrecondition, InvalidArgument, NotFound } from "../../core/errors.ts";
 import { parseRef, refKey, type TwinRef } from "../../core/ids.ts";
+import type { RevocationList } from "./cloud-revocation.ts";
 
 /** What the file keeps of one device (never the secret). */
 export interface DeviceCredentialRecord {
@@ -26,6 +32,8 @@ export interface DeviceCredentialRecord {
   readonly hash: string;
   readonly createdAt: string;
   readonly revokedAt?: string;
+  /** When the credential this one replaced was revoked (a device provisioned again). */
+  readonly previousRevokedAt?: string;
 }
 
 /** A credential as issued: shown once, never stored. */
@@ -42,6 +50,7 @@ const fileSchema = z.object({
       hash: z.string().regex(/^sha256:[0-9a-f]{64}$/),
       createdAt: z.string(),
       revokedAt: z.string().optional(),
+      previousRevokedAt: z.string().optional(),
     }),
   ),
 });
@@ -58,16 +67,22 @@ function hashSecret(secret: string): string {
 /** The outcome of checking a credential: the device, or why it is refused (for logs and metrics). */
 export type CredentialCheck =
   | { readonly ok: true; readonly ref: TwinRef }
-  | { readonly ok: false; readonly reason: "malformed" | "unknown" | "revoked" | "wrong-secret" };
+  | {
+      readonly ok: false;
+      readonly reason: "malformed" | "unknown" | "revoked" | "revoked-in-cloud" | "wrong-secret";
+    };
 
 /** The credentials file (see the module comment). */
 export class DeviceCredentials {
   readonly #path: string;
+  readonly #cloud: RevocationList | undefined;
   #file: CredentialFile = { version: 1, devices: {} };
   #stamp = "";
 
-  constructor(path: string) {
+  /** `cloudRevocations`: at an edge, the cloud's revocations it learnt (refused beside the file's own). */
+  constructor(path: string, cloudRevocations?: RevocationList) {
     this.#path = path;
+    this.#cloud = cloudRevocations;
   }
 
   get path(): string {
@@ -121,9 +136,17 @@ export class DeviceCredentials {
       throw new FailedPrecondition(`device ${device} already has a credential; revoke it first`);
     }
     const password = `${SECRET_PREFIX}${randomBytes(32).toString("base64url")}`;
+    const previousRevokedAt = existing?.revokedAt ?? existing?.previousRevokedAt;
     this.#save({
       ...file,
-      devices: { ...file.devices, [device]: { hash: hashSecret(password), createdAt: now.toISOString() } },
+      devices: {
+        ...file.devices,
+        [device]: {
+          hash: hashSecret(password),
+          createdAt: now.toISOString(),
+          ...(previousRevokedAt !== undefined ? { previousRevokedAt } : {}),
+        },
+      },
     });
     return { user: device, password };
   }
@@ -148,6 +171,12 @@ export class DeviceCredentials {
     return Object.entries(file.devices)
       .map(([device, record]) => ({ device, ...record }))
       .sort((a, b) => a.device.localeCompare(b.device));
+  }
+
+  /** `device`'s record (`type/id`), if it has one. */
+  record(device: string): DeviceCredentialRecord | undefined {
+    const record = this.#load().devices[device];
+    return record && { device, ...record };
   }
 
   /** True when `device` (`type/id`) holds a credential that is not revoked. */
@@ -175,6 +204,7 @@ export class DeviceCredentials {
     const matches = expected.length === actual.length && timingSafeEqual(expected, actual);
     if (!matches) return { ok: false, reason: "wrong-secret" };
     if (record.revokedAt !== undefined) return { ok: false, reason: "revoked" };
+    if (this.#cloud?.revokes(refKey(ref), record.createdAt)) return { ok: false, reason: "revoked-in-cloud" };
     return { ok: true, ref };
   }
 }

@@ -2,7 +2,8 @@
  * Disconnects devices as soon as their credential is revoked. `doppel devices revoke` rewrites the
  * credentials file; every `pollMs` the node re-reads it (only when it changed) and calls
  * `disconnect` for each device that was active and no longer is. A device whose kick fails is
- * still refused at its next connect and loses its connection when its JWT expires.
+ * still refused at its next connect and loses its connection when its JWT expires. `afterPoll`
+ * (a cloud node's revocation publisher) runs after every poll, once at start too.
  */
 import type { Logger } from "../../observability/logger.ts";
 import type { DeviceCredentials } from "./device-credentials.ts";
@@ -22,6 +23,7 @@ export function watchRevocations(
   pollMs: number,
   logger: Logger,
   disconnect: (device: string) => Promise<unknown>,
+  afterPoll?: () => Promise<void>,
 ): () => void {
   let active = new Set<string>();
   try {
@@ -29,7 +31,8 @@ export function watchRevocations(
   } catch (error) {
     logger.error({ err: error }, "device credentials: cannot read the file");
   }
-  let running = false;
+  let running = afterPoll !== undefined;
+  if (afterPoll) void afterPoll().finally(() => (running = false));
   const timer = setInterval(() => {
     if (running) return;
     running = true;
@@ -43,6 +46,7 @@ export function watchRevocations(
             logger.warn({ err: error, device }, "device credentials: could not disconnect a revoked device"),
           );
         }
+        await afterPoll?.();
       } catch (error) {
         logger.error({ err: error }, "device credentials: cannot read the file");
       } finally {

@@ -8,8 +8,10 @@
  * The remote does not export device reports and telemetry: those are stored at the edge and
  * reach the cloud only through the edge stream's source (otherwise the cloud's ingress stream
  * would also take them directly, and a device's ack could come from the cloud instead of the
- * edge). Nor does it import what the edge's streams take (`EDGE_LOCAL_SUBJECTS`: reports,
- * telemetry, forwarded telemetry, the thick edge's log): a publish on those subjects in the cloud
+ * edge), nor the cloud's device revocation records (`doppel.revocations.>`: the edges mirror the
+ * hub's stream of them; an edge must not publish a record every edge would read). Nor does it
+ * import what the edge's streams take (`EDGE_LOCAL_SUBJECTS`: reports, telemetry, forwarded
+ * telemetry, the thick edge's log): a publish on those subjects in the cloud
  * or at another edge must not land in this edge's streams (another edge could otherwise write into
  * this edge's log, which the cloud trusts as this edge's). Everything else crosses: `sync`,
  * `desired`, `cmd`, `cmd-result`, `errors`, the status subject and the JetStream APIs of both domains.
@@ -24,7 +26,11 @@
  */
 import { InvalidArgument } from "../../core/errors.ts";
 import { formatHostPort } from "../../core/host-port.ts";
+import { REVOCATIONS_PREFIX } from "../auth/cloud-revocation.ts";
 import { EDGE_LOCAL_SUBJECTS, FORWARDED_SUBJECTS } from "./edge-stream.ts";
+
+/** The cloud's revocation records: an edge must not publish into the hub's stream (it mirrors it). */
+const REVOCATION_SUBJECTS = `${REVOCATIONS_PREFIX}.>`;
 
 /** A user and password of the leaf server's configuration. */
 export interface LeafUser {
@@ -129,7 +135,7 @@ export function leafServerConfig(options: LeafServerOptions): string {
     ...(deviceAuth ? [`account: ${quote(deviceAuth.account)}`] : []),
     ...(credentials && "credsFile" in credentials ? [`credentials: ${quote(credentials.credsFile)}`] : []),
     ...(options.tlsCa ? [`tls { ca_file: ${quote(options.tlsCa)} }`] : []),
-    `deny_exports: [${FORWARDED_SUBJECTS.map(quote).join(", ")}]`,
+    `deny_exports: [${[...FORWARDED_SUBJECTS, REVOCATION_SUBJECTS].map(quote).join(", ")}]`,
     `deny_imports: [${EDGE_LOCAL_SUBJECTS.map(quote).join(", ")}]`,
   ];
   return [

@@ -98,8 +98,10 @@ export class DurableReports {
         `the credential of device ${refKey(check.ref)} may not act for device ${refKey(ref)}`,
       );
     }
-    if (check.reason === "revoked")
-      throw new PermissionDenied(`the credential of device ${refKey(ref)} was revoked`);
+    if (check.reason === "revoked" || check.reason === "revoked-in-cloud")
+      throw new PermissionDenied(
+        `the credential of device ${refKey(ref)} was revoked${check.reason === "revoked-in-cloud" ? " in the cloud" : ""}`,
+      );
     throw new Unauthenticated(`device credential refused (${check.reason})`);
   }
 
