@@ -44,6 +44,9 @@ class NullStore implements EventStore {
   async dueReminders() {
     return [];
   }
+  async earliestReminders() {
+    return new Map<number, number>();
+  }
   async quarantine() {}
   async release() {}
   async appendTelemetry() {}

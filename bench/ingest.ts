@@ -28,6 +28,9 @@
  *
  * Per round it also reports each side's process CPU per report (µs, from /proc) and the cores
  * the side used during the probes: the machine is shared, so the load average is printed too.
+ * On Cassandra, each side's store work per report of the throughput phase, from the server's own
+ * per-table counters (`system_views.local_read_latency` / `local_write_latency` of the side's
+ * keyspace): commits (writes of `views`, one per commit), all writes, all reads.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -170,6 +173,8 @@ async function openReader(dataDir: string, side: "doppel" | "baseline"): Promise
 interface Side {
   readonly name: "doppel" | "baseline";
   readonly stream: string;
+  /** The side's Cassandra keyspace (`BENCH_STORE=cassandra`). */
+  readonly keyspace: string;
   readonly subject: (id: string) => string;
   readonly reader: EventStore;
   /** The side's process (its CPU time is read from /proc). */
@@ -183,12 +188,38 @@ const dataDir = mkdtempSync(join(tmpdir(), "doppel-bench-ingest-"));
 const wire = await NatsTransport.connect({ servers: url, name: "bench-devices" });
 const jsm = await jetstreamManager(wire.connection);
 await jsm.streams.delete("DOPPEL_INGRESS").catch(() => false);
-if (STORE === "cassandra") {
-  const cassandra = (await import("cassandra-driver")).default;
-  const raw = new cassandra.Client({ contactPoints: [CASSANDRA], localDataCenter: "datacenter1" });
-  await raw.connect();
-  for (const ks of [KEYSPACE, `${KEYSPACE}_bare`]) await raw.execute(`DROP KEYSPACE IF EXISTS ${ks}`);
-  await raw.shutdown();
+const cassandraAdmin =
+  STORE === "cassandra"
+    ? new (await import("cassandra-driver")).default.Client({
+        contactPoints: [CASSANDRA],
+        localDataCenter: process.env["DOPPEL_CASSANDRA_DC"] ?? "datacenter1",
+      })
+    : undefined;
+if (cassandraAdmin) {
+  await cassandraAdmin.connect();
+  for (const ks of [KEYSPACE, `${KEYSPACE}_bare`])
+    await cassandraAdmin.execute(`DROP KEYSPACE IF EXISTS ${ks}`);
+}
+
+/** Cassandra's own request counters for one keyspace (single node: every replica is this one). */
+async function storeCounts(keyspace: string): Promise<{ commits: number; writes: number; reads: number }> {
+  if (!cassandraAdmin) return { commits: 0, writes: 0, reads: 0 };
+  const counts = async (table: string) =>
+    (
+      await cassandraAdmin.execute(
+        `SELECT table_name, count FROM system_views.${table} WHERE keyspace_name = ?`,
+        [keyspace],
+        { prepare: true },
+      )
+    ).rows.map((row) => ({ table: String(row["table_name"]), count: Number(row["count"]) }));
+  const writes = await counts("local_write_latency");
+  const reads = await counts("local_read_latency");
+  const sum = (rows: { count: number }[]) => rows.reduce((n, row) => n + row.count, 0);
+  return {
+    commits: writes.find((row) => row.table === "views")?.count ?? 0,
+    writes: sum(writes),
+    reads: sum(reads),
+  };
 }
 note(`node: doppel start --nats ${url} (${STORE}, ${SHARDS} shards)...`);
 const node = await startNode(url, dataDir);
@@ -201,6 +232,7 @@ try {
     {
       name: "doppel",
       stream: "DOPPEL_INGRESS",
+      keyspace: KEYSPACE,
       subject: (id) => `doppel.dev.thermostat.${id}.reported`,
       reader: await openReader(dataDir, "doppel"),
       pid: node.child.pid,
@@ -209,6 +241,7 @@ try {
     {
       name: "baseline",
       stream: BARE_STREAM,
+      keyspace: `${KEYSPACE}_bare`,
       subject: (id) => `${BARE_PREFIX}.dev.thermostat.${id}.reported`,
       reader: await openReader(dataDir, "baseline"),
       pid: baseline.pid,
@@ -226,8 +259,9 @@ try {
       timeoutMs: 60_000,
     });
 
-  /** Reports/s of `total` reports, and the side's process CPU per report (µs). */
+  /** Reports/s of `total` reports, the side's process CPU per report (µs), its store work per report (Cassandra). */
   const throughput = async (side: Side, total: number) => {
+    const store0 = await storeCounts(side.keyspace);
     const t0 = performance.now();
     const cpu0 = processCpuMs(side.pid);
     await windowed(total, WINDOW, (i) =>
@@ -235,10 +269,17 @@ try {
     );
     await streamEmpty(jsm, side.stream);
     const cpu1 = processCpuMs(side.pid);
+    const rate = Math.round(total / ((performance.now() - t0) / 1000));
+    const store1 = await storeCounts(side.keyspace);
+    const perReport = (key: keyof typeof store0) =>
+      Math.round(((store1[key] - store0[key]) / total) * 100) / 100;
     return {
-      rate: Math.round(total / ((performance.now() - t0) / 1000)),
+      rate,
       cpuUsPerReport:
         cpu0 === undefined || cpu1 === undefined ? undefined : Math.round(((cpu1 - cpu0) * 1000) / total),
+      storePerReport: cassandraAdmin
+        ? { commits: perReport("commits"), writes: perReport("writes"), reads: perReport("reads") }
+        : undefined,
     };
   };
 
@@ -308,6 +349,7 @@ try {
       {
         rates: [] as number[],
         cpuUsPerReport: [] as (number | undefined)[],
+        storePerReport: [] as Awaited<ReturnType<typeof throughput>>["storePerReport"][],
         latencyRounds: [] as Awaited<ReturnType<typeof latency>>[],
         latency: histogram(),
       },
@@ -317,14 +359,15 @@ try {
   for (let round = 0; round < ROUNDS; round++) {
     for (const side of sides) {
       const figures = perSide.get(side.name)!;
-      const { rate, cpuUsPerReport } = await throughput(side, REPORTS);
+      const { rate, cpuUsPerReport, storePerReport } = await throughput(side, REPORTS);
       figures.rates.push(rate);
       figures.cpuUsPerReport.push(cpuUsPerReport);
+      figures.storePerReport.push(storePerReport);
       if (backgroundRate === 0) backgroundRate = Math.max(10, Math.round(rate / 2));
       const lat = await latency(side, backgroundRate, figures.latency);
       figures.latencyRounds.push(lat);
       note(
-        `round ${round + 1} ${side.name}: ${rate} reports/s (${cpuUsPerReport} µs CPU per report); publish → in the store p50 ${lat.p50} ms, p99 ${lat.p99} ms, ${lat.sideCores} cores (load ${loadAverage()})`,
+        `round ${round + 1} ${side.name}: ${rate} reports/s (${cpuUsPerReport} µs CPU per report${storePerReport ? `; per report in Cassandra ${storePerReport.commits} commits, ${storePerReport.writes} writes, ${storePerReport.reads} reads` : ""}); publish → in the store p50 ${lat.p50} ms, p99 ${lat.p99} ms, ${lat.sideCores} cores (load ${loadAverage()})`,
       );
     }
   }
@@ -338,6 +381,7 @@ try {
       reportsPerSecond: summary(figures.rates),
       rounds: figures.rates,
       cpuUsPerReport: figures.cpuUsPerReport,
+      ...(cassandraAdmin ? { storePerReport: figures.storePerReport } : {}),
       latencyMs: percentiles(figures.latency),
       latencyRounds: figures.latencyRounds,
       ...(STAGES ? { stages: side.stages.breakdown() } : {}),
@@ -397,6 +441,7 @@ try {
   ]);
   await jsm.streams.delete("DOPPEL_INGRESS").catch(() => false);
   await wire.close();
+  await cassandraAdmin?.shutdown();
   rmSync(dataDir, { recursive: true, force: true });
   if (started) spawnSync("bash", ["scripts/infra/nats.sh", "down"], { cwd: ROOT, stdio: "inherit" });
   process.exit(0);

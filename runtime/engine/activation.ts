@@ -123,6 +123,11 @@ export interface ActivationHost {
    * reminders that were set or moved by it.
    */
   committed(activation: Activation, commit: TwinCommit, reminders: readonly ReminderIndexEntry[]): void;
+  /**
+   * Called when the twin's load returned: the store may have repaired derived rows of its last
+   * commit, reminder index entries included.
+   */
+  loaded?(activation: Activation): void;
   /** The callers' deadlines, on one timer: an envelope is armed when queued (none: no deadline is kept). */
   readonly deadlines?: Deadlines;
   /** Called when an activation must leave the catalog at once (load failure, quarantine). */
@@ -259,6 +264,7 @@ export class Activation implements TwinBinding, CommitListener {
       const loaded = await this.#host.store
         .loadTwin(this.ref, { claimEpoch: writer.epoch })
         .catch((error: unknown) => this.#edgeOwned(error));
+      this.#host.loaded?.(this);
       if (loaded.quarantine !== undefined) {
         throw new Quarantined(`${this.key} is quarantined: ${loaded.quarantine}`, {
           reason: loaded.quarantine,

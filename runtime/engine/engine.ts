@@ -31,6 +31,9 @@ import type { TurnOutcome, TwinCall, TwinMessage } from "./messages.ts";
 import { ReminderService } from "./reminder-service.ts";
 import type { TwinRegistry, TwinType } from "./twin-type.ts";
 
+/** How often every owned shard's reminder index is read again by default (see `reminder-service.ts`). */
+export const DEFAULT_REMINDER_RESCAN_MS = 60_000;
+
 export interface EngineOptions {
   readonly nodeId: string;
   readonly maxResident: number;
@@ -40,6 +43,8 @@ export interface EngineOptions {
   readonly callTimeoutMs: number;
   readonly reminderPollMs: number;
   readonly reminderBatch: number;
+  /** How often every owned shard's reminder index is looked at again (default 60 s; see `reminder-service.ts`). */
+  readonly reminderRescanMs?: number;
   readonly commitMaxBatch: number;
   readonly commitMaxInFlight: number;
   /** Default wait for a device's answer to `sendToDevice`, ms (5 s if unset). */
@@ -124,6 +129,7 @@ export class Engine {
       twinLimits: options.twinLimits ?? DEFAULT_TWIN_LIMITS,
       deadlines: new Deadlines(clock),
       committed: (activation, commit, reminders) => this.#committed(activation, commit, reminders),
+      loaded: (activation) => this.reminders.indexMayHaveChanged(activation.shard),
       discard: (activation) => this.catalog.remove(activation),
       warn: (message, error) => logger.warn({ err: error }, message),
       ...(observer ? { observer } : {}),
@@ -137,7 +143,11 @@ export class Engine {
       clock,
       (entry) => this.#deliverReminder(entry),
       () => ownership.ownedShards(),
-      { pollMs: options.reminderPollMs, batch: options.reminderBatch },
+      {
+        pollMs: options.reminderPollMs,
+        batch: options.reminderBatch,
+        rescanMs: options.reminderRescanMs ?? DEFAULT_REMINDER_RESCAN_MS,
+      },
       (message, error) => logger.warn({ err: error }, message),
     );
   }

@@ -5,19 +5,36 @@
  * delivers a `reminder` message to the twin, which checks its own state before firing (so a
  * stale index entry or a double delivery is harmless).
  *
+ * A poll reads the due entries only of the shards that may have one due before the next polls.
+ * The service keeps, per owned shard, the earliest due time it knows of: read from the store once
+ * (`earliestReminders`), then lowered by every reminder this node's commits set ({@link track};
+ * a commit only ever adds entries of its own twin's shard). A known time may be earlier than the
+ * store's (a reminder cancelled or fired since): that costs one read, never a late reminder. A
+ * shard's earliest entry is read again when this node starts owning it, after a read of its due
+ * entries found none (what was due has fired), when one of its twins was loaded
+ * ({@link indexMayHaveChanged}: a load repairs index rows a writer died before writing), and for
+ * every shard each `rescanMs` (index rows this node neither wrote nor saw repaired, e.g. a
+ * previous owner's late write after a failover: found within `rescanMs`). Without this a poll
+ * read every owned shard, one read per shard per poll (256 a second on Cassandra by default).
+ *
  * A delivery that fails (store down, twin quarantined) is retried by a later poll: the index
- * entry stays until the twin persists the firing.
+ * entry stays until the twin persists the firing, and its shard is read at each poll until then.
  */
 
 import type { Clock, TimerHandle } from "../core/clock.ts";
 import type { ReminderIndexEntry } from "../core/records.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 
+/** What the service reads of the store. */
+export type ReminderIndex = Pick<EventStore, "dueReminders" | "earliestReminders">;
+
 export interface ReminderOptions {
   /** How often the index is polled. Reminders due within two polls get an in-memory timer. */
   readonly pollMs: number;
   /** Most index entries read per poll. */
   readonly batch: number;
+  /** How often every owned shard's earliest entry is read again (see the module comment). */
+  readonly rescanMs: number;
 }
 
 interface Scheduled {
@@ -27,13 +44,20 @@ interface Scheduled {
 
 export class ReminderService {
   readonly #scheduled = new Map<string, Scheduled>();
+  /** Per shard, the earliest due time known to be (or to have been) in its index. */
+  readonly #earliest = new Map<number, number>();
+  /** The shards whose earliest entry has been read (`"all"`: every shard, when this node owns all). */
+  #read: Set<number> | "all" = new Set();
+  /** Shards to read the earliest entry of again at the next poll. */
+  #reread = new Set<number>();
+  #rescanAt = Number.NEGATIVE_INFINITY;
   #poller: TimerHandle | null = null;
   #polling: Promise<void> | null = null;
   #stopped = true;
   readonly #inFlight = new Set<Promise<void>>();
 
   constructor(
-    private readonly store: EventStore,
+    private readonly store: ReminderIndex,
     private readonly clock: Clock,
     private readonly deliver: (entry: ReminderIndexEntry) => Promise<void>,
     private readonly ownedShards: () => readonly number[] | "all",
@@ -55,6 +79,7 @@ export class ReminderService {
     this.#scheduled.clear();
     await this.#polling;
     await Promise.allSettled([...this.#inFlight]);
+    this.#forgetAll();
   }
 
   /** Reads due-soon entries from the index and schedules them. Safe to call any time. */
@@ -65,12 +90,34 @@ export class ReminderService {
     return this.#polling;
   }
 
+  /**
+   * Tells the service that `shard`'s index may hold entries it has not seen (one of its twins was
+   * loaded: the load repairs the index rows of a commit whose writer stopped before writing them).
+   */
+  indexMayHaveChanged(shard: number): void {
+    this.#earliest.delete(shard);
+    this.#reread.add(shard);
+  }
+
   async #poll(): Promise<void> {
     this.#poller?.cancel();
     try {
-      const horizon = this.clock.now() + 2 * this.options.pollMs;
-      const due = await this.store.dueReminders(this.ownedShards(), horizon, this.options.batch);
-      this.track(due);
+      const now = this.clock.now();
+      if (now >= this.#rescanAt) {
+        this.#forgetAll();
+        this.#rescanAt = now + this.options.rescanMs;
+      }
+      const horizon = now + 2 * this.options.pollMs;
+      const shards = await this.#shardsDueBy(this.ownedShards(), horizon);
+      if (shards.length > 0) {
+        const due = await this.store.dueReminders(shards, horizon, this.options.batch);
+        this.track(due);
+        if (due.length < this.options.batch) {
+          // Nothing left due in these shards: what they held has fired. Read their next entry.
+          const holding = new Set(due.map((entry) => entry.shard));
+          for (const shard of shards) if (!holding.has(shard)) this.indexMayHaveChanged(shard);
+        }
+      }
     } catch (error) {
       this.warn("reminder poll failed; retrying at the next poll", error);
     } finally {
@@ -78,11 +125,60 @@ export class ReminderService {
     }
   }
 
-  /** Schedules entries due before the next polls (called after commits that set reminders). */
+  /** The owned shards with an entry known due by `horizon`, after reading the earliest entry of those not known. */
+  async #shardsDueBy(owned: readonly number[] | "all", horizon: number): Promise<number[]> {
+    const reread = this.#reread;
+    this.#reread = new Set();
+    try {
+      if (owned === "all") {
+        if (this.#read !== "all") {
+          this.#learn(await this.store.earliestReminders("all"));
+          this.#read = "all";
+        } else if (reread.size > 0) this.#learn(await this.store.earliestReminders([...reread]));
+        return [...this.#earliest].filter(([, at]) => at <= horizon).map(([shard]) => shard);
+      }
+      if (this.#read === "all") this.#read = new Set();
+      const read = this.#read;
+      const mine = new Set(owned);
+      for (const shard of read) if (!mine.has(shard)) read.delete(shard);
+      for (const shard of this.#earliest.keys()) if (!mine.has(shard)) this.#earliest.delete(shard);
+      const unread = owned.filter((shard) => !read.has(shard) || reread.has(shard));
+      if (unread.length > 0) {
+        this.#learn(await this.store.earliestReminders(unread));
+        for (const shard of unread) read.add(shard);
+      }
+      return [...this.#earliest].filter(([, at]) => at <= horizon).map(([shard]) => shard);
+    } catch (error) {
+      for (const shard of reread) this.#reread.add(shard);
+      throw error;
+    }
+  }
+
+  /** Keeps the earlier of what the store said and what this node's commits set meanwhile. */
+  #learn(earliest: ReadonlyMap<number, number>): void {
+    for (const [shard, dueAt] of earliest) this.#lower(shard, dueAt);
+  }
+
+  #lower(shard: number, dueAt: number): void {
+    const known = this.#earliest.get(shard);
+    if (known === undefined || dueAt < known) this.#earliest.set(shard, dueAt);
+  }
+
+  #forgetAll(): void {
+    this.#earliest.clear();
+    this.#read = new Set();
+    this.#reread = new Set();
+  }
+
+  /**
+   * Schedules entries due before the next polls and remembers every entry's shard as holding one
+   * (called with what this node's commits set or moved, and with what a poll read).
+   */
   track(entries: readonly ReminderIndexEntry[]): void {
     if (this.#stopped) return;
     const horizon = this.clock.now() + 2 * this.options.pollMs;
     for (const entry of entries) {
+      this.#lower(entry.shard, entry.dueAt);
       if (entry.dueAt > horizon) continue;
       const key = `${entry.type}/${entry.id}#${entry.name}`;
       const existing = this.#scheduled.get(key);

@@ -114,6 +114,12 @@ export interface EventStore {
     limit: number,
   ): Promise<ReminderIndexEntry[]>;
 
+  /**
+   * The earliest due time in the reminder index of each given shard (`"all"`: every shard);
+   * a shard without entries is absent. Lets a reminder poll skip shards with nothing due soon.
+   */
+  earliestReminders(shards: readonly number[] | "all"): Promise<Map<number, number>>;
+
   /** Marks a twin quarantined (it refuses work until released) with a reason. */
   quarantine(ref: TwinRef, reason: string): Promise<void>;
 

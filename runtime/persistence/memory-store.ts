@@ -215,6 +215,18 @@ export class MemoryEventStore implements EventStore {
       .slice(0, limit);
   }
 
+  async earliestReminders(shards: readonly number[] | "all"): Promise<Map<number, number>> {
+    this.#gate();
+    const wanted = shards === "all" ? undefined : new Set(shards);
+    const earliest = new Map<number, number>();
+    for (const { shard, dueAt } of this.#reminders.values()) {
+      if (wanted && !wanted.has(shard)) continue;
+      const known = earliest.get(shard);
+      if (known === undefined || dueAt < known) earliest.set(shard, dueAt);
+    }
+    return earliest;
+  }
+
   async quarantine(ref: TwinRef, reason: string): Promise<void> {
     this.#gate();
     this.#quarantine.set(refKey(ref), reason);

@@ -213,6 +213,13 @@ function prepareStatements(db: Database.Database) {
         WHERE shard IN (SELECT value FROM json_each(?)) AND due_at <= ?
         ORDER BY due_at, twin_type, twin_id, name LIMIT ?`,
     ),
+    earliestAll: db.prepare<[], { shard: number; due_at: number }>(
+      "SELECT shard, MIN(due_at) AS due_at FROM reminders GROUP BY shard",
+    ),
+    earliestInShards: db.prepare<[string], { shard: number; due_at: number }>(
+      `SELECT shard, MIN(due_at) AS due_at FROM reminders
+        WHERE shard IN (SELECT value FROM json_each(?)) GROUP BY shard`,
+    ),
     setQuarantine: db.prepare<[string, string, string, number], unknown>(
       `INSERT INTO quarantine (twin_type, twin_id, reason, at) VALUES (?, ?, ?, ?)
         ON CONFLICT (twin_type, twin_id) DO UPDATE SET reason = excluded.reason, at = excluded.at`,
@@ -606,6 +613,14 @@ export class SqliteEventStore implements EventStore {
           ? this.#s.dueAll.all(until, sqlLimit(limit))
           : this.#s.dueInShards.all(JSON.stringify(shards), until, sqlLimit(limit));
       return rows.map(decodeReminder);
+    });
+  }
+
+  async earliestReminders(shards: readonly number[] | "all"): Promise<Map<number, number>> {
+    return this.#guard("earliestReminders", () => {
+      const rows =
+        shards === "all" ? this.#s.earliestAll.all() : this.#s.earliestInShards.all(JSON.stringify(shards));
+      return new Map(rows.map((row) => [row.shard, row.due_at]));
     });
   }
 

@@ -827,6 +827,56 @@ export function describeEventStoreContract(
         expect(after.filter((r) => r.type === a.type || r.type === b.type)).toEqual([]);
       });
 
+      it("earliestReminders gives each given shard's earliest due time; shards without entries are absent", async () => {
+        const [s1, s2, s3] = [uniqueShard(), uniqueShard(), uniqueShard()];
+        const a = twin();
+        const b = twin();
+        await commitAll(store, [
+          makeCommit(a, 0, 1, {
+            shard: s1,
+            set: [reminder(a, s1, "r30", 30), reminder(a, s1, "r10", 10), reminder(a, s1, "r20", 20)],
+          }),
+          makeCommit(b, 0, 1, { shard: s2, set: [reminder(b, s2, "r15", 15)] }),
+        ]);
+        expect(await store.earliestReminders([s1, s2, s3])).toEqual(
+          new Map([
+            [s1, 10],
+            [s2, 15],
+          ]),
+        );
+        expect(await store.earliestReminders([s3])).toEqual(new Map());
+        expect(await store.earliestReminders([])).toEqual(new Map());
+        // Cleared and moved entries no longer count.
+        await commitAll(store, [
+          makeCommit(a, 1, 1, { shard: s1, clear: ["r10"] }),
+          makeCommit(b, 1, 1, { shard: s2, set: [reminder(b, s2, "r15", 45)] }),
+        ]);
+        expect(await store.earliestReminders([s1, s2])).toEqual(
+          new Map([
+            [s1, 20],
+            [s2, 45],
+          ]),
+        );
+      });
+
+      it('earliestReminders with "all" covers every shard', async () => {
+        // Realistic shard numbers (stores may enumerate shards for "all"); other data of a shared
+        // store may hold earlier entries in these shards, never later ones than ours.
+        const a = twin();
+        const b = twin();
+        await commitAll(store, [
+          makeCommit(a, 0, 1, { set: [reminder(a, 0, "x", 3), reminder(a, 0, "y", 7)] }),
+          makeCommit(b, 0, 1, { shard: 1, set: [reminder(b, 1, "z", 5)] }),
+        ]);
+        const earliest = await store.earliestReminders("all");
+        expect(earliest.get(0)).toBeLessThanOrEqual(3);
+        expect(earliest.get(1)).toBeLessThanOrEqual(5);
+        await commitAll(store, [
+          makeCommit(a, 1, 1, { clear: ["x", "y"] }),
+          makeCommit(b, 1, 1, { shard: 1, clear: ["z"] }),
+        ]);
+      });
+
       it("re-setting a reminder with a new dueAt replaces the old entry", async () => {
         const shard = uniqueShard();
         const ref = twin();

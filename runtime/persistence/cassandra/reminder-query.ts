@@ -6,11 +6,13 @@
  * `"all"` means shards `0 .. shards - 1` (the store is told the cluster's shard count): a single
  * node owning everything polls every shard. A poll therefore costs one small read per shard
  * asked for — bounded by the shard count, run through the store's concurrency limit — and reads at
- * most `limit` entries from each.
+ * most `limit` entries from each. `earliestReminders` reads the first row of each shard asked for
+ * (`LIMIT 1`, the partition is clustered by due time), so a poll can skip the shards with nothing
+ * due soon.
  */
 import type { ReminderIndexEntry } from "../../core/records.ts";
 import { compareCodePoints } from "./buckets.ts";
-import { cqlLimit, decodeReminder } from "./rows.ts";
+import { cqlLimit, decodeReminder, toNumber } from "./rows.ts";
 import type { CassandraSession } from "./session.ts";
 import type { Statements } from "./statements.ts";
 
@@ -48,4 +50,27 @@ export async function dueReminders(
     }),
   );
   return perShard.flat().sort(compareReminders).slice(0, limit);
+}
+
+/** The earliest due time of each given shard that has an entry (see the module comment). */
+export async function earliestReminders(
+  session: CassandraSession,
+  s: Statements,
+  shardCount: number,
+  shards: readonly number[] | "all",
+): Promise<Map<number, number>> {
+  const wanted = shards === "all" ? Array.from({ length: shardCount }, (_, i) => i) : [...new Set(shards)];
+  const earliest = new Map<number, number>();
+  await Promise.all(
+    wanted.map(async (shard) => {
+      const result = await session.execute(
+        "read earliest reminder",
+        { query: s.earliestInShard, params: [shard] },
+        { consistency: "read" },
+      );
+      const row = result.rows[0];
+      if (row) earliest.set(shard, toNumber(row["due_at"], "due_at"));
+    }),
+  );
+  return earliest;
 }

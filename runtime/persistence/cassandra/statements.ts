@@ -90,6 +90,7 @@ export function statementsFor(ks: string) {
       WHERE shard = ? AND due_at = ? AND twin_type = ? AND twin_id = ? AND name = ?`,
     dueInShard: `SELECT due_at, twin_type, twin_id, name FROM ${ks}.reminder_index
       WHERE shard = ? AND due_at <= ? LIMIT ?`,
+    earliestInShard: `SELECT due_at FROM ${ks}.reminder_index WHERE shard = ? LIMIT 1`,
 
     // ---- telemetry ----
     insertSample: `INSERT INTO ${ks}.telemetry (twin_type, twin_id, time_window, at, sample, metrics)

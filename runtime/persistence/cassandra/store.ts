@@ -67,7 +67,7 @@ import {
   type CassandraStoreConfig,
   compileCassandraSettings,
 } from "./options.ts";
-import { dueReminders } from "./reminder-query.ts";
+import { dueReminders, earliestReminders } from "./reminder-query.ts";
 import { decodeSnapshot, decodeView, snapshotParams, toNumber } from "./rows.ts";
 import { SerialQueues } from "./serial.ts";
 import { CassandraSession, type Row, type SendGuard, type SessionHooks } from "./session.ts";
@@ -514,6 +514,12 @@ export class CassandraEventStore implements EventStore {
   ): Promise<ReminderIndexEntry[]> {
     return this.#guard("dueReminders", () =>
       dueReminders(this.#session, this.#s, this.#config.shards, shards, until, limit),
+    );
+  }
+
+  async earliestReminders(shards: readonly number[] | "all"): Promise<Map<number, number>> {
+    return this.#guard("earliestReminders", () =>
+      earliestReminders(this.#session, this.#s, this.#config.shards, shards),
     );
   }
 
