@@ -26,6 +26,7 @@ import type { RateLimit } from "../security/rate-limiter.ts";
 import type { DeviceAuthService } from "./auth/auth-callout.ts";
 import type { RevocationList } from "./auth/cloud-revocation.ts";
 import type { DeviceAuthRunSettings, RunningDeviceAuth } from "./auth/device-auth.ts";
+import type { DeviceCredentials } from "./auth/device-credentials.ts";
 import { pushDesiredToDevices } from "./egress/desired-push.ts";
 import { type DeviceCommandStats, DeviceCommands, deviceCommandStats } from "./egress/device-commands.ts";
 import { DeviceIngress } from "./ingress/device-ingress.ts";
@@ -47,6 +48,8 @@ export interface DeviceLink {
   readonly commands: DeviceCommandStats;
   /** The auth callout service, when this node checks device credentials. */
   readonly auth: DeviceAuthService | undefined;
+  /** The auth callout's reader of the device credentials file, when this node runs the callout. */
+  readonly credentials: DeviceCredentials | undefined;
   /** Each device's token bucket (`limits.deviceRate`), shared with the CoAP and HTTP listeners; absent: none. */
   readonly deviceRate: DeviceRate | undefined;
   /** A new device-side connection to the same bus or server (demo fleet, tests). */
@@ -179,6 +182,7 @@ export async function startDeviceLink(options: {
     durable,
     commands,
     auth: auth?.service,
+    credentials: auth?.credentials,
     deviceRate,
     async connectDevice(name?: string): Promise<Transport> {
       if (!nats || !NatsTransport) return options.bus.connect();

@@ -13,13 +13,15 @@
  * own admission control and per-device rate (`admission`, `limits.deviceRate`: there is no other
  * ingress at the edge that charges these devices) and the edge's device credentials file (the one
  * the edge's auth callout reads, `nats.deviceAuth.credentialsFile` or `<data>/device-credentials.json`),
- * with the cloud's revocations the edge learnt.
+ * read through the callout's reader when the edge node runs it, with the cloud's revocations the
+ * edge learnt.
  */
 import type { Transport } from "../../cluster/transport/transport.ts";
 import { Admission } from "../core/admission.ts";
 import type { Clock } from "../core/clock.ts";
 import type { TwinClass } from "../core/twin.ts";
 import type { RevocationList } from "../devices/auth/cloud-revocation.ts";
+import type { DeviceCredentials } from "../devices/auth/device-credentials.ts";
 import type { CoapIngress } from "../devices/coap/coap-ingress.ts";
 import { DeviceRate } from "../devices/ingress/device-rate.ts";
 import type { Logger } from "../observability/logger.ts";
@@ -38,11 +40,20 @@ export async function startEdgeCoap(
     readonly logger: Logger;
     /** The cloud's revocations the edge learnt, refused beside the edge's own file's. */
     readonly cloudRevocations?: RevocationList;
+    /**
+     * The edge's auth callout's reader of the credentials file (with `cloudRevocations` already),
+     * when the edge node runs the callout.
+     */
+    readonly credentials?: DeviceCredentials;
   },
 ): Promise<CoapIngress | undefined> {
   if (!config.coap) return undefined;
-  const { DeviceCredentials } = await import("../devices/auth/device-credentials.ts");
   const { clock } = parts;
+  let credentials = parts.credentials;
+  if (!credentials) {
+    const { DeviceCredentials } = await import("../devices/auth/device-credentials.ts");
+    credentials = new DeviceCredentials(deviceCredentialsPath(config), parts.cloudRevocations);
+  }
   const rate = config.limits.deviceRate;
   return startCoapListener({
     config,
@@ -51,7 +62,7 @@ export async function startEdgeCoap(
     admission: new Admission(clock, config.admission),
     clock,
     deviceRate: rate ? new DeviceRate(clock, rate) : undefined,
-    credentials: new DeviceCredentials(deviceCredentialsPath(config), parts.cloudRevocations),
+    credentials,
     logger: parts.logger,
   });
 }

@@ -251,7 +251,7 @@ export class EdgeNode {
           twins: parts.twins ?? [],
           clock,
           logger,
-          ...present({ cloudRevocations: revocations }),
+          ...present({ cloudRevocations: revocations, credentials: auth?.credentials }),
         });
       }
       // After the forwarding streams gave up the edge twins' subjects: the node's ingress takes them.

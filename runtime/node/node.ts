@@ -19,6 +19,7 @@ import type { TwinClass } from "../core/twin.ts";
 import type { TwinApi } from "../core/twin-api.ts";
 import type { DeviceAuthService } from "../devices/auth/auth-callout.ts";
 import type { RevocationList } from "../devices/auth/cloud-revocation.ts";
+import type { DeviceCredentials } from "../devices/auth/device-credentials.ts";
 import type { CoapIngress } from "../devices/coap/coap-ingress.ts";
 import { type DeviceLink, startDeviceLink } from "../devices/device-link.ts";
 import { edgeInboxPrefix } from "../devices/edge/source-registration.ts";
@@ -368,18 +369,27 @@ export class DoppelNode {
     this.#grpcAddress = gateway.address;
   }
 
-  /** What the request/response device listeners (CoAP, HTTP) share, built once. */
+  /**
+   * What the request/response device listeners (CoAP, HTTP) share, built once; the credentials
+   * reader is the auth callout's when the node runs it (one reader of the file per node).
+   */
   #deviceListenerParts(wiring: Wiring): Promise<DeviceListenerParts> {
-    this.#listenerParts ??= import("../devices/auth/device-credentials.ts").then(({ DeviceCredentials }) => ({
+    this.#listenerParts ??= this.#deviceCredentials().then((credentials) => ({
       config: this.config,
       transport: this.#devices.transport,
       registry: this.registry,
       admission: this.#admission,
       clock: wiring.clock,
       deviceRate: this.#devices.deviceRate,
-      credentials: new DeviceCredentials(deviceCredentialsPath(this.config)),
+      credentials,
     }));
     return this.#listenerParts;
+  }
+
+  async #deviceCredentials(): Promise<DeviceCredentials> {
+    if (this.#devices.credentials) return this.#devices.credentials;
+    const { DeviceCredentials } = await import("../devices/auth/device-credentials.ts");
+    return new DeviceCredentials(deviceCredentialsPath(this.config));
   }
 
   async #serveCoap(wiring: Wiring): Promise<void> {

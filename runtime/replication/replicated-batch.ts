@@ -33,7 +33,10 @@ export function edgeLogSubjects(edge: string): string {
 
 /** The edge a batch's subject names (see {@link edgeLogSubject}), if it is one. */
 export function edgeOfLogSubject(subject: string): string | undefined {
-  return /^doppel\.edge-log\.([^.]+)\./.exec(subject)?.[1];
+  const prefix = `${EDGE_LOG_PREFIX}.`;
+  if (!subject.startsWith(prefix)) return undefined;
+  const end = subject.indexOf(".", prefix.length);
+  return end > prefix.length ? subject.slice(prefix.length, end) : undefined;
 }
 
 /** The JetStream message id of a batch: a batch republished with the same last seq is one message. */

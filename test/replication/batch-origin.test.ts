@@ -5,6 +5,7 @@ import {
   natsNameHash,
   sourceHashOf,
 } from "../../runtime/replication/batch-origin.ts";
+import { edgeLogSubject, edgeOfLogSubject } from "../../runtime/replication/replicated-batch.ts";
 
 /** A `Nats-Stream-Source` header as nats-server stamps it on a message sourced from `edge`'s log. */
 const stamp = (edge: string, subject: string) =>
@@ -16,6 +17,15 @@ describe("batch origin", () => {
     expect(natsNameHash("$JS.plant-x.API")).toBe("XNFSqSx8");
     expect(natsNameHash("DOPPEL_CLOUD_SOURCE")).toBe("tw478Fg8");
     expect(edgeSourceHash("plant-a")).toBe("LTXMcqHH");
+  });
+
+  it("reads the edge of a log subject; none from another subject or an empty edge", () => {
+    expect(edgeOfLogSubject(edgeLogSubject("plant-a", { type: "thermostat", id: "t1" }))).toBe("plant-a");
+    expect(edgeOfLogSubject("doppel.edge-log.plant-a.thermostat.t1")).toBe("plant-a");
+    expect(edgeOfLogSubject("doppel.edge-log.plant-a")).toBeUndefined();
+    expect(edgeOfLogSubject("doppel.edge-log..thermostat.t1")).toBeUndefined();
+    expect(edgeOfLogSubject("doppel.edge-logs.plant-a.thermostat.t1")).toBeUndefined();
+    expect(edgeOfLogSubject("doppel.dev.thermostat.t1.reported")).toBeUndefined();
   });
 
   it("reads the source's API hash from the header; none for a local source or no header", () => {

@@ -37,6 +37,11 @@ export interface RunningDeviceAuth {
   readonly service: DeviceAuthService;
   /** The cloud node's publisher of revocations for the edges, when it runs one. */
   readonly publisher: RevocationPublisher | undefined;
+  /**
+   * The reader of the credentials file the callout checks against: the node's device listeners
+   * (CoAP, HTTP) check credentials with it too, so the node reads the file through one reader.
+   */
+  readonly credentials: DeviceCredentials;
   stop(): Promise<void>;
 }
 
@@ -68,6 +73,7 @@ export async function startDeviceAuth(
   return {
     service,
     publisher,
+    credentials,
     stop: async () => {
       stopWatch();
       await service.stop();

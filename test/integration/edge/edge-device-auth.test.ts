@@ -10,6 +10,7 @@ import { DeviceCredentials } from "../../../runtime/devices/auth/device-credenti
 import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { Pump } from "../../../twins/pump.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
+import { coapRequest } from "../coap/coap-device.ts";
 import { eventually } from "../nats/harness.ts";
 import {
   cloudNodeConfig,
@@ -33,7 +34,8 @@ const EDGE = "plant-auth";
  * file. A provisioned device reports at the edge and its cloud twin gets the report; bad
  * credentials are refused; the device gets only its own subjects (not another twin's, not the
  * edge's RPC nor node subjects); it authenticates and reports with the leaf link cut; a device
- * revoked in the edge's file is disconnected from the leaf server.
+ * revoked in the edge's file is disconnected from the leaf server. The edge's CoAP listener checks
+ * credentials against the same file (through the callout's reader).
  */
 describe("thin edge: devices authenticate at the edge through its auth callout", () => {
   let dir: string;
@@ -86,7 +88,7 @@ describe("thin edge: devices authenticate at the edge through its auth callout",
     dir = mkdtempSync(join(tmpdir(), "doppel-edge-auth-"));
     const file = join(dir, "edge-device-credentials.json");
     credentials = new DeviceCredentials(file);
-    for (const id of ["e1", "e2", "outage", "gone"]) provision(id);
+    for (const id of ["e1", "e2", "outage", "gone", "coap"]) provision(id);
     const auth = edgeDeviceAuth(file);
     ({ hub, relay, leaf } = await startEdgeServers("auth", EDGE, { dir, deviceAuth: auth.leaf }));
     cloud = await DoppelNode.start(cloudNodeConfig("cloud", hub), {
@@ -95,7 +97,12 @@ describe("thin edge: devices authenticate at the edge through its auth callout",
       logger: silentLogger(),
     });
     edge = await EdgeNode.start(
-      edgeNodeConfig("edge", leaf, { name: EDGE, hubDomain: HUB_DOMAIN, tick: "200ms" }, { nats: auth.nats }),
+      edgeNodeConfig(
+        "edge",
+        leaf,
+        { name: EDGE, hubDomain: HUB_DOMAIN, tick: "200ms" },
+        { nats: auth.nats, coap: { listen: "127.0.0.1:0" } },
+      ),
       { logger: silentLogger(), twins: [Thermostat, Pump] },
     );
     await linkUp(edge);
@@ -205,5 +212,24 @@ describe("thin edge: devices authenticate at the edge through its auth callout",
     );
     expect(edge.deviceAuth?.stats.kicked).toBeGreaterThanOrEqual(1);
     expect(edge.deviceAuth?.stats.refused.revoked).toBeGreaterThanOrEqual(1);
+  });
+
+  it("CoAP at the edge checks the file the callout reads: a provisioned device's report is 2.04, once revoked 4.03", async () => {
+    const report = (id: string, temperature: number) =>
+      coapRequest(edge.coap!.address, "POST", `/v1/thermostat/${id}/reported?token=${secrets.get(id)}`, {
+        payload: { temperature },
+      });
+    expect((await report("coap", 19)).code).toBe("2.04");
+    await eventually(
+      async () => ((await cloudTemperature("coap")) === 19 ? true : undefined),
+      "the CoAP report in its cloud twin",
+      60_000,
+    );
+    credentials.revoke({ type: "thermostat", id: "coap" });
+    const refused = await report("coap", 20);
+    expect(refused).toMatchObject({ code: "4.03" });
+    await expect(rawConnect("thermostat/coap", secrets.get("coap"))).rejects.toThrow(
+      /Authorization Violation/,
+    );
   });
 });
