@@ -432,6 +432,10 @@ try {
     },
     ...result,
   });
+} catch (error) {
+  // Printed here: the process.exit below would otherwise end the run with status 0 and no message.
+  console.error("bench:ingest failed:", error);
+  process.exitCode = 1;
 } finally {
   node.child.kill("SIGTERM");
   baseline.kill("SIGTERM");
@@ -444,5 +448,5 @@ try {
   await cassandraAdmin?.shutdown();
   rmSync(dataDir, { recursive: true, force: true });
   if (started) spawnSync("bash", ["scripts/infra/nats.sh", "down"], { cwd: ROOT, stdio: "inherit" });
-  process.exit(0);
+  process.exit(process.exitCode ?? 0);
 }
