@@ -18,9 +18,10 @@
  * device credentials file, so they authenticate during an outage too, and a device revoked in that
  * file is disconnected from the leaf server. A thick edge's node runs it (as any node with
  * `nats.deviceAuth` does, so its reports record the device as principal); a thin edge runs it here.
- * Either way the callout also refuses what the cloud revoked: the edge node mirrors the hub's
- * revocation stream into the edge's domain (`EdgeRevocations`), reads it before the callout
- * starts, and kicks a device connected at the edge when a record revoking it arrives.
+ * Either way the callout also refuses what the cloud revoked: the edge node copies the hub's
+ * revocation stream into the edge's domain through the cloud's revocation feed, every tick while
+ * the link is up (`EdgeRevocations`), reads its copy before the callout starts, and kicks a device
+ * connected at the edge when a record revoking it arrives.
  */
 import { randomBytes } from "node:crypto";
 import type { NatsTransport } from "../../cluster/transport/nats.ts";
@@ -194,7 +195,11 @@ export class EdgeNode {
         tickMs: edge.tick,
         now: () => SystemClock.now(),
         logger,
-        onStatus: (status) => desired.linkIs(status.linkUp),
+        onStatus: (status) => {
+          desired.linkIs(status.linkUp);
+          // While the cloud answers: copy the revocations made there since the last copy.
+          if (status.linkUp) void revocations?.copy(Math.max(2000, edge.tick));
+        },
       });
       await refuseGivingTypesBack(transport, nats.stream.name, edge.twins);
       // The edge stream and the node's ingress stream first: they give up device telemetry to the raw stream.
@@ -229,8 +234,7 @@ export class EdgeNode {
       });
       await telemetry.start();
       // Read back before any device is checked: what the cloud revoked stays refused at a restart.
-      if (authSettings)
-        revocations = await learnCloudRevocations(transport, edge.hubDomain, authSettings, logger);
+      if (authSettings) revocations = await learnCloudRevocations(transport, edge.name, authSettings, logger);
       // A thick edge's node runs the callout itself (its ingress then records device principals).
       if (authSettings && !edgeTwins) {
         const { startDeviceAuth } = await import("../devices/auth/device-auth.ts");
@@ -346,12 +350,12 @@ export class EdgeNode {
 }
 
 /**
- * Starts following the cloud's revocations (the edge's mirror of the hub's stream, read to its end
+ * Starts following the cloud's revocations (the edge's copy of the hub's stream, read to its end
  * first). The edge's own credentials file says which credential each device holds here.
  */
 async function learnCloudRevocations(
   transport: NatsTransport,
-  hubDomain: string,
+  edge: string,
   settings: { readonly credentialsFile: string },
   logger: Logger,
 ): Promise<EdgeRevocations> {
@@ -360,7 +364,7 @@ async function learnCloudRevocations(
   const own = new DeviceCredentials(settings.credentialsFile);
   return EdgeRevocations.start({
     connection: transport.connection,
-    hubDomain,
+    edge,
     logger,
     credentialCreatedAt: (device) => {
       try {

@@ -22,6 +22,7 @@ import type { RevocationList } from "../devices/auth/cloud-revocation.ts";
 import type { DeviceCredentials } from "../devices/auth/device-credentials.ts";
 import type { CoapIngress } from "../devices/coap/coap-ingress.ts";
 import { type DeviceLink, startDeviceLink } from "../devices/device-link.ts";
+import type { RevocationFeed } from "../devices/edge/revocation-feed.ts";
 import { edgeInboxPrefix } from "../devices/edge/source-registration.ts";
 import type { DeviceCommandStats } from "../devices/egress/device-commands.ts";
 import type { DeviceIngress } from "../devices/ingress/device-ingress.ts";
@@ -267,6 +268,8 @@ export class DoppelNode {
       if (replication) opened.push(() => replication.stop());
       const registrar = await startSourceRegistrar(wiring);
       if (registrar) opened.push(() => registrar.stop());
+      const revocationFeed = await startRevocationFeed(wiring);
+      if (revocationFeed) opened.push(() => revocationFeed.stop());
 
       node = new DoppelNode(
         parts.store === undefined,
@@ -294,6 +297,7 @@ export class DoppelNode {
         node.#replication = replication;
       }
       if (registrar) node.attach(registrar);
+      if (revocationFeed) node.attach(revocationFeed);
       if (wiring.coordinator) node.attach(serveNodeCalls(wiring));
       await node.#startServices(parts, wiring);
       if (wiring.coordinator) await node.#joinCluster(wiring.coordinator);
@@ -686,6 +690,21 @@ async function startSourceRegistrar(wiring: Wiring): Promise<SourceRegistrar | u
   });
   await registrar.start();
   return registrar;
+}
+
+/**
+ * A cloud node on NATS answers edges' requests for the cloud's device revocations
+ * (devices/edge/revocation-feed.ts), so edges read them without a right to the cloud's JetStream
+ * API. Off on an edge node.
+ */
+async function startRevocationFeed(wiring: Wiring): Promise<RevocationFeed | undefined> {
+  if (!wiring.config.nats || wiring.config.edge) return undefined;
+  const { RevocationFeed } = await import("../devices/edge/revocation-feed.ts");
+  const { NatsTransport } = await import("../../cluster/transport/nats.ts");
+  if (!(wiring.transport instanceof NatsTransport)) return undefined;
+  const feed = new RevocationFeed(wiring.transport.connection);
+  await feed.start();
+  return feed;
 }
 
 /** The node's own connection: NATS when configured, else the in-process bus. */

@@ -88,7 +88,7 @@ describe("edge configuration", () => {
     );
     // What the edge's streams take comes from the edge's own server only.
     expect(text).toContain(
-      'deny_imports: ["doppel.dev.*.*.reported", "doppel.dev.*.*.telemetry", "doppel.fwd.>", "doppel.edge-log.>"]',
+      'deny_imports: ["doppel.dev.*.*.reported", "doppel.dev.*.*.telemetry", "doppel.fwd.>", "doppel.edge-log.>", "doppel.revocations.>"]',
     );
     expect(
       leafServerConfig({

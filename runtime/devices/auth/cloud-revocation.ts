@@ -2,7 +2,7 @@
  * A device revocation made in the cloud, as it travels to the edges (docs/security.md,
  * "Revocation at the edges"). Cloud nodes publish one record per device into the hub's stream
  * `DOPPEL_REVOCATIONS` (subject `doppel.revocations.<type>.<id>`, one message per subject); each
- * edge mirrors that stream into its own domain and refuses what a record revokes.
+ * edge copies that stream into its own domain (devices/edge/revocation-feed.ts) and refuses what a record revokes.
  *
  * **The rule.** A record says "the cloud revoked this device's credentials at `revokedAt`": at
  * every edge, a credential of that device created at or before `revokedAt` is refused, whatever
@@ -17,7 +17,7 @@ import { z } from "zod";
 import { InvalidArgument } from "../../core/errors.ts";
 import { parseRef, refKey, type TwinRef } from "../../core/ids.ts";
 
-/** The hub's stream of revocations (and each edge's mirror of it, by the same name). */
+/** The hub's stream of revocations (and each edge's copy of it, by the same name). */
 export const REVOCATIONS_STREAM = "DOPPEL_REVOCATIONS";
 /** Subjects of the records: `doppel.revocations.<type>.<id>`. */
 export const REVOCATIONS_PREFIX = "doppel.revocations";

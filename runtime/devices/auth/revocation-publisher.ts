@@ -3,7 +3,7 @@
  * device credentials keeps the hub's stream `DOPPEL_REVOCATIONS` equal to what its credentials
  * file says. Every device the file shows revoked, or provisioned again after a revocation
  * (`previousRevokedAt`), has one record there (`max_msgs_per_subject: 1`, limits retention, kept
- * for good); the edges mirror the stream.
+ * for good); the edges copy it through the revocation feed (devices/edge/revocation-feed.ts).
  *
  * {@link RevocationPublisher.reconcile} runs on every poll of the revocation watch: it compares
  * the file with what it knows the stream holds (read from the stream at start) and publishes the
@@ -52,8 +52,12 @@ export function revocationOf(entry: DeviceCredentialRecord): CloudRevocation | u
 /** Creates the hub's revocation stream if it does not exist (an existing one is kept as it is). */
 async function ensureRevocationStream(jsm: JetStreamManager, replicas: number): Promise<void> {
   const existing = await jsm.streams.info(REVOCATIONS_STREAM).catch(() => undefined);
+  // Direct gets serve the edges' requests (devices/edge/revocation-feed.ts).
+  if (existing && !existing.config.allow_direct)
+    await jsm.streams.update(REVOCATIONS_STREAM, { ...existing.config, allow_direct: true });
   if (existing) return;
   await jsm.streams.add({
+    allow_direct: true,
     name: REVOCATIONS_STREAM,
     subjects: [`${REVOCATIONS_PREFIX}.*.*`],
     retention: RetentionPolicy.Limits,
@@ -108,7 +112,7 @@ export class RevocationPublisher {
       .map(revocationOf)
       .filter((record) => record !== undefined);
     if (!this.#inStream) {
-      // Created even with nothing in it: the edges' mirrors then find it at once.
+      // Created even with nothing in it: the feed then answers from it at once.
       const { jetstream, jetstreamManager } = await import("@nats-io/jetstream");
       const jsm = await jetstreamManager(this.#nc);
       await ensureRevocationStream(jsm, this.#replicas);

@@ -1,13 +1,16 @@
 /**
  * What an edge learns of the cloud's device revocations (devices/auth/cloud-revocation.ts, the
- * rule there). The edge node creates, in the edge's own JetStream domain, a mirror of the hub's
- * `DOPPEL_REVOCATIONS` (same name, `mirror.external.api = $JS.<hub domain>.API`): nats-server
- * copies every record across the leaf link while it is up and catches up from where it stopped
- * after an outage. The mirror is the edge's persistent memory: an edge node started with the link
- * down reads it back before its auth callout answers anyone, so a device the cloud revoked stays
- * refused.
+ * rule there). The edge keeps its own copy of the hub's `DOPPEL_REVOCATIONS`: a stream of the same
+ * name in the edge's JetStream domain (same subjects, one message per device), filled by the edge
+ * node from the cloud's revocation feed (revocation-feed.ts: `doppel.edge.<edge>.revocations`,
+ * answered by a cloud node; the edge needs no right to the cloud's JetStream API). Every
+ * `edge.tick` while the link is up it asks for what follows the last hub sequence it copied (the
+ * `Doppel-Hub-Seq` header of its stream's last message), stores each message as it came (message
+ * id `hub-<seq>`) and asks again while it is behind; after an outage it resumes there, so nothing
+ * revoked meanwhile is missed. The copy is the edge's persistent memory: an edge node started with
+ * the link down reads it back before its auth callout answers anyone.
  *
- * The edge node follows its local mirror with an ordered consumer. Each record is validated
+ * The edge node follows its copy with an ordered consumer. Each record is validated
  * ({@link decodeRevocation}); a malformed one is counted (`stats.malformed`), logged and skipped.
  * Per device the latest revocation is kept; when one is learnt that refuses the device's
  * credential in the edge's own file, its connections to the leaf server are kicked
@@ -16,22 +19,28 @@
 import {
   DeliverPolicy,
   DiscardPolicy,
+  type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
   RetentionPolicy,
   StorageType,
 } from "@nats-io/jetstream";
+import { headers as natsHeaders } from "@nats-io/nats-core";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "../../observability/logger.ts";
 import {
   type CloudRevocation,
   decodeRevocation,
   laterRevocation,
+  REVOCATIONS_PREFIX,
   REVOCATIONS_STREAM,
   type RevocationList,
   revokesCredential,
 } from "../auth/cloud-revocation.ts";
-import { domainApi } from "./durable-source.ts";
+import { FEED_BATCH, parseFeedReply, revocationFeedSubject } from "./revocation-feed.ts";
+
+/** The header carrying a copied message's sequence in the hub's stream. */
+export const HUB_SEQ_HEADER = "Doppel-Hub-Seq";
 
 /** Counters of what the edge learnt. */
 export type EdgeRevocationStats = {
@@ -41,15 +50,17 @@ export type EdgeRevocationStats = {
   malformed: number;
   /** Devices whose connections were kicked after a record refused their credential. */
   kicked: number;
+  /** Messages copied from the cloud's stream into the edge's. */
+  copied: number;
 };
 
-/** Creates the edge's mirror of the hub's stream; an existing one is kept with what it holds. */
-async function ensureMirror(jsm: JetStreamManager, hubDomain: string): Promise<void> {
+/** Creates the edge's copy of the hub's stream; an existing one is kept with what it holds. */
+async function ensureCopy(jsm: JetStreamManager): Promise<void> {
   const existing = await jsm.streams.info(REVOCATIONS_STREAM).catch(() => undefined);
   if (existing) return;
   await jsm.streams.add({
     name: REVOCATIONS_STREAM,
-    mirror: { name: REVOCATIONS_STREAM, external: { api: domainApi(hubDomain), deliver: "" } },
+    subjects: [`${REVOCATIONS_PREFIX}.*.*`],
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
     max_msgs_per_subject: 1,
@@ -57,37 +68,68 @@ async function ensureMirror(jsm: JetStreamManager, hubDomain: string): Promise<v
   });
 }
 
+/** The hub sequence the edge's copy holds up to (its last message's header; 0 when empty). */
+async function copiedThrough(jsm: JetStreamManager): Promise<number> {
+  const last = (await jsm.streams.info(REVOCATIONS_STREAM)).state.last_seq;
+  if (last === 0) return 0;
+  const message = await jsm.streams.getMessage(REVOCATIONS_STREAM, { seq: last }).catch(() => null);
+  const seq = Number(message?.header?.get(HUB_SEQ_HEADER));
+  return Number.isSafeInteger(seq) && seq > 0 ? seq : 0;
+}
+
 export class EdgeRevocations implements RevocationList {
-  readonly stats: EdgeRevocationStats = { learnt: 0, malformed: 0, kicked: 0 };
+  readonly stats: EdgeRevocationStats = { learnt: 0, malformed: 0, kicked: 0, copied: 0 };
   readonly #records = new Map<string, CloudRevocation>();
   readonly #logger: Logger;
   readonly #createdAt: (device: string) => string | undefined;
+  readonly #nc: NatsConnection;
+  readonly #edge: string;
+  #js: JetStreamClient | undefined;
+  /** The last hub sequence copied into the edge's stream. */
+  #through = 0;
+  #copying: Promise<void> | undefined;
   #onRevoked: ((device: string) => Promise<number>) | undefined;
   #stop: (() => Promise<void>) | undefined;
 
-  private constructor(logger: Logger, createdAt: (device: string) => string | undefined) {
+  private constructor(
+    nc: NatsConnection,
+    edge: string,
+    logger: Logger,
+    createdAt: (device: string) => string | undefined,
+  ) {
+    this.#nc = nc;
+    this.#edge = edge;
     this.#logger = logger;
     this.#createdAt = createdAt;
   }
 
   /**
-   * Ensures the mirror and reads it to its end before returning (so the callout refuses at once),
-   * then keeps following it. Needs only the edge's own JetStream (the link may be down).
+   * Ensures the edge's copy and reads it to its end before returning (so the callout refuses at
+   * once), then keeps following it. Needs only the edge's own JetStream (the link may be down);
+   * {@link copy} brings in what the cloud has.
    */
   static async start(options: {
     /** The edge node's connection to its leaf server (the devices' account). */
     readonly connection: NatsConnection;
-    readonly hubDomain: string;
+    /** The edge's name (its feed subject). */
+    readonly edge: string;
     readonly logger: Logger;
     /** When the edge's own file created `device`'s credential (undefined: it has none). */
     readonly credentialCreatedAt: (device: string) => string | undefined;
   }): Promise<EdgeRevocations> {
     const { jetstream, jetstreamManager } = await import("@nats-io/jetstream");
     const jsm = await jetstreamManager(options.connection);
-    await ensureMirror(jsm, options.hubDomain);
-    const revocations = new EdgeRevocations(options.logger, options.credentialCreatedAt);
+    await ensureCopy(jsm);
+    const revocations = new EdgeRevocations(
+      options.connection,
+      options.edge,
+      options.logger,
+      options.credentialCreatedAt,
+    );
+    revocations.#js = jetstream(options.connection);
+    revocations.#through = await copiedThrough(jsm);
     const held = (await jsm.streams.info(REVOCATIONS_STREAM)).state.messages;
-    const consumer = await jetstream(options.connection).consumers.get(REVOCATIONS_STREAM, {
+    const consumer = await revocations.#js.consumers.get(REVOCATIONS_STREAM, {
       deliver_policy: DeliverPolicy.All,
     });
     const messages = await consumer.consume({ max_messages: 256 });
@@ -105,11 +147,63 @@ export class EdgeRevocations implements RevocationList {
       options.logger.warn({ err: error }, "edge: stopped following the cloud's revocations"),
     );
     revocations.#stop = async () => {
+      await revocations.#copying;
       await messages.close();
       await loop;
     };
     await read;
     return revocations;
+  }
+
+  /**
+   * Copies what the cloud's stream holds beyond the edge's copy (one request per page, until a
+   * short page). Never throws: with the link down, or the cloud not answering, it tries again at
+   * the next call. One copy runs at a time.
+   */
+  copy(timeoutMs: number): Promise<void> {
+    this.#copying ??= this.#copyAll(timeoutMs)
+      .catch((error: unknown) => {
+        const reason = String((error as Error)?.message ?? error);
+        if (!/no responders|timeout|TIMEOUT/i.test(reason))
+          this.#logger.warn({ err: reason }, "edge: cannot copy the cloud's revocations yet");
+      })
+      .finally(() => {
+        this.#copying = undefined;
+      });
+    return this.#copying;
+  }
+
+  async #copyAll(timeoutMs: number): Promise<void> {
+    const js = this.#js!;
+    for (;;) {
+      const after = this.#through;
+      const reply = await this.#nc.request(
+        revocationFeedSubject(this.#edge),
+        new TextEncoder().encode(JSON.stringify({ after })),
+        { timeout: timeoutMs },
+      );
+      const page = parseFeedReply(reply.data, after);
+      for (const record of page.records) {
+        const h = natsHeaders();
+        h.set(HUB_SEQ_HEADER, String(record.seq));
+        // Subjects outside the copy's own are not stored (the cloud's stream takes only those).
+        if (!/^doppel\.revocations\.[^.]+\.[^.]+$/.test(record.subject)) {
+          this.stats.malformed++;
+        } else {
+          await js.publish(record.subject, new TextEncoder().encode(record.data), {
+            headers: h,
+            msgID: `hub-${record.seq}`,
+          });
+          this.stats.copied++;
+        }
+        this.#through = record.seq;
+      }
+      if (page.records.length < FEED_BATCH) {
+        // Everything up to the cloud's last sequence is copied (later ones were superseded).
+        if (page.last > this.#through && page.records.length === 0) this.#through = page.last;
+        if (page.records.length === 0 || this.#through >= page.last) return;
+      }
+    }
   }
 
   /** Kicks a device a later record refuses; until set (the callout is starting), nothing is kicked. */

@@ -8,10 +8,10 @@
  * The remote does not export device reports and telemetry: those are stored at the edge and
  * reach the cloud only through the edge stream's source (otherwise the cloud's ingress stream
  * would also take them directly, and a device's ack could come from the cloud instead of the
- * edge), nor the cloud's device revocation records (`doppel.revocations.>`: the edges mirror the
- * hub's stream of them; an edge must not publish a record every edge would read). Nor does it
- * import what the edge's streams take (`EDGE_LOCAL_SUBJECTS`: reports, telemetry, forwarded
- * telemetry, the thick edge's log): a publish on those subjects in the cloud
+ * edge), nor the cloud's device revocation records (`doppel.revocations.>`: an edge must not
+ * publish a record every edge would read). Nor does it import what the edge's streams take
+ * (`EDGE_LOCAL_SUBJECTS`: reports, telemetry, forwarded telemetry, the thick edge's log; and the
+ * revocation records, which the edge node copies into its own stream from the cloud's feed): a publish on those subjects in the cloud
  * or at another edge must not land in this edge's streams (another edge could otherwise write into
  * this edge's log, which the cloud trusts as this edge's). Everything else crosses: `sync`,
  * `desired`, `cmd`, `cmd-result`, `errors`, the status subject and the JetStream APIs of both domains.
@@ -29,7 +29,10 @@ import { formatHostPort } from "../../core/host-port.ts";
 import { REVOCATIONS_PREFIX } from "../auth/cloud-revocation.ts";
 import { EDGE_LOCAL_SUBJECTS, FORWARDED_SUBJECTS } from "./edge-stream.ts";
 
-/** The cloud's revocation records: an edge must not publish into the hub's stream (it mirrors it). */
+/**
+ * The cloud's revocation records: an edge must not publish into the hub's stream, and the edge's
+ * copy of it is filled by the edge node only (from the cloud's revocation feed).
+ */
 const REVOCATION_SUBJECTS = `${REVOCATIONS_PREFIX}.>`;
 
 /** A user and password of the leaf server's configuration. */
@@ -136,7 +139,7 @@ export function leafServerConfig(options: LeafServerOptions): string {
     ...(credentials && "credsFile" in credentials ? [`credentials: ${quote(credentials.credsFile)}`] : []),
     ...(options.tlsCa ? [`tls { ca_file: ${quote(options.tlsCa)} }`] : []),
     `deny_exports: [${[...FORWARDED_SUBJECTS, REVOCATION_SUBJECTS].map(quote).join(", ")}]`,
-    `deny_imports: [${EDGE_LOCAL_SUBJECTS.map(quote).join(", ")}]`,
+    `deny_imports: [${[...EDGE_LOCAL_SUBJECTS, REVOCATION_SUBJECTS].map(quote).join(", ")}]`,
   ];
   return [
     `# nats-server configuration of the Doppel edge ${quote(options.edge)} (written by Doppel).`,

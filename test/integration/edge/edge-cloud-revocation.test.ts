@@ -30,8 +30,8 @@ const EDGE = "plant-revoke";
 /**
  * Revocation made in the cloud reaching the edge: the cloud node (with `nats.deviceAuth`, its own
  * credentials file) publishes each revocation into the hub's `DOPPEL_REVOCATIONS`; the edge node
- * mirrors it into the edge's domain and its auth callout (on the leaf server) refuses and kicks
- * the device. The edge's credentials file is a copy of the cloud's (what an operator distributes);
+ * copies it into the edge's domain through the cloud's revocation feed and its auth callout (on
+ * the leaf server) refuses and kicks the device. The edge's credentials file is a copy of the cloud's (what an operator distributes);
  * nothing is revoked in it.
  */
 describe("thin edge: a device revoked in the cloud is refused and disconnected at the edge", () => {
@@ -128,6 +128,8 @@ describe("thin edge: a device revoked in the cloud is refused and disconnected a
     await expect(connectAtEdge("up")).rejects.toThrow(/Authorization Violation/);
     expect(refusedInCloud()).toBe(before + 1);
     expect(edge.revocations?.stats.kicked).toBeGreaterThanOrEqual(1);
+    // Copied by the edge node through the cloud's feed into a stream of the edge's own (no mirror).
+    expect(edge.revocations?.stats.copied).toBeGreaterThanOrEqual(1);
     // The edge's own file never revoked it.
     expect(new DeviceCredentials(edgeFile).isActive(device("up"))).toBe(true);
   });
