@@ -19,10 +19,25 @@ export function tokensMatch(p: readonly string[], s: readonly string[]): boolean
 /** True for a well-formed subject: non-empty tokens, no whitespace; wildcards only when `wildcards`. */
 export function validSubject(subject: string, wildcards: boolean): boolean {
   if (subject.length === 0 || /\s/.test(subject)) return false;
-  const tokens = subject.split(".");
-  return tokens.every((token, i) => {
-    if (token.length === 0) return false;
-    if (token === "*" || token === ">") return wildcards && (token === "*" || i === tokens.length - 1);
-    return !token.includes("*") && !token.includes(">");
-  });
+  // One pass over the characters (checked on every publish): no array of tokens, no closure.
+  let start = 0;
+  for (let end = 0; end <= subject.length; end++) {
+    if (end < subject.length && subject.charCodeAt(end) !== DOT) continue;
+    if (end === start) return false;
+    const first = subject.charCodeAt(start);
+    if (end - start === 1 && (first === STAR || first === GT)) {
+      if (!wildcards || (first === GT && end !== subject.length)) return false;
+    } else {
+      for (let i = start; i < end; i++) {
+        const c = subject.charCodeAt(i);
+        if (c === STAR || c === GT) return false;
+      }
+    }
+    start = end + 1;
+  }
+  return true;
 }
+
+const DOT = 46;
+const STAR = 42;
+const GT = 62;

@@ -66,6 +66,7 @@ import {
   nextExpiry,
 } from "./queued-commands.ts";
 import { Turn } from "./turn.ts";
+import { TurnCommit } from "./turn-commit.ts";
 import {
   BuiltIn,
   foldInto,
@@ -74,7 +75,6 @@ import {
   judgeStamp,
   type TwinData,
   toSnapshot,
-  toView,
 } from "./twin-data.ts";
 import type { TwinType } from "./twin-type.ts";
 
@@ -190,6 +190,8 @@ const STALE = Symbol("stale");
 
 export class Activation implements TwinBinding, CommitListener {
   readonly key: string;
+  /** The twin's reference, one for all its commits and calls (frozen: it is shared). */
+  readonly #ref: TwinRef;
   lastUsed: number;
   /** The catalog's recency list: the twin used just before this one, and just after (null: none). */
   older: Activation | null = null;
@@ -221,6 +223,7 @@ export class Activation implements TwinBinding, CommitListener {
     host: ActivationHost,
   ) {
     this.key = `${type.name}/${id}`;
+    this.#ref = Object.freeze({ type: type.name, id });
     this.#host = host;
     this.lastUsed = host.clock.now();
     this.#twin = type.instantiate();
@@ -747,14 +750,14 @@ export class Activation implements TwinBinding, CommitListener {
   }
 
   #toCommit(batch: Batch): TwinCommit {
-    const commit: Mutable<TwinCommit> = {
-      ref: this.ref,
-      shard: this.shard,
-      expectedSeq: batch.start.seq,
-      events: batch.records,
-      view: toView(this.type.name, this.id, batch.end),
-      reminders: this.#reminderChanges(batch.start, batch.end),
-    };
+    const commit = new TurnCommit(
+      this.#ref,
+      this.shard,
+      batch.start.seq,
+      batch.records,
+      this.#reminderChanges(batch.start, batch.end),
+      batch.end,
+    );
     // The twin's first batch creates it: on behalf of its first turn with a quota.
     const creating =
       batch.start.seq === 0
@@ -945,7 +948,7 @@ export class Activation implements TwinBinding, CommitListener {
   // ---- TwinBinding: what the developer's twin sees through `this` ----
 
   get ref(): TwinRef {
-    return { type: this.type.name, id: this.id };
+    return this.#ref;
   }
 
   #current(): TwinData {

@@ -33,7 +33,8 @@ export class ChangeFeed {
 
   /** Delivers a change. A throwing listener is isolated from the others. */
   publish(key: string, change: TwinChange): void {
-    for (const listener of this.#byKey.get(key) ?? []) safely(listener, change);
+    const listeners = this.#byKey.get(key);
+    if (listeners) for (const listener of listeners) safely(listener, change);
     for (const listener of this.#all) safely(listener, change);
   }
 }

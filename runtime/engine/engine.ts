@@ -182,9 +182,9 @@ export class Engine {
 
   #committed(activation: Activation, commit: TwinCommit, reminders: readonly ReminderIndexEntry[]): void {
     if (reminders.length > 0) this.reminders.track(reminders);
-    if (this.feed.watched(activation.key)) {
-      this.feed.publish(activation.key, { ref: commit.ref, events: commit.events, view: commit.view });
-    }
+    // The commit is the change (no second object per commit); its view is built only if a
+    // listener reads it (the desired push reads it only for a change to desired).
+    if (this.feed.watched(activation.key)) this.feed.publish(activation.key, commit);
   }
 
   async #deliverReminder(entry: ReminderIndexEntry): Promise<void> {

@@ -28,11 +28,6 @@ export interface CommitListener {
   failed(commit: TwinCommit, error: DoppelError): void;
 }
 
-interface Pending {
-  readonly commit: TwinCommit;
-  readonly listener: CommitListener;
-}
-
 /** A listener that settles a promise (for {@link GroupCommitter.submit}). */
 class Settles implements CommitListener {
   constructor(
@@ -51,7 +46,9 @@ class Settles implements CommitListener {
 export type CommitObserver = (commits: number, events: number, millis: number, failed: boolean) => void;
 
 export class GroupCommitter {
-  #queue: Pending[] = [];
+  /** The queued commits, and at the same index who waits for each (two arrays: no object per commit). */
+  #queue: TwinCommit[] = [];
+  #listeners: CommitListener[] = [];
   #inFlight = 0;
   #scheduled = false;
   #idleWaiters: (() => void)[] = [];
@@ -71,7 +68,8 @@ export class GroupCommitter {
 
   /** Queues a commit; `listener` hears once it is persisted or failed (no promise per commit). */
   enqueue(commit: TwinCommit, listener: CommitListener): void {
-    this.#queue.push({ commit, listener });
+    this.#queue.push(commit);
+    this.#listeners.push(listener);
     if (!this.#scheduled) {
       this.#scheduled = true;
       setImmediate(this.#flushSoon);
@@ -96,46 +94,51 @@ export class GroupCommitter {
 
   #flush(): void {
     while (this.#queue.length > 0 && this.#inFlight < this.options.maxInFlight) {
-      const batch = this.#queue.splice(0, this.options.maxBatch);
+      const commits = this.#queue.splice(0, this.options.maxBatch);
+      const listeners = this.#listeners.splice(0, commits.length);
       this.#inFlight++;
-      void this.#write(batch);
+      void this.#write(commits, listeners);
     }
   }
 
-  async #write(all: Pending[]): Promise<void> {
+  async #write(all: TwinCommit[], allListeners: CommitListener[]): Promise<void> {
     const started = performance.now();
     let failed = false;
-    const batch: Pending[] = [];
+    // The commits that pass the fence, and their listeners at the same index.
+    const commits: TwinCommit[] = [];
+    const listeners: CommitListener[] = [];
     // One listener's throw neither keeps the others from hearing nor stops the flush; it is
     // rethrown once all have heard.
     let thrown: { error: unknown } | undefined;
-    const tell = (pending: Pending, error: DoppelError | undefined) => {
+    const tell = (commit: TwinCommit, listener: CommitListener, error: DoppelError | undefined) => {
       try {
-        if (error) pending.listener.failed(pending.commit, error);
-        else pending.listener.written(pending.commit);
+        if (error) listener.failed(commit, error);
+        else listener.written(commit);
       } catch (caught) {
         thrown ??= { error: caught };
       }
     };
-    for (const pending of all) {
-      const refusal = this.fence(pending.commit);
-      if (refusal) tell(pending, refusal);
-      else batch.push(pending);
+    for (let i = 0; i < all.length; i++) {
+      const commit = all[i]!;
+      const refusal = this.fence(commit);
+      if (refusal) tell(commit, allListeners[i]!, refusal);
+      else {
+        commits.push(commit);
+        listeners.push(allListeners[i]!);
+      }
     }
     let results: readonly (DoppelError | undefined)[] = [];
     let failure: DoppelError | undefined;
+    let events = 0;
+    for (const commit of commits) events += commit.events.length;
     try {
-      if (batch.length > 0) {
-        const commits = batch.map((p) => p.commit);
+      if (commits.length > 0) {
         for (const commit of commits) stageClock("commit-start", commit.ref.id, commits.length);
         results = tracingOn()
           ? await inSpan(
               "persist",
               SpanKind.CLIENT,
-              {
-                "doppel.commits": batch.length,
-                "doppel.events": batch.reduce((n, p) => n + p.commit.events.length, 0),
-              },
+              { "doppel.commits": commits.length, "doppel.events": events },
               () => this.store.commit(commits),
             )
           : await this.store.commit(commits);
@@ -150,11 +153,10 @@ export class GroupCommitter {
             });
     }
     this.#inFlight--;
-    for (const pending of batch) stageClock("commit-done", pending.commit.ref.id);
-    const events = batch.reduce((n, p) => n + p.commit.events.length, 0);
-    this.observe(batch.length, events, performance.now() - started, failed);
+    for (const commit of commits) stageClock("commit-done", commit.ref.id);
+    this.observe(commits.length, events, performance.now() - started, failed);
     // Listeners hear synchronously: what they queue next (a twin's next batch) joins this flush.
-    for (let i = 0; i < batch.length; i++) tell(batch[i]!, failure ?? results[i]);
+    for (let i = 0; i < commits.length; i++) tell(commits[i]!, listeners[i]!, failure ?? results[i]);
     this.#flush();
     if (this.backlog === 0) for (const resolve of this.#idleWaiters.splice(0)) resolve();
     if (thrown) throw thrown.error;

@@ -32,8 +32,12 @@ interface StoredTwin {
   readonly log: EventRecord[];
   /** The epoch the twin was last claimed at (see `LoadOptions.claimEpoch`; 0: never claimed). */
   claim: number;
-  /** The twin's view (projection), once it has events. */
-  view: TwinView | undefined;
+  /**
+   * The twin's last commit, whose view (projection) is the twin's view, once it has events. Kept
+   * rather than its view: a commit may build its view only when it is read (the engine's do), so
+   * a twin written often and read seldom builds few.
+   */
+  last: TwinCommit | undefined;
 }
 
 export class MemoryEventStore implements EventStore {
@@ -97,7 +101,7 @@ export class MemoryEventStore implements EventStore {
     }
     const stored = twin ?? this.#add(commit.ref);
     for (const event of commit.events) stored.log.push(event);
-    stored.view = commit.view;
+    stored.last = commit;
     const { clear, set } = commit.reminders;
     if (clear.length > 0 || set.length > 0) {
       const key = refKey(commit.ref);
@@ -117,7 +121,7 @@ export class MemoryEventStore implements EventStore {
       byId = new Map();
       this.#twins.set(ref.type, byId);
     }
-    const twin: StoredTwin = { log: [], claim: 0, view: undefined };
+    const twin: StoredTwin = { log: [], claim: 0, last: undefined };
     byId.set(ref.id, twin);
     return twin;
   }
@@ -163,7 +167,7 @@ export class MemoryEventStore implements EventStore {
 
   async readView(ref: TwinRef): Promise<TwinView | undefined> {
     this.#gate();
-    return this.#twin(ref)?.view;
+    return this.#twin(ref)?.last?.view;
   }
 
   async queryViews(type: string, query: ViewQuery): Promise<ViewPage> {
@@ -173,14 +177,14 @@ export class MemoryEventStore implements EventStore {
       : undefined;
     const byId = this.#twins.get(type);
     const ids = [...(byId?.entries() ?? [])]
-      .filter(([, twin]) => twin.view !== undefined)
+      .filter(([, twin]) => twin.last !== undefined)
       .map(([id]) => id)
       .sort();
     const views: TwinView[] = [];
     let index = after === undefined ? 0 : ids.findIndex((id) => id > after);
     if (index < 0) index = ids.length;
     for (; index < ids.length && views.length < query.limit; index++) {
-      const view = byId?.get(ids[index]!)?.view;
+      const view = byId?.get(ids[index]!)?.last?.view;
       if (view && (!query.match || query.match(view))) views.push(view);
     }
     const last = views.at(-1);
@@ -209,10 +213,11 @@ export class MemoryEventStore implements EventStore {
   ): Promise<ReminderIndexEntry[]> {
     this.#gate();
     const wanted = shards === "all" ? undefined : new Set(shards);
-    return [...this.#reminders.values()]
-      .filter((r) => r.dueAt <= until && (!wanted || wanted.has(r.shard)))
-      .sort((a, b) => a.dueAt - b.dueAt)
-      .slice(0, limit);
+    // Only the due entries are copied (not every entry, on every poll).
+    const due: ReminderIndexEntry[] = [];
+    for (const r of this.#reminders.values())
+      if (r.dueAt <= until && (!wanted || wanted.has(r.shard))) due.push(r);
+    return due.sort((a, b) => a.dueAt - b.dueAt).slice(0, limit);
   }
 
   async earliestReminders(shards: readonly number[] | "all"): Promise<Map<number, number>> {

@@ -13,7 +13,9 @@ const encoder = new TextEncoder();
 export function relayChanges(feed: ChangeFeed, transport: Transport): () => void {
   return feed.subscribe("*", (change) => {
     try {
-      transport.publish(changeSubject(change.ref), encoder.encode(JSON.stringify(change)));
+      // Field by field: a change may be a commit, with more fields and its view behind a getter.
+      const message = { ref: change.ref, events: change.events, view: change.view };
+      transport.publish(changeSubject(change.ref), encoder.encode(JSON.stringify(message)));
     } catch {
       // The transport is closing; watchers re-watch and take the current state.
     }

@@ -17,6 +17,15 @@ describe("in-process transport", () => {
     expect(validSubject("a.*", false)).toBe(false);
     expect(validSubject("a.>.b", true)).toBe(false);
     expect(validSubject("a b", true)).toBe(false);
+    expect(validSubject("a\u00a0b", true)).toBe(false);
+    for (const bad of ["", ".", "a.", ".a", "a.b*", "a.>b", "*a.b"])
+      expect(validSubject(bad, true)).toBe(false);
+    for (const good of ["a", "a.b", "doppel.dev.thermostat.t-1.desired"])
+      expect(validSubject(good, false)).toBe(true);
+    for (const wild of ["*", ">", "a.*", "a.>", "a.*.c.>", "*.*"]) {
+      expect(validSubject(wild, true)).toBe(true);
+      expect(validSubject(wild, false)).toBe(false);
+    }
   });
 
   it("delivers to every subscriber and to one member of a queue group", async () => {

@@ -7,6 +7,7 @@
  */
 import type { Transport } from "../../../cluster/transport/transport.ts";
 import { edgeOwnerOf } from "../../core/edge-owner.ts";
+import type { EventRecord } from "../../core/records.ts";
 import type { ChangeFeed } from "../../engine/change-feed.ts";
 import { BuiltIn } from "../../engine/twin-data.ts";
 import { type DesiredPush, DeviceChannel, deviceSubject, encodeJson } from "../protocol.ts";
@@ -14,7 +15,7 @@ import { type DesiredPush, DeviceChannel, deviceSubject, encodeJson } from "../p
 /** Starts pushing desired-state changes to devices; returns the stop function. */
 export function pushDesiredToDevices(feed: ChangeFeed, transport: Transport): () => void {
   return feed.subscribe("*", (change) => {
-    if (!change.events.some((event) => event.type === BuiltIn.Desired)) return;
+    if (!changesDesired(change.events)) return;
     if (change.events.some((event) => edgeOwnerOf(event.writer) !== undefined)) return;
     const push: DesiredPush = {
       version: change.view.version,
@@ -27,4 +28,10 @@ export function pushDesiredToDevices(feed: ChangeFeed, transport: Transport): ()
       // The transport is closing; the device gets the current desired state when it syncs.
     }
   });
+}
+
+/** True when one of `events` is a `$desired` (a loop: this runs for every persisted change). */
+function changesDesired(events: readonly EventRecord[]): boolean {
+  for (const event of events) if (event.type === BuiltIn.Desired) return true;
+  return false;
 }
