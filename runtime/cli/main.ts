@@ -133,6 +133,14 @@ function program({ out, err }: CliOutput): Command {
     )
     .action(async (flags) => (await import("./leaf-config-command.ts")).leafConfigCommand(flags, out));
 
+  edge
+    .command("hub-config")
+    .description(
+      "print the cloud nats-server's authorization block: one leaf-only user per edge, least permissions",
+    )
+    .option("--edge <name:password...>", "an edge's name (its hub user) and leaf password; repeat per edge")
+    .action(async (flags) => (await import("./hub-config-command.ts")).hubConfigCommand(flags, out));
+
   doppel
     .command("sim")
     .description("run simulated devices against a Doppel cluster over NATS")

@@ -1,6 +1,6 @@
 /**
  * Two real nats-servers for the edge tests: a hub (the cloud's, JetStream domain `cloud`, a leaf
- * node port that asks for the edge's credentials) and a leaf (the edge's, written by Doppel's
+ * node port that asks for the edge's credentials; open, or locked per edge with `lockHub`) and a leaf (the edge's, written by Doppel's
  * `leafServerConfig`), each in a directory of its own on free loopback ports, and between them a
  * TCP relay the test can cut and restore: a real leaf-link outage while both servers keep running.
  */
@@ -13,6 +13,7 @@ import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { createAccount } from "@nats-io/nkeys";
 import { type LeafDeviceAuth, leafServerConfig, type NodeConfigInput } from "doppel/node";
+import { type HubEdgeUser, hubAuthorizationConfig } from "../../../runtime/devices/edge/hub-config.ts";
 import { leafDeviceAuth } from "../../../runtime/node/device-settings.ts";
 import { compileConfig } from "../../../runtime/node/options.ts";
 import { silentLogger } from "../../../runtime/observability/logger.ts";
@@ -29,7 +30,22 @@ export const LEAF_USER = { user: "edge-plant", pass: "leaf-secret-1" };
 export interface NatsProcess {
   readonly url: string;
   readonly port: number;
+  /** The user a client of this server connects as, when it asks for one (a locked hub). */
+  readonly credentials?: { readonly user: string; readonly pass: string };
   stop(): Promise<void>;
+}
+
+/** The cloud's own user on a locked hub: cloud nodes and the tests' cloud clients. */
+export const CLOUD_USER = { user: "cloud", pass: "cloud-secret-1" };
+
+/** How to connect to `server` (with its credentials, if it asks for them). */
+export function hubConnection(server: NatsProcess): {
+  servers: string;
+  credentials?: { user: string; pass: string };
+} {
+  return server.credentials
+    ? { servers: server.url, credentials: { ...server.credentials } }
+    : { servers: server.url };
 }
 
 async function runNats(dir: string, name: string, config: string, port: number): Promise<NatsProcess> {
@@ -62,18 +78,42 @@ async function runNats(dir: string, name: string, config: string, port: number):
   };
 }
 
-/** The cloud's server: JetStream domain `cloud`, leaf node port with the edge's credentials. */
-export async function startHub(dir: string): Promise<NatsProcess & { leafPort: number }> {
+/**
+ * The cloud's server: JetStream domain `cloud`, leaf node port with the edge's credentials. With
+ * `edges` it is locked: one leaf-only user per edge with that edge's least permissions
+ * (`hubAuthorizationConfig`, as `doppel edge hub-config` prints it) and the cloud's own
+ * {@link CLOUD_USER}; otherwise the leaf port takes {@link LEAF_USER} with every right.
+ */
+export async function startHub(
+  dir: string,
+  edges?: readonly HubEdgeUser[],
+): Promise<NatsProcess & { leafPort: number }> {
   const [port, leafPort] = [await freePort(), await freePort()];
+  const leafAuth = edges
+    ? ""
+    : `, authorization { user: ${JSON.stringify(LEAF_USER.user)}, password: ${JSON.stringify(LEAF_USER.pass)} }`;
   const config = [
     "server_name: hub",
     `listen: "127.0.0.1:${port}"`,
     `jetstream { store_dir: ${JSON.stringify(join(dir, "hub-js"))}, domain: ${HUB_DOMAIN}, sync_interval: always }`,
+    ...(edges
+      ? [
+          hubAuthorizationConfig(edges, [
+            `{ user: ${JSON.stringify(CLOUD_USER.user)}, password: ${JSON.stringify(CLOUD_USER.pass)} }`,
+          ]),
+        ]
+      : []),
     // no_advertise: the leaf must not learn the hub's own leaf URL and reconnect around the relay.
-    `leafnodes { listen: "127.0.0.1:${leafPort}", no_advertise: true, authorization { user: ${JSON.stringify(LEAF_USER.user)}, password: ${JSON.stringify(LEAF_USER.pass)} } }`,
+    `leafnodes { listen: "127.0.0.1:${leafPort}", no_advertise: true${leafAuth} }`,
     "",
   ].join("\n");
-  return { ...(await runNats(dir, "hub", config, port)), leafPort };
+  const hub = await runNats(dir, "hub", config, port);
+  return { ...hub, ...(edges ? { credentials: CLOUD_USER } : {}), leafPort };
+}
+
+/** A locked hub's edges: the tests' edge with {@link LEAF_USER}, and `others`. */
+export interface HubLock {
+  readonly others?: readonly HubEdgeUser[];
 }
 
 /** How the edge's leaf server is set up beyond its name and upstream. */
@@ -238,10 +278,17 @@ export interface EdgeServers {
 export async function startEdgeServers(
   name: string,
   edge: string,
-  setup: LeafSetup & { readonly dir?: string } = {},
+  setup: LeafSetup & { readonly dir?: string; readonly lockHub?: HubLock | undefined } = {},
 ): Promise<EdgeServers> {
   const dir = setup.dir ?? mkdtempSync(join(tmpdir(), `doppel-edge-${name}-`));
-  const hub = await startHub(dir);
+  const credentials = setup.credentials ?? LEAF_USER;
+  const hub = await startHub(
+    dir,
+    setup.lockHub && [
+      { edge, user: credentials.user, password: credentials.pass },
+      ...(setup.lockHub.others ?? []),
+    ],
+  );
   const relay = await startRelay(hub.leafPort);
   const leaf = await startLeaf(dir, edge, relay.url, setup);
   return { dir, hub, relay, leaf };
@@ -267,7 +314,7 @@ export function cloudNodeConfig(
     grpc: { listen: false },
     shards: 4,
     log: { level: "silent" },
-    nats: { servers: hub.url, ...nats },
+    nats: { ...hubConnection(hub), ...nats },
   };
 }
 

@@ -2,6 +2,7 @@ import { join } from "node:path";
 import { DoppelNode, MemoryEventStore, NatsTransport, SqliteEventStore } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TwinRef } from "../../../runtime/core/ids.ts";
+import { edgeInboxPrefix } from "../../../runtime/devices/edge/source-registration.ts";
 import { DoppelClient } from "../../../runtime/grpc/client.ts";
 import { silentLogger } from "../../../runtime/observability/logger.ts";
 import type { CloudReplication } from "../../../runtime/replication/cloud-replication.ts";
@@ -26,9 +27,14 @@ const ref: TwinRef = { type: "thermostat", id: "boiler-r" };
  * Commands routed down: a cloud gRPC client invokes a command on a twin that runs at the edge; the
  * cloud forwards it over the leaf link to the edge's node, the edge's engine applies it (with the
  * caller's principal) and the cloud's history shows it after replication. With the link cut the
- * call fails with UNAVAILABLE naming the edge; with the link back it works again.
+ * call fails with UNAVAILABLE naming the edge; with the link back it works again. Run against an
+ * open hub and against one locked per edge (hub-config.ts): the edge's log replicates and commands
+ * and desired updates go down through the edge's least permissions.
  */
-describe("thick edge: commands routed down to the edge owner", () => {
+describe.each([
+  { hub: "open hub", lockHub: undefined },
+  { hub: "hub with per-edge users", lockHub: {} },
+])("thick edge: commands routed down to the edge owner ($hub)", ({ lockHub }) => {
   let dir: string;
   let hub: NatsProcess & { leafPort: number };
   let relay: LinkRelay;
@@ -45,7 +51,7 @@ describe("thick edge: commands routed down to the edge owner", () => {
   let edgeStore: SqliteEventStore;
 
   beforeAll(async () => {
-    ({ dir, hub, relay, leaf } = await startEdgeServers("route-down", EDGE));
+    ({ dir, hub, relay, leaf } = await startEdgeServers("route-down", EDGE, { lockHub }));
     const keysFile = join(dir, "api-keys.json");
     const key = createKey(keysFile, { scopes: ["read", "write", "command"] });
     keyId = key.record.id;
@@ -71,7 +77,13 @@ describe("thick edge: commands routed down to the edge owner", () => {
       },
       { twins: [Thermostat], store: edgeStore, logger: silentLogger() },
     );
-    edgeWire = await NatsTransport.connect({ servers: leaf.url, name: "edge-rpc", reconnectTimeWaitMs: 100 });
+    // The edge's inbox, as an edge node's connection has it: a locked hub delivers answers there only.
+    edgeWire = await NatsTransport.connect({
+      servers: leaf.url,
+      name: "edge-rpc",
+      reconnectTimeWaitMs: 100,
+      inboxPrefix: edgeInboxPrefix(EDGE),
+    });
     publisher = new EdgeLogPublisher(edgeWire.connection, edgeStore, {
       edge: EDGE,
       types: ["thermostat"],

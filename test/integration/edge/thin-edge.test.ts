@@ -12,6 +12,7 @@ import {
   cutLink,
   edgeNodeConfig,
   HUB_DOMAIN,
+  hubConnection,
   type LinkRelay,
   linkUp,
   type NatsProcess,
@@ -27,9 +28,13 @@ const EDGE = "plant-a";
  * A thin edge: a hub and a leaf nats-server (the leaf link through a relay the test cuts), a cloud
  * node on the hub running the twins, an edge node on the leaf. Devices at the edge report; the
  * link is cut while they keep reporting and getting acks; the link returns; every acknowledged
- * report reaches its cloud twin exactly once and in order.
+ * report reaches its cloud twin exactly once and in order. Run against an open hub and against one
+ * locked per edge (hub-config.ts: the edge's leaf user has only the permissions an edge needs).
  */
-describe("thin edge: store-and-forward over a leaf link", () => {
+describe.each([
+  { hub: "open hub", lockHub: undefined },
+  { hub: "hub with per-edge users", lockHub: {} },
+])("thin edge: store-and-forward over a leaf link ($hub)", ({ lockHub }) => {
   let dir: string;
   let hub: NatsProcess & { leafPort: number };
   let relay: LinkRelay;
@@ -39,7 +44,7 @@ describe("thin edge: store-and-forward over a leaf link", () => {
   const store = new MemoryEventStore();
 
   beforeAll(async () => {
-    ({ dir, hub, relay, leaf } = await startEdgeServers("thin", EDGE));
+    ({ dir, hub, relay, leaf } = await startEdgeServers("thin", EDGE, { lockHub }));
     cloud = await DoppelNode.start(
       cloudNodeConfig("cloud", hub, {
         consumer: { ackWait: "5s", maxAckPending: 256, maxInFlightPerTwin: 8 },
@@ -154,7 +159,7 @@ describe("thin edge: store-and-forward over a leaf link", () => {
       commands.push({ command, id });
       return { command, blinking: true, ...args };
     });
-    const cloudWire = await NatsTransport.connect({ servers: hub.url, name: "edge-status" });
+    const cloudWire = await NatsTransport.connect({ ...hubConnection(hub), name: "edge-status" });
     const statusOf = async () =>
       (
         await edgeReports(cloudWire.connection, {
