@@ -265,6 +265,7 @@ export class EdgeNode {
           logger,
           clock,
           twins: edgeTwins,
+          forwardedTwins: (parts.twins ?? []).filter((twin) => !edgeTwins.includes(twin)),
           transport,
           status: () => edgeCounts(),
           ...present({ cloudRevocations: revocations }),
@@ -444,6 +445,8 @@ async function startThickEdge(
     readonly logger: Logger;
     readonly clock: Clock;
     readonly twins: readonly TwinClass[];
+    /** The loaded twin types that run in the cloud (their devices report at the node's CoAP too). */
+    readonly forwardedTwins: readonly TwinClass[];
     readonly transport: NatsTransport;
     readonly status: () => EdgeStatus | undefined;
     readonly cloudRevocations?: RevocationList;
@@ -459,6 +462,7 @@ async function startThickEdge(
       logger,
       clock,
       edgeStatus: parts.status,
+      forwardedTwins: parts.forwardedTwins,
       ...present({ cloudRevocations: parts.cloudRevocations }),
     },
   );

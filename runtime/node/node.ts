@@ -29,6 +29,7 @@ import type { DeviceIngress } from "../devices/ingress/device-ingress.ts";
 import type { QueuedCommandCounts } from "../engine/command-delivery.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { LocalTwins } from "../engine/local-twins.ts";
+import type { TwinRegistry } from "../engine/twin-type.ts";
 import { createLogger, type Logger } from "../observability/logger.ts";
 import {
   type DeviceAuthCounts,
@@ -80,6 +81,13 @@ export interface NodeParts {
   readonly edgeStatus?: () => Readonly<EdgeCounts> | undefined;
   /** A thick edge's node: the cloud's device revocations the edge learnt, refused by its callout. */
   readonly cloudRevocations?: RevocationList;
+  /**
+   * A thick edge's node: the twin types that run in the cloud. The node runs none of them, but its
+   * device listeners (CoAP, HTTP) take their devices' reports as they take its own types': checked
+   * against the type's schema and published on the device's subject, which the edge stream takes
+   * and forwards, as for a NATS device.
+   */
+  readonly forwardedTwins?: readonly TwinClass[];
 }
 
 /** Something that runs beside the engine and stops with the node (gateway, ingress, demo fleet). */
@@ -118,6 +126,8 @@ export class DoppelNode {
   #grpcAddress: string | undefined;
   #coap: CoapIngress | undefined;
   #listenerParts: Promise<DeviceListenerParts> | undefined;
+  /** The registry of the device listeners: the node's twin types and, at a thick edge, the forwarded ones. */
+  #listenerRegistry: TwinRegistry | undefined;
   #grpcSecurity: string | undefined;
   #securityParts: GatewaySecurityParts | undefined;
   #httpSecurity: string | undefined;
@@ -283,6 +293,8 @@ export class DoppelNode {
         clock.now(),
       );
       node.#devices = devices;
+      if (parts.forwardedTwins?.length)
+        node.#listenerRegistry = registerTwins([...parts.twins, ...parts.forwardedTwins], config);
       node.#httpExtensions = parts.httpExtensions ?? [];
       node.#coordinator = wiring.coordinator;
       node.#metrics = metrics;
@@ -381,7 +393,7 @@ export class DoppelNode {
     this.#listenerParts ??= this.#deviceCredentials().then((credentials) => ({
       config: this.config,
       transport: this.#devices.transport,
-      registry: this.registry,
+      registry: this.#listenerRegistry ?? this.registry,
       admission: this.#admission,
       clock: wiring.clock,
       deviceRate: this.#devices.deviceRate,
