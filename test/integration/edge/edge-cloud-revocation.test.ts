@@ -28,197 +28,213 @@ import {
 const EDGE = "plant-revoke";
 
 /**
- * Revocation made in the cloud reaching the edge: the cloud node (with `nats.deviceAuth`, its own
+ * Revocation made in the cloud reaching the edge, thin and thick (whose node runs the callout): the cloud node (with `nats.deviceAuth`, its own
  * credentials file) publishes each revocation into the hub's `DOPPEL_REVOCATIONS`; the edge node
  * copies it into the edge's domain through the cloud's revocation feed and its auth callout (on
  * the leaf server) refuses and kicks the device. The edge's credentials file is a copy of the cloud's (what an operator distributes);
  * nothing is revoked in it.
  */
-describe("thin edge: a device revoked in the cloud is refused and disconnected at the edge", () => {
-  let servers: EdgeServers;
-  let auth: EdgeDeviceAuth;
-  let cloud: DoppelNode;
-  let edge: EdgeNode;
-  let cloudCredentials: DeviceCredentials;
-  let cloudFile: string;
-  let edgeFile: string;
-  let hubNc: NatsConnection;
-  const secrets = new Map<string, string>();
-  const open: NatsConnection[] = [];
+describe.each(["thin", "thick"] as const)(
+  "%s edge: a device revoked in the cloud is refused and disconnected there",
+  (kind) => {
+    let servers: EdgeServers;
+    let auth: EdgeDeviceAuth;
+    let cloud: DoppelNode;
+    let edge: EdgeNode;
+    let cloudCredentials: DeviceCredentials;
+    let cloudFile: string;
+    let edgeFile: string;
+    let hubNc: NatsConnection;
+    const secrets = new Map<string, string>();
+    const open: NatsConnection[] = [];
 
-  const device = (id: string) => `thermostat/${id}`;
+    const device = (id: string) => `thermostat/${id}`;
 
-  /** A plain NATS client at the edge with `id`'s credential (or `pass`); no reconnects. */
-  async function connectAtEdge(id: string, pass = secrets.get(id)): Promise<NatsConnection> {
-    const nc = await connect({
-      servers: servers.leaf.url,
-      user: device(id),
-      pass: pass as string,
-      maxReconnectAttempts: 0,
-      timeout: 10_000,
+    /** A plain NATS client at the edge with `id`'s credential (or `pass`); no reconnects. */
+    async function connectAtEdge(id: string, pass = secrets.get(id)): Promise<NatsConnection> {
+      const nc = await connect({
+        servers: servers.leaf.url,
+        user: device(id),
+        pass: pass as string,
+        maxReconnectAttempts: 0,
+        timeout: 10_000,
+      });
+      open.push(nc);
+      return nc;
+    }
+
+    function startEdge(): Promise<EdgeNode> {
+      return EdgeNode.start(
+        edgeNodeConfig(
+          "edge",
+          servers.leaf,
+          {
+            name: EDGE,
+            hubDomain: HUB_DOMAIN,
+            tick: "200ms",
+            ...(kind === "thick" ? { twins: ["thermostat"] } : {}),
+          },
+          {
+            metrics: { listen: "127.0.0.1:0" },
+            nats: auth.nats,
+            // A thick edge's node runs the callout (its device link), on the embedded store.
+            ...(kind === "thick"
+              ? { store: { kind: "sqlite", path: join(servers.dir, "edge.db") }, shards: 4 }
+              : {}),
+          },
+        ),
+        { logger: silentLogger(), twins: [Thermostat] },
+      );
+    }
+
+    /** The hub's record of `id`, once the cloud node has published it (undefined until then). */
+    async function hubRecord(id: string): Promise<Record<string, unknown> | undefined> {
+      const jsm = await jetstreamManager(hubNc);
+      const message = await jsm.streams
+        .getMessage(REVOCATIONS_STREAM, { last_by_subj: revocationSubject({ type: "thermostat", id }) })
+        .catch(() => null);
+      return message ? (message.json() as Record<string, unknown>) : undefined;
+    }
+
+    const refusedInCloud = () => edge.deviceAuth?.stats.refused["revoked-in-cloud"] ?? 0;
+
+    beforeAll(async () => {
+      const dir = mkdtempSync(join(tmpdir(), "doppel-edge-revoke-"));
+      cloudFile = join(dir, "cloud-device-credentials.json");
+      edgeFile = join(dir, "edge-device-credentials.json");
+      cloudCredentials = new DeviceCredentials(cloudFile);
+      for (const id of ["up", "garbled", "outage", "stays", "again"])
+        secrets.set(id, cloudCredentials.provision({ type: "thermostat", id }).password);
+      copyFileSync(cloudFile, edgeFile); // the operator's copy of the cloud's file at the edge
+      auth = edgeDeviceAuth(edgeFile);
+      servers = await startEdgeServers("revoke", EDGE, { dir, deviceAuth: auth.leaf });
+      hubNc = await connect({ servers: servers.hub.url });
+      // The hub runs no callout in these tests: the cloud node's callout service waits for nothing,
+      // its revocation watch and publisher are what is tested here.
+      cloud = await DoppelNode.start(
+        cloudNodeConfig("cloud", servers.hub, {
+          deviceAuth: {
+            issuerSeed: new TextDecoder().decode(createAccount().getSeed()),
+            credentials: { user: "cloud-auth", pass: "unused" },
+            credentialsFile: cloudFile,
+            revocationPoll: "50ms",
+          },
+        }),
+        { twins: [Thermostat], store: new MemoryEventStore(), logger: silentLogger() },
+      );
+      edge = await startEdge();
+      await linkUp(edge);
     });
-    open.push(nc);
-    return nc;
-  }
+    afterAll(async () => {
+      for (const nc of open) await nc.close().catch(() => undefined);
+      await hubNc?.close();
+      await edge?.stop();
+      await cloud?.stop();
+      await stopEdgeServers(servers ?? {});
+    });
 
-  function startEdge(): Promise<EdgeNode> {
-    return EdgeNode.start(
-      edgeNodeConfig(
-        "edge",
-        servers.leaf,
-        { name: EDGE, hubDomain: HUB_DOMAIN, tick: "200ms" },
-        { metrics: { listen: "127.0.0.1:0" }, nats: auth.nats },
-      ),
-      { logger: silentLogger(), twins: [Thermostat] },
-    );
-  }
+    it("link up: revoked in the cloud, the device connected at the edge is kicked and refused", async () => {
+      expect(edge.thick !== undefined).toBe(kind === "thick");
+      const nc = await connectAtEdge("up");
+      const closed = nc.closed();
+      cloudCredentials.revoke({ type: "thermostat", id: "up" });
+      await closed; // kicked through the leaf server's system account
+      const before = refusedInCloud();
+      await expect(connectAtEdge("up")).rejects.toThrow(/Authorization Violation/);
+      expect(refusedInCloud()).toBe(before + 1);
+      expect(edge.revocations?.stats.kicked).toBeGreaterThanOrEqual(1);
+      // Copied by the edge node through the cloud's feed into a stream of the edge's own (no mirror).
+      expect(edge.revocations?.stats.copied).toBeGreaterThanOrEqual(1);
+      // The edge's own file never revoked it.
+      expect(new DeviceCredentials(edgeFile).isActive(device("up"))).toBe(true);
+    });
 
-  /** The hub's record of `id`, once the cloud node has published it (undefined until then). */
-  async function hubRecord(id: string): Promise<Record<string, unknown> | undefined> {
-    const jsm = await jetstreamManager(hubNc);
-    const message = await jsm.streams
-      .getMessage(REVOCATIONS_STREAM, { last_by_subj: revocationSubject({ type: "thermostat", id }) })
-      .catch(() => null);
-    return message ? (message.json() as Record<string, unknown>) : undefined;
-  }
+    it("malformed records in the stream are counted and skipped; later ones still apply", async () => {
+      const jsm = await jetstreamManager(hubNc);
+      const js = jsm.jetstream();
+      const malformed = edge.revocations?.stats.malformed ?? 0;
+      await js.publish(
+        revocationSubject({ type: "thermostat", id: "x1" }),
+        new TextEncoder().encode("not json"),
+      );
+      await js.publish(
+        revocationSubject({ type: "thermostat", id: "x2" }),
+        new TextEncoder().encode(
+          JSON.stringify({ device: "thermostat/stays", revokedAt: new Date().toISOString() }),
+        ),
+      );
+      await js.publish(
+        revocationSubject({ type: "thermostat", id: "x3" }),
+        new TextEncoder().encode(JSON.stringify({ device: "thermostat/x3", revokedAt: "yesterday" })),
+      );
+      await eventually(
+        () => ((edge.revocations?.stats.malformed ?? 0) - malformed === 3 ? true : undefined),
+        "the three malformed records counted at the edge",
+        60_000,
+      );
+      const scraped = await (await fetch(`http://${edge.metricsAddress}/metrics`)).text();
+      expect(scraped).toMatch(
+        new RegExp(`doppel_edge_revocations_total\\{[^}]*outcome="malformed"[^}]*\\} ${malformed + 3}\\b`),
+      );
+      // The record naming 'stays' on another device's subject revoked nothing.
+      (await connectAtEdge("stays")).close();
+      const nc = await connectAtEdge("garbled");
+      const closed = nc.closed();
+      cloudCredentials.revoke({ type: "thermostat", id: "garbled" });
+      await closed;
+      await expect(connectAtEdge("garbled")).rejects.toThrow(/Authorization Violation/);
+    });
 
-  const refusedInCloud = () => edge.deviceAuth?.stats.refused["revoked-in-cloud"] ?? 0;
+    it("link cut: the device still connects at the edge; once the link is back it is kicked and refused", async () => {
+      await cutLink(servers.relay, edge);
+      cloudCredentials.revoke({ type: "thermostat", id: "outage" });
+      await eventually(
+        async () => ((await hubRecord("outage"))?.["revokedAt"] !== undefined ? true : undefined),
+        "the cloud published the revocation",
+        60_000,
+      );
+      // The edge cannot know yet: the device connects (a fresh callout) and stays connected.
+      const nc = await connectAtEdge("outage");
+      const closed = nc.closed();
+      await nc.flush();
+      expect(edge.revocations?.record(device("outage"))).toBeUndefined();
+      await restoreLink(servers.relay, edge);
+      await closed;
+      await expect(connectAtEdge("outage")).rejects.toThrow(/Authorization Violation/);
+    });
 
-  beforeAll(async () => {
-    const dir = mkdtempSync(join(tmpdir(), "doppel-edge-revoke-"));
-    cloudFile = join(dir, "cloud-device-credentials.json");
-    edgeFile = join(dir, "edge-device-credentials.json");
-    cloudCredentials = new DeviceCredentials(cloudFile);
-    for (const id of ["up", "garbled", "outage", "stays", "again"])
-      secrets.set(id, cloudCredentials.provision({ type: "thermostat", id }).password);
-    copyFileSync(cloudFile, edgeFile); // the operator's copy of the cloud's file at the edge
-    auth = edgeDeviceAuth(edgeFile);
-    servers = await startEdgeServers("revoke", EDGE, { dir, deviceAuth: auth.leaf });
-    hubNc = await connect({ servers: servers.hub.url });
-    // The hub runs no callout in these tests: the cloud node's callout service waits for nothing,
-    // its revocation watch and publisher are what is tested here.
-    cloud = await DoppelNode.start(
-      cloudNodeConfig("cloud", servers.hub, {
-        deviceAuth: {
-          issuerSeed: new TextDecoder().decode(createAccount().getSeed()),
-          credentials: { user: "cloud-auth", pass: "unused" },
-          credentialsFile: cloudFile,
-          revocationPoll: "50ms",
-        },
-      }),
-      { twins: [Thermostat], store: new MemoryEventStore(), logger: silentLogger() },
-    );
-    edge = await startEdge();
-    await linkUp(edge);
-  });
-  afterAll(async () => {
-    for (const nc of open) await nc.close().catch(() => undefined);
-    await hubNc?.close();
-    await edge?.stop();
-    await cloud?.stop();
-    await stopEdgeServers(servers ?? {});
-  });
+    it("the edge node restarted with the link down still refuses what it learnt", async () => {
+      await cutLink(servers.relay, edge);
+      await edge.stop();
+      edge = await startEdge();
+      expect(edge.status.linkUp).toBe(false);
+      expect(edge.revocations?.record(device("outage"))).toBeDefined();
+      for (const id of ["up", "garbled", "outage"])
+        await expect(connectAtEdge(id)).rejects.toThrow(/Authorization Violation/);
+      expect(refusedInCloud()).toBe(3);
+      (await connectAtEdge("stays")).close(); // not revoked: still let in
+      await restoreLink(servers.relay, edge);
+    });
 
-  it("link up: revoked in the cloud, the device connected at the edge is kicked and refused", async () => {
-    const nc = await connectAtEdge("up");
-    const closed = nc.closed();
-    cloudCredentials.revoke({ type: "thermostat", id: "up" });
-    await closed; // kicked through the leaf server's system account
-    const before = refusedInCloud();
-    await expect(connectAtEdge("up")).rejects.toThrow(/Authorization Violation/);
-    expect(refusedInCloud()).toBe(before + 1);
-    expect(edge.revocations?.stats.kicked).toBeGreaterThanOrEqual(1);
-    // Copied by the edge node through the cloud's feed into a stream of the edge's own (no mirror).
-    expect(edge.revocations?.stats.copied).toBeGreaterThanOrEqual(1);
-    // The edge's own file never revoked it.
-    expect(new DeviceCredentials(edgeFile).isActive(device("up"))).toBe(true);
-  });
-
-  it("malformed records in the stream are counted and skipped; later ones still apply", async () => {
-    const jsm = await jetstreamManager(hubNc);
-    const js = jsm.jetstream();
-    const malformed = edge.revocations?.stats.malformed ?? 0;
-    await js.publish(
-      revocationSubject({ type: "thermostat", id: "x1" }),
-      new TextEncoder().encode("not json"),
-    );
-    await js.publish(
-      revocationSubject({ type: "thermostat", id: "x2" }),
-      new TextEncoder().encode(
-        JSON.stringify({ device: "thermostat/stays", revokedAt: new Date().toISOString() }),
-      ),
-    );
-    await js.publish(
-      revocationSubject({ type: "thermostat", id: "x3" }),
-      new TextEncoder().encode(JSON.stringify({ device: "thermostat/x3", revokedAt: "yesterday" })),
-    );
-    await eventually(
-      () => ((edge.revocations?.stats.malformed ?? 0) - malformed === 3 ? true : undefined),
-      "the three malformed records counted at the edge",
-      60_000,
-    );
-    const scraped = await (await fetch(`http://${edge.metricsAddress}/metrics`)).text();
-    expect(scraped).toMatch(
-      new RegExp(`doppel_edge_revocations_total\\{[^}]*outcome="malformed"[^}]*\\} ${malformed + 3}\\b`),
-    );
-    // The record naming 'stays' on another device's subject revoked nothing.
-    (await connectAtEdge("stays")).close();
-    const nc = await connectAtEdge("garbled");
-    const closed = nc.closed();
-    cloudCredentials.revoke({ type: "thermostat", id: "garbled" });
-    await closed;
-    await expect(connectAtEdge("garbled")).rejects.toThrow(/Authorization Violation/);
-  });
-
-  it("link cut: the device still connects at the edge; once the link is back it is kicked and refused", async () => {
-    await cutLink(servers.relay, edge);
-    cloudCredentials.revoke({ type: "thermostat", id: "outage" });
-    await eventually(
-      async () => ((await hubRecord("outage"))?.["revokedAt"] !== undefined ? true : undefined),
-      "the cloud published the revocation",
-      60_000,
-    );
-    // The edge cannot know yet: the device connects (a fresh callout) and stays connected.
-    const nc = await connectAtEdge("outage");
-    const closed = nc.closed();
-    await nc.flush();
-    expect(edge.revocations?.record(device("outage"))).toBeUndefined();
-    await restoreLink(servers.relay, edge);
-    await closed;
-    await expect(connectAtEdge("outage")).rejects.toThrow(/Authorization Violation/);
-  });
-
-  it("the edge node restarted with the link down still refuses what it learnt", async () => {
-    await cutLink(servers.relay, edge);
-    await edge.stop();
-    edge = await startEdge();
-    expect(edge.status.linkUp).toBe(false);
-    expect(edge.revocations?.record(device("outage"))).toBeDefined();
-    for (const id of ["up", "garbled", "outage"])
-      await expect(connectAtEdge(id)).rejects.toThrow(/Authorization Violation/);
-    expect(refusedInCloud()).toBe(3);
-    (await connectAtEdge("stays")).close(); // not revoked: still let in
-    await restoreLink(servers.relay, edge);
-  });
-
-  it("re-provisioned in the cloud: the old credential stays refused, the new one works once the edge has it", async () => {
-    const oldSecret = secrets.get("again");
-    cloudCredentials.revoke({ type: "thermostat", id: "again" });
-    await eventually(
-      () => (edge.revocations?.record(device("again")) ? true : undefined),
-      "the edge learnt the revocation",
-      60_000,
-    );
-    const fresh = cloudCredentials.provision({ type: "thermostat", id: "again" }).password;
-    await eventually(
-      () => (edge.revocations?.record(device("again"))?.reprovisionedAt ? true : undefined),
-      "the edge learnt the re-provisioning",
-      60_000,
-    );
-    // The edge's file still holds the old credential: the cloud revoked it, so no resurrection.
-    await expect(connectAtEdge("again", oldSecret)).rejects.toThrow(/Authorization Violation/);
-    copyFileSync(cloudFile, edgeFile); // the operator redistributes the cloud's file
-    (await connectAtEdge("again", fresh)).close();
-    await expect(connectAtEdge("again", oldSecret)).rejects.toThrow(/Authorization Violation/);
-  });
-});
+    it("re-provisioned in the cloud: the old credential stays refused, the new one works once the edge has it", async () => {
+      const oldSecret = secrets.get("again");
+      cloudCredentials.revoke({ type: "thermostat", id: "again" });
+      await eventually(
+        () => (edge.revocations?.record(device("again")) ? true : undefined),
+        "the edge learnt the revocation",
+        60_000,
+      );
+      const fresh = cloudCredentials.provision({ type: "thermostat", id: "again" }).password;
+      await eventually(
+        () => (edge.revocations?.record(device("again"))?.reprovisionedAt ? true : undefined),
+        "the edge learnt the re-provisioning",
+        60_000,
+      );
+      // The edge's file still holds the old credential: the cloud revoked it, so no resurrection.
+      await expect(connectAtEdge("again", oldSecret)).rejects.toThrow(/Authorization Violation/);
+      copyFileSync(cloudFile, edgeFile); // the operator redistributes the cloud's file
+      (await connectAtEdge("again", fresh)).close();
+      await expect(connectAtEdge("again", oldSecret)).rejects.toThrow(/Authorization Violation/);
+    });
+  },
+);
