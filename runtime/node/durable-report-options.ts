@@ -25,6 +25,8 @@ export interface DeviceListenerParts {
   readonly deviceRate: DeviceRate | undefined;
   /** The node's one reader of the device credentials file. */
   readonly credentials: DeviceCredentials;
+  /** Which messages the node's own ingress consumes (default: all; see `DurableReportsOptions`). */
+  readonly ingestedHere?: DurableReportsOptions["ingestedHere"];
 }
 
 /** The durable report path's options, without what each protocol fixes (its name, its credential hint). */
@@ -39,7 +41,7 @@ export function durableReportOptions(
     credentials: parts.credentials,
     requireCredentials: listener.requireCredentials,
     admission: parts.admission,
-    ...present({ deviceRate: parts.deviceRate }),
+    ...present({ deviceRate: parts.deviceRate, ingestedHere: parts.ingestedHere }),
     now: () => parts.clock.now(),
     ackTimeoutMs: listener.ackTimeoutMs,
   };

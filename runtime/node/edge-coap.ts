@@ -63,6 +63,8 @@ export async function startEdgeCoap(
     clock,
     deviceRate: rate ? new DeviceRate(clock, rate) : undefined,
     credentials,
+    // Nothing at a thin edge consumes what it stores: the edge streams forward it.
+    ingestedHere: () => false,
     logger: parts.logger,
   });
 }

@@ -398,6 +398,13 @@ export class DoppelNode {
       clock: wiring.clock,
       deviceRate: this.#devices.deviceRate,
       credentials,
+      // A thick edge's node consumes only its own types' reports (the edge streams take the rest).
+      ...(this.config.edge?.twins
+        ? {
+            ingestedHere: (type: string, channel: string) =>
+              channel === "reported" && this.registry.has(type),
+          }
+        : {}),
     }));
     return this.#listenerParts;
   }

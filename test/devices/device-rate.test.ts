@@ -26,6 +26,14 @@ describe("device rate: one bucket per device, each message charged once", () => 
     expect(rate.take("thermostat/t1", "m").allowed).toBe(false);
   });
 
+  it("charges a message no ingress here takes without remembering it", () => {
+    const rate = new DeviceRate(new ManualClock(), { ratePerSecond: 0.001, burst: 2 });
+    rate.charge("pump/p1");
+    rate.charge("pump/p1");
+    expect(rate.prepaid).toBe(0);
+    expect(() => rate.charge("pump/p1")).toThrow(/over its rate/);
+  });
+
   it("forgets a message that was not stored, and remembers at most MAX_PREPAID", () => {
     const clock = new ManualClock();
     const rate = new DeviceRate(clock, { ratePerSecond: 1_000_000, burst: MAX_PREPAID + 10 });

@@ -10,6 +10,8 @@
  * already acknowledged. Paid-for message ids are kept until ingress takes them, at most
  * {@link MAX_PREPAID} (the oldest are forgotten first: such a message is charged again); a message
  * consumed by another node (a cluster) is charged there too, as each node keeps its own buckets.
+ * A message no ingress of this node will take (at an edge: what the edge streams forward) is
+ * charged without being remembered ({@link DeviceRate.charge}), so it cannot push out the others.
  */
 import type { Clock } from "../../core/clock.ts";
 import { ResourceExhausted } from "../../core/errors.ts";
@@ -43,13 +45,22 @@ export class DeviceRate {
    * over the rate: `ResourceExhausted` with `retryAfterMs`.
    */
   prepay(device: string, messageId: string): void {
-    const decision = this.#limiter.take(device, this.limit);
-    if (!decision.allowed) throw this.exhausted(device, decision.retryAfterMs);
+    this.charge(device);
     this.#prepaid.add(`${device}\n${messageId}`);
     if (this.#prepaid.size > MAX_PREPAID) {
       const oldest = this.#prepaid.values().next().value;
       if (oldest !== undefined) this.#prepaid.delete(oldest);
     }
+  }
+
+  /**
+   * Charges a message that arrived over a request/response protocol and that no ingress of this
+   * node takes from the stream (a thick edge's forwarded types, an edge's telemetry): nothing is
+   * remembered. Over the rate: `ResourceExhausted` with `retryAfterMs`.
+   */
+  charge(device: string): void {
+    const decision = this.#limiter.take(device, this.limit);
+    if (!decision.allowed) throw this.exhausted(device, decision.retryAfterMs);
   }
 
   /** Forgets a paid-for message that was not stored after all (its token stays spent). */

@@ -53,6 +53,11 @@ export interface DurableReportsOptions {
   readonly admission?: Admission;
   /** The node's device rate (shared with ingress, which then does not charge these messages again). */
   readonly deviceRate?: DeviceRate;
+  /**
+   * Whether this node's ingress consumes `channel` messages of `type` from the stream (default:
+   * all). Only those are remembered as paid for; the others are charged and forgotten.
+   */
+  readonly ingestedHere?: (type: string, channel: "reported" | "telemetry") => boolean;
   readonly now: () => number;
   /** How long a report may wait for its durable acknowledgement (then `Unavailable`). */
   readonly ackTimeoutMs: number;
@@ -129,7 +134,8 @@ export class DurableReports {
       parseTelemetry(body, this.options.now());
     }
     const rate = this.options.deviceRate;
-    rate?.prepay(device, meta.messageId);
+    if (this.options.ingestedHere?.(ref.type, channel) ?? true) rate?.prepay(device, meta.messageId);
+    else rate?.charge(device);
     let permit: Permit | undefined;
     try {
       // Admitted as device work of its own client, so these messages and the same device's

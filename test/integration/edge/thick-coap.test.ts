@@ -65,6 +65,7 @@ describe("CoAP devices at a thick edge", () => {
           store: { kind: "sqlite", path: join(servers.dir, "edge.db") },
           shards: 4,
           coap: { listen: "127.0.0.1:0", requireCredentials: true },
+          limits: { deviceRate: { ratePerSecond: 1000, burst: 1000 } },
         },
       ),
       { logger: silentLogger(), twins: [Thermostat, Pump] },
@@ -122,5 +123,8 @@ describe("CoAP devices at a thick edge", () => {
       payload: { x: 1 },
     });
     expect(unknown.code).toBe("4.04");
+    // Each report charged once to its device's rate; none left waiting for an ingress that never
+    // takes it (the pumps' went to the edge stream, the thermostat's was taken by the node's ingress).
+    expect(edge.thick!.node.devices.deviceRate?.prepaid).toBe(0);
   });
 });
