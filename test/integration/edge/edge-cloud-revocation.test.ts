@@ -19,6 +19,7 @@ import {
   edgeDeviceAuth,
   edgeNodeConfig,
   HUB_DOMAIN,
+  hubConnection,
   linkUp,
   restoreLink,
   startEdgeServers,
@@ -34,9 +35,14 @@ const EDGE = "plant-revoke";
  * the leaf server) refuses and kicks the device. The edge's credentials file is a copy of the cloud's (what an operator distributes);
  * nothing is revoked in it.
  */
-describe.each(["thin", "thick"] as const)(
-  "%s edge: a device revoked in the cloud is refused and disconnected there",
-  (kind) => {
+describe.each([
+  { kind: "thin", hub: "open hub", lockHub: undefined },
+  { kind: "thick", hub: "open hub", lockHub: undefined },
+  // The edge's hub user has no right to the cloud's JetStream API: the feed is what it reads.
+  { kind: "thin", hub: "hub with per-edge users", lockHub: {} },
+] as const)(
+  "$kind edge ($hub): a device revoked in the cloud is refused and disconnected there",
+  ({ kind, lockHub }) => {
     let servers: EdgeServers;
     let auth: EdgeDeviceAuth;
     let cloud: DoppelNode;
@@ -107,15 +113,16 @@ describe.each(["thin", "thick"] as const)(
         secrets.set(id, cloudCredentials.provision({ type: "thermostat", id }).password);
       copyFileSync(cloudFile, edgeFile); // the operator's copy of the cloud's file at the edge
       auth = edgeDeviceAuth(edgeFile);
-      servers = await startEdgeServers("revoke", EDGE, { dir, deviceAuth: auth.leaf });
-      hubNc = await connect({ servers: servers.hub.url });
+      servers = await startEdgeServers("revoke", EDGE, { dir, deviceAuth: auth.leaf, lockHub });
+      const hub = hubConnection(servers.hub);
+      hubNc = await connect({ servers: hub.servers, ...(hub.credentials ?? {}) });
       // The hub runs no callout in these tests: the cloud node's callout service waits for nothing,
       // its revocation watch and publisher are what is tested here.
       cloud = await DoppelNode.start(
         cloudNodeConfig("cloud", servers.hub, {
           deviceAuth: {
             issuerSeed: new TextDecoder().decode(createAccount().getSeed()),
-            credentials: { user: "cloud-auth", pass: "unused" },
+            credentials: servers.hub.credentials ?? { user: "cloud-auth", pass: "unused" },
             credentialsFile: cloudFile,
             revocationPoll: "50ms",
           },
