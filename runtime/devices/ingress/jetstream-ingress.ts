@@ -11,8 +11,19 @@
  *   control (the node is overloaded) → `nak` with a delay of at most 5 s, and a throttle error on
  *   the twin's `errors` subject.
  *
- * A node that dies before persisting never acks: after `ackWait` the server redelivers to
- * whichever node owns the shard then. A report that was persisted but not acknowledged — its node
+ * Held messages: from delivery until it is settled, a message may wait in this node (behind an
+ * earlier message of its twin, in the redelivered-report log check, in the twin's mailbox behind
+ * a slow commit). While it does, this node tells the server it still works on it: every
+ * `ackWait / 3` it sends a progress ack (`+WPI`) for each message it has held since the previous
+ * round, so the server does not redeliver a message this node still has (a slow store no longer
+ * turns into redeliveries, each costing a read of its twin's log). A message still gets a bound:
+ * {@link PROCESSING_DEADLINE_MS} after it entered its twin's window of `maxInFlightPerTwin`
+ * messages, this node stops waiting on the twin and naks it (a stuck twin does not hold a message
+ * for ever); the time it waited before, behind more than a window of its twin's messages, does
+ * not count.
+ *
+ * A node that dies before persisting never acks (nor sends progress): after `ackWait` the server
+ * redelivers to whichever node owns the shard then. A report that was persisted but not acknowledged — its node
  * died or was paused before the ack, or gave up waiting on a write that then succeeded and nak'ed
  * it — comes back as a redelivery, possibly much later (`ackWait`, nak delays up to 30 s), and
  * must not make a second event. Three checks drop it (and ack it), by the report's causation (its
@@ -153,6 +164,10 @@ export interface JetStreamIngressStats {
   /** Nak'ed unprocessed: this node did not own the message's shard (any more) when it came to it. */
   notOwned: number;
   inFlight: number;
+  /** Progress acks sent (`+WPI`: this node still works on a message it holds). */
+  progressed: number;
+  /** Messages delivered and not yet settled (acked, nak'ed, terminated or dropped). */
+  held: number;
 }
 
 /** What this node does with one shard it owns. */
@@ -181,6 +196,19 @@ interface Bound {
   readonly messages: ConsumerMessages;
   readonly generation: number;
 }
+
+/**
+ * How long a message waits for its twin once it entered processing (its twin's window of
+ * `maxInFlightPerTwin` messages) before this node gives up on it and naks it. With progress acks
+ * the server does not redeliver meanwhile, so this is only the bound for a stuck twin: long
+ * enough for a window of a twin's messages to be committed by a slow store (each waits behind at
+ * most `maxInFlightPerTwin − 1` earlier ones), short enough that a twin whose commit never
+ * returns gives its messages back within a minute. It used to be `ackWait − 5 s`, which nak'ed
+ * messages for having waited behind their twin under a slow store.
+ */
+export const PROCESSING_DEADLINE_MS = 60_000;
+/** Shortest interval between progress rounds (a tiny `ackWait` must not spin). */
+const MIN_PROGRESS_INTERVAL_MS = 100;
 
 /** Nak delay of a message of a shard this node does not own (its owner's consumer gets it anyway). */
 const NOT_OWNED_DELAY_MS = 1000;
@@ -219,6 +247,8 @@ export class JetStreamIngress {
     retried: 0,
     notOwned: 0,
     inFlight: 0,
+    progressed: 0,
+    held: 0,
   };
   readonly stream: IngressStreamSettings;
   readonly consumer: IngressConsumerSettings;
@@ -229,6 +259,12 @@ export class JetStreamIngress {
   readonly #twins: Pick<TwinApi, "history"> | undefined;
   readonly #owns: (shard: number) => boolean;
   readonly #shards = new Map<number, ShardState>();
+  /**
+   * Messages delivered and not settled, each with whether a progress round saw it already (the
+   * next round sends it a progress ack: it has been held for at least one interval).
+   */
+  readonly #held = new Map<JsMsg, boolean>();
+  #progress: ReturnType<typeof setInterval> | undefined;
   #jsm: JetStreamManager | undefined;
   #bound: Bound | undefined;
   /** Bumped whenever the consumer is replaced: messages of an older one are dropped. */
@@ -259,6 +295,37 @@ export class JetStreamIngress {
   async start(): Promise<void> {
     this.#jsm = await jetstreamManager(this.nats.connection);
     await ensureIngressStream(this.#jsm, this.stream, this.shardCount);
+    if (!this.#progress) {
+      const every = Math.max(MIN_PROGRESS_INTERVAL_MS, Math.floor(this.consumer.ackWaitMs / 3));
+      this.#progress = setInterval(() => this.#sendProgress(), every);
+      this.#progress.unref();
+    }
+  }
+
+  /**
+   * One progress round: a progress ack for every message held since the previous round, so the
+   * server restarts its `ackWait` for them (the first one goes out at most 2/3 `ackWait` after
+   * delivery, then every 1/3).
+   */
+  #sendProgress(): void {
+    for (const [msg, seen] of this.#held) {
+      if (!seen) {
+        this.#held.set(msg, true);
+        continue;
+      }
+      try {
+        msg.working();
+        this.stats.progressed++;
+      } catch (error) {
+        // The connection is gone: the server redelivers after ackWait, as for a dead node.
+        this.logger.debug({ err: error, subject: msg.subject }, "could not send a progress ack");
+      }
+    }
+  }
+
+  /** `msg` is no longer this node's (settled, or dropped for the next consumer to deliver again). */
+  #release(msg: JsMsg): void {
+    if (this.#held.delete(msg)) this.stats.held--;
   }
 
   /** The shards this node consumes now, ascending. */
@@ -335,6 +402,8 @@ export class JetStreamIngress {
     if (this.#retry) clearTimeout(this.#retry);
     await this.releaseShards(this.ownedShards());
     await this.#changes.catch(() => undefined);
+    if (this.#progress) clearInterval(this.#progress);
+    this.#progress = undefined;
   }
 
   /** Queues a filter change; resolves when the consumer covers the owned shards (as of its run). */
@@ -413,7 +482,10 @@ export class JetStreamIngress {
     this.#bound = undefined;
     this.#generation++;
     if (bound) await bound.messages.close().catch(() => undefined);
-    for (const state of this.#shards.values()) state.waiting.clear();
+    for (const state of this.#shards.values()) {
+      for (const queue of state.waiting.values()) for (const msg of queue) this.#release(msg);
+      state.waiting.clear();
+    }
     for (;;) {
       const inflight = [...this.#shards.values()].flatMap((state) => [...state.inflight]);
       if (inflight.length === 0) break;
@@ -488,6 +560,8 @@ export class JetStreamIngress {
     if (generation !== this.#generation) return;
     stageClock("delivered", msg.subject);
     this.stats.delivered++;
+    this.#held.set(msg, false);
+    this.stats.held++;
     const shard = shardOfStored(msg.subject);
     const state = this.#shards.get(shard);
     if (!state || state.closing) {
@@ -500,7 +574,7 @@ export class JetStreamIngress {
       // This node persisted it already and its ack was lost: ack again, apply nothing.
       this.stats.alreadyPersisted++;
       this.stats.acked++;
-      this.#settle(msg.subject, () => msg.ack());
+      this.#settle(msg, () => msg.ack());
       return;
     }
     const key = twinKeyOf(msg.subject);
@@ -555,6 +629,8 @@ export class JetStreamIngress {
       await this.#process(msg, maybeSeen, before, () => entered?.());
     } finally {
       entered?.();
+      // Settled by now, or failed unsettled: then the server redelivers it after ackWait.
+      this.#release(msg);
     }
   }
 
@@ -567,7 +643,7 @@ export class JetStreamIngress {
     const { subject, shard } = deviceSubjectOfStored(msg.subject);
     if (!this.#owns(shard)) {
       this.stats.notOwned++;
-      this.#settle(subject, () => msg.nak(NOT_OWNED_DELAY_MS));
+      this.#settle(msg, () => msg.nak(NOT_OWNED_DELAY_MS));
       return;
     }
     const headers = fromNatsHeaders(msg.headers);
@@ -583,7 +659,7 @@ export class JetStreamIngress {
             "could not look for a redelivered report in its twin's log",
           );
           this.stats.retried++;
-          this.#settle(subject, () => msg.nak(retryDelay(msg.info.deliveryCount)));
+          this.#settle(msg, () => msg.nak(retryDelay(msg.info.deliveryCount)));
           return;
         }
         // A log that cannot be read for good (a forked twin): processing refuses the report.
@@ -592,12 +668,13 @@ export class JetStreamIngress {
         this.stats.alreadyPersisted++;
         this.stats.acked++;
         this.#persisted.add(persistedKey(msg));
-        this.#settle(subject, () => msg.ack());
+        this.#settle(msg, () => msg.ack());
         return;
       }
     }
-    // Give up waiting on the twin well before the server would redeliver anyway.
-    const deadline = Date.now() + Math.max(1000, this.consumer.ackWaitMs - 5000);
+    // The bound for a stuck twin (see PROCESSING_DEADLINE_MS): progress acks keep the message
+    // this node's meanwhile, so waiting behind the twin's earlier messages is no reason to nak.
+    const deadline = Date.now() + PROCESSING_DEADLINE_MS;
     if (before) await before; // an earlier message of this twin is still looked for in its log
     stageClock("process", subject);
     const processing = this.ingress.process(subject, msg.data, messageId, {
@@ -629,21 +706,24 @@ export class JetStreamIngress {
     } catch (error) {
       // The connection is gone: the server redelivers after ackWait.
       this.logger.debug({ err: error, subject }, "could not settle an ingress message");
+    } finally {
+      this.#release(msg);
     }
   }
 
   /** Naks a message of a shard this node does not consume (its owner's consumer delivers it). */
   #nakNotOwned(msg: JsMsg): void {
     this.stats.notOwned++;
-    this.#settle(msg.subject, () => msg.nak(NOT_OWNED_DELAY_MS));
+    this.#settle(msg, () => msg.nak(NOT_OWNED_DELAY_MS));
   }
 
   /** Acks or naks; a connection that is gone means the server redelivers after ackWait anyway. */
-  #settle(subject: string, settle: () => void): void {
+  #settle(msg: JsMsg, settle: () => void): void {
+    this.#release(msg);
     try {
       settle();
     } catch (error) {
-      this.logger.debug({ err: error, subject }, "could not settle an ingress message");
+      this.logger.debug({ err: error, subject: msg.subject }, "could not settle an ingress message");
     }
   }
 }
