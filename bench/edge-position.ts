@@ -16,11 +16,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { NatsTransport } from "../cluster/transport/nats.ts";
-import {
-  edgeInboxPrefix,
-  requestSourceRegistration,
-  sourcePositionOf,
-} from "../runtime/devices/edge/source-registration.ts";
+import { edgeInboxPrefix } from "../runtime/devices/edge/edge-subjects.ts";
+import { requestSourceRegistration, sourcePositionOf } from "../runtime/devices/edge/source-registration.ts";
 import { EdgeNode } from "../runtime/node/edge-node.ts";
 import { DoppelNode } from "../runtime/node/node.ts";
 import { silentLogger } from "../runtime/observability/logger.ts";

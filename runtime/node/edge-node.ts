@@ -38,7 +38,7 @@ import { DesiredResync } from "../devices/edge/desired-resync.ts";
 import { EdgeForwarder, type EdgeStatus } from "../devices/edge/edge-forwarder.ts";
 import type { EdgeRevocations } from "../devices/edge/edge-revocations.ts";
 import { edgeIngressTypes } from "../devices/edge/edge-stream.ts";
-import { edgeInboxPrefix } from "../devices/edge/source-registration.ts";
+import { edgeInboxPrefix } from "../devices/edge/edge-subjects.ts";
 import { replayWindowMs, TelemetryForwarder } from "../devices/edge/telemetry-forwarder.ts";
 import { TelemetryReducer } from "../devices/edge/telemetry-reducer.ts";
 import { streamInfoIfAny } from "../devices/ingress/stream-config.ts";

@@ -26,7 +26,7 @@
  * - `$JS.FC.<its streams>.DOPPEL_CLOUD_SOURCE.*`: the hub's flow-control answers to its source
  *   consumers;
  * - `doppel.edge.E.>`: commands routed down (`doppel.edge.E.rpc`), status requests, and the answers
- *   to its own requests (the edge node's inbox is `doppel.edge.E.inbox`: source-registration.ts' `edgeInboxPrefix`);
+ *   to its own requests (the edge node's inbox is `doppel.edge.E.inbox`: edge-subjects.ts' `edgeInboxPrefix`);
  * - `doppel.dev.*.*.desired`, `doppel.dev.*.*.cmd`, `doppel.dev.*.*.errors` and the device
  *   connections' inboxes `_INBOX.doppel.*.*.>`: desired pushes, commands, errors and sync answers
  *   for its devices.

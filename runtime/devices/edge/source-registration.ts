@@ -51,14 +51,6 @@ export function sourceRegistrationSubject(edge: string): string {
   return `doppel.edge.${edge}.register`;
 }
 
-/**
- * Where an edge node's requests get their answers (its connections' inbox prefix): under the
- * edge's own `doppel.edge.<edge>.>`, which a hub's per-edge user delivers to it (hub-config.ts).
- */
-export function edgeInboxPrefix(edge: string): string {
-  return `doppel.edge.${edge}.inbox`;
-}
-
 /** What the cloud's registrars subscribe to: every edge's registration subject. */
 export const SOURCE_REGISTRATION_SUBJECTS = "doppel.edge.*.register";
 

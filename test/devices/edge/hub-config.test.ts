@@ -1,10 +1,10 @@
 import { describe, expect, it } from "vitest";
+import { edgeInboxPrefix } from "../../../runtime/devices/edge/edge-subjects.ts";
 import {
   hubAuthorizationConfig,
   hubEdgePermissions,
   hubEdgeUsers,
 } from "../../../runtime/devices/edge/hub-config.ts";
-import { edgeInboxPrefix } from "../../../runtime/devices/edge/source-registration.ts";
 
 describe("the hub's per-edge users", () => {
   it("grants an edge its own subjects, the device subjects and reply subjects, nothing of the cloud's JetStream API", () => {

@@ -3,10 +3,8 @@ import type { Msg } from "@nats-io/nats-core";
 import { DoppelNode, EdgeNode, MemoryEventStore, NatsTransport } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { edgeOfSource } from "../../../runtime/devices/edge/durable-source.ts";
-import {
-  edgeInboxPrefix,
-  requestSourceRegistration,
-} from "../../../runtime/devices/edge/source-registration.ts";
+import { edgeInboxPrefix } from "../../../runtime/devices/edge/edge-subjects.ts";
+import { requestSourceRegistration } from "../../../runtime/devices/edge/source-registration.ts";
 import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { Pump } from "../../../twins/pump.ts";
 import { eventually } from "../../support/eventually.ts";

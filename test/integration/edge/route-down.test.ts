@@ -2,7 +2,7 @@ import { join } from "node:path";
 import { DoppelNode, MemoryEventStore, NatsTransport, SqliteEventStore } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TwinRef } from "../../../runtime/core/ids.ts";
-import { edgeInboxPrefix } from "../../../runtime/devices/edge/source-registration.ts";
+import { edgeInboxPrefix } from "../../../runtime/devices/edge/edge-subjects.ts";
 import { DoppelClient } from "../../../runtime/grpc/client.ts";
 import { silentLogger } from "../../../runtime/observability/logger.ts";
 import type { CloudReplication } from "../../../runtime/replication/cloud-replication.ts";
