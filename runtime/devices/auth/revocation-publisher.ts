@@ -19,6 +19,7 @@ import {
   type JetStreamManager,
   RetentionPolicy,
   StorageType,
+  type StreamConfig,
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { parseRef } from "../../core/ids.ts";
@@ -56,16 +57,22 @@ async function ensureRevocationStream(jsm: JetStreamManager, replicas: number): 
   if (existing && !existing.config.allow_direct)
     await jsm.streams.update(REVOCATIONS_STREAM, { ...existing.config, allow_direct: true });
   if (existing) return;
-  await jsm.streams.add({
-    allow_direct: true,
+  await jsm.streams.add({ ...revocationStreamConfig(), allow_direct: true, num_replicas: replicas });
+}
+
+/**
+ * The revocation stream, the hub's and each edge's copy of it: one record per device (the latest),
+ * kept until replaced.
+ */
+export function revocationStreamConfig(): Partial<StreamConfig> & { name: string } {
+  return {
     name: REVOCATIONS_STREAM,
     subjects: [`${REVOCATIONS_PREFIX}.*.*`],
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
     max_msgs_per_subject: 1,
     discard: DiscardPolicy.Old,
-    num_replicas: replicas,
-  });
+  };
 }
 
 export class RevocationPublisher {

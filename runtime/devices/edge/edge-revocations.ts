@@ -16,15 +16,7 @@
  * credential in the edge's own file, its connections to the leaf server are kicked
  * (`onRevoked`, the auth callout's disconnect).
  */
-import {
-  DeliverPolicy,
-  DiscardPolicy,
-  type JetStreamClient,
-  type JetStreamManager,
-  type JsMsg,
-  RetentionPolicy,
-  StorageType,
-} from "@nats-io/jetstream";
+import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/nats-core";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "../../observability/logger.ts";
@@ -32,11 +24,11 @@ import {
   type CloudRevocation,
   decodeRevocation,
   laterRevocation,
-  REVOCATIONS_PREFIX,
   REVOCATIONS_STREAM,
   type RevocationList,
   revokesCredential,
 } from "../auth/cloud-revocation.ts";
+import { revocationStreamConfig } from "../auth/revocation-publisher.ts";
 import { FEED_BATCH, parseFeedReply, revocationFeedSubject } from "./revocation-feed.ts";
 
 /** The header carrying a copied message's sequence in the hub's stream. */
@@ -58,14 +50,7 @@ export type EdgeRevocationStats = {
 async function ensureCopy(jsm: JetStreamManager): Promise<void> {
   const existing = await jsm.streams.info(REVOCATIONS_STREAM).catch(() => undefined);
   if (existing) return;
-  await jsm.streams.add({
-    name: REVOCATIONS_STREAM,
-    subjects: [`${REVOCATIONS_PREFIX}.*.*`],
-    retention: RetentionPolicy.Limits,
-    storage: StorageType.File,
-    max_msgs_per_subject: 1,
-    discard: DiscardPolicy.Old,
-  });
+  await jsm.streams.add(revocationStreamConfig());
 }
 
 /** The hub sequence the edge's copy holds up to (its last message's header; 0 when empty). */
