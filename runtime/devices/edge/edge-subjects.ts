@@ -1,7 +1,6 @@
 /**
- * Subjects of one edge's own that need no NATS client to name (this module imports nothing, so
- * the node's entry point can use it without loading NATS): every subject an edge node answers or
- * asks on lies under `doppel.edge.<edge>.>`, which a hub's per-edge user allows (hub-config.ts).
+ * Names under an edge's own `doppel.edge.<edge>.>` that the node's entry point needs. This module
+ * imports nothing, so node.ts can use it without loading NATS.
  */
 
 /**
