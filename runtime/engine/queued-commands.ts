@@ -102,7 +102,7 @@ export function isUnreachable(error: unknown): boolean {
 }
 
 /** True when `error` says the node is stopping: a queued command is tried again by the twin's next activation. */
-export function isNodeStopping(error: unknown): boolean {
+export function isNodeStopping(error: unknown): error is DoppelError {
   return (
     error instanceof DoppelError &&
     error.code === ErrorCode.Unavailable &&

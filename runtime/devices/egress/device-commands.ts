@@ -34,7 +34,7 @@ import { DeadlineExceeded, DoppelError, Unavailable, type WireError } from "../.
 import { refKey, type TwinRef } from "../../core/ids.ts";
 import { isJsonObject, type Json, type JsonLimits, type JsonObject } from "../../core/json.ts";
 import type { DeviceSender } from "../../engine/engine.ts";
-import { UnreachableReason } from "../../engine/queued-commands.ts";
+import { isNodeStopping, UnreachableReason } from "../../engine/queued-commands.ts";
 import { decodeCommandReply, encodingOf } from "../payload-codec.ts";
 import {
   DeviceChannel,
@@ -64,10 +64,6 @@ export function deviceCommandStats(): DeviceCommandStats {
 /** The failure of a command the stopping node will not send, or whose answer it will not hear. */
 function stopping(device: string, why: string): Unavailable {
   return new Unavailable(`device ${device}: ${why}`, { device, reason: UnreachableReason.Stopping });
-}
-
-function isStopping(error: unknown): error is DoppelError {
-  return error instanceof DoppelError && error.details?.["reason"] === UnreachableReason.Stopping;
 }
 
 /** A command waiting for its device's answer on the `cmd-result` subject. */
@@ -138,10 +134,10 @@ export class DeviceCommands {
         });
       body = await Promise.race([replied, published]);
     } catch (error) {
-      if (this.#stopped || isStopping(error)) {
+      if (this.#stopped || isNodeStopping(error)) {
         // stop() settled it, or the connection closed under it while the node stops.
         this.stats.notSent++;
-        throw isStopping(error)
+        throw isNodeStopping(error)
           ? error
           : stopping(refKey(ref), `the node is stopping; the outcome of command '${command}' is unknown`);
       }
