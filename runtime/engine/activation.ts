@@ -124,10 +124,16 @@ export interface ActivationHost {
    */
   committed(activation: Activation, commit: TwinCommit, reminders: readonly ReminderIndexEntry[]): void;
   /**
-   * Called when the twin's load returned: the store may have repaired derived rows of its last
-   * commit, reminder index entries included.
+   * Called when the twin's state was read from the store (its load, or a reload that found events
+   * this node did not commit), with the reminder index entries that state implies: the load may have
+   * repaired those of its last commit, and the events found were committed with theirs.
    */
-  loaded?(activation: Activation): void;
+  loaded?(activation: Activation, reminders: readonly ReminderIndexEntry[]): void;
+  /**
+   * Called when a commit of the twin failed in a way that may have left reminder index entries this
+   * node has not seen (an unknown outcome that may have landed, another writer's commit).
+   */
+  indexMayHaveChanged?(activation: Activation): void;
   /** The callers' deadlines, on one timer: an envelope is armed when queued (none: no deadline is kept). */
   readonly deadlines?: Deadlines;
   /** Called when an activation must leave the catalog at once (load failure, quarantine). */
@@ -267,7 +273,6 @@ export class Activation implements TwinBinding, CommitListener {
       const loaded = await this.#host.store
         .loadTwin(this.ref, { claimEpoch: writer.epoch })
         .catch((error: unknown) => this.#edgeOwned(error));
-      this.#host.loaded?.(this);
       if (loaded.quarantine !== undefined) {
         throw new Quarantined(`${this.key} is quarantined: ${loaded.quarantine}`, {
           reason: loaded.quarantine,
@@ -299,6 +304,7 @@ export class Activation implements TwinBinding, CommitListener {
       this.#committed = data;
       this.#data = data;
       this.#snapshotSeq = loaded.snapshot?.seq ?? 0;
+      this.#host.loaded?.(this, this.#indexEntries(data));
       this.#host.observer?.activated();
     } catch (error) {
       this.#status = "gone";
@@ -482,6 +488,7 @@ export class Activation implements TwinBinding, CommitListener {
       this.#committed = data;
       this.#data = data;
       this.#needsReload = false;
+      if (records.length > 0) this.#host.loaded?.(this, this.#indexEntries(data));
       return true;
     } catch (error) {
       if (error instanceof DoppelError && error.code === ErrorCode.ConcurrencyConflict) {
@@ -798,6 +805,14 @@ export class Activation implements TwinBinding, CommitListener {
     return { set, clear };
   }
 
+  /** The reminder index entries of `data`: its reminders, and its queued device commands' first expiry. */
+  #indexEntries(data: TwinData): ReminderIndexEntry[] {
+    const entries = data.reminders.map((r) => this.#indexEntry(r.name, r.dueAt));
+    const expiry = nextExpiry(data.deviceCommands);
+    if (expiry !== undefined) entries.push(this.#indexEntry(COMMANDS_REMINDER, expiry));
+    return entries;
+  }
+
   #indexEntry(name: string, dueAt: number): ReminderIndexEntry {
     return { shard: this.shard, type: this.type.name, id: this.id, name, dueAt };
   }
@@ -849,6 +864,8 @@ export class Activation implements TwinBinding, CommitListener {
     const waiters = [...batch.waiters, ...(this.#pending?.waiters ?? [])];
     this.#pending = null;
     this.#data = this.#committed;
+    // Another writer's commit, or this one's if its outcome is unknown, may have set index entries.
+    if (error.code !== ErrorCode.QuotaExceeded) this.#host.indexMayHaveChanged?.(this);
     if (error.code === ErrorCode.ConcurrencyConflict) {
       // Every store appends only at the head of the log, atomically, and refuses an older lease
       // epoch (the fence): a conflict means another writer appended first, so this node's copy is

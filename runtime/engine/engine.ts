@@ -129,7 +129,8 @@ export class Engine {
       twinLimits: options.twinLimits ?? DEFAULT_TWIN_LIMITS,
       deadlines: new Deadlines(clock),
       committed: (activation, commit, reminders) => this.#committed(activation, commit, reminders),
-      loaded: (activation) => this.reminders.indexMayHaveChanged(activation.shard),
+      loaded: (_activation, reminders) => this.reminders.track(reminders),
+      indexMayHaveChanged: (activation) => this.reminders.indexMayHaveChanged(activation.shard),
       discard: (activation) => this.catalog.remove(activation),
       warn: (message, error) => logger.warn({ err: error }, message),
       ...(observer ? { observer } : {}),
@@ -142,7 +143,7 @@ export class Engine {
       store,
       clock,
       (entry) => this.#deliverReminder(entry),
-      () => ownership.ownedShards(),
+      ownership,
       {
         pollMs: options.reminderPollMs,
         batch: options.reminderBatch,

@@ -10,11 +10,14 @@
  * (`earliestReminders`), then lowered by every reminder this node's commits set ({@link track};
  * a commit only ever adds entries of its own twin's shard). A known time may be earlier than the
  * store's (a reminder cancelled or fired since): that costs one read, never a late reminder. A
- * shard's earliest entry is read again when this node starts owning it, after a read of its due
- * entries found none (what was due has fired), when one of its twins was loaded
- * ({@link indexMayHaveChanged}: a load repairs index rows a writer died before writing), and for
- * every shard each `rescanMs` (index rows this node neither wrote nor saw repaired, e.g. a
- * previous owner's late write after a failover: found within `rescanMs`). Without this a poll
+ * shard's earliest entry is read again when this node starts owning it (a new owner epoch: also
+ * when the shard was lost and regained between two polls), after a read of its due entries found
+ * none (what was due has fired), when a commit of one of its twins failed in a way that may have
+ * written index rows anyway ({@link indexMayHaveChanged}: an unknown outcome that landed, another
+ * writer's commit), and for every shard each `rescanMs` (index rows this node neither wrote nor
+ * read back, e.g. a previous owner's late write after a failover: found within `rescanMs`). A
+ * twin's load or reload ({@link track}ed with the twin's reminders: what a load's repair writes, or
+ * what another writer's commits set) needs no read. Without this a poll
  * read every owned shard, one read per shard per poll (256 a second on Cassandra by default).
  *
  * A delivery that fails (store down, twin quarantined) is retried by a later poll: the index
@@ -22,6 +25,7 @@
  */
 
 import type { Clock, TimerHandle } from "../core/clock.ts";
+import type { ShardOwnership } from "../core/ownership.ts";
 import type { ReminderIndexEntry } from "../core/records.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 
@@ -46,8 +50,11 @@ export class ReminderService {
   readonly #scheduled = new Map<string, Scheduled>();
   /** Per shard, the earliest due time known to be (or to have been) in its index. */
   readonly #earliest = new Map<number, number>();
-  /** The shards whose earliest entry has been read (`"all"`: every shard, when this node owns all). */
-  #read: Set<number> | "all" = new Set();
+  /**
+   * The shards whose earliest entry has been read, each with the owner epoch it was read at (`"all"`:
+   * every shard, when this node owns all).
+   */
+  #read: Map<number, number> | "all" = new Map();
   /** Shards to read the earliest entry of again at the next poll. */
   #reread = new Set<number>();
   #rescanAt = Number.NEGATIVE_INFINITY;
@@ -60,7 +67,7 @@ export class ReminderService {
     private readonly store: ReminderIndex,
     private readonly clock: Clock,
     private readonly deliver: (entry: ReminderIndexEntry) => Promise<void>,
-    private readonly ownedShards: () => readonly number[] | "all",
+    private readonly ownership: Pick<ShardOwnership, "ownedShards" | "writerFor">,
     private readonly options: ReminderOptions,
     private readonly warn: (message: string, error: unknown) => void,
   ) {}
@@ -91,8 +98,8 @@ export class ReminderService {
   }
 
   /**
-   * Tells the service that `shard`'s index may hold entries it has not seen (one of its twins was
-   * loaded: the load repairs the index rows of a commit whose writer stopped before writing them).
+   * Tells the service that `shard`'s index may hold entries it has not seen (a commit of one of its
+   * twins failed but may have landed, or another writer's commit won): read at the next poll.
    */
   indexMayHaveChanged(shard: number): void {
     this.#earliest.delete(shard);
@@ -108,7 +115,7 @@ export class ReminderService {
         this.#rescanAt = now + this.options.rescanMs;
       }
       const horizon = now + 2 * this.options.pollMs;
-      const shards = await this.#shardsDueBy(this.ownedShards(), horizon);
+      const shards = await this.#shardsDueBy(this.ownership.ownedShards(), horizon);
       if (shards.length > 0) {
         const due = await this.store.dueReminders(shards, horizon, this.options.batch);
         this.track(due);
@@ -137,21 +144,39 @@ export class ReminderService {
         } else if (reread.size > 0) this.#learn(await this.store.earliestReminders([...reread]));
         return [...this.#earliest].filter(([, at]) => at <= horizon).map(([shard]) => shard);
       }
-      if (this.#read === "all") this.#read = new Set();
+      if (this.#read === "all") this.#read = new Map();
       const read = this.#read;
-      const mine = new Set(owned);
-      for (const shard of read) if (!mine.has(shard)) read.delete(shard);
+      const mine = this.#epochs(owned);
+      // A shard read at another epoch was lost (and maybe regained) since: others may have written.
+      for (const [shard, epoch] of read) {
+        if (mine.get(shard) === epoch) continue;
+        read.delete(shard);
+        this.#earliest.delete(shard);
+      }
       for (const shard of this.#earliest.keys()) if (!mine.has(shard)) this.#earliest.delete(shard);
-      const unread = owned.filter((shard) => !read.has(shard) || reread.has(shard));
+      const unread = [...mine.keys()].filter((shard) => !read.has(shard) || reread.has(shard));
       if (unread.length > 0) {
         this.#learn(await this.store.earliestReminders(unread));
-        for (const shard of unread) read.add(shard);
+        for (const shard of unread) read.set(shard, mine.get(shard)!);
       }
       return [...this.#earliest].filter(([, at]) => at <= horizon).map(([shard]) => shard);
     } catch (error) {
       for (const shard of reread) this.#reread.add(shard);
       throw error;
     }
+  }
+
+  /** The owner epoch of each of `owned` (a shard lost since `ownedShards()` answered is left out). */
+  #epochs(owned: readonly number[]): Map<number, number> {
+    const epochs = new Map<number, number>();
+    for (const shard of owned) {
+      try {
+        epochs.set(shard, this.ownership.writerFor(shard).epoch);
+      } catch {
+        // Not owned any more: its entries are the next owner's.
+      }
+    }
+    return epochs;
   }
 
   /** Keeps the earlier of what the store said and what this node's commits set meanwhile. */
@@ -166,13 +191,14 @@ export class ReminderService {
 
   #forgetAll(): void {
     this.#earliest.clear();
-    this.#read = new Set();
+    this.#read = new Map();
     this.#reread = new Set();
   }
 
   /**
    * Schedules entries due before the next polls and remembers every entry's shard as holding one
-   * (called with what this node's commits set or moved, and with what a poll read).
+   * (called with what this node's commits set or moved, with a twin's reminders when it was loaded
+   * or reloaded, and with what a poll read).
    */
   track(entries: readonly ReminderIndexEntry[]): void {
     if (this.#stopped) return;

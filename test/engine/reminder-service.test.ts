@@ -51,7 +51,11 @@ const POLL = 1_000;
 const RESCAN = 60_000;
 const ALL_SHARDS = Array.from({ length: 256 }, (_, i) => i);
 
-function setup(owned: () => readonly number[] | "all" = () => ALL_SHARDS) {
+/** Each shard's owner epoch (1 unless a test moves it: the shard was lost and regained). */
+function setup(
+  owned: () => readonly number[] | "all" = () => ALL_SHARDS,
+  epochs = new Map<number, number>(),
+) {
   const clock = new ManualClock(0);
   const index = new FakeIndex();
   const fired: string[] = [];
@@ -70,7 +74,7 @@ function setup(owned: () => readonly number[] | "all" = () => ALL_SHARDS) {
       // The twin persists the firing: its index entry goes.
       index.entries = index.entries.filter((e) => !(e.id === entry.id && e.name === entry.name));
     },
-    owned,
+    { ownedShards: owned, writerFor: (shard) => ({ node: "n", epoch: epochs.get(shard) ?? 1 }) },
     { pollMs: POLL, batch: 100, rescanMs: RESCAN },
     () => {},
   );
@@ -148,7 +152,7 @@ describe("reminder service: what a poll reads", () => {
     await clock.advance(0);
     index.take();
     index.entries.push(entry(3, "repaired", 2 * POLL), entry(9, "foreign", 2 * POLL));
-    service.indexMayHaveChanged(3); // a twin of shard 3 was loaded (its index rows repaired)
+    service.indexMayHaveChanged(3); // a commit of a twin of shard 3 failed with an unknown outcome, and landed
     await clock.advance(3 * POLL);
     expect(fired).toEqual([`repaired@${2 * POLL}`]);
     await clock.advance(RESCAN);
@@ -168,6 +172,41 @@ describe("reminder service: what a poll reads", () => {
     expect(index.take()).toEqual([{ call: "earliest", shards: [5] }]);
     await clock.advance(30 * POLL);
     expect(fired).toEqual([`moved@${30 * POLL}`]);
+    await service.stop();
+  });
+
+  it("reads a shard again when it was lost and regained between two polls (a new owner epoch)", async () => {
+    const epochs = new Map<number, number>();
+    const { clock, index, fired, service, entry } = setup(() => [1, 2], epochs);
+    service.start();
+    await clock.advance(0);
+    expect(index.take()).toEqual([{ call: "earliest", shards: [1, 2] }]);
+    // Between two polls: shard 2 went to another node, which set a reminder, and came back.
+    index.entries.push(entry(2, "theirs", 3 * POLL));
+    epochs.set(2, 2);
+    await clock.advance(POLL);
+    expect(index.take()).toEqual([
+      { call: "earliest", shards: [2] },
+      { call: "due", shards: [2] },
+    ]);
+    await clock.advance(2 * POLL);
+    expect(fired).toEqual([`theirs@${3 * POLL}`]);
+    await service.stop();
+  });
+
+  it("a twin's reminders tracked at its load or reload need no read, and fire on time", async () => {
+    const { clock, index, fired, service, entry } = setup();
+    service.start();
+    await clock.advance(0);
+    index.take();
+    // A reload found another writer's commit, with its index row: the engine tracks the twin's reminders.
+    const theirs = entry(9, "theirs", 10 * POLL);
+    index.entries.push(theirs);
+    service.track([theirs]);
+    await clock.advance(7 * POLL);
+    expect(index.take()).toEqual([]);
+    await clock.advance(3 * POLL);
+    expect(fired).toEqual([`theirs@${10 * POLL}`]);
     await service.stop();
   });
 

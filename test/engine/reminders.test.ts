@@ -1,6 +1,8 @@
 import { InvalidArgument, type Reminder, Twin, z } from "doppel";
+import { type EventStore, MemoryEventStore } from "doppel/node";
 import { TestNode } from "doppel/testing";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { ManualClock } from "../../runtime/core/clock.ts";
 
 type AlarmEvent = { readonly type: "rang"; readonly name: string; readonly at: number };
 
@@ -116,3 +118,63 @@ describe("durable reminders", () => {
     );
   });
 });
+
+describe("durable reminders: what the reminder poll learns from loads and failed writes", () => {
+  const nodes: TestNode[] = [];
+  afterEach(async () => {
+    for (const node of nodes.splice(0)) await node.stop();
+  });
+
+  /** `store`, counting its reads of each shard's earliest reminder. */
+  function counting(store: MemoryEventStore) {
+    const reads = { earliest: 0 };
+    const proxy = new Proxy(store, {
+      get(target, property) {
+        if (property === "earliestReminders") reads.earliest++;
+        const value: unknown = Reflect.get(target, property, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    }) as EventStore;
+    return { store: proxy, reads };
+  }
+
+  it("a twin's activation tracks its reminders without reading the index", async () => {
+    const { store, reads } = counting(new MemoryEventStore());
+    const test = await TestNode.start({ twins: [AlarmClock], store });
+    nodes.push(test);
+    await test.twin(AlarmClock, "a").invoke("set", { name: "wake", afterMs: 30_000 });
+    await test.passivateAll();
+    await test.advance("1s");
+    const before = reads.earliest;
+    await test.twin(AlarmClock, "a").invoke("list", {}); // loaded again
+    expect(test.resident).toBe(1);
+    await test.advance("2s");
+    expect(reads.earliest).toBe(before);
+    await test.advance("28s");
+    expect(await rangOn(test, "a")).toEqual(["wake"]);
+  });
+
+  it("a reminder another writer set is fired within a poll after this node's write conflicted with it", async () => {
+    const store = new MemoryEventStore();
+    const clock = new ManualClock();
+    const a = await TestNode.start({ twins: [AlarmClock], store, clock });
+    const b = await TestNode.start({ twins: [AlarmClock], store, clock });
+    nodes.push(a, b);
+    await b.node.engine.reminders.stop(); // only A fires reminders
+    await a.twin(AlarmClock, "t").invoke("set", { name: "late", afterMs: 600_000 });
+    await a.advance("2s"); // A's polls have read the index since
+    await b.twin(AlarmClock, "t").invoke("set", { name: "wake", afterMs: 5_000 });
+    // A's copy is behind: its write conflicts, and the twin reloads at its next turn.
+    await expect(
+      a.twin(AlarmClock, "t").invoke("set", { name: "late", afterMs: 500_000 }),
+    ).rejects.toMatchObject({
+      details: { reason: "conflict" },
+    });
+    await a.advance("6s");
+    expect(await rangOn(a, "t")).toEqual(["wake"]);
+  });
+});
+
+async function rangOn(test: TestNode, id: string) {
+  return (await test.twin(AlarmClock, id).get()).state["rang"];
+}
