@@ -4,8 +4,8 @@
  * stream `DOPPEL_EDGE_LOG` of the edge's JetStream domain, in log order per twin, with the message
  * id `type/id/<last seq>` (a republished batch is stored once), and has the cloud register that
  * stream as a source of its `DOPPEL_EDGE_LOGS` (`$JS.<edge>.API`, asked across the leaf link:
- * devices/edge/source-registration.ts; the edge does not touch the cloud's streams) once a cloud
- * node answers, through a durable consumer at the edge (durable-source.ts, as the thin edge's
+ * devices/edge/source-registration.ts; the edge does not touch the cloud's streams; asked every
+ * tick, so a source the cloud's stream lost is put back) once a cloud node answers, through a durable consumer at the edge (durable-source.ts, as the thin edge's
  * stream), so the source resumes promptly after an outage, where it stopped; batches pile up at
  * the edge meanwhile.
  *
@@ -56,7 +56,7 @@ export interface EdgeLogOptions {
   readonly edge: string;
   /** The twin types that run at this edge. */
   readonly types: readonly string[];
-  /** How often to retry registration and failed publishes. */
+  /** How often to ask the cloud to register the log (every tick) and retry failed publishes. */
   readonly tickMs: number;
   /** Bounds of the edge's log stream (the outage it survives). */
   readonly maxAgeMs: number;
@@ -93,7 +93,10 @@ export class EdgeLogPublisher {
     this.#types = new Set(options.types);
   }
 
-  /** Whether the edge's log is registered as a source of the cloud's (the link was up once). */
+  /**
+   * Whether the cloud's last answer said the edge's log is a source of the cloud's logs (kept while
+   * no cloud node answers: the link is down).
+   */
   get registered(): boolean {
     return this.#registered;
   }
@@ -192,8 +195,11 @@ export class EdgeLogPublisher {
     }, this.#options.tickMs);
   }
 
+  /**
+   * Asks the cloud every tick, as the thin edge does (EdgeForwarder): a source lost to a concurrent
+   * update of the cloud's stream (two registrars updating different edges at once) is put back.
+   */
   async #register(): Promise<void> {
-    if (this.#registered) return;
     const { edge, logger } = this.#options;
     try {
       // A source an older edge node registered (ephemeral) is replaced by the durable one.
@@ -207,9 +213,12 @@ export class EdgeLogPublisher {
         logger.info({ edge }, "edge log: registered as a durable source of the cloud's edge logs");
       this.#registered = true;
     } catch (error) {
-      // Refused (no cloud node replicates yet) or the link is down: retried on the next tick.
-      if (error instanceof DoppelError)
-        logger.debug({ edge, err: error.message }, "edge log: the cloud did not register the log yet");
+      // Refused (no cloud node replicates yet, busy) or a bad reply: not registered, asked again
+      // next tick. The link is down: no answer, `registered` stays as the last one said.
+      if (error instanceof DoppelError) {
+        this.#registered = false;
+        logger.debug({ edge, err: error.message }, "edge log: the cloud did not register the log");
+      }
     }
   }
 

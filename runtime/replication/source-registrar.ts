@@ -7,14 +7,17 @@
  *
  * Here, beside the cloud's replication, because it serves both kinds: the thin edge's ingress
  * source (devices/edge) and the thick edge's log source (this folder). One node answers each
- * request (queue group); requests at one node are answered one at a time, so two edges'
- * registrations there do not overwrite each other's update of the stream's sources (one made at
+ * request (queue group). A request whose source is in place is answered from the stream's info at
+ * once; updates of a stream's sources are made one at a time at a node (each re-reads the stream
+ * first), so two edges' registrations there do not overwrite each other's update (one made at
  * another node at the same moment can: the edge that lost its source asks again next tick and
- * gets it back).
+ * gets it back). A node works on at most {@link MAX_WAITING_REGISTRATIONS} requests at once and
+ * answers any beyond with `UNAVAILABLE` (the edge asks again next tick), so an edge publishing on
+ * its register subject as fast as it can does not grow a queue without bound.
  */
 import { type JetStreamManager, jetstreamManager, type StreamInfo } from "@nats-io/jetstream";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
-import { DoppelError, FailedPrecondition } from "../core/errors.ts";
+import { DoppelError, FailedPrecondition, Unavailable } from "../core/errors.ts";
 import {
   type DurableEdgeSource,
   durableSourceRegistered,
@@ -36,6 +39,9 @@ import { encodeJson } from "../devices/protocol.ts";
 import type { Logger } from "../observability/logger.ts";
 import { CLOUD_LOGS_STREAM, edgeLogSource } from "./edge-log.ts";
 
+/** How many registration requests a node works on at once; it answers more with `UNAVAILABLE`. */
+export const MAX_WAITING_REGISTRATIONS = 64;
+
 export interface SourceRegistrarOptions {
   /** The cloud's ingress stream, which thin edges' forwarding streams are sources of (`DOPPEL_INGRESS`). */
   readonly ingressStream: string;
@@ -49,8 +55,10 @@ export class SourceRegistrar {
   /** The JetStream domain of this node's server, if it has one. */
   #domain: string | undefined;
   #sub: Subscription | undefined;
-  /** The request being answered: the next waits for it. */
-  #answering: Promise<void> = Promise.resolve();
+  /** The requests being answered (at most {@link MAX_WAITING_REGISTRATIONS}). */
+  readonly #answering = new Set<Promise<void>>();
+  /** The last update of a stream's sources: the next waits for it. */
+  #updating: Promise<unknown> = Promise.resolve();
 
   constructor(nc: NatsConnection, options: SourceRegistrarOptions) {
     this.#nc = nc;
@@ -63,10 +71,50 @@ export class SourceRegistrar {
     this.#domain = (await this.#jsm.getAccountInfo()).domain;
     this.#sub = this.#nc.subscribe(SOURCE_REGISTRATION_SUBJECTS, {
       queue: SOURCE_REGISTRAR_QUEUE,
-      callback: (_error, message) => {
-        this.#answering = this.#answering.then(() => this.#answer(message));
+      callback: (error, message) => {
+        // A subscription error (a permission violation, the connection closing) comes with no message.
+        if (error) {
+          this.#options.logger.warn({ err: error.message }, "edge source registrations: subscription error");
+          return;
+        }
+        if (this.#answering.size >= MAX_WAITING_REGISTRATIONS) {
+          this.#respond(message, {
+            error: new Unavailable(
+              `the cloud node is answering ${MAX_WAITING_REGISTRATIONS} source registrations already: ask again later`,
+            ).toWire(),
+          });
+          return;
+        }
+        const answering = this.#answer(message)
+          .catch((failure: unknown) =>
+            this.#options.logger.warn(
+              { subject: message.subject, err: String(failure) },
+              "edge source registration: answering failed",
+            ),
+          )
+          .finally(() => this.#answering.delete(answering));
+        this.#answering.add(answering);
       },
     });
+  }
+
+  /** Replies to `message`; a reply that cannot be sent (the connection closed or draining) is logged. */
+  #respond(message: Msg, reply: RegistrationReply): void {
+    try {
+      message.respond(encodeJson(reply));
+    } catch (error) {
+      this.#options.logger.warn(
+        { subject: message.subject, err: String(error) },
+        "edge source registration: cannot reply",
+      );
+    }
+  }
+
+  /** Runs `update` after every update started before it at this node. */
+  #serialised<T>(update: () => Promise<T>): Promise<T> {
+    const run = this.#updating.then(update);
+    this.#updating = run.catch(() => undefined);
+    return run;
   }
 
   async #answer(message: Msg): Promise<void> {
@@ -82,7 +130,7 @@ export class SourceRegistrar {
       );
       reply = { error: refused.toWire() };
     }
-    message.respond(encodeJson(reply));
+    this.#respond(message, reply);
   }
 
   /**
@@ -97,34 +145,50 @@ export class SourceRegistrar {
         `a node on edge ${edge}'s own server answered its source registration: a node there must be configured as the edge's (edge.name), the cloud's nodes register edges' sources`,
       );
     if (registration.kind === "thin") {
-      const info = await streamInfoIfAny(this.#jsm, ingressStream);
-      if (info && edgeSourceRegistered(info.config, edge, registration.stream))
-        return position(info, edge, false);
-      await registerEdgeSource(this.#jsm, ingressStream, edge, registration.stream);
+      const registered = async () => {
+        const info = await streamInfoIfAny(this.#jsm, ingressStream);
+        return info && edgeSourceRegistered(info.config, edge, registration.stream) ? info : undefined;
+      };
+      const info = await registered();
+      if (info) return position(info, edge, false);
+      return this.#serialised(async () => {
+        const now = await registered();
+        if (now) return position(now, edge, false);
+        await registerEdgeSource(this.#jsm, ingressStream, edge, registration.stream);
+        logger.info(
+          { edge, stream: registration.stream },
+          "edge: registered as a source of the cloud's ingress stream",
+        );
+        return position(await this.#jsm.streams.info(ingressStream), edge, true);
+      });
+    }
+    const source: DurableEdgeSource = { ...edgeLogSource(edge), stream: registration.stream };
+    const logs = async () => {
+      const info = await streamInfoIfAny(this.#jsm, CLOUD_LOGS_STREAM);
+      if (!info)
+        throw new FailedPrecondition(
+          `the cloud has no JetStream stream ${CLOUD_LOGS_STREAM} yet: no cloud node replicates edges' logs (nats.replicateEdges)`,
+        );
+      return info;
+    };
+    const info = await logs();
+    if (durableSourceRegistered(info.config, source)) return position(info, edge, false);
+    return this.#serialised(async () => {
+      const now = await logs();
+      if (durableSourceRegistered(now.config, source)) return position(now, edge, false);
+      await registerDurableSource(this.#jsm, now.config, source);
       logger.info(
         { edge, stream: registration.stream },
-        "edge: registered as a source of the cloud's ingress stream",
+        "edge log: registered as a durable source of the cloud's edge logs",
       );
-      return position(await this.#jsm.streams.info(ingressStream), edge, true);
-    }
-    const info = await streamInfoIfAny(this.#jsm, CLOUD_LOGS_STREAM);
-    if (!info)
-      throw new FailedPrecondition(
-        `the cloud has no JetStream stream ${CLOUD_LOGS_STREAM} yet: no cloud node replicates edges' logs (nats.replicateEdges)`,
-      );
-    const source: DurableEdgeSource = { ...edgeLogSource(edge), stream: registration.stream };
-    if (durableSourceRegistered(info.config, source)) return position(info, edge, false);
-    await registerDurableSource(this.#jsm, info.config, source);
-    logger.info(
-      { edge, stream: registration.stream },
-      "edge log: registered as a durable source of the cloud's edge logs",
-    );
-    return position(await this.#jsm.streams.info(CLOUD_LOGS_STREAM), edge, true);
+      return position(await this.#jsm.streams.info(CLOUD_LOGS_STREAM), edge, true);
+    });
   }
 
+  /** Stops taking requests and waits for those being answered. */
   async stop(): Promise<void> {
     this.#sub?.unsubscribe();
-    await this.#answering;
+    await Promise.all(this.#answering);
   }
 }
 

@@ -170,7 +170,8 @@ export class EdgeForwarder {
       forwarded = Math.max(forwarded, position.seq);
     } catch (error) {
       if (error instanceof DoppelError) {
-        // The cloud answered and refused (no ingress stream yet, ...): the link is up, nothing forwarded.
+        // The cloud answered and refused (no ingress stream yet, busy, ...), or answered with a reply
+        // that is not one (parseRegistrationReply): the link is up, nothing trimmed.
         linkUp = this.#link.observe("answered");
         sourceError = error.message;
         if (this.#status.sourceError !== sourceError)

@@ -106,7 +106,8 @@ export type RegistrationReply = { readonly ok: SourcePosition } | { readonly err
 
 /**
  * Asks the cloud to source `registration.stream` of `edge` and returns the source's position.
- * Throws the cloud's refusal as a {@link DoppelError} (it answered: the link is up), and the
+ * Throws the cloud's refusal as a {@link DoppelError} (it answered: the link is up), a reply that
+ * is not one as `InvalidArgument` (it answered too; {@link parseRegistrationReply}), and the
  * request's own errors (no responders: the link is down or no cloud node runs; a timeout) as NATS
  * throws them.
  */
@@ -121,9 +122,66 @@ export async function requestSourceRegistration(
     new TextEncoder().encode(JSON.stringify(registration)),
     { timeout: timeoutMs },
   );
-  const decoded = JSON.parse(new TextDecoder().decode(reply.data)) as RegistrationReply;
+  const decoded = parseRegistrationReply(reply.data);
   if ("error" in decoded) throw DoppelError.fromWire(decoded.error);
   return decoded.ok;
+}
+
+/**
+ * Decodes and checks a registrar's reply: `{ ok: { changed, seq, sourceError? } }` (`changed` a
+ * boolean, `seq` a safe integer ≥ 0, `sourceError` a string when present) or `{ error: { code,
+ * message, details? } }`; `InvalidArgument` naming what is wrong otherwise. The thin edge trims its
+ * stream up to `seq`, so a reply that fails here must never be taken as a position (the edge
+ * shows it as a source error and trims nothing). Fields it does not know are ignored.
+ */
+export function parseRegistrationReply(data: Uint8Array): RegistrationReply {
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder().decode(data));
+  } catch (error) {
+    throw new InvalidArgument(`the registrar's reply must be JSON: ${(error as Error).message}`);
+  }
+  if (!isRecord(value))
+    throw new InvalidArgument('the registrar\'s reply must be an object { "ok" } or { "error" }');
+  if ("error" in value) {
+    const { error } = value;
+    if (!isRecord(error) || typeof error["code"] !== "string" || typeof error["message"] !== "string")
+      throw new InvalidArgument("the registrar's error reply must be { code, message } strings", {
+        field: "error",
+      });
+    const details = error["details"];
+    if (details !== undefined && !isRecord(details))
+      throw new InvalidArgument("the registrar's error details must be an object", {
+        field: "error.details",
+      });
+    return { error: error as unknown as WireError };
+  }
+  const { ok } = value;
+  if (!isRecord(ok))
+    throw new InvalidArgument("the registrar's reply has neither an ok object nor an error", { field: "ok" });
+  const { changed, seq, sourceError } = ok;
+  if (typeof changed !== "boolean")
+    throw new InvalidArgument(
+      `the registrar's ok.changed must be a boolean, not ${JSON.stringify(changed)}`,
+      {
+        field: "ok.changed",
+      },
+    );
+  if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 0)
+    throw new InvalidArgument(
+      `the registrar's ok.seq must be a safe integer ≥ 0, not ${JSON.stringify(seq)}`,
+      { field: "ok.seq" },
+    );
+  if (sourceError !== undefined && typeof sourceError !== "string")
+    throw new InvalidArgument(
+      `the registrar's ok.sourceError must be a string, not ${JSON.stringify(sourceError)}`,
+      { field: "ok.sourceError" },
+    );
+  return { ok: { changed, seq, ...(sourceError !== undefined ? { sourceError } : {}) } };
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 /**

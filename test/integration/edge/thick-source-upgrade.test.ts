@@ -34,8 +34,10 @@ const refs: TwinRef[] = Array.from({ length: 4 }, (_, i) => ({ type: "thermostat
  * `DOPPEL_EDGE_LOGS` (no durable consumer at the edge) is switched to durable sourcing when a
  * current edge node starts. The new consumer starts at the edge log's first message, so batches the
  * old source forwarded are sent again: the replicator's twin+seq check must make that harmless.
+ * A source an update of the cloud's stream lost is put back by the running edge node (it asks
+ * every tick).
  */
-describe("thick edge: upgrade of the log's ephemeral source to durable sourcing", () => {
+describe("thick edge: the log's source at the cloud, upgraded to durable sourcing and put back when lost", () => {
   let dir: string;
   let hub: NatsProcess & { leafPort: number };
   let relay: LinkRelay;
@@ -101,9 +103,12 @@ describe("thick edge: upgrade of the log's ephemeral source to durable sourcing"
     await round(first, 10);
 
     // Made old by hand, as an older edge node registered it: the source without its consumer
-    // (the hub then creates an ephemeral consumer itself), the durable consumer deleted. The
+    // (the hub then creates an ephemeral consumer itself), the durable consumer deleted. No
+    // registrar answers meanwhile: the running node asks every tick and would put the durable
+    // source back at once (an older node, which asked once, would not have). The
     // cloud stream's duplicate window is made short, as if the upgrade came long after: the
     // batches sent again then reach the replicator instead of being dropped by their message ids.
+    await registrar.stop();
     const old = await logsConfig();
     await (await jetstreamManager(hubWire.connection)).streams.update(CLOUD_LOGS_STREAM, {
       ...old,
@@ -119,11 +124,12 @@ describe("thick edge: upgrade of the log's ephemeral source to durable sourcing"
       const leafJsm = await jetstreamManager(leafWire.connection);
       await leafJsm.consumers.delete(EDGE_LOG_STREAM, EDGE_SOURCE_CONSUMER);
       expect(durableSourceRegistered(await logsConfig(), edgeLogSource(EDGE))).toBe(false);
-      // The running node registered once: its batches now go through the old, ephemeral source.
+      // Its batches now go through the old, ephemeral source.
       await round(first, 12);
       await round(first, 14);
       await edge.stop();
       edge = undefined;
+      registrar = await startSourceRegistrar(hubWire.connection);
 
       edge = await startEdge();
       const current = edge;
@@ -172,4 +178,24 @@ describe("thick edge: upgrade of the log's ephemeral source to durable sourcing"
       await leafWire.close();
     }
   }, 400_000);
+
+  it("puts back the log's source that an update of the cloud's stream lost, while the edge node runs", async () => {
+    edge ??= await startEdge();
+    const current = edge;
+    await eventually(() => current.thick!.log.registered, "the edge log registered at the cloud", 60_000);
+    // What another registrar's read-modify-write of the stream for another edge, at the same
+    // moment, leaves: the stream without this edge's source.
+    const config = await logsConfig();
+    await (await jetstreamManager(hubWire.connection)).streams.update(CLOUD_LOGS_STREAM, {
+      ...config,
+      sources: (config.sources ?? []).filter((s) => !isEdgeSource(s, EDGE)),
+    });
+    await eventually(
+      async () => (durableSourceRegistered(await logsConfig(), edgeLogSource(EDGE)) ? true : undefined),
+      "the running edge node's next ask put the log's source back",
+      60_000,
+    );
+    expect(current.thick!.log.registered).toBe(true);
+    await round(current, 20);
+  }, 200_000);
 });
