@@ -166,12 +166,9 @@ describe("thick edge: the log's source at the cloud, upgraded to durable sourcin
         expect(cloudLog.map((e) => e.seq)).toEqual(Array.from({ length: cloudLog.length }, (_, i) => i + 1));
         expect(cloudLog.filter((e) => e.seq <= head).map(sameEvent)).toEqual(edgeLog.map(sameEvent));
       }
-      // The batches sent again were taken and skipped as duplicates, nothing else went wrong.
-      await eventually(
-        () => replication.counts.duplicate > 0,
-        "the resent batches reached the replicator",
-        60_000,
-      );
+      // Batches sent again that the hub stored again were skipped as duplicates (whether it stores
+      // them again is nats-server's: it may drop them as already sourced, so their number is not
+      // asserted); nothing else went wrong.
       expect(replication.counts).toMatchObject({ conflict: 0, malformed: 0, failed: 0 });
       console.log(JSON.stringify({ scenario: "thick log source upgrade", counts: replication.counts }));
     } finally {
