@@ -43,7 +43,11 @@ export function natsDeviceSettings(config: NodeConfig): NatsDeviceSettings | und
       // and the raw telemetry stream every type's telemetry (the edge node records the edge twins').
       ...(config.edge?.twins ? { types: config.edge.twins, reportsOnly: true } : {}),
     },
-    consumer: { maxAckPending: nats.consumer.maxAckPending, ackWaitMs: nats.consumer.ackWait },
+    consumer: {
+      maxAckPending: nats.consumer.maxAckPending,
+      ackWaitMs: nats.consumer.ackWait,
+      processingDeadlineMs: nats.consumer.processingDeadline,
+    },
     maxInFlightPerTwin: nats.consumer.maxInFlightPerTwin,
     ...present({ auth: deviceAuthSettings(config) }),
     // A cloud node tells the edges about its file's revocations; an edge's file is its own.

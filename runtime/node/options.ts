@@ -153,9 +153,14 @@ const natsSchema = z
         ackWait: duration.default(10_000),
         /** Messages of one twin in flight at once (at most 15: a twin remembers 16 message ids). */
         maxInFlightPerTwin: z.number().int().min(1).max(15).default(8),
+        /**
+         * How long a message waits for its twin once in the twin's window before the node naks it,
+         * and those queued behind it (a stuck twin gives its messages back).
+         */
+        processingDeadline: duration.default(60_000),
       })
       .strict()
-      .default({ maxAckPending: 1024, ackWait: 10_000, maxInFlightPerTwin: 8 }),
+      .default({ maxAckPending: 1024, ackWait: 10_000, maxInFlightPerTwin: 8, processingDeadline: 60_000 }),
   })
   .strict();
 

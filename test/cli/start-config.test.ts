@@ -158,6 +158,10 @@ describe("configuration refuses durations that make no sense", () => {
     [{ limits: { requestTimeout: "0s" } }, "limits.requestTimeout"],
     [{ nats: { servers: "nats://x:4222", consumer: { ackWait: 0 } } }, "nats.consumer.ackWait"],
     [
+      { nats: { servers: "nats://x:4222", consumer: { processingDeadline: "0s" } } },
+      "nats.consumer.processingDeadline",
+    ],
+    [
       { nats: { servers: "nats://x:4222" }, cluster: { name: "c", redis: "redis://r", leaseTtl: "0ms" } },
       "cluster.leaseTtl",
     ],

@@ -14,13 +14,12 @@
  * Held messages: from delivery until it is settled, a message may wait in this node (behind an
  * earlier message of its twin, in the redelivered-report log check, in the twin's mailbox behind
  * a slow commit). While it does, this node tells the server it still works on it: every
- * `ackWait / 3` it sends a progress ack (`+WPI`) for each message it has held since the previous
- * round, so the server does not redeliver a message this node still has (a slow store no longer
- * turns into redeliveries, each costing a read of its twin's log). A message still gets a bound:
- * {@link PROCESSING_DEADLINE_MS} after it entered its twin's window of `maxInFlightPerTwin`
- * messages, this node stops waiting on the twin and naks it (a stuck twin does not hold a message
- * for ever); the time it waited before, behind more than a window of its twin's messages, does
- * not count.
+ * `ackWait / 4` it sends a progress ack (`+WPI`) for each message it holds, so the server does not
+ * redeliver a message this node still has (a slow store no longer turns into redeliveries, each
+ * costing a read of its twin's log). A message still gets a bound: {@link PROCESSING_DEADLINE_MS}
+ * after it entered its twin's window of `maxInFlightPerTwin` messages, this node stops waiting on
+ * the twin and naks it, and with it every message of the twin queued behind the window (a stuck
+ * twin gives all its messages back within one deadline, see there).
  *
  * A node that dies before persisting never acks (nor sends progress): after `ackWait` the server
  * redelivers to whichever node owns the shard then. A report that was persisted but not acknowledged — its node
@@ -64,7 +63,7 @@ import {
   jetstreamManager,
 } from "@nats-io/jetstream";
 import { fromNatsHeaders, type NatsTransport } from "../../../cluster/transport/nats.ts";
-import { retryabilityOf } from "../../core/errors.ts";
+import { ErrorCode, retryabilityOf } from "../../core/errors.ts";
 import type { TwinRef } from "../../core/ids.ts";
 import { present } from "../../core/present.ts";
 import type { TwinApi } from "../../core/twin-api.ts";
@@ -199,12 +198,24 @@ interface Bound {
 
 /**
  * How long a message waits for its twin once it entered processing (its twin's window of
- * `maxInFlightPerTwin` messages) before this node gives up on it and naks it. With progress acks
- * the server does not redeliver meanwhile, so this is only the bound for a stuck twin: long
- * enough for a window of a twin's messages to be committed by a slow store (each waits behind at
- * most `maxInFlightPerTwin − 1` earlier ones), short enough that a twin whose commit never
- * returns gives its messages back within a minute. It used to be `ackWait − 5 s`, which nak'ed
- * messages for having waited behind their twin under a slow store.
+ * `maxInFlightPerTwin` messages) before this node gives up on it and naks it (default of the
+ * consumer's `processingDeadlineMs`). With progress acks the server does not redeliver meanwhile,
+ * so this is only the bound for a stuck twin: long enough for a window of a twin's messages to be
+ * committed by a slow store (each waits behind at most `maxInFlightPerTwin − 1` earlier ones),
+ * short enough that a twin whose commit never returns gives its messages back within a minute.
+ * It used to be `ackWait − 5 s`, which nak'ed messages for having waited behind their twin under a
+ * slow store.
+ *
+ * When a window message gets no answer in time, the messages queued behind the window are nak'ed
+ * with it: otherwise each would wait a deadline of its own in a later window (with
+ * `maxAckPending` 1024 and windows of 8, one hung twin could hold ~128 windows × 60 s ≈ 2 h of
+ * messages in this node's single consumer's ack-pending, stalling every shard). Now each goes
+ * back within one deadline and comes again after its nak delay. (The server counts a nak'ed
+ * message as pending until it redelivers it: a hung twin still takes a slot per message of its
+ * in the stream, it no longer keeps them for hours queued behind its window.) Chosen over ending
+ * the progress acks of a message held past a bound: the server would then redeliver it to this
+ * same consumer (the node still owns the shard) while the original still waits in the queue, two
+ * copies, and no sooner.
  */
 export const PROCESSING_DEADLINE_MS = 60_000;
 /** Shortest interval between progress rounds (a tiny `ackWait` must not spin). */
@@ -259,11 +270,9 @@ export class JetStreamIngress {
   readonly #twins: Pick<TwinApi, "history"> | undefined;
   readonly #owns: (shard: number) => boolean;
   readonly #shards = new Map<number, ShardState>();
-  /**
-   * Messages delivered and not settled, each with whether a progress round saw it already (the
-   * next round sends it a progress ack: it has been held for at least one interval).
-   */
-  readonly #held = new Map<JsMsg, boolean>();
+  /** Messages delivered and not settled (each progress round sends each one a progress ack). */
+  readonly #held = new Set<JsMsg>();
+  readonly #processingDeadlineMs: number;
   #progress: ReturnType<typeof setInterval> | undefined;
   #jsm: JetStreamManager | undefined;
   #bound: Bound | undefined;
@@ -289,6 +298,7 @@ export class JetStreamIngress {
     this.#persisted = new RecentSet(options.rememberPersisted ?? 65_536);
     this.#twins = options.twins;
     this.#owns = options.owns ?? (() => true);
+    this.#processingDeadlineMs = this.consumer.processingDeadlineMs ?? PROCESSING_DEADLINE_MS;
   }
 
   /** Creates or checks the stream. Call once before {@link ownShards}. */
@@ -296,23 +306,20 @@ export class JetStreamIngress {
     this.#jsm = await jetstreamManager(this.nats.connection);
     await ensureIngressStream(this.#jsm, this.stream, this.shardCount);
     if (!this.#progress) {
-      const every = Math.max(MIN_PROGRESS_INTERVAL_MS, Math.floor(this.consumer.ackWaitMs / 3));
+      const every = Math.max(MIN_PROGRESS_INTERVAL_MS, Math.floor(this.consumer.ackWaitMs / 4));
       this.#progress = setInterval(() => this.#sendProgress(), every);
       this.#progress.unref();
     }
   }
 
   /**
-   * One progress round: a progress ack for every message held since the previous round, so the
-   * server restarts its `ackWait` for them (the first one goes out at most 2/3 `ackWait` after
-   * delivery, then every 1/3).
+   * One progress round: a progress ack for every held message, so the server restarts its
+   * `ackWait` for them (the first one goes out at most 1/4 `ackWait` after delivery, then every
+   * 1/4: a late round still leaves 3/4 `ackWait`). A message settled within a round costs at most
+   * one needless `+WPI`.
    */
   #sendProgress(): void {
-    for (const [msg, seen] of this.#held) {
-      if (!seen) {
-        this.#held.set(msg, true);
-        continue;
-      }
+    for (const msg of this.#held) {
       try {
         msg.working();
         this.stats.progressed++;
@@ -560,7 +567,7 @@ export class JetStreamIngress {
     if (generation !== this.#generation) return;
     stageClock("delivered", msg.subject);
     this.stats.delivered++;
-    this.#held.set(msg, false);
+    this.#held.add(msg);
     this.stats.held++;
     const shard = shardOfStored(msg.subject);
     const state = this.#shards.get(shard);
@@ -626,7 +633,7 @@ export class JetStreamIngress {
       });
     }
     try {
-      await this.#process(msg, maybeSeen, before, () => entered?.());
+      await this.#process(state, key, msg, maybeSeen, before, () => entered?.());
     } finally {
       entered?.();
       // Settled by now, or failed unsettled: then the server redelivers it after ackWait.
@@ -635,6 +642,8 @@ export class JetStreamIngress {
   }
 
   async #process(
+    state: ShardState,
+    key: string,
     msg: JsMsg,
     maybeSeen: boolean,
     before: Promise<void> | undefined,
@@ -674,7 +683,7 @@ export class JetStreamIngress {
     }
     // The bound for a stuck twin (see PROCESSING_DEADLINE_MS): progress acks keep the message
     // this node's meanwhile, so waiting behind the twin's earlier messages is no reason to nak.
-    const deadline = Date.now() + PROCESSING_DEADLINE_MS;
+    const deadline = Date.now() + this.#processingDeadlineMs;
     if (before) await before; // an earlier message of this twin is still looked for in its log
     stageClock("process", subject);
     const processing = this.ingress.process(subject, msg.data, messageId, {
@@ -692,6 +701,7 @@ export class JetStreamIngress {
         const delay = retryDelay(msg.info.deliveryCount);
         msg.nak(processed.throttled ? Math.min(delay, MAX_THROTTLE_DELAY_MS) : delay);
         if (processed.throttled) this.ingress.publishError(subject, processed.reply);
+        if (errorCodeOf(processed.reply) === ErrorCode.DeadlineExceeded) this.#nakQueued(state, key);
       } else if (processed.rejected) {
         this.stats.terminated++;
         const error = (processed.reply as { error?: { code?: string; message?: string } }).error;
@@ -711,6 +721,21 @@ export class JetStreamIngress {
     }
   }
 
+  /**
+   * The twin `key` did not answer a message of its window in time: naks (with the retry delay)
+   * every message queued behind the window, which would otherwise each wait a deadline of their
+   * own (see {@link PROCESSING_DEADLINE_MS}).
+   */
+  #nakQueued(state: ShardState, key: string): void {
+    const queue = state.waiting.get(key);
+    if (!queue) return;
+    state.waiting.delete(key);
+    for (const msg of queue) {
+      this.stats.retried++;
+      this.#settle(msg, () => msg.nak(retryDelay(msg.info.deliveryCount)));
+    }
+  }
+
   /** Naks a message of a shard this node does not consume (its owner's consumer delivers it). */
   #nakNotOwned(msg: JsMsg): void {
     this.stats.notOwned++;
@@ -726,6 +751,11 @@ export class JetStreamIngress {
       this.logger.debug({ err: error, subject: msg.subject }, "could not settle an ingress message");
     }
   }
+}
+
+/** The error code of a processing reply (`{ error: { code } }`), if it is an error. */
+function errorCodeOf(reply: object): string | undefined {
+  return (reply as { error?: { code?: string } }).error?.code;
 }
 
 function persistedKey(msg: JsMsg): string {

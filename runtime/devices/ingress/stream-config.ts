@@ -79,6 +79,8 @@ export interface IngressStreamSettings {
 export interface IngressConsumerSettings {
   readonly maxAckPending: number;
   readonly ackWaitMs: number;
+  /** How long a message waits for its twin (default `PROCESSING_DEADLINE_MS` of jetstream-ingress.ts, 60 s). */
+  readonly processingDeadlineMs?: number;
 }
 
 export const DEFAULT_STREAM: IngressStreamSettings = {

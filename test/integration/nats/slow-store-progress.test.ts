@@ -59,7 +59,7 @@ describe("durable ingress over a slow store", () => {
 
   it("keeps held messages with progress acks past ackWait: no redelivery, each report applied once, in order", async () => {
     const gated = gatedStore();
-    // ackWait 2 s: progress rounds every 667 ms leave a loaded machine's event loop 667 ms of slack.
+    // ackWait 2 s: progress rounds every 500 ms leave a loaded machine's event loop 1.5 s of slack.
     const node = await startNatsNode({
       store: gated.store,
       config: {
@@ -84,15 +84,15 @@ describe("durable ingress over a slow store", () => {
         nothingSettled();
         return durable.stats.delivered === TOTAL && durable.stats.held === TOTAL && gated.waiting() > 0;
       }, "every report delivered and held, commits waiting at the gate");
-      // Every round from now on sends a progress ack for each of the TOTAL held messages: four
-      // rounds, ackWait / 3 apart, span a whole ackWait after the last delivery.
+      // Every round sends a progress ack for each of the TOTAL held messages: five rounds from
+      // now, ackWait / 4 apart, span a whole ackWait after the last delivery.
       const from = durable.stats.progressed;
       await eventually(
         () => {
           nothingSettled();
-          return durable.stats.progressed >= from + 4 * TOTAL;
+          return durable.stats.progressed >= from + 5 * TOTAL;
         },
-        "four progress rounds over every held message",
+        "five progress rounds over every held message",
         30_000,
       );
       nothingSettled();
