@@ -33,6 +33,7 @@ import type { TwinClass } from "../core/twin.ts";
 import type { DeviceAuthService } from "../devices/auth/auth-callout.ts";
 import type { RevocationList } from "../devices/auth/cloud-revocation.ts";
 import type { RunningDeviceAuth } from "../devices/auth/device-auth.ts";
+import type { DeviceCredentials } from "../devices/auth/device-credentials.ts";
 import type { CoapIngress } from "../devices/coap/coap-ingress.ts";
 import { DesiredResync } from "../devices/edge/desired-resync.ts";
 import { EdgeForwarder, type EdgeStatus } from "../devices/edge/edge-forwarder.ts";
@@ -234,7 +235,7 @@ export class EdgeNode {
       });
       await telemetry.start();
       // Read back before any device is checked: what the cloud revoked stays refused at a restart.
-      if (authSettings) revocations = await learnCloudRevocations(transport, edge.name, authSettings, logger);
+      if (authSettings) revocations = await learnCloudRevocations(transport, edge.name, logger);
       // A thick edge's node runs the callout itself (its ingress then records device principals).
       if (authSettings && !edgeTwins) {
         const { startDeviceAuth } = await import("../devices/auth/device-auth.ts");
@@ -245,7 +246,8 @@ export class EdgeNode {
           present({ cloudRevocations: revocations }),
         );
         auth = running;
-        if (revocations) kickFrom(revocations, (device) => running.service.disconnect(device), logger);
+        if (revocations)
+          kickFrom(revocations, running.credentials, (device) => running.service.disconnect(device), logger);
       }
       // A thin edge serves CoAP here; a thick edge's node serves it (one listener, see coap).
       if (!edgeTwins) {
@@ -271,18 +273,24 @@ export class EdgeNode {
           ...present({ cloudRevocations: revocations }),
         });
         const node = thick.node;
-        if (revocations && node.deviceAuth)
-          kickFrom(revocations, (device) => node.deviceAuth!.disconnect(device), logger);
+        if (revocations && node.deviceAuth && node.deviceCredentials)
+          kickFrom(
+            revocations,
+            node.deviceCredentials,
+            (device) => node.deviceAuth!.disconnect(device),
+            logger,
+          );
       }
       if (metrics && config.metrics.listen !== false) await metrics.listen(config.metrics.listen);
     } catch (error) {
       await stopThickEdge(thick).catch(() => undefined);
       await coap?.stop().catch(() => undefined);
       await auth?.stop().catch(() => undefined);
+      // The forwarder first: its ticks copy the revocations.
+      await forwarder?.stop().catch(() => undefined);
       await revocations?.stop().catch(() => undefined);
       await telemetry?.stop().catch(() => undefined);
       await desired.stop().catch(() => undefined);
-      await forwarder?.stop().catch(() => undefined);
       await metrics?.stop().catch(() => undefined);
       await transport.close();
       throw error;
@@ -340,53 +348,39 @@ export class EdgeNode {
     await stopThickEdge(this.thick);
     await this.#coap?.stop();
     await this.#auth?.stop();
+    // The forwarder first: its ticks copy the revocations.
+    await this.forwarder.stop();
     await this.revocations?.stop();
     await this.telemetry.stop();
     await this.desired.stop();
-    await this.forwarder.stop();
     await this.#metrics?.stop();
     await this.#transport.close();
     this.logger.info("edge node stopped");
   }
 }
 
-/**
- * Starts following the cloud's revocations (the edge's copy of the hub's stream, read to its end
- * first). The edge's own credentials file says which credential each device holds here.
- */
+/** Starts following the cloud's revocations (the edge's copy of the hub's stream, read to its end first). */
 async function learnCloudRevocations(
   transport: NatsTransport,
   edge: string,
-  settings: { readonly credentialsFile: string },
   logger: Logger,
 ): Promise<EdgeRevocations> {
   const { EdgeRevocations } = await import("../devices/edge/edge-revocations.ts");
-  const { DeviceCredentials } = await import("../devices/auth/device-credentials.ts");
-  const own = new DeviceCredentials(settings.credentialsFile);
-  return EdgeRevocations.start({
-    connection: transport.connection,
-    edge,
-    logger,
-    credentialCreatedAt: (device) => {
-      try {
-        return own.record(device)?.createdAt;
-      } catch {
-        return undefined; // a corrupt file: the callout refuses everyone anyway
-      }
-    },
-  });
+  return EdgeRevocations.start({ connection: transport.connection, edge, logger });
 }
 
 /**
  * Once the callout runs: kicks the devices the learnt revocations refuse that are still connected
- * (from before a restart), and each one a later record refuses.
+ * (from before a restart), and each one a later record refuses. `credentials` is the callout's
+ * reader of the edge's own file (one reader per node): it says which credential a device holds here.
  */
 function kickFrom(
   revocations: EdgeRevocations,
+  credentials: DeviceCredentials,
   disconnect: (device: string) => Promise<number>,
   logger: Logger,
 ): void {
-  revocations.onRevoked = disconnect;
+  revocations.kickWith(credentials, disconnect);
   revocations
     .kickRevoked()
     .catch((error: unknown) =>

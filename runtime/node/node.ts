@@ -178,6 +178,11 @@ export class DoppelNode {
     return this.#devices.auth;
   }
 
+  /** The auth callout's reader of the device credentials file, when this node runs the callout. */
+  get deviceCredentials(): DeviceCredentials | undefined {
+    return this.#devices.credentials;
+  }
+
   /** The node's device ingress (counters of accepted and refused device messages). */
   get ingress(): DeviceIngress {
     return this.#devices.ingress;
@@ -721,7 +726,7 @@ async function startRevocationFeed(wiring: Wiring): Promise<RevocationFeed | und
   const { RevocationFeed } = await import("../devices/edge/revocation-feed.ts");
   const { NatsTransport } = await import("../../cluster/transport/nats.ts");
   if (!(wiring.transport instanceof NatsTransport)) return undefined;
-  const feed = new RevocationFeed(wiring.transport.connection);
+  const feed = new RevocationFeed(wiring.transport.connection, wiring.logger);
   await feed.start();
   return feed;
 }

@@ -6,9 +6,10 @@
  * for good); the edges copy it through the revocation feed (devices/edge/revocation-feed.ts).
  *
  * {@link RevocationPublisher.reconcile} runs on every poll of the revocation watch: it compares
- * the file with what it knows the stream holds (read from the stream at start) and publishes the
- * records that differ. A publish that fails (the hub's JetStream unreachable) is tried again at
- * the next poll, so a revocation in the file always reaches the stream; a revocation made while no
+ * the file with what it knows the stream holds (read from the stream at start, and again whenever
+ * the stream was made anew: another creation time, or a publish that failed) and publishes the
+ * records that differ. A publish that fails (the hub's JetStream unreachable, the stream deleted)
+ * is tried again at the next poll, so a revocation in the file always reaches the stream; a revocation made while no
  * cloud node ran is published when one starts. Several cloud nodes publish the same records
  * (message id `<device>@<revokedAt>@<reprovisionedAt>`): the stream keeps one per device anyway.
  */
@@ -24,6 +25,7 @@ import {
 import type { NatsConnection } from "@nats-io/transport-node";
 import { parseRef } from "../../core/ids.ts";
 import type { Logger } from "../../observability/logger.ts";
+import { streamInfoIfAny } from "../ingress/stream-config.ts";
 import {
   type CloudRevocation,
   decodeRevocation,
@@ -83,7 +85,10 @@ export class RevocationPublisher {
   readonly #replicas: number;
   /** What the stream holds per device, as published (JSON); undefined until read from the stream. */
   #inStream: Map<string, string> | undefined;
+  /** When the stream `#inStream` was read from was created. */
+  #created: string | undefined;
   #js: JetStreamClient | undefined;
+  #jsm: JetStreamManager | undefined;
   #running: Promise<void> | undefined;
 
   constructor(options: {
@@ -105,6 +110,8 @@ export class RevocationPublisher {
     this.#running ??= this.#reconcile()
       .catch((error: unknown) => {
         this.stats.failed++;
+        // The stream may be gone or made anew: read it again before publishing.
+        this.#inStream = undefined;
         this.#logger.warn({ err: error }, "device revocations: cannot publish to the cloud's stream yet");
       })
       .finally(() => {
@@ -118,15 +125,19 @@ export class RevocationPublisher {
       .list()
       .map(revocationOf)
       .filter((record) => record !== undefined);
-    if (!this.#inStream) {
-      // Created even with nothing in it: the feed then answers from it at once.
+    if (!this.#jsm || !this.#js) {
       const { jetstream, jetstreamManager } = await import("@nats-io/jetstream");
-      const jsm = await jetstreamManager(this.#nc);
-      await ensureRevocationStream(jsm, this.#replicas);
+      this.#jsm = await jetstreamManager(this.#nc);
       this.#js = jetstream(this.#nc);
-      this.#inStream = await this.#read(this.#js);
     }
-    const js = this.#js!;
+    const js = this.#js;
+    const current = this.#inStream && (await streamInfoIfAny(this.#jsm, REVOCATIONS_STREAM));
+    if (!this.#inStream || !current || current.created !== this.#created) {
+      // Created even with nothing in it: the feed then answers from it at once.
+      await ensureRevocationStream(this.#jsm, this.#replicas);
+      this.#created = (await this.#jsm.streams.info(REVOCATIONS_STREAM)).created;
+      this.#inStream = await this.#read(js);
+    }
     for (const record of wanted) {
       const body = JSON.stringify(record);
       if (this.#inStream.get(record.device) === body) continue;

@@ -6,15 +6,17 @@
  * answered by a cloud node; the edge needs no right to the cloud's JetStream API). Every
  * `edge.tick` while the link is up it asks for what follows the last hub sequence it copied (the
  * `Doppel-Hub-Seq` header of its stream's last message), stores each message as it came (message
- * id `hub-<seq>`) and asks again while it is behind; after an outage it resumes there, so nothing
- * revoked meanwhile is missed. The copy is the edge's persistent memory: an edge node started with
+ * id `hub-<created>-<seq>`, `created` the hub stream's creation, also in `Doppel-Hub-Stream`) and
+ * asks again while it is behind; after an outage it resumes there, so nothing revoked meanwhile is
+ * missed. A hub stream deleted and made again (its last sequence below the edge's, or another
+ * creation time) is copied again from its start, with a warning. The copy is the edge's persistent memory: an edge node started with
  * the link down reads it back before its auth callout answers anyone.
  *
  * The edge node follows its copy with an ordered consumer. Each record is validated
  * ({@link decodeRevocation}); a malformed one is counted (`stats.malformed`), logged and skipped.
  * Per device the latest revocation is kept; when one is learnt that refuses the device's
  * credential in the edge's own file, its connections to the leaf server are kicked
- * (`onRevoked`, the auth callout's disconnect).
+ * ({@link kickWith}: the auth callout's reader of that file and its disconnect).
  */
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/nats-core";
@@ -28,11 +30,14 @@ import {
   type RevocationList,
   revokesCredential,
 } from "../auth/cloud-revocation.ts";
+import type { DeviceCredentials } from "../auth/device-credentials.ts";
 import { revocationStreamConfig } from "../auth/revocation-publisher.ts";
 import { FEED_BATCH, parseFeedReply, revocationFeedSubject } from "./revocation-feed.ts";
 
 /** The header carrying a copied message's sequence in the hub's stream. */
 export const HUB_SEQ_HEADER = "Doppel-Hub-Seq";
+/** The header carrying when the hub's stream a copied message came from was created. */
+export const HUB_STREAM_HEADER = "Doppel-Hub-Stream";
 
 /** Counters of what the edge learnt. */
 export type EdgeRevocationStats = {
@@ -53,39 +58,41 @@ async function ensureCopy(jsm: JetStreamManager): Promise<void> {
   await jsm.streams.add(revocationStreamConfig());
 }
 
-/** The hub sequence the edge's copy holds up to (its last message's header; 0 when empty). */
-async function copiedThrough(jsm: JetStreamManager): Promise<number> {
+/**
+ * The hub sequence the edge's copy holds up to and the hub stream it came from (its last message's
+ * headers; 0 when empty).
+ */
+async function copiedThrough(jsm: JetStreamManager): Promise<{ seq: number; hubStream: string | undefined }> {
   const last = (await jsm.streams.info(REVOCATIONS_STREAM)).state.last_seq;
-  if (last === 0) return 0;
+  if (last === 0) return { seq: 0, hubStream: undefined };
   const message = await jsm.streams.getMessage(REVOCATIONS_STREAM, { seq: last }).catch(() => null);
   const seq = Number(message?.header?.get(HUB_SEQ_HEADER));
-  return Number.isSafeInteger(seq) && seq > 0 ? seq : 0;
+  const hubStream = message?.header?.get(HUB_STREAM_HEADER) || undefined;
+  return { seq: Number.isSafeInteger(seq) && seq > 0 ? seq : 0, hubStream };
 }
 
 export class EdgeRevocations implements RevocationList {
   readonly stats: EdgeRevocationStats = { learnt: 0, malformed: 0, kicked: 0, copied: 0 };
   readonly #records = new Map<string, CloudRevocation>();
   readonly #logger: Logger;
-  readonly #createdAt: (device: string) => string | undefined;
   readonly #nc: NatsConnection;
   readonly #edge: string;
   #js: JetStreamClient | undefined;
   /** The last hub sequence copied into the edge's stream. */
   #through = 0;
+  /** When the hub stream copied from was created (undefined: not known yet). */
+  #hubStream: string | undefined;
   #copying: Promise<void> | undefined;
-  #onRevoked: ((device: string) => Promise<number>) | undefined;
+  #kick:
+    | { readonly credentials: DeviceCredentials; readonly disconnect: (device: string) => Promise<number> }
+    | undefined;
+  #stopped = false;
   #stop: (() => Promise<void>) | undefined;
 
-  private constructor(
-    nc: NatsConnection,
-    edge: string,
-    logger: Logger,
-    createdAt: (device: string) => string | undefined,
-  ) {
+  private constructor(nc: NatsConnection, edge: string, logger: Logger) {
     this.#nc = nc;
     this.#edge = edge;
     this.#logger = logger;
-    this.#createdAt = createdAt;
   }
 
   /**
@@ -99,53 +106,60 @@ export class EdgeRevocations implements RevocationList {
     /** The edge's name (its feed subject). */
     readonly edge: string;
     readonly logger: Logger;
-    /** When the edge's own file created `device`'s credential (undefined: it has none). */
-    readonly credentialCreatedAt: (device: string) => string | undefined;
   }): Promise<EdgeRevocations> {
     const { jetstream, jetstreamManager } = await import("@nats-io/jetstream");
     const jsm = await jetstreamManager(options.connection);
     await ensureCopy(jsm);
-    const revocations = new EdgeRevocations(
-      options.connection,
-      options.edge,
-      options.logger,
-      options.credentialCreatedAt,
-    );
+    const revocations = new EdgeRevocations(options.connection, options.edge, options.logger);
     revocations.#js = jetstream(options.connection);
-    revocations.#through = await copiedThrough(jsm);
+    const copied = await copiedThrough(jsm);
+    revocations.#through = copied.seq;
+    revocations.#hubStream = copied.hubStream;
     const held = (await jsm.streams.info(REVOCATIONS_STREAM)).state.messages;
     const consumer = await revocations.#js.consumers.get(REVOCATIONS_STREAM, {
       deliver_policy: DeliverPolicy.All,
     });
     const messages = await consumer.consume({ max_messages: 256 });
     let caughtUp: () => void = () => undefined;
-    const read = new Promise<void>((resolve) => {
+    let failed: (error: unknown) => void = () => undefined;
+    const read = new Promise<void>((resolve, reject) => {
       caughtUp = resolve;
+      failed = reject;
     });
     if (held === 0) caughtUp();
+    // Settles `read` however the loop ends (a loop that fails before the end fails the start).
     const loop = (async () => {
       for await (const msg of messages) {
         await revocations.#take(msg);
         if (msg.info.pending === 0) caughtUp();
       }
-    })().catch((error: unknown) =>
-      options.logger.warn({ err: error }, "edge: stopped following the cloud's revocations"),
-    );
+    })()
+      .catch((error: unknown) => {
+        options.logger.warn({ err: error }, "edge: stopped following the cloud's revocations");
+        failed(error);
+      })
+      .finally(() => caughtUp());
     revocations.#stop = async () => {
       await revocations.#copying;
       await messages.close();
       await loop;
     };
-    await read;
+    try {
+      await read;
+    } catch (error) {
+      await revocations.stop().catch(() => undefined);
+      throw error;
+    }
     return revocations;
   }
 
   /**
    * Copies what the cloud's stream holds beyond the edge's copy (one request per page, until a
    * short page). Never throws: with the link down, or the cloud not answering, it tries again at
-   * the next call. One copy runs at a time.
+   * the next call. One copy runs at a time; none once stopped.
    */
   copy(timeoutMs: number): Promise<void> {
+    if (this.#stopped) return Promise.resolve();
     this.#copying ??= this.#copyAll(timeoutMs)
       .catch((error: unknown) => {
         const reason = String((error as Error)?.message ?? error);
@@ -168,16 +182,29 @@ export class EdgeRevocations implements RevocationList {
         { timeout: timeoutMs },
       );
       const page = parseFeedReply(reply.data, after);
+      if (page.last < after || (this.#hubStream !== undefined && page.created !== this.#hubStream)) {
+        // The hub's stream was deleted (and made again): its sequences started over.
+        this.#logger.warn(
+          { after, last: page.last, copiedFrom: this.#hubStream, hubStream: page.created },
+          "edge: the cloud's revocation stream was made again; copying it from its start",
+        );
+        this.#through = 0;
+        this.#hubStream = page.created;
+        continue;
+      }
+      this.#hubStream ??= page.created;
+      const hubStream = page.created ?? "";
       for (const record of page.records) {
         const h = natsHeaders();
         h.set(HUB_SEQ_HEADER, String(record.seq));
+        h.set(HUB_STREAM_HEADER, hubStream);
         // Subjects outside the copy's own are not stored (the cloud's stream takes only those).
         if (!/^doppel\.revocations\.[^.]+\.[^.]+$/.test(record.subject)) {
           this.stats.malformed++;
         } else {
           await js.publish(record.subject, new TextEncoder().encode(record.data), {
             headers: h,
-            msgID: `hub-${record.seq}`,
+            msgID: `hub-${hubStream}-${record.seq}`,
           });
           this.stats.copied++;
         }
@@ -191,9 +218,13 @@ export class EdgeRevocations implements RevocationList {
     }
   }
 
-  /** Kicks a device a later record refuses; until set (the callout is starting), nothing is kicked. */
-  set onRevoked(disconnect: (device: string) => Promise<number>) {
-    this.#onRevoked = disconnect;
+  /**
+   * Once the callout runs: kicks each device a record refuses the credential `credentials` (the
+   * callout's reader of the edge's own file) shows it holds, by `disconnect`. Until then nothing is
+   * kicked.
+   */
+  kickWith(credentials: DeviceCredentials, disconnect: (device: string) => Promise<number>): void {
+    this.#kick = { credentials, disconnect };
   }
 
   revokes(device: string, createdAt: string): boolean {
@@ -246,11 +277,17 @@ export class EdgeRevocations implements RevocationList {
   }
 
   async #kickIfRefused(device: string): Promise<number> {
-    const disconnect = this.#onRevoked;
-    const createdAt = this.#createdAt(device);
-    if (!disconnect || createdAt === undefined || !this.revokes(device, createdAt)) return 0;
+    const kick = this.#kick;
+    if (!kick) return 0;
+    let createdAt: string | undefined;
     try {
-      const kicked = await disconnect(device);
+      createdAt = kick.credentials.record(device)?.createdAt;
+    } catch {
+      return 0; // a corrupt file: the callout refuses everyone anyway
+    }
+    if (createdAt === undefined || !this.revokes(device, createdAt)) return 0;
+    try {
+      const kicked = await kick.disconnect(device);
       if (kicked > 0) this.stats.kicked++;
       return kicked;
     } catch (error) {
@@ -260,6 +297,7 @@ export class EdgeRevocations implements RevocationList {
   }
 
   async stop(): Promise<void> {
+    this.#stopped = true;
     await this.#stop?.();
   }
 }

@@ -5,12 +5,19 @@
  * hub's `DOPPEL_REVOCATIONS` it has copied; a cloud node (queue group `doppel-revocation-feed`,
  * {@link RevocationFeed}) answers with the stream's messages after it, as they are (subject and
  * body, for the edge to validate), at most {@link FEED_BATCH} at a time, and the stream's last
- * sequence (`last`), so the edge asks again at once while it is behind.
+ * sequence (`last`), so the edge asks again at once while it is behind, and when the stream was
+ * created (`created`: a stream deleted and made again starts its sequences over).
+ *
+ * A feed answers at most {@link FEED_IN_FLIGHT} requests at once (each up to FEED_BATCH + 1
+ * JetStream calls); beyond that it answers `UNAVAILABLE` at once (the edge asks again at its next
+ * tick). A hub stream it cannot read is `UNAVAILABLE` too; only a missing stream is `last: 0`.
  */
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
-import { DoppelError, InvalidArgument, type WireError } from "../../core/errors.ts";
+import { DoppelError, InvalidArgument, Unavailable, type WireError } from "../../core/errors.ts";
+import type { Logger } from "../../observability/logger.ts";
 import { REVOCATIONS_PREFIX, REVOCATIONS_STREAM } from "../auth/cloud-revocation.ts";
+import { streamInfoIfAny } from "../ingress/stream-config.ts";
 import { encodeJson } from "../protocol.ts";
 
 /** What the cloud's feeds subscribe to: every edge's request subject. */
@@ -19,6 +26,8 @@ export const REVOCATION_FEED_SUBJECTS = "doppel.edge.*.revocations";
 export const REVOCATION_FEED_QUEUE = "doppel-revocation-feed";
 /** Most records in one answer (each at most 1 KiB as stored, see cloud-revocation.ts). */
 export const FEED_BATCH = 64;
+/** Most requests one feed answers at once (the rest are answered `UNAVAILABLE`). */
+export const FEED_IN_FLIGHT = 8;
 
 /** Where edge `edge` asks for the cloud's revocations. */
 export function revocationFeedSubject(edge: string): string {
@@ -40,6 +49,8 @@ export interface FeedPage {
   readonly records: readonly FeedRecord[];
   /** The hub stream's last sequence (0: no stream, or nothing in it yet). */
   readonly last: number;
+  /** When the hub's stream was created (absent: no stream); a new value means new sequences. */
+  readonly created?: string;
 }
 
 type FeedReply = { ok: FeedPage } | { error: WireError };
@@ -74,7 +85,13 @@ export function parseFeedReply(data: Uint8Array, after: number): FeedPage {
   }
   if (body && typeof body === "object" && "error" in body) throw DoppelError.fromWire(body.error);
   const page = (body as { ok?: FeedPage } | null)?.ok;
-  if (!page || !Array.isArray(page.records) || page.records.length > FEED_BATCH || !isSeq(page.last))
+  if (
+    !page ||
+    !Array.isArray(page.records) ||
+    page.records.length > FEED_BATCH ||
+    !isSeq(page.last) ||
+    (page.created !== undefined && typeof page.created !== "string")
+  )
     throw new InvalidArgument("revocation feed answer is not a page of records");
   let previous = after;
   for (const record of page.records) {
@@ -88,18 +105,24 @@ export function parseFeedReply(data: Uint8Array, after: number): FeedPage {
       throw new InvalidArgument("revocation feed answer: records out of order or malformed");
     previous = record.seq;
   }
-  return { records: page.records.map(({ seq, subject, data }) => ({ seq, subject, data })), last: page.last };
+  return {
+    records: page.records.map(({ seq, subject, data }) => ({ seq, subject, data })),
+    last: page.last,
+    ...(page.created !== undefined ? { created: page.created } : {}),
+  };
 }
 
 /** The cloud's side: answers every edge's requests from the hub's stream. */
 export class RevocationFeed {
   readonly #nc: NatsConnection;
+  readonly #logger: Logger;
   #jsm: JetStreamManager | undefined;
   #sub: Subscription | undefined;
   readonly #pending = new Set<Promise<void>>();
 
-  constructor(nc: NatsConnection) {
+  constructor(nc: NatsConnection, logger: Logger) {
     this.#nc = nc;
+    this.#logger = logger;
   }
 
   async start(): Promise<void> {
@@ -107,7 +130,18 @@ export class RevocationFeed {
     this.#jsm = await jetstreamManager(this.#nc);
     this.#sub = this.#nc.subscribe(REVOCATION_FEED_SUBJECTS, {
       queue: REVOCATION_FEED_QUEUE,
-      callback: (_error, message) => {
+      callback: (error, message) => {
+        if (error) {
+          this.#logger.warn({ err: error }, "revocation feed: a request could not be received");
+          return;
+        }
+        if (this.#pending.size >= FEED_IN_FLIGHT) {
+          const busy = new Unavailable(
+            `revocation feed: ${FEED_IN_FLIGHT} requests in flight, ask again later`,
+          );
+          this.#respond(message, { error: busy.toWire() });
+          return;
+        }
         const job = this.#answer(message);
         this.#pending.add(job);
         void job.finally(() => this.#pending.delete(job));
@@ -115,6 +149,7 @@ export class RevocationFeed {
     });
   }
 
+  /** Answers one request; never rejects (a failed answer is logged, the edge asks again). */
   async #answer(message: Msg): Promise<void> {
     let reply: FeedReply;
     try {
@@ -122,13 +157,31 @@ export class RevocationFeed {
     } catch (error) {
       reply = { error: DoppelError.from(error).toWire() };
     }
-    message.respond(encodeJson(reply));
+    this.#respond(message, reply);
+  }
+
+  #respond(message: Msg, reply: FeedReply): void {
+    try {
+      message.respond(encodeJson(reply));
+    } catch (error) {
+      this.#logger.warn({ err: error }, "revocation feed: could not answer an edge");
+    }
+  }
+
+  /** How many requests the feed is answering now. */
+  get inFlight(): number {
+    return this.#pending.size;
   }
 
   /** The hub stream's messages after `after` (at most {@link FEED_BATCH}) and its last sequence. */
   async page(after: number): Promise<FeedPage> {
     const jsm = this.#jsm!;
-    const info = await jsm.streams.info(REVOCATIONS_STREAM).catch(() => undefined);
+    let info: Awaited<ReturnType<typeof streamInfoIfAny>>;
+    try {
+      info = await streamInfoIfAny(jsm, REVOCATIONS_STREAM);
+    } catch (error) {
+      throw new Unavailable(`revocation feed: cannot read the hub's stream: ${(error as Error).message}`);
+    }
     if (!info) return { records: [], last: 0 };
     const last = info.state.last_seq;
     const records: FeedRecord[] = [];
@@ -142,7 +195,7 @@ export class RevocationFeed {
       records.push({ seq: message.seq, subject: message.subject, data: decoder.decode(message.data) });
       next = message.seq + 1;
     }
-    return { records, last };
+    return { records, last, created: info.created };
   }
 
   async stop(): Promise<void> {

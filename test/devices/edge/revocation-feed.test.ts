@@ -37,6 +37,18 @@ describe("revocation feed", () => {
     for (const body of refused) expect(() => parseFeedReply(bytes(body), 4)).toThrow(InvalidArgument);
   });
 
+  it("passes on when the hub's stream was created, and refuses a creation that is not a string", () => {
+    const created = "2026-12-03T14:00:00.123456789Z";
+    expect(parseFeedReply(bytes({ ok: { records: [record(5)], last: 5, created } }), 4)).toEqual({
+      records: [record(5)],
+      last: 5,
+      created,
+    });
+    expect(() => parseFeedReply(bytes({ ok: { records: [], last: 5, created: 7 } }), 4)).toThrow(
+      InvalidArgument,
+    );
+  });
+
   it("passes the cloud's error on as it came", () => {
     const wire = {
       error: {

@@ -109,7 +109,7 @@ describe.each([
       cloudFile = join(dir, "cloud-device-credentials.json");
       edgeFile = join(dir, "edge-device-credentials.json");
       cloudCredentials = new DeviceCredentials(cloudFile);
-      for (const id of ["up", "garbled", "outage", "stays", "again"])
+      for (const id of ["up", "garbled", "outage", "stays", "again", "anew"])
         secrets.set(id, cloudCredentials.provision({ type: "thermostat", id }).password);
       copyFileSync(cloudFile, edgeFile); // the operator's copy of the cloud's file at the edge
       auth = edgeDeviceAuth(edgeFile);
@@ -242,6 +242,24 @@ describe.each([
       copyFileSync(cloudFile, edgeFile); // the operator redistributes the cloud's file
       (await connectAtEdge("again", fresh)).close();
       await expect(connectAtEdge("again", oldSecret)).rejects.toThrow(/Authorization Violation/);
+    });
+
+    it("the hub's stream deleted and made again: the cloud fills it again and the edge copies it from its start", async () => {
+      const jsm = await jetstreamManager(hubNc);
+      await jsm.streams.delete(REVOCATIONS_STREAM);
+      // The cloud node makes the stream again with every record its file calls for (fewer than
+      // the old stream's sequences: the edge's last copied sequence is beyond the new stream's end).
+      await eventually(
+        async () => ((await hubRecord("up"))?.["revokedAt"] !== undefined ? true : undefined),
+        "the cloud published its records into the new stream",
+        60_000,
+      );
+      const nc = await connectAtEdge("anew");
+      const closed = nc.closed();
+      cloudCredentials.revoke({ type: "thermostat", id: "anew" });
+      await closed; // the new stream's record reached the edge and kicked the device
+      await expect(connectAtEdge("anew")).rejects.toThrow(/Authorization Violation/);
+      expect(edge.revocations?.record(device("anew"))).toBeDefined();
     });
   },
 );
