@@ -8,6 +8,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import type { TwinClass } from "doppel";
 import { DoppelNode, type EventStore, MemoryEventStore, type NodeConfigInput } from "doppel/node";
 import { NatsTransport } from "../../../cluster/transport/nats.ts";
+import type { TwinCommit } from "../../../runtime/core/records.ts";
 import { DoppelClient } from "../../../runtime/grpc/client.ts";
 import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { Pump } from "../../../twins/pump.ts";
@@ -100,4 +101,38 @@ export async function startNatsNode(
 /** A device-side NATS connection. */
 export function deviceTransport(): Promise<NatsTransport> {
   return NatsTransport.connect({ servers: natsUrl(), name: "test-device" });
+}
+
+/**
+ * A memory store whose commits of `$reported` events that `holds` picks wait until `open()` is
+ * called (a slow or stuck store, as the test decides); `waiting()` counts the commits held now.
+ */
+export function gatedStore(holds: (commit: TwinCommit) => boolean = () => true): {
+  store: EventStore;
+  open(): void;
+  waiting(): number;
+} {
+  const inner = new MemoryEventStore();
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  let waiting = 0;
+  const store = new Proxy(inner, {
+    get(target, property) {
+      if (property === "commit") {
+        return async (commits: readonly TwinCommit[]) => {
+          if (commits.some((c) => holds(c) && c.events.some((e) => e.type === "$reported"))) {
+            waiting++;
+            await gate;
+            waiting--;
+          }
+          return target.commit(commits);
+        };
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  }) as EventStore;
+  return { store, open, waiting: () => waiting };
 }

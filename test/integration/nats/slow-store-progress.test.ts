@@ -7,46 +7,17 @@
  */
 import { jetstreamManager } from "@nats-io/jetstream";
 import { DeviceClient } from "doppel/device";
-import { MemoryEventStore } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NatsTransport } from "../../../cluster/transport/nats.ts";
-import type { TwinCommit } from "../../../runtime/core/records.ts";
-import type { EventStore } from "../../../runtime/persistence/event-store.ts";
 import {
   deviceTransport,
   eventually,
+  gatedStore,
   natsUrl,
   resetStream,
   startNatsNode,
   streamMessages,
 } from "./harness.ts";
-
-/** A memory store whose commits of `$reported` events wait until `open()` is called. */
-function gatedStore(): { store: EventStore; open(): void; waiting(): number } {
-  const inner = new MemoryEventStore();
-  let open!: () => void;
-  const gate = new Promise<void>((resolve) => {
-    open = resolve;
-  });
-  let waiting = 0;
-  const store = new Proxy(inner, {
-    get(target, property) {
-      if (property === "commit") {
-        return async (commits: readonly TwinCommit[]) => {
-          if (commits.some((c) => c.events.some((e) => e.type === "$reported"))) {
-            waiting++;
-            await gate;
-            waiting--;
-          }
-          return target.commit(commits);
-        };
-      }
-      const value = Reflect.get(target, property);
-      return typeof value === "function" ? value.bind(target) : value;
-    },
-  }) as EventStore;
-  return { store, open, waiting: () => waiting };
-}
 
 const TWINS = ["slow-a", "slow-b", "slow-c"];
 /** More than `maxInFlightPerTwin` (8) per twin: some wait in the node behind their twin's window. */

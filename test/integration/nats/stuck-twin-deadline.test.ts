@@ -8,12 +8,9 @@
  * is applied exactly once.
  */
 import { DeviceClient } from "doppel/device";
-import { MemoryEventStore } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { TwinCommit } from "../../../runtime/core/records.ts";
 import type { DeviceIngress } from "../../../runtime/devices/ingress/device-ingress.ts";
-import type { EventStore } from "../../../runtime/persistence/event-store.ts";
-import { deviceTransport, eventually, natsUrl, resetStream, startNatsNode } from "./harness.ts";
+import { deviceTransport, eventually, gatedStore, natsUrl, resetStream, startNatsNode } from "./harness.ts";
 
 const STUCK = "stuck";
 const FREE = "free";
@@ -21,33 +18,6 @@ const WINDOW = 4;
 /** Three windows' worth: 8 wait in the node behind the stuck twin's window. */
 const STUCK_REPORTS = 3 * WINDOW;
 const FREE_REPORTS = 5;
-
-/** A memory store whose commits of `twin`'s reports wait until `open()` is called. */
-function storeStuckOn(twin: string): { store: EventStore; open(): void; waiting(): number } {
-  const inner = new MemoryEventStore();
-  let open!: () => void;
-  const gate = new Promise<void>((resolve) => {
-    open = resolve;
-  });
-  let waiting = 0;
-  const store = new Proxy(inner, {
-    get(target, property) {
-      if (property === "commit") {
-        return async (commits: readonly TwinCommit[]) => {
-          if (commits.some((c) => c.ref.id === twin && c.events.some((e) => e.type === "$reported"))) {
-            waiting++;
-            await gate;
-            waiting--;
-          }
-          return target.commit(commits);
-        };
-      }
-      const value = Reflect.get(target, property);
-      return typeof value === "function" ? value.bind(target) : value;
-    },
-  }) as EventStore;
-  return { store, open, waiting: () => waiting };
-}
 
 /**
  * Records, for each message id the ingress processes, how many redeliveries the node had counted
@@ -68,7 +38,7 @@ describe("durable ingress with a stuck twin", () => {
   afterAll(() => resetStream());
 
   it("naks the messages queued behind a window that got no answer; other twins flow; each report applied once", async () => {
-    const stuck = storeStuckOn(STUCK);
+    const stuck = gatedStore((commit) => commit.ref.id === STUCK);
     const node = await startNatsNode({
       store: stuck.store,
       config: {
