@@ -22,7 +22,13 @@ import { EdgeNode } from "../runtime/node/edge-node.ts";
 import { DoppelNode } from "../runtime/node/node.ts";
 import { silentLogger } from "../runtime/observability/logger.ts";
 import { MemoryEventStore } from "../runtime/persistence/memory-store.ts";
-import { startHub, startLeaf, startRelay } from "../test/integration/edge/edge-servers.ts";
+import {
+  cloudNodeConfig,
+  edgeNodeConfig,
+  startHub,
+  startLeaf,
+  startRelay,
+} from "../test/integration/edge/edge-servers.ts";
 import { Thermostat } from "../twins/thermostat.ts";
 import { histogram, loadAverage, percentiles, report } from "./lib.ts";
 
@@ -35,27 +41,14 @@ const dir = mkdtempSync(join(tmpdir(), "doppel-bench-edge-position-"));
 const hub = await startHub(dir);
 const relay = await startRelay(hub.leafPort);
 const leaf = await startLeaf(dir, EDGE, relay.url);
+// The node's default shard count (the edge tests' cloud node runs 4).
 const cloud = await DoppelNode.start(
-  {
-    nodeId: "bench-cloud",
-    store: { kind: "memory" },
-    grpc: { listen: false },
-    log: { level: "silent" },
-    nats: { servers: hub.url },
-  },
+  { ...cloudNodeConfig("bench-cloud", hub), shards: 256 },
   { twins: [Thermostat], store: new MemoryEventStore(), logger: silentLogger() },
 );
-const edge = await EdgeNode.start(
-  {
-    nodeId: "bench-edge",
-    store: { kind: "memory" },
-    grpc: { listen: false },
-    log: { level: "silent" },
-    nats: { servers: leaf.url },
-    edge: { name: EDGE, tick: "1s" },
-  },
-  { logger: silentLogger() },
-);
+const edge = await EdgeNode.start(edgeNodeConfig("bench-edge", leaf, { name: EDGE, tick: "1s" }), {
+  logger: silentLogger(),
+});
 const wire = await NatsTransport.connect({
   servers: leaf.url,
   name: "bench-position",

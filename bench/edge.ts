@@ -33,7 +33,7 @@ import { EdgeNode } from "../runtime/node/edge-node.ts";
 import { DoppelNode } from "../runtime/node/node.ts";
 import { silentLogger } from "../runtime/observability/logger.ts";
 import { MemoryEventStore } from "../runtime/persistence/memory-store.ts";
-import { startHub, startLeaf, startRelay } from "../test/integration/edge/edge-servers.ts";
+import { cloudNodeConfig, startHub, startLeaf, startRelay } from "../test/integration/edge/edge-servers.ts";
 import { Thermostat } from "../twins/thermostat.ts";
 import { histogram, loadAverage, note, percentiles, report, summary } from "./lib.ts";
 
@@ -66,12 +66,10 @@ const relay = await startRelay(hub.leafPort);
 const leaf = await startLeaf(dir, EDGE, relay.url);
 const cloud = await DoppelNode.start(
   {
-    nodeId: "bench-cloud",
-    store: { kind: "memory" },
-    grpc: { listen: false },
+    ...cloudNodeConfig("bench-cloud", hub, {
+      consumer: { ackWait: "30s", maxAckPending: 512, maxInFlightPerTwin: 8 },
+    }),
     shards: SHARDS,
-    log: { level: "silent" },
-    nats: { servers: hub.url, consumer: { ackWait: "30s", maxAckPending: 512, maxInFlightPerTwin: 8 } },
   },
   { twins: [Thermostat], store: new MemoryEventStore(), logger: silentLogger() },
 );
