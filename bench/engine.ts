@@ -4,14 +4,23 @@
  * resident idle thermostat at 100k and 1M twins, split into the twin's own state and the
  * runtime's overhead. Engine and baseline run interleaved, round by round, in one process.
  *
+ * A third part measures what tracing costs a turn: the engine rounds run in separate processes
+ * (tracing is process-wide), three ways alternating: tracing off (the default), tracing installed
+ * without an exporter (trace context kept across every await, no span recorded: what a node with
+ * `tracing.enabled` and no exporter does), and every turn and store call exported as a span (the
+ * provider's `SimpleSpanProcessor` into an exporter that only counts them).
+ *
  *   npm run bench:engine            (BENCH_QUICK=1 for a short run)
  */
 
 import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import type { ExportResult } from "@opentelemetry/core";
+import type { ReadableSpan, SpanExporter } from "@opentelemetry/sdk-trace-base";
 import type { JsonObject } from "../runtime/core/json.ts";
 import { DoppelNode } from "../runtime/node/node.ts";
 import { silentLogger } from "../runtime/observability/logger.ts";
+import { installTracing } from "../runtime/observability/tracing.ts";
 import type { EventStore } from "../runtime/persistence/event-store.ts";
 import { MemoryEventStore } from "../runtime/persistence/memory-store.ts";
 import { Thermostat } from "../twins/thermostat.ts";
@@ -207,6 +216,37 @@ async function residentMemory(count: number) {
   };
 }
 
+/** How a tracing process runs: tracing off, installed without an exporter, or exporting every span. */
+type TracingMode = "off" | "context" | "spans";
+const TRACING_MODES: readonly TracingMode[] = ["off", "context", "spans"];
+
+/** Counts the spans it is given and drops them (the cost measured is making and ending them). */
+class CountingExporter implements SpanExporter {
+  spans = 0;
+  export(spans: ReadableSpan[], done: (result: ExportResult) => void): void {
+    this.spans += spans.length;
+    done({ code: 0 });
+  }
+  async shutdown(): Promise<void> {}
+}
+
+/** Engine rounds in a process whose tracing is set up as `mode`; after one warm-up round. */
+async function tracingRounds(mode: TracingMode, twins: number, total: number, rounds: number) {
+  const exporter = new CountingExporter();
+  if (mode === "context") installTracing();
+  if (mode === "spans") installTracing(exporter);
+  await engineRound(twins, Math.min(total, 20_000), 512);
+  const runs: Awaited<ReturnType<typeof engineRound>>[] = [];
+  for (let r = 0; r < rounds; r++) runs.push(await engineRound(twins, total, 512));
+  return {
+    mode,
+    turnsPerSecond: summary(runs.map((r) => r.turnsPerSecond)).median,
+    cpuMicrosPerReport: summary(runs.map((r) => r.cpuMicrosPerReport)).median,
+    p99Ms: summary(runs.map((r) => r.latencyMs.p99)).median,
+    spansPerReport: Math.round((exporter.spans / (rounds * total + Math.min(total, 20_000))) * 100) / 100,
+  };
+}
+
 /**
  * Each phase runs in its own process, so one phase's heap (a million twins, a large in-memory
  * event log) never slows or skews another. The parent collects the phases' results.
@@ -215,6 +255,11 @@ const phase = process.argv[2];
 if (phase === "memory") {
   const count = Number(process.argv[3]);
   process.stdout.write(`${JSON.stringify(await residentMemory(count))}\n`);
+} else if (phase === "tracing") {
+  const [mode, twins, total, rounds] = process.argv.slice(3);
+  process.stdout.write(
+    `${JSON.stringify(await tracingRounds(mode as TracingMode, Number(twins), Number(total), Number(rounds)))}\n`,
+  );
 } else if (phase === "turns") {
   const twins = Number(process.argv[3]);
   const total = Number(process.argv[4]);
@@ -255,12 +300,60 @@ if (phase === "memory") {
   note(
     `  median engine ${result.engine.turnsPerSecond.median} turns/s, baseline ${result.baseline.turnsPerSecond.median} turns/s, ratio ${result.engineVsBaseline.median} (CPU per report ${result.engineVsBaselineCpu.median})`,
   );
+  // Tracing's cost: one process per mode and round, the order rotating round by round.
+  const tracingProcesses = quick ? 1 : 3;
+  note(
+    `tracing: ${tracingProcesses} × off / context / spans, each process ${turnTotal} reports × 2 rounds...`,
+  );
+  const byMode = new Map<TracingMode, Record<string, number>[]>(TRACING_MODES.map((m) => [m, []]));
+  for (let r = 0; r < tracingProcesses; r++) {
+    for (let k = 0; k < TRACING_MODES.length; k++) {
+      const mode = TRACING_MODES[(k + r) % TRACING_MODES.length]!;
+      const run1 = run(["tracing", mode, String(turnTwins), String(turnTotal), "2"]) as Record<
+        string,
+        number
+      >;
+      byMode.get(mode)!.push(run1);
+      note(`  ${mode}: ${run1["turnsPerSecond"]} turns/s, ${run1["cpuMicrosPerReport"]} µs CPU/report`);
+    }
+  }
+  const tracingSide = (mode: TracingMode) => {
+    const runs = byMode.get(mode)!;
+    return {
+      turnsPerSecond: summary(runs.map((r) => r["turnsPerSecond"]!)),
+      cpuMicrosPerReport: summary(runs.map((r) => r["cpuMicrosPerReport"]!)),
+      p99Ms: summary(runs.map((r) => r["p99Ms"]!)),
+      spansPerReport: runs[0]?.["spansPerReport"],
+    };
+  };
+  // Per round: each traced process against the untraced one of the same round.
+  const vsOff = (mode: TracingMode) =>
+    summary(
+      byMode
+        .get(mode)!
+        .map(
+          (r, i) =>
+            Math.round((r["turnsPerSecond"]! / byMode.get("off")![i]!["turnsPerSecond"]!) * 1000) / 1000,
+        ),
+    );
+  const tracing = {
+    processes: tracingProcesses,
+    off: tracingSide("off"),
+    context: tracingSide("context"),
+    spans: tracingSide("spans"),
+    contextVsOff: vsOff("context"),
+    spansVsOff: vsOff("spans"),
+  };
+  note(
+    `  median turns/s: off ${tracing.off.turnsPerSecond.median}, context ${tracing.context.turnsPerSecond.median} (${tracing.contextVsOff.median}×), spans ${tracing.spans.turnsPerSecond.median} (${tracing.spansVsOff.median}×)`,
+  );
   report("engine", {
     command: quick ? "BENCH_QUICK=1 npm run bench:engine" : "npm run bench:engine",
     turns: { ...result, store: "memory" },
     engineVsBaseline: result.engineVsBaseline.median,
     engineVsBaselineCpu: result.engineVsBaselineCpu.median,
     residentMemory: memory,
+    tracing,
     targetOverheadBytes: 1024,
     notes:
       "baseline = the same Thermostat class's schema, onReported and apply, the same shadow merge, every event appended to an in-memory log, called directly (no mailboxes, activation, group commit); rounds interleaved engine, baseline, engine, ... after one warm-up round each; spread = (max - min) / median; heap per twin = (heap with N resident idle thermostats − heap before) / N; own state = the same state, reported and desired objects held alone",
