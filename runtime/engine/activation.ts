@@ -48,7 +48,7 @@ import {
   type TwinEvent,
   type When,
 } from "../core/twin.ts";
-import { activeContext, inSpan, SpanKind, tracingOn } from "../observability/tracing.ts";
+import { activeContext, inSpanSync, SpanKind, traces, tracingOn } from "../observability/tracing.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 import { lateLeavesDropped } from "../shadow/reported-times.ts";
 import { computeDelta } from "../shadow/shadow.ts";
@@ -522,17 +522,18 @@ export class Activation implements TwinBinding, CommitListener {
       turn = new Turn(this.#twin, message, this.#data, this.#host, writer, now ?? this.#host.clock.now());
       this.#turn = turn;
       const current = turn;
-      if (tracingOn()) {
+      if (envelope.context !== undefined && traces(envelope.context)) {
         const attributes: Record<string, string> = { "doppel.twin": this.key };
         if (message.kind === "command") attributes["doppel.command"] = message.name;
-        handled = inSpan(
+        // A synchronous handler's turn stays synchronous inside its span too.
+        handled = inSpanSync(
           `turn ${message.kind}`,
           SpanKind.INTERNAL,
           attributes,
-          async () => this.#handle(current),
+          () => this.#handle(current),
           envelope.context,
         );
-      } else handled = this.#handle(current); // no tracing: no span wrapper on the hot path
+      } else handled = this.#handle(current); // untraced: no span wrapper on the hot path
     } catch (error) {
       this.#turnFailed(envelope, error, started);
       return undefined;

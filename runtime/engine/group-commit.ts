@@ -10,7 +10,7 @@
 import { DoppelError, Unavailable } from "../core/errors.ts";
 import type { TwinCommit } from "../core/records.ts";
 import { stageClock } from "../observability/stage-clock.ts";
-import { inSpan, SpanKind, tracingOn } from "../observability/tracing.ts";
+import { inSpan, SpanKind, traces } from "../observability/tracing.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 
 export interface GroupCommitOptions {
@@ -134,7 +134,7 @@ export class GroupCommitter {
     try {
       if (commits.length > 0) {
         for (const commit of commits) stageClock("commit-start", commit.ref.id, commits.length);
-        results = tracingOn()
+        results = traces()
           ? await inSpan(
               "persist",
               SpanKind.CLIENT,

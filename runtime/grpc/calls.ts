@@ -18,7 +18,7 @@ import type { Permit } from "../core/admission.ts";
 import type { Clock } from "../core/clock.ts";
 import type { TwinRef } from "../core/ids.ts";
 import type { Logger } from "../observability/logger.ts";
-import { extractContext, inSpan, SpanKind } from "../observability/tracing.ts";
+import { extractContext, inSpan, SpanKind, traces, tracingOn } from "../observability/tracing.ts";
 import { failure } from "./status.ts";
 import type { StreamRegistry } from "./streams.ts";
 
@@ -110,34 +110,33 @@ export function unary<Req, Res, In, Out>(
       const value = call.metadata.get(key)[0];
       return typeof value === "string" ? value : undefined;
     });
-    // The whole call runs inside its span, so log lines (failures included) carry the trace id.
-    void inSpan(
-      `rpc TwinService/${method}`,
-      SpanKind.SERVER,
-      { "rpc.method": method },
-      async () => {
-        let response: Res;
-        try {
-          const output = await perform(
-            ctx,
-            operation,
-            {
-              credentials: credentialsOf(call),
-              target: target(call.request),
-              deadline: deadlineOf(call, ctx.clock),
-            },
-            () => decode(call.request, call),
-          );
-          response = encode(output);
-        } catch (error) {
-          const serviceError = failure(ctx.logger, method, error);
-          if (serviceError.wire.code === "INVALID_ARGUMENT") ctx.rejected?.(serviceError.wire.code);
-          guarded(ctx.logger, method, () => callback(serviceError));
-          throw error; // marks the span failed; swallowed below
-        }
-        guarded(ctx.logger, method, () => callback(null, response));
-      },
-      parent,
+    const run = async (): Promise<void> => {
+      let response: Res;
+      try {
+        const output = await perform(
+          ctx,
+          operation,
+          {
+            credentials: credentialsOf(call),
+            target: target(call.request),
+            deadline: deadlineOf(call, ctx.clock),
+          },
+          () => decode(call.request, call),
+        );
+        response = encode(output);
+      } catch (error) {
+        const serviceError = failure(ctx.logger, method, error);
+        if (serviceError.wire.code === "INVALID_ARGUMENT") ctx.rejected?.(serviceError.wire.code);
+        guarded(ctx.logger, method, () => callback(serviceError));
+        throw error; // marks the span failed; swallowed below
+      }
+      guarded(ctx.logger, method, () => callback(null, response));
+    };
+    // A traced call runs inside its span, so log lines (failures included) carry the trace id.
+    void (
+      traces(parent)
+        ? inSpan(`rpc TwinService/${method}`, SpanKind.SERVER, { "rpc.method": method }, run, parent)
+        : run()
     ).catch(() => undefined);
   };
 }

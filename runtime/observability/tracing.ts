@@ -13,6 +13,7 @@ import {
   type Context,
   context,
   INVALID_SPAN_CONTEXT,
+  isSpanContextValid,
   propagation,
   type Span,
   SpanKind,
@@ -35,6 +36,8 @@ import { DoppelError } from "../core/errors.ts";
 export { type Context, SpanKind };
 
 let installed: BasicTracerProvider | undefined;
+/** Whether the installed provider exports spans (then every piece of work starts or continues a trace). */
+let exporting = false;
 const NO_SPAN: Span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 
 /**
@@ -46,6 +49,7 @@ export function installTracing(exporter?: SpanExporter | "console"): void {
   const chosen = exporter === "console" ? new ConsoleSpanExporter() : exporter;
   // Without an exporter nothing starts a trace (recording spans nobody reads costs turns), but
   // a trace a caller started (traceparent in gRPC metadata or NATS headers) is still continued.
+  exporting = chosen !== undefined;
   installed = new BasicTracerProvider({
     spanProcessors: chosen ? [new SimpleSpanProcessor(chosen)] : [],
     sampler: new ParentBasedSampler({ root: chosen ? new AlwaysOnSampler() : new AlwaysOffSampler() }),
@@ -84,6 +88,68 @@ export function tracingOn(): boolean {
 }
 
 /**
+ * Whether work whose parent is `parent` (default: the active context) gets a span: when spans are
+ * exported, always; when tracing is installed without an exporter, only to continue a trace the
+ * caller started (a valid span context in `parent`). Work that gets none is run without a span and
+ * without switching context, so an untraced device report on a node with tracing enabled costs
+ * no span objects and a synchronous turn stays synchronous.
+ */
+export function traces(parent: Context = context.active()): boolean {
+  if (!installed) return false;
+  if (exporting) return true;
+  const spanContext = trace.getSpanContext(parent);
+  return spanContext !== undefined && isSpanContextValid(spanContext);
+}
+
+/**
+ * Like {@link inSpan}, for work that may finish at once: when `fn` returns a value (not a promise)
+ * the span ends there and the value is returned as it is, with no promise made; a promise is
+ * followed to its end.
+ */
+export function inSpanSync<T>(
+  name: string,
+  kind: SpanKind,
+  attributes: Record<string, string | number | boolean>,
+  fn: (span: Span) => T | Promise<T>,
+  parent: Context = context.active(),
+): T | Promise<T> {
+  if (!installed) return fn(NO_SPAN);
+  const span = tracer().startSpan(name, { kind, attributes }, parent);
+  let result: T | Promise<T>;
+  try {
+    result = context.with(trace.setSpan(parent, span), () => fn(span));
+  } catch (error) {
+    endFailed(span, error);
+    throw error;
+  }
+  if (!isThenable(result)) {
+    span.end();
+    return result;
+  }
+  return Promise.resolve(result).then(
+    (value) => {
+      span.end();
+      return value;
+    },
+    (error: unknown) => {
+      endFailed(span, error);
+      throw error;
+    },
+  );
+}
+
+function isThenable<T>(value: T | Promise<T>): value is Promise<T> {
+  return typeof (value as { then?: unknown } | null)?.then === "function";
+}
+
+function endFailed(span: Span, error: unknown): void {
+  const failure = DoppelError.from(error);
+  span.setAttribute("doppel.error_code", failure.code);
+  span.setStatus({ code: SpanStatusCode.ERROR, message: failure.message });
+  span.end();
+}
+
+/**
  * Runs `fn` in a new span named `name` (child of `parent`, or of the active context), ending it
  * when `fn` settles and recording a failure's code and message.
  */
@@ -96,16 +162,15 @@ export async function inSpan<T>(
 ): Promise<T> {
   if (!installed) return fn(NO_SPAN); // tracing off: not even a no-op span on the hot path
   const span = tracer().startSpan(name, { kind, attributes }, parent);
+  let result: T;
   try {
-    return await context.with(trace.setSpan(parent, span), () => fn(span));
+    result = await context.with(trace.setSpan(parent, span), () => fn(span));
   } catch (error) {
-    const failure = DoppelError.from(error);
-    span.setAttribute("doppel.error_code", failure.code);
-    span.setStatus({ code: SpanStatusCode.ERROR, message: failure.message });
+    endFailed(span, error);
     throw error;
-  } finally {
-    span.end();
   }
+  span.end();
+  return result;
 }
 
 /** `{ trace_id, span_id }` of the active span, for log lines; empty when untraced. */

@@ -26,7 +26,7 @@ import { present } from "../../core/present.ts";
 import { principalLabel } from "../../core/principal.ts";
 import type { TwinApi } from "../../core/twin-api.ts";
 import type { Logger } from "../../observability/logger.ts";
-import { extractContext, inSpan, SpanKind, tracingOn } from "../../observability/tracing.ts";
+import { extractContext, inSpan, SpanKind, traces, tracingOn } from "../../observability/tracing.ts";
 import {
   decodeReported,
   decodeTelemetry,
@@ -180,15 +180,17 @@ export class DeviceIngress {
   ): Promise<Processed> {
     // Continue the device's trace when it sent a traceparent header.
     const headers = options.headers;
-    const processed = tracingOn()
-      ? await inSpan(
-          `ingress ${subject.split(".").at(-1) ?? "?"}`,
-          SpanKind.CONSUMER,
-          { "messaging.destination": subject },
-          () => this.#process(subject, data, messageId, options),
-          extractContext((key) => headers?.get(key)),
-        )
-      : await this.#process(subject, data, messageId, options);
+    const parent = tracingOn() ? extractContext((key) => headers?.get(key)) : undefined;
+    const processed =
+      parent !== undefined && traces(parent)
+        ? await inSpan(
+            `ingress ${subject.split(".").at(-1) ?? "?"}`,
+            SpanKind.CONSUMER,
+            { "messaging.destination": subject },
+            () => this.#process(subject, data, messageId, options),
+            parent,
+          )
+        : await this.#process(subject, data, messageId, options);
     if (processed.rejected)
       this.onRejected?.(String((processed.reply as { error?: { code?: string } }).error?.code));
     return processed;
