@@ -18,7 +18,7 @@ import type { Permit } from "../core/admission.ts";
 import type { Clock } from "../core/clock.ts";
 import type { TwinRef } from "../core/ids.ts";
 import type { Logger } from "../observability/logger.ts";
-import { extractContext, inSpan, SpanKind, traces, tracingOn } from "../observability/tracing.ts";
+import { extractContext, inSpan, SpanKind, traces } from "../observability/tracing.ts";
 import { failure } from "./status.ts";
 import type { StreamRegistry } from "./streams.ts";
 

@@ -508,7 +508,9 @@ export const nodeConfigSchema = z
      * and NATS headers, and spans are made for rpc, ingress, turn and persist of work that
      * continues a caller's trace (every piece of work, when spans are exported); log lines of
      * traced work carry trace ids. Without an exporter untraced work costs about nothing
-     * (`bench:engine`: 0.98× the untraced turn throughput); a span for every turn about half (0.55×). `exporter: "console"` prints finished spans (the CLI: `--traces console`, `DOPPEL_TRACES=console`).
+     * (`bench:engine`: 0.98× the untraced turn throughput); a span for every turn about half
+     * (0.55×). `exporter: "console"` prints finished spans (the CLI: `--traces console`,
+     * `DOPPEL_TRACES=console`).
      */
     tracing: z
       .object({ enabled: z.boolean().default(false), exporter: z.enum(["none", "console"]).default("none") })
