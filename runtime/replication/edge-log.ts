@@ -23,9 +23,9 @@ import { DoppelError } from "../core/errors.ts";
 import { refKey, type TwinRef } from "../core/ids.ts";
 import type { TwinChange } from "../core/records.ts";
 import { type DurableEdgeSource, ensureDurableSourceConsumer } from "../devices/edge/durable-source.ts";
+import { respondOrLog } from "../devices/edge/respond-or-log.ts";
 import { requestSourceRegistration } from "../devices/edge/source-registration.ts";
 import { isNotFound, streamInfoIfAny } from "../devices/ingress/stream-config.ts";
-import { encodeJson } from "../devices/protocol.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { EventStore } from "../persistence/event-store.ts";
 import {
@@ -145,11 +145,16 @@ export class EdgeLogPublisher {
     }
     await ensureDurableSourceConsumer(this.#local, edgeLogSource(edge));
     this.#statusSub = this.#nc.subscribe(edgeLogStatusSubject(edge), {
-      callback: (_error, message) => {
+      callback: (error, message) => {
+        // A subscription error (a permission violation) comes with no message to answer.
+        if (error) {
+          this.#options.logger.warn({ err: error.message }, "edge log status: subscription error");
+          return;
+        }
         this.status().then(
-          (status) => message.respond(encodeJson(status)),
-          (error: unknown) =>
-            this.#options.logger.warn({ err: String(error) }, "edge log: cannot answer a status request"),
+          (status) => respondOrLog(message, status, this.#options.logger, "edge log status"),
+          (failure: unknown) =>
+            this.#options.logger.warn({ err: String(failure) }, "edge log: cannot answer a status request"),
         );
       },
     });

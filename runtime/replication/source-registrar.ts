@@ -24,6 +24,7 @@ import {
   registerDurableSource,
 } from "../devices/edge/durable-source.ts";
 import { edgeSourceRegistered, registerEdgeSource } from "../devices/edge/edge-stream.ts";
+import { respondOrLog } from "../devices/edge/respond-or-log.ts";
 import {
   edgeOfRegistrationSubject,
   parseSourceRegistration,
@@ -35,7 +36,6 @@ import {
   sourcePositionOf,
 } from "../devices/edge/source-registration.ts";
 import { streamInfoIfAny } from "../devices/ingress/stream-config.ts";
-import { encodeJson } from "../devices/protocol.ts";
 import type { Logger } from "../observability/logger.ts";
 import { CLOUD_LOGS_STREAM, edgeLogSource } from "./edge-log.ts";
 
@@ -100,14 +100,7 @@ export class SourceRegistrar {
 
   /** Replies to `message`; a reply that cannot be sent (the connection closed or draining) is logged. */
   #respond(message: Msg, reply: RegistrationReply): void {
-    try {
-      message.respond(encodeJson(reply));
-    } catch (error) {
-      this.#options.logger.warn(
-        { subject: message.subject, err: String(error) },
-        "edge source registration: cannot reply",
-      );
-    }
+    respondOrLog(message, reply, this.#options.logger, "edge source registration");
   }
 
   /** Runs `update` after every update started before it at this node. */

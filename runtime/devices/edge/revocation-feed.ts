@@ -18,7 +18,7 @@ import { DoppelError, InvalidArgument, Unavailable, type WireError } from "../..
 import type { Logger } from "../../observability/logger.ts";
 import { REVOCATIONS_PREFIX, REVOCATIONS_STREAM } from "../auth/cloud-revocation.ts";
 import { streamInfoIfAny } from "../ingress/stream-config.ts";
-import { encodeJson } from "../protocol.ts";
+import { respondOrLog } from "./respond-or-log.ts";
 
 /** What the cloud's feeds subscribe to: every edge's request subject. */
 export const REVOCATION_FEED_SUBJECTS = "doppel.edge.*.revocations";
@@ -161,11 +161,7 @@ export class RevocationFeed {
   }
 
   #respond(message: Msg, reply: FeedReply): void {
-    try {
-      message.respond(encodeJson(reply));
-    } catch (error) {
-      this.#logger.warn({ err: error }, "revocation feed: could not answer an edge");
-    }
+    respondOrLog(message, reply, this.#logger, "revocation feed");
   }
 
   /** How many requests the feed is answering now. */

@@ -9,6 +9,10 @@ import type { EventRecord, TwinChange } from "../../../runtime/core/records.ts";
 import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { CloudReplication } from "../../../runtime/replication/cloud-replication.ts";
 import { EdgeLogPublisher } from "../../../runtime/replication/edge-log.ts";
+import {
+  edgeLogStatusSubject,
+  REPLICATION_STATUS_SUBJECT,
+} from "../../../runtime/replication/replication-status.ts";
 import type { ThickEdgeReport } from "../../../runtime/replication/thick-edge-status.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
 import { doppel } from "../../cli/doppel-process.ts";
@@ -323,4 +327,16 @@ describe("thick edge: twins at the edge, their log replicated to the cloud", () 
     expect(published).toBe(publisher.published);
     expect(edgeMetrics).toMatch(/doppel_edge_log_pending\{[^}]*\} 0\b/);
   }, 400_000);
+
+  it("answers status requests after ones published without a reply subject (nothing to answer: both nodes keep serving)", async () => {
+    const asks = [
+      { wire: edgeWire, subject: edgeLogStatusSubject(EDGE), answer: { edge: EDGE } },
+      { wire: cloudWire, subject: REPLICATION_STATUS_SUBJECT, answer: { node: "cloud" } },
+    ];
+    for (const { wire, subject, answer } of asks) {
+      wire.connection.publish(subject, new Uint8Array());
+      const reply = await wire.connection.request(subject, new Uint8Array(), { timeout: 5000 });
+      expect(reply.json()).toMatchObject(answer);
+    }
+  });
 });

@@ -1,6 +1,7 @@
 import { DeviceClient } from "doppel/device";
 import { DoppelNode, EdgeNode, MemoryEventStore, NatsTransport } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { edgeStatusSubject } from "../../../runtime/devices/edge/edge-forwarder.ts";
 import { edgeReports } from "../../../runtime/devices/edge/edge-status.ts";
 import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { Pump } from "../../../twins/pump.ts";
@@ -281,4 +282,16 @@ describe.each([
       await wire.close();
     }
   }, 300_000);
+
+  it("answers a status request after one published without a reply subject (nothing to answer: the edge node keeps serving)", async () => {
+    const wire = await NatsTransport.connect({ servers: leaf.url, name: "edge-status-plain" });
+    try {
+      const subject = edgeStatusSubject(EDGE);
+      wire.connection.publish(subject, new Uint8Array());
+      const reply = await wire.connection.request(subject, new Uint8Array(), { timeout: 5000 });
+      expect(reply.json()).toMatchObject({ edge: EDGE });
+    } finally {
+      await wire.close();
+    }
+  });
 });
