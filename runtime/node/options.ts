@@ -7,6 +7,7 @@
 import { z } from "zod";
 import { describeIssues } from "../core/config-issues.ts";
 import { positiveDurationSchema } from "../core/duration.ts";
+import { EDGE_NAME, EDGE_NAME_RULE } from "../core/edge-name.ts";
 import { InvalidArgument } from "../core/errors.ts";
 import { hostPortProblem, isHostPort } from "../core/host-port.ts";
 import { validateType } from "../core/ids.ts";
@@ -271,16 +272,11 @@ const twinType = z.string().superRefine((text, ctx) => {
 const edgeSchema = z
   .object({
     /** The edge's name: its JetStream domain and the token of its status subject. */
-    name: z
-      .string()
-      .regex(/^[A-Za-z][A-Za-z0-9_-]{0,62}$/, "must be a letter then up to 62 letters, digits, '_' or '-'"),
+    name: z.string().regex(EDGE_NAME, EDGE_NAME_RULE),
     /** The cloud's leaf node URL (`nats://cloud:7422`), for the leaf server's configuration. */
     upstream: z.string().min(1).optional(),
     /** The cloud's JetStream domain. */
-    hubDomain: z
-      .string()
-      .regex(/^[A-Za-z][A-Za-z0-9_-]{0,62}$/, "must be a letter then up to 62 letters, digits, '_' or '-'")
-      .default("cloud"),
+    hubDomain: z.string().regex(EDGE_NAME, EDGE_NAME_RULE).default("cloud"),
     /**
      * Not used any more: the cloud node that registers the edge's source puts it on its own
      * ingress stream (`nats.stream.name`). Accepted so that older configuration files still load.

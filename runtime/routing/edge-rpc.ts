@@ -19,6 +19,7 @@
 import type { Transport } from "../../cluster/transport/transport.ts";
 import { TransportError } from "../../cluster/transport/transport.ts";
 import type { Clock } from "../core/clock.ts";
+import { checkEdgeName, isEdgeName } from "../core/edge-name.ts";
 import {
   DeadlineExceeded,
   DoppelError,
@@ -53,12 +54,9 @@ import { activeContext, injectContext } from "../observability/tracing.ts";
 import { type NodeRpcServer, parseRequest, serveRequests } from "./node-rpc.ts";
 import { decodeReply, type RpcRequest } from "./protocol.ts";
 
-const EDGE_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,62}$/;
-
 /** The subject the nodes of edge `edge` answer routed-down commands on. */
 export function edgeRpcSubject(edge: string): string {
-  if (!EDGE_NAME.test(edge)) throw new InvalidArgument(`'${edge}' is not an edge name`);
-  return `doppel.edge.${edge}.rpc`;
+  return `doppel.edge.${checkEdgeName(edge)}.rpc`;
 }
 
 /** Answers routed-down commands at the edge on `twins` (the edge node's own API). */
@@ -112,7 +110,7 @@ export function serveEdgeRpc(options: {
 function edgeOwning(error: unknown): string | undefined {
   if (!(error instanceof DoppelError) || error.code !== ErrorCode.FailedPrecondition) return undefined;
   const edge = error.details?.["edge"];
-  return error.details?.["reason"] === "edge-owned" && typeof edge === "string" && EDGE_NAME.test(edge)
+  return error.details?.["reason"] === "edge-owned" && typeof edge === "string" && isEdgeName(edge)
     ? edge
     : undefined;
 }

@@ -77,6 +77,6 @@ describe("edge RPC server", () => {
     });
     expect(pump.error).toMatchObject({ code: "FAILED_PRECONDITION", details: { reason: "not-edge-type" } });
     expect((await edge.twins.history({ type: "pump", id: "p1" }, { limit: 10 })).length).toBe(0);
-    expect(() => edgeRpcSubject("a.b")).toThrow(/not an edge name/);
+    expect(() => edgeRpcSubject("a.b")).toThrow(/edge name "a\.b" must be a letter/);
   });
 });

@@ -36,6 +36,7 @@
  * the device grants are every device's: an edge's credentials can receive the desired pushes and
  * commands of devices elsewhere (docs/security.md, "What the hub's edge users do not isolate").
  */
+import { checkEdgeName } from "../../core/edge-name.ts";
 import { InvalidArgument } from "../../core/errors.ts";
 import { DEVICE_PREFIX, DeviceChannel } from "../protocol.ts";
 import { domainApi, EDGE_SOURCE_CONSUMER } from "./durable-source.ts";
@@ -55,18 +56,12 @@ export interface HubEdgeUser {
 /** The edge's thick log stream (replication/edge-log.ts's `EDGE_LOG_STREAM`; named here, the layer below). */
 const EDGE_LOG_STREAM = "DOPPEL_EDGE_LOG";
 
-const EDGE_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,62}$/;
-
 /** The permissions of edge `edge`'s hub user (see the module comment). */
 export function hubEdgePermissions(
   edge: string,
   streams: readonly string[] = [DEFAULT_EDGE_STREAM.name, EDGE_LOG_STREAM],
 ): { publish: string[]; subscribe: string[] } {
-  if (!EDGE_NAME.test(edge))
-    throw new InvalidArgument(
-      `edge name ${JSON.stringify(edge)} must be a letter then up to 62 letters, digits, '_' or '-'`,
-      { field: "edge" },
-    );
+  checkEdgeName(edge);
   const device = (channel: DeviceChannel) => `${DEVICE_PREFIX}.*.*.${channel}`;
   return {
     publish: [

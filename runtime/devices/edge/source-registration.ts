@@ -18,6 +18,7 @@
  */
 import type { ExternalStream, StreamInfo, StreamSourceInfo } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
+import { checkEdgeName } from "../../core/edge-name.ts";
 import { DoppelError, InvalidArgument, type WireError } from "../../core/errors.ts";
 import { edgeOfSource } from "./durable-source.ts";
 
@@ -40,8 +41,6 @@ export interface SourcePosition {
   readonly sourceError?: string;
 }
 
-/** Edge names: what an edge's JetStream domain and subject token may be (as `edge.name`'s check). */
-const EDGE_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,62}$/;
 /** JetStream stream names Doppel accepts for an edge's streams. */
 const STREAM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 const KINDS: readonly SourceKind[] = ["thin", "thick"];
@@ -65,12 +64,7 @@ export function edgeOfRegistrationSubject(subject: string): string {
     throw new InvalidArgument(
       `${subject} is not a source registration subject (doppel.edge.<edge>.register)`,
     );
-  if (edge === undefined || !EDGE_NAME.test(edge))
-    throw new InvalidArgument(
-      `the edge name ${JSON.stringify(edge)} in ${subject} must be a letter then up to 62 letters, digits, '_' or '-'`,
-      { field: "edge" },
-    );
-  return edge;
+  return checkEdgeName(edge ?? "", ` in ${subject}`);
 }
 
 /** Decodes and checks a registration request's payload: `{ kind: "thin" | "thick", stream }`, nothing else. */
