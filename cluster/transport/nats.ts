@@ -148,7 +148,8 @@ export function toTransportError(error: unknown, what: string): TransportError {
     return new TransportError("no-responders", `${what}: no responders`);
   }
   // A request still waiting when its connection closes is settled by nats.js with a RequestError
-  // whose only mark is its message.
+  // whose only mark is its message: no error class of its own, and nc.isClosed()/isDraining() are
+  // still false when the rejection arrives (nats.js 3.4: MuxSubscription.close runs first).
   const closedWhileWaiting = error instanceof RequestError && message === "connection closed";
   if (
     error instanceof ClosedConnectionError ||

@@ -32,6 +32,7 @@ import {
 } from "../auth/cloud-revocation.ts";
 import type { DeviceCredentials } from "../auth/device-credentials.ts";
 import { revocationStreamConfig } from "../auth/revocation-publisher.ts";
+import { isNoAnswer } from "./link-state.ts";
 import { FEED_BATCH, parseFeedReply, revocationFeedSubject } from "./revocation-feed.ts";
 
 /** The header carrying a copied message's sequence in the hub's stream. */
@@ -162,9 +163,11 @@ export class EdgeRevocations implements RevocationList {
     if (this.#stopped) return Promise.resolve();
     this.#copying ??= this.#copyAll(timeoutMs)
       .catch((error: unknown) => {
-        const reason = String((error as Error)?.message ?? error);
-        if (!/no responders|timeout|TIMEOUT/i.test(reason))
-          this.#logger.warn({ err: reason }, "edge: cannot copy the cloud's revocations yet");
+        if (!isNoAnswer(error))
+          this.#logger.warn(
+            { err: String((error as Error)?.message ?? error) },
+            "edge: cannot copy the cloud's revocations yet",
+          );
       })
       .finally(() => {
         this.#copying = undefined;

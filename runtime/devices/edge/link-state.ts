@@ -11,7 +11,7 @@
  *
  * One tick that timed out under load therefore no longer flips `doppel_edge_link_up` to 0 and back.
  */
-import { TimeoutError } from "@nats-io/nats-core";
+import { NoRespondersError, RequestError, TimeoutError } from "@nats-io/nats-core";
 
 /** Consecutive timed-out ticks after which a link that was up counts as down. */
 export const TIMEOUTS_BEFORE_DOWN = 3;
@@ -22,6 +22,20 @@ export type LinkProbe = "answered" | "timeout" | "unreachable";
 /** The probe a request's error means: a timeout, or anything else (no responders, a closed connection). */
 export function probeOfError(error: unknown): LinkProbe {
   return error instanceof TimeoutError ? "timeout" : "unreachable";
+}
+
+/**
+ * Whether a request's error says only that no answer came (yet): no responders (no route to the
+ * cloud, or no cloud node listening) or a timeout, as nats.js types them (`nc.request` gives a
+ * `TimeoutError`, or a `RequestError` whose cause is a `NoRespondersError`). A closed connection,
+ * a refusal or anything else is not.
+ */
+export function isNoAnswer(error: unknown): boolean {
+  return (
+    error instanceof TimeoutError ||
+    error instanceof NoRespondersError ||
+    (error instanceof RequestError && error.isNoResponders())
+  );
 }
 
 export class LinkState {

@@ -1,6 +1,11 @@
-import { RequestError, TimeoutError } from "@nats-io/nats-core";
+import { ClosedConnectionError, NoRespondersError, RequestError, TimeoutError } from "@nats-io/nats-core";
 import { describe, expect, it } from "vitest";
-import { LinkState, probeOfError, TIMEOUTS_BEFORE_DOWN } from "../../../runtime/devices/edge/link-state.ts";
+import {
+  isNoAnswer,
+  LinkState,
+  probeOfError,
+  TIMEOUTS_BEFORE_DOWN,
+} from "../../../runtime/devices/edge/link-state.ts";
 
 describe("LinkState", () => {
   it("is down until the cloud answers, and down at once when there is no route", () => {
@@ -42,5 +47,21 @@ describe("probeOfError", () => {
     expect(probeOfError(new TimeoutError())).toBe("timeout");
     expect(probeOfError(new RequestError("no responders"))).toBe("unreachable");
     expect(probeOfError(new Error("connection closed"))).toBe("unreachable");
+  });
+});
+
+describe("isNoAnswer", () => {
+  it("is a timeout or no responders as nats.js types them, never a message that reads like one", () => {
+    const noResponders = new NoRespondersError("doppel.edge.plant-a.revocations");
+    expect(isNoAnswer(new TimeoutError())).toBe(true);
+    expect(isNoAnswer(noResponders)).toBe(true);
+    // What nc.request rejects with when no one listens.
+    expect(isNoAnswer(new RequestError(noResponders.message, { cause: noResponders }))).toBe(true);
+    // What it rejects with when its connection closes while it waits.
+    const closed = new RequestError("connection closed");
+    expect(isNoAnswer(new RequestError(closed.message, { cause: closed }))).toBe(false);
+    expect(isNoAnswer(new ClosedConnectionError())).toBe(false);
+    expect(isNoAnswer(new Error("timeout"))).toBe(false);
+    expect(isNoAnswer(new Error("no responders"))).toBe(false);
   });
 });
