@@ -2,10 +2,15 @@ import { describe, expect, it } from "vitest";
 import { ErrorCode, InvalidArgument } from "../../../runtime/core/errors.ts";
 import {
   FEED_BATCH,
+  FEED_IN_FLIGHT,
   parseFeedReply,
   parseFeedRequest,
+  RevocationFeed,
   revocationFeedSubject,
 } from "../../../runtime/devices/edge/revocation-feed.ts";
+import { capturedLogger } from "../../support/captured-logger.ts";
+import { eventually } from "../../support/eventually.ts";
+import { heldJetStream } from "../../support/held-jetstream.ts";
 
 const bytes = (value: unknown) =>
   new TextEncoder().encode(typeof value === "string" ? value : JSON.stringify(value));
@@ -57,5 +62,57 @@ describe("revocation feed", () => {
       },
     };
     expect(() => parseFeedReply(bytes(wire), 0)).toThrow(/after must be an integer/);
+  });
+});
+
+/**
+ * The cloud's feed with a fake connection whose STREAM.INFO is held until released
+ * (test/support/held-jetstream.ts: no DOPPEL_REVOCATIONS, so a released request is answered
+ * `last: 0`). Against real servers: test/integration/edge/edge-cloud-revocation.test.ts.
+ */
+describe("revocation feed, the cloud's side", () => {
+  const subject = revocationFeedSubject("plant-a");
+  const empty = { ok: { records: [], last: 0 } };
+
+  it("answers at most FEED_IN_FLIGHT requests at once: UNAVAILABLE beyond, and serves again once they are done", async () => {
+    const cloud = heldJetStream();
+    const feed = new RevocationFeed(cloud.nc, capturedLogger().logger);
+    await feed.start();
+    for (let i = 0; i < FEED_IN_FLIGHT; i++) cloud.request(subject, { after: 0 });
+    // Every one of them is at the hub's STREAM.INFO, held there.
+    await eventually(() => cloud.held() === FEED_IN_FLIGHT, "the requests waiting on STREAM.INFO");
+    expect(feed.inFlight).toBe(FEED_IN_FLIGHT);
+    cloud.request(subject, { after: 0 });
+    expect(cloud.answers).toEqual([{ code: "UNAVAILABLE" }]);
+    expect(feed.inFlight).toBe(FEED_IN_FLIGHT);
+
+    cloud.release();
+    await eventually(() => feed.inFlight === 0, "the held requests answered");
+    expect(cloud.answers.slice(1)).toEqual(Array.from({ length: FEED_IN_FLIGHT }, () => empty));
+    cloud.request(subject, { after: 0 });
+    await eventually(() => cloud.answers.length === FEED_IN_FLIGHT + 2, "a later request answered");
+    expect(cloud.answers.at(-1)).toEqual(empty);
+    await feed.stop();
+  });
+
+  it("logs a subscription error and an answer it cannot send, and goes on answering", async () => {
+    const cloud = heldJetStream();
+    const { logger, lines } = capturedLogger();
+    const feed = new RevocationFeed(cloud.nc, logger);
+    await feed.start();
+    cloud.release();
+    cloud.subscriptionError(new Error("Permissions Violation for Subscription to doppel.edge.*.revocations"));
+    cloud.request(subject, { after: 0 }, () => {
+      throw new Error("'payload' max_payload size exceeded");
+    });
+    await eventually(
+      () => lines.some((line) => line.msg === "revocation feed: cannot reply"),
+      "the failed answer logged",
+    );
+    expect(lines.map((line) => line.msg)).toContain("revocation feed: a request could not be received");
+    cloud.request(subject, { after: 0 });
+    await eventually(() => cloud.answers.length === 1, "the next request answered");
+    expect(cloud.answers).toEqual([empty]);
+    await feed.stop();
   });
 });

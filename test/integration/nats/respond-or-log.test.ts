@@ -8,17 +8,8 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import { afterEach, describe, expect, it } from "vitest";
 import { respondOrLog } from "../../../runtime/devices/edge/respond-or-log.ts";
-import { createLogger } from "../../../runtime/observability/logger.ts";
+import { capturedLogger } from "../../support/captured-logger.ts";
 import { natsUrl } from "./harness.ts";
-
-function capturedLogger() {
-  const lines: { level: number; msg: string; err?: string }[] = [];
-  const logger = createLogger({
-    level: "debug",
-    destination: { write: (line: string) => lines.push(JSON.parse(line)) },
-  });
-  return { logger, lines };
-}
 
 describe("respondOrLog", () => {
   const connections: NatsConnection[] = [];
@@ -32,7 +23,7 @@ describe("respondOrLog", () => {
   });
 
   it("answers a request, and sends nothing (logged at debug, no throw) for a message without a reply subject", async () => {
-    const { logger, lines } = capturedLogger();
+    const { logger, lines } = capturedLogger("debug");
     const server = await open();
     const client = await open();
     const sub = server.subscribe("respond-or-log.status", {
@@ -51,7 +42,7 @@ describe("respondOrLog", () => {
   });
 
   it("logs an answer nats.js refuses to send (larger than the server's max_payload) instead of throwing, and answers the next request", async () => {
-    const { logger, lines } = capturedLogger();
+    const { logger, lines } = capturedLogger("debug");
     const server = await open();
     const client = await open();
     const tooLarge = "x".repeat(server.info!.max_payload);
