@@ -8,6 +8,8 @@ import { DoppelNode, EdgeNode, MemoryEventStore } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { REVOCATIONS_STREAM, revocationSubject } from "../../../runtime/devices/auth/cloud-revocation.ts";
 import { DeviceCredentials } from "../../../runtime/devices/auth/device-credentials.ts";
+import { EdgeRevocations, HUB_SEQ_HEADER } from "../../../runtime/devices/edge/edge-revocations.ts";
+import { edgeInboxPrefix } from "../../../runtime/devices/edge/edge-subjects.ts";
 import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
 import { eventually } from "../nats/harness.ts";
@@ -102,6 +104,39 @@ describe.each([
       return message ? (message.json() as Record<string, unknown>) : undefined;
     }
 
+    /** Revokes `id` in the cloud's file and waits until the cloud node published it into the hub's stream. */
+    async function revokeInCloud(id: string): Promise<void> {
+      cloudCredentials.revoke({ type: "thermostat", id });
+      await eventually(
+        async () => ((await hubRecord(id))?.["revokedAt"] !== undefined ? true : undefined),
+        "the cloud published the revocation",
+        60_000,
+      );
+    }
+
+    /**
+     * A connection to the edge's leaf server as the edge node's own user (its JetStream domain),
+     * with its inbox (a locked hub lets the edge's user receive answers there only).
+     */
+    async function connectAsEdgeNode(): Promise<NatsConnection> {
+      const nc = await connect({
+        servers: servers.leaf.url,
+        ...auth.nats.credentials,
+        inboxPrefix: edgeInboxPrefix(EDGE),
+      });
+      open.push(nc);
+      return nc;
+    }
+
+    /** Whether the edge's own copy of the hub's stream holds a record of `id` (copied from the hub). */
+    async function edgeCopyHolds(nc: NatsConnection, id: string): Promise<boolean> {
+      const jsm = await jetstreamManager(nc);
+      const message = await jsm.streams
+        .getMessage(REVOCATIONS_STREAM, { last_by_subj: revocationSubject({ type: "thermostat", id }) })
+        .catch(() => null);
+      return message?.header?.get(HUB_SEQ_HEADER) !== undefined;
+    }
+
     const refusedInCloud = () => edge.deviceAuth?.stats.refused["revoked-in-cloud"] ?? 0;
 
     beforeAll(async () => {
@@ -109,7 +144,7 @@ describe.each([
       cloudFile = join(dir, "cloud-device-credentials.json");
       edgeFile = join(dir, "edge-device-credentials.json");
       cloudCredentials = new DeviceCredentials(cloudFile);
-      for (const id of ["up", "garbled", "outage", "stays", "again", "anew"])
+      for (const id of ["up", "garbled", "outage", "stays", "again", "anew", "down", "copied"])
         secrets.set(id, cloudCredentials.provision({ type: "thermostat", id }).password);
       copyFileSync(cloudFile, edgeFile); // the operator's copy of the cloud's file at the edge
       auth = edgeDeviceAuth(edgeFile);
@@ -194,12 +229,7 @@ describe.each([
 
     it("link cut: the device still connects at the edge; once the link is back it is kicked and refused", async () => {
       await cutLink(servers.relay, edge);
-      cloudCredentials.revoke({ type: "thermostat", id: "outage" });
-      await eventually(
-        async () => ((await hubRecord("outage"))?.["revokedAt"] !== undefined ? true : undefined),
-        "the cloud published the revocation",
-        60_000,
-      );
+      await revokeInCloud("outage");
       // The edge cannot know yet: the device connects (a fresh callout) and stays connected.
       const nc = await connectAtEdge("outage");
       const closed = nc.closed();
@@ -260,6 +290,73 @@ describe.each([
       await closed; // the new stream's record reached the edge and kicked the device
       await expect(connectAtEdge("anew")).rejects.toThrow(/Authorization Violation/);
       expect(edge.revocations?.record(device("anew"))).toBeDefined();
+    });
+
+    it("revoked in the cloud while the edge node was down: the device connected since before its restart is kicked once it copied the revocation", async () => {
+      const nc = await connectAtEdge("down");
+      const closed = nc.closed();
+      await edge.stop();
+      await revokeInCloud("down");
+      await nc.flush(); // the leaf server kept the device connected while no edge node ran
+      edge = await startEdge();
+      await closed;
+      expect(edge.revocations?.record(device("down"))).toBeDefined();
+      await expect(connectAtEdge("down")).rejects.toThrow(/Authorization Violation/);
+    });
+
+    // Which of the edge node's two kicks catches the device above depends on when its first copy
+    // lands: after its callout started, the record's arrival kicks it; before, the kick at start
+    // does. This pins the kick at start: the copy holds the record before the edge node starts.
+    it("the edge's copy already holds the revocation when the edge node starts: the devices still connected are kicked at start", async () => {
+      const connections = [await connectAtEdge("copied"), await connectAtEdge("copied")];
+      const closed = Promise.all(connections.map((nc) => nc.closed()));
+      await edge.stop();
+      await revokeInCloud("copied");
+      // Copied into the edge's stream with no callout running (as between an edge node reading its
+      // copy and starting its callout, or by a run stopped before it kicked): nothing kicks on the way in.
+      const leaf = await connectAsEdgeNode();
+      const copier = await EdgeRevocations.start({ connection: leaf, edge: EDGE, logger: silentLogger() });
+      await eventually(
+        async () => {
+          await copier.copy(5_000);
+          return edgeCopyHolds(leaf, "copied");
+        },
+        "the revocation copied into the edge's stream",
+        60_000,
+      );
+      await copier.stop();
+      for (const nc of connections) await nc.flush(); // still connected
+      edge = await startEdge();
+      await closed;
+      expect(edge.deviceAuth?.stats.kicked).toBe(2);
+      expect(edge.revocations?.stats.kicked).toBe(1);
+      await expect(connectAtEdge("copied")).rejects.toThrow(/Authorization Violation/);
+    });
+
+    it("kickRevoked() disconnects each device whose edge credential a record refuses and returns how many connections it kicked", async () => {
+      const revocations = await EdgeRevocations.start({
+        connection: await connectAsEdgeNode(),
+        edge: EDGE,
+        logger: silentLogger(),
+      });
+      try {
+        const asked: string[] = [];
+        // Two connections of 'copied', one of each other device (the leaf server's answer, stood in for).
+        revocations.kickWith(new DeviceCredentials(edgeFile), async (name) => {
+          asked.push(name);
+          return name === device("copied") ? 2 : 1;
+        });
+        const kicked = await revocations.kickRevoked();
+        expect(asked).toEqual(expect.arrayContaining(["up", "outage", "down", "copied"].map(device)));
+        // 'again' was re-provisioned after its revocation and the edge's file holds the new credential.
+        expect(revocations.record(device("again"))?.reprovisionedAt).toBeDefined();
+        expect(asked).not.toContain(device("again"));
+        expect(asked).not.toContain(device("stays")); // never revoked
+        expect(kicked).toBe(asked.length + 1);
+        expect(revocations.stats.kicked).toBe(asked.length);
+      } finally {
+        await revocations.stop();
+      }
     });
   },
 );
