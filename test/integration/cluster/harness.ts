@@ -28,11 +28,13 @@ import { expect } from "vitest";
 import { HashRing } from "../../../cluster/ring/hash-ring.ts";
 import { shardOf } from "../../../cluster/ring/shard.ts";
 import { NatsTransport } from "../../../cluster/transport/nats.ts";
+import { TransportError } from "../../../cluster/transport/transport.ts";
 import type { ClusterView } from "../../../runtime/core/cluster-view.ts";
 import { DoppelError } from "../../../runtime/core/errors.ts";
 import { DeviceClient } from "../../../runtime/devices/client/device-client.ts";
 import { DoppelClient } from "../../../runtime/grpc/client.ts";
 import type { CassandraEventStore } from "../../../runtime/persistence/cassandra/store.ts";
+import { nodeSubject } from "../../../runtime/routing/protocol.ts";
 import { freePort } from "../../../runtime/testing/free-port.ts";
 import { eventually } from "../../support/eventually.ts";
 import { CASSANDRA, openStore, testKeyspace } from "../cassandra/harness.ts";
@@ -128,6 +130,9 @@ export interface Probe {
 }
 
 /** The test process's own NATS connection (probes, devices, stream management). */
+/** A node-RPC ping (what the router's liveness check sends). */
+const PING = new TextEncoder().encode(JSON.stringify({ op: "ping" }));
+
 export class Wire {
   private constructor(readonly transport: NatsTransport) {}
 
@@ -234,9 +239,24 @@ export class NodeProcess {
   }
 
   /** kill -9. */
+  /**
+   * Kills the process (SIGKILL) and waits until nats-server has dropped its connection too: a
+   * request sent between the process's exit and the server noticing it would be delivered to the
+   * dead connection and answered by no one, so a caller would learn only from its liveness ping
+   * that the node "went away" with the outcome unknown, where a request sent after gets "no
+   * responders" at once and is retried on the shard's next owner.
+   */
   async crash(): Promise<void> {
     if (this.running) this.child.kill("SIGKILL");
     await this.exited;
+    for (;;) {
+      try {
+        await this.cluster.wire.transport.request(nodeSubject(this.id), PING, { timeoutMs: 1000 });
+      } catch (error) {
+        if (error instanceof TransportError && error.failure === "no-responders") return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
   }
 
   pause(): void {
