@@ -18,7 +18,7 @@ import type { Permit } from "../core/admission.ts";
 import type { Clock } from "../core/clock.ts";
 import type { TwinRef } from "../core/ids.ts";
 import type { Logger } from "../observability/logger.ts";
-import { extractContext, inSpan, SpanKind, traces } from "../observability/tracing.ts";
+import { inSpan, SpanKind, tracedParent } from "../observability/tracing.ts";
 import { failure } from "./status.ts";
 import type { StreamRegistry } from "./streams.ts";
 
@@ -106,7 +106,7 @@ export function unary<Req, Res, In, Out>(
   const method = operation.name;
   return (call, callback) => {
     // Continue the caller's trace (W3C traceparent in the metadata), if it sent one.
-    const parent = extractContext((key) => {
+    const parent = tracedParent((key) => {
       const value = call.metadata.get(key)[0];
       return typeof value === "string" ? value : undefined;
     });
@@ -134,7 +134,7 @@ export function unary<Req, Res, In, Out>(
     };
     // A traced call runs inside its span, so log lines (failures included) carry the trace id.
     void (
-      traces(parent)
+      parent !== undefined
         ? inSpan(`rpc TwinService/${method}`, SpanKind.SERVER, { "rpc.method": method }, run, parent)
         : run()
     ).catch(() => undefined);

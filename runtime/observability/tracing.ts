@@ -102,6 +102,17 @@ export function traces(parent: Context = context.active()): boolean {
 }
 
 /**
+ * The trace context a caller sent (read with `get` from its headers or metadata) when the work
+ * it starts gets a span ({@link traces}), else `undefined`; with tracing off the headers are not
+ * read at all.
+ */
+export function tracedParent(get: (key: string) => string | undefined): Context | undefined {
+  if (!installed) return undefined;
+  const parent = extractContext(get);
+  return traces(parent) ? parent : undefined;
+}
+
+/**
  * Like {@link inSpan}, for work that may finish at once: when `fn` returns a value (not a promise)
  * the span ends there and the value is returned as it is, with no promise made; a promise is
  * followed to its end.
@@ -151,7 +162,8 @@ function endFailed(span: Span, error: unknown): void {
 
 /**
  * Runs `fn` in a new span named `name` (child of `parent`, or of the active context), ending it
- * when `fn` settles and recording a failure's code and message.
+ * when `fn` settles and recording a failure's code and message (as {@link inSpanSync}, always
+ * answering with a promise).
  */
 export async function inSpan<T>(
   name: string,
@@ -160,17 +172,7 @@ export async function inSpan<T>(
   fn: (span: Span) => Promise<T>,
   parent: Context = context.active(),
 ): Promise<T> {
-  if (!installed) return fn(NO_SPAN); // tracing off: not even a no-op span on the hot path
-  const span = tracer().startSpan(name, { kind, attributes }, parent);
-  let result: T;
-  try {
-    result = await context.with(trace.setSpan(parent, span), () => fn(span));
-  } catch (error) {
-    endFailed(span, error);
-    throw error;
-  }
-  span.end();
-  return result;
+  return inSpanSync(name, kind, attributes, fn, parent);
 }
 
 /** `{ trace_id, span_id }` of the active span, for log lines; empty when untraced. */

@@ -13,7 +13,7 @@ import { isJsonObject, type JsonObject } from "../core/json.ts";
 import { present } from "../core/present.ts";
 import type { LocalTwins } from "../engine/local-twins.ts";
 import type { Logger } from "../observability/logger.ts";
-import { extractContext, inSpan, SpanKind, traces, tracingOn } from "../observability/tracing.ts";
+import { inSpan, SpanKind, tracedParent } from "../observability/tracing.ts";
 import type { Placement } from "./placement.ts";
 import { nodeSubject, notOwner, type PingRequest, type RpcRequest } from "./protocol.ts";
 
@@ -133,8 +133,8 @@ export function serveNodeRpc(options: {
       if (request.op === "ping") return "pong";
       // Pings are liveness, never throttled; calls are admitted before anything is queued.
       permit = admission?.admit("node", callerOf(message));
-      const parent = tracingOn() ? extractContext((key) => message.headers.get(key)) : undefined;
-      if (parent === undefined || !traces(parent)) return await run(request);
+      const parent = tracedParent((key) => message.headers.get(key));
+      if (parent === undefined) return await run(request);
       return await inSpan(
         `rpc node.${request.op}`,
         SpanKind.SERVER,

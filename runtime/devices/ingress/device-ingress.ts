@@ -26,7 +26,7 @@ import { present } from "../../core/present.ts";
 import { principalLabel } from "../../core/principal.ts";
 import type { TwinApi } from "../../core/twin-api.ts";
 import type { Logger } from "../../observability/logger.ts";
-import { extractContext, inSpan, SpanKind, traces, tracingOn } from "../../observability/tracing.ts";
+import { inSpan, SpanKind, tracedParent } from "../../observability/tracing.ts";
 import {
   decodeReported,
   decodeTelemetry,
@@ -180,9 +180,9 @@ export class DeviceIngress {
   ): Promise<Processed> {
     // Continue the device's trace when it sent a traceparent header.
     const headers = options.headers;
-    const parent = tracingOn() ? extractContext((key) => headers?.get(key)) : undefined;
+    const parent = tracedParent((key) => headers?.get(key));
     const processed =
-      parent !== undefined && traces(parent)
+      parent !== undefined
         ? await inSpan(
             `ingress ${subject.split(".").at(-1) ?? "?"}`,
             SpanKind.CONSUMER,
