@@ -16,7 +16,7 @@ import { InvalidArgument } from "../core/errors.ts";
 import type { TwinRef } from "../core/ids.ts";
 import type { TwinChange } from "../core/records.ts";
 import { edgeOfSource } from "../devices/edge/durable-source.ts";
-import { respondOrLog } from "../devices/edge/respond-or-log.ts";
+import { answerEach } from "../devices/edge/respond-or-log.ts";
 import { streamInfoIfAny } from "../devices/ingress/stream-config.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { EventStore } from "../persistence/event-store.ts";
@@ -90,14 +90,7 @@ export class CloudReplication {
       max_ack_pending: 256,
     });
     this.#statusSub = this.#nc.subscribe(REPLICATION_STATUS_SUBJECT, {
-      callback: (error, message) => {
-        // A subscription error (a permission violation) comes with no message to answer.
-        if (error) {
-          this.#options.logger.warn({ err: error.message }, "edge replication status: subscription error");
-          return;
-        }
-        respondOrLog(message, this.status, this.#options.logger, "edge replication status");
-      },
+      callback: answerEach(this.#options.logger, "edge replication status", () => this.status),
     });
     const consumer = await jetstream(this.#nc).consumers.get(CLOUD_LOGS_STREAM, REPLICATOR_CONSUMER);
     const messages = await consumer.consume({ max_messages: 64 });

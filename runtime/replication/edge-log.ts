@@ -23,7 +23,7 @@ import { DoppelError } from "../core/errors.ts";
 import { refKey, type TwinRef } from "../core/ids.ts";
 import type { TwinChange } from "../core/records.ts";
 import { type DurableEdgeSource, ensureDurableSourceConsumer } from "../devices/edge/durable-source.ts";
-import { respondOrLog } from "../devices/edge/respond-or-log.ts";
+import { answerEach } from "../devices/edge/respond-or-log.ts";
 import { requestSourceRegistration } from "../devices/edge/source-registration.ts";
 import { isNotFound, streamInfoIfAny } from "../devices/ingress/stream-config.ts";
 import type { Logger } from "../observability/logger.ts";
@@ -145,18 +145,7 @@ export class EdgeLogPublisher {
     }
     await ensureDurableSourceConsumer(this.#local, edgeLogSource(edge));
     this.#statusSub = this.#nc.subscribe(edgeLogStatusSubject(edge), {
-      callback: (error, message) => {
-        // A subscription error (a permission violation) comes with no message to answer.
-        if (error) {
-          this.#options.logger.warn({ err: error.message }, "edge log status: subscription error");
-          return;
-        }
-        this.status().then(
-          (status) => respondOrLog(message, status, this.#options.logger, "edge log status"),
-          (failure: unknown) =>
-            this.#options.logger.warn({ err: String(failure) }, "edge log: cannot answer a status request"),
-        );
-      },
+      callback: answerEach(this.#options.logger, "edge log status", () => this.status()),
     });
     this.#unsubscribe = subscribe((change) => {
       if (this.#types.has(change.ref.type)) this.#dirty.set(refKey(change.ref), change.ref);

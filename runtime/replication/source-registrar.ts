@@ -98,7 +98,7 @@ export class SourceRegistrar {
     });
   }
 
-  /** Replies to `message`; a reply that cannot be sent (the connection closed or draining) is logged. */
+  /** Replies to `message`; a reply that cannot be sent (over the server's `max_payload`) is logged. */
   #respond(message: Msg, reply: RegistrationReply): void {
     respondOrLog(message, reply, this.#options.logger, "edge source registration");
   }

@@ -18,7 +18,7 @@ import type { Logger } from "../../observability/logger.ts";
 import { ensureDurableSourceConsumer } from "./durable-source.ts";
 import { type EdgeStreamSettings, edgeSourceDeliverSubject, ensureEdgeStream } from "./edge-stream.ts";
 import { LinkState, probeOfError } from "./link-state.ts";
-import { respondOrLog } from "./respond-or-log.ts";
+import { answerEach } from "./respond-or-log.ts";
 import { requestSourceRegistration } from "./source-registration.ts";
 
 /** Subject on which an edge node answers status requests. */
@@ -127,14 +127,7 @@ export class EdgeForwarder {
       deliverSubject: edgeSourceDeliverSubject(this.#options.edge),
     });
     this.#statusSub = this.#nc.subscribe(edgeStatusSubject(this.#options.edge), {
-      callback: (error, message) => {
-        // A subscription error (a permission violation) comes with no message to answer.
-        if (error) {
-          this.#options.logger.warn({ err: error.message }, "edge status: subscription error");
-          return;
-        }
-        respondOrLog(message, this.#status, this.#options.logger, "edge status");
-      },
+      callback: answerEach(this.#options.logger, "edge status", () => this.#status),
     });
     await this.tick();
     this.#schedule();

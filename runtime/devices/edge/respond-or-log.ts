@@ -30,3 +30,31 @@ export function respondOrLog(message: Msg, body: unknown, logger: Logger, what: 
   }
   return false;
 }
+
+/**
+ * A subscription callback that answers every request with what `answer` gives (a value, or a
+ * promise of one) through {@link respondOrLog}: the status subjects' handler. A subscription
+ * error (a permission violation; it comes with no message to answer) and an `answer` that fails
+ * are logged as `<what>: …`.
+ */
+export function answerEach(
+  logger: Logger,
+  what: string,
+  answer: () => unknown,
+): (error: Error | null, message: Msg) => void {
+  return (error, message) => {
+    if (error) {
+      logger.warn({ err: error.message }, `${what}: subscription error`);
+      return;
+    }
+    const body = answer();
+    if (!(body instanceof Promise)) {
+      respondOrLog(message, body, logger, what);
+      return;
+    }
+    body.then(
+      (value: unknown) => respondOrLog(message, value, logger, what),
+      (failure: unknown) => logger.warn({ err: String(failure) }, `${what}: cannot answer a request`),
+    );
+  };
+}
