@@ -8,7 +8,7 @@
  * Calls that end within `everyMs` are never pinged for.
  */
 import { type Transport, TransportError } from "../../cluster/transport/transport.ts";
-import { nodeSubject } from "./protocol.ts";
+import { nodeSubject, PING_REQUEST } from "./protocol.ts";
 
 /** What {@link NodeLiveness.watch} resolves to when the node went away first. */
 export const GONE: unique symbol = Symbol("node gone");
@@ -20,8 +20,6 @@ interface Watch {
   readonly gone: Promise<typeof GONE>;
   markGone(): void;
 }
-
-const PING = new TextEncoder().encode(JSON.stringify({ op: "ping" }));
 
 export class NodeLiveness {
   readonly #watched = new Map<string, Watch>();
@@ -68,7 +66,7 @@ export class NodeLiveness {
     if (watch.probing) return;
     watch.probing = true;
     this.transport
-      .request(nodeSubject(nodeId), PING, { timeoutMs: this.everyMs })
+      .request(nodeSubject(nodeId), PING_REQUEST, { timeoutMs: this.everyMs })
       .then(
         () => undefined,
         (error: unknown) => {

@@ -25,6 +25,9 @@ export function nodeSubject(nodeId: string): string {
   return `doppel.node.${nodeId}.rpc`;
 }
 
+/** A liveness ping to a node's subject (answered `pong`; "no responders" once the node is gone). */
+export const PING_REQUEST: Uint8Array = new TextEncoder().encode(JSON.stringify({ op: "ping" }));
+
 /** The subject a twin's persisted changes are published on. */
 export function changeSubject(ref: TwinRef): string {
   return `doppel.changes.${ref.type}.${ref.id}`;

@@ -34,7 +34,7 @@ import { DoppelError } from "../../../runtime/core/errors.ts";
 import { DeviceClient } from "../../../runtime/devices/client/device-client.ts";
 import { DoppelClient } from "../../../runtime/grpc/client.ts";
 import type { CassandraEventStore } from "../../../runtime/persistence/cassandra/store.ts";
-import { nodeSubject } from "../../../runtime/routing/protocol.ts";
+import { nodeSubject, PING_REQUEST } from "../../../runtime/routing/protocol.ts";
 import { freePort } from "../../../runtime/testing/free-port.ts";
 import { eventually } from "../../support/eventually.ts";
 import { CASSANDRA, openStore, testKeyspace } from "../cassandra/harness.ts";
@@ -130,9 +130,6 @@ export interface Probe {
 }
 
 /** The test process's own NATS connection (probes, devices, stream management). */
-/** A node-RPC ping (what the router's liveness check sends). */
-const PING = new TextEncoder().encode(JSON.stringify({ op: "ping" }));
-
 export class Wire {
   private constructor(readonly transport: NatsTransport) {}
 
@@ -251,7 +248,7 @@ export class NodeProcess {
     await this.exited;
     for (;;) {
       try {
-        await this.cluster.wire.transport.request(nodeSubject(this.id), PING, { timeoutMs: 1000 });
+        await this.cluster.wire.transport.request(nodeSubject(this.id), PING_REQUEST, { timeoutMs: 1000 });
       } catch (error) {
         if (error instanceof TransportError && error.failure === "no-responders") return;
       }
