@@ -305,25 +305,23 @@ if (phase === "memory") {
   note(
     `tracing: ${tracingProcesses} × off / context / spans, each process ${turnTotal} reports × 2 rounds...`,
   );
-  const byMode = new Map<TracingMode, Record<string, number>[]>(TRACING_MODES.map((m) => [m, []]));
+  type TracingRun = Awaited<ReturnType<typeof tracingRounds>>;
+  const byMode = new Map<TracingMode, TracingRun[]>(TRACING_MODES.map((m) => [m, []]));
   for (let r = 0; r < tracingProcesses; r++) {
     for (let k = 0; k < TRACING_MODES.length; k++) {
       const mode = TRACING_MODES[(k + r) % TRACING_MODES.length]!;
-      const run1 = run(["tracing", mode, String(turnTwins), String(turnTotal), "2"]) as Record<
-        string,
-        number
-      >;
-      byMode.get(mode)!.push(run1);
-      note(`  ${mode}: ${run1["turnsPerSecond"]} turns/s, ${run1["cpuMicrosPerReport"]} µs CPU/report`);
+      const one = run(["tracing", mode, String(turnTwins), String(turnTotal), "2"]) as TracingRun;
+      byMode.get(mode)!.push(one);
+      note(`  ${mode}: ${one.turnsPerSecond} turns/s, ${one.cpuMicrosPerReport} µs CPU/report`);
     }
   }
   const tracingSide = (mode: TracingMode) => {
     const runs = byMode.get(mode)!;
     return {
-      turnsPerSecond: summary(runs.map((r) => r["turnsPerSecond"]!)),
-      cpuMicrosPerReport: summary(runs.map((r) => r["cpuMicrosPerReport"]!)),
-      p99Ms: summary(runs.map((r) => r["p99Ms"]!)),
-      spansPerReport: runs[0]?.["spansPerReport"],
+      turnsPerSecond: summary(runs.map((r) => r.turnsPerSecond)),
+      cpuMicrosPerReport: summary(runs.map((r) => r.cpuMicrosPerReport)),
+      p99Ms: summary(runs.map((r) => r.p99Ms)),
+      spansPerReport: runs[0]?.spansPerReport,
     };
   };
   // Per round: each traced process against the untraced one of the same round.
@@ -331,10 +329,7 @@ if (phase === "memory") {
     summary(
       byMode
         .get(mode)!
-        .map(
-          (r, i) =>
-            Math.round((r["turnsPerSecond"]! / byMode.get("off")![i]!["turnsPerSecond"]!) * 1000) / 1000,
-        ),
+        .map((r, i) => Math.round((r.turnsPerSecond / byMode.get("off")![i]!.turnsPerSecond) * 1000) / 1000),
     );
   const tracing = {
     processes: tracingProcesses,
