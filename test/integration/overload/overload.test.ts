@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { parseContactPoints } from "../../../runtime/persistence/cassandra/options.ts";
 import { CASSANDRA, ensureCassandra, rawClient, runId } from "../cassandra/harness.ts";
 import { natsUrl } from "../nats/harness.ts";
-import { type OverloadFigures, type OverloadOptions, runOverload } from "./overload-run.ts";
+import { NODE_HEAP_MIB, type OverloadFigures, type OverloadOptions, runOverload } from "./overload-run.ts";
 
 /** What every overload run must show, whatever the store. */
 function expectLoadShedSafely(figures: OverloadFigures): void {
@@ -17,8 +17,9 @@ function expectLoadShedSafely(figures: OverloadFigures): void {
   // Health answered SERVING to every check, all along.
   expect(figures.health.checks).toBeGreaterThan(0);
   expect(figures.health).toMatchObject({ failures: 0, notServing: 0 });
-  // A generous absolute bound on the node's resident memory.
-  expect(figures.rssMiB.max).toBeLessThan(400);
+  // The node ran with its heap held to NODE_HEAP_MIB and never ran out (health answered all
+  // along, above); a generous absolute bound on its resident memory covers what is off the heap.
+  expect(figures.rssMiB.max).toBeLessThan(NODE_HEAP_MIB + 208);
   // Every report a client or device saw acknowledged is in its twin's log.
   expect(figures.acknowledged).toBeGreaterThan(0);
   expect(figures.missing).toBe(0);
