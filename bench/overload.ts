@@ -1,7 +1,8 @@
 /**
  * Overload bench: a node process (SQLite; `BENCH_STORE=cassandra` for Cassandra at
  * `DOPPEL_CASSANDRA`) on the NATS at `DOPPEL_NATS`, gRPC capacity measured first, then driven at
- * `BENCH_FACTOR` (5) × capacity for `BENCH_SECONDS` (20 s) while `BENCH_DEVICES` (4) devices
+ * `BENCH_FACTOR` (5) × capacity for `BENCH_SECONDS` (20 s), with a gRPC in-flight bound of
+ * `BENCH_BOUND` (16; the node's default is 1024), while `BENCH_DEVICES` (4) devices
  * report over JetStream, each a burst of 4 reports every 100 ms;
  * prints accepted/refused rates, device throttling, RSS and health-check latency, and whether
  * every acknowledged report arrived. The same run as test/integration/overload, longer.
@@ -9,7 +10,7 @@
  *   npm run bench:overload
  */
 import { parseContactPoints } from "../runtime/persistence/cassandra/options.ts";
-import { runOverload } from "../test/integration/overload/overload-run.ts";
+import { NODE_HEAP_MIB, runOverload } from "../test/integration/overload/overload-run.ts";
 import { note, report } from "./lib.ts";
 
 const nats = process.env["DOPPEL_NATS"];
@@ -25,6 +26,7 @@ const store =
         keyspace: `bench_overload_${process.pid}`,
       }
     : ("sqlite" as const);
+const grpcBound = Number(process.env["BENCH_BOUND"] ?? 16);
 let figures: Awaited<ReturnType<typeof runOverload>>;
 try {
   figures = await runOverload({
@@ -34,6 +36,7 @@ try {
     overloadMs: Number(process.env["BENCH_SECONDS"] ?? 20) * 1000,
     factor: Number(process.env["BENCH_FACTOR"] ?? 5),
     devices: Number(process.env["BENCH_DEVICES"] ?? 4),
+    grpcBound,
     log: note,
   });
 } finally {
@@ -48,4 +51,4 @@ try {
     await client.shutdown();
   }
 }
-report("overload", { store: storeKind, ...figures });
+report("overload", { store: storeKind, grpcBound, nodeHeapMiB: NODE_HEAP_MIB, ...figures });
