@@ -320,7 +320,7 @@ try {
     firstWriteMs: number | null;
     allMovedWrittenMs: number | null;
     allHeldMs: number;
-    failedWrites: { shard: number; code: string; afterMs: number }[];
+    failedWrites: { shard: number; code: string; message: string; via: string; afterMs: number }[];
   }[] = [];
   let background = true;
   let failedReports = 0;
@@ -371,15 +371,27 @@ try {
           });
           return { shard, ms: performance.now() - killedAt };
         } catch (error) {
-          const code = (error as { code?: string }).code ?? String(error);
-          return { shard, ms: performance.now() - killedAt, failed: code };
+          const { code, message } = error as { code?: string; message?: string };
+          return {
+            shard,
+            ms: performance.now() - killedAt,
+            failed: code ?? String(error),
+            message: message ?? String(error),
+            via: survivors[i % survivors.length]!,
+          };
         }
       }),
     );
     const times = outcomes.filter((o) => o.failed === undefined).map((o) => o.ms);
     const failedWrites = outcomes
       .filter((o) => o.failed !== undefined)
-      .map((o) => ({ shard: o.shard, code: o.failed!, afterMs: Math.round(o.ms) }));
+      .map((o) => ({
+        shard: o.shard,
+        code: o.failed!,
+        message: o.message!,
+        via: o.via!,
+        afterMs: Math.round(o.ms),
+      }));
     const heldAt = await settled(survivors);
     const result = {
       killed: victim,
@@ -394,7 +406,14 @@ try {
       `  first write to a moved shard ${result.firstWriteMs} ms after the kill; all ${moved.length} moved shards written after ${result.allMovedWrittenMs ?? "(not all)"} ms; all held by their new owners after ${result.allHeldMs} ms`,
     );
     for (const f of failedWrites)
-      note(`  FAILED: the write to moved shard ${f.shard} ended ${f.code} after ${f.afterMs} ms`);
+      note(
+        `  FAILED: the write to moved shard ${f.shard} through ${f.via} ended ${f.code} after ${f.afterMs} ms: ${f.message}`,
+      );
+    if (failedWrites.length > 0) {
+      // What the survivors logged (warn and above) is the first thing to read about a failed write.
+      for (const id of survivors)
+        note(`  ${id}'s last log lines:\n${nodes.get(id)!.output.split("\n").slice(-40).join("\n")}`);
+    }
     note(`  restarting ${victim}...`);
     joins.push(await joinNode(victim, survivors));
   }
