@@ -129,7 +129,7 @@ async function startNode(options: OverloadOptions, dir: string): Promise<NodePro
     process.execPath,
     [
       // The node's heap is held to NODE_HEAP_MIB, as an operator deploys a node: V8 left to its
-      // default (a quarter of this machine's 24 GiB) collects a flood's garbage so lazily that RSS
+      // default (a 4 GiB heap on this 24 GiB machine) collects a flood's garbage so lazily that RSS
       // measures the flood rate, not what the node keeps. Held, a node that kept something per
       // refused call would die of running out of heap, and RSS bounds what is outside the heap.
       `--max-old-space-size=${NODE_HEAP_MIB}`,
