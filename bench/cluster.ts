@@ -224,7 +224,17 @@ async function settled(members: readonly string[], timeoutMs = 60_000): Promise<
         view.shards.every((s) => s.holder === assignment[s.shard] && s.assignedTo === assignment[s.shard]),
     );
     if (ok) return performance.now();
-    if (performance.now() > until) throw new Error(`cluster did not settle on ${wanted} in ${timeoutMs} ms`);
+    if (performance.now() > until) {
+      // What each member sees, and what it logged (warn and above), is what to read first.
+      for (const [i, id] of members.entries()) {
+        const view = views[i];
+        const members = view ? JSON.stringify(view.nodes.map((n) => n.id).sort()) : "(no answer)";
+        const wrong = view ? view.shards.filter((s) => s.holder !== assignment[s.shard]).length : "?";
+        note(`  ${id} sees ${members}; ${wrong} shards not held by their assigned node; last log lines:`);
+        note(nodes.get(id)!.output.split("\n").slice(-30).join("\n"));
+      }
+      throw new Error(`cluster did not settle on ${wanted} in ${timeoutMs} ms`);
+    }
     await sleep(20);
   }
 }
