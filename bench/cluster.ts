@@ -40,7 +40,7 @@ import { NatsTransport } from "../cluster/transport/nats.ts";
 import { DeviceClient } from "../runtime/devices/client/device-client.ts";
 import { DoppelClient } from "../runtime/grpc/client.ts";
 import { freePort } from "../runtime/testing/free-port.ts";
-import { note, report } from "./lib.ts";
+import { clusterNodeArgs, note, report } from "./lib.ts";
 
 const quick = process.env["BENCH_QUICK"] === "1";
 const DEVICES = quick ? 300 : 1000;
@@ -140,29 +140,16 @@ async function startNode(id: string): Promise<Node> {
   const spawnedAt = performance.now();
   const child = spawn(
     process.execPath,
-    [
-      "bin/doppel.js",
-      "start",
-      "--config",
-      configPath,
-      "--nats",
-      nats,
-      "--redis",
-      redis,
-      "--cassandra",
-      cassandra,
-      "--cluster",
-      clusterName,
-      "--shards",
-      String(SHARDS),
-      "--node-id",
+    clusterNodeArgs({
       id,
-      "--listen",
-      address,
-      "--no-demo",
-      "--log-level",
-      "warn",
-    ],
+      cluster: clusterName,
+      shards: SHARDS,
+      listen: address,
+      nats,
+      redis,
+      cassandra,
+      config: configPath,
+    }),
     { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
   );
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
@@ -228,9 +215,9 @@ async function settled(members: readonly string[], timeoutMs = 60_000): Promise<
       // What each member sees, and what it logged (warn and above), is what to read first.
       for (const [i, id] of members.entries()) {
         const view = views[i];
-        const members = view ? JSON.stringify(view.nodes.map((n) => n.id).sort()) : "(no answer)";
+        const seen = view ? JSON.stringify(view.nodes.map((n) => n.id).sort()) : "(no answer)";
         const wrong = view ? view.shards.filter((s) => s.holder !== assignment[s.shard]).length : "?";
-        note(`  ${id} sees ${members}; ${wrong} shards not held by their assigned node; last log lines:`);
+        note(`  ${id} sees ${seen}; ${wrong} shards not held by their assigned node; last log lines:`);
         note(nodes.get(id)!.output.split("\n").slice(-30).join("\n"));
       }
       throw new Error(`cluster did not settle on ${wanted} in ${timeoutMs} ms`);

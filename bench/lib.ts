@@ -233,3 +233,42 @@ export async function windowed(
   };
   await Promise.all(Array.from({ length: window }, lane));
 }
+
+/** Where a bench's cluster node finds its servers, and what it is. */
+export interface ClusterNodeFlags {
+  readonly id: string;
+  readonly cluster: string;
+  readonly shards: number;
+  readonly listen: string;
+  readonly nats: string;
+  readonly redis: string;
+  readonly cassandra: string;
+  /** A `--config` file for the settings that have no flag. */
+  readonly config?: string;
+}
+
+/** The arguments of `node bin/doppel.js start` for a cluster node of a bench (no demo, log level warn). */
+export function clusterNodeArgs(flags: ClusterNodeFlags): string[] {
+  return [
+    "bin/doppel.js",
+    "start",
+    ...(flags.config === undefined ? [] : ["--config", flags.config]),
+    "--nats",
+    flags.nats,
+    "--redis",
+    flags.redis,
+    "--cassandra",
+    flags.cassandra,
+    "--cluster",
+    flags.cluster,
+    "--shards",
+    String(flags.shards),
+    "--node-id",
+    flags.id,
+    "--listen",
+    flags.listen,
+    "--no-demo",
+    "--log-level",
+    "warn",
+  ];
+}

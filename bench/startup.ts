@@ -14,7 +14,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { NatsTransport } from "../cluster/transport/nats.ts";
-import { loadAverage, median, note, report } from "./lib.ts";
+import { clusterNodeArgs, loadAverage, median, note, report } from "./lib.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 4);
@@ -38,33 +38,8 @@ async function startOnce(id: string): Promise<number> {
   const spawnedAt = performance.now();
   const child = spawn(
     process.execPath,
-    [
-      "bin/doppel.js",
-      "start",
-      "--nats",
-      servers.nats,
-      "--redis",
-      servers.redis,
-      "--cassandra",
-      servers.cassandra,
-      "--cluster",
-      `startup-${id}`,
-      "--shards",
-      String(SHARDS),
-      "--node-id",
-      id,
-      "--listen",
-      "127.0.0.1:0",
-      "--no-demo",
-      "--log-level",
-      "warn",
-    ],
-    {
-      cwd: ROOT,
-      // Flags only: the DOPPEL_* variables would override them.
-      env: Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("DOPPEL_"))),
-      stdio: ["ignore", "pipe", "pipe"],
-    },
+    clusterNodeArgs({ id, cluster: `startup-${id}`, shards: SHARDS, listen: "127.0.0.1:0", ...servers }),
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
   );
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   let output = "";
