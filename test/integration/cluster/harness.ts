@@ -235,7 +235,6 @@ export class NodeProcess {
     return this.exited;
   }
 
-  /** kill -9. */
   /**
    * Kills the process (SIGKILL) and waits until nats-server has dropped its connection too: a
    * request sent between the process's exit and the server noticing it would be delivered to the
