@@ -4,10 +4,23 @@
  * later would be worse than useless), every command has a timeout, reconnection is automatic and
  * quick, and Lua scripts run by SHA with a fallback to the source after Redis lost its script cache.
  * Shared by membership and leases (`cluster/leases` imports it from here).
+ *
+ * **A command's timeout runs from its write to its answer, and is judged after the socket was
+ * read.** node-redis's own timeout only covers the wait to be written (once written, a command
+ * waited for ever: a Redis that stopped answering held every lease renewal and heartbeat), and
+ * Node runs due timers before it writes queued commands or reads sockets, so after the event loop
+ * was held up past the timeout (a starved CPU, a long GC, a long synchronous task) it failed
+ * every command not yet written, although Redis was fine: a node lost its leases and its place in
+ * the membership because it was slow, not because Redis was (seen as a cluster that never settled
+ * beside busy loops). Here the clock starts once the command was written, and when it runs out the
+ * command fails only if it is still unanswered after the sockets were read once more.
  */
 
 import { createHash } from "node:crypto";
 import { createClient } from "redis";
+
+/** Default of {@link RedisConnectionOptions.commandTimeoutMs}. */
+export const DEFAULT_COMMAND_TIMEOUT_MS = 1000;
 
 /** A Lua script and its SHA-1 (what `EVALSHA` names it by). */
 export class LuaScript {
@@ -28,7 +41,7 @@ export class RedisCommandError extends Error {
 
 /** Options of {@link RedisConnection.connect}. */
 export interface RedisConnectionOptions {
-  /** A command that has not been answered after this long fails, ms (default 1000). */
+  /** A command still unanswered this long after it was written fails, ms (default 1000; see above). */
   readonly commandTimeoutMs?: number;
   /** Longest wait between reconnection attempts, ms (default 500; attempts back off from 50 ms). */
   readonly maxReconnectDelayMs?: number;
@@ -55,10 +68,12 @@ type Client = ReturnType<typeof createClient>;
 export class RedisConnection {
   readonly url: string;
   readonly #client: Client;
+  readonly #timeoutMs: number;
 
-  private constructor(url: string, client: Client) {
+  private constructor(url: string, client: Client, timeoutMs: number) {
     this.url = url;
     this.#client = client;
+    this.#timeoutMs = timeoutMs;
   }
 
   /**
@@ -71,10 +86,12 @@ export class RedisConnection {
     // node-redis takes TLS from the scheme: TLS material given with a redis:// URL means rediss://.
     const clientUrl =
       options.tls !== undefined && url.startsWith("redis://") ? `rediss://${url.slice(8)}` : url;
+    const timeoutMs = options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
+    if (!(timeoutMs > 0)) throw new RangeError(`commandTimeoutMs must be positive, got ${timeoutMs}`);
     const client = createClient({
       url: clientUrl,
       disableOfflineQueue: true,
-      commandOptions: { timeout: options.commandTimeoutMs ?? 1000 },
+      // No node-redis command timeout: each command gets this connection's own (see above).
       socket: {
         ...tlsSocket(url, options.tls),
         connectTimeout: options.connectTimeoutMs ?? 2000,
@@ -91,7 +108,7 @@ export class RedisConnection {
       throw new RedisCommandError(`cannot connect to Redis at ${url}: ${describe(error)}`, { cause: error });
     }
     connected = true;
-    return new RedisConnection(url, client);
+    return new RedisConnection(url, client, timeoutMs);
   }
 
   /** True while the socket is connected and ready. */
@@ -103,27 +120,62 @@ export class RedisConnection {
    * Runs `script` atomically with `keys` and `args`; resolves with its raw reply. Rejects with
    * {@link RedisCommandError} when Redis is unreachable, too slow, or the script fails.
    */
-  async run(script: LuaScript, keys: readonly string[], args: readonly string[]): Promise<unknown> {
+  run(script: LuaScript, keys: readonly string[], args: readonly string[]): Promise<unknown> {
     const options = { keys: [...keys], arguments: [...args] };
-    try {
+    return this.#withDeadline(async (abortSignal) => {
+      const client = this.#client.withAbortSignal(abortSignal);
       try {
-        return await this.#client.evalSha(script.sha1, options);
+        return await client.evalSha(script.sha1, options);
       } catch (error) {
         if (!(error instanceof Error && error.message.startsWith("NOSCRIPT"))) throw error;
-        return await this.#client.eval(script.source, options); // Redis restarted: load it again
+        return await client.eval(script.source, options); // Redis restarted: load it again
       }
-    } catch (error) {
-      throw new RedisCommandError(`Redis at ${this.url}: ${describe(error)}`, { cause: error });
-    }
+    });
   }
 
   /** Runs a plain command (e.g. `["FLUSHALL"]` in tests); fails like {@link run}. */
-  async command(args: readonly string[]): Promise<unknown> {
-    try {
-      return await this.#client.sendCommand([...args]);
-    } catch (error) {
-      throw new RedisCommandError(`Redis at ${this.url}: ${describe(error)}`, { cause: error });
-    }
+  command(args: readonly string[]): Promise<unknown> {
+    return this.#withDeadline((abortSignal) => this.#client.sendCommand([...args], { abortSignal }));
+  }
+
+  /**
+   * Runs `send`, failing with {@link RedisCommandError} when it fails, or when it is unanswered
+   * `commandTimeoutMs` after its command was written and the sockets were read once more (its
+   * command is then aborted: taken out of the queue if it was not written after all; an answer
+   * coming later is dropped).
+   */
+  #withDeadline<T>(send: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const abort = new AbortController();
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      const expire = () => {
+        if (settled) return;
+        settled = true;
+        abort.abort();
+        reject(new RedisCommandError(`Redis at ${this.url}: no answer within ${this.#timeoutMs} ms`));
+      };
+      send(abort.signal).then(
+        (value) => {
+          clearTimeout(timer);
+          if (settled) return;
+          settled = true;
+          resolve(value);
+        },
+        (error: unknown) => {
+          clearTimeout(timer);
+          if (settled) return;
+          settled = true;
+          reject(new RedisCommandError(`Redis at ${this.url}: ${describe(error)}`, { cause: error }));
+        },
+      );
+      // node-redis writes its queue in an immediate that `send` scheduled: this one runs right
+      // after it, so the clock starts at the write. When the timer is due, `setImmediate` judges
+      // after the next poll, which reads an answer that arrived while the loop was held up.
+      setImmediate(() => {
+        if (!settled) timer = setTimeout(() => setImmediate(expire), this.#timeoutMs);
+      });
+    });
   }
 
   /** Closes the connection (pending commands are answered first when Redis is reachable). Never fails. */
