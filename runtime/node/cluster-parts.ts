@@ -8,9 +8,11 @@ import { MemoryLeaseStore } from "../../cluster/leases/memory.ts";
 import { ShardLeases } from "../../cluster/leases/shard-leases.ts";
 import type { Membership } from "../../cluster/membership/membership.ts";
 import { MemoryMembership, type MemoryMembershipRegistry } from "../../cluster/membership/memory.ts";
+import { SystemClock } from "../core/clock.ts";
 import { Unavailable } from "../core/errors.ts";
 import { present } from "../core/present.ts";
 import type { Logger } from "../observability/logger.ts";
+import { RepeatedWarnings } from "../observability/repeated-warnings.ts";
 import { readPem } from "../security/pem-files.ts";
 import type { NodeConfig } from "./options.ts";
 
@@ -41,7 +43,9 @@ export async function openClusterParts(
   logger: Logger,
   onRenew?: (outcome: "renewed" | "rejected" | "failed") => void,
 ): Promise<ClusterParts | undefined> {
-  const onError = (error: unknown) => logger.warn({ err: error }, "cluster store error");
+  // One line per kind of failure per 10 s, with the count held back (one per shard and attempt otherwise).
+  const storeErrors = new RepeatedWarnings(logger, "cluster store error", SystemClock);
+  const onError = (error: unknown) => storeErrors.warn(error);
   if (inProcess) {
     const leases = new ShardLeases({
       store: inProcess.leases,
