@@ -21,6 +21,8 @@ import { createClient } from "redis";
 
 /** Default of {@link RedisConnectionOptions.commandTimeoutMs}. */
 export const DEFAULT_COMMAND_TIMEOUT_MS = 1000;
+/** Default of {@link RedisConnectionOptions.maxUnanswered}. */
+export const DEFAULT_MAX_UNANSWERED = 1024;
 
 /** A Lua script and its SHA-1 (what `EVALSHA` names it by). */
 export class LuaScript {
@@ -47,6 +49,13 @@ export interface RedisConnectionOptions {
   readonly maxReconnectDelayMs?: number;
   /** Connection attempt timeout, ms (default 2000). */
   readonly connectTimeoutMs?: number;
+  /**
+   * Most commands sent and not yet answered, timed out ones included (a timed-out command stays
+   * queued in the client until Redis answers it or the connection drops); beyond it commands fail
+   * at once without being sent. Bounds what a Redis that stays connected but never answers (a
+   * paused one) makes this process hold. Default 1024.
+   */
+  readonly maxUnanswered?: number;
   /** Told of connection errors (the client keeps reconnecting). Default: ignored. */
   readonly onError?: (error: unknown) => void;
   /** Connect over TLS (also implied by a `rediss://` URL): PEM contents of the CA and a client certificate. */
@@ -69,11 +78,15 @@ export class RedisConnection {
   readonly url: string;
   readonly #client: Client;
   readonly #timeoutMs: number;
+  readonly #maxUnanswered: number;
+  /** Commands sent whose answer (or the connection's loss) has not come yet. */
+  #unanswered = 0;
 
-  private constructor(url: string, client: Client, timeoutMs: number) {
+  private constructor(url: string, client: Client, timeoutMs: number, maxUnanswered: number) {
     this.url = url;
     this.#client = client;
     this.#timeoutMs = timeoutMs;
+    this.#maxUnanswered = maxUnanswered;
   }
 
   /**
@@ -88,6 +101,10 @@ export class RedisConnection {
       options.tls !== undefined && url.startsWith("redis://") ? `rediss://${url.slice(8)}` : url;
     const timeoutMs = options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
     if (!(timeoutMs > 0)) throw new RangeError(`commandTimeoutMs must be positive, got ${timeoutMs}`);
+    const maxUnanswered = options.maxUnanswered ?? DEFAULT_MAX_UNANSWERED;
+    if (!(Number.isInteger(maxUnanswered) && maxUnanswered > 0)) {
+      throw new RangeError(`maxUnanswered must be a positive integer, got ${maxUnanswered}`);
+    }
     const client = createClient({
       url: clientUrl,
       disableOfflineQueue: true,
@@ -108,7 +125,7 @@ export class RedisConnection {
       throw new RedisCommandError(`cannot connect to Redis at ${url}: ${describe(error)}`, { cause: error });
     }
     connected = true;
-    return new RedisConnection(url, client, timeoutMs);
+    return new RedisConnection(url, client, timeoutMs, maxUnanswered);
   }
 
   /** True while the socket is connected and ready. */
@@ -145,6 +162,14 @@ export class RedisConnection {
    * coming later is dropped).
    */
   #withDeadline<T>(send: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
+    if (this.#unanswered >= this.#maxUnanswered) {
+      return Promise.reject(
+        new RedisCommandError(
+          `Redis at ${this.url}: ${this.#unanswered} commands unanswered (maxUnanswered); not sent`,
+        ),
+      );
+    }
+    this.#unanswered++;
     return new Promise<T>((resolve, reject) => {
       const abort = new AbortController();
       let settled = false;
@@ -157,12 +182,14 @@ export class RedisConnection {
       };
       send(abort.signal).then(
         (value) => {
+          this.#unanswered--;
           clearTimeout(timer);
           if (settled) return;
           settled = true;
           resolve(value);
         },
         (error: unknown) => {
+          this.#unanswered--;
           clearTimeout(timer);
           if (settled) return;
           settled = true;

@@ -94,10 +94,16 @@ describe("RedisConnection", () => {
     open.length = 0;
   });
 
-  async function relayed(timeoutMs: number): Promise<{ relay: Relay; redis: RedisConnection }> {
+  async function relayed(
+    timeoutMs: number,
+    maxUnanswered?: number,
+  ): Promise<{ relay: Relay; redis: RedisConnection }> {
     const relay = await startRelay();
     open.push({ close: () => relay.stop() });
-    const connection = await RedisConnection.connect(relay.url, { commandTimeoutMs: timeoutMs });
+    const connection = await RedisConnection.connect(relay.url, {
+      commandTimeoutMs: timeoutMs,
+      ...(maxUnanswered === undefined ? {} : { maxUnanswered }),
+    });
     open.push(connection);
     expect(await connection.command(["PING"])).toBe("PONG"); // connected, hand-shake done
     return { relay, redis: connection };
@@ -153,5 +159,28 @@ describe("RedisConnection", () => {
     Atomics.store(relay.cells, HOLD, 0); // the late answer arrives now
     while (Atomics.load(relay.cells, ANSWERS) === answers) await turn();
     expect(await echo(redis, "next")).toBe("next");
+  });
+
+  it("holds at most maxUnanswered commands for a Redis that stays connected but does not answer; sends again once it answers", async () => {
+    const { relay, redis } = await relayed(100, 3);
+    Atomics.store(relay.cells, HOLD, 1); // a paused Redis: connected, silent
+    const answers = Atomics.load(relay.cells, ANSWERS);
+    const timedOut = await Promise.all(
+      [1, 2, 3].map((i) => echo(redis, `held ${i}`).catch((e: Error) => e.message)),
+    );
+    expect(timedOut).toEqual(Array(3).fill(expect.stringMatching(/no answer within 100 ms/)));
+    // The three are still queued in the client, waiting for their answers: a fourth is not sent.
+    await expect(echo(redis, "one too many")).rejects.toThrow(
+      /3 commands unanswered \(maxUnanswered\); not sent/,
+    );
+    Atomics.store(relay.cells, HOLD, 0); // Redis answers again: the three late answers arrive, and are dropped
+    // Refused without being sent until the late answers are in; then sent and answered.
+    for (;;) {
+      const outcome = await echo(redis, "again").catch((e: Error) => e);
+      if (outcome === "again") break;
+      expect((outcome as Error).message).toMatch(/commands unanswered/);
+      await turn();
+    }
+    expect(Atomics.load(relay.cells, ANSWERS)).toBeGreaterThan(answers);
   });
 });
