@@ -86,7 +86,13 @@ export async function openClusterParts(
   };
   let redis: Awaited<ReturnType<typeof RedisConnection.connect>>;
   try {
-    redis = await RedisConnection.connect(cluster.redis, { onError, ...present({ tls }) });
+    redis = await RedisConnection.connect(cluster.redis, {
+      onError,
+      // A shard has at most one acquire or renew (and a release or holder read) in flight: room
+      // for all of them, so only a Redis that stopped answering meets the bound.
+      maxUnanswered: 4 * config.shards + 64,
+      ...present({ tls }),
+    });
   } catch (error) {
     throw new Unavailable(
       `cannot reach Redis at ${cluster.redis} for cluster "${cluster.name}": ${(error as Error).message}`,
