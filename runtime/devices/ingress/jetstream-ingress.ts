@@ -48,7 +48,9 @@
  * delivers them again, in order. Changes run one after the other, and the shards of all calls
  * made while one runs join the next. {@link releaseShards} stops processing the shards, naks what
  * was delivered but not started, waits for what is in flight to be persisted and acked, and takes
- * the shards out of the filter (an update in place: the other shards keep flowing). A message of a
+ * the shards out of the filter (an update in place: the other shards keep flowing). Every
+ * {@link FILTER_CHECK_EVERY_MS} the node checks that its filter on the server still covers what it
+ * owns (another node's edit can overwrite it) and sets the consumer up again if not. A message of a
  * shard this node does not own (any more), or whose lease's local deadline has passed (`owns`), is
  * nak'ed unprocessed. A report that may have been delivered before to another consumer (its stream
  * sequence is at most what some consumer of the stream had delivered when this node took the
@@ -107,7 +109,20 @@ export interface JetStreamIngressOptions {
    * has redelivered those to the new owner meanwhile. Default: every shard.
    */
   readonly owns?: (shard: number) => boolean;
+  /** How often the consumer's filter on the server is checked against the shards it should cover, ms (default {@link FILTER_CHECK_EVERY_MS}). */
+  readonly filterCheckEveryMs?: number;
 }
+
+/**
+ * Default of {@link JetStreamIngressOptions.filterCheckEveryMs}. A node that gains shards takes
+ * them out of the other consumers' filters (`#takeFromOthers`) by reading a filter and writing it
+ * back without them. JetStream has no compare-and-set for that, so when its owner changes the
+ * same filter meanwhile (adding shards it just gained) one edit overwrites the other. The node
+ * then believes it consumes shards its consumer no longer covers, and their reports wait in the
+ * stream for ever (seen beside busy loops in `bench:cluster`: a node holding 81 shards whose
+ * consumer had 40). Each node checks its own filter this often and puts back what is missing.
+ */
+export const FILTER_CHECK_EVERY_MS = 2000;
 
 /**
  * How far before a report was stored its event may carry a time (`at` is the clock of the node
@@ -274,6 +289,8 @@ export class JetStreamIngress {
   readonly #held = new Set<JsMsg>();
   readonly #processingDeadlineMs: number;
   #progress: ReturnType<typeof setInterval> | undefined;
+  readonly #filterCheckEveryMs: number;
+  #filterCheck: ReturnType<typeof setInterval> | undefined;
   #jsm: JetStreamManager | undefined;
   #bound: Bound | undefined;
   /** Bumped whenever the consumer is replaced: messages of an older one are dropped. */
@@ -281,6 +298,7 @@ export class JetStreamIngress {
   /** The filter changes, one after the other (each brings the consumer to the owned shards). */
   #changes: Promise<void> = Promise.resolve();
   #retry: ReturnType<typeof setTimeout> | undefined;
+  #filterCheckQueued = false;
   #stopped = false;
 
   constructor(
@@ -299,6 +317,7 @@ export class JetStreamIngress {
     this.#twins = options.twins;
     this.#owns = options.owns ?? (() => true);
     this.#processingDeadlineMs = this.consumer.processingDeadlineMs ?? PROCESSING_DEADLINE_MS;
+    this.#filterCheckEveryMs = options.filterCheckEveryMs ?? FILTER_CHECK_EVERY_MS;
   }
 
   /** Creates or checks the stream. Call once before {@link ownShards}. */
@@ -310,6 +329,66 @@ export class JetStreamIngress {
       this.#progress = setInterval(() => this.#sendProgress(), every);
       this.#progress.unref();
     }
+    if (!this.#filterCheck) {
+      this.#filterCheck = setInterval(() => this.#queueFilterCheck(), this.#filterCheckEveryMs);
+      this.#filterCheck.unref();
+    }
+  }
+
+  /** Queues a check of the consumer's filter on the server, unless one is queued already. */
+  #queueFilterCheck(): void {
+    if (this.#stopped || this.#filterCheckQueued) return;
+    this.#filterCheckQueued = true;
+    this.#changes = this.#changes
+      .catch(() => undefined)
+      .then(() => {
+        this.#filterCheckQueued = false;
+        return this.#checkFilter();
+      })
+      .catch((error: unknown) =>
+        this.logger.warn({ err: error }, "could not check the ingress consumer's filter"),
+      );
+  }
+
+  /**
+   * Sets the consumer up again when its filter on the server lacks shards this node owns (a
+   * peer's edit overwrote this node's; see {@link FILTER_CHECK_EVERY_MS}). Runs between filter
+   * changes, never during one.
+   */
+  async #checkFilter(): Promise<void> {
+    const bound = this.#bound;
+    if (!bound || this.#stopped) return;
+    let filters: readonly string[];
+    try {
+      const info = await this.#jsm!.consumers.info(this.stream.name, this.consumerName);
+      filters =
+        info.config.filter_subjects ?? (info.config.filter_subject ? [info.config.filter_subject] : []);
+    } catch (error) {
+      if (isNotFound(error)) return; // deleted: #watch sets it up again
+      throw error;
+    }
+    if (this.#bound !== bound) return;
+    const covered = new Set(filters);
+    // Only shards this node still owns (a shard being released, or whose lease is gone, may be
+    // in another node's filter by now).
+    const missing = [...bound.shards]
+      .filter((shard) => {
+        const state = this.#shards.get(shard);
+        return state !== undefined && !state.closing && this.#owns(shard) && !covered.has(shardFilter(shard));
+      })
+      .sort((a, b) => a - b);
+    if (missing.length === 0) return;
+    this.logger.warn(
+      { consumer: this.consumerName, missing },
+      "the ingress consumer's filter lost shards this node owns (an edit by another node overwrote it); putting them back",
+    );
+    // What the consumer covers now, as far as the server is concerned; the change then sets it up
+    // again for every owned shard, as for shards gained (their reports in the stream come in order).
+    this.#bound = {
+      ...bound,
+      shards: new Set([...bound.shards].filter((shard) => covered.has(shardFilter(shard)))),
+    };
+    await this.#applyOwnership();
   }
 
   /**
@@ -411,6 +490,8 @@ export class JetStreamIngress {
     await this.#changes.catch(() => undefined);
     if (this.#progress) clearInterval(this.#progress);
     this.#progress = undefined;
+    if (this.#filterCheck) clearInterval(this.#filterCheck);
+    this.#filterCheck = undefined;
   }
 
   /** Queues a filter change; resolves when the consumer covers the owned shards (as of its run). */

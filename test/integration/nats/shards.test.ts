@@ -1,7 +1,9 @@
+import { jetstreamManager } from "@nats-io/jetstream";
 import { DeviceClient } from "doppel/device";
 import { DoppelNode, MemoryEventStore } from "doppel/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { shardOf } from "../../../cluster/ring/shard.ts";
+import { shardFilter } from "../../../runtime/devices/ingress/stream-config.ts";
 import { DoppelClient } from "../../../runtime/grpc/client.ts";
 import { silentLogger } from "../../../runtime/observability/logger.ts";
 import { Thermostat } from "../../../twins/thermostat.ts";
@@ -115,6 +117,42 @@ describe("ingress consumption by shard", () => {
       );
       // Nothing was ever delivered to B's released consumer.
       expect(durableB.stats.delivered).toBe(deliveredToB);
+    } finally {
+      await wire.close();
+    }
+  });
+
+  it("puts back into its consumer's filter a shard that another node's edit dropped (no compare-and-set in JetStream)", async () => {
+    const durableA = a.node.devices.durable!;
+    // A twin of a shard A still owns (the tests above moved some to B).
+    let n = 0;
+    while (!durableA.ownedShards().includes(shardOf("thermostat", `dropped-${n}`, TEST_SHARDS))) n++;
+    const id = `dropped-${n}`;
+    const shard = shardOf("thermostat", id, TEST_SHARDS);
+    const wire = await deviceTransport();
+    try {
+      // What a peer's stale read-modify-write leaves: A's filter without a shard A owns.
+      const jsm = await jetstreamManager(wire.connection);
+      const info = await jsm.consumers.info(durableA.stream.name, durableA.consumerName);
+      const filters = info.config.filter_subjects ?? [];
+      const dropped = shardFilter(shard);
+      expect(filters).toContain(dropped);
+      await jsm.consumers.update(durableA.stream.name, durableA.consumerName, {
+        filter_subjects: filters.filter((filter) => filter !== dropped),
+      });
+      const applied = a.node.ingress.stats.applied;
+      const device = new DeviceClient({ transport: wire, type: "thermostat", id });
+      // Acknowledged once stored; applied only once A's consumer covers the shard again.
+      await device.report({ temperature: 23 });
+      await eventually(
+        () => (a.node.ingress.stats.applied > applied ? true : undefined),
+        "node A to apply the report of the dropped shard",
+      );
+      const after = await jsm.consumers.info(durableA.stream.name, durableA.consumerName);
+      expect(after.config.filter_subjects).toContain(dropped);
+      expect((await a.client.getTwin({ type: "thermostat", id })).reported).toMatchObject({
+        temperature: 23,
+      });
     } finally {
       await wire.close();
     }
