@@ -5,15 +5,16 @@
  * quick, and Lua scripts run by SHA with a fallback to the source after Redis lost its script cache.
  * Shared by membership and leases (`cluster/leases` imports it from here).
  *
- * **A command's timeout runs from its write to its answer, and is judged after the socket was
- * read.** node-redis's own timeout only covers the wait to be written (once written, a command
- * waited for ever: a Redis that stopped answering held every lease renewal and heartbeat), and
- * Node runs due timers before it writes queued commands or reads sockets, so after the event loop
- * was held up past the timeout (a starved CPU, a long GC, a long synchronous task) it failed
- * every command not yet written, although Redis was fine: a node lost its leases and its place in
- * the membership because it was slow, not because Redis was (seen as a cluster that never settled
- * beside busy loops). Here the clock starts once the command was written, and when it runs out the
- * command fails only if it is still unanswered after the sockets were read once more.
+ * **Timeouts are the connection's own.** node-redis's command timeout only covers the wait to be
+ * written. A command written and never answered (a paused Redis) waited until Redis answered at
+ * last, holding that shard's renewal or the heartbeat. A command kept in its write queue longer
+ * than the timeout (behind a socket waiting to drain, or an event loop held up) failed, although
+ * Redis was fine: beside busy loops in `bench:cluster`, a node's lease commands failed one after
+ * the other that way. Here each command's clock starts at its write (the client's write turn,
+ * which runs right before; its first attempt when the socket must drain first). When the clock
+ * runs out, the command fails only if it is still unanswered after the sockets were read once
+ * more, so an answer that arrived while the event loop was held up is taken. At most
+ * `maxUnanswered` commands are unanswered at once.
  */
 
 import { createHash } from "node:crypto";
@@ -197,7 +198,7 @@ export class RedisConnection {
         },
       );
       // node-redis writes its queue in an immediate that `send` scheduled: this one runs right
-      // after it, so the clock starts at the write. When the timer is due, `setImmediate` judges
+      // after it, so the clock starts at the write (or its first attempt, if the socket must drain). When the timer is due, `setImmediate` judges
       // after the next poll, which reads an answer that arrived while the loop was held up.
       setImmediate(() => {
         if (!settled) timer = setTimeout(() => setImmediate(expire), this.#timeoutMs);
