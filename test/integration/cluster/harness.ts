@@ -40,7 +40,7 @@ import { eventually } from "../../support/eventually.ts";
 import { CASSANDRA, openStore, testKeyspace } from "../cassandra/harness.ts";
 import { SCRIPT_REDIS } from "../redis/redis-env.ts";
 
-export { noRestartReason, redisDown, redisUp } from "../redis/redis-env.ts";
+export { noRestartReason, redisDown, redisPause, redisResume, redisUp } from "../redis/redis-env.ts";
 export { eventually };
 
 const ROOT = fileURLToPath(new URL("../../..", import.meta.url));

@@ -6,6 +6,7 @@
 
 import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import {
@@ -70,6 +71,24 @@ export async function redisDown(): Promise<void> {
 /** Starts the script's Redis again and waits until it answers. */
 export async function redisUp(): Promise<void> {
   await run("bash", [script, "up"], { env: { ...process.env, DOPPEL_REDIS: SCRIPT_REDIS } });
+}
+
+const pidFile = fileURLToPath(new URL("../../../.infra/redis/redis.pid", import.meta.url));
+
+/** Pauses the script's Redis (SIGSTOP): its connections stay open, nothing is answered. */
+export async function redisPause(): Promise<void> {
+  process.kill(await redisPid(), "SIGSTOP");
+}
+
+/** Resumes the script's Redis after {@link redisPause}: it answers what it was sent meanwhile. */
+export async function redisResume(): Promise<void> {
+  process.kill(await redisPid(), "SIGCONT");
+}
+
+async function redisPid(): Promise<number> {
+  const pid = Number((await readFile(pidFile, "utf8")).trim());
+  if (!Number.isInteger(pid) || pid <= 0) throw new Error(`no Redis pid in ${pidFile}`);
+  return pid;
 }
 
 export function sleep(ms: number): Promise<void> {
