@@ -173,33 +173,33 @@ export class RedisConnection {
     this.#unanswered++;
     return new Promise<T>((resolve, reject) => {
       const abort = new AbortController();
-      let settled = false;
       let timer: NodeJS.Timeout | undefined;
-      const expire = () => {
+      let settled = false;
+      /** Settles the caller's promise once: by the answer, the failure or the deadline, whichever is first. */
+      const finish = (settle: () => void) => {
         if (settled) return;
         settled = true;
-        abort.abort();
-        reject(new RedisCommandError(`Redis at ${this.url}: no answer within ${this.#timeoutMs} ms`));
+        clearTimeout(timer);
+        settle();
       };
-      send(abort.signal).then(
-        (value) => {
-          this.#unanswered--;
-          clearTimeout(timer);
-          if (settled) return;
-          settled = true;
-          resolve(value);
-        },
-        (error: unknown) => {
-          this.#unanswered--;
-          clearTimeout(timer);
-          if (settled) return;
-          settled = true;
-          reject(new RedisCommandError(`Redis at ${this.url}: ${describe(error)}`, { cause: error }));
-        },
-      );
+      send(abort.signal)
+        .finally(() => this.#unanswered--)
+        .then(
+          (value) => finish(() => resolve(value)),
+          (error: unknown) =>
+            finish(() =>
+              reject(new RedisCommandError(`Redis at ${this.url}: ${describe(error)}`, { cause: error })),
+            ),
+        );
+      const expire = () =>
+        finish(() => {
+          abort.abort();
+          reject(new RedisCommandError(`Redis at ${this.url}: no answer within ${this.#timeoutMs} ms`));
+        });
       // node-redis writes its queue in an immediate that `send` scheduled: this one runs right
-      // after it, so the clock starts at the write (or its first attempt, if the socket must drain). When the timer is due, `setImmediate` judges
-      // after the next poll, which reads an answer that arrived while the loop was held up.
+      // after it, so the clock starts at the write (or its first attempt, if the socket must
+      // drain). When the timer is due, `setImmediate` judges after the next poll, which reads an
+      // answer that arrived while the loop was held up.
       setImmediate(() => {
         if (!settled) timer = setTimeout(() => setImmediate(expire), this.#timeoutMs);
       });

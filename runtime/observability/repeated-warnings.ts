@@ -9,7 +9,10 @@
 import type { Clock } from "../core/clock.ts";
 import type { Logger } from "./logger.ts";
 
-/** How many kinds are remembered at once (the oldest is forgotten first): distinct messages cannot grow it without bound. */
+/**
+ * How many kinds are remembered at once (the oldest is forgotten first), so distinct messages
+ * cannot grow it without bound.
+ */
 const MAX_KINDS = 64;
 
 interface Kind {

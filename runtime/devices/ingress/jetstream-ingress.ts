@@ -78,6 +78,7 @@ import {
   DEFAULT_STREAM,
   deviceSubjectOfStored,
   ensureIngressStream,
+  filtersOf,
   INGRESS_PREFIX,
   type IngressConsumerSettings,
   type IngressStreamSettings,
@@ -109,18 +110,17 @@ export interface JetStreamIngressOptions {
    * has redelivered those to the new owner meanwhile. Default: every shard.
    */
   readonly owns?: (shard: number) => boolean;
-  /** How often the consumer's filter on the server is checked against the shards it should cover, ms (default {@link FILTER_CHECK_EVERY_MS}). */
-  readonly filterCheckEveryMs?: number;
 }
 
 /**
- * Default of {@link JetStreamIngressOptions.filterCheckEveryMs}. A node that gains shards takes
+ * How often a node checks its consumer's filter on the server. A node that gains shards takes
  * them out of the other consumers' filters (`#takeFromOthers`) by reading a filter and writing it
  * back without them. JetStream has no compare-and-set for that, so when its owner changes the
  * same filter meanwhile (adding shards it just gained) one edit overwrites the other. The node
  * then believes it consumes shards its consumer no longer covers, and their reports wait in the
  * stream for ever (seen beside busy loops in `bench:cluster`: a node holding 81 shards whose
- * consumer had 40). Each node checks its own filter this often and puts back what is missing.
+ * consumer had 40). Each node checks its own filter this often and sets its consumer up again
+ * when shards it owns are missing.
  */
 export const FILTER_CHECK_EVERY_MS = 2000;
 
@@ -289,7 +289,6 @@ export class JetStreamIngress {
   readonly #held = new Set<JsMsg>();
   readonly #processingDeadlineMs: number;
   #progress: ReturnType<typeof setInterval> | undefined;
-  readonly #filterCheckEveryMs: number;
   #filterCheck: ReturnType<typeof setInterval> | undefined;
   #jsm: JetStreamManager | undefined;
   #bound: Bound | undefined;
@@ -317,7 +316,6 @@ export class JetStreamIngress {
     this.#twins = options.twins;
     this.#owns = options.owns ?? (() => true);
     this.#processingDeadlineMs = this.consumer.processingDeadlineMs ?? PROCESSING_DEADLINE_MS;
-    this.#filterCheckEveryMs = options.filterCheckEveryMs ?? FILTER_CHECK_EVERY_MS;
   }
 
   /** Creates or checks the stream. Call once before {@link ownShards}. */
@@ -330,7 +328,7 @@ export class JetStreamIngress {
       this.#progress.unref();
     }
     if (!this.#filterCheck) {
-      this.#filterCheck = setInterval(() => this.#queueFilterCheck(), this.#filterCheckEveryMs);
+      this.#filterCheck = setInterval(() => this.#queueFilterCheck(), FILTER_CHECK_EVERY_MS);
       this.#filterCheck.unref();
     }
   }
@@ -339,15 +337,12 @@ export class JetStreamIngress {
   #queueFilterCheck(): void {
     if (this.#stopped || this.#filterCheckQueued) return;
     this.#filterCheckQueued = true;
-    this.#changes = this.#changes
-      .catch(() => undefined)
-      .then(() => {
-        this.#filterCheckQueued = false;
-        return this.#checkFilter();
-      })
-      .catch((error: unknown) =>
-        this.logger.warn({ err: error }, "could not check the ingress consumer's filter"),
-      );
+    this.#queue(() => {
+      this.#filterCheckQueued = false;
+      return this.#checkFilter();
+    }).catch((error: unknown) =>
+      this.logger.warn({ err: error }, "could not check the ingress consumer's filter"),
+    );
   }
 
   /**
@@ -360,9 +355,7 @@ export class JetStreamIngress {
     if (!bound || this.#stopped) return;
     let filters: readonly string[];
     try {
-      const info = await this.#jsm!.consumers.info(this.stream.name, this.consumerName);
-      filters =
-        info.config.filter_subjects ?? (info.config.filter_subject ? [info.config.filter_subject] : []);
+      filters = filtersOf(await this.#jsm!.consumers.info(this.stream.name, this.consumerName));
     } catch (error) {
       if (isNotFound(error)) return; // deleted: #watch sets it up again
       throw error;
@@ -380,7 +373,7 @@ export class JetStreamIngress {
     if (missing.length === 0) return;
     this.logger.warn(
       { consumer: this.consumerName, missing },
-      "the ingress consumer's filter lost shards this node owns (an edit by another node overwrote it); putting them back",
+      "the ingress consumer's filter lost shards this node owns (an edit by another node overwrote it); setting it up again",
     );
     // What the consumer covers now, as far as the server is concerned; the change then sets it up
     // again for every owned shard, as for shards gained (their reports in the stream come in order).
@@ -496,7 +489,12 @@ export class JetStreamIngress {
 
   /** Queues a filter change; resolves when the consumer covers the owned shards (as of its run). */
   #change(): Promise<void> {
-    const run = this.#changes.catch(() => undefined).then(() => this.#applyOwnership());
+    return this.#queue(() => this.#applyOwnership());
+  }
+
+  /** Runs `step` after every change and check queued before it (whatever their outcome). */
+  #queue(step: () => Promise<void>): Promise<void> {
+    const run = this.#changes.catch(() => undefined).then(step);
     this.#changes = run;
     return run;
   }
@@ -602,8 +600,7 @@ export class JetStreamIngress {
     for await (const info of jsm.consumers.list(this.stream.name)) {
       if (info.name === this.consumerName) continue;
       seenUpTo = Math.max(seenUpTo, info.delivered.stream_seq);
-      const filters =
-        info.config.filter_subjects ?? (info.config.filter_subject ? [info.config.filter_subject] : []);
+      const filters = filtersOf(info);
       const keep = filters.filter((filter) => {
         const shard = shardOfFilter(filter);
         return shard === undefined || !shards.has(shard);

@@ -137,6 +137,12 @@ export function shardOfFilter(filter: string): number | undefined {
   return match ? Number(match[1]) : undefined;
 }
 
+/** A consumer's filter subjects, however its configuration gives them (one, several, none). */
+export function filtersOf(info: { readonly config: Partial<ConsumerConfig> }): readonly string[] {
+  const { filter_subjects: several, filter_subject: one } = info.config;
+  return several ?? (one ? [one] : []);
+}
+
 /** The configuration of a node's consumer named `name`, consuming `shards`. */
 export function nodeConsumerConfig(
   name: string,

@@ -15,6 +15,7 @@ import {
   RedisCommandError,
   RedisConnection,
 } from "../../../cluster/membership/redis-connection.ts";
+import { present } from "../../../runtime/core/present.ts";
 import { REDIS_URL } from "./redis-env.ts";
 
 /** Cells of the relay's shared counters. */
@@ -102,7 +103,7 @@ describe("RedisConnection", () => {
     open.push({ close: () => relay.stop() });
     const connection = await RedisConnection.connect(relay.url, {
       commandTimeoutMs: timeoutMs,
-      ...(maxUnanswered === undefined ? {} : { maxUnanswered }),
+      ...present({ maxUnanswered }),
     });
     open.push(connection);
     expect(await connection.command(["PING"])).toBe("PONG"); // connected, hand-shake done
