@@ -12,6 +12,12 @@ export interface LeaseGrant {
   readonly epoch: number;
 }
 
+/** One of a node's leases: the shard and the epoch it was granted with. */
+export interface HeldLease {
+  readonly shard: number;
+  readonly epoch: number;
+}
+
 /** Who holds a shard's lease, and for how much longer by the store's clock. */
 export interface LeaseHolder {
   readonly node: string;
@@ -32,8 +38,12 @@ export interface LeaseStore {
    * a fresh grant with a new epoch (its old epoch is then fenced off).
    */
   acquire(shard: number, node: string, ttlMs: number): Promise<LeaseGrant | undefined>;
-  /** Extends `node`'s lease `epoch` on `shard` to `ttlMs` from now. Resolves false when that lease is gone (expired, released or replaced). */
-  renew(shard: number, node: string, epoch: number, ttlMs: number): Promise<boolean>;
+  /**
+   * Extends each of `node`'s `leases` to `ttlMs` from now, all in one round trip: resolves one
+   * answer per lease, in order, false where that lease is gone (expired, released or replaced).
+   * Each lease is judged on its own (one gone does not stop the others being renewed).
+   */
+  renew(node: string, leases: readonly HeldLease[], ttlMs: number): Promise<boolean[]>;
   /** Ends `node`'s lease `epoch` on `shard` at once. Resolves false when that lease was not held (any more). */
   release(shard: number, node: string, epoch: number): Promise<boolean>;
   /** The current holder of `shard`, or undefined when nobody holds it. */

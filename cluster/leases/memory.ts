@@ -5,7 +5,13 @@
  */
 
 import { type Clock, monotonicClock } from "../clock.ts";
-import { checkLeaseArgs, type LeaseGrant, type LeaseHolder, type LeaseStore } from "./lease-store.ts";
+import {
+  checkLeaseArgs,
+  type HeldLease,
+  type LeaseGrant,
+  type LeaseHolder,
+  type LeaseStore,
+} from "./lease-store.ts";
 
 /** Thrown by a {@link MemoryLeaseStore} made unreachable with `available = false`. */
 export class LeaseStoreUnavailable extends Error {
@@ -50,13 +56,15 @@ export class MemoryLeaseStore implements LeaseStore {
     return { epoch };
   }
 
-  async renew(shard: number, node: string, epoch: number, ttlMs: number): Promise<boolean> {
-    checkLeaseArgs(shard, ttlMs);
+  async renew(node: string, leases: readonly HeldLease[], ttlMs: number): Promise<boolean[]> {
+    for (const { shard } of leases) checkLeaseArgs(shard, ttlMs);
     this.#check();
-    const current = this.#live(shard);
-    if (!current || current.node !== node || current.epoch !== epoch) return false;
-    current.expiresAt = this.#clock.now() + ttlMs;
-    return true;
+    return leases.map(({ shard, epoch }) => {
+      const current = this.#live(shard);
+      if (!current || current.node !== node || current.epoch !== epoch) return false;
+      current.expiresAt = this.#clock.now() + ttlMs;
+      return true;
+    });
   }
 
   async release(shard: number, node: string, epoch: number): Promise<boolean> {

@@ -4,7 +4,7 @@
  *
  * Told which shards it should own ({@link ShardLeases.want}), it acquires them (retrying while
  * another node still holds one, until that node releases it or its lease expires), renews them
- * every `renewEveryMs`, and gives them up on {@link ShardLeases.release}.
+ * every `renewEveryMs` (all in one store call), and gives them up on {@link ShardLeases.release}.
  *
  * **Fencing by local deadline.** A lease is valid locally until `sentAt + ttl − safetyMargin`,
  * where `sentAt` is the monotonic time at which the acquire or the last successful renew was
@@ -148,6 +148,11 @@ export class ShardLeases {
     return [...this.#held.keys()].sort((a, b) => a - b);
   }
 
+  /** Whether this node is asked to own `shard` (a shard owned but not wanted is being handed over). */
+  wants(shard: number): boolean {
+    return this.#wanted.has(shard);
+  }
+
   /** The shards this node is asked to own (whether or not it owns them yet), ascending. */
   wantedShards(): readonly number[] {
     return [...this.#wanted].sort((a, b) => a - b);
@@ -279,25 +284,39 @@ export class ShardLeases {
     if (this.#closed || this.#renewTimer || this.#held.size === 0) return;
     this.#renewTimer = this.#clock.setTimeout(() => {
       this.#renewTimer = undefined;
-      for (const held of [...this.#held.values()]) void this.#renew(held);
+      void this.#renewAll();
       this.#armRenew();
     }, this.renewEveryMs);
   }
 
-  async #renew(held: Held): Promise<void> {
-    if (held.renewing) return;
-    held.renewing = true;
+  /**
+   * Renews every held lease not being renewed already, in one store call: one round trip per
+   * period however many shards the node owns, and one answer (or one failure) for them all.
+   */
+  async #renewAll(): Promise<void> {
+    const batch = [...this.#held.values()].filter((held) => !held.renewing);
+    if (batch.length === 0) return;
+    for (const held of batch) held.renewing = true;
     const sentAt = this.#clock.now();
-    let renewed: boolean;
+    let renewed: boolean[];
     try {
-      renewed = await this.#store.renew(held.shard, this.nodeId, held.writer.epoch, this.ttlMs);
+      renewed = await this.#store.renew(
+        this.nodeId,
+        batch.map((held) => ({ shard: held.shard, epoch: held.writer.epoch })),
+        this.ttlMs,
+      );
     } catch (error) {
-      this.#onRenew?.("failed");
-      this.#onError(error); // kept until its local deadline; the next tick tries again
+      for (let i = 0; i < batch.length; i++) this.#onRenew?.("failed");
+      this.#onError(error); // each lease is kept until its local deadline; the next tick tries again
       return;
     } finally {
-      held.renewing = false;
+      for (const held of batch) held.renewing = false;
     }
+    batch.forEach((held, i) => void this.#renewed(held, sentAt, renewed[i] === true));
+  }
+
+  /** Takes in the store's answer to one lease's renewal, sent at `sentAt`. */
+  async #renewed(held: Held, sentAt: number, renewed: boolean): Promise<void> {
     this.#onRenew?.(renewed ? "renewed" : "rejected");
     if (this.#held.get(held.shard) !== held) return; // lost or released meanwhile
     if (renewed) {

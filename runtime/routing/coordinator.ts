@@ -22,6 +22,7 @@ import type { JsonRecord, MemberInfo, Membership } from "../../cluster/membershi
 import { HashRing } from "../../cluster/ring/hash-ring.ts";
 import type { Subscription, Transport } from "../../cluster/transport/transport.ts";
 import { Unavailable } from "../core/errors.ts";
+import { present } from "../core/present.ts";
 import type { Catalog } from "../engine/catalog.ts";
 import type { ReminderService } from "../engine/reminder-service.ts";
 import type { Logger } from "../observability/logger.ts";
@@ -82,6 +83,8 @@ export class ClusterCoordinator implements Placement {
   #metaTimer: NodeJS.Timeout | undefined;
   /** Pending retries of consumer set-ups that failed (see {@link #consume}). */
   readonly #retries = new Set<NodeJS.Timeout>();
+  /** Shards lost without a hand-over since the last {@link #afterLosses}, by shard. */
+  #lost = new Map<number, LeaseEvent & { type: "lost" }>();
 
   constructor(private readonly options: CoordinatorOptions) {
     this.nodeId = options.nodeId;
@@ -182,19 +185,53 @@ export class ClusterCoordinator implements Placement {
   }
 
   #onLease(event: LeaseEvent): void {
-    const { consumers, catalog, reminders, logger } = this.options;
+    const { reminders, logger } = this.options;
     if (event.type === "gained") {
       logger.debug({ shard: event.shard, epoch: event.epoch }, "shard lease gained");
+      this.#lost.delete(event.shard);
       this.#consume(event.shard, 0);
       void reminders.poll();
       return;
     }
-    if (event.reason === "released" || event.reason === "closed") return;
-    // Lost without handing over: this node may no longer write the shard (already refused locally).
-    logger.warn({ shard: event.shard, reason: event.reason, by: event.by }, "shard lease lost");
-    void consumers?.releaseShards([event.shard]).catch(() => undefined);
-    void catalog.drain((activation) => activation.shard === event.shard);
-    this.#schedule();
+    if (event.reason === "closed") return;
+    // This node may no longer write the shard (already refused locally). Losses come in bursts (a
+    // stall past the deadlines loses every shard, each by its own timer): they are taken together
+    // once the burst's callbacks have run. A release (a hand-over) has stopped the shard's
+    // consumer and drained its twins already; it is taken too, in case the shard was gained while
+    // its hand-over ran (then it is released now, and not left consumed).
+    this.#lost.set(event.shard, event);
+    if (this.#lost.size === 1) setImmediate(() => this.#afterLosses());
+  }
+
+  /**
+   * Stops consuming and drains the twins of the shards lost since the last call, in one go,
+   * and logs those lost without a hand-over as one warning per reason (and taker) instead of a
+   * line per shard.
+   */
+  #afterLosses(): void {
+    const { consumers, catalog, logger } = this.options;
+    const lost = this.#lost;
+    this.#lost = new Map();
+    if (lost.size === 0) return;
+    const groups = new Map<string, { reason: string; by?: string; shards: number[] }>();
+    for (const event of lost.values()) {
+      if (event.reason === "released") continue;
+      const key = `${event.reason} ${event.by?.node ?? ""}`;
+      const group = groups.get(key) ?? {
+        reason: event.reason,
+        ...present({ by: event.by?.node }),
+        shards: [],
+      };
+      group.shards.push(event.shard);
+      groups.set(key, group);
+    }
+    for (const { shards, ...group } of groups.values()) {
+      shards.sort((a, b) => a - b);
+      logger.warn({ ...group, count: shards.length, shards: shards.slice(0, 64) }, "shard leases lost");
+    }
+    void consumers?.releaseShards([...lost.keys()]).catch(() => undefined);
+    void catalog.drain((activation) => lost.has(activation.shard));
+    if (groups.size > 0) this.#schedule();
   }
 
   /**
@@ -205,10 +242,12 @@ export class ClusterCoordinator implements Placement {
    * releases the shard's consumer, and the check before each attempt sees it is not held).
    */
   #consume(shard: number, attempt: number): void {
-    const { consumers, logger } = this.options;
-    if (!consumers || this.#stopping || !this.owns(shard)) return;
+    const { consumers, leases, logger } = this.options;
+    // A shard held but no longer wanted is being handed over: consuming it now would outlive the
+    // hand-over, which has stopped its consumer already.
+    if (!consumers || this.#stopping || !this.owns(shard) || !leases.wants(shard)) return;
     consumers.ownShards([shard]).catch((error: unknown) => {
-      if (this.#stopping || !this.owns(shard)) return;
+      if (this.#stopping || !this.owns(shard) || !leases.wants(shard)) return;
       const delayMs = Math.min(30_000, 500 * 2 ** Math.min(attempt, 6));
       logger.warn(
         { err: error, shard, attempt: attempt + 1, retryInMs: delayMs },

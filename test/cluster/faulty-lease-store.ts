@@ -4,7 +4,7 @@
  */
 
 import { performance } from "node:perf_hooks";
-import type { LeaseGrant, LeaseHolder, LeaseStore } from "../../cluster/leases/lease-store.ts";
+import type { HeldLease, LeaseGrant, LeaseHolder, LeaseStore } from "../../cluster/leases/lease-store.ts";
 
 export class FaultyLeaseStore implements LeaseStore {
   /** Calls made through this wrapper, by method. */
@@ -31,12 +31,14 @@ export class FaultyLeaseStore implements LeaseStore {
       return grant;
     });
   }
-  renew(shard: number, node: string, epoch: number, ttlMs: number): Promise<boolean> {
+  renew(node: string, leases: readonly HeldLease[], ttlMs: number): Promise<boolean[]> {
     this.calls.renew++;
     const sentAt = performance.now();
     return this.#through(async () => {
-      const renewed = await this.inner.renew(shard, node, epoch, ttlMs);
-      if (renewed) this.lastGrantSent.set(shard, sentAt);
+      const renewed = await this.inner.renew(node, leases, ttlMs);
+      leases.forEach(({ shard }, i) => {
+        if (renewed[i]) this.lastGrantSent.set(shard, sentAt);
+      });
       return renewed;
     });
   }

@@ -27,6 +27,9 @@ export function describeLeaseStoreContract(name: string, open: () => Promise<Lea
     afterEach(async () => {
       await h.cleanup();
     });
+    /** One lease renewed on its own. */
+    const renew = async (shard: number, node: string, epoch: number) =>
+      (await h.store.renew(node, [{ shard, epoch }], h.ttlMs))[0];
 
     it("grants a free shard with an epoch and names the holder", async () => {
       const grant = await h.store.acquire(7, "a", h.ttlMs);
@@ -44,19 +47,44 @@ export function describeLeaseStoreContract(name: string, open: () => Promise<Lea
       const again = await h.store.acquire(1, "a", h.ttlMs);
       expect(again!.epoch).toBeGreaterThan(first!.epoch);
       // The old epoch is fenced off: it can neither renew nor release.
-      expect(await h.store.renew(1, "a", first!.epoch, h.ttlMs)).toBe(false);
+      expect(await renew(1, "a", first!.epoch)).toBe(false);
       expect(await h.store.release(1, "a", first!.epoch)).toBe(false);
       expect((await h.store.holder(1))?.epoch).toBe(again!.epoch);
     });
 
     it("renews only the holder's current epoch, extending the lease", async () => {
       const { epoch } = (await h.store.acquire(2, "a", h.ttlMs))!;
-      expect(await h.store.renew(2, "b", epoch, h.ttlMs)).toBe(false);
-      expect(await h.store.renew(2, "a", epoch + 1, h.ttlMs)).toBe(false);
+      expect(await renew(2, "b", epoch)).toBe(false);
+      expect(await renew(2, "a", epoch + 1)).toBe(false);
       await h.elapse(h.ttlMs * 0.6);
-      expect(await h.store.renew(2, "a", epoch, h.ttlMs)).toBe(true);
+      expect(await renew(2, "a", epoch)).toBe(true);
       await h.elapse(h.ttlMs * 0.6); // past the original expiry, within the renewed one
       expect(await h.store.holder(2)).toMatchObject({ node: "a", epoch });
+    });
+
+    it("renews many leases in one call, each judged on its own, in order", async () => {
+      // More than one Redis script's worth (RENEW_BATCH, 512), so the batches' answers are joined in order.
+      const shards = Array.from({ length: 600 }, (_, i) => 100 + i);
+      const grants = await Promise.all(shards.map((shard) => h.store.acquire(shard, "a", h.ttlMs)));
+      const leases = shards.map((shard, i) => ({ shard, epoch: grants[i]!.epoch }));
+      // Shard 150 is taken over by b; shard 650 is asked for with an epoch that was never "a"'s.
+      await h.store.release(150, "a", leases[50]!.epoch);
+      await h.store.acquire(150, "b", h.ttlMs);
+      const asked = leases.map((l) => (l.shard === 650 ? { shard: 650, epoch: l.epoch + 1 } : l));
+      await h.elapse(h.ttlMs * 0.6);
+      const renewed = await h.store.renew("a", asked, h.ttlMs);
+      expect(renewed).toHaveLength(600);
+      expect(renewed.flatMap((ok, i) => (ok ? [] : [shards[i]]))).toEqual([150, 650]);
+      expect((await h.store.holder(150))?.node).toBe("b");
+      await h.elapse(h.ttlMs * 0.6); // past the original expiry, within the renewed one
+      const holders = await h.store.holders();
+      expect(holders.get(100)).toMatchObject({ node: "a", epoch: leases[0]!.epoch });
+      expect(holders.get(699)).toMatchObject({ node: "a", epoch: leases[599]!.epoch });
+      // Neither b's lease (b never renewed it) nor 650 (the epoch did not match) was extended.
+      expect(holders.has(150)).toBe(false);
+      expect(holders.has(650)).toBe(false);
+      expect(holders.size).toBe(598);
+      expect(await h.store.renew("a", [], h.ttlMs)).toEqual([]);
     });
 
     it("releases only the holder's current epoch; the next holder gets a greater epoch", async () => {
@@ -73,7 +101,7 @@ export function describeLeaseStoreContract(name: string, open: () => Promise<Lea
       const { epoch } = (await h.store.acquire(4, "a", h.ttlMs))!;
       await h.elapse(h.ttlMs + 50);
       expect(await h.store.holder(4)).toBeUndefined();
-      expect(await h.store.renew(4, "a", epoch, h.ttlMs)).toBe(false);
+      expect(await renew(4, "a", epoch)).toBe(false);
       const next = await h.store.acquire(4, "b", h.ttlMs);
       expect(next!.epoch).toBeGreaterThan(epoch);
     });
@@ -104,6 +132,16 @@ export function describeLeaseStoreContract(name: string, open: () => Promise<Lea
       await expect(h.store.acquire(-1, "a", h.ttlMs)).rejects.toThrow(RangeError);
       await expect(h.store.acquire(1.5, "a", h.ttlMs)).rejects.toThrow(RangeError);
       await expect(h.store.acquire(1, "a", 0)).rejects.toThrow(RangeError);
+      await expect(
+        h.store.renew(
+          "a",
+          [
+            { shard: 1, epoch: 1 },
+            { shard: -2, epoch: 1 },
+          ],
+          h.ttlMs,
+        ),
+      ).rejects.toThrow(RangeError);
     });
   });
 }

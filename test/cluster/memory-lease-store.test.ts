@@ -18,7 +18,9 @@ it("memory lease store: fails every call while unavailable, and keeps epochs gro
   const store = new MemoryLeaseStore(clock);
   const first = await store.acquire(0, "a", 1000);
   store.available = false;
-  await expect(store.renew(0, "a", first!.epoch, 1000)).rejects.toBeInstanceOf(LeaseStoreUnavailable);
+  await expect(store.renew("a", [{ shard: 0, epoch: first!.epoch }], 1000)).rejects.toBeInstanceOf(
+    LeaseStoreUnavailable,
+  );
   await expect(store.holders()).rejects.toBeInstanceOf(LeaseStoreUnavailable);
   store.available = true;
   store.flush();

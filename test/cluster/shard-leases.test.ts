@@ -59,16 +59,20 @@ describe("shard leases", () => {
     expect(refusal(a.leases, 4)?.reason).toBe("not-owned");
   });
 
-  it("keeps its shards by renewing them every renewEveryMs, with the same epoch", async () => {
+  it("keeps its shards by renewing them every renewEveryMs, all in one store call, with the same epochs", async () => {
     const { node, clock, store } = setup();
     const a = node("a");
-    a.leases.want([1]);
+    a.leases.want([1, 2, 3]);
     await settle();
-    const { epoch } = a.leases.writerFor(1);
+    const epochs = [1, 2, 3].map((shard) => a.leases.writerFor(shard).epoch);
     await clock.advance(TTL * 5);
-    expect(a.leases.writerFor(1)).toEqual({ node: "a", epoch });
+    expect([1, 2, 3].map((shard) => a.leases.writerFor(shard))).toEqual(
+      epochs.map((epoch) => ({ node: "a", epoch })),
+    );
     expect(a.link.calls.renew).toBe((TTL * 5) / RENEW);
-    expect((await store.holder(1))!.expiresInMs).toBeGreaterThan(TTL - RENEW - 1);
+    for (const shard of [1, 2, 3]) {
+      expect((await store.holder(shard))!.expiresInMs).toBeGreaterThan(TTL - RENEW - 1);
+    }
     expect(a.events.filter((e) => e.type === "lost")).toEqual([]);
   });
 
@@ -193,6 +197,24 @@ describe("shard leases", () => {
     await clock.advance(RETRY);
     expect(a.leases.writerFor(1).epoch).toBeGreaterThan(before);
     expect(a.events.at(-1)).toMatchObject({ type: "gained", shard: 1 });
+  });
+
+  it("loses only the shard whose renewal the store rejected; the others of the same call stay owned", async () => {
+    const { node, clock, store } = setup();
+    const a = node("a");
+    a.leases.want([1, 2, 3]);
+    await settle();
+    const before = a.leases.writerFor(2).epoch;
+    await store.release(2, "a", before); // the store no longer has shard 2's lease
+    await clock.advance(RENEW);
+    expect(refusal(a.leases, 2)?.reason).toBe("renew-rejected");
+    expect(a.leases.ownedShards()).toEqual([1, 3]);
+    expect(a.events.filter((e) => e.type === "lost")).toEqual([
+      { type: "lost", shard: 2, epoch: before, reason: "renew-rejected" },
+    ]);
+    await clock.advance(RETRY);
+    expect(a.leases.ownedShards()).toEqual([1, 2, 3]);
+    expect(a.leases.writerFor(2).epoch).toBeGreaterThan(before);
   });
 
   it("keeps renewing a shard that is no longer wanted until it is released", async () => {
