@@ -32,12 +32,13 @@ export interface LeaseHolder {
  */
 export interface LeaseStore {
   /**
-   * Grants `node` the lease on `shard` for `ttlMs` with a new epoch, greater than every epoch this
-   * store ever granted for `shard` (even after losing its data: see the implementation's clock
-   * assumption). Resolves `undefined` when another node holds it. A node that already holds it gets
-   * a fresh grant with a new epoch (its old epoch is then fenced off).
+   * Grants `node` the lease on each of `shards` (each at most once) for `ttlMs` with a new epoch,
+   * greater than every epoch this store ever granted for that shard (even after losing its data:
+   * see the implementation's clock assumption), all in one round trip: resolves one answer per
+   * shard, in order, `undefined` where another node holds it. A node that already holds a shard
+   * gets a fresh grant with a new epoch (its old epoch is then fenced off).
    */
-  acquire(shard: number, node: string, ttlMs: number): Promise<LeaseGrant | undefined>;
+  acquire(node: string, shards: readonly number[], ttlMs: number): Promise<(LeaseGrant | undefined)[]>;
   /**
    * Extends each of `node`'s `leases` to `ttlMs` from now, all in one round trip: resolves one
    * answer per lease, in order, false where that lease is gone (expired, released or replaced).

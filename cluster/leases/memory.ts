@@ -45,15 +45,18 @@ export class MemoryLeaseStore implements LeaseStore {
     this.#leases.clear();
   }
 
-  async acquire(shard: number, node: string, ttlMs: number): Promise<LeaseGrant | undefined> {
-    checkLeaseArgs(shard, ttlMs);
+  async acquire(node: string, shards: readonly number[], ttlMs: number): Promise<(LeaseGrant | undefined)[]> {
+    for (const shard of shards) checkLeaseArgs(shard, ttlMs);
+    if (new Set(shards).size !== shards.length) throw new RangeError("a shard is asked for twice");
     this.#check();
-    const current = this.#live(shard);
-    if (current && current.node !== node) return undefined;
-    const epoch = (this.#epochs.get(shard) ?? 0) + 1;
-    this.#epochs.set(shard, epoch);
-    this.#leases.set(shard, { node, epoch, expiresAt: this.#clock.now() + ttlMs });
-    return { epoch };
+    return shards.map((shard) => {
+      const current = this.#live(shard);
+      if (current && current.node !== node) return undefined;
+      const epoch = (this.#epochs.get(shard) ?? 0) + 1;
+      this.#epochs.set(shard, epoch);
+      this.#leases.set(shard, { node, epoch, expiresAt: this.#clock.now() + ttlMs });
+      return { epoch };
+    });
   }
 
   async renew(node: string, leases: readonly HeldLease[], ttlMs: number): Promise<boolean[]> {

@@ -27,21 +27,30 @@ import {
   type LeaseStore,
 } from "./lease-store.ts";
 
-// KEYS: lease, epoch counter, index. ARGV: node, ttlMs, shard. Reply: the epoch, or nil when held by another.
+// KEYS: the index, then per shard its lease and its epoch counter. ARGV: node, ttlMs, then the
+// shards. Reply: per shard its new epoch, or 0 when another node holds it.
 const ACQUIRE = new LuaScript(`
-local holder = redis.call('HGET', KEYS[1], 'node')
-if holder and holder ~= ARGV[1] then return false end
 local t = redis.call('TIME')
 local micros = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local epoch = redis.call('INCR', KEYS[2])
-if micros > epoch then epoch = micros end
-local e = string.format('%.0f', epoch)
-redis.call('SET', KEYS[2], e)
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'node', ARGV[1], 'epoch', e)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[3])
-return e
+local out = {}
+for i = 1, #ARGV - 2 do
+  local lease, counter = KEYS[2 * i], KEYS[2 * i + 1]
+  local holder = redis.call('HGET', lease, 'node')
+  if holder and holder ~= ARGV[1] then
+    out[i] = 0
+  else
+    local epoch = redis.call('INCR', counter)
+    if micros > epoch then epoch = micros end
+    local e = string.format('%.0f', epoch)
+    redis.call('SET', counter, e)
+    redis.call('DEL', lease)
+    redis.call('HSET', lease, 'node', ARGV[1], 'epoch', e)
+    redis.call('PEXPIRE', lease, ARGV[2])
+    redis.call('SADD', KEYS[1], ARGV[i + 2])
+    out[i] = e
+  end
+end
+return out
 `);
 
 // KEYS: leases. ARGV: node, ttlMs, then the epoch of each key. Reply: per key 1 renewed, 0 not held.
@@ -60,10 +69,11 @@ return out
 `);
 
 /**
- * Most leases one renewal script handles: a node's renewals go in as few round trips as this
- * allows, while one script (which blocks Redis while it runs) stays well under a millisecond.
+ * Most leases one acquisition or renewal script handles: a node's acquisitions and renewals go in
+ * as few round trips as this allows, while one script (which blocks Redis while it runs) stays
+ * around a millisecond.
  */
-export const RENEW_BATCH = 512;
+export const LEASE_BATCH = 512;
 
 // KEYS: lease, index. ARGV: node, epoch, shard. Reply: 1 released, 0 not held.
 const RELEASE = new LuaScript(`
@@ -115,38 +125,30 @@ export class RedisLeaseStore implements LeaseStore {
     this.#prefix = clusterPrefix(cluster);
   }
 
-  async acquire(shard: number, node: string, ttlMs: number): Promise<LeaseGrant | undefined> {
-    checkLeaseArgs(shard, ttlMs);
-    const reply = await this.#redis.run(
-      ACQUIRE,
-      [this.#lease(shard), `${this.#prefix}epoch:${shard}`, `${this.#prefix}leases`],
-      [node, ms(ttlMs), String(shard)],
-    );
-    return reply === null ? undefined : { epoch: integer(reply) };
+  async acquire(node: string, shards: readonly number[], ttlMs: number): Promise<(LeaseGrant | undefined)[]> {
+    for (const shard of shards) checkLeaseArgs(shard, ttlMs);
+    if (new Set(shards).size !== shards.length) throw new RangeError("a shard is asked for twice");
+    return this.#inBatches(shards, async (batch) => {
+      const keys = [`${this.#prefix}leases`];
+      for (const shard of batch) keys.push(this.#lease(shard), `${this.#prefix}epoch:${shard}`);
+      const answers = fields(
+        await this.#redis.run(ACQUIRE, keys, [node, ms(ttlMs), ...batch.map(String)]),
+        1,
+      );
+      if (answers.length !== batch.length) throw new RedisCommandError(`unexpected lease reply ${answers}`);
+      return answers.map((a) => (a === "0" ? undefined : { epoch: integer(a) }));
+    });
   }
 
   async renew(node: string, leases: readonly HeldLease[], ttlMs: number): Promise<boolean[]> {
     for (const { shard } of leases) checkLeaseArgs(shard, ttlMs);
-    const batches: Promise<boolean[]>[] = [];
-    for (let i = 0; i < leases.length; i += RENEW_BATCH) {
-      const batch = leases.slice(i, i + RENEW_BATCH);
-      batches.push(
-        this.#redis
-          .run(
-            RENEW,
-            batch.map((l) => this.#lease(l.shard)),
-            [node, ms(ttlMs), ...batch.map((l) => String(l.epoch))],
-          )
-          .then((reply) => {
-            const answers = fields(reply, 1);
-            if (answers.length !== batch.length) {
-              throw new RedisCommandError(`unexpected lease reply ${JSON.stringify(reply)}`);
-            }
-            return answers.map((a) => integer(a) === 1);
-          }),
-      );
-    }
-    return (await Promise.all(batches)).flat();
+    return this.#inBatches(leases, async (batch) => {
+      const keys = batch.map((l) => this.#lease(l.shard));
+      const args = [node, ms(ttlMs), ...batch.map((l) => String(l.epoch))];
+      const answers = fields(await this.#redis.run(RENEW, keys, args), 1);
+      if (answers.length !== batch.length) throw new RedisCommandError(`unexpected lease reply ${answers}`);
+      return answers.map((a) => integer(a) === 1);
+    });
   }
 
   async release(shard: number, node: string, epoch: number): Promise<boolean> {
@@ -181,6 +183,13 @@ export class RedisLeaseStore implements LeaseStore {
       ]);
     }
     return new Map(rows.sort((a, b) => a[0] - b[0]));
+  }
+
+  /** Runs `run` on `items` in slices of {@link LEASE_BATCH}, at once, and joins the answers in order. */
+  async #inBatches<T, R>(items: readonly T[], run: (batch: readonly T[]) => Promise<R[]>): Promise<R[]> {
+    const batches: Promise<R[]>[] = [];
+    for (let i = 0; i < items.length; i += LEASE_BATCH) batches.push(run(items.slice(i, i + LEASE_BATCH)));
+    return (await Promise.all(batches)).flat();
   }
 
   #lease(shard: number): string {

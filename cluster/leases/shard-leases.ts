@@ -20,7 +20,7 @@
 
 import { type Clock, monotonicClock, type TimerHandle } from "../clock.ts";
 import { LeaseLost, type LossReason } from "./errors.ts";
-import type { LeaseStore } from "./lease-store.ts";
+import type { LeaseGrant, LeaseStore } from "./lease-store.ts";
 
 export type { LossReason } from "./errors.ts";
 
@@ -224,9 +224,8 @@ export class ShardLeases {
   #retryNow(): void {
     this.#retryTimer?.cancel();
     this.#retryTimer = undefined;
-    for (const shard of this.#wanted) {
-      if (!this.#held.has(shard) && !this.#acquiring.has(shard)) void this.#acquire(shard);
-    }
+    const shards = [...this.#wanted].filter((shard) => !this.#held.has(shard) && !this.#acquiring.has(shard));
+    if (shards.length > 0) void this.#acquireAll(shards);
     this.#armRetry();
   }
 
@@ -239,19 +238,27 @@ export class ShardLeases {
     }, this.retryEveryMs);
   }
 
-  async #acquire(shard: number): Promise<void> {
-    this.#acquiring.add(shard);
+  /** Asks for `shards` in one store call; takes each grant that is still of use. */
+  async #acquireAll(shards: readonly number[]): Promise<void> {
+    for (const shard of shards) this.#acquiring.add(shard);
     const sentAt = this.#clock.now();
-    let epoch: number | undefined;
+    let grants: (LeaseGrant | undefined)[];
     try {
-      epoch = (await this.#store.acquire(shard, this.nodeId, this.ttlMs))?.epoch;
+      grants = await this.#store.acquire(this.nodeId, shards, this.ttlMs);
     } catch (error) {
       this.#onError(error); // retried on the next attempt
       return;
     } finally {
-      this.#acquiring.delete(shard);
+      for (const shard of shards) this.#acquiring.delete(shard);
     }
-    if (epoch === undefined) return; // held by another node: the retry timer tries again
+    shards.forEach((shard, i) => {
+      const epoch = grants[i]?.epoch;
+      // Held by another node: the retry timer tries again.
+      if (epoch !== undefined) this.#granted(shard, epoch, sentAt);
+    });
+  }
+
+  #granted(shard: number, epoch: number, sentAt: number): void {
     const validUntil = sentAt + this.ttlMs - this.safetyMarginMs;
     if (
       this.#closed ||

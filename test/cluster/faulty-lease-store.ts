@@ -22,13 +22,15 @@ export class FaultyLeaseStore implements LeaseStore {
     return Object.values(this.calls).reduce((a, b) => a + b, 0);
   }
 
-  acquire(shard: number, node: string, ttlMs: number): Promise<LeaseGrant | undefined> {
+  acquire(node: string, shards: readonly number[], ttlMs: number): Promise<(LeaseGrant | undefined)[]> {
     this.calls.acquire++;
     const sentAt = performance.now();
     return this.#through(async () => {
-      const grant = await this.inner.acquire(shard, node, ttlMs);
-      if (grant) this.lastGrantSent.set(shard, sentAt);
-      return grant;
+      const grants = await this.inner.acquire(node, shards, ttlMs);
+      shards.forEach((shard, i) => {
+        if (grants[i]) this.lastGrantSent.set(shard, sentAt);
+      });
+      return grants;
     });
   }
   renew(node: string, leases: readonly HeldLease[], ttlMs: number): Promise<boolean[]> {

@@ -6,7 +6,17 @@
  */
 
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { LeaseStore } from "../../cluster/leases/lease-store.ts";
+import type { LeaseGrant, LeaseStore } from "../../cluster/leases/lease-store.ts";
+
+/** One shard acquired on its own. */
+export async function acquireOne(
+  store: LeaseStore,
+  shard: number,
+  node: string,
+  ttlMs: number,
+): Promise<LeaseGrant | undefined> {
+  return (await store.acquire(node, [shard], ttlMs))[0];
+}
 
 /** What a test file hands the suite for each test. */
 export interface LeaseStoreHarness {
@@ -32,7 +42,7 @@ export function describeLeaseStoreContract(name: string, open: () => Promise<Lea
       (await h.store.renew(node, [{ shard, epoch }], h.ttlMs))[0];
 
     it("grants a free shard with an epoch and names the holder", async () => {
-      const grant = await h.store.acquire(7, "a", h.ttlMs);
+      const grant = await acquireOne(h.store, 7, "a", h.ttlMs);
       expect(grant?.epoch).toBeGreaterThan(0);
       const holder = await h.store.holder(7);
       expect(holder).toMatchObject({ node: "a", epoch: grant?.epoch });
@@ -42,9 +52,9 @@ export function describeLeaseStoreContract(name: string, open: () => Promise<Lea
     });
 
     it("refuses a shard another node holds, and re-grants its holder a greater epoch", async () => {
-      const first = await h.store.acquire(1, "a", h.ttlMs);
-      expect(await h.store.acquire(1, "b", h.ttlMs)).toBeUndefined();
-      const again = await h.store.acquire(1, "a", h.ttlMs);
+      const first = await acquireOne(h.store, 1, "a", h.ttlMs);
+      expect(await acquireOne(h.store, 1, "b", h.ttlMs)).toBeUndefined();
+      const again = await acquireOne(h.store, 1, "a", h.ttlMs);
       expect(again!.epoch).toBeGreaterThan(first!.epoch);
       // The old epoch is fenced off: it can neither renew nor release.
       expect(await renew(1, "a", first!.epoch)).toBe(false);
@@ -53,7 +63,7 @@ export function describeLeaseStoreContract(name: string, open: () => Promise<Lea
     });
 
     it("renews only the holder's current epoch, extending the lease", async () => {
-      const { epoch } = (await h.store.acquire(2, "a", h.ttlMs))!;
+      const { epoch } = (await acquireOne(h.store, 2, "a", h.ttlMs))!;
       expect(await renew(2, "b", epoch)).toBe(false);
       expect(await renew(2, "a", epoch + 1)).toBe(false);
       await h.elapse(h.ttlMs * 0.6);
@@ -62,14 +72,32 @@ export function describeLeaseStoreContract(name: string, open: () => Promise<Lea
       expect(await h.store.holder(2)).toMatchObject({ node: "a", epoch });
     });
 
+    it("grants many shards in one call, each judged on its own, in order", async () => {
+      // More than one Redis script's worth (LEASE_BATCH, 512).
+      const shards = Array.from({ length: 600 }, (_, i) => 1000 + i);
+      const taken = await acquireOne(h.store, 1010, "b", h.ttlMs);
+      const before = await acquireOne(h.store, 1599, "a", h.ttlMs); // a's own: granted again, newer epoch
+      const grants = await h.store.acquire("a", shards, h.ttlMs);
+      expect(grants).toHaveLength(600);
+      expect(grants.flatMap((g, i) => (g ? [] : [shards[i]]))).toEqual([1010]);
+      expect(grants[599]!.epoch).toBeGreaterThan(before!.epoch);
+      const holders = await h.store.holders();
+      expect(holders.get(1010)).toMatchObject({ node: "b", epoch: taken!.epoch });
+      shards.forEach((shard, i) => {
+        if (shard !== 1010) expect(holders.get(shard)).toMatchObject({ node: "a", epoch: grants[i]!.epoch });
+      });
+      expect(await h.store.acquire("a", [], h.ttlMs)).toEqual([]);
+      await expect(h.store.acquire("a", [1, 2, 1], h.ttlMs)).rejects.toThrow(RangeError);
+    });
+
     it("renews many leases in one call, each judged on its own, in order", async () => {
       // More than one Redis script's worth (RENEW_BATCH, 512), so the batches' answers are joined in order.
       const shards = Array.from({ length: 600 }, (_, i) => 100 + i);
-      const grants = await Promise.all(shards.map((shard) => h.store.acquire(shard, "a", h.ttlMs)));
+      const grants = await Promise.all(shards.map((shard) => acquireOne(h.store, shard, "a", h.ttlMs)));
       const leases = shards.map((shard, i) => ({ shard, epoch: grants[i]!.epoch }));
       // Shard 150 is taken over by b; shard 650 is asked for with an epoch that was never "a"'s.
       await h.store.release(150, "a", leases[50]!.epoch);
-      await h.store.acquire(150, "b", h.ttlMs);
+      await acquireOne(h.store, 150, "b", h.ttlMs);
       const asked = leases.map((l) => (l.shard === 650 ? { shard: 650, epoch: l.epoch + 1 } : l));
       await h.elapse(h.ttlMs * 0.6);
       const renewed = await h.store.renew("a", asked, h.ttlMs);
@@ -88,21 +116,21 @@ export function describeLeaseStoreContract(name: string, open: () => Promise<Lea
     });
 
     it("releases only the holder's current epoch; the next holder gets a greater epoch", async () => {
-      const { epoch } = (await h.store.acquire(3, "a", h.ttlMs))!;
+      const { epoch } = (await acquireOne(h.store, 3, "a", h.ttlMs))!;
       expect(await h.store.release(3, "b", epoch)).toBe(false);
       expect(await h.store.release(3, "a", epoch)).toBe(true);
       expect(await h.store.holder(3)).toBeUndefined();
       expect(await h.store.release(3, "a", epoch)).toBe(false);
-      const next = await h.store.acquire(3, "b", h.ttlMs);
+      const next = await acquireOne(h.store, 3, "b", h.ttlMs);
       expect(next!.epoch).toBeGreaterThan(epoch);
     });
 
     it("expires a lease that is not renewed within its TTL", async () => {
-      const { epoch } = (await h.store.acquire(4, "a", h.ttlMs))!;
+      const { epoch } = (await acquireOne(h.store, 4, "a", h.ttlMs))!;
       await h.elapse(h.ttlMs + 50);
       expect(await h.store.holder(4)).toBeUndefined();
       expect(await renew(4, "a", epoch)).toBe(false);
-      const next = await h.store.acquire(4, "b", h.ttlMs);
+      const next = await acquireOne(h.store, 4, "b", h.ttlMs);
       expect(next!.epoch).toBeGreaterThan(epoch);
     });
 
@@ -110,7 +138,7 @@ export function describeLeaseStoreContract(name: string, open: () => Promise<Lea
       let last = 0;
       for (let i = 0; i < 20; i++) {
         const node = i % 2 === 0 ? "a" : "b";
-        const { epoch } = (await h.store.acquire(5, node, h.ttlMs))!;
+        const { epoch } = (await acquireOne(h.store, 5, node, h.ttlMs))!;
         expect(epoch).toBeGreaterThan(last);
         last = epoch;
         expect(await h.store.release(5, node, epoch)).toBe(true);
@@ -118,9 +146,9 @@ export function describeLeaseStoreContract(name: string, open: () => Promise<Lea
     });
 
     it("lists every current holder", async () => {
-      const a = await h.store.acquire(10, "a", h.ttlMs);
-      const b = await h.store.acquire(11, "b", h.ttlMs);
-      const c = await h.store.acquire(12, "a", h.ttlMs);
+      const a = await acquireOne(h.store, 10, "a", h.ttlMs);
+      const b = await acquireOne(h.store, 11, "b", h.ttlMs);
+      const c = await acquireOne(h.store, 12, "a", h.ttlMs);
       await h.store.release(12, "a", c!.epoch);
       const all = await h.store.holders();
       expect([...all.keys()]).toEqual([10, 11]);
@@ -129,9 +157,9 @@ export function describeLeaseStoreContract(name: string, open: () => Promise<Lea
     });
 
     it("refuses invalid shards and TTLs", async () => {
-      await expect(h.store.acquire(-1, "a", h.ttlMs)).rejects.toThrow(RangeError);
-      await expect(h.store.acquire(1.5, "a", h.ttlMs)).rejects.toThrow(RangeError);
-      await expect(h.store.acquire(1, "a", 0)).rejects.toThrow(RangeError);
+      await expect(acquireOne(h.store, -1, "a", h.ttlMs)).rejects.toThrow(RangeError);
+      await expect(acquireOne(h.store, 1.5, "a", h.ttlMs)).rejects.toThrow(RangeError);
+      await expect(acquireOne(h.store, 1, "a", 0)).rejects.toThrow(RangeError);
       await expect(
         h.store.renew(
           "a",

@@ -46,13 +46,14 @@ function refusal(leases: ShardLeases, shard: number): LeaseLost | undefined {
 }
 
 describe("shard leases", () => {
-  it("acquires the wanted shards and writes them with their lease epoch", async () => {
+  it("acquires the wanted shards, in one store call, and writes them with their lease epoch", async () => {
     const { node, store } = setup();
     const a = node("a");
     expect(refusal(a.leases, 1)?.reason).toBe("not-owned");
     a.leases.want([1, 2, 3]);
     await settle();
     expect(a.leases.ownedShards()).toEqual([1, 2, 3]);
+    expect(a.link.calls.acquire).toBe(1);
     const epoch = (await store.holder(2))!.epoch;
     expect(a.leases.writerFor(2)).toEqual({ node: "a", epoch });
     expect(a.events).toContainEqual({ type: "gained", shard: 2, epoch });

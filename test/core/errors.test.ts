@@ -16,6 +16,7 @@ import {
   VersionConflict,
 } from "../../runtime/core/errors.ts";
 import { notOwner, outcomeUnknown } from "../../runtime/routing/protocol.ts";
+import { acquireOne } from "../cluster/lease-store-contract.ts";
 
 describe("retryability, decided in one place", () => {
   it("is safe for a refusal before any work, later for transient failures, never otherwise", () => {
@@ -66,7 +67,7 @@ describe("cluster errors get proper codes", () => {
     expect(DoppelError.from(new LeaseLost(7, "taken")).retryability).toBe("safe");
     const store = new MemoryLeaseStore();
     store.available = false;
-    const failure = await store.acquire(1, "n1", 1000).catch((error: unknown) => DoppelError.from(error));
+    const failure = await acquireOne(store, 1, "n1", 1000).catch((error: unknown) => DoppelError.from(error));
     expect(failure).toBeInstanceOf(Unavailable);
     expect(DoppelError.from(new MembershipStateError("not joined")).code).toBe("INTERNAL");
   });

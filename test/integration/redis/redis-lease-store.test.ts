@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RedisLeaseStore } from "../../../cluster/leases/redis.ts";
 import type { RedisConnection } from "../../../cluster/membership/redis-connection.ts";
-import { describeLeaseStoreContract } from "../../cluster/lease-store-contract.ts";
+import { acquireOne, describeLeaseStoreContract } from "../../cluster/lease-store-contract.ts";
 import { connect, loseData, noRestartReason, redisDown, redisUp, sleep, uniqueCluster } from "./redis-env.ts";
 
 describeLeaseStoreContract("RedisLeaseStore", async () => {
@@ -32,15 +32,15 @@ describe("RedisLeaseStore when Redis loses its data", () => {
       // the clock by a few, never by the time the next grant takes.
       for (let i = 0; i < 3; i++) {
         const node = `n${i}`;
-        const { epoch } = (await store.acquire(0, node, 5000))!;
+        const { epoch } = (await acquireOne(store, 0, node, 5000))!;
         expect(epoch).toBeGreaterThan(last);
         last = epoch;
         await store.release(0, node, epoch);
       }
-      await store.acquire(0, "holder", 5000);
+      await acquireOne(store, 0, "holder", 5000);
       await loseData(redis, cluster);
       expect(await store.holder(0)).toBeUndefined(); // the lease was lost with the data
-      const { epoch } = (await store.acquire(0, "next", 5000))!;
+      const { epoch } = (await acquireOne(store, 0, "next", 5000))!;
       expect(epoch).toBeGreaterThan(last);
       last = epoch;
       await loseData(redis, cluster);
@@ -53,13 +53,13 @@ describe("RedisLeaseStore when Redis loses its data", () => {
       const restartRedis = await connect();
       const store = new RedisLeaseStore(restartRedis, uniqueCluster("restart"));
       try {
-        const before = (await store.acquire(3, "a", 60_000))!.epoch;
+        const before = (await acquireOne(store, 3, "a", 60_000))!.epoch;
         await redisDown();
-        await expect(store.acquire(3, "a", 1000)).rejects.toThrow(/Redis/);
+        await expect(acquireOne(store, 3, "a", 1000)).rejects.toThrow(/Redis/);
         await redisUp();
         let after: number | undefined;
         for (let i = 0; i < 100 && after === undefined; i++) {
-          after = await store.acquire(3, "b", 1000).then(
+          after = await acquireOne(store, 3, "b", 1000).then(
             (grant) => grant?.epoch,
             async () => sleep(50).then(() => undefined), // still reconnecting
           );
