@@ -4,7 +4,8 @@
  *
  * Told which shards it should own ({@link ShardLeases.want}), it acquires them (retrying while
  * another node still holds one, until that node releases it or its lease expires), renews them
- * every `renewEveryMs` (all in one store call), and gives them up on {@link ShardLeases.release}.
+ * every `renewEveryMs`, and gives them up on {@link ShardLeases.release}. Acquisitions and
+ * renewals go to the store in one call for all the shards concerned, each judged on its own.
  *
  * **Fencing by local deadline.** A lease is valid locally until `sentAt + ttl − safetyMargin`,
  * where `sentAt` is the monotonic time at which the acquire or the last successful renew was

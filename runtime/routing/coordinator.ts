@@ -83,7 +83,7 @@ export class ClusterCoordinator implements Placement {
   #metaTimer: NodeJS.Timeout | undefined;
   /** Pending retries of consumer set-ups that failed (see {@link #consume}). */
   readonly #retries = new Set<NodeJS.Timeout>();
-  /** Shards lost without a hand-over since the last {@link #afterLosses}, by shard. */
+  /** Shards lost or released since the last {@link #afterLosses}, by shard. */
   #lost = new Map<number, LeaseEvent & { type: "lost" }>();
 
   constructor(private readonly options: CoordinatorOptions) {
