@@ -216,8 +216,17 @@ async function settled(members: readonly string[], timeoutMs = 60_000): Promise<
       for (const [i, id] of members.entries()) {
         const view = views[i];
         const seen = view ? JSON.stringify(view.nodes.map((n) => n.id).sort()) : "(no answer)";
-        const wrong = view ? view.shards.filter((s) => s.holder !== assignment[s.shard]).length : "?";
-        note(`  ${id} sees ${seen}; ${wrong} shards not held by their assigned node; last log lines:`);
+        const misplaced = view ? view.shards.filter((s) => s.holder !== assignment[s.shard]) : undefined;
+        // Who holds them instead ("nobody": free, waiting for an acquisition), by holder → assigned node.
+        const moves = new Map<string, number>();
+        for (const s of misplaced ?? []) {
+          const key = `${s.holder || "nobody"} → ${assignment[s.shard]}`;
+          moves.set(key, (moves.get(key) ?? 0) + 1);
+        }
+        const where = [...moves].map(([move, n]) => `${n} ${move}`).join(", ");
+        note(
+          `  ${id} sees ${seen}; ${misplaced?.length ?? "?"} shards not held by their assigned node (${where}); last log lines:`,
+        );
         note(nodes.get(id)!.output.split("\n").slice(-30).join("\n"));
       }
       throw new Error(`cluster did not settle on ${wanted} in ${timeoutMs} ms`);
