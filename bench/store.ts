@@ -24,6 +24,13 @@
  *    head's epoch), interleaved, and a whole activation through a node (load and claim, replay,
  *    one read-only turn), p50/p99. `BENCH_COLD_ONLY=1` runs only this part.
  *
+ * 3. The server's price of a conditional write, without Doppel: a bare loop of lightweight
+ *    transactions shaped like the commit point (`UPDATE ... SET seq = ?, plan = ? IF seq = ?` on one
+ *    row per key, the plan 50 B, 300 B or 2 KB) against a bare loop of plain INSERTs of 300 B rows,
+ *    the same keys and concurrency, interleaved by round (order rotating). It bounds what any
+ *    commit with one conditional write can reach against a plain insert. `BENCH_LWT_ONLY=1` runs
+ *    only this part.
+ *
  * Targets: as above; cold activation p99 < 10 ms.
  *
  *   npm run bench:store            (BENCH_QUICK=1 for a short run; BENCH_TWINS, BENCH_CONCURRENCY, BENCH_ROUNDS,
@@ -438,6 +445,102 @@ function round2(x: number): number {
 
 // ---- run ----
 
+/** One side of the conditional-write probe: plain inserts, or lightweight transactions with a plan of `bytes`. */
+type ProbeSide = { readonly kind: "insert" | "lwt"; readonly bytes: number };
+const PROBE_SIDES: readonly ProbeSide[] = [
+  { kind: "insert", bytes: 300 },
+  { kind: "lwt", bytes: 50 },
+  { kind: "lwt", bytes: 300 },
+  { kind: "lwt", bytes: 2000 },
+];
+const PROBE_OPS = quick ? 2000 : 5000;
+
+/** Writes per second of one probe side: `PROBE_OPS` writes over `TWINS` keys, `CONCURRENCY` in flight. */
+async function probeRound(client: cassandra.Client, side: ProbeSide, tag: string) {
+  const payload = "x".repeat(side.bytes);
+  const heads = new Map<string, number>();
+  const latency = histogram();
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (next < PROBE_OPS) {
+        const i = next++;
+        const key = `${tag}-${i % TWINS}`;
+        const t0 = performance.now();
+        if (side.kind === "insert") {
+          await client.execute(
+            `INSERT INTO ${KEYSPACE}.probe_rows (k, seq, data) VALUES (?, ?, ?)`,
+            [key, i, payload],
+            { prepare: true },
+          );
+        } else {
+          const head = heads.get(key);
+          const options = { prepare: true, serialConsistency: cassandra.types.consistencies.localSerial };
+          const result =
+            head === undefined
+              ? await client.execute(
+                  `UPDATE ${KEYSPACE}.probe_heads SET seq = ?, plan = ? WHERE k = ? IF seq = null`,
+                  [i, payload, key],
+                  options,
+                )
+              : await client.execute(
+                  `UPDATE ${KEYSPACE}.probe_heads SET seq = ?, plan = ? WHERE k = ? IF seq = ?`,
+                  [i, payload, key, head],
+                  options,
+                );
+          const row = result.rows[0]!;
+          heads.set(key, row["[applied]"] ? i : Number(row["seq"]));
+        }
+        latency.recordValue(Math.max(1, Math.round((performance.now() - t0) * 1000)));
+      }
+    }),
+  );
+  return {
+    writesPerSecond: Math.round(PROBE_OPS / ((performance.now() - started) / 1000)),
+    latencyMs: percentiles(latency),
+  };
+}
+
+/** Part 3: the probe's sides interleaved by round, order rotating, after one warm-up of each. */
+async function conditionalWritePrice(client: cassandra.Client) {
+  await client.execute(
+    `CREATE TABLE IF NOT EXISTS ${KEYSPACE}.probe_heads (k text PRIMARY KEY, seq bigint, plan text)`,
+  );
+  await client.execute(
+    `CREATE TABLE IF NOT EXISTS ${KEYSPACE}.probe_rows (k text, seq bigint, data text, PRIMARY KEY (k, seq))`,
+  );
+  const label = (side: ProbeSide) => `${side.kind} ${side.bytes} B`;
+  note(`conditional-write price: ${PROBE_SIDES.map(label).join(", ")}; ${CONCURRENCY} in flight...`);
+  for (const side of PROBE_SIDES) await probeRound(client, side, `warm${side.bytes}`);
+  const runs = new Map<string, Awaited<ReturnType<typeof probeRound>>[]>();
+  for (let r = 0; r < ROUNDS; r++) {
+    for (let j = 0; j < PROBE_SIDES.length; j++) {
+      const side = PROBE_SIDES[(j + r) % PROBE_SIDES.length]!;
+      const run = await probeRound(client, side, `r${r}b${side.bytes}`);
+      runs.set(label(side), [...(runs.get(label(side)) ?? []), run]);
+      note(`  round ${r + 1}: ${label(side)} ${run.writesPerSecond}/s, p50 ${run.latencyMs.p50} ms`);
+    }
+  }
+  const inserts = runs.get(label(PROBE_SIDES[0]!))!;
+  const sides = PROBE_SIDES.map((side) => {
+    const mine = runs.get(label(side))!;
+    const vsInsert = mine.map((run, r) => round2(run.writesPerSecond / inserts[r]!.writesPerSecond));
+    return {
+      side: label(side),
+      writesPerSecond: summary(mine.map((run) => run.writesPerSecond)),
+      p50Ms: summary(mine.map((run) => run.latencyMs.p50)),
+      vsInsert: { median: median(vsInsert), perRound: vsInsert },
+    };
+  });
+  for (const side of sides.slice(1)) {
+    note(
+      `  ${side.side}: ${side.writesPerSecond.median}/s, ${side.vsInsert.median}x the inserts (rounds ${side.vsInsert.perRound.join(", ")})`,
+    );
+  }
+  return { ops: PROBE_OPS, concurrency: CONCURRENCY, keys: TWINS, sides };
+}
+
 const raw = new cassandra.Client({ contactPoints, localDataCenter });
 await raw.connect();
 note(`dropping keyspace ${KEYSPACE} for a clean run...`);
@@ -463,106 +566,116 @@ type Result = Awaited<ReturnType<typeof bareLoop>>;
 const SIDES = ["fenced", "unfenced", "bare"] as const;
 type Side = (typeof SIDES)[number];
 try {
-  const tag = Date.now().toString(36);
-  // Cold activation first, on the fresh keyspace, before the append rounds load the server.
-  const cold = await coldActivation(store);
-  note(
-    `  loadTwin p50 ${cold.loadTwinMs.p50} ms p99 ${cold.loadTwinMs.p99} ms; with the claim p50 ${cold.loadTwinWithClaimMs.p50} ms p99 ${cold.loadTwinWithClaimMs.p99} ms; activation (claims) p50 ${cold.activationMs.p50} ms p99 ${cold.activationMs.p99} ms`,
-  );
-  if (process.env["BENCH_COLD_ONLY"] === "1") {
-    report("store-cold", { command: "BENCH_COLD_ONLY=1 npm run bench:store", coldActivation: cold });
+  if (process.env["BENCH_LWT_ONLY"] === "1") {
+    report("store-lwt", {
+      command: "BENCH_LWT_ONLY=1 npm run bench:store",
+      loadAverage: [loadAverage()],
+      conditionalWritePrice: await conditionalWritePrice(raw),
+    });
     process.exitCode = 0;
   } else {
-    const load = [loadAverage()];
-    // Per scenario, the batching of the latest fenced run: the bare loop writes the same commits.
-    const batchingOf = new Map<string, Batching[]>();
-    note("warm-up...");
-    for (const [i, scenario] of scenarios.entries()) {
-      const warm = { ...scenario, events: Math.min(scenario.events, 3000) };
-      batchingOf.set(scenario.name, (await storeAppends(store, `warm_f${i}_${tag}`, warm)).batching);
-      await storeAppends(unfenced, `warm_u${i}_${tag}`, warm);
-      await bareLoop(raw, `warm_b${i}_${tag}`, batchingOf.get(scenario.name)!);
-    }
-    const perRound: Record<string, Record<Side, Result>>[] = [];
-    for (let r = 1; r <= ROUNDS; r++) {
-      const round: Record<string, Record<Side, Result>> = {};
+    const tag = Date.now().toString(36);
+    // Cold activation first, on the fresh keyspace, before the append rounds load the server.
+    const cold = await coldActivation(store);
+    note(
+      `  loadTwin p50 ${cold.loadTwinMs.p50} ms p99 ${cold.loadTwinMs.p99} ms; with the claim p50 ${cold.loadTwinWithClaimMs.p50} ms p99 ${cold.loadTwinWithClaimMs.p99} ms; activation (claims) p50 ${cold.activationMs.p50} ms p99 ${cold.activationMs.p99} ms`,
+    );
+    if (process.env["BENCH_COLD_ONLY"] === "1") {
+      report("store-cold", { command: "BENCH_COLD_ONLY=1 npm run bench:store", coldActivation: cold });
+      process.exitCode = 0;
+    } else {
+      const load = [loadAverage()];
+      // Per scenario, the batching of the latest fenced run: the bare loop writes the same commits.
+      const batchingOf = new Map<string, Batching[]>();
+      note("warm-up...");
       for (const [i, scenario] of scenarios.entries()) {
-        // Interleaved: the three sides back to back, the order rotating by round.
-        const order = SIDES.map((_, j) => SIDES[(j + r) % SIDES.length]!);
-        const sides = {} as Record<Side, Result>;
-        for (const side of order) {
-          const type = `${side[0]}${i}_${tag}_${r}`;
-          note(`round ${r}: ${side}, ${scenario.name}...`);
-          if (side === "bare") sides.bare = await bareLoop(raw, type, batchingOf.get(scenario.name)!);
-          else {
-            const run = await storeAppends(side === "fenced" ? store : unfenced, type, scenario);
-            sides[side] = run.result;
-            if (side === "fenced") batchingOf.set(scenario.name, run.batching);
-          }
-          const got = sides[side];
-          note(
-            `  ${got.eventsPerSecond} events/s (${got.eventsPerCommit} events/commit), p50 ${got.latencyMs.p50} ms, p99 ${got.latencyMs.p99} ms`,
-          );
-        }
-        round[scenario.name] = sides;
+        const warm = { ...scenario, events: Math.min(scenario.events, 3000) };
+        batchingOf.set(scenario.name, (await storeAppends(store, `warm_f${i}_${tag}`, warm)).batching);
+        await storeAppends(unfenced, `warm_u${i}_${tag}`, warm);
+        await bareLoop(raw, `warm_b${i}_${tag}`, batchingOf.get(scenario.name)!);
       }
-      perRound.push(round);
-      load.push(loadAverage());
-    }
-    const results = scenarios.map((scenario) => {
-      const of = (side: Side) => perRound.map((round) => round[scenario.name]![side]);
-      const ratio = (a: Side, b: Side) =>
-        perRound.map((round) =>
-          round2(round[scenario.name]![a].eventsPerSecond / round[scenario.name]![b].eventsPerSecond),
-        );
-      const side = (name: Side) => ({
-        eventsPerSecond: summary(of(name).map((x) => x.eventsPerSecond)),
-        perRound: of(name),
+      const perRound: Record<string, Record<Side, Result>>[] = [];
+      for (let r = 1; r <= ROUNDS; r++) {
+        const round: Record<string, Record<Side, Result>> = {};
+        for (const [i, scenario] of scenarios.entries()) {
+          // Interleaved: the three sides back to back, the order rotating by round.
+          const order = SIDES.map((_, j) => SIDES[(j + r) % SIDES.length]!);
+          const sides = {} as Record<Side, Result>;
+          for (const side of order) {
+            const type = `${side[0]}${i}_${tag}_${r}`;
+            note(`round ${r}: ${side}, ${scenario.name}...`);
+            if (side === "bare") sides.bare = await bareLoop(raw, type, batchingOf.get(scenario.name)!);
+            else {
+              const run = await storeAppends(side === "fenced" ? store : unfenced, type, scenario);
+              sides[side] = run.result;
+              if (side === "fenced") batchingOf.set(scenario.name, run.batching);
+            }
+            const got = sides[side];
+            note(
+              `  ${got.eventsPerSecond} events/s (${got.eventsPerCommit} events/commit), p50 ${got.latencyMs.p50} ms, p99 ${got.latencyMs.p99} ms`,
+            );
+          }
+          round[scenario.name] = sides;
+        }
+        perRound.push(round);
+        load.push(loadAverage());
+      }
+      const results = scenarios.map((scenario) => {
+        const of = (side: Side) => perRound.map((round) => round[scenario.name]![side]);
+        const ratio = (a: Side, b: Side) =>
+          perRound.map((round) =>
+            round2(round[scenario.name]![a].eventsPerSecond / round[scenario.name]![b].eventsPerSecond),
+          );
+        const side = (name: Side) => ({
+          eventsPerSecond: summary(of(name).map((x) => x.eventsPerSecond)),
+          perRound: of(name),
+        });
+        const fencedVsBare = ratio("fenced", "bare");
+        return {
+          scenario: scenario.name,
+          fenced: side("fenced"),
+          unfenced: side("unfenced"),
+          bare: side("bare"),
+          fencedVsBare: { median: median(fencedVsBare), perRound: fencedVsBare },
+          fencedVsUnfenced: {
+            median: median(ratio("fenced", "unfenced")),
+            perRound: ratio("fenced", "unfenced"),
+          },
+        };
       });
-      const fencedVsBare = ratio("fenced", "bare");
-      return {
-        scenario: scenario.name,
-        fenced: side("fenced"),
-        unfenced: side("unfenced"),
-        bare: side("bare"),
-        fencedVsBare: { median: median(fencedVsBare), perRound: fencedVsBare },
-        fencedVsUnfenced: {
-          median: median(ratio("fenced", "unfenced")),
-          perRound: ratio("fenced", "unfenced"),
+      for (const r of results) {
+        note(
+          `${r.scenario}: fenced ${r.fenced.eventsPerSecond.median} events/s, bare ${r.bare.eventsPerSecond.median}, fenced/bare median ${r.fencedVsBare.median} (rounds ${r.fencedVsBare.perRound.join(", ")}), fenced/unfenced ${r.fencedVsUnfenced.median}`,
+        );
+      }
+      report("store", {
+        command: "npm run bench:store",
+        cassandra: { contactPoints, keyspace: KEYSPACE, startedByBench: startedServer },
+        config: {
+          twins: TWINS,
+          concurrency: CONCURRENCY,
+          rounds: ROUNDS,
+          eventSize: "~300 B",
+          interleaving: "per scenario the three sides back to back, order rotating by round",
+          figures: "median of the rounds, spread = (max - min) / median; ratios per round, then their median",
+          bare: "the same event rows, the same commits (batching of the latest fenced run): one prepared INSERT per commit of one event, one single-partition unlogged batch per commit of several; CONCURRENCY in flight",
         },
-      };
-    });
-    for (const r of results) {
-      note(
-        `${r.scenario}: fenced ${r.fenced.eventsPerSecond.median} events/s, bare ${r.bare.eventsPerSecond.median}, fenced/bare median ${r.fencedVsBare.median} (rounds ${r.fencedVsBare.perRound.join(", ")}), fenced/unfenced ${r.fencedVsUnfenced.median}`,
-      );
+        loadAverage: load,
+        targets: {
+          oneEvent: "fenced >= 0.8x bare",
+          groupCommit: "fenced >= 1.0x bare at the same batching",
+          oneEventMet: results[0]!.fencedVsBare.median >= 0.8,
+          groupCommitMet: results[1]!.fencedVsBare.median >= 1.0,
+        },
+        append: results,
+        conditionalWritePrice: await conditionalWritePrice(raw),
+        coldActivation: {
+          ...cold,
+          target: "p99 < 10 ms",
+          met: cold.activationMs.p99 < 10 && cold.loadTwinMs.p99 < 10,
+        },
+      });
     }
-    report("store", {
-      command: "npm run bench:store",
-      cassandra: { contactPoints, keyspace: KEYSPACE, startedByBench: startedServer },
-      config: {
-        twins: TWINS,
-        concurrency: CONCURRENCY,
-        rounds: ROUNDS,
-        eventSize: "~300 B",
-        interleaving: "per scenario the three sides back to back, order rotating by round",
-        figures: "median of the rounds, spread = (max - min) / median; ratios per round, then their median",
-        bare: "the same event rows, the same commits (batching of the latest fenced run): one prepared INSERT per commit of one event, one single-partition unlogged batch per commit of several; CONCURRENCY in flight",
-      },
-      loadAverage: load,
-      targets: {
-        oneEvent: "fenced >= 0.8x bare",
-        groupCommit: "fenced >= 1.0x bare at the same batching",
-        oneEventMet: results[0]!.fencedVsBare.median >= 0.8,
-        groupCommitMet: results[1]!.fencedVsBare.median >= 1.0,
-      },
-      append: results,
-      coldActivation: {
-        ...cold,
-        target: "p99 < 10 ms",
-        met: cold.activationMs.p99 < 10 && cold.loadTwinMs.p99 < 10,
-      },
-    });
   }
 } finally {
   await store.close();
