@@ -54,7 +54,7 @@ import { parseContactPoints } from "../runtime/persistence/cassandra/options.ts"
 import { eventParams } from "../runtime/persistence/cassandra/rows.ts";
 import { statementsFor } from "../runtime/persistence/cassandra/statements.ts";
 import { CassandraEventStore } from "../runtime/persistence/cassandra/store.ts";
-import { histogram, loadAverage, median, note, percentiles, report, summary } from "./lib.ts";
+import { closedLoop, histogram, loadAverage, median, note, percentiles, report, summary } from "./lib.ts";
 
 const quick = process.env["BENCH_QUICK"] === "1";
 const TWINS = Number(process.env["BENCH_TWINS"] ?? 1000);
@@ -459,47 +459,35 @@ const PROBE_OPS = quick ? 2000 : 5000;
 async function probeRound(client: cassandra.Client, side: ProbeSide, tag: string) {
   const payload = "x".repeat(side.bytes);
   const heads = new Map<string, number>();
-  const latency = histogram();
-  let next = 0;
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      while (next < PROBE_OPS) {
-        const i = next++;
-        const key = `${tag}-${i % TWINS}`;
-        const t0 = performance.now();
-        if (side.kind === "insert") {
-          await client.execute(
-            `INSERT INTO ${KEYSPACE}.probe_rows (k, seq, data) VALUES (?, ?, ?)`,
-            [key, i, payload],
-            { prepare: true },
+  const options = { prepare: true, serialConsistency: cassandra.types.consistencies.localSerial };
+  const write = async (i: number) => {
+    const key = `${tag}-${i % TWINS}`;
+    if (side.kind === "insert") {
+      await client.execute(
+        `INSERT INTO ${KEYSPACE}.probe_rows (k, seq, data) VALUES (?, ?, ?)`,
+        [key, i, payload],
+        { prepare: true },
+      );
+      return;
+    }
+    const head = heads.get(key);
+    const result =
+      head === undefined
+        ? await client.execute(
+            `UPDATE ${KEYSPACE}.probe_heads SET seq = ?, plan = ? WHERE k = ? IF seq = null`,
+            [i, payload, key],
+            options,
+          )
+        : await client.execute(
+            `UPDATE ${KEYSPACE}.probe_heads SET seq = ?, plan = ? WHERE k = ? IF seq = ?`,
+            [i, payload, key, head],
+            options,
           );
-        } else {
-          const head = heads.get(key);
-          const options = { prepare: true, serialConsistency: cassandra.types.consistencies.localSerial };
-          const result =
-            head === undefined
-              ? await client.execute(
-                  `UPDATE ${KEYSPACE}.probe_heads SET seq = ?, plan = ? WHERE k = ? IF seq = null`,
-                  [i, payload, key],
-                  options,
-                )
-              : await client.execute(
-                  `UPDATE ${KEYSPACE}.probe_heads SET seq = ?, plan = ? WHERE k = ? IF seq = ?`,
-                  [i, payload, key, head],
-                  options,
-                );
-          const row = result.rows[0]!;
-          heads.set(key, row["[applied]"] ? i : Number(row["seq"]));
-        }
-        latency.recordValue(Math.max(1, Math.round((performance.now() - t0) * 1000)));
-      }
-    }),
-  );
-  return {
-    writesPerSecond: Math.round(PROBE_OPS / ((performance.now() - started) / 1000)),
-    latencyMs: percentiles(latency),
+    const row = result.rows[0]!;
+    heads.set(key, row["[applied]"] ? i : Number(row["seq"]));
   };
+  const { callsPerSecond, p50, p99 } = await closedLoop(write, PROBE_OPS, CONCURRENCY);
+  return { writesPerSecond: callsPerSecond, latencyMs: { p50, p99 } };
 }
 
 /** Part 3: the probe's sides interleaved by round, order rotating, after one warm-up of each. */
@@ -530,7 +518,7 @@ async function conditionalWritePrice(client: cassandra.Client) {
       side: label(side),
       writesPerSecond: summary(mine.map((run) => run.writesPerSecond)),
       p50Ms: summary(mine.map((run) => run.latencyMs.p50)),
-      vsInsert: { median: median(vsInsert), perRound: vsInsert },
+      vsInsert: { median: round2(median(vsInsert)), perRound: vsInsert },
     };
   });
   for (const side of sides.slice(1)) {

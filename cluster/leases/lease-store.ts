@@ -58,3 +58,9 @@ export function checkLeaseArgs(shard: number, ttlMs?: number): void {
   if (!Number.isInteger(shard) || shard < 0) throw new RangeError(`invalid shard ${shard}`);
   if (ttlMs !== undefined && !(ttlMs > 0)) throw new RangeError(`invalid lease ttl ${ttlMs} ms`);
 }
+
+/** Throws `RangeError` unless every one of `shards` is valid (see {@link checkLeaseArgs}) and none is there twice. */
+export function checkShardList(shards: readonly number[], ttlMs: number): void {
+  for (const shard of shards) checkLeaseArgs(shard, ttlMs);
+  if (new Set(shards).size !== shards.length) throw new RangeError("a shard is asked for twice");
+}

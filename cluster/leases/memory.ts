@@ -7,6 +7,7 @@
 import { type Clock, monotonicClock } from "../clock.ts";
 import {
   checkLeaseArgs,
+  checkShardList,
   type HeldLease,
   type LeaseGrant,
   type LeaseHolder,
@@ -46,8 +47,7 @@ export class MemoryLeaseStore implements LeaseStore {
   }
 
   async acquire(node: string, shards: readonly number[], ttlMs: number): Promise<(LeaseGrant | undefined)[]> {
-    for (const shard of shards) checkLeaseArgs(shard, ttlMs);
-    if (new Set(shards).size !== shards.length) throw new RangeError("a shard is asked for twice");
+    checkShardList(shards, ttlMs);
     this.#check();
     return shards.map((shard) => {
       const current = this.#live(shard);

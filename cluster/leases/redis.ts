@@ -21,6 +21,7 @@ import { clusterPrefix } from "../membership/redis.ts";
 import { LuaScript, RedisCommandError, type RedisConnection } from "../membership/redis-connection.ts";
 import {
   checkLeaseArgs,
+  checkShardList,
   type HeldLease,
   type LeaseGrant,
   type LeaseHolder,
@@ -126,29 +127,25 @@ export class RedisLeaseStore implements LeaseStore {
   }
 
   async acquire(node: string, shards: readonly number[], ttlMs: number): Promise<(LeaseGrant | undefined)[]> {
-    for (const shard of shards) checkLeaseArgs(shard, ttlMs);
-    if (new Set(shards).size !== shards.length) throw new RangeError("a shard is asked for twice");
-    return this.#inBatches(shards, async (batch) => {
+    checkShardList(shards, ttlMs);
+    const answers = await this.#inBatches(shards, (batch) => {
       const keys = [`${this.#prefix}leases`];
       for (const shard of batch) keys.push(this.#lease(shard), `${this.#prefix}epoch:${shard}`);
-      const answers = fields(
-        await this.#redis.run(ACQUIRE, keys, [node, ms(ttlMs), ...batch.map(String)]),
-        1,
-      );
-      if (answers.length !== batch.length) throw new RedisCommandError(`unexpected lease reply ${answers}`);
-      return answers.map((a) => (a === "0" ? undefined : { epoch: integer(a) }));
+      return this.#redis.run(ACQUIRE, keys, [node, ms(ttlMs), ...batch.map(String)]);
     });
+    return answers.map((a) => (a === "0" ? undefined : { epoch: integer(a) }));
   }
 
   async renew(node: string, leases: readonly HeldLease[], ttlMs: number): Promise<boolean[]> {
     for (const { shard } of leases) checkLeaseArgs(shard, ttlMs);
-    return this.#inBatches(leases, async (batch) => {
-      const keys = batch.map((l) => this.#lease(l.shard));
-      const args = [node, ms(ttlMs), ...batch.map((l) => String(l.epoch))];
-      const answers = fields(await this.#redis.run(RENEW, keys, args), 1);
-      if (answers.length !== batch.length) throw new RedisCommandError(`unexpected lease reply ${answers}`);
-      return answers.map((a) => integer(a) === 1);
-    });
+    const answers = await this.#inBatches(leases, (batch) =>
+      this.#redis.run(
+        RENEW,
+        batch.map((l) => this.#lease(l.shard)),
+        [node, ms(ttlMs), ...batch.map((l) => String(l.epoch))],
+      ),
+    );
+    return answers.map((a) => integer(a) === 1);
   }
 
   async release(shard: number, node: string, epoch: number): Promise<boolean> {
@@ -185,10 +182,26 @@ export class RedisLeaseStore implements LeaseStore {
     return new Map(rows.sort((a, b) => a[0] - b[0]));
   }
 
-  /** Runs `run` on `items` in slices of {@link LEASE_BATCH}, at once, and joins the answers in order. */
-  async #inBatches<T, R>(items: readonly T[], run: (batch: readonly T[]) => Promise<R[]>): Promise<R[]> {
-    const batches: Promise<R[]>[] = [];
-    for (let i = 0; i < items.length; i += LEASE_BATCH) batches.push(run(items.slice(i, i + LEASE_BATCH)));
+  /**
+   * Runs `run` (one script) on `items` in slices of {@link LEASE_BATCH}, at once; resolves the
+   * scripts' answers, one per item, in order. Rejects when a script's reply is not one answer per item.
+   */
+  async #inBatches<T>(
+    items: readonly T[],
+    run: (batch: readonly T[]) => Promise<unknown>,
+  ): Promise<string[]> {
+    const batches: Promise<string[]>[] = [];
+    for (let i = 0; i < items.length; i += LEASE_BATCH) {
+      const batch = items.slice(i, i + LEASE_BATCH);
+      batches.push(
+        run(batch).then((reply) => {
+          const answers = fields(reply, 1);
+          if (answers.length !== batch.length)
+            throw new RedisCommandError(`unexpected lease reply ${answers}`);
+          return answers;
+        }),
+      );
+    }
     return (await Promise.all(batches)).flat();
   }
 

@@ -91,9 +91,9 @@ export function describeLeaseStoreContract(name: string, open: () => Promise<Lea
     });
 
     it("renews many leases in one call, each judged on its own, in order", async () => {
-      // More than one Redis script's worth (RENEW_BATCH, 512), so the batches' answers are joined in order.
+      // More than one Redis script's worth (LEASE_BATCH, 512), so the batches' answers are joined in order.
       const shards = Array.from({ length: 600 }, (_, i) => 100 + i);
-      const grants = await Promise.all(shards.map((shard) => acquireOne(h.store, shard, "a", h.ttlMs)));
+      const grants = await h.store.acquire("a", shards, h.ttlMs);
       const leases = shards.map((shard, i) => ({ shard, epoch: grants[i]!.epoch }));
       // Shard 150 is taken over by b; shard 650 is asked for with an epoch that was never "a"'s.
       await h.store.release(150, "a", leases[50]!.epoch);
