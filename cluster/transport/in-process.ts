@@ -42,6 +42,13 @@ export class InProcessBus {
     return `_INBOX.${(this.#inbox++).toString(36)}`;
   }
 
+  /** True when some subscription matches `subject`. */
+  matches(subject: string): boolean {
+    const tokens = subject.split(".");
+    for (const sub of this.subs) if (tokensMatch(sub.tokens, tokens)) return true;
+    return false;
+  }
+
   /** Delivers to every plain subscriber and to one member per queue group; returns how many got it. */
   deliver(message: TransportMessage): number {
     const tokens = message.subject.split(".");
@@ -90,6 +97,10 @@ export class InProcessTransport implements Transport {
   publish(subject: string, data: Uint8Array, options: PublishOptions = {}): void {
     this.#check(subject, false);
     this.bus.deliver({ subject, data, headers: options.headers ?? NO_HEADERS, reply: undefined });
+  }
+
+  reachesAnyone(subject: string): boolean {
+    return !this.#closed && this.bus.matches(subject);
   }
 
   subscribe(

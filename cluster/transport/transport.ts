@@ -60,6 +60,12 @@ export interface DurableAck {
 export interface Transport {
   /** Fire and forget. */
   publish(subject: string, data: Uint8Array, options?: PublishOptions): void;
+  /**
+   * False when this transport knows that a message published on `subject` now would reach no one
+   * (the in-process bus sees every subscription), so a publisher may skip encoding it. Absent on
+   * transports that cannot know (NATS: a device may subscribe through any server).
+   */
+  reachesAnyone?(subject: string): boolean;
   /** Calls `handler` for each message on `subject` (wildcards allowed). Handler errors are isolated. */
   subscribe(
     subject: string,

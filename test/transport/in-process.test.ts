@@ -75,4 +75,20 @@ describe("in-process transport", () => {
     });
     expect(() => a.publish("t", bytes(""))).toThrow("closed");
   });
+
+  it("knows whether a publish would reach anyone", async () => {
+    const bus = new InProcessBus();
+    const publisher = bus.connect();
+    const listener = bus.connect();
+    expect(publisher.reachesAnyone("doppel.dev.thermostat.t1.desired")).toBe(false);
+    const sub = listener.subscribe("doppel.dev.*.t1.>", () => {});
+    expect(publisher.reachesAnyone("doppel.dev.thermostat.t1.desired")).toBe(true);
+    expect(publisher.reachesAnyone("doppel.dev.thermostat.t2.desired")).toBe(false);
+    sub.unsubscribe();
+    expect(publisher.reachesAnyone("doppel.dev.thermostat.t1.desired")).toBe(false);
+    listener.subscribe(">", () => {});
+    expect(publisher.reachesAnyone("doppel.dev.thermostat.t2.desired")).toBe(true);
+    await listener.close();
+    expect(publisher.reachesAnyone("doppel.dev.thermostat.t2.desired")).toBe(false);
+  });
 });

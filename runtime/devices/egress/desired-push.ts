@@ -17,13 +17,16 @@ export function pushDesiredToDevices(feed: ChangeFeed, transport: Transport): ()
   return feed.subscribe("*", (change) => {
     if (!changesDesired(change.events)) return;
     if (change.events.some((event) => edgeOwnerOf(event.writer) !== undefined)) return;
+    const subject = deviceSubject(change.ref, DeviceChannel.Desired);
+    // In-process nobody may be listening (an embedded node without devices): nothing is encoded.
+    if (transport.reachesAnyone?.(subject) === false) return;
     const push: DesiredPush = {
       version: change.view.version,
       desired: change.view.desired,
       delta: change.view.delta,
     };
     try {
-      transport.publish(deviceSubject(change.ref, DeviceChannel.Desired), encodeJson(push));
+      transport.publish(subject, encodeJson(push));
     } catch {
       // The transport is closing; the device gets the current desired state when it syncs.
     }
