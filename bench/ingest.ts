@@ -16,7 +16,8 @@
  *   **Latency**, the same end point on both sides: a probe report published (JetStream publish
  *   acknowledged) → its value visible in the store's view of the twin (`readView`, polled by this
  *   process on a store of its own over the side's database), under a background load of half the
- *   Doppel side's first-round throughput, offered to both.
+ *   Doppel side's first-round throughput, offered to both evenly (the reports due every 5 ms;
+ *   `BENCH_BURST_MS=100` for a tenth of a second's at once).
  *
  *   npm run bench:ingest     (DOPPEL_NATS to use your server; else scripts/infra/nats.sh up;
  *                             BENCH_QUICK=1 for a short run; BENCH_STORE=cassandra for the
@@ -24,7 +25,8 @@
  *                             keyspaces <DOPPEL_TEST_KEYSPACE_PREFIX>bench_ingest and ..._bare;
  *                             BENCH_SHARDS=N for N shards, default 256; BENCH_ROUNDS, default 3;
  *                             BENCH_CPU_PROF=DIR for a CPU profile of the node; BENCH_STAGES=1
- *                             for the probes' latency by stage on both sides, bench/stages.ts)
+ *                             for the probes' latency by stage on both sides, bench/stages.ts;
+ *                             BENCH_BURST_MS, default 5: how often the background load is offered)
  *
  * Per round it also reports each side's process CPU per report (µs, from /proc) and the cores
  * the side used during the probes: the machine is shared, so the load average is printed too.
@@ -81,6 +83,8 @@ if (!Number.isInteger(SHARDS) || SHARDS < 1) throw new Error(`BENCH_SHARDS must 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** `BENCH_STAGES=1`: the probes' latency by stage on both sides (see `bench/stages.ts`). */
 const STAGES = process.env["BENCH_STAGES"] === "1";
+/** How often the latency phase's background load is offered, ms (see `latency`). */
+const BURST_MS = Number(process.env["BENCH_BURST_MS"] ?? 5);
 const PROBE_ID = "bench-probe";
 /** What the side processes get for the stage clock (their stderr is then read by a StageLog). */
 const STAGE_ENV: Record<string, string> = STAGES ? { DOPPEL_STAGE_CLOCK: PROBE_ID } : {};
@@ -284,23 +288,30 @@ try {
   };
 
   /**
-   * Probe reports (publish → visible in the store) under `rate` background reports/s, offered in
-   * a burst every 100 ms. The store is polled every ~0.2 ms (a wait that leaves the CPU to the
-   * side being measured, not a spin), so the end point is the same on both sides.
+   * Probe reports (publish → visible in the store) under `rate` background reports/s, offered on a
+   * schedule: every `BURST_MS` the reports due by then (5 ms: 5 or 6 at a time at 1,000/s, an even
+   * load; `BENCH_BURST_MS=100` offers a tenth of a second's reports at once, the bench before
+   * 2026-12-08, where a probe behind a burst waits for ~100 fsyncs of nats-server). A burst still
+   * unacknowledged when the next is due delays it, and the next carries what fell due meanwhile.
+   * The store is polled every ~0.2 ms (a wait that leaves the CPU to the side being measured, not
+   * a spin), so the end point is the same on both sides.
    */
   const latency = async (side: Side, rate: number, into: ReturnType<typeof histogram>) => {
     let stop = false;
     let i = 0;
     const background = (async () => {
+      const started = performance.now();
+      let offered = 0;
       while (!stop) {
-        const tick = performance.now();
-        await Promise.all(
-          Array.from({ length: Math.max(1, Math.round(rate / 10)) }, () =>
-            publish(side, `bench-${i++ % DEVICES}`, { temperature: 20 + (i % 50) / 10 }),
-          ),
-        );
-        const wait = 100 - (performance.now() - tick);
-        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        const due = Math.max(offered + 1, Math.floor(((performance.now() - started) / 1000) * rate));
+        const burst: Promise<unknown>[] = [];
+        for (; offered < due; offered++) {
+          burst.push(publish(side, `bench-${i++ % DEVICES}`, { temperature: 20 + (i % 50) / 10 }));
+        }
+        await Promise.all(burst);
+        const next = started + ((offered + 1) * 1000) / rate;
+        const wait = Math.max(BURST_MS, next - performance.now());
+        await new Promise((resolve) => setTimeout(resolve, wait));
       }
     })();
     const round = histogram();
@@ -406,6 +417,7 @@ try {
       ...(process.env["BENCH_SHARDS"] === undefined ? [] : [`BENCH_SHARDS=${SHARDS}`]),
       ...(process.env["BENCH_ROUNDS"] === undefined ? [] : [`BENCH_ROUNDS=${ROUNDS}`]),
       ...(STAGES ? ["BENCH_STAGES=1"] : []),
+      ...(process.env["BENCH_BURST_MS"] === undefined ? [] : [`BENCH_BURST_MS=${BURST_MS}`]),
       "npm run bench:ingest",
     ].join(" "),
     store: STORE,
@@ -423,6 +435,7 @@ try {
       rounds: ROUNDS,
       probesPerRound: PROBES,
       backgroundReportsPerSecond: backgroundRate,
+      backgroundOfferedEveryMs: BURST_MS,
       nodeStartMs: node.startMs,
       latency:
         "probe publish (JetStream ack) → its value in the store's view (readView polled every ~0.2 ms by the bench process), same on both sides",

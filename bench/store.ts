@@ -624,9 +624,9 @@ try {
           fenced: side("fenced"),
           unfenced: side("unfenced"),
           bare: side("bare"),
-          fencedVsBare: { median: median(fencedVsBare), perRound: fencedVsBare },
+          fencedVsBare: { median: round2(median(fencedVsBare)), perRound: fencedVsBare },
           fencedVsUnfenced: {
-            median: median(ratio("fenced", "unfenced")),
+            median: round2(median(ratio("fenced", "unfenced"))),
             perRound: ratio("fenced", "unfenced"),
           },
         };
