@@ -132,6 +132,12 @@ export const MIGRATIONS: readonly Migration[] = [
       `CREATE TABLE IF NOT EXISTS ${ks}.twin_creations (principal text PRIMARY KEY, created bigint)`,
     ],
   },
+  {
+    version: 6,
+    description:
+      "twins.staged_commit may hold a deflated plan ('deflate:' + base64, see commit-plan.ts): code before schema 6 cannot read it, and refuses the keyspace",
+    statements: () => [],
+  },
 ];
 
 /** The schema version this code reads and writes. */

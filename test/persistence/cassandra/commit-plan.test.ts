@@ -3,6 +3,7 @@ import { ErrorCode } from "../../../runtime/core/errors.ts";
 import type { EventRecord, TwinCommit } from "../../../runtime/core/records.ts";
 import {
   bind,
+  DEFLATE_FROM_BYTES,
   decodeStaged,
   encodeStaged,
   planCommit,
@@ -105,7 +106,40 @@ describe("cassandra commit plan", () => {
     expect(back.eventGroups).toHaveLength(1);
     expect(back.eventGroups[0]![0]!.params[8]).toBeUndefined(); // causation: unset, not null
     expect(bind(s, back.eventGroups[0]!)[0]!.query).toBe(s.insertEvent);
-    const forged = text.replace('"insertEvent"', '"constructor"');
+    const forgedGroups = [[{ statement: "constructor" as never, params: [] }]];
+    const forged = encodeStaged({
+      expectedSeq: 0,
+      firstCommitId: "c1",
+      eventGroups: forgedGroups,
+      derived: [],
+    });
     expect(() => decodeStaged(forged, s)).toThrow(/staged commit is malformed/);
+  });
+
+  it("stages a large plan deflated and reads it back whole; a small one, or one staged before, stays JSON", () => {
+    const s = statementsFor("doppel_test");
+    const large = { expectedSeq: 0, firstCommitId: "c1", ...planCommit(commit(0, 8), layout, new Map()) };
+    // As schema 5 staged it: JSON, unset values marked.
+    const json = JSON.stringify(large, (_key, value: unknown) =>
+      value === undefined ? { $unset: true } : value,
+    );
+    expect(json.length).toBeGreaterThanOrEqual(DEFLATE_FROM_BYTES);
+    const text = encodeStaged(large);
+    expect(text.startsWith("deflate:")).toBe(true);
+    expect(text.length).toBeLessThan(json.length / 2);
+    const back = decodeStaged(text, s);
+    expect(back.eventGroups.flat().map((n) => n.params[3])).toEqual([1, 2, 3, 4, 5, 6, 7, 8]); // seqs
+    expect(back).toEqual(decodeStaged(json, s));
+
+    const small = { expectedSeq: 0, firstCommitId: "c1", eventGroups: [], derived: [] };
+    expect(encodeStaged(small)).toBe(JSON.stringify(small));
+
+    const damaged = `deflate:${Buffer.from("not deflate at all").toString("base64")}`;
+    expect(() => decodeStaged(damaged, s)).toThrow(
+      expect.objectContaining({
+        code: ErrorCode.InvalidArgument,
+        message: expect.stringMatching(/malformed/),
+      }),
+    );
   });
 });
