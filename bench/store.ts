@@ -26,7 +26,7 @@
  *
  * 3. The server's price of a conditional write, without Doppel: a bare loop of lightweight
  *    transactions shaped like the commit point (`UPDATE ... SET seq = ?, plan = ? IF seq = ?` on one
- *    row per key, the plan 50 B, 300 B or 2 KB) against a bare loop of plain INSERTs of 300 B rows,
+ *    row per key, the plan 50 B, 300 B, 750 B, 1.2 KB or 2 KB) against a bare loop of plain INSERTs of 300 B rows,
  *    the same keys and concurrency, interleaved by round (order rotating). It bounds what any
  *    commit with one conditional write can reach against a plain insert. `BENCH_LWT_ONLY=1` runs
  *    only this part.
@@ -451,6 +451,8 @@ const PROBE_SIDES: readonly ProbeSide[] = [
   { kind: "insert", bytes: 300 },
   { kind: "lwt", bytes: 50 },
   { kind: "lwt", bytes: 300 },
+  { kind: "lwt", bytes: 750 },
+  { kind: "lwt", bytes: 1200 },
   { kind: "lwt", bytes: 2000 },
 ];
 const PROBE_OPS = quick ? 2000 : 5000;

@@ -137,11 +137,11 @@ export function bind(s: Statements, statements: readonly NamedBound[]): Bound[] 
 /**
  * A staged plan's JSON from this size on is stored deflated: `deflate:` and the deflated bytes in
  * base64 (a plan's JSON always starts with `{`). The plan rides in the commit point's
- * lightweight transaction, whose price grows with its size past about 1 KB (a bare transaction on
- * this machine: about the same at 300, 500 and 750 B, about a quarter fewer per second at 1.2 KB,
- * fewer still and erratic at 2 KB). A group commit's plan (3.3 KB median in `bench:store`)
- * deflates to about 0.7 KB; a one-event plan (about 750 B) stays JSON. Read by schema 6 and
- * later (see `schema.ts`).
+ * lightweight transaction, whose price grows with its size, steeply between 1.2 and 2 KB (bare
+ * transactions on this machine, `BENCH_LWT_ONLY=1 npm run bench:store`, 2026-12-08: 3,550/s with
+ * 50 B, 2,957 with 750 B, 2,788 with 1.2 KB, 745 with 2 KB). A group commit's plan (3.3 KB median
+ * in `bench:store`) deflates to about 0.7 KB; a one-event plan (about 750 B) stays JSON. Read by
+ * schema 6 and later (see `schema.ts`).
  */
 export const DEFLATE_FROM_BYTES = 1024;
 const DEFLATED = "deflate:";
