@@ -35,6 +35,8 @@ export function machine(): Record<string, string | number> {
     cpus: cpus().length,
     cpu: cpus()[0]?.model ?? "?",
     memoryGiB: Math.round(totalmem() / 2 ** 30),
+    // Flags given to the bench's node (a young generation size, say) change what it measures.
+    ...(process.env["NODE_OPTIONS"] ? { nodeOptions: process.env["NODE_OPTIONS"] } : {}),
   };
 }
 
