@@ -85,6 +85,7 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const STAGES = process.env["BENCH_STAGES"] === "1";
 /** How often the latency phase's background load is offered, ms (see `latency`). */
 const BURST_MS = Number(process.env["BENCH_BURST_MS"] ?? 5);
+if (!(BURST_MS >= 1)) throw new Error("BENCH_BURST_MS must be a number of milliseconds, at least 1");
 const PROBE_ID = "bench-probe";
 /** What the side processes get for the stage clock (their stderr is then read by a StageLog). */
 const STAGE_ENV: Record<string, string> = STAGES ? { DOPPEL_STAGE_CLOCK: PROBE_ID } : {};

@@ -26,10 +26,10 @@
  *
  * 3. The server's price of a conditional write, without Doppel: a bare loop of lightweight
  *    transactions shaped like the commit point (`UPDATE ... SET seq = ?, plan = ? IF seq = ?` on one
- *    row per key, the plan 50 B, 300 B, 750 B, 1.2 KB or 2 KB) against a bare loop of plain INSERTs of 300 B rows,
- *    the same keys and concurrency, interleaved by round (order rotating). It bounds what any
- *    commit with one conditional write can reach against a plain insert. `BENCH_LWT_ONLY=1` runs
- *    only this part.
+ *    row per key, the plan 50 B, 300 B, 750 B, 1.2 KB or 2 KB) against a bare loop of plain
+ *    INSERTs of 300 B rows, the same keys and concurrency, interleaved by round (order rotating).
+ *    It bounds what any commit with one conditional write can reach against a plain insert.
+ *    `BENCH_LWT_ONLY=1` runs only this part.
  *
  * Targets: as above; cold activation p99 < 10 ms.
  *
